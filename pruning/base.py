@@ -1,0 +1,103 @@
+"""The contract between the sequential calibration loop and the layer pruners.
+
+A *layer pruner* turns one linear layer's dense weight ``W`` (out, in) and the statistics of its calibration
+inputs into a pruned weight. The loop in :mod:`pruning.sequential` collects only the statistics a pruner
+declares in ``needs`` (see :class:`LayerStats`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import torch
+
+NM = Optional[tuple[int, int]]
+
+
+@dataclass
+class LayerStats:
+    """Calibration statistics of one linear layer's inputs, accumulated over ``ntokens`` tokens.
+
+    ``x_t`` is the input of the layer as seen in the model being pruned (earlier blocks/sublayers already pruned),
+    ``d_t`` the input the *dense* model would give the same layer (only collected when a pruner needs it, e.g.
+    FISTAPruner's error correction).
+
+    Attributes:
+        ntokens: number of calibration tokens T.
+        sq_norm: ``Σ_t x_t²`` per input feature, shape (in,), float64 (Wanda's ‖X_j‖₂² ); always present.
+        H: ``Σ_t x_t x_tᵀ``, shape (in, in), float64 (needs "H"). SparseGPT's Hessian is ``2 H / T``.
+        K: ``Σ_t d_t x_tᵀ``, shape (in, in), float64 (needs "K"): cross term dense-input × pruned-input,
+            so that ½‖W* X* − W X‖² has gradient ``W* H − W K``.
+        D: ``Σ_t d_t d_tᵀ``, shape (in, in), float64 (needs "K"): makes the objective's constant term computable.
+        X: optional raw inputs (T, in) for debugging/tests; never required by a pruner.
+    """
+
+    ntokens: int
+    sq_norm: torch.Tensor
+    H: Optional[torch.Tensor] = None
+    K: Optional[torch.Tensor] = None
+    D: Optional[torch.Tensor] = None
+    X: Optional[torch.Tensor] = None
+
+    @classmethod
+    def from_inputs(cls, X: torch.Tensor, dense: Optional[torch.Tensor] = None, needs: frozenset = frozenset({"H", "K"})) -> "LayerStats":
+        """Build statistics directly from input rows ``X`` (T, in) (and dense inputs ``dense`` (T, in))."""
+        X64 = X.reshape(-1, X.shape[-1]).to(torch.float64)
+        D64 = X64 if dense is None else dense.reshape(-1, dense.shape[-1]).to(torch.float64)
+        return cls(
+            ntokens=X64.shape[0],
+            sq_norm=(X64 * X64).sum(0),
+            H=X64.T @ X64 if "H" in needs or "K" in needs else None,
+            K=D64.T @ X64 if "K" in needs else None,
+            D=D64.T @ D64 if "K" in needs else None,
+        )
+
+
+class LayerPruner(Protocol):
+    def __call__(self, W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """A registered pruner: its function, the statistics it needs and a one-line description."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    needs: frozenset = field(default_factory=frozenset)  # subset of {"H", "K"}
+    description: str = ""
+    supports_nm: bool = True
+
+
+PRUNERS: dict[str, PrunerSpec] = {}
+
+
+def register_pruner(name: str, needs: frozenset | set = frozenset(), description: str = "", supports_nm: bool = True):
+    """Decorator registering a layer pruner under ``name``."""
+
+    def deco(fn):
+        PRUNERS[name] = PrunerSpec(name, fn, frozenset(needs), description, supports_nm)
+        return fn
+
+    return deco
+
+
+def get_pruner(name: str) -> PrunerSpec:
+    """Return the registered pruner ``name`` or raise a one-line ValueError listing the known ones."""
+    from . import _register_all  # noqa: F401  (imports every pruner module so that they register)
+
+    if name not in PRUNERS:
+        raise ValueError(f"unknown pruner {name!r}; choose one of: {', '.join(sorted(PRUNERS))}")
+    return PRUNERS[name]
+
+
+def parse_nm(text: str | None) -> NM:
+    """Parse ``"2:4"`` into ``(2, 4)``; validate 0 < n < m."""
+    if text is None or text == "" or text == "none":
+        return None
+    try:
+        n, m = (int(t) for t in str(text).split(":"))
+    except ValueError:
+        raise ValueError(f"invalid N:M pattern {text!r}; write it as N:M, e.g. 2:4") from None
+    if not 0 < n < m:
+        raise ValueError(f"invalid N:M pattern {text!r}: need 0 < N < M (e.g. 2:4 or 4:8)")
+    return n, m

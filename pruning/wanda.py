@@ -1,0 +1,29 @@
+"""Wanda: score ``S_ij = |W_ij| · ‖X_j‖₂``, prune the lowest scores within each output row (N:M: per M-group).
+
+Sun, Liu, Bair, Kolter, "A Simple and Effective Pruning Approach for Large Language Models", ICLR 2024.
+``‖X_j‖₂² = stats.sq_norm[j]`` is summed over all calibration tokens (the reference averages per sample, which only
+rescales every score of a row by the same factor and so selects the same mask).
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import NM, LayerStats, register_pruner
+from .masks import mask_from_scores
+
+
+def wanda_scores(W: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
+    """``|W_ij| · sqrt(Σ_t x_tj²)`` in float32, shape of W."""
+    return W.abs().to(torch.float32) * torch.sqrt(sq_norm.to(torch.float64)).to(torch.float32).unsqueeze(0)
+
+
+@register_pruner("wanda", needs=frozenset(), description="|W|·‖X‖₂ compared per output row (Sun et al. 2024)")
+def wanda(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
+    """Prune by Wanda scores: per output row (unstructured; exact matrix total) or the lowest ``M−N`` per M-group."""
+    if stats is None:
+        raise ValueError("wanda needs calibration statistics (stats.sq_norm); run it through pruning.sequential")
+    if stats.sq_norm.shape[0] != W.shape[1]:
+        raise ValueError(f"wanda: sq_norm has {stats.sq_norm.shape[0]} features but W has {W.shape[1]} inputs")
+    W = W.to(torch.float32).clone()
+    W[mask_from_scores(wanda_scores(W, stats.sq_norm), sparsity, nm, per_row=True)] = 0
+    return W

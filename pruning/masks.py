@@ -8,6 +8,7 @@ Exactness: an unstructured mask always prunes exactly ``round(sparsity · W.nume
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -41,12 +42,14 @@ def split_counts(total: int, sizes: list[int]) -> list[int]:
 
 
 def lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of exactly the ``k`` lowest scores of the whole tensor (ties broken by ``topk``)."""
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    if k > 0:
-        idx = torch.topk(scores.reshape(-1), k, largest=False, sorted=False).indices
-        mask.view(-1)[idx] = True
-    return mask
+    """Mask of exactly the ``k`` lowest scores of the whole tensor (ties broken arbitrarily; numpy introselect)."""
+    a = scores.detach().to(torch.float32).cpu().numpy().reshape(-1)
+    flat = np.zeros(a.size, dtype=bool)
+    if k >= a.size:
+        flat[:] = True
+    elif k > 0:
+        flat[np.argpartition(a, k - 1)[:k]] = True
+    return torch.from_numpy(flat.reshape(tuple(scores.shape))).to(scores.device)
 
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float, per_row: bool = False) -> torch.Tensor:
@@ -58,17 +61,21 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float, per_row: bool = Fal
     k = num_pruned(sparsity, scores.numel())
     if not per_row or k == 0:
         return lowest_k_mask(scores, k)
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    rows, cols = scores.shape
+    a = scores.detach().to(torch.float32).cpu().numpy()
+    rows, cols = a.shape
     base, extra = divmod(k, rows)
-    sorted_idx = torch.argsort(scores, dim=1, stable=True)
-    counts = torch.full((rows,), base, dtype=torch.long)
-    if extra:
-        nxt = scores.gather(1, sorted_idx[:, base : base + 1]).squeeze(1)  # each row's (base+1)-th lowest score
-        counts[torch.topk(nxt, extra, largest=False, sorted=False).indices] += 1
-    keep_rank = torch.arange(cols).unsqueeze(0) < counts.unsqueeze(1)  # rank r < count → pruned
-    mask.scatter_(1, sorted_idx, keep_rank)
-    return mask
+    mask = np.zeros((rows, cols), dtype=bool)
+    if base >= cols:
+        mask[:] = True
+    else:
+        idx = np.argpartition(a, base, axis=1)  # idx[:, :base] = each row's base lowest, idx[:, base] the next one
+        r = np.arange(rows)[:, None]
+        mask[r, idx[:, :base]] = True
+        if extra:
+            nxt = a[np.arange(rows), idx[:, base]]
+            more = np.argpartition(nxt, extra - 1)[:extra]  # rows whose next-lowest score is smallest
+            mask[more, idx[more, base]] = True
+    return torch.from_numpy(mask).to(scores.device)
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

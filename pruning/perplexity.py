@@ -82,13 +82,12 @@ def eval_windows(tokens: torch.Tensor, seqlen: int, bos_id: Optional[int] = None
 
 
 def _unwrap(model, tokenizer):
-    """Accept a ``spectra.models.LoadedModel`` in place of (model, tokenizer)."""
-    if tokenizer is None and hasattr(model, "tokenizer") and hasattr(model, "model"):
-        return model.model, model.tokenizer
-    if hasattr(model, "model") and hasattr(model, "source") and not hasattr(model, "forward"):
-        return model.model, tokenizer
+    """Accept a ``spectra.models.LoadedModel`` (``.model``, ``.tokenizer``) in place of (model, tokenizer)."""
+    if not isinstance(model, torch.nn.Module) and hasattr(model, "model"):
+        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        model = model.model
     if tokenizer is None:
-        raise ValueError("a tokenizer is required; pass perplexity(model, tokenizer) or a LoadedModel")
+        raise ValueError("a tokenizer is required; pass (model, tokenizer) or a LoadedModel")
     return model, tokenizer
 
 

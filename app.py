@@ -1,0 +1,912 @@
+"""Spectral Pruning Lab — the Streamlit front end: ``streamlit run app.py``.
+
+Five views over the public API of :mod:`spectra` and :mod:`pruning` (this file never computes a metric, a fit, an
+allocation or a perplexity itself):
+
+1. Model overview — pick a model, α and other metrics along depth per role, block × role heatmap, HT-SR reading.
+2. ESD explorer — log-log ESD with the fitted power-law tail, xmin rule switch, D per xmin candidate, MP bulk,
+   two matrices or one matrix before/after pruning side by side.
+3. Allocation lab — allocation curves of every method, λ / mapping / granularity / bounds, export JSON/CSV.
+4. Prune & evaluate — prune the loaded model with a pruner × allocation, dense vs pruned perplexity, trade-off
+   plots from the runs and from sweep tables.
+5. Report — download every figure (HTML, PNG/SVG when kaleido is installed) and table (CSV), one-file HTML report.
+
+Heavy work is cached (the spectra disk cache, ``st.cache_resource`` / ``st.cache_data`` keyed by model and
+settings); long jobs show progress; bad input shows ``st.error`` with the reason.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pruning import plots as pplots
+from pruning.allocation import ALLOCATION_METHODS, AllocationError, allocate, save_allocation
+from spectra import plots as splots
+from spectra.analyze import AnalysisSettings, analyze, block_aggregate, role_summary
+from spectra.errors import SpectraError
+from spectra.hill import EVALS_THRESH, candidate_fits, fit_power_law
+from spectra.html_report import ReportSection, build_html_report
+from spectra.mp import mp_curve, mp_fit
+
+VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
+SOURCE_KINDS = ("Built-in SmolLM2-135M", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
+ANALYSIS_RULES = ("peak", "ks", "median", "peak_ref")
+ESD_RULES = ("peak", "ks", "median", "peak_ref", "manual")
+OVERVIEW_METRICS = ("alpha", "alpha_weighted", "stable_rank", "log_spectral_norm", "log_norm", "log_alpha_norm",
+                    "entropy", "D", "num_spikes")
+METHOD_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
+                 "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
+USER_ERRORS = (SpectraError, ValueError, AllocationError, FileNotFoundError, FileExistsError, KeyError, OSError)
+
+#: persistent settings (kept across view switches) and their defaults
+DEFAULTS: dict[str, Any] = {
+    "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "rule": "peak",
+    "ov_metric": "alpha", "ov_weighted": False,
+    "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
+    "al_S": 0.6, "al_lam": 0.3, "al_mapping": "linear", "al_gran": "block", "al_by": "block",
+    "al_methods": ["uniform", "alphapruning", "owl", "erk", "lamp", "global", "stable_rank"],
+    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_export": "alphapruning",
+    "pr_pruner": "wanda", "pr_alloc": "alphapruning", "pr_S": 0.6, "pr_lam": 0.3, "pr_nsamples": 16,
+    "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
+}
+CALIB_SEED = 0
+
+
+# ============================================================================================== state & helpers
+def init_state() -> None:
+    """Give every persistent setting a value; re-assigning keeps widget values alive across view switches."""
+    for key, value in DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = copy.deepcopy(value)
+        else:
+            st.session_state[key] = st.session_state[key]
+    st.session_state.setdefault("source", None)  # the committed model source (None = built-in)
+    st.session_state.setdefault("results_path", None)  # a saved results file, when that is the source
+    st.session_state.setdefault("runs", [])
+    st.session_state.setdefault("load_error", None)
+
+
+def source_key(source: Optional[str]) -> str:
+    return "builtin" if source in (None, "", "builtin") else str(source)
+
+
+def one_line(exc: BaseException) -> str:
+    """A user-facing one-line message for an exception (no traceback)."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, KeyError):
+        msg = f"missing entry {msg}"
+    return msg[:400]
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, USER_ERRORS):
+        st.error(prefix + one_line(exc))
+    else:  # an unexpected failure: still one line, with its type
+        st.error(f"{prefix}unexpected {type(exc).__name__}: {one_line(exc)}")
+
+
+def chart(fig, key: str, **kw):
+    return st.plotly_chart(fig, key=key, width="stretch", config={"displaylogo": False}, **kw)
+
+
+# ============================================================================================== cached heavy work
+@st.cache_resource(show_spinner=False)
+def _analysis_store() -> dict:
+    """Analyses of this server process, keyed by (source, xmin rule); the spectra disk cache sits below it."""
+    return {}
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def load_model_cached(key: str):
+    """The loaded model (shared by all sessions; never modified — pruning works on a deep copy)."""
+    from spectra.models import load_model
+
+    return load_model(None if key == "builtin" else key)
+
+
+def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
+    """Contract 1 table with an ``evals`` column for ``source`` and ``rule``; shows progress on a first analysis."""
+    store = _analysis_store()
+    key = (source_key(source), rule)
+    if key in store:
+        return store[key]
+    bar = st.progress(0.0, text=f"Analysing {key[0]} (xmin rule {rule}) …")
+
+    def cb(i: int, n: Optional[int], name: str) -> None:
+        frac = min(1.0, i / n) if n else 0.0
+        bar.progress(frac, text=f"Analysing {key[0]}: {i}/{n or '?'} matrices {name}")
+
+    try:
+        df = analyze(source, AnalysisSettings(xmin_rule=rule, keep_eigs=True), progress=False, progress_cb=cb)
+    finally:
+        bar.empty()
+    store[key] = df
+    return df
+
+
+def get_results_file(path: str) -> pd.DataFrame:
+    from spectra.results import load_results
+
+    p = Path(path).expanduser()
+    store = _analysis_store()
+    key = ("results", str(p.resolve()), p.stat().st_mtime_ns if p.is_file() else 0)
+    if key not in store:
+        df = load_results(p)
+        missing = [c for c in ("longname", "block", "role", "num_params", "alpha") if c not in df.columns]
+        if missing:
+            raise SpectraError(f"{p} is not a spectra results table (no column {', '.join(missing)}); "
+                               f"write one with `python -m spectra --out FILE`")
+        store[key] = df
+    return store[key]
+
+
+def model_weights(key: str) -> dict:
+    """{longname: W (out, in)} views of the loaded model's block matrices (for global / LAMP)."""
+    from spectra.weights import iter_model_weights
+
+    lm = load_model_cached(key)
+    return {info.longname: w for info, w in iter_model_weights(lm.model)}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def owl_ratios(key: str, nsamples: int, seqlen: int) -> dict:
+    """OWL outlier ratio per block from the dense model's calibration input norms (pruning's functions)."""
+    from pruning.allocation import owl_outlier_ratios
+    from pruning.data import get_calibration
+    from pruning.sequential import collect_input_norms
+
+    lm = load_model_cached(key)
+    calib = get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
+    norms = collect_input_norms(lm.model, calib)
+    return owl_outlier_ratios(model_weights(key), norms)
+
+
+def _metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=[c for c in ("evals",) if c in df.columns])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str, S: float, lam: float,
+                      mapping: str, granularity: str, metric: str, lo: float, hi: float, nsamples: int,
+                      seqlen: int) -> pd.DataFrame:
+    """pruning.allocation.allocate with the options of the Allocation lab (cached by every setting)."""
+    kw: dict[str, Any] = dict(min_sparsity=lo, max_sparsity=hi)
+    if method in ("alphapruning", "stable_rank"):
+        kw.update(lam=lam, mapping=mapping, granularity=granularity)
+        if method == "alphapruning":
+            kw["metric"] = metric
+    if method in ("global", "lamp"):
+        if model_key is None:
+            raise ValueError(f"{METHOD_LABELS[method]} needs the model's weights; load a model, not a results file")
+        kw["weights"] = model_weights(model_key)
+    if method == "owl":
+        if model_key is None:
+            raise ValueError("OWL needs calibration activations; load a model, not a results file")
+        kw["outlier_ratios"] = owl_ratios(model_key, nsamples, seqlen)
+    return allocate(_metrics_for_alloc(_df), method, S, **kw)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int) -> float:
+    from pruning.perplexity import perplexity
+
+    lm = load_model_cached(key)
+    return float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False).ppl)
+
+
+def allocation_json_bytes(alloc: pd.DataFrame, suffix: str) -> bytes:
+    """The exact file ``pruning.allocation.save_allocation`` writes (the format the pruning CLI reads)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_allocation(alloc, Path(tmp) / f"allocation{suffix}")
+        return path.read_bytes()
+
+
+def kaleido_available() -> bool:
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    return any(Path(p).exists() for p in ("/usr/bin/chromium", "/usr/bin/google-chrome", "/usr/bin/chromium-browser"))
+
+
+@st.cache_resource(show_spinner=False)
+def _kaleido_server() -> bool:
+    import kaleido
+
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+        return True
+    except Exception:
+        return False
+
+
+def figure_image(fig, fmt: str) -> bytes:
+    _kaleido_server()
+    return fig.to_image(format=fmt, width=1100, height=int(fig.layout.height or 460), scale=2 if fmt == "png" else 1)
+
+
+# ============================================================================================== model context
+class Context:
+    """What the views need: the analysis table, where it came from and whether the model itself is loadable."""
+
+    def __init__(self, df: pd.DataFrame, label: str, model_key: Optional[str], rule: str, df_key: tuple):
+        self.df = df
+        self.label = label
+        self.model_key = model_key  # None when only a results file is open
+        self.rule = rule
+        self.df_key = df_key
+
+    @property
+    def has_evals(self) -> bool:
+        return "evals" in self.df.columns and self.df["evals"].notna().any()
+
+
+def sidebar_model() -> None:
+    sb = st.sidebar
+    sb.title("Spectral Pruning Lab")
+    sb.radio("View", VIEWS, key="view")
+    sb.divider()
+    sb.subheader("Model")
+    kind = sb.selectbox("Source", SOURCE_KINDS, key="source_kind")
+    placeholder = {SOURCE_KINDS[1]: "org/name", SOURCE_KINDS[2]: "/path/to/hf-model-dir",
+                   SOURCE_KINDS[3]: "/path/to/model.gguf", SOURCE_KINDS[4]: "results/analysis.parquet"}
+    if kind != SOURCE_KINDS[0]:
+        sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""))
+    sb.button("Load", key="load_btn", on_click=_on_load, type="primary")
+    sb.selectbox("xmin rule of the analysis", ANALYSIS_RULES, key="rule",
+                 help="peak: AlphaPruning's default (corrected); ks: weightwatcher's default Clauset search; "
+                      "median: AlphaPruning's xmin_mid; peak_ref: the reference implementations' quirk")
+    if st.session_state.load_error:
+        sb.error(st.session_state.load_error)
+    cur = st.session_state.results_path or source_key(st.session_state.source)
+    sb.caption(f"Open: **{cur}**")
+
+
+def _on_load() -> None:
+    """Validate the chosen source (cheap checks); the analysis itself runs in the page with a progress bar."""
+    from spectra.models import resolve_source
+
+    kind = st.session_state.source_kind
+    text = (st.session_state.source_text or "").strip()
+    st.session_state.load_error = None
+    try:
+        if kind == SOURCE_KINDS[0]:
+            st.session_state.pending = ("model", None)
+            return
+        if not text:
+            raise ValueError(f"enter a {kind.lower()} first")
+        if kind == SOURCE_KINDS[4]:
+            p = Path(text).expanduser()
+            if not p.is_file():
+                raise FileNotFoundError(f"results file not found: {p}")
+            st.session_state.pending = ("results", str(p))
+            return
+        src = resolve_source(text)
+        expected = {SOURCE_KINDS[1]: "hub", SOURCE_KINDS[2]: "local", SOURCE_KINDS[3]: "gguf"}[kind]
+        if src.kind != expected and not (expected == "local" and src.kind == "gguf"):
+            raise ValueError(f"{text!r} looks like a {src.kind} source, not a {kind.lower()}; pick that kind")
+        st.session_state.pending = ("model", text)
+    except Exception as exc:  # noqa: BLE001 - shown to the user as one line
+        st.session_state.load_error = one_line(exc)
+
+
+def resolve_context() -> Optional[Context]:
+    """Run a pending load (analysis with progress) and return the context of the committed source."""
+    pending = st.session_state.pop("pending", None)
+    if pending is not None:
+        kind, value = pending
+        try:
+            if kind == "results":
+                get_results_file(value)
+                st.session_state.results_path, st.session_state.source = value, None
+            else:
+                get_analysis(value, st.session_state.rule)
+                st.session_state.results_path, st.session_state.source = None, value
+            st.session_state.pop("esd_matrix", None)
+        except Exception as exc:  # noqa: BLE001
+            st.session_state.load_error = one_line(exc)
+            show_error(exc, "could not load the model")
+    if st.session_state.results_path:
+        path = st.session_state.results_path
+        df = get_results_file(path)
+        meta = df.attrs.get("metadata", {})
+        wdir = meta.get("weights_dir")
+        model_key = wdir if wdir and Path(wdir).is_dir() else None
+        return Context(df, f"results file {path}", model_key, str(meta.get("xmin_rule", "?")), ("results", path))
+    source = st.session_state.source
+    rule = st.session_state.rule
+    df = get_analysis(source, rule)
+    return Context(df, source_key(source), source_key(source), rule, (source_key(source), rule))
+
+
+# ============================================================================================== figure builders
+def overview_figures(ctx: Context, metric: str, weighted: bool) -> dict:
+    df = ctx.df
+    agg = block_aggregate(df[df["block"] >= 0], metric, weighted).set_index("block")[metric]
+    name = "block mean (parameter-weighted)" if weighted else "block mean"
+    return {
+        f"{metric}_along_depth": splots.metric_depth_figure(df, metric, aggregate=agg, aggregate_name=name,
+                                                            title=f"{metric} along depth, per role — {ctx.label}"),
+        f"{metric}_heatmap": splots.heatmap_figure(df, metric, title=f"{metric}: block × role — {ctx.label}"),
+        f"{metric}_histogram": splots.metric_histogram_figure(df, metric, title=f"distribution of {metric}"),
+    }
+
+
+def esd_fit(evals: np.ndarray, rule: str, xmin: Optional[float] = None):
+    if rule == "manual":
+        return fit_power_law(evals, "fixed", xmin=xmin)
+    return fit_power_law(evals, rule)
+
+
+def esd_figure_for(row: pd.Series, evals: np.ndarray, fit, show_mp: bool, bins: int, title: str):
+    mp = mp_curve(evals, int(row["rows"]), int(row["cols"])) if show_mp else None
+    edge = mp_fit(evals, int(row["rows"]), int(row["cols"])).bulk_max if show_mp else None
+    return splots.esd_figure(evals, fit, mp=mp, mp_edge=edge, bins=bins, title=title)
+
+
+def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
+    """D for every xmin candidate (spectra.hill.candidate_fits over the eigenvalues the fit uses)."""
+    x = np.sort(np.asarray(evals, dtype=np.float64))
+    x = x[x > EVALS_THRESH]
+    idx = np.arange(max(x.size - 1, 0))
+    alphas, Ds = candidate_fits(x, idx)
+    window = None
+    if rule == "peak" and np.isfinite(getattr(fit, "peak", np.nan)):
+        window = (0.95 * fit.peak, 1.5 * fit.peak)
+    return splots.ks_figure(x[idx], Ds, alphas, chosen=fit.xmin, window=window, title=title)
+
+
+def alloc_settings() -> dict:
+    s = st.session_state
+    return dict(S=float(s.al_S), lam=float(s.al_lam), mapping=s.al_mapping, granularity=s.al_gran,
+                metric=s.al_metric, lo=float(s.al_min), hi=float(s.al_max), nsamples=int(s.pr_nsamples),
+                seqlen=int(s.pr_seqlen))
+
+
+def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[dict, dict]:
+    """{label: allocation table} for the methods, and {label: error message} for those that failed."""
+    out, errors = {}, {}
+    for m in methods:
+        try:
+            out[METHOD_LABELS[m]] = cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m, **settings)
+        except Exception as exc:  # noqa: BLE001 - reported per method
+            errors[METHOD_LABELS[m]] = one_line(exc)
+    return out, errors
+
+
+def lambda_range_table(ctx: Context, settings: dict) -> pd.DataFrame:
+    rows = []
+    for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
+        try:
+            a = cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning", **{**settings, "lam": float(lam)})
+        except (AllocationError, ValueError):
+            continue
+        s = a["sparsity"].to_numpy()
+        rows.append({"lam": float(lam), "min": float(s.min()), "max": float(s.max()),
+                     "weighted_mean": pplots.weighted_mean_sparsity(a)})
+    return pd.DataFrame(rows)
+
+
+# ============================================================================================== view 1: overview
+def view_overview(ctx: Context) -> None:
+    df = ctx.df
+    meta = df.attrs.get("metadata", {})
+    st.header("Model overview")
+    st.caption(f"{ctx.label} · {len(df)} matrices · xmin rule **{ctx.rule}** · "
+               f"{'from cache' if meta.get('from_cache') else 'analysed in ' + str(meta.get('elapsed_s', '?')) + ' s'}")
+    alpha = pd.to_numeric(df["alpha"], errors="coerce")
+    n_over, n_ok = int((alpha < 2).sum()), int(((alpha >= 2) & (alpha <= 6)).sum())
+    n_under, n_fail = int((alpha > 6).sum()), int(alpha.isna().sum())
+    c = st.columns(5)
+    c[0].metric("median α", f"{np.nanmedian(alpha):.2f}")
+    c[1].metric("α < 2 (over-trained)", n_over)
+    c[2].metric("2 ≤ α ≤ 6 (typical)", n_ok)
+    c[3].metric("α > 6 (under-trained / spurious)", n_under)
+    c[4].metric("failed fits", n_fail)
+    worst = df.loc[alpha.idxmax()] if alpha.notna().any() else None
+    blocks = df[df["block"] >= 0].groupby("block")["alpha"].mean()
+    reading = (f"HT-SR reading: {n_ok} of {len(df)} matrices look typically trained (2 ≤ α ≤ 6), {n_under} "
+               f"under-trained or spuriously fitted (α > 6), {n_over} over-trained (α < 2)")
+    if worst is not None and len(blocks):
+        reading += (f"; the least well-trained block is {int(blocks.idxmax())} (mean α {blocks.max():.2f}) and the "
+                    f"largest α is {worst['longname']} ({worst['alpha']:.2f}).")
+    st.info(reading, icon="🔎")
+
+    c1, c2 = st.columns([2, 1])
+    c1.selectbox("Metric", [m for m in OVERVIEW_METRICS if m in df.columns], key="ov_metric")
+    c2.checkbox("parameter-weighted block mean", key="ov_weighted")
+    metric = st.session_state.ov_metric
+    figs = overview_figures(ctx, metric, st.session_state.ov_weighted)
+    ev = chart(figs[f"{metric}_along_depth"], key="ov_depth", on_select="rerun", selection_mode="points")
+    picked = _picked_matrix(ev)
+    if picked:
+        st.session_state.ov_pick = picked
+    chart(figs[f"{metric}_heatmap"], key="ov_heat")
+
+    st.subheader("Open a matrix in the ESD explorer")
+    names = df["longname"].tolist()
+    top = df.assign(_a=alpha).sort_values("_a", ascending=False)
+    default = st.session_state.get("ov_pick") or (top["longname"].iloc[0] if len(top) else names[0])
+    if st.session_state.get("ov_open") not in names or picked:
+        st.session_state.ov_open = default
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("Matrix (click a point in the depth plot to pick it)", names, key="ov_open")
+    c2.button("Open in ESD explorer", key="ov_open_btn", on_click=_open_in_esd)
+
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Per role**")
+        st.dataframe(role_summary(df, "alpha"), hide_index=True, width="stretch")
+    with c2:
+        st.markdown("**Largest α (least well-trained or spurious fits)**")
+        cols = [c for c in ("longname", "alpha", "D", "num_pl_spikes", "status", "warning") if c in df.columns]
+        st.dataframe(top[cols].head(10), hide_index=True, width="stretch")
+    chart(figs[f"{metric}_histogram"], key="ov_hist")
+    with st.expander("All metrics (one row per matrix)"):
+        st.dataframe(df.drop(columns=["evals"], errors="ignore"), hide_index=True, width="stretch")
+
+
+def _picked_matrix(event) -> Optional[str]:
+    try:
+        pts = event.selection.points if event is not None else []
+    except AttributeError:
+        return None
+    for p in pts or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if cd:
+            return cd[0] if isinstance(cd, (list, tuple)) else str(cd)
+    return None
+
+
+def _open_in_esd() -> None:
+    st.session_state.esd_matrix = st.session_state.ov_open
+    st.session_state.view = "ESD explorer"
+
+
+# ============================================================================================== view 2: ESD explorer
+def _evals_of(ctx: Context, name: str) -> np.ndarray:
+    row = ctx.df.loc[ctx.df["longname"] == name]
+    if row.empty:
+        raise KeyError(name)
+    ev = row["evals"].iloc[0] if "evals" in row.columns else None
+    if ev is None or (isinstance(ev, float) and np.isnan(ev)):
+        if ctx.model_key is None:
+            raise SpectraError("this results file holds no eigenvalues (save it with --eigs) and its model is not "
+                               "available; open the model itself")
+        from spectra.analyze import matrix_esd
+
+        return matrix_esd(ctx.model_key if ctx.model_key != "builtin" else None, name)
+    return np.asarray(ev, dtype=np.float64)
+
+
+def _weight_of(ctx: Context, name: str):
+    if ctx.model_key is None:
+        raise SpectraError("pruning a matrix needs the model's weights; open the model, not a results file")
+    return model_weights(ctx.model_key)[name]
+
+
+def esd_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin: Optional[float], show_mp: bool,
+              bins: int, key: str, label: str = "") -> Any:
+    row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
+    fit = esd_fit(evals, rule, xmin)
+    c = st.columns(5)
+    c[0].metric("α", f"{fit.alpha:.4f}" if fit.ok else "failed")
+    c[1].metric("D (KS)", f"{fit.D:.4f}" if fit.ok else "–")
+    c[2].metric("xmin", f"{fit.xmin:.4g}" if fit.ok else "–")
+    c[3].metric("tail size", int(fit.num_pl_spikes))
+    mpf = mp_fit(evals, int(row["rows"]), int(row["cols"]))
+    c[4].metric("spikes above MP edge", int(mpf.num_spikes))
+    if fit.warning:
+        st.warning(fit.warning)
+    title = f"{label}{name} ({int(row['rows'])}×{int(row['cols'])}), rule {rule}"
+    chart(esd_figure_for(row, evals, fit, show_mp, bins, title), key=f"{key}_esd")
+    return fit
+
+
+def view_esd(ctx: Context) -> None:
+    st.header("ESD explorer")
+    df = ctx.df
+    names = df["longname"].tolist()
+    if st.session_state.get("esd_matrix") not in names:
+        st.session_state.esd_matrix = names[0]
+    c1, c2, c3 = st.columns([3, 3, 1])
+    c1.selectbox("Matrix", names, key="esd_matrix")
+    c2.radio("xmin rule", ESD_RULES, key="esd_rule", horizontal=True,
+             help="median: AlphaPruning xmin_mid · peak: histogram-peak window [0.95p, 1.5p] · ks: every eigenvalue "
+                  "is a candidate (Clauset) · peak_ref: the references' quirk · manual: your xmin")
+    c3.checkbox("MP bulk", key="esd_mp")
+    name, rule = st.session_state.esd_matrix, st.session_state.esd_rule
+    evals = _evals_of(ctx, name)
+    xmin = None
+    if rule == "manual":
+        pos = evals[evals > EVALS_THRESH]
+        key = f"esd_xmin::{name}"
+        if key not in st.session_state:
+            st.session_state[key] = float(fit_power_law(evals, "peak").xmin)
+        xmin = st.number_input("xmin (eigenvalue of WᵀW where the tail starts)", min_value=float(pos.min()),
+                               max_value=float(np.sort(pos)[-2]), key=key, format="%.5g")
+    st.select_slider("histogram bins", options=[20, 40, 60, 80, 120, 160], key="esd_bins")
+    bins = int(st.session_state.esd_bins)
+    compare = st.radio("Side by side with", ("nothing", "another matrix", "this matrix after pruning"),
+                       key="esd_compare", horizontal=True)
+    show_mp = bool(st.session_state.esd_mp)
+    if compare == "nothing":
+        fit = esd_panel(ctx, name, evals, rule, xmin, show_mp, bins, "esd_a")
+    else:
+        left, right = st.columns(2)
+        with left:
+            fit = esd_panel(ctx, name, evals, rule, xmin, show_mp, bins, "esd_a")
+        with right:
+            if compare == "another matrix":
+                if st.session_state.get("esd_other") not in names:
+                    st.session_state.esd_other = names[min(len(names) - 1, names.index(name) + 7)]
+                other = st.selectbox("Second matrix", names, key="esd_other")
+                esd_panel(ctx, other, _evals_of(ctx, other), rule if rule != "manual" else "peak", None, show_mp,
+                          bins, "esd_b")
+            else:
+                _after_pruning_panel(ctx, name, evals, rule, xmin, show_mp, bins)
+    if fit.ok:
+        st.subheader("KS distance D against the xmin candidate")
+        st.caption("Every eigenvalue (but the largest) as xmin: the `ks` rule takes the smallest D over all of them, "
+                   "`peak` only inside the shaded window, `median` takes the middle eigenvalue without a search.")
+        chart(ks_curve_figure(evals, fit, rule, f"{name}: D per xmin candidate"), key="esd_ks")
+    row = df.loc[df["longname"] == name].drop(columns=["evals"], errors="ignore").T
+    with st.expander("All metrics of this matrix (analysis with the sidebar's rule)"):
+        st.dataframe(row.astype(str), width="stretch")
+
+
+def _after_pruning_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin, show_mp: bool, bins: int) -> None:
+    from spectra.esd import esd
+
+    last = st.session_state.get("pruned")
+    if last is not None and last["model_key"] == ctx.model_key and name in last["weights"]:
+        W = last["weights"][name]
+        label = f"after {last['label']}: "
+        st.caption(f"From the last Prune & evaluate run ({last['label']}).")
+    else:
+        from pruning.base import get_pruner
+
+        s = st.slider("magnitude-prune this matrix at sparsity", 0.1, 0.95, step=0.05, key="esd_prune_s")
+        W = get_pruner("magnitude").fn(_weight_of(ctx, name).to(dtype=__import__("torch").float32), None, float(s))
+        label = f"after magnitude {int(100 * s)}%: "
+        st.caption("No pruned model yet: this is the matrix magnitude-pruned on its own (run Prune & evaluate to "
+                   "compare with a calibrated pruner).")
+    ev2 = esd(W)
+    esd_panel(ctx, name, ev2, rule if rule != "manual" else "peak", None, show_mp, bins, "esd_b", label)
+
+
+# ============================================================================================== view 3: allocation lab
+def view_allocation(ctx: Context) -> None:
+    st.header("Allocation lab")
+    st.caption("Per-matrix sparsity from per-matrix metrics: every allocation keeps the parameter-weighted mean "
+               "sparsity at the target. Higher α ⇒ less well trained ⇒ more sparsity (AlphaPruning).")
+    c = st.columns(4)
+    c[0].slider("global sparsity S", 0.05, 0.95, step=0.05, key="al_S")
+    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam",
+                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5)")
+    c[2].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
+    c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
+               help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
+    c = st.columns(4)
+    c[0].multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get)
+    c[1].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
+                                                        "entropy") if m in ctx.df.columns], key="al_metric")
+    c[2].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
+    with c[3].popover("bounds"):
+        st.slider("min sparsity", 0.0, 0.9, step=0.05, key="al_min")
+        st.slider("max sparsity", 0.5, 1.0, step=0.01, key="al_max")
+    settings = alloc_settings()
+    methods = list(st.session_state.al_methods) or ["alphapruning"]
+    slow = [m for m in methods if m in ("owl", "global", "lamp")]
+    with st.spinner(f"Computing {', '.join(METHOD_LABELS[m] for m in slow)} (needs the model / calibration; "
+                    f"cached afterwards) …" if slow else "Allocating …"):
+        allocs, errors = allocations_for(ctx, methods, settings)
+    for label, msg in errors.items():
+        st.error(f"{label}: {msg}")
+    if not allocs:
+        return
+    fig = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
+                                   highlight=METHOD_LABELS["alphapruning"],
+                                   title=f"Sparsity per {st.session_state.al_by} at S = {settings['S']:.0%}, "
+                                         f"λ = {settings['lam']:.2f} — {ctx.label}")
+    chart(fig, key="al_chart")
+    summary = pplots.allocation_summary(allocs)
+    st.markdown("**Min / max / parameter-weighted mean sparsity**")
+    st.dataframe(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}",
+                                       "spread": "{:.2%}"}), hide_index=True, width="stretch", key="al_summary")
+    st.subheader("Effect of λ on AlphaPruning")
+    lam_tab = lambda_range_table(ctx, settings)
+    if not lam_tab.empty:
+        chart(pplots.lambda_range_figure(lam_tab, title="min / max per-matrix sparsity against λ"), key="al_lam_fig")
+    st.subheader("Export (the format `python -m pruning prune --allocation FILE` reads)")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    labels = list(allocs)
+    inv = {v: k for k, v in METHOD_LABELS.items()}
+    choices = [inv[label] for label in labels]
+    if st.session_state.al_export not in choices:
+        st.session_state.al_export = choices[0]
+    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get)
+    chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
+    stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
+    c2.download_button("JSON", allocation_json_bytes(chosen, ".json"), f"{stem}.json", "application/json",
+                       key="al_dl_json", on_click="ignore")
+    c3.download_button("CSV", allocation_json_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv", key="al_dl_csv",
+                       on_click="ignore")
+    with st.expander("allocation table"):
+        st.dataframe(chosen, hide_index=True, width="stretch")
+
+
+# ============================================================================================== view 4: prune & evaluate
+def pruner_names() -> list[str]:
+    from pruning.base import PRUNERS, get_pruner
+
+    get_pruner("magnitude")  # registers every pruner module
+    order = ["magnitude", "wanda", "sparsegpt", "fista", "prox24"]
+    return [p for p in order if p in PRUNERS] + sorted(p for p in PRUNERS if p not in order)
+
+
+def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
+              windows: int, dataset: str) -> dict:
+    """Prune a deep copy of the loaded model and evaluate it; every number comes from :mod:`pruning`."""
+    from pruning.data import get_calibration
+    from pruning.perplexity import perplexity
+    from pruning.sequential import prune_sequential
+
+    if ctx.model_key is None:
+        raise ValueError("pruning needs the model itself; load a model, not a results file")
+    t0 = time.perf_counter()
+    status = st.status(f"Pruning with {pruner} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
+    bar = status.progress(0.0, text="loading the model")
+    lm = load_model_cached(ctx.model_key)
+    settings = {**alloc_settings(), "S": S, "lam": lam, "nsamples": nsamples, "seqlen": seqlen}
+    bar.progress(0.02, text="allocation")
+    alloc = cached_allocation(ctx.df, ctx.df_key, ctx.model_key, method, **settings)
+    targets = dict(zip(alloc["longname"], alloc["sparsity"]))
+    bar.progress(0.04, text="dense perplexity")
+    dense = dense_perplexity(ctx.model_key, dataset, seqlen, windows)
+    model = copy.deepcopy(lm.model)
+    calib = None if pruner == "magnitude" else get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen,
+                                                               seed=CALIB_SEED)
+
+    def cb(done: int, total: int, name: str) -> None:
+        bar.progress(0.05 + 0.8 * done / max(total, 1), text=f"pruned {done}/{total}: {name}")
+
+    res = prune_sequential(model, calib, targets, pruner=pruner, progress=False, progress_cb=cb)
+
+    def cb_ppl(done: int, total: int) -> None:
+        bar.progress(0.85 + 0.15 * done / max(total, 1), text=f"perplexity: window {done}/{total}")
+
+    ppl = perplexity(model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False,
+                     progress_cb=cb_ppl)
+    bar.progress(1.0, text="done")
+    records = pd.DataFrame(res.layers)
+    w = records["num_params"].to_numpy(dtype=np.float64)
+    achieved = float(records["achieved"].to_numpy() @ w / w.sum())
+    status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
+                  state="complete", expanded=False)
+    from spectra.weights import iter_model_weights
+
+    label = f"{pruner} + {METHOD_LABELS[method]} {S:.0%}"
+    st.session_state.pruned = {"model_key": ctx.model_key, "label": label,
+                               "weights": {i.longname: w.detach().clone() for i, w in iter_model_weights(model)}}
+    del model
+    return {"model": ctx.label, "pruner": pruner, "allocation": method, "sparsity": S,
+            "lam": lam if method in ("alphapruning", "stable_rank") else np.nan, "dataset": dataset,
+            "seqlen": seqlen, "windows": windows, "nsamples": nsamples if calib is not None else 0,
+            "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": achieved,
+            "seconds": round(time.perf_counter() - t0, 1), "_records": records}
+
+
+def load_sweep_table(path: str) -> pd.DataFrame:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"sweep table not found: {p}; produce one with `python -m pruning sweep`")
+    if p.suffix.lower() == ".parquet":
+        t = pd.read_parquet(p)
+    elif p.suffix.lower() == ".csv":
+        t = pd.read_csv(p, comment="#")
+    else:
+        raise ValueError(f"unknown table type {p.suffix!r}; use .parquet or .csv")
+    return normalize_results(t)
+
+
+def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
+    """Rename the usual column spellings of a results table to allocation / pruner / sparsity / lam / ppl."""
+    ren = {}
+    for want, alts in {"allocation": ("allocation", "method", "alloc"), "pruner": ("pruner",),
+                       "sparsity": ("sparsity", "target_sparsity", "S"), "lam": ("lam", "lambda", "epsilon"),
+                       "ppl": ("ppl", "perplexity", "wikitext2_ppl", "ppl_wikitext2")}.items():
+        for a in alts:
+            if a in t.columns and want not in t.columns:
+                ren[a] = want
+                break
+    t = t.rename(columns=ren)
+    missing = [c for c in ("sparsity", "ppl") if c not in t.columns]
+    if missing:
+        raise ValueError(f"the results table has no {', '.join(missing)} column (columns: {', '.join(t.columns)})")
+    return t
+
+
+def runs_table() -> pd.DataFrame:
+    runs = st.session_state.runs
+    return pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
+
+
+def view_prune(ctx: Context) -> None:
+    st.header("Prune & evaluate")
+    st.caption("Prunes a copy of the loaded model block by block on C4 calibration windows, then measures "
+               "WikiText-2 perplexity on the first windows. Small defaults finish in about a minute on 2 cores.")
+    c = st.columns(4)
+    c[0].selectbox("pruner", pruner_names(), key="pr_pruner")
+    c[1].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get)
+    c[2].slider("sparsity", 0.1, 0.9, step=0.05, key="pr_S")
+    c[3].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam")
+    c = st.columns(4)
+    c[0].number_input("calibration samples", 1, 256, key="pr_nsamples")
+    c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
+    c[2].number_input("eval windows", 1, 512, key="pr_windows")
+    c[3].selectbox("eval dataset", ("wikitext2", "c4", "ptb"), key="pr_dataset")
+    s = st.session_state
+    if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=ctx.model_key is None):
+        try:
+            run = run_prune(ctx, s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples),
+                            int(s.pr_seqlen), int(s.pr_windows), s.pr_dataset)
+            s.runs = s.runs + [run]
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc, "pruning failed")
+    if ctx.model_key is None:
+        st.info("A results file is open: load a model in the sidebar to prune it.")
+    if s.runs:
+        last = s.runs[-1]
+        c = st.columns(4)
+        c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
+        c[1].metric("pruned perplexity", f"{last['ppl']:.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+.2f}",
+                    delta_color="inverse")
+        c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
+        c[3].metric("time", f"{last['seconds']:.0f} s")
+        chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['pruner']} + "
+                                              f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
+              key="pr_achieved")
+        st.markdown("**Runs of this session**")
+        st.dataframe(runs_table(), hide_index=True, width="stretch", key="pr_runs")
+    st.subheader("Sparsity / perplexity trade-off")
+    st.text_input("sweep results table (parquet/CSV from `python -m pruning sweep`)", key="pr_sweep_path")
+    tables = []
+    if s.runs:
+        tables.append(runs_table().assign(origin="this session"))
+    path = (s.pr_sweep_path or "").strip()
+    if path:
+        try:
+            tables.append(load_sweep_table(path).assign(origin=Path(path).name))
+        except FileNotFoundError as exc:
+            st.caption(one_line(exc))
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc, "sweep table")
+    if not tables:
+        st.info("No results yet: run a prune above, or point to a sweep table.")
+        return
+    table = pd.concat(tables, ignore_index=True)
+    dense = table["dense_ppl"].dropna().iloc[0] if "dense_ppl" in table.columns and table["dense_ppl"].notna().any() else None
+    chart(pplots.tradeoff_figure(table, group=("allocation", "pruner"), dense=dense,
+                                 title="perplexity against sparsity, one curve per allocation × pruner"),
+          key="pr_tradeoff")
+    if "lam" in table.columns and table["lam"].notna().any():
+        S = st.select_slider("λ effect at sparsity", sorted(table.loc[table["lam"].notna(), "sparsity"].unique()),
+                             key="pr_lam_S")
+        sub = table[(table["sparsity"] == S) & table["lam"].notna()]
+        base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
+        baselines = ({f"uniform + {r['pruner']}": r["ppl"] for _, r in base.iterrows()} if base is not None else {})
+        chart(pplots.lambda_effect_figure(sub, group=("pruner",), baselines=baselines,
+                                          title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
+
+
+# ============================================================================================== view 5: report
+def collect_figures(ctx: Context) -> dict:
+    """Every figure of the current state, rebuilt from the same builders the views use."""
+    figs = dict(overview_figures(ctx, st.session_state.ov_metric, st.session_state.ov_weighted))
+    name = st.session_state.get("esd_matrix") or ctx.df["longname"].iloc[0]
+    try:
+        ev = _evals_of(ctx, name)
+        rule = st.session_state.esd_rule if st.session_state.esd_rule != "manual" else "peak"
+        fit = esd_fit(ev, rule)
+        row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
+        figs[f"esd_{name}"] = esd_figure_for(row, ev, fit, True, int(st.session_state.esd_bins),
+                                             f"{name}, rule {rule}")
+        figs[f"ks_{name}"] = ks_curve_figure(ev, fit, rule, f"{name}: D per xmin candidate")
+    except Exception:  # noqa: BLE001 - a missing ESD only drops that figure
+        pass
+    settings = alloc_settings()
+    fast = [m for m in st.session_state.al_methods if m not in ("owl", "global", "lamp")] or ["alphapruning"]
+    allocs, _ = allocations_for(ctx, fast, settings)
+    if allocs:
+        figs["allocation_curves"] = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
+                                                             title=f"sparsity per {st.session_state.al_by}")
+    if st.session_state.runs:
+        t = runs_table()
+        figs["tradeoff"] = pplots.tradeoff_figure(t, dense=t["dense_ppl"].iloc[0], title="sparsity / perplexity")
+    return figs
+
+
+def collect_tables(ctx: Context) -> dict:
+    tables = {"analysis": ctx.df.drop(columns=["evals"], errors="ignore"),
+              "role_summary": role_summary(ctx.df, "alpha")}
+    settings = alloc_settings()
+    fast = [m for m in st.session_state.al_methods if m not in ("owl", "global", "lamp")] or ["alphapruning"]
+    allocs, _ = allocations_for(ctx, fast, settings)
+    for label, a in allocs.items():
+        tables[f"allocation_{label.replace(' ', '_')}"] = a
+    if st.session_state.runs:
+        tables["runs"] = runs_table()
+    return tables
+
+
+def view_report(ctx: Context) -> None:
+    st.header("Report")
+    st.caption("Every figure and table of the current analysis, and one self-contained HTML file with all of them.")
+    figs = collect_figures(ctx)
+    tables = collect_tables(ctx)
+    sections = [ReportSection("Model overview", f"{ctx.label}: {len(ctx.df)} matrices, xmin rule {ctx.rule}.",
+                              [f for k, f in figs.items() if "depth" in k or "heatmap" in k or "histogram" in k],
+                              [("per role", tables["role_summary"])]),
+                ReportSection("ESD", "", [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))]),
+                ReportSection("Allocation", "", [f for k, f in figs.items() if k == "allocation_curves"],
+                              [(k, v) for k, v in tables.items() if k.startswith("allocation_")][:3]),
+                ReportSection("Pruning runs", "", [f for k, f in figs.items() if k == "tradeoff"],
+                              [("runs", tables["runs"])] if "runs" in tables else []),
+                ReportSection("All metrics", "", [], [("analysis", tables["analysis"])])]
+    meta = ctx.df.attrs.get("metadata", {})
+    html = build_html_report("Spectral Pruning Lab report", sections, subtitle=ctx.label,
+                             metadata={k: meta.get(k) for k in ("model", "weights_sha256", "dtype", "xmin_rule",
+                                                                  "created") if k in meta})
+    st.download_button("Download the one-file HTML report", html.encode("utf-8"), "spectral-pruning-report.html",
+                       "text/html", key="rep_html", type="primary", on_click="ignore")
+    images = kaleido_available()
+    st.subheader("Figures")
+    if not images:
+        st.caption("PNG/SVG need `pip install kaleido` and Chromium; the camera icon of each chart also saves a PNG.")
+    for k, fig in figs.items():
+        c = st.columns([4, 1, 1, 1])
+        c[0].markdown(f"`{k}`")
+        c[1].download_button("HTML", fig.to_html(include_plotlyjs="cdn").encode(), f"{k}.html", "text/html",
+                             key=f"rep_fig_html_{k}", on_click="ignore")
+        if images:
+            c[2].download_button("PNG", lambda f=fig: figure_image(f, "png"), f"{k}.png", "image/png",
+                                 key=f"rep_fig_png_{k}", on_click="ignore")
+            c[3].download_button("SVG", lambda f=fig: figure_image(f, "svg"), f"{k}.svg", "image/svg+xml",
+                                 key=f"rep_fig_svg_{k}", on_click="ignore")
+    st.subheader("Tables")
+    for k, t in tables.items():
+        c = st.columns([4, 1])
+        c[0].markdown(f"`{k}` — {len(t)} rows")
+        c[1].download_button("CSV", t.to_csv(index=False).encode(), f"{k}.csv", "text/csv", key=f"rep_tab_{k}",
+                             on_click="ignore")
+
+
+# ============================================================================================== main
+def main() -> None:
+    st.set_page_config(page_title="Spectral Pruning Lab", page_icon="📈", layout="wide")
+    init_state()
+    sidebar_model()
+    try:
+        ctx = resolve_context()
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "could not analyse the model")
+        return
+    view = st.session_state.view
+    handlers = {"Model overview": view_overview, "ESD explorer": view_esd, "Allocation lab": view_allocation,
+                "Prune & evaluate": view_prune, "Report": view_report}
+    try:
+        handlers[view](ctx)
+    except Exception as exc:  # noqa: BLE001 - never a traceback in the page
+        show_error(exc)
+
+
+main()

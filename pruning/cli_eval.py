@@ -1,0 +1,140 @@
+"""``python -m pruning eval MODEL_OR_DIR``: perplexity (WikiText-2 / C4 / PTB) and optional LAMBADA / PIQA.
+
+MODEL_OR_DIR is anything :func:`spectra.models.load_model` accepts (default: the built-in SmolLM2-135M).
+User mistakes (missing data, bad model, bad option) print one ``error: ...`` line on stderr and exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .data import EVAL_DATASETS, DataNotFoundError, _resolve, canonical_name
+
+__all__ = ["add_parser", "main", "run_eval"]
+
+
+def _count(text: str) -> int:
+    """``N`` (positive) or ``all`` (→ 0 meaning every example)."""
+    if str(text).lower() == "all":
+        return 0
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+    if val < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return val
+
+
+def _positive(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if val < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return val
+
+
+def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL_OR_DIR",
+                   help="built-in alias (smollm2, gemma3), HF directory, .gguf file or hub id (default: built-in)")
+    p.add_argument("--dataset", default="wikitext2", choices=[*EVAL_DATASETS, "none"],
+                   help="perplexity text (default wikitext2; 'none' skips perplexity)")
+    p.add_argument("--seqlen", type=_positive, default=None, help="window length (default min(2048, max positions))")
+    p.add_argument("--max-windows", type=_positive, default=None,
+                   help="evaluate only the first N windows (default all; C4: 256 like the references)")
+    p.add_argument("--batch-size", type=_positive, default=1, help="windows per forward pass (default 1)")
+    p.add_argument("--lambada", type=_count, default=None, metavar="N",
+                   help="also LAMBADA last-word accuracy on the first N passages ('all' = 5,153)")
+    p.add_argument("--piqa", type=_count, default=None, metavar="N",
+                   help="also PIQA acc / acc_norm on the first N examples ('all' = 1,838)")
+    p.add_argument("--data-dir", default=None, help="folder holding the data files (default: $SPL_DATA_DIR, "
+                                                   "../shared/data)")
+    bos = p.add_mutually_exclusive_group()
+    bos.add_argument("--bos", dest="add_bos", action="store_const", const=True, default=None,
+                     help="start every window / example with BOS (default: as the tokenizer does)")
+    bos.add_argument("--no-bos", dest="add_bos", action="store_const", const=False, help="never add BOS")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``eval`` sub-command on an ``argparse`` subparsers object; returns the sub-parser."""
+    p = subparsers.add_parser("eval", help="perplexity / LAMBADA / PIQA of a (pruned) model",
+                              description=__doc__.splitlines()[0])
+    _configure(p)
+    p.set_defaults(func=main)
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    """Do the evaluation described by parsed ``args``; returns the JSON-able result dict."""
+    from spectra.models import load_model
+
+    from .perplexity import perplexity
+    from .zeroshot import lambada_accuracy, piqa_accuracy
+
+    datasets = [] if args.dataset == "none" else [canonical_name(args.dataset)]
+    if args.lambada is not None:
+        datasets.append("lambada")
+    if args.piqa is not None:
+        datasets.append("piqa")
+    if not datasets:
+        raise ValueError("nothing to evaluate: --dataset none and neither --lambada nor --piqa; pick one")
+    for key in datasets:  # fail on missing data before the (slow) model load
+        _resolve(key, args.data_dir)
+    lm = load_model(args.model, device=args.device)
+    progress = not args.quiet
+    out: dict = {"model": lm.source.label, "info": lm.info, "settings": {
+        k: getattr(args, k) for k in ("dataset", "seqlen", "max_windows", "batch_size", "lambada", "piqa",
+                                      "add_bos", "device", "data_dir")}}
+    t0 = time.perf_counter()
+    if args.dataset != "none":
+        res = perplexity(lm.model, lm.tokenizer, args.dataset, seqlen=args.seqlen, max_windows=args.max_windows,
+                         batch_size=args.batch_size, add_bos=args.add_bos, progress=progress, path=args.data_dir)
+        out["perplexity"] = res.to_dict()
+        print(f"{res.dataset} perplexity {res.ppl:.4f}  (nll {res.nll:.5f}, {res.nwindows} windows × {res.seqlen} "
+              f"tokens, {res.ntokens} predicted tokens, bos={res.bos})")
+    if args.lambada is not None:
+        res = lambada_accuracy(lm.model, lm.tokenizer, n=args.lambada or None, path=args.data_dir,
+                               add_bos=args.add_bos, progress=progress)
+        out["lambada"] = res.to_dict()
+        print(f"lambada_openai acc {res.accuracy:.4f}  ppl {res.ppl:.3f}  (n={res.n})")
+    if args.piqa is not None:
+        res = piqa_accuracy(lm.model, lm.tokenizer, n=args.piqa or None, path=args.data_dir,
+                            add_bos=args.add_bos, progress=progress)
+        out["piqa"] = res.to_dict()
+        print(f"piqa acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  (n={res.n})")
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    out["python"] = platform.python_version()
+    if args.json:
+        target = Path(args.json)
+        if target.parent and not target.parent.exists():
+            raise ValueError(f"--json folder {target.parent} does not exist; create it or pick another path")
+        target.write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m pruning eval``; returns the exit status (2 with one error line on mistakes)."""
+    from spectra.errors import SpectraError
+
+    try:
+        run_eval(args)
+    except (DataNotFoundError, SpectraError, ValueError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # python -m pruning.cli_eval ... (same options as `python -m pruning eval`)
+    _parser = _configure(argparse.ArgumentParser(prog="python -m pruning.cli_eval", description=__doc__))
+    sys.exit(main(_parser.parse_args()))

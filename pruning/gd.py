@@ -1,0 +1,138 @@
+"""The local layer objective ``½‖W*X* − WX‖F²`` in statistics form, and masked gradient descent on it.
+
+``X*`` (columns ``x_t``) are the layer's inputs in the model being pruned, ``X`` (columns ``d_t``) the dense
+inputs (``d = x`` without error correction). With ``H = Σ x xᵀ``, ``K = Σ d xᵀ``, ``D = Σ d dᵀ``
+(:class:`pruning.base.LayerStats`)::
+
+    f(W*) = ½ tr(W* H W*ᵀ) − tr(W* Gᵀ) + ½ tr(W D Wᵀ),   G = W K,   ∇f(W*) = W* H − G.
+
+Rows of ``W*`` are independent problems sharing ``H``; everything is matrix-multiply based (runs on GPU).
+Masked gradient updates (Kübler et al., "A Proximal Operator for Inducing 2:4-Sparsity", 2025): plain gradient
+descent on ``f`` restricted to the kept entries, step ``1/L`` with ``L = λ_max(H)``. The masked problem's Hessian
+is a principal submatrix of ``H`` (per row), so ``L`` bounds its curvature and the descent lemma gives
+``f(W_{k+1}) ≤ f(W_k) − ‖∇_mask f(W_k)‖² / (2L)``: the loss never increases.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .base import LayerStats
+
+
+@dataclass
+class LocalObjective:
+    """``f(W*) = ½ tr(W* H W*ᵀ) − tr(W* Gᵀ) + const`` for one layer (``const = ½‖WX‖F²``; None without ``D``)."""
+
+    H: torch.Tensor  # (in, in)
+    G: torch.Tensor  # (out, in) = W K
+    const: Optional[float]
+
+    def grad(self, Wn: torch.Tensor) -> torch.Tensor:
+        """``∇f(W*) = W* H − G``."""
+        return Wn.to(self.H.dtype) @ self.H - self.G
+
+    def quad_linear(self, Wn: torch.Tensor) -> float:
+        """``½ tr(W* H W*ᵀ) − tr(W* Gᵀ)`` (the loss without its constant), in float64."""
+        W64 = Wn.to(torch.float64)
+        H64, G64 = self.H.to(torch.float64), self.G.to(torch.float64)
+        return float(0.5 * ((W64 @ H64) * W64).sum() - (W64 * G64).sum())
+
+    def value(self, Wn: torch.Tensor) -> float:
+        """The loss ``½‖W*X* − WX‖F²`` (float64; clipped at 0 against rounding)."""
+        if self.const is None:
+            raise ValueError("the loss value needs stats.D (Σ d dᵀ); collect it with needs={'H', 'K'}")
+        return max(self.quad_linear(Wn) + self.const, 0.0)
+
+
+def _stats_matrices(stats: LayerStats, n_in: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """(H, K, D) with the no-correction defaults ``K = D = H`` when ``K`` was not collected."""
+    if stats is None or stats.H is None:
+        raise ValueError("this pruner needs the input Gram matrix stats.H; run it through pruning.sequential "
+                         "(or build LayerStats.from_inputs(X))")
+    H = stats.H
+    if H.shape != (n_in, n_in):
+        raise ValueError(f"stats.H has shape {tuple(H.shape)} but the weight has {n_in} inputs")
+    if stats.K is None:
+        return H, H, H
+    if stats.K.shape != (n_in, n_in):
+        raise ValueError(f"stats.K has shape {tuple(stats.K.shape)} but the weight has {n_in} inputs")
+    return H, stats.K, stats.D
+
+
+def local_objective(W_dense: torch.Tensor, stats: LayerStats, dtype: torch.dtype = torch.float64,
+                    device: Optional[torch.device] = None) -> LocalObjective:
+    """Build :class:`LocalObjective` for the dense weight ``W_dense`` (out, in) from ``stats``.
+
+    ``G = W K`` and the constant ``½ tr(W D Wᵀ)`` are formed in float64; ``H`` and ``G`` are then cast to
+    ``dtype`` (the iterate precision).
+    """
+    if W_dense.ndim != 2:
+        raise ValueError(f"expected a 2-D (out, in) weight, got shape {tuple(W_dense.shape)}")
+    device = W_dense.device if device is None else device
+    H, K, D = _stats_matrices(stats, W_dense.shape[1])
+    W64 = W_dense.to(device=device, dtype=torch.float64)
+    G = W64 @ K.to(device=device, dtype=torch.float64)
+    const = None
+    if D is not None:
+        const = float(0.5 * ((W64 @ D.to(device=device, dtype=torch.float64)) * W64).sum())
+    return LocalObjective(H.to(device=device, dtype=dtype), G.to(dtype), const)
+
+
+def local_loss(W_new: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats) -> float:
+    """``½‖W_new X* − W_dense X‖F²`` from the statistics (float64)."""
+    return local_objective(W_dense, stats).value(W_new.to(W_dense.device))
+
+
+def relative_error(W_new: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats) -> float:
+    """``‖W_new X* − W_dense X‖F / ‖W_dense X‖F`` from the statistics (0 when the dense output is 0)."""
+    obj = local_objective(W_dense, stats)
+    loss = obj.value(W_new.to(W_dense.device))
+    return (loss / obj.const) ** 0.5 if obj.const and obj.const > 0 else 0.0
+
+
+def lipschitz(H: torch.Tensor) -> float:
+    """``L = λ_max(H)``: Lipschitz constant of ``∇f`` (exact symmetric eigenvalue, float64)."""
+    return float(torch.linalg.eigvalsh(H.to(torch.float64))[-1].clamp_min(0.0))
+
+
+def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, steps: int, *,
+              mask_keep: Optional[torch.Tensor] = None, lr: Optional[float] = None,
+              dtype: torch.dtype = torch.float64, return_history: bool = False):
+    """Masked gradient updates: ``steps`` of ``W ← W − lr · (∇f(W) ⊙ keep)`` on ``f(W) = ½‖W X* − W_dense X‖F²``.
+
+    ``keep`` = ``mask_keep`` (True = entry may be non-zero) or, by default, ``W_init != 0``; entries outside it
+    are exactly 0 on output, so the sparsity pattern never changes. ``lr`` defaults to ``1/λ_max(H)``, which
+    guarantees a monotone decrease (a larger ``lr`` voids that guarantee). The result is returned in
+    ``W_init.dtype``; if rounding to that dtype would make the loss exceed the starting loss, ``W_init`` (masked)
+    is returned instead. ``return_history=True`` also returns the list of losses without the constant term
+    (``½tr(WHWᵀ) − tr(WGᵀ)``, float64) before each step and after the last. Kübler et al. 2025.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be ≥ 0 (got {steps})")
+    if W_init.shape != W_dense.shape:
+        raise ValueError(f"W_init {tuple(W_init.shape)} and W_dense {tuple(W_dense.shape)} differ in shape")
+    keep = (W_init != 0) if mask_keep is None else mask_keep.to(device=W_init.device, dtype=torch.bool)
+    if keep.shape != W_init.shape:
+        raise ValueError(f"mask_keep {tuple(keep.shape)} does not match the weight {tuple(W_init.shape)}")
+    obj = local_objective(W_dense, stats, dtype=dtype, device=W_init.device)
+    if lr is None:
+        L = lipschitz(obj.H)
+        lr = 1.0 / L if L > 0 else 0.0
+    elif lr < 0:
+        raise ValueError(f"lr must be ≥ 0 (got {lr})")
+    keep_f = keep.to(dtype)
+    W = W_init.to(dtype) * keep_f
+    start = W.clone()
+    history = [obj.quad_linear(W)] if return_history else None
+    for _ in range(steps):
+        W = W - lr * (obj.grad(W) * keep_f)
+        if return_history:
+            history.append(obj.quad_linear(W))
+    out = W.to(W_init.dtype) * keep.to(W_init.dtype)
+    if obj.quad_linear(out) > obj.quad_linear(start):
+        out = start.to(W_init.dtype)
+    out = torch.where(keep, out, torch.zeros_like(out))
+    return (out, history) if return_history else out

@@ -1,0 +1,211 @@
+"""Plotly figures for sparsity allocations and pruning results (used by the app and the notebooks).
+
+Plain functions: DataFrames in (Contract 2 allocation tables, the sweep results table), a
+:class:`plotly.graph_objects.Figure` out, with labelled axes and units. Nothing here computes an allocation or a
+perplexity; the numbers come from :mod:`pruning.allocation`, :mod:`pruning.perplexity` and :mod:`pruning.sweep`.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+           "#bcbd22")
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SPARSITY_LABEL = "sparsity (% of weights set to zero)"
+PPL_LABEL = "perplexity (exp of mean token NLL; lower is better, log scale)"
+
+
+def _check(df: Any, cols: Sequence[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{what} needs a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: the table has no column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})")
+
+
+def block_sparsity(alloc: pd.DataFrame) -> pd.Series:
+    """Parameter-weighted mean sparsity per block: Σ_i p_i s_i / Σ_i p_i over the block's matrices (index = block)."""
+    _check(alloc, ["block", "num_params", "sparsity"], "block_sparsity")
+    w = alloc["num_params"].astype(np.float64)
+    num = (alloc["sparsity"] * w).groupby(alloc["block"]).sum()
+    den = w.groupby(alloc["block"]).sum()
+    return (num / den).sort_index()
+
+
+def weighted_mean_sparsity(alloc: pd.DataFrame) -> float:
+    """Σ p_i s_i / Σ p_i: the global sparsity an allocation achieves."""
+    _check(alloc, ["num_params", "sparsity"], "weighted_mean_sparsity")
+    w = alloc["num_params"].to_numpy(dtype=np.float64)
+    return float(alloc["sparsity"].to_numpy(dtype=np.float64) @ w / w.sum())
+
+
+def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "block",
+                      target: Optional[float] = None, title: Optional[str] = None, height: int = 440,
+                      highlight: Optional[str] = None) -> go.Figure:
+    """Allocation curves: sparsity per block (parameter-weighted block mean) or per matrix, one line per method.
+
+    ``allocations``: {label: allocate(...) table}. ``by``: ``block`` or ``matrix`` (x = matrix position in the
+    table's order, hover gives the name). ``target``: the global sparsity S (dotted horizontal line).
+    ``highlight``: a label drawn thicker (e.g. the curve the λ slider moves).
+    """
+    if by not in ("block", "matrix"):
+        raise ValueError(f"by must be 'block' or 'matrix', got {by!r}")
+    if not allocations:
+        raise ValueError("allocation_figure needs at least one allocation table")
+    fig = go.Figure()
+    for k, (label, alloc) in enumerate(allocations.items()):
+        _check(alloc, ["longname", "block", "num_params", "sparsity"], "allocation_figure")
+        color = _COLORS[k % len(_COLORS)]
+        width = 3.2 if label == highlight else 1.6
+        if by == "block":
+            s = block_sparsity(alloc)
+            fig.add_trace(go.Scatter(x=s.index.to_numpy(), y=100.0 * s.to_numpy(), mode="lines+markers", name=label,
+                                     line=dict(color=color, width=width), marker=dict(size=5),
+                                     hovertemplate=f"{label}<br>block %{{x}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
+        else:
+            fig.add_trace(go.Scatter(x=np.arange(len(alloc)), y=100.0 * alloc["sparsity"].to_numpy(dtype=np.float64),
+                                     mode="lines+markers", name=label, line=dict(color=color, width=width),
+                                     marker=dict(size=4), customdata=alloc["longname"].to_numpy().reshape(-1, 1),
+                                     hovertemplate=f"{label}<br>%{{customdata[0]}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
+    if target is not None:
+        fig.add_hline(y=100.0 * float(target), line=dict(color="#333333", dash="dot"),
+                      annotation_text=f"target {100 * float(target):.0f}%", annotation_position="bottom right")
+    xlabel = ("transformer block (0 = closest to the input)" if by == "block"
+              else "matrix (enumeration order: block by block, q k v o gate up down)")
+    fig.update_xaxes(title_text=xlabel)
+    fig.update_yaxes(title_text=SPARSITY_LABEL)
+    fig.update_layout(title=title, height=height, template="plotly_white", hovermode="closest",
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+    return fig
+
+
+def allocation_summary(allocations: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per allocation: min, max, parameter-weighted mean sparsity and the spread (max − min), in [0, 1]."""
+    rows = []
+    for label, alloc in allocations.items():
+        _check(alloc, ["num_params", "sparsity"], "allocation_summary")
+        s = alloc["sparsity"].to_numpy(dtype=np.float64)
+        rows.append({"allocation": label, "min": float(s.min()), "max": float(s.max()),
+                     "weighted_mean": weighted_mean_sparsity(alloc), "spread": float(s.max() - s.min()),
+                     "note": str(alloc.attrs.get("allocation", {}).get("note", ""))})
+    return pd.DataFrame(rows)
+
+
+def lambda_range_figure(table: pd.DataFrame, *, lam_col: str = "lam", title: Optional[str] = None,
+                        height: int = 340) -> go.Figure:
+    """How λ widens AlphaPruning's allocation: min / max per-matrix sparsity and the weighted mean against λ.
+
+    ``table``: columns ``lam_col``, ``min``, ``max``, ``weighted_mean`` (sparsities in [0, 1]).
+    """
+    _check(table, [lam_col, "min", "max", "weighted_mean"], "lambda_range_figure")
+    t = table.sort_values(lam_col)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t[lam_col], y=100 * t["max"], mode="lines", name="max sparsity",
+                             line=dict(color=_COLORS[1])))
+    fig.add_trace(go.Scatter(x=t[lam_col], y=100 * t["min"], mode="lines", name="min sparsity",
+                             line=dict(color=_COLORS[0]), fill="tonexty", fillcolor="rgba(31,119,180,0.10)"))
+    fig.add_trace(go.Scatter(x=t[lam_col], y=100 * t["weighted_mean"], mode="lines", name="weighted mean",
+                             line=dict(color="#333333", dash="dot")))
+    fig.update_xaxes(title_text="λ (AlphaPruning range: ratios in [1 − λ, 1 + λ], dimensionless)")
+    fig.update_yaxes(title_text=SPARSITY_LABEL)
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+    return fig
+
+
+def _group_label(row: pd.Series, group: Sequence[str]) -> str:
+    return " + ".join(str(row[g]) for g in group)
+
+
+def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl",
+                    group: Sequence[str] = ("allocation", "pruner"), dense: Optional[float] = None,
+                    log_y: bool = True, title: Optional[str] = None, height: int = 460) -> go.Figure:
+    """Sparsity / perplexity trade-off: ``y`` against ``x``, one curve per combination of the ``group`` columns.
+
+    Rows with the same group and x (e.g. several λ) are drawn as separate points (no averaging). ``dense``: the
+    dense model's perplexity (dotted horizontal line).
+    """
+    group = [g for g in group if g in results.columns] if isinstance(results, pd.DataFrame) else list(group)
+    _check(results, [x, y] + list(group), "tradeoff_figure")
+    fig = go.Figure()
+    if results.empty:
+        raise ValueError("the results table is empty; run a sweep or a prune first")
+    keys = results[list(group)].astype(str).drop_duplicates().sort_values(list(group)) if group else pd.DataFrame([{}])
+    for k, (_, key) in enumerate(keys.iterrows()):
+        mask = np.ones(len(results), dtype=bool)
+        for g in group:
+            mask &= results[g].astype(str).to_numpy() == key[g]
+        d = results[mask].sort_values(x)
+        label = _group_label(key, group) if group else y
+        scale = 100.0 if x == "sparsity" else 1.0
+        fig.add_trace(go.Scatter(x=scale * d[x].to_numpy(dtype=np.float64), y=d[y], mode="lines+markers", name=label,
+                                 line=dict(color=_COLORS[k % len(_COLORS)], dash=_DASHES[(k // len(_COLORS)) % 6]),
+                                 hovertemplate=f"{label}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
+    if dense is not None and np.isfinite(dense):
+        fig.add_hline(y=float(dense), line=dict(color="#333333", dash="dot"),
+                      annotation_text=f"dense {float(dense):.2f}", annotation_position="bottom right")
+    fig.update_xaxes(title_text=SPARSITY_LABEL if x == "sparsity" else x)
+    fig.update_yaxes(title_text=PPL_LABEL if (y == "ppl" and log_y) else y, type="log" if log_y else "linear")
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+    return fig
+
+
+def lambda_effect_figure(results: pd.DataFrame, *, lam: str = "lam", y: str = "ppl",
+                         group: Sequence[str] = ("pruner",), baselines: Optional[Mapping[str, float]] = None,
+                         log_y: bool = True, title: Optional[str] = None, height: int = 400) -> go.Figure:
+    """Perplexity against λ at a fixed sparsity, one curve per ``group``; ``baselines`` {label: ppl} are drawn as
+    horizontal lines (e.g. the uniform allocation with the same pruner)."""
+    group = [g for g in group if g in results.columns] if isinstance(results, pd.DataFrame) else list(group)
+    _check(results, [lam, y] + list(group), "lambda_effect_figure")
+    d = results.dropna(subset=[lam])
+    if d.empty:
+        raise ValueError(f"no row with a value of {lam!r}; sweep AlphaPruning over several λ first")
+    fig = tradeoff_figure(d, x=lam, y=y, group=group, log_y=log_y, height=height)
+    for k, (label, val) in enumerate((baselines or {}).items()):
+        fig.add_hline(y=float(val), line=dict(color=_COLORS[(k + 3) % len(_COLORS)], dash="dot"),
+                      annotation_text=f"{label} {float(val):.2f}", annotation_position="top right")
+    fig.update_xaxes(title_text="λ (AlphaPruning range, dimensionless)")
+    fig.update_layout(title=title)
+    return fig
+
+
+def achieved_sparsity_figure(records: pd.DataFrame, *, target_col: str = "target", achieved_col: str = "achieved",
+                             title: Optional[str] = None, height: int = 380) -> go.Figure:
+    """Target and achieved sparsity of every pruned matrix (x = matrix in pruning order, hover gives the name)."""
+    _check(records, ["longname", target_col, achieved_col], "achieved_sparsity_figure")
+    x = np.arange(len(records))
+    names = records["longname"].to_numpy().reshape(-1, 1)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=100 * records[target_col].to_numpy(dtype=np.float64), mode="lines",
+                             name="target (allocation)", line=dict(color="#333333", dash="dot"), customdata=names,
+                             hovertemplate="%{customdata[0]}<br>target %{y:.2f}%<extra></extra>"))
+    fig.add_trace(go.Scatter(x=x, y=100 * records[achieved_col].to_numpy(dtype=np.float64), mode="markers",
+                             name="achieved (exact zeros)", marker=dict(color=_COLORS[1], size=5), customdata=names,
+                             hovertemplate="%{customdata[0]}<br>achieved %{y:.2f}%<extra></extra>"))
+    fig.update_xaxes(title_text="matrix (pruning order: block by block)")
+    fig.update_yaxes(title_text=SPARSITY_LABEL)
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+    return fig
+
+
+def perplexity_bar_figure(values: Mapping[str, float], *, title: Optional[str] = None, height: int = 320) -> go.Figure:
+    """Bars of perplexity per run label (e.g. dense vs pruned), log y."""
+    if not values:
+        raise ValueError("perplexity_bar_figure needs at least one value")
+    labels = list(values)
+    fig = go.Figure(go.Bar(x=labels, y=[float(values[k]) for k in labels],
+                           marker_color=[_COLORS[k % len(_COLORS)] for k in range(len(labels))],
+                           text=[f"{float(values[k]):.2f}" for k in labels], textposition="outside"))
+    fig.update_yaxes(title_text=PPL_LABEL, type="log")
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+    return fig

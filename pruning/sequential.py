@@ -1,0 +1,438 @@
+"""Block-by-block calibrated pruning, as in the Wanda / SparseGPT reference codes.
+
+The calibration windows are embedded, the inputs of decoder block 0 are captured (a pre-hook on the first block
+stores its positional and keyword arguments — attention mask, position ids / rotary embeddings, whatever the
+architecture passes — and stops the forward), then for every block: forward pre-hooks on its linear layers
+accumulate :class:`~pruning.base.LayerStats` while the samples run through the block, every linear layer is pruned
+with its allocated sparsity, the block outputs are recomputed with the pruned weights and fed to the next block.
+Memory holds one block's activations (two with a dense stream).
+
+Sub-layer order: linear layers of a block that read the *same* input tensor form one *input group*
+(Llama: q,k,v → o → gate,up → down; OPT: q,k,v → out_proj → fc1 → fc2; GPT-2: c_attn → c_proj → c_fc → c_proj);
+groups are found by a probe forward. ``sublayer_sequential=False`` (reference behaviour for Wanda/SparseGPT) collects
+every group's statistics from one pass and then prunes; ``True`` prunes group by group, recomputing the inputs of
+later groups with the earlier groups already pruned (FISTAPruner's intra-layer error correction).
+
+Error correction for pruners needing ``K`` (``K = Σ d xᵀ``, ``D = Σ d dᵀ`` with ``d`` the dense input):
+``correction="none"`` → d = x; ``"intra"`` → d from the block with its dense weights on the same block inputs;
+``"intra+inter"`` → d from a dense stream carried from block 0 through the dense model.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from spectra.weights import decoder_layers, iter_model_weights
+
+from .base import NM, LayerStats, get_pruner
+from .masks import achieved_sparsity, check_sparsity, nm_sparsity
+
+CORRECTIONS = ("none", "intra", "intra+inter")
+#: pruners that use no calibration statistics at all (run without the loop when no calibration is given).
+CALIBRATION_FREE = frozenset({"magnitude"})
+
+ProgressCb = Optional[Callable[[int, int, str], None]]
+
+
+class _Stop(Exception):
+    """Raised inside a hook to end a forward pass early."""
+
+
+@dataclass
+class Linear:
+    """One prunable linear layer of a block: its module and how its weight is stored."""
+
+    longname: str
+    block: int
+    role: str
+    module: torch.nn.Module
+    transposed: bool  # GPT-2 Conv1D stores (in, out)
+
+    def get(self) -> torch.Tensor:
+        """The weight as an (out, in) float32 copy."""
+        w = self.module.weight.detach()
+        return (w.T if self.transposed else w).to(torch.float32).clone()
+
+    def set(self, W: torch.Tensor) -> None:
+        """Write an (out, in) weight back in the stored layout and dtype."""
+        p = self.module.weight
+        p.data.copy_((W.T if self.transposed else W).to(p.dtype))
+
+
+@dataclass
+class SequentialResult:
+    """Per-layer records (longname, block, role, rows, cols, num_params, target, achieved, seconds) and timings."""
+
+    layers: list[dict] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- model structure
+def block_linears(model: torch.nn.Module) -> list[list[Linear]]:
+    """Prunable linear layers per decoder block, from :func:`spectra.weights.iter_model_weights` (block ≥ 0)."""
+    layers = decoder_layers(model)
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    out: list[list[Linear]] = [[] for _ in layers]
+    for info, _ in iter_model_weights(model):
+        if info.block < 0:
+            continue
+        prefix = names[id(layers[info.block])] + "."
+        if not info.longname.startswith(prefix):
+            raise ValueError(f"{info.longname} is not inside decoder block {info.block} ({prefix[:-1]})")
+        out[info.block].append(Linear(info.longname, info.block, info.role, modules[info.longname], info.transposed))
+    return out
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@dataclass
+class _Chunk:
+    """A batch of block inputs with the extra arguments the model passed to its first block."""
+
+    hidden: torch.Tensor
+    args: tuple
+    kwargs: dict
+
+
+@torch.no_grad()
+def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8) -> list[_Chunk]:
+    """Embed ``calib`` (n, seqlen) and return the inputs of decoder block 0, in batches of ``batch_size`` windows.
+
+    A forward pre-hook on block 0 records ``hidden_states`` and every other argument the model passes (causal mask,
+    position ids, rotary ``position_embeddings``, ...) and raises to stop the forward, like the references' Catcher.
+    """
+    layers = decoder_layers(model)
+    dev = _device(model)
+    chunks: list[_Chunk] = []
+
+    def hook(module, args, kwargs):
+        kwargs = dict(kwargs)
+        if args:
+            hidden, rest = args[0], tuple(args[1:])
+        else:
+            hidden, rest = kwargs.pop("hidden_states"), ()
+        kwargs["use_cache"] = False
+        if "past_key_values" in kwargs:
+            kwargs["past_key_values"] = None
+        chunks.append(_Chunk(hidden.detach(), rest, kwargs))
+        raise _Stop
+
+    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for batch in calib.split(batch_size):
+            try:
+                model(input_ids=batch.to(dev), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return chunks
+
+
+def _run(block: torch.nn.Module, chunk: _Chunk, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return _first(block(chunk.hidden if hidden is None else hidden, *chunk.args, **chunk.kwargs))
+
+
+def input_groups(block: torch.nn.Module, linears: list[Linear], chunk: _Chunk) -> list[list[Linear]]:
+    """Group the block's linear layers by shared input tensor, in call order, via one probe forward."""
+    calls: list[tuple[Linear, torch.Tensor]] = []
+    handles = []
+    for lin in linears:
+        handles.append(lin.module.register_forward_pre_hook(lambda m, a, lin=lin: calls.append((lin, a[0]))))
+    try:
+        with torch.no_grad():
+            _run(block, chunk)
+    finally:
+        for h in handles:
+            h.remove()
+    seen = {id(lin) for lin, _ in calls}
+    missing = [lin.longname for lin in linears if id(lin) not in seen]
+    if missing:
+        raise ValueError(f"linear layers never called by their block: {missing[:3]}; this architecture is not supported")
+    groups: list[list[Linear]] = []
+    prev = None
+    for lin, x in calls:
+        if any(lin is g for grp in groups for g in grp):
+            continue  # a layer called twice keeps its first position
+        if prev is not None and x is prev and groups:
+            groups[-1].append(lin)
+        else:
+            groups.append([lin])
+        prev = x
+    return groups
+
+
+def _groups_cached(block: torch.nn.Module, linears: list[Linear], chunk: _Chunk, cache: dict) -> list[list[Linear]]:
+    """:func:`input_groups`, probed once per block structure (blocks with the same relative layer names)."""
+    names = {id(m): n for n, m in block.named_modules()}
+    rel = {names[id(l.module)]: l for l in linears}
+    key = tuple(sorted(rel))
+    if key not in cache:
+        cache[key] = [[names[id(l.module)] for l in g] for g in input_groups(block, linears, chunk)]
+    return [[rel[n] for n in g] for g in cache[key]]
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+class _Acc:
+    """Running sums of one input group's statistics (float32 products per batch, float64 accumulation)."""
+
+    def __init__(self, n_in: int, needs: frozenset, device):
+        f64 = dict(dtype=torch.float64, device=device)
+        self.ntokens = 0
+        self.sq_norm = torch.zeros(n_in, **f64)
+        self.H = torch.zeros(n_in, n_in, **f64) if needs & {"H", "K"} else None
+        self.K = torch.zeros(n_in, n_in, **f64) if "K" in needs else None
+        self.D = torch.zeros(n_in, n_in, **f64) if "K" in needs else None
+
+    def add(self, x: torch.Tensor, d: Optional[torch.Tensor] = None) -> None:
+        x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        self.ntokens += x.shape[0]
+        self.sq_norm += (x * x).sum(0).to(torch.float64)
+        if self.H is not None:
+            self.H += (x.T @ x).to(torch.float64)
+        if self.K is not None:
+            d = x if d is None else d.reshape(-1, d.shape[-1]).to(torch.float32)
+            self.K += (d.T @ x).to(torch.float64)
+            self.D += (d.T @ d).to(torch.float64)
+
+    def stats(self) -> LayerStats:
+        c = lambda t: None if t is None else t.clone()  # noqa: E731  (each layer gets its own copy)
+        return LayerStats(self.ntokens, self.sq_norm.clone(), c(self.H), c(self.K), c(self.D))
+
+
+def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: _Chunk,
+                    hidden: Optional[torch.Tensor] = None) -> dict[int, torch.Tensor]:
+    """Run ``block`` until every leader has received its input; return {id(leader): input}."""
+    got: dict[int, torch.Tensor] = {}
+    want = {id(lin.module): lin for lin in leaders}
+
+    def hook(module, args):
+        got[id(want[id(module)])] = args[0].detach()
+        if len(got) == len(want):
+            raise _Stop
+
+    handles = [lin.module.register_forward_pre_hook(hook) for lin in leaders]
+    try:
+        _run(block, chunk, hidden)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return got
+
+
+def _group_stats(block, dense_block, groups, chunks, dense_hidden, needs, correction) -> list[LayerStats]:
+    """Statistics of the groups' inputs over all chunks (pruned stream x; dense stream d when ``K`` is needed)."""
+    leaders = [g[0] for g in groups]
+    accs = {id(l): _Acc(l.get().shape[1], needs, _device(block)) for l in leaders}
+    want_dense = "K" in needs and correction != "none"
+    for c, chunk in enumerate(chunks):
+        xs = _capture_inputs(block, leaders, chunk)
+        ds = {}
+        if want_dense:
+            twins = [dense_block.linear[l.longname] for l in leaders]
+            got = _capture_inputs(dense_block.block, twins, chunk, None if dense_hidden is None else dense_hidden[c])
+            ds = {id(l): got[id(t)] for l, t in zip(leaders, twins)}
+        for l in leaders:
+            accs[id(l)].add(xs[id(l)], ds.get(id(l)))
+    return [accs[id(l)].stats() for l in leaders]
+
+
+@dataclass
+class _DenseBlock:
+    """A dense copy of a block (taken before pruning it) and its linear layers by longname."""
+
+    block: torch.nn.Module
+    linear: dict[str, Linear]
+
+
+def _dense_copy(block: torch.nn.Module, linears: list[Linear]) -> _DenseBlock:
+    dup = copy.deepcopy(block)
+    mods = dict(dup.named_modules())
+    orig = {id(m): n for n, m in block.named_modules()}
+    return _DenseBlock(dup, {l.longname: Linear(l.longname, l.block, l.role, mods[orig[id(l.module)]], l.transposed)
+                             for l in linears})
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def _targets(linears: list[Linear], sparsity, nm: NM) -> dict[str, float]:
+    names = [l.longname for l in linears]
+    if nm is not None:
+        return {n: nm_sparsity(nm) for n in names}
+    if isinstance(sparsity, (int, float)):
+        return {n: check_sparsity(sparsity) for n in names}
+    missing = [n for n in names if n not in sparsity]
+    if missing:
+        raise ValueError(f"the allocation has no sparsity for {missing[0]} (and {len(missing) - 1} more); "
+                         f"was it computed for another model?")
+    return {n: check_sparsity(sparsity[n]) for n in names}
+
+
+def _masked_gd(W_new, W_dense, stats, steps, options):
+    from . import gd  # written by another module owner; imported lazily
+
+    return gd.masked_gd(W_new, W_dense, stats, steps=steps, **options)
+
+
+@torch.no_grad()
+def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = "wanda",
+                     nm: NM = None, pruner_options: Optional[dict] = None, correction: str = "none",
+                     sublayer_sequential: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
+                     batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None) -> SequentialResult:
+    """Prune every block linear layer of ``model`` in place, block by block on the calibration windows ``calib``.
+
+    ``sparsity``: one float for all layers or {longname: sparsity} (ignored under ``nm``). ``calib`` may be None
+    only for calibration-free pruners (magnitude) without ``gd_steps``. ``sublayer_sequential`` defaults to True
+    when the pruner needs ``K`` and ``correction != "none"``, else False (the references' single pass).
+    ``progress_cb(done, total, longname)`` is called after every pruned matrix.
+    """
+    spec = get_pruner(pruner)
+    if nm is not None and not spec.supports_nm:
+        raise ValueError(f"pruner {pruner!r} does not support N:M patterns; use an unstructured sparsity")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; choose one of: {', '.join(CORRECTIONS)}")
+    if gd_steps < 0:
+        raise ValueError(f"gd_steps must be ≥ 0 (got {gd_steps})")
+    needs = frozenset(spec.needs) | (frozenset({"H"}) if gd_steps else frozenset())
+    if "K" not in needs:
+        correction = "none"  # irrelevant for pruners that do not use dense inputs
+    if sublayer_sequential is None:
+        sublayer_sequential = correction != "none"
+    if correction == "intra" and not sublayer_sequential:
+        raise ValueError("correction='intra' needs sublayer_sequential=True (sublayers pruned in order)")
+    pruner_options = dict(pruner_options or {})
+    per_block = block_linears(model)
+    total = sum(len(b) for b in per_block)
+    if calib is None:
+        if pruner not in CALIBRATION_FREE or gd_steps:
+            raise ValueError(f"pruner {pruner!r}{' with gd_steps' if gd_steps else ''} needs calibration windows")
+        return prune_weights(model, sparsity, pruner, nm, pruner_options, progress, progress_cb)
+
+    t0 = time.perf_counter()
+    timings = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "gd": 0.0, "forward": 0.0}
+    chunks = capture_block_inputs(model, calib, batch_size)
+    timings["capture"] = time.perf_counter() - t0
+    dense_hidden = [c.hidden for c in chunks] if correction == "intra+inter" else None
+    records: list[dict] = []
+    cache: dict = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"prune {pruner}", unit="matrix")
+    for b, block in enumerate(decoder_layers(model)):
+        linears = per_block[b]
+        targets = _targets(linears, sparsity, nm)
+        dense = _dense_copy(block, linears) if correction != "none" else None
+        groups = _groups_cached(block, linears, chunks[0], cache)
+        stages = [[g] for g in groups] if sublayer_sequential else [groups]
+        for stage in stages:
+            t = time.perf_counter()
+            stats = _group_stats(block, dense, stage, chunks,
+                                 dense_hidden if correction == "intra+inter" else None, needs, correction)
+            timings["stats"] += time.perf_counter() - t
+            for group, st in zip(stage, stats):
+                for lin in group:
+                    t = time.perf_counter()
+                    W = lin.get()
+                    W_new = spec.fn(W.clone(), st, targets[lin.longname], nm, **pruner_options)
+                    dt = time.perf_counter() - t
+                    timings["prune"] += dt
+                    if gd_steps:
+                        t = time.perf_counter()
+                        W_new = _masked_gd(W_new, W, st, gd_steps, gd_options or {})
+                        timings["gd"] += time.perf_counter() - t
+                    lin.set(W_new)
+                    records.append({"longname": lin.longname, "block": b, "role": lin.role, "rows": W.shape[0],
+                                    "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],
+                                    "achieved": achieved_sparsity(W_new), "seconds": dt})
+                    if bar is not None:
+                        bar.update(1)
+                    if progress_cb is not None:
+                        progress_cb(len(records), total, lin.longname)
+        t = time.perf_counter()
+        for c, chunk in enumerate(chunks):
+            if dense_hidden is not None:
+                dense_hidden[c] = _run(dense.block, chunk, dense_hidden[c])
+            chunk.hidden = _run(block, chunk)
+        timings["forward"] += time.perf_counter() - t
+        del dense
+    if bar is not None:
+        bar.close()
+    timings["total"] = time.perf_counter() - t0
+    return SequentialResult(records, timings)
+
+
+@torch.no_grad()
+def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", nm: NM = None,
+                  pruner_options: Optional[dict] = None, progress: bool = False,
+                  progress_cb: ProgressCb = None) -> SequentialResult:
+    """Prune every block linear layer from its weights alone (calibration-free pruners such as magnitude)."""
+    spec = get_pruner(pruner)
+    linears = [l for blk in block_linears(model) for l in blk]
+    targets = _targets(linears, sparsity, nm)
+    t0 = time.perf_counter()
+    records = []
+    for lin in linears:
+        t = time.perf_counter()
+        W = lin.get()
+        W_new = spec.fn(W, None, targets[lin.longname], nm, **(pruner_options or {}))
+        lin.set(W_new)
+        records.append({"longname": lin.longname, "block": lin.block, "role": lin.role, "rows": W.shape[0],
+                        "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],
+                        "achieved": achieved_sparsity(W_new), "seconds": time.perf_counter() - t})
+        if progress_cb is not None:
+            progress_cb(len(records), len(linears), lin.longname)
+    total = time.perf_counter() - t0
+    return SequentialResult(records, {"capture": 0.0, "stats": 0.0, "prune": total, "gd": 0.0, "forward": 0.0,
+                                      "total": total})
+
+
+@torch.no_grad()
+def collect_input_norms(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
+                        progress: bool = False) -> dict[str, torch.Tensor]:
+    """Dense model's ``Σ_t x_t²`` per input feature (float64) of every block linear layer, keyed by longname.
+
+    Same loop as :func:`prune_sequential` without pruning (OWL's ‖X_j‖₂² for its outlier ratios).
+    """
+    per_block = block_linears(model)
+    chunks = capture_block_inputs(model, calib, batch_size)
+    out: dict[str, torch.Tensor] = {}
+    cache: dict = {}
+    blocks = decoder_layers(model)
+    it = range(len(blocks))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="input norms", unit="block")
+    for b in it:
+        block = blocks[b]
+        groups = _groups_cached(block, per_block[b], chunks[0], cache)
+        accs = {id(g[0].module): _Acc(g[0].get().shape[1], frozenset(), _device(model)) for g in groups}
+
+        def hook(module, args):
+            accs[id(module)].add(args[0])
+
+        handles = [g[0].module.register_forward_pre_hook(hook) for g in groups]
+        try:
+            for chunk in chunks:
+                chunk.hidden = _run(block, chunk)
+        finally:
+            for h in handles:
+                h.remove()
+        for g in groups:
+            for lin in g:
+                out[lin.longname] = accs[id(g[0].module)].sq_norm.clone()
+    return out

@@ -1,0 +1,340 @@
+"""analyze(model or source) → one DataFrame row per weight matrix (ARCHITECTURE.md, Contract 1); block aggregates.
+
+Routes: a weights directory, a GGUF file, a hub id or the built-in model (``None``) are *streamed* one matrix at a
+time from safetensors (``spectra.weights.iter_safetensors_weights``; GGUF is first converted once by the loader) —
+the model is never instantiated; an in-memory ``torch.nn.Module`` (e.g. a pruned model) is read with
+``spectra.weights.iter_model_weights``. Per matrix: ESD (``spectra.esd``) → metrics (``spectra.metrics``).
+Results are cached by weight content (``spectra.results``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .errors import SpectraError
+from .esd import esd, resolve_device
+from .hill import XMIN_RULES
+from .metrics import METRIC_COLUMNS, failed_metrics, matrix_metrics, matrix_problem
+from .mp import MP_METHODS
+
+IDENTITY_COLUMNS = ["layer_id", "longname", "param", "block", "role", "rows", "cols", "N", "M", "num_params"]
+ProgressCb = Callable[[int, int, str], None]
+
+
+@dataclass
+class AnalysisSettings:
+    """Settings of an analysis (all recorded in the results' metadata).
+
+    xmin_rule: ``peak`` (default; corrected AlphaPruning peak rule), ``peak_ref`` (weightwatcher xmin_peak /
+    AlphaPruning reference quirk), ``ks`` (weightwatcher's default Clauset search), ``median`` or ``fixed``;
+    giving ``xmin`` implies ``fixed``. normalize: use the ESD of WᵀW/N (N = max dim) instead of WᵀW.
+    device: where eigenvalues are computed (``cpu`` / ``cuda``). include_embeddings: also the embedding / LM head
+    matrices. keep_eigs: add an ``evals`` column (ascending eigenvalue arrays). evals_thresh: eigenvalues ≤ this are
+    ignored by the fit (weightwatcher's 1e-5). min_evals: matrices with fewer eigenvalues fail ("too small").
+    mp_method: Marchenko–Pastur σ² estimator (``median`` or ``trace``, see ``spectra.mp``).
+    """
+
+    xmin_rule: str = "peak"
+    xmin: Optional[float] = None
+    normalize: bool = False
+    device: str = "cpu"
+    include_embeddings: bool = False
+    keep_eigs: bool = False
+    evals_thresh: float = 1e-5
+    min_evals: int = 8
+    mp_method: str = "median"
+
+    def __post_init__(self) -> None:
+        if self.xmin is not None:
+            if not (isinstance(self.xmin, (int, float)) and np.isfinite(self.xmin) and self.xmin > 0):
+                raise SpectraError(f"xmin must be a positive number, got {self.xmin!r}")
+            self.xmin = float(self.xmin)
+            self.xmin_rule = "fixed"
+        if self.xmin_rule not in XMIN_RULES:
+            raise SpectraError(f"unknown xmin rule {self.xmin_rule!r}; choose one of {', '.join(XMIN_RULES)}")
+        if self.xmin_rule == "fixed" and self.xmin is None:
+            raise SpectraError("xmin_rule='fixed' needs xmin=<positive number>")
+        if self.mp_method not in MP_METHODS:
+            raise SpectraError(f"unknown mp_method {self.mp_method!r}; choose one of {', '.join(MP_METHODS)}")
+        if not (self.evals_thresh >= 0):
+            raise SpectraError(f"evals_thresh must be ≥ 0, got {self.evals_thresh}")
+        if int(self.min_evals) < 2:
+            raise SpectraError(f"min_evals must be ≥ 2, got {self.min_evals}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def numbers_key(self) -> dict:
+        """The settings that change the numbers (the cache key part); device and keep_eigs do not."""
+        d = self.as_dict()
+        d.pop("device")
+        d.pop("keep_eigs")
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- sources
+@dataclass
+class _Source:
+    label: str
+    kind: str  # "stream" or "memory"
+    directory: Optional[Path] = None
+    model: Optional[torch.nn.Module] = None
+
+
+def _resolve(source: Any) -> _Source:
+    if isinstance(source, torch.nn.Module):
+        return _Source(f"in-memory {type(source).__name__}", "memory", model=source)
+    model = getattr(source, "model", None)
+    if isinstance(model, torch.nn.Module):  # spectra.models.LoadedModel: analyse its (possibly modified) weights
+        src = getattr(source, "source", None)
+        label = getattr(src, "label", None) or f"in-memory {type(model).__name__}"
+        return _Source(f"{label} (in memory)", "memory", model=model)
+    from .models import resolve_source, weights_dir
+
+    src = resolve_source(source)
+    return _Source(src.label, "stream", directory=Path(weights_dir(src)))
+
+
+def _stream_count(directory: Path, include_embeddings: bool) -> Optional[int]:
+    """Number of matrices ``iter_safetensors_weights`` will yield, from file headers only (None if unknown)."""
+    try:
+        from . import weights as W
+        from .models import weight_files
+
+        files = weight_files(directory)
+        if not files or any(f.suffix != ".safetensors" for f in files):
+            return None
+        cfg_file = directory / "config.json"
+        import json
+
+        config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        prefix = W._base_prefix(config) if config else ""
+        count = 0
+        for f in files:
+            for key, shape in W._safetensors_header(f).items():
+                name = key
+                if prefix and not key.startswith(prefix + ".") and not key.startswith("lm_head"):
+                    name = f"{prefix}.{key}"
+                count += bool(W._is_candidate(name, shape, include_embeddings))
+        return count
+    except Exception:
+        return None
+
+
+def _iterate(src: _Source, settings: AnalysisSettings) -> tuple[Iterator, Optional[int]]:
+    from .weights import iter_model_weights, iter_safetensors_weights
+
+    if src.kind == "memory":
+        infos = list(iter_model_weights(src.model, settings.include_embeddings))  # views, no copies
+        return iter(infos), len(infos)
+    return (iter_safetensors_weights(src.directory, settings.include_embeddings),
+            _stream_count(src.directory, settings.include_embeddings))
+
+
+def _fingerprint(src: _Source, settings: AnalysisSettings) -> Optional[str]:
+    from .results import files_sha256, tensor_sha256_update
+    from .weights import iter_model_weights
+
+    if src.kind == "stream":
+        from .models import weight_files
+
+        return files_sha256(weight_files(src.directory))
+    digest = hashlib.sha256()
+    for info, w in iter_model_weights(src.model, settings.include_embeddings):
+        tensor_sha256_update(digest, info.param, w)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict:
+    """Versions of the packages that shape the numbers."""
+    out = {"spectra": __version__, "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    for pkg in ("transformers", "safetensors", "scipy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- analysis
+def _progress(total: Optional[int], enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="spectra", unit="matrix", leave=False)
+
+
+def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, progress: bool = True,
+            cache: bool = True, progress_cb: Optional[ProgressCb] = None, **overrides: Any) -> pd.DataFrame:
+    """Analyse every block weight matrix of ``source``; one row per matrix (Contract 1), ``attrs['metadata']``.
+
+    ``source``: ``None`` (built-in model), a path / GGUF / hub id (anything ``spectra.models`` accepts), a
+    ``LoadedModel`` or an in-memory ``torch.nn.Module``. ``settings`` (or keyword overrides of its fields, e.g.
+    ``xmin_rule="ks"``) choose the fit. ``progress`` shows a tqdm bar; ``progress_cb(i, n, longname)`` is called
+    after each matrix (n may be None when unknown). With ``cache`` the result is read from / written to the
+    content-keyed cache. Bad matrices (NaN/Inf, all-zero, too small) give ``status='failed'`` rows with the reason.
+    """
+    if settings is None:
+        settings = AnalysisSettings(**overrides)
+    elif overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    device = resolve_device(settings.device)
+    src = _resolve(source)
+    t0 = time.perf_counter()
+    key = settings.numbers_key()
+    fingerprint = _fingerprint(src, settings) if (cache or src.kind == "stream") else None
+    if cache:
+        from .results import cache_load
+
+        hit = cache_load(fingerprint, key)
+        if hit is not None:
+            if not settings.keep_eigs and "evals" in hit.columns:
+                hit = hit.drop(columns="evals")
+            hit.attrs["metadata"] = {**hit.attrs.get("metadata", {}), "from_cache": True,
+                                     "settings": settings.as_dict()}
+            if progress_cb is not None:
+                progress_cb(len(hit), len(hit), "")
+            return hit
+    it, total = _iterate(src, settings)
+    bar = _progress(total, progress)
+    rows = []
+    dtypes: set = set()
+    digest = hashlib.sha256() if fingerprint is None else None
+    try:
+        for i, (info, W) in enumerate(it):
+            dtypes.add(str(W.dtype).replace("torch.", ""))
+            if digest is not None:
+                from .results import tensor_sha256_update
+
+                tensor_sha256_update(digest, info.param, W)
+            row = {"layer_id": i, "longname": info.longname, "param": info.param, "block": info.block,
+                   "role": info.role, "rows": info.rows, "cols": info.cols, "N": max(info.rows, info.cols),
+                   "M": min(info.rows, info.cols), "num_params": info.num_params}
+            problem = matrix_problem(W, settings.min_evals)
+            if problem is not None:
+                row.update(failed_metrics(problem, settings, row["M"]))
+                row["evals"] = None
+            else:
+                ev = esd(W, normalize=settings.normalize, device=device)
+                row.update(matrix_metrics(ev, info.rows, info.cols, settings))
+                row["evals"] = ev
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+            if progress_cb is not None:
+                progress_cb(i + 1, total, info.longname)
+    finally:
+        if bar is not None:
+            bar.close()
+    df = pd.DataFrame(rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS + ["evals"])
+    df["warning"] = df["warning"].fillna("")
+    if digest is not None:
+        fingerprint = digest.hexdigest()
+    df.attrs["metadata"] = {
+        "model": src.label,
+        "route": "safetensors-stream" if src.kind == "stream" else "in-memory",
+        "weights_dir": str(src.directory) if src.directory else None,
+        "weights_sha256": fingerprint,
+        "dtype": ",".join(sorted(dtypes)),
+        "xmin_rule": settings.xmin_rule,
+        "settings": settings.as_dict(),
+        "versions": package_versions(),
+        "num_matrices": len(df),
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "from_cache": False,
+    }
+    if cache:
+        from .results import cache_store
+
+        cache_store(df, fingerprint, key)
+    if not settings.keep_eigs:
+        df = df.drop(columns="evals")
+    return df
+
+
+def matrix_esd(source: Any, longname: str, normalize: bool = False, device: Optional[str] = None,
+               include_embeddings: bool = True) -> np.ndarray:
+    """Ascending eigenvalues of one matrix (by ``longname`` or ``param``) of ``source``, for the ESD explorer.
+
+    Streams the source's matrices until the one asked for (earlier matrices are read but not decomposed).
+    """
+    src = _resolve(source)
+    settings = AnalysisSettings(include_embeddings=include_embeddings)
+    it, _ = _iterate(src, settings)
+    names = []
+    for info, W in it:
+        if longname in (info.longname, info.param):
+            problem = matrix_problem(W, 1)
+            if problem is not None:
+                raise SpectraError(f"{longname}: {problem}")
+            return esd(W, normalize=normalize, device=device)
+        names.append(info.longname)
+    hint = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    raise SpectraError(f"no weight matrix named {longname!r} in {src.label}; names look like: {hint}")
+
+
+# ----------------------------------------------------------------------------------------------- aggregation
+def _check_metric(df: pd.DataFrame, metric: str) -> None:
+    if metric not in df.columns:
+        raise SpectraError(f"metric {metric!r} is not a column of the results; available: "
+                           f"{', '.join(c for c in METRIC_COLUMNS if c in df.columns)}")
+    if not pd.api.types.is_numeric_dtype(df[metric]):
+        raise SpectraError(f"metric {metric!r} is not numeric")
+
+
+def block_aggregate(df: pd.DataFrame, metric: str = "alpha", weighted: bool = False) -> pd.DataFrame:
+    """Per-block mean of ``metric`` over the block's matrices with a finite value (failed rows are left out).
+
+    ``weighted=False``: plain mean (AlphaPruning's block-wise mode); ``weighted=True``: num_params-weighted mean
+    Σ p_i m_i / Σ p_i. Columns: ``block``, ``metric`` (the mean), ``n_matrices`` (used), ``n_failed`` (left out),
+    ``num_params`` (all matrices of the block). Blocks whose matrices all failed get NaN.
+    """
+    _check_metric(df, metric)
+    out = []
+    for block, g in df.groupby("block", sort=True):
+        vals = g[metric].to_numpy(dtype=np.float64)
+        ok = np.isfinite(vals)
+        p = g["num_params"].to_numpy(dtype=np.float64)
+        if not ok.any():
+            mean = float("nan")
+        elif weighted:
+            mean = float(np.sum(vals[ok] * p[ok]) / np.sum(p[ok]))
+        else:
+            mean = float(np.mean(vals[ok]))
+        out.append({"block": int(block), metric: mean, "n_matrices": int(ok.sum()), "n_failed": int((~ok).sum()),
+                    "num_params": int(p.sum())})
+    return pd.DataFrame(out, columns=["block", metric, "n_matrices", "n_failed", "num_params"])
+
+
+def block_values(df: pd.DataFrame, metric: str = "alpha", weighted: bool = False) -> pd.Series:
+    """Each matrix's block mean of ``metric`` (see :func:`block_aggregate`), aligned with ``df``'s index."""
+    agg = block_aggregate(df, metric, weighted).set_index("block")[metric]
+    return df["block"].map(agg).rename(f"{metric}_block")
+
+
+def role_summary(df: pd.DataFrame, metric: str = "alpha") -> pd.DataFrame:
+    """Per role: number of matrices, median / mean / min / max of ``metric`` over finite values, and status counts."""
+    _check_metric(df, metric)
+    rows = []
+    for role, g in df.groupby("role", sort=False):
+        v = g[metric].to_numpy(dtype=np.float64)
+        v = v[np.isfinite(v)]
+        st = g["status"].value_counts()
+        rows.append({"role": role, "n": len(g), f"median_{metric}": float(np.median(v)) if v.size else float("nan"),
+                     f"mean_{metric}": float(np.mean(v)) if v.size else float("nan"),
+                     f"min_{metric}": float(np.min(v)) if v.size else float("nan"),
+                     f"max_{metric}": float(np.max(v)) if v.size else float("nan"),
+                     **{s: int(st.get(s, 0)) for s in ("ok", "over-trained", "under-trained", "failed")}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,62 @@
+"""Empirical spectral density (ESD) of a weight matrix: the eigenvalues of WᵀW.
+
+λ_i = σ_i(W)², i = 1..min(rows, cols), computed as the float64 ``eigvalsh`` of the *smaller* Gram matrix (WᵀW or
+WWᵀ, both have the same non-zero spectrum). On one CPU thread this is several times faster than ``svdvals`` and
+agrees with the squared float64 singular values to ~1e-14·λ_max (Martin & Mahoney, JMLR 2021, use the same ESD).
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import SpectraError
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """``None``/"cpu" → CPU; "cuda"/"cuda:N" → that GPU, or a one-line :class:`SpectraError` if there is none."""
+    if device is None:
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpectraError(f"device {str(device)!r} requested but no CUDA GPU is available; use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise SpectraError(f"unsupported device {str(device)!r}; use 'cpu' or 'cuda'")
+    return dev
+
+
+def gram(W: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix: WᵀW (cols×cols) if rows ≥ cols, else WWᵀ (rows×rows)."""
+    return W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
+
+
+def esd(W: ArrayLike, normalize: bool = False, device: Optional[Union[str, torch.device]] = None,
+        dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Ascending eigenvalues of WᵀW (the squared singular values of W), ``min(rows, cols)`` of them, as float64.
+
+    Computed as ``eigvalsh`` of the smaller Gram matrix in ``dtype`` (float64 by default; float32 is faster but
+    loses ~1e-7·λ_max of absolute accuracy) on ``device`` (CPU, or CUDA when requested and available); tiny negative
+    round-off values are clipped to 0. ``normalize=True`` divides by N = max(rows, cols), i.e. returns the
+    eigenvalues of WᵀW/N (weightwatcher's ``normalize`` convention), whose Marchenko–Pastur bulk is
+    σ²(1 ± √(M/N))² for i.i.d. entries of variance σ².
+    Raises :class:`SpectraError` for a non-2-D, empty or non-finite matrix.
+    """
+    t = torch.as_tensor(W)
+    if t.ndim != 2:
+        raise SpectraError(f"esd needs a 2-D matrix, got shape {tuple(t.shape)}; reshape conv kernels first")
+    if t.numel() == 0:
+        raise SpectraError(f"esd got an empty matrix of shape {tuple(t.shape)}")
+    if not (t.is_floating_point() or t.is_complex()):
+        t = t.to(torch.float64)
+    dev = resolve_device(device)
+    A = t.to(device=dev, dtype=dtype)
+    if not bool(torch.isfinite(A).all()):
+        raise SpectraError(f"matrix of shape {tuple(t.shape)} contains NaN or Inf values; its spectrum is undefined")
+    evals = torch.linalg.eigvalsh(gram(A))
+    out = evals.clamp_(min=0).to("cpu", torch.float64).numpy()
+    if normalize:
+        out = out / float(max(t.shape))
+    return np.sort(out)

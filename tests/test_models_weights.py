@@ -1,0 +1,196 @@
+"""The model loader and weight enumeration: real built-in model, tiny random configs of every family, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from spectra.errors import ModelLoadError, SpectraError
+from spectra.models import load_model, resolve_source
+from spectra.weights import classify, decoder_layers, iter_model_weights, iter_safetensors_weights, weight_table
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tiny(family: str):
+    """A tiny randomly initialised CausalLM of ``family`` (2 blocks) and its expected per-block roles."""
+    from transformers import (AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
+                              MistralConfig, OPTConfig, Qwen2Config)
+
+    common = dict(vocab_size=128, num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64)
+    llama_roles = ["q", "k", "v", "o", "gate", "up", "down"]
+    cfgs = {
+        "llama": (LlamaConfig(**common, num_key_value_heads=2), llama_roles),
+        "mistral": (MistralConfig(**common, num_key_value_heads=2), llama_roles),
+        "qwen2": (Qwen2Config(**common, num_key_value_heads=2), llama_roles),
+        "gemma3": (Gemma3TextConfig(**common, num_key_value_heads=2, head_dim=8), llama_roles),
+        "opt": (OPTConfig(vocab_size=128, num_hidden_layers=2, hidden_size=32, num_attention_heads=4, ffn_dim=64,
+                          word_embed_proj_dim=32), ["q", "k", "v", "o", "fc1", "fc2"]),
+        "gpt2": (GPT2Config(vocab_size=128, n_layer=2, n_embd=32, n_head=4, n_inner=64),
+                 ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]),
+        "gpt_neox": (GPTNeoXConfig(**common), ["qkv", "o", "dense_h_to_4h", "dense_4h_to_h"]),
+    }
+    cfg, roles = cfgs[family]
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg).eval(), roles
+
+
+FAMILIES = ["llama", "mistral", "qwen2", "gemma3", "opt", "gpt2", "gpt_neox"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_families_roles_shapes_and_routes_agree(family, tmp_path):
+    model, roles = _tiny(family)
+    mem = list(iter_model_weights(model))
+    assert [i.role for i, _ in mem] == roles * 2
+    assert [i.block for i, _ in mem] == [0] * len(roles) + [1] * len(roles)
+    hidden = model.config.hidden_size
+    for info, w in mem:
+        assert tuple(w.shape) == (info.rows, info.cols)
+        assert info.num_params == info.rows * info.cols
+        # every matrix maps hidden -> something or something -> hidden
+        assert hidden in (info.rows, info.cols)
+    model.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text())
+    disk = list(iter_safetensors_weights(tmp_path))
+    assert [i for i, _ in disk] == [i for i, _ in mem]
+    for (_, a), (_, b) in zip(mem, disk):
+        assert torch.equal(a, b)
+
+
+def test_gpt2_conv1d_reports_true_out_in_shape():
+    model, _ = _tiny("gpt2")
+    infos = {i.role: (i, w) for i, w in iter_model_weights(model) if i.block == 0}
+    c_attn, w = infos["c_attn"]
+    assert (c_attn.rows, c_attn.cols) == (3 * 32, 32) and c_attn.transposed
+    assert torch.equal(w, model.transformer.h[0].attn.c_attn.weight.T)
+    c_fc, _ = infos["c_fc"]
+    assert (c_fc.rows, c_fc.cols) == (64, 32)
+    x = torch.randn(5, 32)
+    # (out, in) orientation: y = x Wᵀ + b reproduces the module
+    assert torch.allclose(x @ w.T + model.transformer.h[0].attn.c_attn.bias, model.transformer.h[0].attn.c_attn(x),
+                          atol=1e-5)
+
+
+def test_embeddings_on_request():
+    model, roles = _tiny("opt")
+    with_emb = weight_table(model, include_embeddings=True)
+    assert "embed" in set(with_emb.role)
+    assert len(weight_table(model)) == 2 * len(roles)
+
+
+def test_classify_names():
+    assert classify("model.layers.12.self_attn.q_proj.weight") == ("model.layers.12.self_attn.q_proj", 12, "q")
+    assert classify("transformer.h.3.mlp.c_proj.weight")[1:] == (3, "mlp.c_proj")
+    assert classify("gpt_neox.layers.0.attention.dense.weight")[2] == "o"
+    assert classify("lm_head.weight") == ("lm_head", -1, "lm_head")
+
+
+def test_decoder_layers_found_for_every_family():
+    for fam in FAMILIES:
+        model, _ = _tiny(fam)
+        assert len(decoder_layers(model)) == 2
+
+
+# ------------------------------------------------------------------------------------------------ built-in model
+def test_builtin_model_loads_and_both_routes_agree(builtin):
+    assert builtin.info["model_type"] == "llama"
+    assert builtin.weights_dir is not None and (builtin.weights_dir / "model.safetensors").is_file()
+    mem = list(iter_model_weights(builtin.model))
+    assert len(mem) == 210  # 30 blocks × 7 matrices
+    disk = iter_safetensors_weights(builtin.weights_dir)
+    for (ia, a), (ib, b) in zip(mem, disk):
+        assert ia == ib and torch.equal(a, b)
+    # the GGUF dequantization gives 4-bit-quantized values: a Q4_1 block of 32 weights has at most 16 levels
+    w = mem[0][1].reshape(-1, 32)[:200]
+    assert max(len(torch.unique(row)) for row in w) <= 16
+
+
+def test_builtin_gguf_weights_equal_safetensors_cache(builtin):
+    """The cached safetensors are exactly what transformers' GGUF loader produces (no second conversion drift)."""
+    from spectra.models import _load_from_gguf, builtin_gguf_path
+
+    gguf = builtin_gguf_path()
+    model, _ = _load_from_gguf(gguf.parent, gguf.name, torch.float32, False)
+    ref = dict(iter_model_weights(model))
+    for info, w in iter_model_weights(builtin.model):
+        assert torch.equal(ref[info], w)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_missing_path_is_a_one_line_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found") as e:
+        resolve_source(str(tmp_path / "nope"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        resolve_source(str(tmp_path / "x.gguf"))
+
+
+def test_directory_without_config_or_weights(tmp_path):
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        resolve_source(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no \\*.safetensors"):
+        resolve_source(str(tmp_path))
+
+
+def test_unknown_hub_id_offline_is_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="unreachable"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_truncated_safetensors(tmp_path):
+    model, _ = _tiny("llama")
+    model.save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        list(iter_safetensors_weights(tmp_path))
+    with pytest.raises(ModelLoadError, match="truncated or corrupt|cannot load"):
+        load_model(str(tmp_path))
+    f.write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelLoadError, match="not a valid safetensors"):
+        list(iter_safetensors_weights(tmp_path))
+
+
+def test_corrupt_gguf(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 100)
+    with pytest.raises(ModelLoadError, match="cannot read GGUF"):
+        load_model(str(bad))
+
+
+def test_no_2d_weights(tmp_path):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(4))
+
+    with pytest.raises(SpectraError, match="no 2-D weight"):
+        list(iter_model_weights(Tiny()))
+
+
+def test_bin_weights_load_with_weights_only(tmp_path):
+    model, _ = _tiny("llama")
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    disk = list(iter_safetensors_weights(tmp_path))
+    mem = list(iter_model_weights(model))
+    assert [i for i, _ in disk] == [i for i, _ in mem]
+    # a pickle carrying code is refused rather than executed
+    evil = tmp_path / "evil" / "pytorch_model.bin"
+    evil.parent.mkdir()
+    model.config.save_pretrained(evil.parent)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"model.layers.0.self_attn.q_proj.weight": Evil()}, evil)
+    with pytest.raises(ModelLoadError, match="weights_only"):
+        list(iter_safetensors_weights(evil.parent))

@@ -17,6 +17,7 @@ settings); long jobs show progress; bad input shows ``st.error`` with the reason
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "ov_metric": "alpha", "ov_weighted": False,
     "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
     "al_S": 0.6, "al_lam": 0.3, "al_mapping": "linear", "al_gran": "block", "al_by": "block",
-    "al_methods": ["uniform", "alphapruning", "owl", "erk", "lamp", "global", "stable_rank"],
+    "al_methods": ["uniform", "alphapruning", "erk", "stable_rank"],
     "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_export": "alphapruning",
     "pr_pruner": "wanda", "pr_alloc": "alphapruning", "pr_S": 0.6, "pr_lam": 0.3, "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
@@ -156,17 +157,23 @@ def model_weights(key: str) -> dict:
     return {info.longname: w for info, w in iter_model_weights(lm.model)}
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def owl_ratios(key: str, nsamples: int, seqlen: int) -> dict:
-    """OWL outlier ratio per block from the dense model's calibration input norms (pruning's functions)."""
-    from pruning.allocation import owl_outlier_ratios
+@st.cache_resource(show_spinner=False, max_entries=4)
+def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
+    """The dense model's calibration input norms Σx² per input feature (``collect_input_norms``), for OWL."""
     from pruning.data import get_calibration
     from pruning.sequential import collect_input_norms
 
     lm = load_model_cached(key)
     calib = get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
-    norms = collect_input_norms(lm.model, calib)
-    return owl_outlier_ratios(model_weights(key), norms)
+    return collect_input_norms(lm.model, calib)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def owl_ratios(key: str, nsamples: int, seqlen: int, granularity: str = "block") -> dict:
+    """OWL outlier ratio per block (or matrix) (``owl_outlier_ratios``) from the dense model's input norms."""
+    from pruning.allocation import owl_outlier_ratios
+
+    return owl_outlier_ratios(model_weights(key), input_norms(key, nsamples, seqlen), granularity=granularity)
 
 
 def _metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +197,8 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
     if method == "owl":
         if model_key is None:
             raise ValueError("OWL needs calibration activations; load a model, not a results file")
-        kw["outlier_ratios"] = owl_ratios(model_key, nsamples, seqlen)
+        kw["outlier_ratios"] = owl_ratios(model_key, nsamples, seqlen, granularity)
+        kw["granularity"] = granularity
     return allocate(_metrics_for_alloc(_df), method, S, **kw)
 
 
@@ -418,7 +426,7 @@ def view_overview(ctx: Context) -> None:
     if worst is not None and len(blocks):
         reading += (f"; the least well-trained block is {int(blocks.idxmax())} (mean α {blocks.max():.2f}) and the "
                     f"largest α is {worst['longname']} ({worst['alpha']:.2f}).")
-    st.info(reading, icon="🔎")
+    st.info(reading)
 
     c1, c2 = st.columns([2, 1])
     c1.selectbox("Metric", [m for m in OVERVIEW_METRICS if m in df.columns], key="ov_metric")
@@ -517,12 +525,16 @@ def view_esd(ctx: Context) -> None:
     names = df["longname"].tolist()
     if st.session_state.get("esd_matrix") not in names:
         st.session_state.esd_matrix = names[0]
-    c1, c2, c3 = st.columns([3, 3, 1])
+    c1, c2 = st.columns([1, 1])
     c1.selectbox("Matrix", names, key="esd_matrix")
     c2.radio("xmin rule", ESD_RULES, key="esd_rule", horizontal=True,
              help="median: AlphaPruning xmin_mid · peak: histogram-peak window [0.95p, 1.5p] · ks: every eigenvalue "
                   "is a candidate (Clauset) · peak_ref: the references' quirk · manual: your xmin")
-    c3.checkbox("MP bulk", key="esd_mp")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    c1.radio("Side by side with", ("nothing", "another matrix", "this matrix after pruning"), key="esd_compare",
+             horizontal=True)
+    c2.select_slider("histogram bins", options=[20, 40, 60, 80, 120, 160], key="esd_bins")
+    c3.checkbox("Marchenko–Pastur bulk", key="esd_mp")
     name, rule = st.session_state.esd_matrix, st.session_state.esd_rule
     evals = _evals_of(ctx, name)
     xmin = None
@@ -533,10 +545,8 @@ def view_esd(ctx: Context) -> None:
             st.session_state[key] = float(fit_power_law(evals, "peak").xmin)
         xmin = st.number_input("xmin (eigenvalue of WᵀW where the tail starts)", min_value=float(pos.min()),
                                max_value=float(np.sort(pos)[-2]), key=key, format="%.5g")
-    st.select_slider("histogram bins", options=[20, 40, 60, 80, 120, 160], key="esd_bins")
     bins = int(st.session_state.esd_bins)
-    compare = st.radio("Side by side with", ("nothing", "another matrix", "this matrix after pruning"),
-                       key="esd_compare", horizontal=True)
+    compare = st.session_state.esd_compare
     show_mp = bool(st.session_state.esd_mp)
     if compare == "nothing":
         fit = esd_panel(ctx, name, evals, rule, xmin, show_mp, bins, "esd_a")
@@ -552,7 +562,12 @@ def view_esd(ctx: Context) -> None:
                 esd_panel(ctx, other, _evals_of(ctx, other), rule if rule != "manual" else "peak", None, show_mp,
                           bins, "esd_b")
             else:
-                _after_pruning_panel(ctx, name, evals, rule, xmin, show_mp, bins)
+                after = _after_pruning_panel(ctx, name, evals, rule, xmin, show_mp, bins)
+        if compare == "this matrix after pruning":
+            r2 = rule if rule != "manual" else "peak"
+            series = [("dense", evals, esd_fit(evals, rule, xmin)), (after[0], after[1], esd_fit(after[1], r2))]
+            chart(splots.esd_overlay_figure(series, bins=bins, title=f"{name}: before and after pruning"),
+                  key="esd_overlay")
     if fit.ok:
         st.subheader("KS distance D against the xmin candidate")
         st.caption("Every eigenvalue (but the largest) as xmin: the `ks` rule takes the smallest D over all of them, "
@@ -563,24 +578,26 @@ def view_esd(ctx: Context) -> None:
         st.dataframe(row.astype(str), width="stretch")
 
 
-def _after_pruning_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin, show_mp: bool, bins: int) -> None:
+def _after_pruning_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin, show_mp: bool,
+                         bins: int) -> tuple[str, np.ndarray]:
     from spectra.esd import esd
 
     last = st.session_state.get("pruned")
-    if last is not None and last["model_key"] == ctx.model_key and name in last["weights"]:
-        W = last["weights"][name]
+    W = pruned_weight(last["path"], name) if last is not None and last["model_key"] == ctx.model_key else None
+    if W is not None:
         label = f"after {last['label']}: "
         st.caption(f"From the last Prune & evaluate run ({last['label']}).")
     else:
         from pruning.base import get_pruner
 
         s = st.slider("magnitude-prune this matrix at sparsity", 0.1, 0.95, step=0.05, key="esd_prune_s")
-        W = get_pruner("magnitude").fn(_weight_of(ctx, name).to(dtype=__import__("torch").float32), None, float(s))
+        W = get_pruner("magnitude").fn(_weight_of(ctx, name).float(), None, float(s))
         label = f"after magnitude {int(100 * s)}%: "
         st.caption("No pruned model yet: this is the matrix magnitude-pruned on its own (run Prune & evaluate to "
                    "compare with a calibrated pruner).")
     ev2 = esd(W)
     esd_panel(ctx, name, ev2, rule if rule != "manual" else "peak", None, show_mp, bins, "esd_b", label)
+    return label.rstrip(": "), ev2
 
 
 # ============================================================================================== view 3: allocation lab
@@ -596,7 +613,9 @@ def view_allocation(ctx: Context) -> None:
     c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
                help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
     c = st.columns(4)
-    c[0].multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get)
+    c[0].multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
+                     help="OWL needs a calibration pass through the dense model (about half a minute once, then "
+                          "cached); global and LAMP read every weight (a few seconds once)")
     c[1].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
                                                         "entropy") if m in ctx.df.columns], key="al_metric")
     c[2].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
@@ -618,6 +637,10 @@ def view_allocation(ctx: Context) -> None:
                                    title=f"Sparsity per {st.session_state.al_by} at S = {settings['S']:.0%}, "
                                          f"λ = {settings['lam']:.2f} — {ctx.label}")
     chart(fig, key="al_chart")
+    missing = [METHOD_LABELS[m] for m in ("owl", "lamp", "global") if m not in methods]
+    if missing:
+        st.caption(f"Add {', '.join(missing)} under *methods*: they read every weight or run a calibration pass "
+                   f"through the dense model once (seconds to half a minute), then they are cached.")
     summary = pplots.allocation_summary(allocs)
     st.markdown("**Min / max / parameter-weighted mean sparsity**")
     st.dataframe(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}",
@@ -655,31 +678,36 @@ def pruner_names() -> list[str]:
 
 def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
               windows: int, dataset: str) -> dict:
-    """Prune a deep copy of the loaded model and evaluate it; every number comes from :mod:`pruning`."""
-    from pruning.data import get_calibration
+    """Prune a deep copy of the loaded model (``pruning.prune.prune_model``) and evaluate it
+    (``pruning.perplexity.perplexity``); the lab's mapping / granularity / metric / max sparsity apply."""
     from pruning.perplexity import perplexity
-    from pruning.sequential import prune_sequential
+    from pruning.prune import PruneSettings, prune_model
 
     if ctx.model_key is None:
         raise ValueError("pruning needs the model itself; load a model, not a results file")
+    s = st.session_state
+    settings = PruneSettings(pruner=pruner, allocation=method, sparsity=S, lam=lam, mapping=s.al_mapping,
+                             granularity=s.al_gran, metric=s.al_metric, xmin_rule=ctx.rule if ctx.rule in
+                             ANALYSIS_RULES else "peak", max_sparsity=float(s.al_max), nsamples=nsamples,
+                             seqlen=seqlen, seed=CALIB_SEED).validate()
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {pruner} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
     bar = status.progress(0.0, text="loading the model")
     lm = load_model_cached(ctx.model_key)
-    settings = {**alloc_settings(), "S": S, "lam": lam, "nsamples": nsamples, "seqlen": seqlen}
-    bar.progress(0.02, text="allocation")
-    alloc = cached_allocation(ctx.df, ctx.df_key, ctx.model_key, method, **settings)
-    targets = dict(zip(alloc["longname"], alloc["sparsity"]))
-    bar.progress(0.04, text="dense perplexity")
+    bar.progress(0.02, text=f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; cached later)")
     dense = dense_perplexity(ctx.model_key, dataset, seqlen, windows)
+    norms = None
+    if method == "owl":
+        bar.progress(0.04, text="OWL: calibration input norms of the dense model (cached later)")
+        norms = input_norms(ctx.model_key, nsamples, seqlen)
+    bar.progress(0.05, text="copying the model; calibration windows; allocation")
     model = copy.deepcopy(lm.model)
-    calib = None if pruner == "magnitude" else get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen,
-                                                               seed=CALIB_SEED)
 
     def cb(done: int, total: int, name: str) -> None:
         bar.progress(0.05 + 0.8 * done / max(total, 1), text=f"pruned {done}/{total}: {name}")
 
-    res = prune_sequential(model, calib, targets, pruner=pruner, progress=False, progress_cb=cb)
+    res = prune_model(model, lm.tokenizer, settings, progress_cb=cb, progress=False,
+                      metrics=_metrics_for_alloc(ctx.df), input_norms=norms)
 
     def cb_ppl(done: int, total: int) -> None:
         bar.progress(0.85 + 0.15 * done / max(total, 1), text=f"perplexity: window {done}/{total}")
@@ -687,30 +715,53 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     ppl = perplexity(model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False,
                      progress_cb=cb_ppl)
     bar.progress(1.0, text="done")
-    records = pd.DataFrame(res.layers)
-    w = records["num_params"].to_numpy(dtype=np.float64)
-    achieved = float(records["achieved"].to_numpy() @ w / w.sum())
     status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
                   state="complete", expanded=False)
-    from spectra.weights import iter_model_weights
-
     label = f"{pruner} + {METHOD_LABELS[method]} {S:.0%}"
-    st.session_state.pruned = {"model_key": ctx.model_key, "label": label,
-                               "weights": {i.longname: w.detach().clone() for i, w in iter_model_weights(model)}}
+    st.session_state.pruned = {"model_key": ctx.model_key, "label": label, "path": save_pruned_weights(model)}
     del model
     return {"model": ctx.label, "pruner": pruner, "allocation": method, "sparsity": S,
             "lam": lam if method in ("alphapruning", "stable_rank") else np.nan, "dataset": dataset,
-            "seqlen": seqlen, "windows": windows, "nsamples": nsamples if calib is not None else 0,
-            "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": achieved,
-            "seconds": round(time.perf_counter() - t0, 1), "_records": records}
+            "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
+            "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
+            "seconds": round(time.perf_counter() - t0, 1), "_records": res.layers}
+
+
+def save_pruned_weights(model) -> str:
+    """Write the pruned block matrices to this session's temporary safetensors file (read back one at a time by the
+    ESD explorer, so a session does not hold a second model in memory); returns its path."""
+    from safetensors.torch import save_file
+
+    from spectra.weights import iter_model_weights
+
+    old = st.session_state.get("pruned")
+    if old and Path(old["path"]).exists():
+        Path(old["path"]).unlink()
+    fd, path = tempfile.mkstemp(prefix="spl-pruned-", suffix=".safetensors")
+    os.close(fd)
+    save_file({i.longname: w.detach().contiguous() for i, w in iter_model_weights(model)}, path)
+    return path
+
+
+def pruned_weight(path: str, name: str):
+    """One matrix of a file written by :func:`save_pruned_weights` (None when absent)."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        return None
+    with safe_open(path, framework="pt") as fh:
+        return fh.get_tensor(name) if name in fh.keys() else None
 
 
 def load_sweep_table(path: str) -> pd.DataFrame:
+    """A sweep results table (``pruning.sweep.load_table`` for parquet; CSV also accepted), normalised."""
+    from pruning.sweep import load_table
+
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"sweep table not found: {p}; produce one with `python -m pruning sweep`")
+        raise FileNotFoundError(f"sweep table not found: {p}; produce one with `python -m pruning sweep --out {p}`")
     if p.suffix.lower() == ".parquet":
-        t = pd.read_parquet(p)
+        t = load_table(p)
     elif p.suffix.lower() == ".csv":
         t = pd.read_csv(p, comment="#")
     else:
@@ -719,7 +770,11 @@ def load_sweep_table(path: str) -> pd.DataFrame:
 
 
 def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
-    """Rename the usual column spellings of a results table to allocation / pruner / sparsity / lam / ppl."""
+    """Rows of pruned models with columns allocation / pruner / sparsity / lam / ppl (+ dense_ppl when known).
+
+    Usual column spellings are renamed; the sweep's dense row (``kind == "dense"``) becomes ``dense_ppl``; an N:M
+    pattern is appended to the pruner's label (``wanda 2:4``) so that it gets its own curve.
+    """
     ren = {}
     for want, alts in {"allocation": ("allocation", "method", "alloc"), "pruner": ("pruner",),
                        "sparsity": ("sparsity", "target_sparsity", "S"), "lam": ("lam", "lambda", "epsilon"),
@@ -732,7 +787,17 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("sparsity", "ppl") if c not in t.columns]
     if missing:
         raise ValueError(f"the results table has no {', '.join(missing)} column (columns: {', '.join(t.columns)})")
-    return t
+    if "kind" in t.columns:
+        dense = t[t["kind"] == "dense"]
+        t = t[t["kind"] != "dense"].copy()
+        if "dense_ppl" not in t.columns and len(dense):
+            t["dense_ppl"] = float(dense["ppl"].iloc[0])
+    if "nm" in t.columns and "pruner" in t.columns:
+        nm = t["nm"].fillna("").astype(str)
+        t["pruner"] = np.where(nm != "", t["pruner"].astype(str) + " " + nm, t["pruner"].astype(str))
+    if t.empty:
+        raise ValueError("the results table holds no pruned run yet")
+    return t.reset_index(drop=True)
 
 
 def runs_table() -> pd.DataFrame:
@@ -794,8 +859,12 @@ def view_prune(ctx: Context) -> None:
         st.info("No results yet: run a prune above, or point to a sweep table.")
         return
     table = pd.concat(tables, ignore_index=True)
-    dense = table["dense_ppl"].dropna().iloc[0] if "dense_ppl" in table.columns and table["dense_ppl"].notna().any() else None
-    chart(pplots.tradeoff_figure(table, group=("allocation", "pruner"), dense=dense,
+    several = table["origin"].nunique() > 1  # e.g. this session's small runs and a full sweep: never mixed
+    dense = None
+    if not several and "dense_ppl" in table.columns and table["dense_ppl"].notna().any():
+        dense = float(table["dense_ppl"].dropna().iloc[0])
+    group = ("origin", "allocation", "pruner") if several else ("allocation", "pruner")
+    chart(pplots.tradeoff_figure(table, group=group, dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
     if "lam" in table.columns and table["lam"].notna().any():
@@ -804,7 +873,8 @@ def view_prune(ctx: Context) -> None:
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
         baselines = ({f"uniform + {r['pruner']}": r["ppl"] for _, r in base.iterrows()} if base is not None else {})
-        chart(pplots.lambda_effect_figure(sub, group=("pruner",), baselines=baselines,
+        lam_group = ("origin", "allocation", "pruner") if several else ("allocation", "pruner")
+        chart(pplots.lambda_effect_figure(sub, group=lam_group, baselines=baselines,
                                           title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
 
 
@@ -863,11 +933,16 @@ def view_report(ctx: Context) -> None:
                               [("runs", tables["runs"])] if "runs" in tables else []),
                 ReportSection("All metrics", "", [], [("analysis", tables["analysis"])])]
     meta = ctx.df.attrs.get("metadata", {})
-    html = build_html_report("Spectral Pruning Lab report", sections, subtitle=ctx.label,
-                             metadata={k: meta.get(k) for k in ("model", "weights_sha256", "dtype", "xmin_rule",
-                                                                  "created") if k in meta})
-    st.download_button("Download the one-file HTML report", html.encode("utf-8"), "spectral-pruning-report.html",
+    info = {k: meta.get(k) for k in ("model", "weights_sha256", "dtype", "xmin_rule", "created") if k in meta}
+
+    def report_bytes() -> bytes:  # built when the button is clicked (plotly.js is embedded: ~5 MB)
+        return build_html_report("Spectral Pruning Lab report", sections, subtitle=ctx.label,
+                                 metadata=info).encode("utf-8")
+
+    st.download_button("Download the one-file HTML report", report_bytes, "spectral-pruning-report.html",
                        "text/html", key="rep_html", type="primary", on_click="ignore")
+    st.caption(f"{len(figs)} interactive figures and {sum(len(sec.tables) for sec in sections)} tables in one "
+               f"file that opens offline (plotly.js embedded).")
     images = kaleido_available()
     st.subheader("Figures")
     if not images:
@@ -875,8 +950,8 @@ def view_report(ctx: Context) -> None:
     for k, fig in figs.items():
         c = st.columns([4, 1, 1, 1])
         c[0].markdown(f"`{k}`")
-        c[1].download_button("HTML", fig.to_html(include_plotlyjs="cdn").encode(), f"{k}.html", "text/html",
-                             key=f"rep_fig_html_{k}", on_click="ignore")
+        c[1].download_button("HTML", lambda f=fig: f.to_html(include_plotlyjs=True).encode(), f"{k}.html",
+                             "text/html", key=f"rep_fig_html_{k}", on_click="ignore")
         if images:
             c[2].download_button("PNG", lambda f=fig: figure_image(f, "png"), f"{k}.png", "image/png",
                                  key=f"rep_fig_png_{k}", on_click="ignore")

@@ -15,5 +15,5 @@ from .masks import mask_from_scores
 def magnitude(W: torch.Tensor, stats: LayerStats | None, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Score ``|W_ij|``; prune the lowest ``round(s·numel)`` of the matrix, or the lowest ``M−N`` per M-group."""
     W = W.to(torch.float32).clone()
-    W[mask_from_scores(W.abs(), sparsity, nm)] = 0
+    W.masked_fill_(mask_from_scores(W.abs(), sparsity, nm), 0.0)
     return W

@@ -1,29 +1,34 @@
 """2:4 proximal pruner (Kübler et al., "A Proximal Operator for Inducing 2:4-Sparsity", 2025).
 
-Regularizer per group ``w`` of 4 consecutive inputs of a row: ``R(w) = Σ_{i<j<k} |w_i w_j w_k|`` — zero exactly
+Regularizer per group ``w`` of 4 consecutive inputs of a row: ``R(w) = Σ_{i<j<k} |w_i w_j w_k|``, zero exactly
 when the group has at most 2 non-zeros. The pruner runs proximal gradient steps on the local loss
 ``f(W*) = ½‖W*X* − WX‖F²`` (:mod:`pruning.gd`): ``W ← prox_{μ_t R}(W − ∇f(W)/L)`` with ``L = λ_max(H)`` and an
-exponentially growing strength ``μ_t = μ_0 · growth^t`` until every group is 2:4; the resulting mask can then be
-refined with masked gradient updates (``gd_steps`` here, or ``--gd-steps`` of the sequential loop: "prox+GD").
+exponentially growing strength ``μ_t`` until every group is 2:4; the mask can then be refined with masked
+gradient updates (``gd_steps`` here, or ``--gd-steps`` of the sequential loop: "prox+GD").
 
-Exact proximal operator ``prox_{μR}(w) = argmin_z ½‖z − w‖² + μ R(z)`` (derivation):
+Exact proximal operator ``prox_{μR}(w) = argmin_z ½‖z − w‖² + μ R(z)`` (derivation, our own write-up):
 
 1. *Reduction.* ``R`` depends on ``|z|`` only and is non-decreasing in each ``|z_i|``, so the minimiser has
-   ``sign z_i = sign w_i`` and ``0 ≤ |z_i| ≤ |w_i|``; ``R`` is symmetric, so (rearrangement inequality) ``|z|``
-   is ordered like ``|w|``. Scaling ``z = u/μ``, ``b = μ|w|`` sorted descending turns the problem into
-   ``min_{u ≥ 0} F(u) = ½‖u − b‖² + e₃(u)`` (``e₃`` = 3rd elementary symmetric polynomial), times ``1/μ²``.
-2. *Supports.* The support of the minimiser is the top-k of ``b`` for some k ∈ {2, 3, 4} (k ≤ 2 ⇒ ``e₃ = 0`` and
-   the best such point is ``(b₁, b₂, 0, 0)``; k < 2 is never better).
-3. *Convex pieces.* On a support of size k the Hessian is ``I + N(u)`` with ``N_ij = Σ_{l∉{i,j}} u_l`` (a unit
-   diagonal matrix whose off-diagonal entries are linear in u). The set ``Ω_k = {u ≥ 0 : I + N(u) ⪰ 0}`` is the
-   pre-image of the PSD cone under an affine map, hence convex, and ``F`` is convex on it. Every interior local
-   minimum of ``F`` on that support satisfies the second-order condition, so lies in ``Ω_k`` and is therefore
-   *the* minimiser of the convex problem ``min_{Ω_k} F``: each support has one candidate, found by damped
-   Newton steps that stay inside ``Ω_k`` (Cholesky succeeds) — converging to machine precision by convexity.
-4. *Pruning the search.* From the 2×2 minors of ``I + N ⪰ 0`` and stationarity: a 3-support minimum needs
-   ``b₁ ≤ 2`` and a 4-support minimum ``b₁ ≤ 7/4``; otherwise only ``(b₁, b₂, 0, 0)`` remains.
-5. The prox value is the best of the (at most three) candidates, each an actual feasible point.
-The pruner's own tests compare this operator with a brute-force minimisation (grid + multi-start L-BFGS-B).
+   ``sign z_i = sign w_i`` and ``0 ≤ |z_i| ≤ |w_i|``; ``R`` is symmetric, so (rearrangement inequality) ``|z|`` is
+   ordered like ``|w|``. With ``z = u/μ`` and ``b = μ|w|`` sorted descending the problem becomes
+   ``min_{u ≥ 0} F(u) = ½‖u − b‖² + e₃(u)`` (``e₃`` = third elementary symmetric polynomial; F = μ² × original).
+2. *Supports.* The minimiser is supported on the top-k of ``b``, k ∈ {2, 3, 4}. For k = 2, ``e₃ = 0`` and the
+   candidate is ``(b₁, b₂, 0, 0)``.
+3. *Convex pieces.* On a support of size k the Hessian is ``I + N(u)``, ``N_ij = Σ_{l ∉ {i,j}} u_l`` (unit
+   diagonal, off-diagonal entries linear in u). ``Ω_k = {u ≥ 0 : I + N(u) ⪰ 0}`` is the pre-image of the PSD cone
+   under an affine map, hence convex, and F is convex on it. An interior local minimum satisfies the
+   second-order condition, so it lies in Ω_k and is *the* minimiser of the convex problem ``min_{Ω_k} F``: one
+   candidate per support.
+4. *k = 3, exact 1-D reduction* (:func:`_three_support`): fixing ``u₃ = v < 1`` leaves a strictly convex quadratic
+   in ``(u₁, u₂)`` with a closed-form minimiser; the reduced ``V(v)`` has a concave second derivative, so V is
+   convex on one interval where its unique local minimum is found by monotone (non-overshooting) Newton steps.
+5. *k = 4* (:func:`_four_support`): damped Newton inside Ω₄ for the convex problem, stopped by a convexity lower
+   bound as soon as it cannot beat the other candidates. It is skipped when another candidate satisfies the
+   KKT conditions of ``min_{Ω₄ ∩ {u ≥ 0}} F`` (then no 4-support point is lower) and when ``b₁ > 7/4`` (from the
+   2×2 minors of ``I + N ⪰ 0`` — ``u_k + u_l ≤ 1`` — and stationarity ``b₁ = u₁ + e₂(u₂, u₃, u₄) ≤ 1 + 3/4``;
+   likewise a 3-support minimum needs ``b₁ ≤ 2``).
+6. The prox is the candidate with the lowest F (each candidate is an actual feasible point).
+Tests compare this operator with a brute-force minimisation (dense grid + multi-start L-BFGS-B) to 1e-6.
 """
 from __future__ import annotations
 
@@ -34,10 +39,11 @@ import torch
 
 from .base import NM, LayerStats, register_pruner
 from .gd import lipschitz, local_objective, masked_gd
+from .masks import nm_mask
 
 __all__ = ["group_penalty", "prox_objective", "prox24", "Prox24Info", "prox24_prune", "prox24_pruner"]
 
-_NEWTON_ITERS = 60
+_NEWTON_ITERS = 100
 _LINESEARCH = 40
 
 
@@ -61,21 +67,21 @@ def _F(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _grad(u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     s = u.sum(-1, keepdim=True)
     e2 = 0.5 * (s * s - (u * u).sum(-1, keepdim=True))
-    return u - b + (e2 - u * (s - u))  # e2 of the other three coordinates
+    return u - b + (e2 - u * (s - u))  # e₂ of the other three coordinates
 
 
-def _chol_solve4(u: torch.Tensor, g: torch.Tensor, k: int, shift: Optional[torch.Tensor] = None):
-    """Solve ``(I + N(u) + shift·I) d = g`` on the first k coordinates by an elementwise Cholesky.
+def _chol_solve4(u: torch.Tensor, g: torch.Tensor, shift: Optional[torch.Tensor] = None):
+    """Solve ``(I + N(u) + shift·I) d = g`` for every group by an elementwise 4×4 Cholesky factorisation.
 
-    Returns (d, pd): pd = that matrix is positive definite (with ``shift = 0``: the Hessian of F).
+    Returns (d, pd): pd = that matrix is positive definite (``shift = None``: the Hessian of F).
     """
     s = u.sum(-1)
     diag = torch.ones_like(s) if shift is None else 1.0 + shift
     pd = torch.ones_like(s, dtype=torch.bool)
     Lm: dict = {}
-    for i in range(k):
+    for i in range(4):
         for j in range(i + 1):
-            v = diag.clone() if i == j else s - u[:, i] - u[:, j]
+            v = diag if i == j else s - u[:, i] - u[:, j]
             for m in range(j):
                 v = v - Lm[i, m] * Lm[j, m]
             if i == j:
@@ -84,142 +90,226 @@ def _chol_solve4(u: torch.Tensor, g: torch.Tensor, k: int, shift: Optional[torch
             else:
                 Lm[i, j] = v / Lm[j, j]
     y = []
-    for i in range(k):
+    for i in range(4):
         v = g[:, i]
         for m in range(i):
             v = v - Lm[i, m] * y[m]
         y.append(v / Lm[i, i])
-    x = [None] * k
-    for i in reversed(range(k)):
+    x: list = [None] * 4
+    for i in reversed(range(4)):
         v = y[i]
-        for m in range(i + 1, k):
+        for m in range(i + 1, 4):
             v = v - Lm[m, i] * x[m]
         x[i] = v / Lm[i, i]
-    d = torch.zeros_like(g)
-    d[:, :k] = torch.stack(x, -1)
-    return d, pd
+    return torch.stack(x, -1), pd
 
 
-def _hess_pd(u: torch.Tensor, k: int) -> torch.Tensor:
-    return _chol_solve4(u, torch.zeros_like(u), k)[1]
+def _hess_pd(u: torch.Tensor) -> torch.Tensor:
+    """True where ``I + N(u)`` is positive definite (u inside Ω₄)."""
+    return _chol_solve4(u, torch.zeros_like(u))[1]
 
 
-def _bisect(fn, lo: torch.Tensor, hi: torch.Tensor, increasing: bool, iters: int = 64) -> torch.Tensor:
-    """Root of the monotone ``fn`` on [lo, hi] (elementwise; ``increasing`` gives its direction) by bisection."""
+def _newton_sub(fn, dfn, x0: torch.Tensor, idx: torch.Tensor, iters: int = 200) -> torch.Tensor:
+    """Newton iterations on the elements ``idx`` of per-group scalar functions ``fn(v, idx)``, ``dfn(v, idx)``.
+
+    Started on the side of the root from which a convex/concave monotone function cannot overshoot, the iterates
+    are monotone; stops per element when the step is at rounding level.
+    """
+    x = x0.clone()
+    active = torch.arange(x.shape[0], device=x.device)
     for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        go_left = (fn(mid) > 0) if increasing else (fn(mid) <= 0)
-        hi = torch.where(go_left, mid, hi)
-        lo = torch.where(go_left, lo, mid)
-    return 0.5 * (lo + hi)
+        if active.numel() == 0:
+            break
+        xa, ia = x[active], idx[active]
+        step = fn(xa, ia) / dfn(xa, ia)
+        xn = xa - step
+        ok = torch.isfinite(xn)
+        x[active[ok]] = xn[ok]
+        active = active[ok & (step.abs() > 4e-16 * (1.0 + xn.abs()))]
+    return x
 
 
 def _three_support(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact minimiser of F on the support {1, 2, 3} (rows of b sorted descending), by a 1-D reduction.
+    """Exact minimiser of F on the support {1, 2, 3} (rows of ``b`` sorted descending) by a 1-D reduction.
 
-    Fix ``v = u_3``; for ``v < 1`` the problem in ``(x, y) = (u_1, u_2)`` is a strictly convex quadratic with
-    minimiser ``x = p/(2(1+v)) + m/(2(1-v))``, ``y = p/(2(1+v)) - m/(2(1-v))`` (``p = b_1+b_2``, ``m = b_1-b_2``);
-    the reduced function is ``V(v) = (v-b_3)²/2 - m²/(4(1-v)) - p²/(4(1+v)) + const``. Its second derivative
-    ``V2 = 1 - m²/(2(1-v)³) - p²/(2(1+v)³)`` is concave with maximum at ``v* = (r-1)/(r+1)``, ``r = sqrt(p/m)``
-    (the third derivative is decreasing), so V is convex on exactly one interval ``[v_a, v_b]``, where V'
-    increases; any local minimum lies there. Bisection on V2 gives ``v_a, v_b``, bisection on V' the unique
-    local minimum (``y > 0`` needs ``v < b_2/b_1``). Returns (u, F(u), found).
+    Fix ``v = u₃``. For ``v < 1`` the problem in ``(x, y) = (u₁, u₂)`` is a strictly convex quadratic minimised at
+    ``x = p/(2(1+v)) + m/(2(1−v))``, ``y = p/(2(1+v)) − m/(2(1−v))`` (``p = b₁+b₂``, ``m = b₁−b₂``), leaving
+    ``V(v) = ½(v−b₃)² − m²/(4(1−v)) − p²/(4(1+v)) + const`` on ``0 < v < b₂/b₁`` (y > 0); a 3-support local
+    minimum has ``v < 1`` (2×2 minor of the Hessian), so nothing is lost. ``V‴ = 3p²/(2(1+v)⁴) − 3m²/(2(1−v)⁴)``
+    decreases and vanishes at ``v* = (r−1)/(r+1)``, ``r = (p/m)^½``; hence ``V″ = 1 − m²/(2(1−v)³) − p²/(2(1+v)³)``
+    is concave with its maximum at v*, V is convex on exactly one interval ``[v_a, v_b] ∋ v*`` where V' increases,
+    and the local minimum of V (if any) is unique and lies there. V' is convex on ``[v_a, v*]`` and concave on
+    ``[v*, v_b]``; ``v_a``, ``v_b`` (roots of V″) and the root of V' are found by Newton's method started on the
+    non-overshooting side. Returns (u, F(u), found).
     """
     b1, b2, b3 = b[:, 0], b[:, 1], b[:, 2]
-    p, m = b1 + b2, b1 - b2
-    d2 = lambda v: 1.0 - m * m / (2 * (1 - v) ** 3) - p * p / (2 * (1 + v) ** 3)  # noqa: E731
-    d1 = lambda v: v - b3 - m * m / (4 * (1 - v) ** 2) + p * p / (4 * (1 + v) ** 2)  # noqa: E731
-    h = torch.clamp(b2 / b1, max=1.0 - 1e-12)
-    r = torch.sqrt(p / torch.clamp(m, min=1e-300))
+    p2, m2 = (b1 + b2) ** 2, (b1 - b2) ** 2
+
+    def d1(v, i):
+        return v - b3[i] - m2[i] / (4 * (1 - v) ** 2) + p2[i] / (4 * (1 + v) ** 2)
+
+    def d2(v, i):
+        return 1.0 - m2[i] / (2 * (1 - v) ** 3) - p2[i] / (2 * (1 + v) ** 3)
+
+    def d3(v, i):
+        return 1.5 * p2[i] / (1 + v) ** 4 - 1.5 * m2[i] / (1 - v) ** 4
+
+    every = torch.arange(b.shape[0], device=b.device)
+    h = torch.clamp(b2 / b1, max=1.0 - 1e-9)
+    r = (p2 / torch.clamp(m2, min=1e-300)) ** 0.25
     vstar = torch.minimum((r - 1) / (r + 1), h)
     zero = torch.zeros_like(b1)
-    convex = d2(vstar) > 0
-    va = torch.where(d2(zero) >= 0, zero, _bisect(d2, zero, vstar, True))
-    vb = torch.where(d2(h) >= 0, h, _bisect(d2, vstar, h, False))
-    found = convex & (d1(va) < 0) & (d1(vb) > 0)
-    v = _bisect(d1, va, vb, True)
-    x = p / (2 * (1 + v)) + m / (2 * (1 - v))
-    y = p / (2 * (1 + v)) - m / (2 * (1 - v))
+    found = d2(vstar, every) > 0
+    lo_neg, hi_neg = d2(zero, every) < 0, d2(h, every) < 0
+    va = torch.where(lo_neg, vstar, zero)
+    vb = torch.where(hi_neg, vstar, h)
+    i = torch.nonzero(found & lo_neg).squeeze(1)  # V″ concave increasing on [0, v*]: from the left
+    va[i] = _newton_sub(d2, d3, zero[i], i)
+    i = torch.nonzero(found & hi_neg).squeeze(1)  # V″ concave decreasing on [v*, h]: from the right
+    vb[i] = _newton_sub(d2, d3, h[i], i)
+    va, vb = torch.minimum(va, vstar), torch.maximum(vb, vstar)
+    found &= (d1(va, every) < 0) & (d1(vb, every) > 0)
+    i = torch.nonzero(found).squeeze(1)  # from v*: right end of the convex piece, left end of the concave one
+    v = vstar.clone()
+    v[i] = _newton_sub(d1, d2, vstar[i], i)
+    v = torch.minimum(torch.maximum(v, va), vb)
+    x = (b1 + b2) / (2 * (1 + v)) + (b1 - b2) / (2 * (1 - v))
+    y = (b1 + b2) / (2 * (1 + v)) - (b1 - b2) / (2 * (1 - v))
     found &= (y > 0) & (v > 0)
     u = torch.stack([x, y, v, torch.zeros_like(v)], -1)
     return u, _F(u, b), found
 
 
-def _four_support(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimiser of the convex problem ``min F`` over the convex set Ω_4 (all four coordinates free).
+def _others_e2(u: torch.Tensor) -> torch.Tensor:
+    """``e₂(u_{−i})`` for every coordinate i (sum of pairwise products of the other three)."""
+    s = u.sum(-1, keepdim=True)
+    return 0.5 * (s * s - (u * u).sum(-1, keepdim=True)) - u * (s - u)
 
-    Levenberg-Marquardt-damped Newton from ``u_0 = b / max(1, 8 b_1)`` (diagonally dominant Hessian, so inside
-    Ω_4): a step ``-(∇²F + λI)⁻¹ ∇F`` is accepted when it keeps u > 0 and ∇²F positive definite (stays in the
-    convex piece) and decreases F (Armijo); λ shrinks after a success and grows after a failure, so the steps
-    move between Newton steps (fast local convergence) and gradient-like steps (progress near the boundary of
-    Ω_4). Returns (u, F(u)); u is always a feasible point and competes through its F value.
+
+def _four_bounds(b: torch.Tensor, iters: int = 12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bounds ``lo ≤ u* ≤ up`` on any interior local minimiser u* of F, and a mask of groups that may have one.
+
+    u* is stationary, ``u*_i = b_i − e₂(u*_{−i})``, and lies in Ω₄, whose 2×2 minors give ``u_i + u_j ≤ 1``.
+    The map ``u ↦ b − e₂(u_{−·})`` is antitone, so ``lo ← max(lo, b − e₂(up_{−·}))``,
+    ``up ← min(up, b − e₂(lo_{−·}), 1 − max_{j≠i} lo_j)`` keeps valid bounds (starting from ``0 ≤ u* ≤ min(b, 1)``);
+    for small b it contracts onto u*. Necessary for u*: ``lo ≤ up`` and ``e₂(lo₁, lo₂, lo₃) < b₄`` (from
+    ``u*₄ = b₄ − e₂(u*₁, u*₂, u*₃) > 0``), up to rounding.
     """
-    u = b / torch.clamp(8 * b[:, :1], min=1.0)
-    f = _F(u, b)
+    up = torch.clamp(b, max=1.0)
+    lo = torch.zeros_like(b)
+    for _ in range(iters):
+        lo = torch.maximum(lo, b - _others_e2(up))
+        top2 = torch.topk(lo, 2, dim=-1).values
+        other_max = torch.where(lo >= top2[:, :1], top2[:, 1:2], top2[:, :1])
+        up = torch.minimum(up, torch.minimum(b - _others_e2(lo), 1.0 - other_max))
+    slack = 1e-12 * (1.0 + b[:, :1])
+    lo3 = lo[:, :3]
+    e2 = lo3[:, 0] * lo3[:, 1] + lo3[:, 0] * lo3[:, 2] + lo3[:, 1] * lo3[:, 2]
+    ok = ((up - lo).min(-1).values >= -slack[:, 0]) & (e2 < b[:, 3] + slack[:, 0]) & (up.min(-1).values > 0)
+    return torch.minimum(lo, up), torch.maximum(up, lo), ok
+
+
+def _four_support(b: torch.Tensor, rival: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimiser of the convex problem ``min F`` over ``C = Ω₄ ∩ {u > 0}`` (all four coordinates free).
+
+    Groups that cannot have an interior minimiser (:func:`_four_bounds`) are skipped (returned F = +inf).
+    Levenberg–Marquardt-damped Newton from the midpoint of the bounds (or ``b / max(1, 8 b₁)``, inside Ω₄ by
+    diagonal dominance): a step ``−(∇²F + λI)⁻¹∇F`` is accepted when it keeps u > 0 and ∇²F positive definite
+    (stays in the convex piece) and decreases F (Armijo); λ shrinks after a success and grows after a failure,
+    so steps range from Newton steps (fast local convergence) to short gradient-like steps (progress near the
+    boundary of Ω₄). A group stops when its Newton step is at rounding level, when no admissible step exists,
+    or when the convexity bound ``F(u*) ≥ F(u) + Σ_i min(g_i(lo_i − u_i), g_i(up_i − u_i))`` shows that it
+    cannot beat ``rival``. Returns (u, F(u)); u is a feasible point wherever F is finite.
+    """
+    lo, up, ok = _four_bounds(b)
+    f = torch.full_like(rival, float("inf"))
+    u = torch.zeros_like(b)
+    active = torch.nonzero(ok).squeeze(1)
+    if active.numel() == 0:
+        return u, f
+    mid = 0.5 * (lo[active] + up[active])
+    safe = b[active] / torch.clamp(8 * b[active, :1], min=1.0)
+    start = torch.where((_hess_pd(mid) & (mid.min(-1).values > 0)).unsqueeze(1), mid, safe)
+    u[active] = start
+    f[active] = _F(start, b[active])
     lam = torch.zeros_like(f)
-    active = torch.arange(b.shape[0], device=b.device)
-    scale = 1.0 + b[:, 0]
+    tol = 1e-14 * (1.0 + b[:, 0])
     for _ in range(_NEWTON_ITERS):
+        ua, ba, fa = u[active], b[active], f[active]
+        g = _grad(ua, ba)
+        lower = fa + torch.minimum(g * (lo[active] - ua), g * (up[active] - ua)).sum(-1)
+        keep = lower < rival[active]
+        active, ua, ba, fa, g = active[keep], ua[keep], ba[keep], fa[keep], g[keep]
         if active.numel() == 0:
             break
-        ua, ba, fa, la = u[active], b[active], f[active], lam[active]
-        g = _grad(ua, ba)
-        gn = g.abs().amax(-1)
-        unew, fnew = ua.clone(), fa.clone()
-        done = torch.zeros_like(fa, dtype=torch.bool)
+        la = lam[active]
+        gmax = g.abs().amax(-1)
+        moved = torch.zeros_like(fa, dtype=torch.bool)
+        converged = torch.zeros_like(moved)
+        todo = torch.arange(active.numel(), device=b.device)
         for _ in range(_LINESEARCH):
-            d, pd = _chol_solve4(ua, g, 4, la)
-            ut = ua - d
-            ft = _F(ut, ba)
-            ok = (~done) & pd & (ut.min(-1).values > 0) & _hess_pd(ut, 4) & (ft <= fa - 1e-4 * (g * d).sum(-1))
-            unew[ok], fnew[ok] = ut[ok], ft[ok]
-            done |= ok
-            if bool(done.all()):
+            ut_u, gt, lt = ua[todo], g[todo], la[todo]
+            d, pd = _chol_solve4(ut_u, gt, lt)
+            ut = ut_u - d
+            ft = _F(ut, ba[todo])
+            tiny = pd & (lt == 0) & (d.abs().amax(-1) <= tol[active[todo]])
+            inside = (ut.min(-1).values > 0) & _hess_pd(ut)
+            good = pd & inside & ((ft <= fa[todo] - 1e-4 * (gt * d).sum(-1)) | tiny)
+            acc = todo[good]
+            u[active[acc]], f[active[acc]] = ut[good], ft[good]
+            moved[acc] = True
+            converged[todo[good & tiny]] = True
+            la[acc] = lt[good] / 8
+            todo = todo[~good]
+            if todo.numel() == 0:
                 break
-            la = torch.where(done, la, torch.clamp(4 * la, min=1e-6 * (1 + gn)))
-        lam[active] = torch.where(done, la / 4, la)
-        u[active], f[active] = unew, fnew
-        step = (unew - ua).abs().amax(-1)
-        keep = done & (step > 1e-15 * scale[active])
-        active = active[keep]
+            la[todo] = torch.maximum(8 * la[todo], 1e-4 * (1.0 + gmax[todo]))
+        lam[active] = torch.where(la < 1e-12, torch.zeros_like(la), la)
+        active = active[moved & ~converged]
+        if active.numel() == 0:
+            break
     return u, f
 
 
 def prox24(Y: torch.Tensor, mu) -> torch.Tensor:
     """Exact ``prox_{μR}(y) = argmin_z ½‖z − y‖² + μ Σ_{i<j<k}|z_i z_j z_k|`` for every group of 4.
 
-    ``Y`` has groups in its last dimension (size 4); ``mu ≥ 0`` is a float or a tensor broadcastable to
-    ``Y.shape[:-1]``. Computed in float64, returned in ``Y.dtype``. See the module docstring for the derivation.
+    ``Y`` has its groups in the last dimension (size 4); ``mu ≥ 0`` is a float or a tensor broadcastable to
+    ``Y.shape[:-1]``. Computed in float64, returned in ``Y.dtype``. Derivation in the module docstring.
     """
     if Y.shape[-1] != 4:
         raise ValueError(f"prox24 works on groups of 4 in the last dimension, got size {Y.shape[-1]}")
     mu_t = torch.as_tensor(mu, dtype=torch.float64, device=Y.device)
-    if bool((mu_t < 0).any()):
-        raise ValueError("prox24 needs a regularization strength mu ≥ 0")
+    if bool((mu_t < 0).any()) or not bool(torch.isfinite(mu_t).all()):
+        raise ValueError("prox24 needs a finite regularization strength mu ≥ 0")
     lead = Y.shape[:-1]
     Y64 = Y.to(torch.float64).reshape(-1, 4)
     mu64 = torch.broadcast_to(mu_t, lead).reshape(-1)
-    a = Y64.abs()
-    b_sorted, order = torch.sort(a * mu64.unsqueeze(1), dim=-1, descending=True)
-    n = b_sorted.shape[0]
-    u = torch.zeros_like(b_sorted)
-    u[:, :2] = b_sorted[:, :2]  # candidate: the two largest kept
-    best = _F(u, b_sorted)
-    idx = torch.nonzero((b_sorted[:, 0] <= 2.0) & (b_sorted[:, 2] > 0)).squeeze(1)
+    b, order = torch.sort(Y64.abs() * mu64.unsqueeze(1), dim=-1, descending=True)
+    u = b.clone()
+    u[:, 2:] = 0  # candidate k = 2: the two largest kept
+    best = _F(u, b)
+    # k = 3 (needs b₁ ≤ 2, b₃ > 0 and room to improve: F on {1,2,3} is ≥ ½b₄²)
+    idx = torch.nonzero((b[:, 0] <= 2.0) & (b[:, 2] > 0) & (best > 0.5 * b[:, 3] ** 2)).squeeze(1)
     if idx.numel():
-        uc, fc, found = _three_support(b_sorted[idx])
+        uc, fc, found = _three_support(b[idx])
         better = found & (fc < best[idx])
         u[idx[better]], best[idx[better]] = uc[better], fc[better]
-    idx = torch.nonzero((b_sorted[:, 0] <= 1.75) & (b_sorted[:, 3] > 0)).squeeze(1)
+    # k = 4, unless the current best point is a KKT point of min F over Ω₄ ∩ {u ≥ 0}: inside Ω₄, stationary on
+    # its support and ∂F/∂u_i ≥ 0 off it (then, by convexity, no 4-support point is lower)
+    cand = (b[:, 0] <= 1.75) & (b[:, 3] > 0)
+    g = _grad(u, b)
+    kkt = _hess_pd(u) & (g[:, 3] >= 0) & ((u[:, 2] > 0) | (g[:, 2] >= 0))
+    idx = torch.nonzero(cand & ~kkt).squeeze(1)
     if idx.numel():
-        uc, fc = _four_support(b_sorted[idx])
+        uc, fc = _four_support(b[idx], best[idx])
         better = fc < best[idx]
         u[idx[better]], best[idx[better]] = uc[better], fc[better]
-    Z_sorted = torch.zeros_like(u)
     pos = mu64 > 0
-    Z_sorted[pos] = u[pos] / mu64[pos].unsqueeze(1)
-    Z = torch.zeros_like(Z_sorted).scatter_(1, order, Z_sorted)
-    Z = torch.where(pos.unsqueeze(1), Z * torch.sign(Y64), Y64)  # mu = 0: identity
+    Z = torch.zeros_like(u)
+    Z[pos] = u[pos] / mu64[pos].unsqueeze(1)
+    Z = torch.zeros_like(Z).scatter_(1, order, Z) * torch.sign(Y64)
+    Z = torch.where(pos.unsqueeze(1), Z, Y64)  # mu = 0: identity
     return Z.reshape(*lead, 4).to(Y.dtype)
 
 
@@ -231,7 +321,7 @@ class Prox24Info:
     steps: int = 0
     mu_final: float = 0.0
     converged: bool = False
-    forced_groups: int = 0  # groups still > 2 non-zeros after max_steps, projected by magnitude
+    forced_groups: int = 0  # groups still > 2 non-zeros after max_steps, then cut to their 2 largest entries
     history: list = field(default_factory=list)
 
 
@@ -244,16 +334,19 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
                  record: bool = False) -> tuple[torch.Tensor, Prox24Info]:
     """Proximal-gradient 2:4 pruning of ``W`` (out, in) on ``f = ½‖W*X* − WX‖F²``; returns (W_new, info).
 
-    Step ``t``: ``W ← prox24(W − ∇f(W)/L, μ_t)`` with ``μ_t = mu0 · growth^t / rms(W)`` (``rms`` = root mean
-    square of ``W``, so ``mu0`` is dimensionless), starting from the dense ``W``; stops when every group of 4
-    has ≤ 2 non-zeros. If ``max_steps`` is reached first, the remaining groups keep their 2 largest entries
-    (counted in ``info.forced_groups``). Then ``gd_steps`` masked gradient updates (:func:`pruning.gd.masked_gd`).
+    Step ``t``: ``W ← prox24(W − ∇f(W)/L, μ_t)`` (the prox of ``(γ_t/L)·R`` with ``μ_t = γ_t/L``) where
+    ``μ_t = mu0 · growth^t / rms(W)`` (``rms`` = root mean square of ``W``, so ``mu0`` is dimensionless), starting
+    from the dense ``W``; stops when every group of 4 has ≤ 2 non-zeros. If ``max_steps`` is reached first, the
+    remaining groups keep their 2 largest entries (``info.forced_groups``). Then ``gd_steps`` masked gradient
+    updates (:func:`pruning.gd.masked_gd`).
     """
     rows, cols = W.shape
     if cols % 4:
         raise ValueError(f"prox24 needs the input dimension ({cols}) to be a multiple of 4")
     if mu0 <= 0 or growth <= 1.0:
         raise ValueError(f"prox24 needs mu0 > 0 and growth > 1 (got mu0={mu0}, growth={growth})")
+    if max_steps < 1:
+        raise ValueError(f"prox24 needs max_steps ≥ 1 (got {max_steps})")
     obj = local_objective(W, stats, dtype=dtype)
     L = lipschitz(obj.H)
     eta = 1.0 / L if L > 0 else 0.0
@@ -273,13 +366,14 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
         mu *= growth
     if not info.converged:
         info.forced_groups = _non24_groups(Z)
-        from .masks import nm_mask
-
         Z = Z.masked_fill(nm_mask(Z.abs(), 2, 4), 0.0)
     out = Z.to(W.dtype)
     if gd_steps:
         out = masked_gd(out, W, stats, gd_steps, dtype=dtype)
     return out, info
+
+
+_OPTIONS = ("mu0", "growth", "max_steps", "gd_steps", "dtype")
 
 
 @register_pruner("prox24", needs=frozenset({"H", "K"}),
@@ -291,7 +385,7 @@ def prox24_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = 
     """
     if nm is None or tuple(nm) != (2, 4):
         raise ValueError(f"prox24 produces 2:4 sparsity only (got nm={nm}); pass --nm 2:4 (nm=(2, 4))")
-    unknown = set(options) - {"mu0", "growth", "max_steps", "gd_steps", "dtype"}
+    unknown = set(options) - set(_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown prox24 option(s) {sorted(unknown)}; known: mu0, growth, max_steps, gd_steps, dtype")
+        raise ValueError(f"unknown prox24 option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
     return prox24_prune(W, stats, **options)[0]

@@ -25,5 +25,5 @@ def wanda(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **
     if stats.sq_norm.shape[0] != W.shape[1]:
         raise ValueError(f"wanda: sq_norm has {stats.sq_norm.shape[0]} features but W has {W.shape[1]} inputs")
     W = W.to(torch.float32).clone()
-    W[mask_from_scores(wanda_scores(W, stats.sq_norm), sparsity, nm, per_row=True)] = 0
+    W.masked_fill_(mask_from_scores(wanda_scores(W, stats.sq_norm), sparsity, nm, per_row=True), 0.0)
     return W

@@ -11,7 +11,7 @@ weightwatcher's ``EVALS_THRESH``):
 * ``ks`` — Clauset search, weightwatcher's default fit (``WWFit``): every eigenvalue but the largest is a candidate,
   the one with the smallest D wins. Vectorised: α for all candidates from suffix sums of ln λ, D for all candidates
   by chunked broadcasting (no Python loop per candidate). Below 20 eigenvalues weightwatcher switches to its
-  small-N variant (bias-corrected α = 1 + (n−1)/Σ ln(λ/xmin), objective D − 0.868/√n, tails ≥ 8); so do we.
+  small-N variant (bias-corrected α = 1 + (n−1)/Σ ln(λ/xmin), tails ≥ 8, smallest D); so do we.
 * ``peak`` — corrected AlphaPruning/weightwatcher peak rule: p = left edge of the tallest of 100 bins of the
   histogram of log10 λ; candidates are the eigenvalues in [0.95·p, 1.5·p] (all but the largest eigenvalue),
   smallest D wins.
@@ -154,20 +154,25 @@ def log_histogram_peak(x: np.ndarray, bins: int = 100) -> float:
 
 
 def _small_n_ks(x: np.ndarray) -> tuple[int, float, float, int]:
-    """weightwatcher's small-N fit (``WWFit.fit_powerlaw_smallN``): returns (index, α, D, number of candidates)."""
+    """weightwatcher's small-N fit as it actually behaves: returns (index, α, D, number of usable candidates).
+
+    ``WWFit.fit_powerlaw_smallN`` computes the bias-corrected α = 1 + (n−1)/Σ ln(λ/xmin) and D for tails of ≥ 8
+    points (others keep D = 1) and picks by D − 0.868/√n, but ``WWFit.__init__`` then re-selects
+    ``argmin(D)`` — so the winner is the smallest-D usable candidate with the bias-corrected α.
+    """
     n = x.size
     idx = np.arange(n - 1)
     alphas, Ds = candidate_fits(x, idx, bias_corrected=True)
     logx = np.log(x)
     m = (n - idx).astype(np.float64)
     s = _suffix_log_sums(logx)[idx] - m * logx[idx]
-    usable = ((n - idx) >= SMALL_N_KMIN) & (s > 1e-12)
-    alphas = np.where(usable, alphas, 0.0)
-    Ds = np.where(usable & (alphas > 1.0), Ds, 1.0)
-    J = np.where(usable & (alphas > 1.0), Ds - 0.868 / np.sqrt(m), np.inf)
-    if np.isfinite(J).any():
-        best = int(np.argmin(J))
-        return best, float(alphas[best]), float(Ds[best]), int(np.isfinite(J).sum())
+    usable = ((n - idx) >= SMALL_N_KMIN) & (s > 1e-12) & (alphas > 1.0)
+    if usable.any():
+        Ds = np.where(usable, Ds, 1.0)
+        best = int(np.argmin(Ds))
+        if not usable[best]:
+            return best, float("nan"), float("nan"), int(usable.sum())
+        return best, float(alphas[best]), float(Ds[best]), int(usable.sum())
     s0 = float(np.sum(logx) - n * logx[0])
     if s0 <= 1e-12:
         return 0, float("nan"), float("nan"), 0

@@ -127,7 +127,8 @@ def add_esd_traces(fig: go.Figure, evals: np.ndarray, fit: Any = None, *, name: 
     lo, hi = (None, None) if edges_range is None else edges_range
     edges, dens, n = log_histogram(evals, bins, lo, hi)
     xs, ys = _step_xy(edges, dens)
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{name}: ESD ({n} eigenvalues)",
+    prefix = "" if name == "ESD" else f"{name}: "
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{prefix}ESD ({n} eigenvalues)",
                              line=dict(color=color, width=1.6), fill="none", connectgaps=False,
                              hovertemplate="λ=%{x:.4g}<br>density=%{y:.3g}<extra></extra>"), **where)
     alpha, xmin, xmax = float(_get(fit, "alpha")), float(_get(fit, "xmin")), float(_get(fit, "xmax"))
@@ -139,7 +140,7 @@ def add_esd_traces(fig: go.Figure, evals: np.ndarray, fit: Any = None, *, name: 
         grid = np.logspace(np.log10(xmin), np.log10(xmax), 100)
         D = float(_get(fit, "D"))
         fig.add_trace(go.Scatter(x=grid, y=power_law_density(grid, alpha, xmin, frac), mode="lines",
-                                 name=f"{name}: power law α={alpha:.3f}" + (f", D={D:.3f}" if np.isfinite(D) else ""),
+                                 name=f"{prefix}power law α={alpha:.3f}" + (f", D={D:.3f}" if np.isfinite(D) else ""),
                                  line=dict(color=color, dash="dash", width=2.4),
                                  hovertemplate="λ=%{x:.4g}<br>fit density=%{y:.3g}<extra></extra>"), **where)
         if shade_tail:
@@ -148,12 +149,12 @@ def add_esd_traces(fig: go.Figure, evals: np.ndarray, fit: Any = None, *, name: 
         # an invisible marker so that xmin has a legend entry and a hover label
         ymax = float(np.max(dens[dens > 0])) if np.any(dens > 0) else 1.0
         fig.add_trace(go.Scatter(x=[xmin], y=[ymax], mode="markers", marker=dict(symbol="triangle-down", size=10,
-                                 color=color), name=f"{name}: xmin={xmin:.4g} (tail {n_tail} eigenvalues)",
+                                 color=color), name=f"{prefix}xmin={xmin:.4g} (tail {n_tail} eigenvalues)",
                                  hovertemplate="xmin=%{x:.4g}<extra></extra>"), **where)
     if mp is not None:
         gx, gy = np.asarray(mp[0]), np.asarray(mp[1])
         keep = gy > 0
-        fig.add_trace(go.Scatter(x=gx[keep], y=gy[keep], mode="lines", name=f"{name}: Marchenko–Pastur bulk",
+        fig.add_trace(go.Scatter(x=gx[keep], y=gy[keep], mode="lines", name=f"{prefix}Marchenko–Pastur bulk",
                                  line=dict(color="#555555" if color == _COLORS[0] else color, width=1.4,
                                            dash="dashdot"),
                                  hovertemplate="λ=%{x:.4g}<br>MP density=%{y:.3g}<extra></extra>"), **where)
@@ -169,8 +170,8 @@ def esd_figure(evals: np.ndarray, fit: Any = None, *, mp: Optional[tuple[np.ndar
     [xmin, xmax] and, when given, the Marchenko–Pastur bulk density and edge (dash-dot)."""
     fig = go.Figure()
     add_esd_traces(fig, evals, fit, name=name, bins=bins, mp=mp, mp_edge=mp_edge)
-    fig.update_xaxes(type="log", title_text=EIG_LABEL)
-    fig.update_yaxes(type="log", title_text=DENSITY_LABEL)
+    fig.update_xaxes(type="log", title_text=EIG_LABEL, exponentformat="power")
+    fig.update_yaxes(type="log", title_text=DENSITY_LABEL, exponentformat="power")
     fig.update_layout(title=title, height=height, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40), template="plotly_white")
     return fig
@@ -192,8 +193,8 @@ def esd_overlay_figure(series: Sequence[tuple[str, np.ndarray, Any]], *, bins: i
     for k, (label, ev, fit) in enumerate(series):
         add_esd_traces(fig, ev, fit, name=label, color=_COLORS[k % len(_COLORS)], bins=bins, edges_range=rng,
                        shade_tail=len(series) == 1)
-    fig.update_xaxes(type="log", title_text=EIG_LABEL)
-    fig.update_yaxes(type="log", title_text=DENSITY_LABEL)
+    fig.update_xaxes(type="log", title_text=EIG_LABEL, exponentformat="power")
+    fig.update_yaxes(type="log", title_text=DENSITY_LABEL, exponentformat="power")
     fig.update_layout(title=title, height=height, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40), template="plotly_white")
     return fig
@@ -225,7 +226,7 @@ def ks_figure(xmins: np.ndarray, Ds: np.ndarray, alphas: Optional[np.ndarray] = 
     if chosen is not None and np.isfinite(chosen):
         fig.add_vline(x=float(chosen), line=dict(color="#333333", dash="dot"),
                       annotation_text=f"chosen xmin={chosen:.4g}", annotation_position="top right")
-    fig.update_xaxes(type="log", title_text="xmin candidate (eigenvalue of WᵀW, log scale)")
+    fig.update_xaxes(type="log", title_text="xmin candidate (eigenvalue of WᵀW, log scale)", exponentformat="power")
     fig.update_layout(yaxis=dict(title="KS distance D (0–1)", rangemode="tozero"),
                       yaxis2=dict(title="α (dimensionless)", overlaying="y", side="right", showgrid=False),
                       title=title, height=height, template="plotly_white",

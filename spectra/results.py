@@ -105,9 +105,9 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
                 has_meta = first.startswith(CSV_PREFIX)
                 if has_meta:
                     meta = json.loads(first[len(CSV_PREFIX):])
-            df = pd.read_csv(p, skiprows=1 if has_meta else 0, keep_default_na=True)
+            df = pd.read_csv(p, skiprows=1 if has_meta else 0, dtype={"warning": object})
             if "warning" in df.columns:
-                df["warning"] = df["warning"].fillna("")
+                df["warning"] = df["warning"].fillna("").astype(object)
             if "evals" in df.columns:
                 df["evals"] = [np.asarray(json.loads(v), dtype=np.float64) if isinstance(v, str) else None
                                for v in df["evals"]]

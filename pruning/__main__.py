@@ -1,0 +1,31 @@
+"""``python -m pruning {allocate,prune,eval,sweep}`` — see ``python -m pruning COMMAND --help``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-command per front-end module."""
+    from . import cli_allocate, cli_eval, cli_prune, cli_sweep
+
+    parser = argparse.ArgumentParser(prog="python -m pruning",
+                                     description="Layer-wise sparsity allocation and post-training pruning of LLMs.")
+    sub = parser.add_subparsers(dest="command", metavar="{allocate,prune,eval,sweep}")
+    for mod in (cli_allocate, cli_prune, cli_eval, cli_sweep):
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

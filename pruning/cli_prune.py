@@ -1,0 +1,208 @@
+"""``python -m pruning prune [MODEL]``: allocate, prune, evaluate and save a pruned model with a JSON report.
+
+Example::
+
+    python -m pruning prune --pruner wanda --allocation alphapruning --sparsity 0.7 --lam 0.3 \\
+        --nsamples 128 --seqlen 512 --eval wikitext2 --out pruned/wanda-alpha-70
+
+Writes DIR/ (``save_pretrained`` safetensors + tokenizer) and DIR/report.json (per-matrix target and achieved
+sparsity, dense and pruned perplexities, timings, peak memory, every setting, seed, package versions, model source
+and weight hash). An existing DIR is never replaced without ``--overwrite``. Every user mistake ends with one
+``error: ...`` line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["add_parser", "main", "run_prune", "settings_from_args"]
+
+
+def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """Options shared by ``prune`` and ``sweep`` (numbers are parsed later so that errors are one line)."""
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="built-in alias, HF directory, .gguf file or hub id (default: built-in SmolLM2-135M)")
+    if not sweep:
+        p.add_argument("--pruner", default="wanda", help="magnitude, wanda, sparsegpt, fista, prox24 (default wanda)")
+        p.add_argument("--allocation", default="uniform",
+                       help="uniform, alphapruning, owl, erk, global, lamp, stable_rank (default uniform)")
+        p.add_argument("--sparsity", default="0.5", help="target global sparsity in [0, 1) (default 0.5)")
+        p.add_argument("--nm", default=None, help="N:M pattern, e.g. 2:4 (needs --allocation uniform)")
+        p.add_argument("--lam", default="0.3", help="AlphaPruning's λ (reference 'epsilon', default 0.3)")
+    p.add_argument("--mapping", default="linear", help="AlphaPruning map: linear (reference) or log")
+    p.add_argument("--granularity", default="block", help="block (default, reference) or matrix")
+    p.add_argument("--metric", default="alpha", help="spectral metric column for alphapruning (default alpha)")
+    p.add_argument("--xmin-rule", default="peak", help="Hill-fit xmin rule: peak (default), peak_ref, ks, median")
+    p.add_argument("--owl-lambda", default="0.08", help="OWL's λ (default 0.08)")
+    p.add_argument("--owl-m", default="5", help="OWL's outlier multiplier M (default 5)")
+    p.add_argument("--max-sparsity", default="0.99", help="cap of every matrix's sparsity (default 0.99)")
+    p.add_argument("--nsamples", default="128", help="calibration windows (default 128)")
+    p.add_argument("--seqlen", default="512", help="calibration window length in tokens (default 512)")
+    p.add_argument("--seed", default="0", help="calibration seed (default 0)")
+    p.add_argument("--gd-steps", default="0", help="masked gradient steps after the pruner (default 0)")
+    p.add_argument("--correction", default="intra", help="error correction for fista/prox24: none, intra, intra+inter")
+    p.add_argument("--batch-size", default="8", help="calibration windows per block forward (default 8)")
+    p.add_argument("--eval", default="wikitext2", help="perplexity dataset(s), comma-separated: wikitext2, c4, ptb, "
+                                                       "or none (default wikitext2)")
+    p.add_argument("--eval-seqlen", default=None, help="evaluation window length (default min(2048, max positions))")
+    p.add_argument("--max-windows", default=None, help="evaluate only the first N windows (default all)")
+    p.add_argument("--data-dir", default=None, help="folder with the data files (default $SPL_DATA_DIR, ../shared/data)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``prune`` sub-command; returns its parser."""
+    p = subparsers.add_parser("prune", help="prune a model (allocation × pruner), evaluate it, save it with a report",
+                              description=__doc__.splitlines()[0])
+    add_common_arguments(p)
+    p.add_argument("--out", required=True, help="output directory for the pruned model and report.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (replaces --allocation)")
+    p.add_argument("--no-dense-eval", action="store_true", help="skip the dense model's perplexity")
+    p.set_defaults(func=main)
+    return p
+
+
+def _num(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None,
+         allow_none: bool = False):
+    """Parse an option value; one-line ValueError naming the option."""
+    if text is None and allow_none:
+        return None
+    try:
+        val = kind(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} must be {'an integer' if kind is int else 'a number'} (got {text!r})") from None
+    if (lo is not None and val < lo) or (hi is not None and val > hi):
+        raise ValueError(f"--{name} must be ≥ {lo} (got {text})" if hi is None else
+                         f"--{name} must lie in [{lo}, {hi}] (got {text})")
+    return val
+
+
+def settings_from_args(args: argparse.Namespace, **override):
+    """PruneSettings from parsed options (``override`` replaces fields, e.g. in a sweep); validated."""
+    from .prune import PruneSettings
+
+    get = lambda k, d=None: override.get(k, getattr(args, k, d))  # noqa: E731
+    sparsity = get("sparsity", "0.5")
+    try:
+        sparsity = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"--sparsity must be a number in [0, 1) (got {sparsity!r})") from None
+    s = PruneSettings(
+        pruner=str(get("pruner", "wanda")), allocation=str(get("allocation", "uniform")), sparsity=sparsity,
+        nm=get("nm"), lam=_num("lam", get("lam", "0.3")), mapping=args.mapping, granularity=args.granularity,
+        metric=args.metric, xmin_rule=args.xmin_rule, owl_lambda=_num("owl-lambda", args.owl_lambda, lo=0.0),
+        owl_M=_num("owl-m", args.owl_m, lo=0.0), max_sparsity=_num("max-sparsity", args.max_sparsity, lo=0.0, hi=1.0),
+        nsamples=_num("nsamples", args.nsamples, int, lo=1), seqlen=_num("seqlen", args.seqlen, int, lo=1),
+        seed=_num("seed", args.seed, int), data_path=args.data_dir, gd_steps=_num("gd-steps", args.gd_steps, int, lo=0),
+        correction=args.correction, batch_size=_num("batch-size", args.batch_size, int, lo=1),
+        allocation_file=get("allocation_file"))
+    for name, choices in (("mapping", ("linear", "log")), ("granularity", ("block", "matrix"))):
+        if getattr(s, name) not in choices:
+            raise ValueError(f"unknown --{name} {getattr(s, name)!r}; choose one of: {', '.join(choices)}")
+    from spectra.hill import XMIN_RULES
+
+    if s.xmin_rule not in XMIN_RULES:
+        raise ValueError(f"unknown --xmin-rule {s.xmin_rule!r}; choose one of: {', '.join(XMIN_RULES)}")
+    return s.validate()
+
+
+def eval_options(args: argparse.Namespace) -> dict:
+    """Parsed evaluation options: datasets (list, maybe empty), seqlen, max_windows; data checked to exist."""
+    from .data import _resolve, canonical_name
+
+    text = (args.eval or "none").strip()
+    datasets = [] if text.lower() == "none" else [canonical_name(t) for t in text.split(",") if t.strip()]
+    for key in datasets:
+        _resolve(key, args.data_dir)
+    return {"datasets": datasets, "seqlen": _num("eval-seqlen", args.eval_seqlen, int, lo=1, allow_none=True),
+            "max_windows": _num("max-windows", args.max_windows, int, lo=1, allow_none=True)}
+
+
+def evaluate(model, tokenizer, ev: dict, data_dir=None, progress: bool = True) -> dict:
+    """{dataset: PerplexityResult dict} for every dataset in ``ev`` (see :func:`eval_options`)."""
+    from .perplexity import perplexity
+
+    out = {}
+    for ds in ev["datasets"]:
+        t = time.perf_counter()
+        r = perplexity(model, tokenizer, ds, seqlen=ev["seqlen"], max_windows=ev["max_windows"], progress=progress,
+                       path=data_dir)
+        out[ds] = {**r.to_dict(), "seconds": round(time.perf_counter() - t, 3)}
+    return out
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing output without ``overwrite``; with it, refuse to delete what is not a prune output."""
+    if not out.exists():
+        if not out.parent.exists():
+            raise ValueError(f"the parent folder of --out ({out.parent}) does not exist; create it first")
+        return
+    if not overwrite:
+        raise ValueError(f"output directory {out} already exists; pass --overwrite to replace it or choose another --out")
+    if not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory; remove it or choose another --out")
+    if any(out.iterdir()) and not ((out / "report.json").is_file() or (out / "config.json").is_file()):
+        raise ValueError(f"refusing to replace {out}: it is not empty and holds no report.json/config.json "
+                         f"(not a pruned-model folder); choose another --out")
+
+
+def run_prune(args: argparse.Namespace) -> dict:
+    """Do the whole ``prune`` command; returns the report dict."""
+    from spectra.models import load_model
+
+    from .data import _resolve
+    from .prune import prune_model
+    from .report import build_report, write_json_atomic
+
+    settings = settings_from_args(args)
+    out = Path(args.out).expanduser()
+    check_out_dir(out, args.overwrite)
+    ev = eval_options(args)
+    if settings.needs_calibration():
+        _resolve(settings.calib_dataset, args.data_dir)
+    progress = not args.quiet
+    lm = load_model(args.model, device=args.device)
+    dense = {} if args.no_dense_eval else evaluate(lm.model, lm.tokenizer, ev, args.data_dir, progress)
+    result = prune_model(lm, None, settings, progress=progress)
+    pruned = evaluate(lm.model, lm.tokenizer, ev, args.data_dir, progress)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    t = time.perf_counter()
+    lm.model.save_pretrained(tmp, safe_serialization=True)
+    lm.tokenizer.save_pretrained(tmp)
+    save_s = time.perf_counter() - t
+    report = build_report(result, lm, dense, pruned, extra={
+        "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"]},
+        "saved": {"dir": str(out), "seconds": round(save_s, 3)}})
+    write_json_atomic(tmp / "report.json", report)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    for ds in ev["datasets"]:
+        d = dense.get(ds, {}).get("ppl")
+        p = pruned[ds]
+        print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
+              f"({p['nwindows']} windows × {p['seqlen']} tokens)")
+    print(f"pruned {settings.pruner} / {settings.nm or settings.allocation}: target {result.target_sparsity:.4f}, "
+          f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "
+          f"peak RSS {result.peak_rss_mb:.0f} MB → {out}")
+    return report
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m pruning prune``; 0 on success, 2 with one ``error:`` line on user mistakes."""
+    try:
+        run_prune(args)
+    except (ValueError, OSError) as exc:  # SpectraError, DataNotFoundError, AllocationError are ValueErrors
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0

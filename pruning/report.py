@@ -1,0 +1,102 @@
+"""The JSON report of a pruning run: settings, seed, package versions, model source and weight hash, per-matrix
+target / achieved sparsity, perplexities (dense and pruned), timings and peak memory."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+PACKAGES = ("torch", "transformers", "numpy", "pandas", "scipy", "safetensors", "tokenizers", "pyarrow")
+
+
+def package_versions() -> dict:
+    """Versions of Python, this project and the numerical packages it uses (missing ones are left out)."""
+    from importlib import metadata
+
+    import pruning
+    import spectra
+
+    out = {"python": platform.python_version(), "pruning": pruning.__version__,
+           "spectra": getattr(spectra, "__version__", None)}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def model_record(lm, fingerprint: bool = True) -> dict:
+    """Where the model came from (source label, kind, type, parameter count) and the sha256 of its weight files."""
+    rec = {"source": lm.source.label, "kind": lm.source.kind, "ref": lm.source.ref, **dict(lm.info)}
+    wdir = getattr(lm, "weights_dir", None)
+    if wdir is not None:
+        rec["weights_dir"] = str(wdir)
+        if fingerprint:
+            from spectra.models import files_fingerprint, weight_files
+
+            files = weight_files(Path(wdir))
+            if files:
+                rec["weights_sha256"] = files_fingerprint(files)
+    return rec
+
+
+def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: Optional[dict] = None,
+                 extra: Optional[dict] = None, fingerprint: bool = True) -> dict:
+    """Assemble the report dict of a :class:`pruning.prune.PruneResult` (JSON-able)."""
+    s = result.settings
+    rep: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": _command(),
+        "model": model_record(lm, fingerprint) if lm is not None else None,
+        "settings": s.as_dict(),
+        "seed": s.seed,
+        "versions": package_versions(),
+        "target_sparsity": result.target_sparsity,
+        "achieved_sparsity": result.achieved_sparsity,
+        "allocation": result.allocation_info,
+        "calibration": {"dataset": s.calib_dataset, "shape": list(result.calibration_shape)
+                        if result.calibration_shape else None, "seed": s.seed},
+        "perplexity": {"dense": dense_ppl or {}, "pruned": pruned_ppl or {}},
+        "timings_s": {k: round(float(v), 4) for k, v in result.timings.items()},
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "rss_before_mb": round(result.rss_before_mb, 1),
+        "layers": result.layers.to_dict(orient="records"),
+    }
+    if extra:
+        rep.update(extra)
+    return rep
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("pruning", "__main__.py")):
+        argv[0] = "python -m pruning"
+    return " ".join(argv)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, default=_default, allow_nan=True)
+    os.replace(tmp, path)
+    return path
+
+
+def _default(x):
+    import numpy as np
+
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, Path):
+        return str(x)
+    return str(x)

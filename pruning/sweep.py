@@ -1,0 +1,203 @@
+"""Resumable sweeps: sparsities × allocations × pruners × λ (× N:M patterns) into one parquet table.
+
+Every cell is keyed by a hash of the model source, the full :class:`~pruning.prune.PruneSettings` and the evaluation
+settings. The table is rewritten atomically (temporary file + ``os.replace``) after every finished cell, so an
+interrupted sweep keeps its finished cells and a rerun skips them. The dense model's perplexity is one row
+(``kind == "dense"``) computed once per model and evaluation settings. λ is swept only for the allocations that
+use it (``alphapruning``, ``stable_rank``); N:M patterns give one ``uniform`` cell per pruner.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from .masks import nm_sparsity
+from .prune import SPECTRAL, PruneSettings, prune_model
+
+#: allocations whose result depends on λ.
+LAM_ALLOCATIONS = SPECTRAL
+
+
+@dataclass
+class SweepSpec:
+    """What to sweep. ``base`` holds every other pruning setting (calibration, mapping, OWL λ, ...)."""
+
+    model: Optional[str] = None
+    sparsities: list = field(default_factory=lambda: [0.5])
+    allocations: list = field(default_factory=lambda: ["uniform"])
+    pruners: list = field(default_factory=lambda: ["wanda"])
+    lams: list = field(default_factory=lambda: [0.3])
+    nms: list = field(default_factory=lambda: [None])
+    base: PruneSettings = field(default_factory=PruneSettings)
+    eval_dataset: str = "wikitext2"
+    eval_seqlen: Optional[int] = None
+    max_windows: Optional[int] = None
+    data_dir: Optional[str] = None
+    device: str = "cpu"
+
+    def eval_settings(self) -> dict:
+        return {"dataset": self.eval_dataset, "seqlen": self.eval_seqlen, "max_windows": self.max_windows}
+
+
+def expand(spec: SweepSpec) -> list[PruneSettings]:
+    """The cells of ``spec`` in run order (validated; duplicates removed)."""
+    cells: list[PruneSettings] = []
+    for nm in spec.nms:
+        for pruner in spec.pruners:
+            if nm:
+                cells.append(dataclasses.replace(spec.base, pruner=pruner, allocation="uniform",
+                                                 sparsity=nm_sparsity(PruneSettings(nm=nm).nm_tuple()), nm=nm))
+                continue
+            for s in spec.sparsities:
+                for alloc in spec.allocations:
+                    for lam in (spec.lams if alloc in LAM_ALLOCATIONS else [spec.base.lam]):
+                        cells.append(dataclasses.replace(spec.base, pruner=pruner, allocation=alloc,
+                                                         sparsity=float(s), nm=None, lam=float(lam)))
+    out, seen = [], set()
+    for c in cells:
+        c.validate()
+        k = json.dumps(c.as_dict(), sort_keys=True, default=str)
+        if k not in seen:
+            seen.add(k)
+            out.append(c)
+    return out
+
+
+def cell_key(model_label: str, settings: Optional[PruneSettings], eval_settings: dict) -> str:
+    """16-hex key of (model, full settings or None for the dense row, evaluation settings)."""
+    payload = {"model": model_label, "settings": settings.as_dict() if settings else "dense", "eval": eval_settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The sweep table at ``path`` (empty DataFrame when the file does not exist yet)."""
+    p = Path(path)
+    if not p.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # a foreign or corrupt file must not be silently overwritten
+        raise ValueError(f"cannot read the sweep table {p} ({type(exc).__name__}); move it away or pick another "
+                         f"--out") from None
+
+
+def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` to parquet through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **extra) -> dict:
+    row = {"key": key, "model": label, "kind": kind,
+           "pruner": s.pruner if s else "dense", "allocation": (s.allocation if not s.allocation_file else "file")
+           if s else "none", "sparsity": (float(s.sparsity) if s else 0.0), "nm": (s.nm or "") if s else "",
+           "lam": float(s.lam) if s and s.allocation in LAM_ALLOCATIONS else float("nan"),
+           "nsamples": s.nsamples if s else 0, "seqlen": s.seqlen if s else 0, "seed": s.seed if s else 0,
+           "gd_steps": s.gd_steps if s else 0, "eval_dataset": ev["dataset"],
+           "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] if ev["max_windows"] else 0,
+           "ppl": ppl.get("ppl"), "nll": ppl.get("nll"), "ntokens": ppl.get("ntokens"),
+           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps(s.as_dict() if s else {}, default=str),
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    row.update(extra)
+    return row
+
+
+def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
+              log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run every unfinished cell of ``spec`` (and the dense row), appending to the parquet table ``out``.
+
+    Returns the full table. A failing cell raises after the finished cells are saved; rerunning resumes.
+    """
+    from spectra.models import load_model
+
+    from .data import get_calibration
+    from .perplexity import perplexity
+    from .report import package_versions
+    from .sequential import collect_input_norms
+
+    out = Path(out)
+    if not out.parent.exists():
+        raise ValueError(f"the folder of the sweep table ({out.parent}) does not exist; create it first")
+    cells = expand(spec)
+    ev = spec.eval_settings()
+    table = load_table(out)
+    done = set(table["key"]) if "key" in table else set()
+    dense_lm = load_model(spec.model, device=spec.device)
+    label = dense_lm.source.label
+    versions = json.dumps(package_versions())
+
+    def ppl_of(model, tok) -> dict:
+        t = time.perf_counter()
+        r = perplexity(model, tok, ev["dataset"], seqlen=ev["seqlen"], max_windows=ev["max_windows"],
+                       progress=progress, path=spec.data_dir)
+        return {**r.to_dict(), "seconds": time.perf_counter() - t}
+
+    def save(row):
+        nonlocal table
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+        write_table_atomic(table, out)
+        done.add(row["key"])
+
+    dkey = cell_key(label, None, ev)
+    if dkey in done:
+        dense_ppl = float(table.loc[table["key"] == dkey, "ppl"].iloc[0])
+    else:
+        d = ppl_of(dense_lm.model, dense_lm.tokenizer)
+        dense_ppl = d["ppl"]
+        save(_row(dkey, label, "dense", None, ev, d, dense_ppl=dense_ppl, eval_seconds=d["seconds"],
+                  versions=versions))
+        log(f"[dense] {ev['dataset']} ppl {dense_ppl:.4f} ({d['nwindows']} windows × {d['seqlen']})")
+    metrics_cache: dict = {}
+    norms_cache: dict = {}
+    for i, s in enumerate(cells, 1):
+        key = cell_key(label, s, ev)
+        name = f"{s.pruner} {s.nm or s.allocation} s={s.sparsity:g}" + \
+            (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "")
+        if key in done:
+            log(f"[{i}/{len(cells)}] {name}: done already, skipped")
+            continue
+        metrics = norms = None
+        if s.allocation in SPECTRAL and not s.nm:
+            if s.xmin_rule not in metrics_cache:
+                from spectra.analyze import AnalysisSettings, analyze
+
+                metrics_cache[s.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=s.xmin_rule),
+                                                     progress=progress)
+            metrics = metrics_cache[s.xmin_rule]
+        calib = None
+        if s.needs_calibration():
+            calib = get_calibration(dense_lm.tokenizer, s.nsamples, s.seqlen, s.seed, dataset=s.calib_dataset,
+                                    path=s.data_path)
+        if s.allocation == "owl" and not s.nm:
+            nkey = (s.nsamples, s.seqlen, s.seed, s.calib_dataset, s.data_path, s.batch_size)
+            if nkey not in norms_cache:
+                norms_cache[nkey] = collect_input_norms(dense_lm.model, calib, s.batch_size)
+            norms = norms_cache[nkey]
+        lm = load_model(spec.model, device=spec.device)
+        res = prune_model(lm, None, s, progress=progress, metrics=metrics, input_norms=norms, calib=calib)
+        p = ppl_of(lm.model, lm.tokenizer)
+        save(_row(key, label, "pruned", s, ev, p, dense_ppl=dense_ppl, target_sparsity=res.target_sparsity,
+                  achieved_sparsity=res.achieved_sparsity, prune_seconds=res.timings["total"],
+                  eval_seconds=p["seconds"], peak_rss_mb=res.peak_rss_mb,
+                  allocation_note=str(res.allocation_info.get("note", "")), versions=versions))
+        log(f"[{i}/{len(cells)}] {name}: ppl {p['ppl']:.4f} (dense {dense_ppl:.4f}; achieved sparsity "
+            f"{res.achieved_sparsity:.4f}; prune {res.timings['total']:.0f} s, eval {p['seconds']:.0f} s)")
+        del lm
+    return table

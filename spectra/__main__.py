@@ -1,0 +1,98 @@
+"""python -m spectra [MODEL] [--xmin median|peak|peak_ref|ks] [--out FILE] [--device cpu|cuda] [--eigs] ...
+
+Analyses every block weight matrix of MODEL (default: the built-in SmolLM2-135M-Instruct) with a progress bar and
+prints a short summary: per-role median α, the 5 matrices with the largest α, failed matrices and the count by
+status. User mistakes print one line ``error: ...`` on stderr and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import SpectraError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        sys.stderr.write(f"error: {message} (see python -m spectra --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m spectra", description="HT-SR spectral diagnostics of every weight matrix of an LM.")
+    p.add_argument("model", nargs="?", default=None,
+                   help="model directory, .gguf file, hub id or 'builtin' (default: built-in SmolLM2-135M-Instruct)")
+    p.add_argument("--xmin", default="peak", choices=["median", "peak", "peak_ref", "ks"],
+                   help="xmin rule of the power-law fit (default: peak; peak_ref = weightwatcher xmin_peak quirk, "
+                        "ks = weightwatcher's default Clauset search)")
+    p.add_argument("--xmin-value", type=float, default=None, help="use this fixed xmin instead of a rule")
+    p.add_argument("--out", default=None, help="write the per-matrix table to FILE (.parquet or .csv)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where eigenvalues are computed")
+    p.add_argument("--eigs", action="store_true", help="keep the raw eigenvalues (an 'evals' column in --out)")
+    p.add_argument("--normalize", action="store_true", help="ESD of WᵀW/N instead of WᵀW")
+    p.add_argument("--include-embeddings", action="store_true", help="also analyse embedding / LM-head matrices")
+    p.add_argument("--no-cache", action="store_true", help="recompute even if a cached analysis exists")
+    p.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def summary(df: pd.DataFrame, worst: int = 5) -> str:
+    """Text summary: per-role median α, the ``worst`` largest-α matrices, failed matrices, counts by status."""
+    from .analyze import role_summary
+
+    meta = df.attrs.get("metadata", {})
+    lines = [f"model: {meta.get('model', '?')}   matrices: {len(df)}   xmin rule: {meta.get('xmin_rule', '?')}"
+             + ("   (from cache)" if meta.get("from_cache") else "")]
+    rs = role_summary(df)
+    lines.append("per-role alpha:  " + "  ".join(f"{r.role}={r.median_alpha:.2f}" for r in rs.itertuples())
+                 + "   (median)")
+    ok = df[np.isfinite(df["alpha"].to_numpy(dtype=float))]
+    if len(ok):
+        lines.append(f"alpha over all matrices: median {ok['alpha'].median():.3f}, mean {ok['alpha'].mean():.3f}")
+        lines.append(f"largest alpha (least well trained, {min(worst, len(ok))}):")
+        for r in ok.nlargest(worst, "alpha").itertuples():
+            note = f"  [{r.warning}]" if r.warning else ""
+            lines.append(f"  {r.longname:<40s} alpha={r.alpha:7.3f}  D={r.D:.3f}  tail={r.num_pl_spikes}{note}")
+    failed = df[df["status"] == "failed"]
+    if len(failed):
+        lines.append(f"failed ({len(failed)}):")
+        for r in failed.head(10).itertuples():
+            lines.append(f"  {r.longname:<40s} {r.warning}")
+    counts = df["status"].value_counts()
+    lines.append("status: " + ", ".join(f"{s} {int(counts.get(s, 0))}"
+                                         for s in ("ok", "over-trained", "under-trained", "failed")))
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from .analyze import AnalysisSettings, analyze
+        from .results import check_output_path, save_results
+
+        if args.out:
+            check_output_path(args.out, args.overwrite)  # fail before the work, not after
+        settings = AnalysisSettings(xmin_rule=args.xmin, xmin=args.xmin_value, normalize=args.normalize,
+                                    device=args.device, include_embeddings=args.include_embeddings,
+                                    keep_eigs=args.eigs)
+        df = analyze(args.model, settings, progress=not args.quiet, cache=not args.no_cache)
+        print(summary(df))
+        if args.out:
+            path = save_results(df, args.out, overwrite=args.overwrite)
+            print(f"wrote {path}")
+    except SpectraError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

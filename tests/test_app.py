@@ -1,0 +1,398 @@
+"""Streamlit AppTest of every view of ``app.py``: the numbers the app shows equal the library's for the same input.
+
+Each test drives the real script (``streamlit.testing.v1.AppTest``) on the built-in model — the analysis comes from
+the spectra disk cache after the first run — and compares what is displayed (metric tiles, plotly figure data,
+session state) with an independent call of the public ``spectra`` / ``pruning`` API.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+S_DEFAULT = 0.6
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _decode(v):
+    """plotly.py ≥ 6 sends numpy arrays as {"dtype", "bdata"(, "shape")}; return a plain numpy array / value."""
+    if isinstance(v, dict) and "bdata" in v:
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        if "shape" in v:
+            arr = arr.reshape([int(n) for n in str(v["shape"]).split(",")])
+        return arr
+    return np.asarray(v) if isinstance(v, list) else v
+
+
+def figure(at, key: str) -> dict:
+    """The plotly figure (as a dict) of the chart with this key in the last run."""
+    charts = [c for c in at.get("plotly_chart") if c.key == key]
+    assert charts, f"no chart with key {key!r}; keys: {[c.key for c in at.get('plotly_chart')]}"
+    return json.loads(charts[0].proto.spec)
+
+
+def trace(fig: dict, name: str) -> dict:
+    for t in fig["data"]:
+        if t.get("name") == name:
+            return {k: _decode(v) for k, v in t.items()}
+    raise AssertionError(f"no trace {name!r} in {[t.get('name') for t in fig['data']]}")
+
+
+def metric(at, label: str) -> str:
+    hits = [m for m in at.metric if m.label == label]
+    assert hits, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return hits[0].value
+
+
+def no_failure(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture(scope="module")
+def analysis():
+    """The built-in model's analysis with the default (peak) rule and eigenvalues — what the app shows."""
+    from spectra.analyze import AnalysisSettings, analyze
+
+    return analyze(None, AnalysisSettings(xmin_rule="peak", keep_eigs=True), progress=False)
+
+
+@pytest.fixture()
+def app(analysis):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    no_failure(at)
+    return at
+
+
+def goto(at, view: str):
+    at.sidebar.radio(key="view").set_value(view).run()
+    no_failure(at)
+    return at
+
+
+# ------------------------------------------------------------------------------------------------- overview
+def test_overview_shows_the_analysis(app, analysis):
+    from spectra.analyze import block_aggregate
+
+    alpha = analysis["alpha"].to_numpy(dtype=float)
+    assert metric(app, "α < 2 (over-trained)") == str(int((alpha < 2).sum()))
+    assert metric(app, "2 ≤ α ≤ 6 (typical)") == str(int(((alpha >= 2) & (alpha <= 6)).sum()))
+    assert metric(app, "α > 6 (under-trained / spurious)") == str(int((alpha > 6).sum()))
+    assert metric(app, "median α") == f"{np.median(alpha):.2f}"
+    fig = figure(app, "ov_depth")
+    for role in ("q", "k", "v", "o", "gate", "up", "down"):
+        t = trace(fig, role)
+        sub = analysis[analysis["role"] == role].sort_values("block")
+        np.testing.assert_array_equal(t["x"], sub["block"].to_numpy())
+        np.testing.assert_allclose(t["y"], sub["alpha"].to_numpy(), rtol=0, atol=0)
+    agg = block_aggregate(analysis, "alpha")
+    np.testing.assert_allclose(trace(fig, "block mean")["y"], agg["alpha"].to_numpy())
+    heat = figure(app, "ov_heat")["data"][0]
+    z = _decode(heat["z"])
+    assert z.shape == (7, 30)
+    row = heat["y"].index("down")
+    down = analysis[analysis["role"] == "down"].sort_values("block")["alpha"].to_numpy()
+    np.testing.assert_allclose(z[row], down)
+    # the one-line HT-SR reading names the block with the largest mean α
+    worst_block = int(analysis.groupby("block")["alpha"].mean().idxmax())
+    assert f"least well-trained block is {worst_block}" in app.info[0].value
+
+    # the weighted block mean follows block_aggregate(weighted=True)
+    app.checkbox(key="ov_weighted").check().run()
+    no_failure(app)
+    w = block_aggregate(analysis, "alpha", weighted=True)
+    np.testing.assert_allclose(trace(figure(app, "ov_depth"), "block mean (parameter-weighted)")["y"],
+                               w["alpha"].to_numpy())
+    # another metric
+    app.selectbox(key="ov_metric").set_value("stable_rank").run()
+    no_failure(app)
+    np.testing.assert_allclose(trace(figure(app, "ov_depth"), "up")["y"],
+                               analysis[analysis["role"] == "up"].sort_values("block")["stable_rank"].to_numpy())
+
+
+# ------------------------------------------------------------------------------------------------- ESD explorer
+def test_open_matrix_in_esd_explorer_and_switch_rules(app, analysis):
+    from spectra.analyze import AnalysisSettings, analyze
+    from spectra.hill import fit_power_law
+
+    name = "model.layers.7.mlp.down_proj"
+    app.selectbox(key="ov_open").set_value(name).run()
+    app.button(key="ov_open_btn").click().run()
+    no_failure(app)
+    assert app.session_state["view"] == "ESD explorer"
+    assert app.selectbox(key="esd_matrix").value == name
+    row = analysis[analysis["longname"] == name].iloc[0]
+    # default rule peak: α and D are the analysis' (spectra) numbers for this matrix
+    assert float(metric(app, "α")) == pytest.approx(row["alpha"], abs=5e-5)
+    assert float(metric(app, "D (KS)")) == pytest.approx(row["D"], abs=5e-5)
+    assert int(metric(app, "tail size")) == int(row["num_pl_spikes"])
+    esd_fig = figure(app, "esd_a_esd")
+    fit_trace = [t for t in esd_fig["data"] if str(t.get("name", "")).startswith("power law")][0]
+    assert f"α={row['alpha']:.3f}" in fit_trace["name"]
+    assert _decode(fit_trace["x"])[0] == pytest.approx(row["xmin"])  # the tail starts at xmin
+    assert any("Marchenko" in str(t.get("name")) for t in esd_fig["data"])
+
+    # switch to ks: α equals spectra's analysis with xmin_rule="ks" for this matrix
+    ks = analyze(None, AnalysisSettings(xmin_rule="ks"), progress=False)
+    ks_row = ks[ks["longname"] == name].iloc[0]
+    app.radio(key="esd_rule").set_value("ks").run()
+    no_failure(app)
+    assert float(metric(app, "α")) == pytest.approx(ks_row["alpha"], abs=5e-5)
+    assert float(metric(app, "D (KS)")) == pytest.approx(ks_row["D"], abs=5e-5)
+    # D against the xmin candidate: the ks rule's D is the minimum of the curve, at the chosen xmin
+    curve = trace(figure(app, "esd_ks"), "KS distance D")
+    i = int(np.argmin(curve["y"]))
+    assert curve["y"][i] == pytest.approx(ks_row["D"], rel=1e-9)
+    assert curve["x"][i] == pytest.approx(ks_row["xmin"], rel=1e-12)
+
+    # manual xmin: α is the Hill estimate for that fixed xmin
+    app.radio(key="esd_rule").set_value("manual").run()
+    key = f"esd_xmin::{name}"
+    ev = analysis[analysis["longname"] == name]["evals"].iloc[0]
+    xmin = float(np.quantile(ev, 0.8))
+    app.number_input(key=key).set_value(xmin).run()
+    no_failure(app)
+    expect = fit_power_law(ev, "fixed", xmin=xmin)
+    assert float(metric(app, "α")) == pytest.approx(expect.alpha, abs=5e-5)
+    tail = ev[ev >= xmin]
+    assert int(metric(app, "tail size")) == tail.size
+    # Hill's formula by hand
+    assert expect.alpha == pytest.approx(1 + tail.size / np.sum(np.log(tail / xmin)), rel=1e-12)
+
+
+def test_esd_side_by_side_and_after_pruning(app, analysis, builtin):
+    import torch
+
+    from spectra.esd import esd
+    from spectra.hill import fit_power_law
+
+    goto(app, "ESD explorer")
+    name = app.selectbox(key="esd_matrix").value
+    app.radio(key="esd_compare").set_value("another matrix").run()
+    no_failure(app)
+    other = app.selectbox(key="esd_other").value
+    assert other != name
+    alphas = [float(m.value) for m in app.metric if m.label == "α"]
+    expect = analysis.set_index("longname").loc[[name, other], "alpha"].to_numpy()
+    np.testing.assert_allclose(alphas, expect, atol=5e-5)
+
+    app.radio(key="esd_compare").set_value("this matrix after pruning").run()
+    app.slider(key="esd_prune_s").set_value(0.7).run()
+    no_failure(app)
+    from pruning.base import get_pruner
+
+    W = dict(builtin.model.named_modules())[name].weight.detach().to(torch.float32)
+    Wp = get_pruner("magnitude").fn(W.clone(), None, 0.7)
+    # it is magnitude pruning at 70%: round(0.7·n) zeros, every removed |w| ≤ every kept |w|
+    removed = (Wp == 0) & (W != 0)
+    assert int((Wp == 0).sum()) == int(round(0.7 * W.numel()))
+    assert W.abs()[removed].max() <= W.abs()[Wp != 0].min()
+    after = fit_power_law(esd(Wp), "peak").alpha
+    alphas = [float(m.value) for m in app.metric if m.label == "α"]
+    assert alphas[1] == pytest.approx(after, abs=5e-5)
+    assert alphas[0] == pytest.approx(analysis.set_index("longname").loc[name, "alpha"], abs=5e-5)
+
+
+# ------------------------------------------------------------------------------------------------- allocation lab
+def test_allocation_lab_follows_lambda_mapping_granularity(app, analysis):
+    from pruning.allocation import allocate
+    from pruning.plots import block_sparsity
+
+    metrics = analysis.drop(columns="evals")
+    goto(app, "Allocation lab")
+    fig = figure(app, "al_chart")
+    np.testing.assert_allclose(trace(fig, "AlphaPruning")["y"],
+                               100 * block_sparsity(allocate(metrics, "alphapruning", S_DEFAULT, lam=0.3)).to_numpy())
+    np.testing.assert_allclose(trace(fig, "uniform")["y"], np.full(30, 100 * S_DEFAULT))
+    erk = allocate(metrics, "erk", S_DEFAULT)
+    np.testing.assert_allclose(trace(fig, "ERK")["y"], 100 * block_sparsity(erk).to_numpy())
+
+    app.slider(key="al_lam").set_value(0.5).run()
+    no_failure(app)
+    moved = trace(figure(app, "al_chart"), "AlphaPruning")["y"]
+    expect = allocate(metrics, "alphapruning", S_DEFAULT, lam=0.5)
+    np.testing.assert_allclose(moved, 100 * block_sparsity(expect).to_numpy())
+    assert not np.allclose(moved, trace(fig, "AlphaPruning")["y"])
+    # the summary table: min / max / parameter-weighted mean of that allocation
+    summary = [d.value for d in app.dataframe if "weighted_mean" in d.value.columns][0]
+    ap = summary[summary["allocation"] == "AlphaPruning"].iloc[0]
+    assert ap["min"] == pytest.approx(expect["sparsity"].min())
+    assert ap["max"] == pytest.approx(expect["sparsity"].max())
+    p = expect["num_params"].to_numpy(float)
+    assert ap["weighted_mean"] == pytest.approx(float(expect["sparsity"] @ p / p.sum()), abs=1e-12)
+    assert ap["weighted_mean"] == pytest.approx(S_DEFAULT, abs=1e-9)
+
+    # log mapping, matrix granularity, per-matrix plot, another target
+    app.radio(key="al_mapping").set_value("log").run()
+    app.radio(key="al_gran").set_value("matrix").run()
+    app.radio(key="al_by").set_value("matrix").run()
+    app.slider(key="al_S").set_value(0.7).run()
+    no_failure(app)
+    expect = allocate(metrics, "alphapruning", 0.7, lam=0.5, mapping="log", granularity="matrix")
+    np.testing.assert_allclose(trace(figure(app, "al_chart"), "AlphaPruning")["y"], 100 * expect["sparsity"].to_numpy())
+    sr = allocate(metrics, "stable_rank", 0.7, lam=0.5, mapping="log", granularity="matrix")
+    np.testing.assert_allclose(trace(figure(app, "al_chart"), "stable rank")["y"], 100 * sr["sparsity"].to_numpy())
+
+
+def test_allocation_lab_impossible_bounds_is_an_error_not_a_traceback(app):
+    goto(app, "Allocation lab")
+    app.slider(key="al_max").set_value(0.5).run()  # target 0.6 > every matrix's cap 0.5
+    assert not app.exception
+    messages = [e.value for e in app.error]
+    assert messages and all("cannot be met" in m or "outside" in m for m in messages), messages
+    assert any(m.startswith("uniform:") for m in messages)
+
+
+# ------------------------------------------------------------------------------------------------- bad model input
+@pytest.mark.parametrize("kind,text,needle", [
+    ("Local directory", "/nonexistent/model-dir", "not found"),
+    (".gguf file", "/nonexistent/model.gguf", "GGUF file not found"),
+    ("Saved results file", "/nonexistent/analysis.parquet", "results file not found"),
+    ("Local directory", "", "enter a local directory"),
+])
+def test_bad_model_input_shows_one_line_error(app, kind, text, needle):
+    app.sidebar.selectbox(key="source_kind").set_value(kind).run()
+    if text or kind != "Built-in SmolLM2-135M":
+        app.sidebar.text_input(key="source_text").input(text).run()
+    app.sidebar.button(key="load_btn").click().run()
+    assert not app.exception
+    errors = [e.value for e in app.sidebar.error]
+    assert errors and needle in errors[0], errors
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    # the previous (built-in) analysis stays on screen
+    assert app.session_state["source"] is None and any(m.label == "median α" for m in app.metric)
+
+
+def test_unreachable_hub_id_is_reported(app, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app.sidebar.selectbox(key="source_kind").set_value("Hugging Face id").run()
+    app.sidebar.text_input(key="source_text").input("someone/no-such-model").run()
+    app.sidebar.button(key="load_btn").click().run()
+    assert not app.exception
+    msgs = [e.value for e in app.error] + [e.value for e in app.sidebar.error]
+    assert any("unreachable" in m or "offline" in m for m in msgs), msgs
+
+
+def test_saved_results_file_as_source(app, analysis, tmp_path):
+    from spectra.results import save_results
+
+    path = save_results(analysis.drop(columns="evals"), tmp_path / "analysis.parquet")
+    app.sidebar.selectbox(key="source_kind").set_value("Saved results file").run()
+    app.sidebar.text_input(key="source_text").input(str(path)).run()
+    app.sidebar.button(key="load_btn").click().run()
+    no_failure(app)
+    assert app.session_state["results_path"] == str(path)
+    alpha = analysis["alpha"].to_numpy(float)
+    assert metric(app, "α > 6 (under-trained / spurious)") == str(int((alpha > 6).sum()))
+    assert any("results file" in c.value for c in app.caption)
+
+
+# ------------------------------------------------------------------------------------------------- prune & evaluate
+def test_prune_and_evaluate_small_run(app, analysis, builtin):
+    from pruning.perplexity import perplexity
+    from pruning.prune import PruneSettings, prune_model
+
+    goto(app, "Prune & evaluate")
+    app.selectbox(key="pr_pruner").set_value("magnitude").run()
+    app.selectbox(key="pr_alloc").set_value("alphapruning").run()
+    app.slider(key="pr_S").set_value(0.5).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(2).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    assert run["pruner"] == "magnitude" and run["allocation"] == "alphapruning" and run["sparsity"] == 0.5
+
+    lm = builtin
+    dense = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
+    model = copy.deepcopy(lm.model)
+    res = prune_model(model, lm.tokenizer, PruneSettings(pruner="magnitude", allocation="alphapruning", sparsity=0.5,
+                                                         lam=0.3), progress=False,
+                      metrics=analysis.drop(columns="evals"))
+    pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
+    assert run["dense_ppl"] == pytest.approx(dense, rel=1e-6)
+    assert run["ppl"] == pytest.approx(pruned, rel=1e-6)
+    assert run["achieved_sparsity"] == pytest.approx(res.achieved_sparsity, abs=1e-9)
+    assert metric(app, "dense perplexity") == f"{dense:.2f}"
+    assert metric(app, "pruned perplexity") == f"{pruned:.2f}"
+    assert metric(app, "achieved sparsity") == f"{res.achieved_sparsity:.2%}"
+    # per-matrix target = the allocation, achieved = exact zeros in the pruned weights
+    fig = figure(app, "pr_achieved")
+    np.testing.assert_allclose(trace(fig, "target (allocation)")["y"], 100 * res.layers["target"].to_numpy())
+    np.testing.assert_allclose(trace(fig, "achieved (exact zeros)")["y"], 100 * res.layers["achieved"].to_numpy())
+    # the trade-off plot holds this run
+    t = trace(figure(app, "pr_tradeoff"), "alphapruning + magnitude")
+    np.testing.assert_allclose(t["x"], [50.0])
+    np.testing.assert_allclose(t["y"], [pruned], rtol=1e-9)
+
+    # the pruned weights are offered to the ESD explorer's before/after comparison
+    goto(app, "ESD explorer")
+    app.radio(key="esd_compare").set_value("this matrix after pruning").run()
+    no_failure(app)
+    assert any("From the last Prune & evaluate run" in c.value for c in app.caption)
+    from spectra.esd import esd
+    from spectra.hill import fit_power_law
+
+    name = app.selectbox(key="esd_matrix").value
+    W = dict(model.named_modules())[name].weight.detach()
+    alphas = [float(m.value) for m in app.metric if m.label == "α"]
+    assert alphas[1] == pytest.approx(fit_power_law(esd(W), "peak").alpha, abs=5e-5)
+    overlay = figure(app, "esd_overlay")
+    assert {"dense: ESD (576 eigenvalues)"} <= {t.get("name") for t in overlay["data"]}
+
+
+def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
+    # the layout of `python -m pruning sweep` (pruning.sweep): a dense row, pruned rows, N:M rows
+    rows = [{"kind": "dense", "allocation": "none", "pruner": "dense", "sparsity": 0.0, "nm": "", "lam": np.nan,
+             "ppl": 20.0}]
+    rows.append({"kind": "pruned", "allocation": "uniform", "pruner": "wanda", "sparsity": 0.5, "nm": "2:4",
+                 "lam": np.nan, "ppl": 200.0})
+    for pruner, base in (("wanda", 30.0), ("sparsegpt", 25.0)):
+        for S in (0.5, 0.7):
+            rows.append({"kind": "pruned", "allocation": "uniform", "pruner": pruner, "sparsity": S, "nm": "",
+                         "lam": np.nan, "ppl": base * (1 + 4 * S)})
+            for lam in (0.1, 0.2, 0.3):
+                rows.append({"kind": "pruned", "allocation": "alphapruning", "pruner": pruner, "sparsity": S,
+                             "nm": "", "lam": lam, "ppl": base * (1 + 4 * S) - 10 * lam})
+    path = tmp_path / "sweep.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    goto(app, "Prune & evaluate")
+    app.text_input(key="pr_sweep_path").input(str(path)).run()
+    no_failure(app)
+    fig = figure(app, "pr_tradeoff")
+    t = trace(fig, "uniform + wanda")
+    np.testing.assert_allclose(t["x"], [50.0, 70.0])
+    np.testing.assert_allclose(t["y"], [90.0, 114.0])
+    np.testing.assert_allclose(trace(fig, "uniform + wanda 2:4")["y"], [200.0])  # N:M is its own curve
+    assert not any("dense" in str(tr.get("name")) for tr in fig["data"])  # the dense row is a line, not a curve
+    dense_line = [sh for sh in fig["layout"].get("shapes", []) if sh.get("y0") == 20.0]
+    assert dense_line, "the dense perplexity of the sweep is drawn as a horizontal line"
+    lam_fig = figure(app, "pr_lam_fig")
+    S = app.select_slider(key="pr_lam_S").value
+    t = trace(lam_fig, "alphapruning + sparsegpt")
+    np.testing.assert_allclose(t["x"], [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(t["y"], [25.0 * (1 + 4 * S) - 10 * lam for lam in (0.1, 0.2, 0.3)])
+
+
+# ------------------------------------------------------------------------------------------------- report
+def test_report_lists_every_figure_and_table(app, analysis):
+    goto(app, "Report")
+    text = " ".join(m.value for m in app.markdown)
+    for name in ("alpha_along_depth", "alpha_heatmap", "alpha_histogram", "allocation_curves"):
+        assert f"`{name}`" in text
+    first = analysis["longname"].iloc[0]
+    assert f"`esd_{first}`" in text and f"`ks_{first}`" in text
+    assert f"`analysis` — {len(analysis)} rows" in text
+    assert "`role_summary` — 7 rows" in text
+    assert "`allocation_AlphaPruning` — 210 rows" in text

@@ -1,0 +1,115 @@
+"""`python -m pruning prune` end to end on the built-in model, and its one-line errors."""
+import json
+
+import pytest
+import torch
+
+from pruning.__main__ import main
+from pruning.masks import is_nm
+
+SMALL = ["--nsamples", "4", "--seqlen", "128", "--eval-seqlen", "128", "--max-windows", "2", "--quiet"]
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def wanda_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prune") / "wanda50"
+    rc = main(["prune", "--pruner", "wanda", "--sparsity", "0.5", "--eval", "wikitext2", "--out", str(out), *SMALL])
+    assert rc == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_report_contents(wanda_run):
+    out, rep = wanda_run
+    s = rep["settings"]
+    assert (s["pruner"], s["allocation"], s["sparsity"], s["nsamples"], s["seqlen"], s["seed"]) == \
+        ("wanda", "uniform", 0.5, 4, 128, 0)
+    assert rep["calibration"]["shape"] == [4, 128]
+    assert rep["model"]["source"] == "builtin:smollm2" and len(rep["model"]["weights_sha256"]) == 64
+    assert {"torch", "transformers", "numpy", "python"} <= set(rep["versions"])
+    layers = rep["layers"]
+    assert len(layers) == 210 and {l["role"] for l in layers} == {"q", "k", "v", "o", "gate", "up", "down"}
+    for l in layers:
+        assert l["target"] == 0.5 and abs(l["achieved"] - 0.5) <= 0.5 / l["num_params"]
+    dense, pruned = rep["perplexity"]["dense"]["wikitext2"], rep["perplexity"]["pruned"]["wikitext2"]
+    assert dense["nwindows"] == pruned["nwindows"] == 2 and dense["seqlen"] == 128
+    assert 1.0 < dense["ppl"] < pruned["ppl"] < 1e4  # 50 % pruning hurts but does not destroy the model
+    assert rep["timings_s"]["total"] > 0 and rep["peak_rss_mb"] >= rep["rss_before_mb"] > 0
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_saved_model_reloads_with_the_reported_sparsity_and_perplexity(wanda_run):
+    from spectra.models import load_model
+    from spectra.weights import iter_model_weights
+    from pruning.perplexity import perplexity
+
+    out, rep = wanda_run
+    lm = load_model(str(out))
+    achieved = {l["longname"]: l["achieved"] for l in rep["layers"]}
+    seen = 0
+    for info, W in iter_model_weights(lm.model):
+        if info.block >= 0:
+            assert float((W == 0).float().mean()) == pytest.approx(achieved[info.longname], abs=1e-9)
+            seen += 1
+    assert seen == 210
+    r = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=128, max_windows=2, progress=False)
+    assert r.ppl == pytest.approx(rep["perplexity"]["pruned"]["wikitext2"]["ppl"], rel=1e-4)
+
+
+def test_existing_out_is_never_overwritten(wanda_run, capsys):
+    out, _ = wanda_run
+    before = (out / "report.json").read_text()
+    rc, _, err = _run(["prune", "--pruner", "magnitude", "--out", str(out), "--eval", "none", *SMALL], capsys)
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "--overwrite" in err
+    assert (out / "report.json").read_text() == before
+
+
+def test_nm_magnitude_without_calibration_overwrite(tmp_path, capsys):
+    from spectra.models import load_model
+    from spectra.weights import iter_model_weights
+
+    out = tmp_path / "m24"
+    out.mkdir()
+    (out / "report.json").write_text("{}")  # a previous output: replaced only with --overwrite
+    rc, stdout, err = _run(["prune", "--pruner", "magnitude", "--nm", "2:4", "--eval", "none", "--overwrite",
+                            "--out", str(out), *SMALL], capsys)
+    assert rc == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["calibration"]["shape"] is None and rep["settings"]["nm"] == "2:4"
+    lm = load_model(str(out))
+    for info, W in iter_model_weights(lm.model):
+        if info.block >= 0:
+            assert is_nm(W, 2, 4)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--sparsity", "1.0"], "outside [0, 1)"),
+    (["--sparsity", "-0.1"], "outside [0, 1)"),
+    (["--sparsity", "half"], "--sparsity must be a number"),
+    (["--nm", "4:4"], "0 < N < M"),
+    (["--nm", "2-4"], "write it as N:M"),
+    (["--nm", "2:4", "--allocation", "alphapruning"], "needs allocation 'uniform'"),
+    (["--pruner", "obd"], "unknown pruner 'obd'"),
+    (["--allocation", "alpha"], "unknown allocation 'alpha'"),
+    (["--eval", "wikitext103"], "unknown dataset"),
+    (["--nsamples", "0"], "--nsamples must be"),
+    (["--correction", "inter"], "unknown correction"),
+    (["--allocation-file", "/nonexistent/alloc.json"], "not found"),
+])
+def test_bad_input_is_one_error_line(argv, needle, tmp_path, capsys):
+    rc, _, err = _run(["prune", "--out", str(tmp_path / "x"), *SMALL, *argv], capsys)
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_data_is_one_error_line(tmp_path, capsys):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    rc, _, err = _run(["prune", "--out", str(tmp_path / "x"), "--data-dir", str(empty), *SMALL], capsys)
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "not found" in err

@@ -1,0 +1,110 @@
+"""Sweep: cell expansion, keys, and resume after an interruption (finished cells are never recomputed)."""
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+import transformers as tf
+
+from pruning.__main__ import main
+from pruning.base import PRUNERS, PrunerSpec, get_pruner
+from pruning.prune import PruneSettings
+from pruning.sweep import SweepSpec, cell_key, expand, load_table
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A 2-block random Llama with the built-in model's tokenizer, saved as a local HF directory."""
+    from spectra.models import load_model
+
+    tok = load_model().tokenizer
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    d = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_expand_sweeps_lambda_only_where_used_and_nm_as_uniform():
+    spec = SweepSpec(sparsities=[0.5, 0.7], allocations=["uniform", "alphapruning", "owl"], pruners=["wanda"],
+                     lams=[0.1, 0.2, 0.3], nms=[None, "2:4"])
+    cells = expand(spec)
+    assert len(cells) == 2 * (1 + 3 + 1) + 1
+    alpha = [c for c in cells if c.allocation == "alphapruning"]
+    assert sorted({c.lam for c in alpha}) == [0.1, 0.2, 0.3]
+    nm = [c for c in cells if c.nm]
+    assert len(nm) == 1 and nm[0].allocation == "uniform" and nm[0].sparsity == 0.5
+    keys = {cell_key("m", c, spec.eval_settings()) for c in cells}
+    assert len(keys) == len(cells)  # every cell has its own key
+    c2 = dataclasses.replace(cells[0], seed=1)
+    assert cell_key("m", c2, spec.eval_settings()) != cell_key("m", cells[0], spec.eval_settings())
+    assert cell_key("m", cells[0], {**spec.eval_settings(), "max_windows": 3}) != \
+        cell_key("m", cells[0], spec.eval_settings())
+
+
+def _argv(tiny_dir, out, pruners):
+    return ["sweep", str(tiny_dir), "--pruners", pruners, "--sparsities", "0.5", "--allocations", "uniform",
+            "--nsamples", "2", "--seqlen", "32", "--eval", "wikitext2", "--eval-seqlen", "64", "--max-windows", "2",
+            "--out", str(out), "--quiet"]
+
+
+def test_resume_skips_finished_cells(tiny_dir, tmp_path, monkeypatch, capsys):
+    calls = {"magnitude": 0, "_flaky": 0}
+    mag = get_pruner("magnitude")
+
+    def counting(W, stats, sparsity, nm=None, **o):
+        calls["magnitude"] += 1
+        return mag.fn(W, stats, sparsity, nm, **o)
+
+    def broken(W, stats, sparsity, nm=None, **o):
+        raise RuntimeError("simulated crash in the second cell")
+
+    def working(W, stats, sparsity, nm=None, **o):
+        calls["_flaky"] += 1
+        return mag.fn(W, stats, sparsity, nm, **o)
+
+    monkeypatch.setitem(PRUNERS, "magnitude", dataclasses.replace(mag, fn=counting))
+    monkeypatch.setitem(PRUNERS, "_flaky", PrunerSpec("_flaky", broken))
+    out = tmp_path / "sweep.parquet"
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(_argv(tiny_dir, out, "magnitude,_flaky"))
+    t1 = load_table(out)
+    assert list(t1["kind"]) == ["dense", "pruned"] and t1["pruner"].tolist() == ["dense", "magnitude"]
+    assert calls["magnitude"] == 14  # 2 blocks × 7 matrices
+    first = t1.loc[t1["pruner"] == "magnitude"].iloc[0]
+
+    monkeypatch.setitem(PRUNERS, "_flaky", PrunerSpec("_flaky", working))
+    assert main(_argv(tiny_dir, out, "magnitude,_flaky")) == 0
+    t2 = load_table(out)
+    assert calls["magnitude"] == 14  # the finished cell was not recomputed
+    assert calls["_flaky"] == 14
+    assert t2["kind"].tolist().count("dense") == 1 and len(t2) == 3
+    again = t2.loc[t2["pruner"] == "magnitude"].iloc[0]
+    assert again["finished"] == first["finished"] and again["ppl"] == first["ppl"]
+    row = t2.loc[t2["pruner"] == "_flaky"].iloc[0]
+    assert row["ppl"] == pytest.approx(first["ppl"])  # same pruning (magnitude) → same perplexity
+    assert row["achieved_sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert row["dense_ppl"] == t2.loc[t2["kind"] == "dense", "ppl"].iloc[0]
+
+    assert main(_argv(tiny_dir, out, "magnitude,_flaky")) == 0  # all done: nothing runs
+    assert calls == {"magnitude": 14, "_flaky": 14}
+    pd.testing.assert_frame_equal(load_table(out), t2)
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_sweep_bad_input(tmp_path, capsys):
+    rc = main(["sweep", "--nm", "2:4", "--allocations", "owl", "--out", str(tmp_path / "s.parquet"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "uniform" in err
+    rc = main(["sweep", "--sparsities", "0.5,1.2", "--out", str(tmp_path / "s.parquet"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "outside [0, 1)" in err
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    rc = main(["sweep", "--out", str(tmp_path / "bad.parquet"), "--quiet", "--eval", "wikitext2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot read the sweep table" in err
+    assert (tmp_path / "bad.parquet").read_text() == "not parquet"

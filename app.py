@@ -434,17 +434,17 @@ def view_overview(ctx: Context) -> None:
     metric = st.session_state.ov_metric
     figs = overview_figures(ctx, metric, st.session_state.ov_weighted)
     ev = chart(figs[f"{metric}_along_depth"], key="ov_depth", on_select="rerun", selection_mode="points")
-    picked = _picked_matrix(ev)
-    if picked:
-        st.session_state.ov_pick = picked
+    picked = _picked_matrix(ev, figs[f"{metric}_along_depth"])
     chart(figs[f"{metric}_heatmap"], key="ov_heat")
 
     st.subheader("Open a matrix in the ESD explorer")
     names = df["longname"].tolist()
     top = df.assign(_a=alpha).sort_values("_a", ascending=False)
-    default = st.session_state.get("ov_pick") or (top["longname"].iloc[0] if len(top) else names[0])
-    if st.session_state.get("ov_open") not in names or picked:
-        st.session_state.ov_open = default
+    if picked and picked in names and picked != st.session_state.get("ov_last_pick"):
+        st.session_state.ov_last_pick = picked  # a new click in the depth plot selects that matrix
+        st.session_state.ov_open = picked
+    if st.session_state.get("ov_open") not in names:
+        st.session_state.ov_open = top["longname"].iloc[0] if len(top) else names[0]
     c1, c2 = st.columns([3, 1])
     c1.selectbox("Matrix (click a point in the depth plot to pick it)", names, key="ov_open")
     c2.button("Open in ESD explorer", key="ov_open_btn", on_click=_open_in_esd)
@@ -462,15 +462,21 @@ def view_overview(ctx: Context) -> None:
         st.dataframe(df.drop(columns=["evals"], errors="ignore"), hide_index=True, width="stretch")
 
 
-def _picked_matrix(event) -> Optional[str]:
+def _picked_matrix(event, fig) -> Optional[str]:
+    """The matrix name of the first point selected in the depth plot (its ``customdata``), if any."""
     try:
         pts = event.selection.points if event is not None else []
     except AttributeError:
         return None
     for p in pts or []:
-        cd = p.get("customdata") if isinstance(p, dict) else None
+        cd = p.get("customdata")
         if cd:
             return cd[0] if isinstance(cd, (list, tuple)) else str(cd)
+        curve, idx = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if curve is not None and idx is not None and curve < len(fig.data):
+            data = fig.data[curve].customdata
+            if data is not None and idx < len(data):
+                return str(np.asarray(data[idx]).ravel()[0])
     return None
 
 

@@ -65,6 +65,8 @@ NB01 = [
     N_SPIKES = 5    # planted rank-one signals in section 2
     """),
     code("""
+    import warnings
+
     import numpy as np
     import pandas as pd
     import torch
@@ -80,6 +82,7 @@ NB01 = [
 
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     md("""
     ## 0 · The model and the trained matrix
@@ -93,7 +96,7 @@ NB01 = [
     print(f"{df.attrs['metadata']['model']}: {len(df)} block matrices, xmin rule {df.attrs['metadata']['xmin_rule']!r}")
 
     if MATRIX is None:
-        middle = df[df["block"] == df["block"].max() // 2]
+        middle = df[df["block"] == (df["block"].max() + 1) // 2]
         down = middle[middle["role"] == "down"]
         MATRIX = (down if len(down) else middle.sort_values("num_params", ascending=False)).iloc[0]["longname"]
     if MATRIX not in set(df["longname"]):
@@ -136,14 +139,16 @@ NB01 = [
     """),
     code("""
     mp_random = mp_fit(ev_random, rows, cols)      # σ² estimated from the eigenvalues (median matching)
-    print(f"σ² estimated from the ESD: {mp_random.sigma2:.5g} (true {sigma2:.5g}); "
-          f"eigenvalues above the estimated bulk edge: {mp_random.num_spikes}")
+    print(f"eigenvalues above the theoretical edge {N * lam_hi:.4g}: {int((ev_random > N * lam_hi).sum())}")
+    print(f"σ² estimated from the ESD: {mp_random.sigma2:.5g} (true {sigma2:.5g}); eigenvalues above the "
+          f"estimated edge {mp_random.bulk_max:.4g}: {mp_random.num_spikes}")
     esd_figure(ev_random, None, mp=mp_curve(ev_random, rows, cols), mp_edge=mp_random.bulk_max,
                title=f"Random Gaussian {rows}×{cols}: ESD and the Marchenko–Pastur law").show()
     """),
     md("""
-    The whole spectrum sits inside [λ₋, λ₊]; the largest eigenvalue is at the upper edge (its finite-size
-    fluctuation is of order N^(−2/3), Tracy–Widom). **No eigenvalue leaves the bulk: a random matrix has no spikes.**
+    The whole spectrum sits inside [λ₋, λ₊]; the largest eigenvalue is *at* the upper edge, up to a finite-size
+    fluctuation of relative order N^(−2/3) (Tracy–Widom) — so with an edge estimated from the data it may land just
+    above or just below it. **No eigenvalue leaves the bulk by a margin: a random matrix has no spikes.**
 
     ## 2 · Spikes: signal on top of noise
 
@@ -212,8 +217,9 @@ NB01 = [
     md("""
     How to read the table:
 
-    * **`num_spikes`** (eigenvalues above the MP edge): 0 for noise, exactly the planted number for the spiked
-      matrix, dozens for the trained matrix, ~0 again once its entries are shuffled.
+    * **`num_spikes`** (eigenvalues above the MP edge, σ² estimated from the eigenvalues): 0 or 1 for noise (the
+      top eigenvalue sits at the edge), the planted number for the spiked matrix, dozens for the trained matrix,
+      ~0 again once its entries are shuffled.
     * **`lambda_max` / `mp_bulk_max`**: the trained matrix's largest eigenvalue sits far above the edge.
     * **`alpha` and `D`**: a power law can always be *fitted*; whether it *describes* the tail is what the KS
       distance D says. The trained matrix has a small D (a good power-law tail); random and shuffled matrices have
@@ -296,6 +302,7 @@ NB02 = [
 
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     md("""
     ## 1 · The Hill estimator on data with a known α
@@ -332,7 +339,7 @@ NB02 = [
     code("""
     df = analyze(MODEL, keep_eigs=True, progress=False)
     if MATRIX is None:
-        middle = df[df["block"] == df["block"].max() // 2]
+        middle = df[df["block"] == (df["block"].max() + 1) // 2]
         down = middle[middle["role"] == "down"]
         MATRIX = (down if len(down) else middle.sort_values("num_params", ascending=False)).iloc[0]["longname"]
     row = df.set_index("longname").loc[MATRIX]
@@ -372,6 +379,7 @@ NB02 = [
     code("""
     alpha_by_rule = pd.DataFrame({r: [fit_power_law(e, r).alpha for e in df["evals"]] for r in rules},
                                  index=df["longname"])
+    block_means = alpha_by_rule.groupby(df["block"].to_numpy()).mean()   # AlphaPruning uses block means
     pairs = [("peak", "ks"), ("peak", "median"), ("peak", "peak_ref"), ("ks", "median")]
     sensitivity = pd.DataFrame([{
         "rule A": a, "rule B": b,
@@ -379,6 +387,8 @@ NB02 = [
         "max |αA − αB|": float(np.nanmax(np.abs(alpha_by_rule[a] - alpha_by_rule[b]))),
         "Spearman ρ": float(alpha_by_rule[a].corr(alpha_by_rule[b], method="spearman")),
         "identical fits": int((alpha_by_rule[a] == alpha_by_rule[b]).sum()),
+        "share αB > αA": float((alpha_by_rule[b] > alpha_by_rule[a]).mean()),
+        "Spearman ρ of block means": float(block_means[a].corr(block_means[b], method="spearman")),
     } for a, b in pairs])
     sensitivity
     """),
@@ -396,10 +406,15 @@ NB02 = [
     fig.show()
     """),
     md("""
-    The rules agree on the *ordering* of most matrices far better than on the values: `median` fits a much longer
-    tail (half of the spectrum) and gives systematically smaller α, `ks` and `peak` usually pick similar tails.
-    Since AlphaPruning only uses the *relative* α of blocks (a min–max map, notebook 3), the ordering is what
-    matters most — but absolute thresholds such as "α > 6 = under-trained" depend on the rule.
+    How to read the table: *identical fits* counts matrices where both rules pick the same xmin; *share αB > αA*
+    shows a systematic shift; the Spearman ρ says whether the two rules *order* the matrices (and the blocks, which
+    is what AlphaPruning's min–max map uses, notebook 3) the same way.
+
+    On the built-in model `median` gives a smaller α for almost every matrix (its tail is half of the spectrum,
+    shoulder of the bulk included), `ks` a larger one for most (it settles on short tails far out, where the ESD
+    bends down), and `peak_ref` differs from `peak` only on a minority of matrices. The rules disagree on values
+    *and* on the ordering of blocks, so absolute thresholds such as "α > 6 = under-trained" and AlphaPruning's
+    allocation both depend on the xmin rule — which is why `spectra` records the rule with every result.
 
     ## 3 · Agreement with weightwatcher and powerlaw on the same eigenvalues
 
@@ -416,7 +431,7 @@ NB02 = [
 
     if COMPARE_BLOCKS is None:
         last = int(df["block"].max())
-        COMPARE_BLOCKS = [0, last // 2, last] if QUICK else sorted(df["block"].unique())
+        COMPARE_BLOCKS = [0, (last + 1) // 2, last] if QUICK else sorted(df["block"].unique())
     subset = df[df["block"].isin(COMPARE_BLOCKS)]
 
     def quiet(fn, *args, **kwargs):
@@ -520,6 +535,8 @@ NB03 = [
     SEQLEN = None     # tokens per calibration window; None = by QUICK
     """),
     code("""
+    import warnings
+
     import numpy as np
     import pandas as pd
     import plotly.graph_objects as go
@@ -532,12 +549,16 @@ NB03 = [
     from pruning.sequential import collect_input_norms
     from spectra.analyze import analyze, block_aggregate
     from spectra.models import load_model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()   # no "Loading weights" bars in the outputs
 
     LAMBDAS = LAMBDAS if LAMBDAS is not None else [round(0.05 * i, 2) for i in range(11)]
     NSAMPLES = NSAMPLES or (8 if QUICK else 128)
     SEQLEN = SEQLEN or (128 if QUICK else 512)
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     code("""
     df = analyze(MODEL, progress=False)                    # α (peak rule, AlphaPruning's default) per matrix
@@ -587,6 +608,17 @@ NB03 = [
     lam_table.insert(1, "lam", LAMBDAS)
     lambda_range_figure(lam_table, title=f"AlphaPruning at S = {SPARSITY}: per-matrix sparsity range against λ").show()
     lam_table.drop(columns="note")
+    """),
+    md("""
+    **Which block hits the cap, and why?** The min–max map is driven by the extreme block means, so one block whose
+    mean α is inflated by a few spurious fits (α > 8, no clear power-law tail; see notebook 2) takes the largest
+    sparsity. Look at the block with the largest mean α:
+    """),
+    code("""
+    top_block = int(blocks.loc[blocks["mean α"].idxmax(), "block"])
+    print(f"block {top_block}: mean α {blocks['mean α'].max():.2f} (median over blocks {blocks['mean α'].median():.2f}), "
+          f"sparsity {blocks.loc[blocks['block'] == top_block, 'sparsity'].iloc[0]:.3f} at λ = {LAM}")
+    df[df["block"] == top_block][["longname", "alpha", "D", "num_pl_spikes", "status", "warning"]]
     """),
     code("""
     shown = {k: v for k, v in sweep.items() if k in {f"λ={l:g}" for l in (0.0, 0.1, LAM, max(LAMBDAS))}}
@@ -647,8 +679,9 @@ NB03 = [
     code("""
     per_block = pd.DataFrame({m: block_sparsity(a) for m, a in allocations.items()})
     by_role = pd.DataFrame({m: a.groupby("role", sort=False)["sparsity"].mean() for m, a in allocations.items()})
-    print("Spearman correlation of the block sparsities between methods:")
-    display(per_block.drop(columns="uniform").corr(method="spearman").round(2))
+    varying = per_block.loc[:, per_block.std() > 1e-12]          # uniform and ERK are the same in every block
+    print("Spearman correlation of the block sparsities between the methods that vary along depth:")
+    display(varying.corr(method="spearman").round(2))
     print("mean sparsity per role (matrix type):")
     by_role
     """),
@@ -656,9 +689,13 @@ NB03 = [
     How to read it:
 
     * every curve has the same parameter-weighted mean S (table above, `weighted_mean`);
-    * AlphaPruning and stable_rank follow the spectral metrics of the blocks; OWL follows the activation outliers
-      (its range is deliberately narrow, ±8 %); ERK, global and LAMP are decided *within* blocks — by shape or
-      by weight magnitude — so they differ mostly between roles (table per role), not along depth.
+    * AlphaPruning and stable_rank follow spectral metrics of the blocks (block mode: every matrix of a block gets
+      the same sparsity); OWL follows the activation outliers, within its deliberately narrow range (2 × 0.08);
+    * ERK depends only on shapes: identical in every block, it keeps the small k/v projections dense and prunes
+      the large MLP matrices more; global magnitude and LAMP depend on the weight magnitudes of each matrix, so
+      they vary along depth *and* between roles (LAMP's rescaled score also keeps small matrices denser);
+    * the methods disagree substantially on *which* blocks to prune (correlation table): the allocation is a real
+      design choice, not a detail.
 
     Which allocation gives the best pruned model is measured in notebook 4.
     """),
@@ -697,8 +734,8 @@ NB04 = [
     MAX_WINDOWS = None    # evaluation windows; None = 4 if QUICK else all
     """),
     code("""
-    import os
     import tempfile
+    import warnings
     from pathlib import Path
 
     import numpy as np
@@ -708,6 +745,9 @@ NB04 = [
     from pruning.plots import perplexity_bar_figure, tradeoff_figure, lambda_effect_figure
     from pruning.prune import PruneSettings
     from pruning.sweep import SweepSpec, load_table, run_sweep
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()   # the sweep loads the model once per run: no "Loading weights" bars
 
     PRUNERS = PRUNERS or (["magnitude", "wanda"] if QUICK else ["magnitude", "wanda", "sparsegpt"])
     ALLOCATIONS = ALLOCATIONS or ["uniform", "alphapruning"]
@@ -718,6 +758,7 @@ NB04 = [
     MAX_WINDOWS = MAX_WINDOWS or (4 if QUICK else None)
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     md("""
     ## 1 · Read the sweep table, or run the sweep
@@ -818,9 +859,10 @@ NB04 = [
     checks
     """),
     md("""
-    **Reading the quick-mode numbers.** Four windows of 128 tokens are enough to see the ordering that the
-    literature reports — magnitude degrades much faster than Wanda, and the gap grows with sparsity — but not to
-    resolve small differences between allocations. Re-run with `QUICK = False` (hours on a CPU, minutes on a GPU)
+    **Reading the quick-mode numbers.** Four windows of 128 tokens are enough to see the large effects the
+    literature reports — magnitude degrades much faster than Wanda, and every method degrades sharply between 50 %
+    and 70 % — but a difference of a few percent between two runs (e.g. between the allocations at 50 %) needs the
+    full evaluation set before it can be trusted. Re-run with `QUICK = False` (hours on a CPU, minutes on a GPU)
     or point `SWEEP_TABLE` at a full sweep made with `python -m pruning sweep`.
     """),
 ]
@@ -850,6 +892,7 @@ NB05 = [
     import datetime as dt
     import re
     import tempfile
+    import warnings
     from pathlib import Path
 
     import numpy as np
@@ -867,6 +910,7 @@ NB05 = [
 
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     code("""
     df = analyze(MODEL, AnalysisSettings(xmin_rule=XMIN_RULE, keep_eigs=True), progress=False)

@@ -40,6 +40,7 @@ __all__ = [
     "EVAL_DATASETS",
     "C4_CALIBRATION_DOCS",
     "find_data_file",
+    "resolve_data_file",
     "load_text",
     "load_c4_documents",
     "load_lambada",
@@ -76,8 +77,8 @@ C4_CALIBRATION_DOCS = 1000
 _C4_TOTAL_DOCS = 2000
 PIQA_LABELS = "valid-labels.lst"
 
-# Remote sources for the offline-cache fallback: (kind, location).  "hf" = (repo_id, filename) on the HF hub
-# (dataset repos), "url" = plain HTTPS URL.  These are the files the references / lm-eval-harness read.
+# Remote sources for the download fallback: ("hf", dataset repo, file) on the Hugging Face hub ($HF_ENDPOINT) or
+# ("url", HTTPS URL, "").  These are the files the references / lm-eval-harness read.
 _REMOTE: dict[str, list[tuple[str, str, str]]] = {
     "wikitext2": [("hf", "Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet")],
     "c4": [("hf", "allenai/c4", "en/c4-validation.00000-of-00008.json.gz")],
@@ -188,22 +189,22 @@ def _download(key: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fetched: list[Path] = []
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     for kind, loc, fname in _REMOTE[key]:
-        if kind == "hf":
-            from huggingface_hub import hf_hub_download  # transformers dependency
-
-            fetched.append(Path(hf_hub_download(repo_id=loc, filename=fname, repo_type="dataset",
-                                                etag_timeout=10)))
-        else:
-            dest = target.parent / (Path(loc).name + ".part")
-            with urllib.request.urlopen(loc, timeout=20) as resp, open(dest, "wb") as fh:
-                shutil.copyfileobj(resp, fh)
-            fetched.append(dest)
+        # one plain HTTPS GET per file (no retry loop: offline fails in well under a second)
+        url = f"{endpoint}/datasets/{loc}/resolve/main/{fname}" if kind == "hf" else loc
+        dest = target.parent / (Path(fname or loc).name + ".part")
+        with urllib.request.urlopen(url, timeout=30) as resp, open(dest, "wb") as fh:
+            shutil.copyfileobj(resp, fh)
+        fetched.append(dest)
     if key == "wikitext2":
         import pandas as pd
 
         rows = pd.read_parquet(fetched[0])["text"].tolist()
-        target.write_text("".join(r if r else " \n" for r in rows), encoding="utf-8")
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text("".join(r if r else " \n" for r in rows), encoding="utf-8")
+        tmp.replace(target)
+        fetched[0].unlink()
     elif key == "c4":
         import pandas as pd
 
@@ -213,7 +214,10 @@ def _download(key: str) -> Path:
                 docs.append(json.loads(line))
                 if len(docs) == _C4_TOTAL_DOCS:
                     break
-        pd.DataFrame(docs).to_parquet(target)
+        tmp = target.with_suffix(".tmp")
+        pd.DataFrame(docs).to_parquet(tmp)
+        tmp.replace(target)
+        fetched[0].unlink()
     elif key == "piqa":
         fetched[0].replace(target.parent / "valid.jsonl")
         fetched[1].replace(target.parent / PIQA_LABELS)
@@ -223,7 +227,8 @@ def _download(key: str) -> Path:
 
 
 def _resolve(key: str, path: str | Path | None) -> Path:
-    """Local file, else (when allowed) a downloaded copy; DataNotFoundError with both reasons otherwise."""
+    """Local file, else the download cache, else (when allowed) a fresh download; DataNotFoundError otherwise."""
+    key = canonical_name(key)
     try:
         return find_data_file(key, path)
     except DataNotFoundError as exc:
@@ -233,12 +238,21 @@ def _resolve(key: str, path: str | Path | None) -> Path:
         if cached is not None:
             return cached
         if _offline():
-            raise DataNotFoundError(f"{exc} (Hugging Face fallback disabled: offline mode is set)") from None
+            raise DataNotFoundError(f"{exc} (download fallback disabled: SPL_OFFLINE, HF_HUB_OFFLINE or "
+                                    f"HF_DATASETS_OFFLINE is set)") from None
         try:
             return _download(key)
         except Exception as dl_exc:  # noqa: BLE001 -- any network/IO failure becomes one user-facing line
             reason = f"{type(dl_exc).__name__}: {str(dl_exc).splitlines()[0] if str(dl_exc) else ''}".strip()
-            raise DataNotFoundError(f"{exc} (Hugging Face fallback failed: {reason[:200]})") from None
+            raise DataNotFoundError(f"{exc} (download fallback failed: {reason[:200]})") from None
+
+
+def resolve_data_file(name: str, path: str | Path | None = None) -> Path:
+    """:func:`find_data_file`, then the download cache, then (network allowed) the Hugging Face / canonical source.
+
+    What the loaders use; call it early to fail fast on missing data (raises :class:`DataNotFoundError`).
+    """
+    return _resolve(canonical_name(name), path)
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -276,7 +290,8 @@ def load_text(dataset: str, path: str | Path | None = None) -> str:
     """Evaluation text of ``dataset`` exactly as the literature builds it (see the module docstring).
 
     wikitext2: ``"\\n\\n".join(rows)`` with rows = lines of wiki.test.raw (trailing ``\\n`` kept; whitespace-only
-    lines → ``""``), identical to ``"\\n\\n".join(load_dataset('wikitext','wikitext-2-raw-v1',split='test')['text'])``.
+    lines → ``""``), identical to
+    ``"\\n\\n".join(load_dataset('wikitext', 'wikitext-2-raw-v1', split='test')['text'])``.
     ptb / ptb-valid: ``" ".join(line.strip() for line in file)`` (ptb_text_only ``sentence`` rows).
     c4: ``" ".join(load_c4_documents("evaluation"))``.
     """
@@ -353,7 +368,7 @@ def get_eval_tokens(tokenizer, dataset: str = "wikitext2", path: str | Path | No
     if ck not in _TOKEN_CACHE:
         ids = _encode(tokenizer, load_text(key, path))
         _TOKEN_CACHE[ck] = torch.tensor(ids, dtype=torch.long).reshape(1, -1)
-    return _TOKEN_CACHE[ck]
+    return _TOKEN_CACHE[ck].clone()  # callers may modify their copy; the cache stays intact
 
 
 def _calibration_stream(tokenizer, path: str | Path | None) -> torch.Tensor:

@@ -6,6 +6,7 @@ agrees with the squared float64 singular values to ~1e-14·λ_max (Martin & Maho
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import numpy as np
@@ -26,6 +27,16 @@ def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise SpectraError(f"unsupported device {str(device)!r}; use 'cpu' or 'cuda'")
     return dev
+
+
+def nonfinite_count(W: torch.Tensor) -> int:
+    """Number of NaN/Inf entries of ``W``. Fast path: a finite float32 2-norm proves there are none (torch's
+    ``isfinite`` is ~20× slower than ``vector_norm`` on CPU); otherwise count exactly."""
+    if not (W.is_floating_point() or W.is_complex()):
+        return 0
+    if math.isfinite(float(torch.linalg.vector_norm(W))):
+        return 0
+    return int((~torch.isfinite(W)).sum())
 
 
 def gram(W: torch.Tensor) -> torch.Tensor:
@@ -52,9 +63,9 @@ def esd(W: ArrayLike, normalize: bool = False, device: Optional[Union[str, torch
     if not (t.is_floating_point() or t.is_complex()):
         t = t.to(torch.float64)
     dev = resolve_device(device)
-    A = t.to(device=dev, dtype=dtype)
-    if not bool(torch.isfinite(A).all()):
+    if nonfinite_count(t):
         raise SpectraError(f"matrix of shape {tuple(t.shape)} contains NaN or Inf values; its spectrum is undefined")
+    A = t.to(device=dev, dtype=dtype)
     evals = torch.linalg.eigvalsh(gram(A))
     out = evals.clamp_(min=0).to("cpu", torch.float64).numpy()
     if normalize:

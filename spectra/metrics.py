@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import torch
 
+from .esd import nonfinite_count
 from .hill import fit_power_law
 from .mp import mp_fit
 
@@ -77,17 +78,21 @@ def failed_metrics(reason: str, settings: Optional["AnalysisSettings"] = None, n
 
 
 def matrix_problem(W: torch.Tensor, min_evals: int = 8) -> Optional[str]:
-    """Why ``W`` cannot be analysed (NaN/Inf entries, all zeros, fewer than ``min_evals`` eigenvalues), or None."""
+    """Why ``W`` cannot be analysed (NaN/Inf entries, all zeros, fewer than ``min_evals`` eigenvalues), or None.
+
+    One cheap pass in the common case: the float32 2-norm of W is finite and non-zero.
+    """
     if W.ndim != 2:
         return f"not a 2-D matrix (shape {tuple(W.shape)})"
     rows, cols = W.shape
     if min(rows, cols) < min_evals:
         return f"matrix too small to fit: {rows}×{cols} gives {min(rows, cols)} eigenvalues (need ≥ {min_evals})"
-    finite = torch.isfinite(W)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        return f"weights contain NaN/Inf ({bad} of {W.numel()} entries); the spectrum is undefined"
-    if not bool(W.any()):
+    nrm = float(torch.linalg.vector_norm(W))
+    if not math.isfinite(nrm):
+        bad = nonfinite_count(W)
+        if bad:
+            return f"weights contain NaN/Inf ({bad} of {W.numel()} entries); the spectrum is undefined"
+    if nrm == 0.0 and not bool(W.any()):  # (a zero float32 norm can also be an underflow: check)
         return "all-zero matrix (fully pruned?); no spectrum to fit"
     return None
 

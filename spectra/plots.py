@@ -88,6 +88,7 @@ def log_histogram(evals: np.ndarray, bins: int = 60, lo: Optional[float] = None,
     if hi <= lo:
         hi = lo * 1.01 + 1e-300
     edges = np.logspace(np.log10(lo), np.log10(hi), int(bins) + 1)
+    edges[0], edges[-1] = lo, hi  # exact ends: 10**log10(x) can round below x and drop the largest eigenvalue
     counts, _ = np.histogram(x, bins=edges)
     n = int(counts.sum())
     dens = counts / (max(n, 1) * np.diff(edges))

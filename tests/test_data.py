@@ -158,7 +158,11 @@ def test_eval_tokens_shape_and_no_special_tokens(tok):
     ids = data.get_eval_tokens(tok, "wikitext2")
     assert ids.dim() == 2 and ids.shape[0] == 1
     assert ids[0, :20].tolist() == tok(data.load_text("wikitext2")[:2000], add_special_tokens=False)["input_ids"][:20]
-    assert data.get_eval_tokens(tok, "wikitext2") is ids  # tokenised once, cached
+    n_cached = len(data._TOKEN_CACHE)
+    again = data.get_eval_tokens(tok, "wikitext2")
+    assert torch.equal(again, ids) and again is not ids and len(data._TOKEN_CACHE) == n_cached  # cached copy
+    again[0, 0] = -1
+    assert data.get_eval_tokens(tok, "wikitext2")[0, 0] == ids[0, 0]
 
 
 # ----------------------------------------------------------------------------------------------- locating
@@ -202,6 +206,7 @@ def test_download_fallback(isolated, monkeypatch):
     monkeypatch.delenv("SPL_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
 
     def no_net(url, timeout=None):
         raise OSError("Network is unreachable")
@@ -224,9 +229,12 @@ def test_download_fallback(isolated, monkeypatch):
 
     # WikiText-2 from the hub parquet (rows) -> same "\n\n".join(rows)
     rows = ["", " = A = \n", "", " x y \n", ""]
-    pq = isolated / "test-00000-of-00001.parquet"
-    pd.DataFrame({"text": rows}).to_parquet(pq)
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: str(pq))
+    buf = io.BytesIO()
+    pd.DataFrame({"text": rows}).to_parquet(buf)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout=None: (served.append(url),
+                                                                                   io.BytesIO(buf.getvalue()))[1])
     assert data.load_text("wikitext2") == "\n\n".join(rows)
+    assert served[-1] == ("https://huggingface.co/datasets/Salesforce/wikitext/resolve/main/"
+                          "wikitext-2-raw-v1/test-00000-of-00001.parquet")
+    assert sorted(p.name for p in (isolated / "cache" / "data").iterdir()) == ["ptb-test.txt",
+                                                                               "wikitext-2-raw-test.txt"]

@@ -173,3 +173,46 @@ def test_windows_and_defaults(lm, tmp_path):
     (tmp_path / "wikitext-2-raw-test.txt").write_text(" \n = Tiny = \n")
     with pytest.raises(ValueError, match="lower seqlen"):
         perplexity(lm.model, lm.tokenizer, seqlen=512, path=tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _cli(argv):
+    import argparse
+
+    from pruning.cli_eval import add_parser
+
+    parser = argparse.ArgumentParser(prog="pruning")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", *argv])
+    return args.func(args)
+
+
+def test_cli_eval_writes_json(lm, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "r.json"
+    assert _cli(["--seqlen", "16", "--max-windows", "2", "--lambada", "2", "--json", str(out), "--quiet"]) == 0
+    got = json.loads(out.read_text())
+    ref = perplexity(lm, seqlen=16, max_windows=2, progress=False)
+    assert got["perplexity"]["ppl"] == pytest.approx(ref.ppl, rel=1e-6)
+    assert (got["perplexity"]["nwindows"], got["perplexity"]["ntokens"]) == (2, 30)
+    assert got["lambada"]["n"] == 2 and got["model"] == "builtin:smollm2"
+    assert "wikitext2 perplexity" in capsys.readouterr().out
+
+
+def test_cli_eval_user_errors(tmp_path, monkeypatch, capsys):
+    assert _cli([str(tmp_path / "no-such-model"), "--seqlen", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "no-such-model" in err
+    # missing data: reported before the model is loaded
+    monkeypatch.setenv("SPL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SPL_OFFLINE", "1")
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_repo_root", lambda: tmp_path / "a" / "b")
+    monkeypatch.chdir(tmp_path)
+    assert _cli(["--dataset", "ptb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ptb data file 'ptb-test.txt' not found") and "SPL_DATA_DIR" in err
+    with pytest.raises(SystemExit) as ei:  # argparse rejects a bad option value itself (exit 2)
+        _cli(["--seqlen", "0"])
+    assert ei.value.code == 2

@@ -1,0 +1,186 @@
+"""Benchmark: first and cached load time of every view of the Streamlit app, in a real browser.
+
+Starts ``streamlit run app.py`` (fresh server process: Streamlit's in-memory caches empty; the spectra disk cache and
+the converted model as they are on this machine, or an empty cache directory with ``--cold``) and drives Debian's
+Chromium with Playwright. For each view it prints the wall time from the click to the finished script run with every
+chart drawn, and the CPU seconds the server process used meanwhile (the better estimate on a shared machine), first
+visit and second (cached) visit; then the λ-slider latency, the Allocation lab with OWL / LAMP / global magnitude
+added, and optionally (``--prune``) the default Prune & evaluate run (Wanda + AlphaPruning 60 %, 16 × 256 calibration
+tokens, 8 evaluation windows). Peer measured in the same run: a one-line Streamlit page (the framework's floor for
+one page load on this machine).
+
+Run: ``python bench/bench_app_views.py [--prune] [--cold]`` (needs /usr/bin/chromium and playwright).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--run-all-compositor-stages-before-draw"]
+VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, script: Path, env: dict):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
+                                      "true", "--server.address", "127.0.0.1", "--server.port", str(self.port),
+                                      "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(self.url + "/_stcore/health", timeout=2).read().strip() == b"ok":
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("streamlit did not start")
+            time.sleep(0.3)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def idle(page, timeout: float = 600_000) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+def charts_drawn(page, n: int = 1, timeout: float = 600_000) -> None:
+    page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
+                           timeout=timeout)
+
+
+def timed(server: Server, action) -> tuple[float, float]:
+    c0, t0 = server.cpu(), time.perf_counter()
+    action()
+    return time.perf_counter() - t0, server.cpu() - c0
+
+
+def visit(page, view: str) -> None:
+    page.locator('[data-testid="stSidebar"] label').filter(has_text=view).first.click()
+    page.locator("h2").filter(has_text=view).first.wait_for(timeout=600_000)
+    idle(page)
+    if view != "Prune & evaluate":
+        charts_drawn(page)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prune", action="store_true", help="also time the default Prune & evaluate run")
+    ap.add_argument("--cold", action="store_true", help="use an empty SPL_CACHE_DIR (GGUF conversion + analysis)")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tmp = None
+    if args.cold:
+        tmp = tempfile.mkdtemp(prefix="spl-cold-")
+        env["SPL_CACHE_DIR"] = tmp
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; torch threads: default")
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        # peer: a one-line page
+        blank = Path(tempfile.mkdtemp()) / "blank.py"
+        blank.write_text("import streamlit as st\nst.header('blank')\n")
+        srv = Server(blank, env)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        wall, cpu = timed(srv, lambda: (page.goto(srv.url), page.locator("h2").first.wait_for(), idle(page)))
+        rows.append(("peer: one-line Streamlit page", "first", wall, cpu))
+        page.close()
+        srv.stop()
+
+        srv = Server(ROOT / "app.py", env)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            wall, cpu = timed(srv, lambda: (page.goto(srv.url), page.locator("h2").first.wait_for(timeout=900_000),
+                                            idle(page), charts_drawn(page)))
+            rows.append(("Model overview", "first", wall, cpu))
+            for view in VIEWS[1:]:
+                rows.append((view, "first", *timed(srv, lambda v=view: visit(page, v))))
+            for view in VIEWS:
+                rows.append((view, "cached", *timed(srv, lambda v=view: visit(page, v))))
+            visit(page, "Allocation lab")
+            thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning range)").get_by_role(
+                "slider")
+            thumb.focus()
+
+            def move():
+                thumb.press("ArrowRight")
+                page.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(d => "
+                                       "String((d.layout.title||{}).text||'').includes('λ = 0.35'))")
+                idle(page)
+
+            rows.append(("Allocation lab: λ slider step", "cached", *timed(srv, move)))
+
+            def add_methods():
+                for label in ("OWL", "LAMP", "global magnitude"):
+                    page.locator('[data-testid="stMultiSelect"]').filter(has_text="methods").locator("input").click()
+                    page.get_by_role("option", name=label, exact=True).click()
+                    idle(page)
+                    page.keyboard.press("Escape")
+                charts_drawn(page)
+
+            rows.append(("Allocation lab + OWL, LAMP, global", "first", *timed(srv, add_methods)))
+            visit(page, "ESD explorer")
+            rows.append(("Allocation lab + OWL, LAMP, global", "cached",
+                         *timed(srv, lambda: visit(page, "Allocation lab"))))
+            if args.prune:
+                visit(page, "Prune & evaluate")
+
+                def prune():
+                    page.get_by_role("button", name="Prune and evaluate").click()
+                    page.wait_for_selector("text=pruned perplexity", timeout=1_800_000)
+                    idle(page)
+
+                rows.append(("Prune & evaluate: default run", "first", *timed(srv, prune)))
+                rows.append(("Prune & evaluate: default run", "again", *timed(srv, prune)))
+        finally:
+            page.close()
+            srv.stop()
+            browser.close()
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+    print(f"{'view':44s} {'visit':7s} {'wall s':>8s} {'server CPU s':>13s}")
+    for name, kind, wall, cpu in rows:
+        print(f"{name:44s} {kind:7s} {wall:8.2f} {cpu:13.2f}")
+    if tmp:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

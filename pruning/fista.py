@@ -1,0 +1,294 @@
+"""FISTAPruner: per-layer LASSO ``min ½‖W*X* − WX‖F² + λ‖W*‖₁`` solved by FISTA, λ searched to hit the target.
+
+Zhao et al., "A Convex-optimization-based Layer-wise Post-training Pruner for Large Language Models" (2024).
+``X`` are the dense inputs, ``X*`` the inputs produced by the already-pruned earlier sublayers of the same block
+(intra-layer error correction; the sequential loop chooses ``none`` / ``intra`` / ``intra+inter`` and fills
+``stats.K``). In statistics form (:mod:`pruning.gd`) the smooth part is ``f(W*) = ½tr(W*HW*ᵀ) − tr(W*Gᵀ) + c``
+with ``G = WK``; its gradient ``W*H − G`` is ``L``-Lipschitz, ``L = λ_max(H)``. FISTA (Beck & Teboulle 2009):
+
+    X_{k+1} = S_{λ/L}(Y_k − ∇f(Y_k)/L),   t_{k+1} = (1 + √(1 + 4t_k²))/2,
+    Y_{k+1} = X_{k+1} + (t_k − 1)/t_{k+1} · (X_{k+1} − X_k),
+
+``S_τ`` the soft threshold, stopped when ``‖X_{k+1} − X_k‖F ≤ tol·‖X_{k+1}‖F``. All rows are solved at once.
+
+λ search (per layer by default, or per row): bisection on ``log λ`` — from ``λ₀`` (the target-quantile of the
+one-coordinate thresholds ``|G − ZH + Z·diag H|`` at the warm start Z) expand by ×4 / ÷4 until the target
+sparsity is bracketed, then geometric means — each FISTA solve warm-started from the previous solution. The
+search stops when the zero fraction lies in ``[target − sparsity_tol, target]``; the best solution at or below
+the target is then projected to the exact pattern (unstructured: the matrix's — or each row's — largest scores;
+N:M: the largest ``n`` of every ``m``). Projection scores: ``|W*|`` (default: the paper's final hard
+threshold) or ``|W*|·‖X*_j‖`` (``projection="wanda"``). The projected weights are not re-fitted (faithful);
+masked gradient updates can be added by the sequential loop (``--gd-steps``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import pandas as pd
+import torch
+
+from .base import NM, LayerStats, register_pruner
+from .gd import LocalObjective, lipschitz, local_objective
+from .masks import check_sparsity, nm_mask, nm_sparsity, unstructured_mask
+
+__all__ = ["soft_threshold", "FistaResult", "fista_lasso", "FistaInfo", "fista_prune", "fista_pruner",
+           "fista_lambda_path", "WARM_STARTS", "PROJECTIONS"]
+
+WARM_STARTS = ("wanda", "sparsegpt", "dense", "zero")
+PROJECTIONS = ("magnitude", "wanda")
+LAMBDA_SCOPES = ("layer", "row")
+
+
+def soft_threshold(X: torch.Tensor, tau: Union[float, torch.Tensor]) -> torch.Tensor:
+    """``S_τ(x) = sign(x) · max(|x| − τ, 0)`` elementwise (τ a float or broadcastable tensor)."""
+    return torch.sign(X) * torch.clamp(X.abs() - tau, min=0.0)
+
+
+@dataclass
+class FistaResult:
+    """Solution of one LASSO solve: ``W`` (out, in), iterations run, whether the stopping rule was met."""
+
+    W: torch.Tensor
+    iters: int
+    converged: bool
+
+
+def fista_lasso(H: torch.Tensor, G: torch.Tensor, lam: Union[float, torch.Tensor], W0: Optional[torch.Tensor] = None,
+                *, L: Optional[float] = None, max_iter: int = 1000, tol: float = 1e-6,
+                restart: bool = False) -> FistaResult:
+    """FISTA for ``min_W ½tr(W H Wᵀ) − tr(W Gᵀ) + Σ_r λ_r ‖W_r‖₁`` (rows independent, solved together).
+
+    ``H`` (in, in) symmetric PSD, ``G`` (out, in); ``lam`` a float or per-row tensor (out,) / (out, 1); ``W0`` the
+    starting point (default 0); ``L ≥ λ_max(H)`` (computed if None). Iterates in ``G.dtype``. ``restart=True``
+    adds O'Donoghue–Candès gradient restarts (momentum reset when ``⟨Y_k − X_{k+1}, X_{k+1} − X_k⟩ > 0``), which
+    keeps convergence and often speeds it up; off by default (plain FISTA as in the paper).
+    """
+    if H.ndim != 2 or H.shape[0] != H.shape[1] or G.ndim != 2 or G.shape[1] != H.shape[0]:
+        raise ValueError(f"fista_lasso: need H (in, in) and G (out, in), got {tuple(H.shape)} and {tuple(G.shape)}")
+    if max_iter < 1 or tol < 0:
+        raise ValueError(f"fista_lasso: need max_iter ≥ 1 and tol ≥ 0 (got {max_iter}, {tol})")
+    H = H.to(device=G.device, dtype=G.dtype)
+    lam_t = torch.as_tensor(lam, dtype=G.dtype, device=G.device)
+    if lam_t.ndim == 1:
+        lam_t = lam_t.unsqueeze(1)
+    if bool((lam_t < 0).any()):
+        raise ValueError("fista_lasso: lambda must be ≥ 0")
+    if L is None:
+        L = lipschitz(H)
+    X = torch.zeros_like(G) if W0 is None else W0.to(device=G.device, dtype=G.dtype).clone()
+    if L <= 0:  # H = 0: the smooth part is linear, bounded below only where |G| ≤ λ, with minimiser 0
+        if bool((G.abs() > lam_t).any()):
+            raise ValueError("fista_lasso: H = 0 and |G| > λ somewhere: the problem is unbounded")
+        return FistaResult(torch.zeros_like(G), 0, True)
+    tau = lam_t / L
+    Y, t = X, 1.0
+    for k in range(1, max_iter + 1):
+        Xn = soft_threshold(Y - (Y @ H - G) / L, tau)
+        tn = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+        diff = Xn - X
+        if restart and float(((Y - Xn) * diff).sum()) > 0:
+            Y, tn = Xn, 1.0
+        else:
+            Y = Xn + ((t - 1.0) / tn) * diff
+        change = float(torch.linalg.vector_norm(diff))
+        size = float(torch.linalg.vector_norm(Xn))
+        X, t = Xn, tn
+        if change <= tol * max(size, 1e-300):
+            return FistaResult(X, k, True)
+    return FistaResult(X, max_iter, False)
+
+
+# ------------------------------------------------------------------------------------------- pruner
+@dataclass
+class FistaInfo:
+    """λ search record: final λ (float, or per-row tensor), search steps, FISTA iterations, sparsity before the
+    projection, units (layer or rows) whose search ended without a solution at/below the target, and the path
+    [{lambda, sparsity, iters}] (lambda = the layer value, or the median row value)."""
+
+    lam: Union[float, torch.Tensor] = 0.0
+    search_steps: int = 0
+    fista_iters: int = 0
+    lasso_sparsity: float = 0.0
+    units_missed: int = 0
+    path: list = field(default_factory=list)
+
+
+def _warm_start(kind, W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM) -> torch.Tensor:
+    if isinstance(kind, torch.Tensor):
+        if kind.shape != W.shape:
+            raise ValueError(f"fista: warm_start tensor has shape {tuple(kind.shape)}, W has {tuple(W.shape)}")
+        return kind.to(torch.float32)
+    if kind == "dense":
+        return W.to(torch.float32).clone()
+    if kind == "zero":
+        return torch.zeros_like(W, dtype=torch.float32)
+    if kind in ("wanda", "sparsegpt"):
+        from .base import get_pruner
+
+        try:
+            fn = get_pruner(kind).fn
+        except ValueError:
+            raise ValueError(f"fista: warm start {kind!r} is not available (pruning/{kind}.py missing); "
+                             f"use warm_start='dense'") from None
+        return fn(W.to(torch.float32).clone(), stats, sparsity, nm)
+    raise ValueError(f"fista: unknown warm_start {kind!r}; choose one of: {', '.join(WARM_STARTS)} or a tensor")
+
+
+def _zero_fraction(Z: torch.Tensor, per_row: bool) -> torch.Tensor:
+    zeros = (Z == 0).to(torch.float64)
+    return zeros.mean(1) if per_row else zeros.mean().reshape(1)
+
+
+def _quantile(scores: torch.Tensor, q: float, per_row: bool) -> torch.Tensor:
+    """The q-quantile (lower order statistic) of the scores: per row (out,) or of the whole matrix (1,)."""
+    flat = scores if per_row else scores.reshape(1, -1)
+    k = min(max(int(round(q * flat.shape[1])), 1), flat.shape[1])
+    return flat.kthvalue(k, dim=1).values
+
+
+def _projection_scores(Z: torch.Tensor, stats: LayerStats, projection: str) -> torch.Tensor:
+    if projection == "magnitude":
+        return Z.abs()
+    if projection == "wanda":
+        return Z.abs() * torch.sqrt(stats.sq_norm.to(device=Z.device, dtype=torch.float64)).to(Z.dtype).unsqueeze(0)
+    raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
+
+
+def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, *,
+                warm_start="wanda", lambda_scope: str = "layer", max_iter: int = 200, tol: float = 1e-4,
+                search_steps: int = 24, sparsity_tol: float = 0.01, projection: str = "magnitude",
+                restart: bool = False, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FistaInfo]:
+    """FISTAPruner on one layer; returns (pruned W (out, in) float32 with exact zeros, :class:`FistaInfo`).
+
+    ``sparsity``: target zero fraction (ignored when ``nm`` is given: target ``1 − n/m``); ``warm_start``: start
+    of the first solve — ``"wanda"``/``"sparsegpt"`` (that pruner's result), ``"dense"``, ``"zero"`` or a tensor;
+    ``lambda_scope``: one λ for the layer (``"layer"``, the paper) or one per output row (``"row"``, projection per
+    row); ``max_iter``/``tol``: FISTA iteration cap and relative-change tolerance per solve; ``search_steps``: cap
+    on λ values tried; ``sparsity_tol``: accepted shortfall below the target before projecting; ``projection``:
+    ``"magnitude"`` or ``"wanda"``; ``restart``: gradient-restart FISTA; ``dtype``: iterate precision.
+    """
+    if W.ndim != 2:
+        raise ValueError(f"fista: expected a 2-D (out, in) weight, got shape {tuple(W.shape)}")
+    if lambda_scope not in LAMBDA_SCOPES:
+        raise ValueError(f"fista: unknown lambda_scope {lambda_scope!r}; choose one of: {', '.join(LAMBDA_SCOPES)}")
+    if projection not in PROJECTIONS:
+        raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
+    if search_steps < 1 or not 0 <= sparsity_tol < 1:
+        raise ValueError(f"fista: need search_steps ≥ 1 and 0 ≤ sparsity_tol < 1 (got {search_steps}, {sparsity_tol})")
+    target = nm_sparsity(nm) if nm is not None else check_sparsity(sparsity)
+    if nm is not None and W.shape[1] % nm[1]:
+        raise ValueError(f"fista: N:M {nm[0]}:{nm[1]} needs the input dimension ({W.shape[1]}) to be a multiple of {nm[1]}")
+    W32 = W.to(torch.float32)
+    info = FistaInfo()
+    if target == 0.0:
+        return W32.clone(), info
+    obj: LocalObjective = local_objective(W32, stats, dtype=dtype)
+    H, G = obj.H, obj.G
+    L = lipschitz(H)
+    Z = _warm_start(warm_start, W32, stats, target, nm).to(device=G.device, dtype=dtype)
+    per_row = lambda_scope == "row"
+    units = W.shape[0] if per_row else 1
+
+    # initial λ: target-quantile of the one-coordinate thresholds at the warm start
+    thresh = (G - Z @ H + Z * torch.diagonal(H).unsqueeze(0)).abs()
+    lam = _quantile(thresh, target, per_row).to(torch.float64).clamp_min(1e-30)
+    lo = torch.zeros(units, dtype=torch.float64, device=G.device)
+    hi = torch.full_like(lo, math.inf)
+    done = torch.zeros(units, dtype=torch.bool, device=G.device)
+    best = torch.zeros_like(Z)
+    best_gap = torch.full_like(lo, math.inf)
+    last = Z
+    for step in range(search_steps):
+        lam_rows = lam.to(dtype).unsqueeze(1).expand(W.shape[0], 1) if per_row else float(lam[0])
+        res = fista_lasso(H, G, lam_rows, Z, L=L, max_iter=max_iter, tol=tol, restart=restart)
+        Z = last = res.W
+        info.search_steps += 1
+        info.fista_iters += res.iters
+        s = _zero_fraction(Z, per_row)
+        info.path.append({"lambda": float(lam.median()), "sparsity": float(s.mean()), "iters": res.iters})
+        gap = target - s
+        improve = (gap >= -1e-12) & (gap < best_gap)
+        if per_row:
+            best[improve] = Z[improve]
+        elif bool(improve[0]):
+            best = Z.clone()
+        best_gap = torch.where(improve, gap, best_gap)
+        done |= (gap >= -1e-12) & (gap <= sparsity_tol)
+        if bool(done.all()):
+            break
+        dense_side = (gap > sparsity_tol) & ~done  # too few zeros: raise λ
+        sparse_side = (gap < -1e-12) & ~done  # too many zeros: lower λ
+        lo = torch.where(dense_side, lam, lo)
+        hi = torch.where(sparse_side, lam, hi)
+        bracketed = (lo > 0) & torch.isfinite(hi)
+        new = torch.where(bracketed, torch.sqrt(lo * torch.where(torch.isfinite(hi), hi, lo)),
+                          torch.where(torch.isfinite(hi), hi / 4, lo * 4))
+        lam = torch.where(done, lam, new)
+    missed = ~torch.isfinite(best_gap)
+    info.units_missed = int(missed.sum())
+    if per_row:
+        best[missed] = last[missed]
+    elif bool(missed[0]):
+        best = last
+    info.lam = lam.clone() if per_row else float(lam[0])
+    info.lasso_sparsity = float((best == 0).to(torch.float64).mean())
+
+    scores = _projection_scores(best, stats, projection)
+    if nm is not None:
+        prune = nm_mask(scores.to(torch.float32), *nm)
+    else:
+        prune = unstructured_mask(scores.to(torch.float32), target, per_row=per_row)
+    out = best.to(torch.float32).masked_fill(prune.to(best.device), 0.0)
+    return out.to(W.device), info
+
+
+_OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sparsity_tol", "projection",
+            "restart", "dtype")
+
+
+@register_pruner("fista", needs=frozenset({"H", "K"}),
+                 description="FISTAPruner: per-layer LASSO on ½‖W*X*−WX‖² by FISTA, λ searched (Zhao et al. 2024)")
+def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
+    """Registered ``fista`` pruner (Contract 3); options as in :func:`fista_prune`."""
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown fista option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
+    return fista_prune(W, stats, sparsity, nm, **options)[0]
+
+
+def fista_lambda_path(W: torch.Tensor, stats: LayerStats, lambdas=None, *, num: int = 12,
+                      min_ratio: float = 1e-3, max_iter: int = 300, tol: float = 1e-5,
+                      dtype: torch.dtype = torch.float64) -> pd.DataFrame:
+    """The LASSO solution path of one layer for the app's "effect of λ" view.
+
+    For each λ (given, or ``num`` values geometrically spaced from ``λ_max = max|G|`` — the smallest λ whose
+    solution is all zero — down to ``min_ratio · λ_max``), solve the LASSO by FISTA, warm-started along the path
+    from λ_max downwards, and report: ``lambda``, ``lambda_rel`` (= λ/λ_max), ``sparsity`` (zero fraction of the
+    solution, before any projection), ``rel_error`` (``‖W*X* − WX‖F / ‖WX‖F``) and ``iters``.
+    """
+    obj = local_objective(W.to(torch.float32), stats, dtype=dtype)
+    if obj.const is None:
+        raise ValueError("fista_lambda_path needs stats.D to report the relative error; collect needs={'H', 'K'}")
+    lam_max = float(obj.G.abs().max())
+    if lambdas is None:
+        if num < 2 or not 0 < min_ratio < 1:
+            raise ValueError(f"fista_lambda_path: need num ≥ 2 and 0 < min_ratio < 1 (got {num}, {min_ratio})")
+        lambdas = [lam_max * min_ratio ** (i / (num - 1)) for i in range(num)]
+    lambdas = sorted((float(x) for x in lambdas), reverse=True)
+    if any(x < 0 for x in lambdas):
+        raise ValueError("fista_lambda_path: lambdas must be ≥ 0")
+    L = lipschitz(obj.H)
+    Z = torch.zeros_like(obj.G)
+    rows = []
+    for lam in lambdas:
+        res = fista_lasso(obj.H, obj.G, lam, Z, L=L, max_iter=max_iter, tol=tol)
+        Z = res.W
+        loss = obj.value(Z)
+        rows.append({"lambda": lam, "lambda_rel": lam / lam_max if lam_max > 0 else float("nan"),
+                     "sparsity": float((Z == 0).to(torch.float64).mean()),
+                     "rel_error": math.sqrt(loss / obj.const) if obj.const > 0 else 0.0, "iters": res.iters})
+    df = pd.DataFrame(rows, columns=["lambda", "lambda_rel", "sparsity", "rel_error", "iters"])
+    df.attrs["lambda_max"] = lam_max
+    return df

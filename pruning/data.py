@@ -71,7 +71,7 @@ _ALIASES = {
 }
 #: datasets usable for perplexity
 EVAL_DATASETS = ("wikitext2", "c4", "ptb", "ptb-valid")
-#: number of C4 documents kept the calibration set (first ones in file order); the rest are evaluation documents
+#: number of C4 documents in the calibration set (the first ones in file order); the rest are evaluation documents
 C4_CALIBRATION_DOCS = 1000
 #: the local C4 sample holds the first documents of this shard (the one the references read)
 _C4_TOTAL_DOCS = 2000

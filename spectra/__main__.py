@@ -1,4 +1,4 @@
-"""python -m spectra [MODEL] [--xmin median|peak|peak_ref|ks] [--out FILE] [--device cpu|cuda] [--eigs] ...
+"""python -m spectra [MODEL] [--xmin median|peak|peak_ref|peak_ap|ks] [--out FILE] [--device cpu|cuda] [--eigs] ...
 
 Analyses every block weight matrix of MODEL (default: the built-in SmolLM2-135M-Instruct) with a progress bar and
 prints a short summary: per-role median α, the 5 matrices with the largest α, failed matrices and the count by
@@ -26,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m spectra", description="HT-SR spectral diagnostics of every weight matrix of an LM.")
     p.add_argument("model", nargs="?", default=None,
                    help="model directory, .gguf file, hub id or 'builtin' (default: built-in SmolLM2-135M-Instruct)")
-    p.add_argument("--xmin", default="peak", choices=["median", "peak", "peak_ref", "ks"],
-                   help="xmin rule of the power-law fit (default: peak; peak_ref = weightwatcher xmin_peak quirk, "
-                        "ks = weightwatcher's default Clauset search)")
+    p.add_argument("--xmin", default="peak", choices=["median", "peak", "peak_ref", "peak_ap", "ks"],
+                   help="xmin rule of the power-law fit (default: peak = corrected peak window [0.95p, 1.5p]; "
+                        "peak_ref = weightwatcher xmin_peak; peak_ap = AlphaPruning's alpha_peak; ks = weightwatcher's "
+                        "default Clauset search; median = AlphaPruning's xmin_mid)")
     p.add_argument("--xmin-value", type=float, default=None, help="use this fixed xmin instead of a rule")
     p.add_argument("--out", default=None, help="write the per-matrix table to FILE (.parquet or .csv)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where eigenvalues are computed")

@@ -35,12 +35,13 @@ ProgressCb = Callable[[int, int, str], None]
 class AnalysisSettings:
     """Settings of an analysis (all recorded in the results' metadata).
 
-    xmin_rule: ``peak`` (default; corrected AlphaPruning peak rule), ``peak_ref`` (weightwatcher xmin_peak /
-    AlphaPruning reference quirk), ``ks`` (weightwatcher's default Clauset search), ``median`` or ``fixed``;
-    giving ``xmin`` implies ``fixed``. normalize: use the ESD of WᵀW/N (N = max dim) instead of WᵀW.
+    xmin_rule: ``peak`` (default; corrected peak rule), ``peak_ref`` (= weightwatcher ``xmin_peak`` with the
+    powerlaw package), ``peak_ap`` (= AlphaPruning's ``alpha_peak``), ``ks`` (weightwatcher's default Clauset
+    search), ``median`` (AlphaPruning's ``xmin_mid``) or ``fixed``; giving ``xmin`` implies ``fixed``
+    (see ``spectra.hill``). normalize: use the ESD of WᵀW/N (N = max dim) instead of WᵀW.
     device: where eigenvalues are computed (``cpu`` / ``cuda``). include_embeddings: also the embedding / LM head
     matrices. keep_eigs: add an ``evals`` column (ascending eigenvalue arrays). evals_thresh: eigenvalues ≤ this are
-    ignored by the fit (weightwatcher's 1e-5). min_evals: matrices with fewer eigenvalues fail ("too small").
+    ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0). min_evals: matrices with fewer eigenvalues fail ("too small").
     mp_method: Marchenko–Pastur σ² estimator (``median`` or ``trace``, see ``spectra.mp``).
     """
 
@@ -226,7 +227,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
                 row.update(failed_metrics(problem, settings, row["M"]))
                 row["evals"] = None
             else:
-                ev = esd(W, normalize=settings.normalize, device=device)
+                ev = esd(W, normalize=settings.normalize, device=device, check_finite=False)  # checked above
                 row.update(matrix_metrics(ev, info.rows, info.cols, settings))
                 row["evals"] = ev
             rows.append(row)
@@ -268,10 +269,17 @@ def matrix_esd(source: Any, longname: str, normalize: bool = False, device: Opti
                include_embeddings: bool = True) -> np.ndarray:
     """Ascending eigenvalues of one matrix (by ``longname`` or ``param``) of ``source``, for the ESD explorer.
 
-    Streams the source's matrices until the one asked for (earlier matrices are read but not decomposed).
+    Served from the analysis cache when an analysis of the same weight files is cached; otherwise streams the
+    source's matrices until the one asked for (earlier matrices are read but not decomposed).
     """
     src = _resolve(source)
     settings = AnalysisSettings(include_embeddings=include_embeddings)
+    if src.kind == "stream" and device in (None, "cpu"):
+        from .results import cached_evals
+
+        hit = cached_evals(_fingerprint(src, settings), longname, normalize)
+        if hit is not None:
+            return hit
     it, _ = _iterate(src, settings)
     names = []
     for info, W in it:

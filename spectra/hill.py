@@ -5,8 +5,9 @@ For the n eigenvalues λ_i ≥ xmin the continuous power-law MLE (Hill estimator
 ``D = max_j |F_fit(λ_j) − F_emp(λ_j)|`` over the tail, ``F_fit(λ) = 1 − (λ/xmin)^(1−α)``, ``F_emp(λ_j) = j/n``
 (j = 0..n−1 over the ascending tail — weightwatcher's and AlphaPruning's convention).
 
-xmin rules (``fit_power_law(xmin_rule=...)``), all on the eigenvalues above ``evals_thresh`` (default 1e-5 =
-weightwatcher's ``EVALS_THRESH``):
+xmin rules (``fit_power_law(xmin_rule=...)``). ``ks``, ``peak``, ``peak_ref`` and ``fixed`` work on the eigenvalues
+above ``evals_thresh`` (default 1e-5 = weightwatcher's ``EVALS_THRESH``); ``median`` and ``peak_ap`` follow
+AlphaPruning, which keeps every eigenvalue (we drop only exact zeros, whose logarithm is undefined):
 
 * ``ks`` — Clauset search, weightwatcher's default fit (``WWFit``): every eigenvalue but the largest is a candidate,
   the one with the smallest D wins. Vectorised: α for all candidates from suffix sums of ln λ, D for all candidates
@@ -19,8 +20,11 @@ weightwatcher's ``EVALS_THRESH``):
   (``powerlaw.Fit(xmin=(log10(0.95·p), 1.5·p))``): the lower bound is written as log10(0.95·p) but compared with
   λ on the linear scale, so in practice it is almost no lower bound; candidates are the *distinct* values in range
   with the largest one in range dropped (powerlaw's "keep two points" rule), and the empirical CDF is evaluated at
-  distinct values only. AlphaPruning's own ``net_esd_estimator(fix_fingers='xmin_peak')`` has the same bounds but
-  does not drop the top in-range candidate (and runs in float32 on unfiltered eigenvalues).
+  distinct values only.
+* ``peak_ap`` — AlphaPruning's own ``net_esd_estimator(fix_fingers='xmin_peak')``: the same quirky bounds
+  [log10(0.95·p), 1.5·p], but on all eigenvalues (no 1e-5 threshold, which moves the histogram and its peak when
+  a matrix has tiny eigenvalues), every eigenvalue in range except the global largest is a candidate (the top
+  in-range one is not dropped) and the ECDF is j/n. (AlphaPruning computes in float32; we use float64.)
 * ``median`` — AlphaPruning ``xmin_mid``: xmin = the ⌊n/2⌋-th smallest eigenvalue (0-based index n//2), no search.
 * ``fixed`` — a given ``xmin`` (not snapped to an eigenvalue).
 """
@@ -38,7 +42,8 @@ EVALS_THRESH = 1e-5  #: weightwatcher's EVALS_THRESH: eigenvalues ≤ this are d
 SMALL_N_CUTOFF = 20  #: weightwatcher WWFit switches to its small-N fit below this many eigenvalues
 SMALL_N_KMIN = 8  #: smallest tail the small-N fit considers
 MIN_TAIL = 10  #: tails smaller than this get a "tail too small" warning
-XMIN_RULES = ("ks", "peak", "peak_ref", "median", "fixed")
+XMIN_RULES = ("ks", "peak", "peak_ref", "peak_ap", "median", "fixed")
+AP_RULES = ("median", "peak_ap")  #: AlphaPruning rules: no evals_thresh, only λ > 0
 
 
 @dataclass
@@ -95,56 +100,114 @@ def _suffix_log_sums(logx: np.ndarray) -> np.ndarray:
     return np.cumsum(logx[::-1])[::-1]
 
 
+def _alphas(x: np.ndarray, logx: np.ndarray, idx: np.ndarray, bias_corrected: bool = False) -> np.ndarray:
+    """α_i = 1 + n_i / (S_i − n_i ln x_i) for every candidate i (S_i = Σ_{j ≥ i} ln x_j; n_i − 1 if bias-corrected)."""
+    m = (x.size - idx).astype(np.float64)
+    s = _suffix_log_sums(logx)[idx] - m * logx[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 + (m - 1.0 if bias_corrected else m) / s
+
+
+def _ks_block(logx: np.ndarray, ii: np.ndarray, alphas: np.ndarray, cols: np.ndarray,
+              dup: Optional[np.ndarray]) -> np.ndarray:
+    """max over the columns j in ``cols`` (j ≥ i) of |1 − G_ij| for the candidate rows ``ii`` (broadcast, no loop).
+
+    G_ij = exp((1 − α_i)(ln x_j − ln x_i)) + (j − i)/n_i; columns j < i give G = 1 (no contribution); ``dup`` marks
+    columns left out of the empirical CDF (repeated values, powerlaw's convention). α ≤ 1 → D = 1 (weightwatcher).
+    """
+    n = logx.size
+    G = logx[None, cols] - logx[ii, None]
+    np.maximum(G, 0.0, out=G)  # j < i → 0 (x_j ≤ x_i), so that exp(.) = 1 there
+    slope = 1.0 - alphas
+    with np.errstate(invalid="ignore"):
+        G *= slope[:, None]
+    np.exp(G, out=G)
+    if not np.all(np.isfinite(slope)):  # α = inf (all tail values equal): (x/x)^(-inf) = 1
+        G[np.isnan(G)] = 1.0
+    K = cols[None, :] - ii[:, None]
+    np.maximum(K, 0, out=K)
+    G += K * (1.0 / (n - ii))[:, None]
+    if dup is not None:
+        G[:, dup[cols]] = 1.0
+    D = np.maximum(1.0 - G.min(axis=1), G.max(axis=1) - 1.0)
+    return np.where(alphas > 1.0, D, 1.0)
+
+
+def _exact_D(logx: np.ndarray, idx: np.ndarray, alphas: np.ndarray, dup: Optional[np.ndarray],
+             chunk: int = 64) -> np.ndarray:
+    """Exact D for candidates ``idx`` in blocks of ``chunk`` rows over the columns j ≥ min(i) of the block.
+
+    Each row's D is a max over its own entries, so it is bit-identical whatever block it is computed in.
+    """
+    Ds = np.ones(idx.size, dtype=np.float64)
+    order = np.argsort(idx, kind="stable")
+    n = logx.size
+    for a in range(0, order.size, chunk):
+        sel = order[a:a + chunk]
+        ii = idx[sel]
+        Ds[sel] = _ks_block(logx, ii, alphas[sel], np.arange(int(ii[0]), n), dup)
+    return Ds
+
+
 def candidate_fits(x: np.ndarray, idx: np.ndarray, *, distinct_ecdf: bool = False, bias_corrected: bool = False,
                    chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """α and D for every candidate xmin = x[i], i in ``idx``, on the ascending positive array ``x``; no per-candidate loop.
 
     The tail of candidate i is ``x[i:]`` (n_i = len(x) − i points). α_i = 1 + n_i / (S_i − n_i ln x_i) with the
-    suffix sums S_i = Σ_{j ≥ i} ln x_j. D_i = max_{j ≥ i} |1 − G_ij| with
-    G_ij = exp((1 − α_i)(ln x_j − ln x_i)) + (j − i)/n_i is evaluated for ``chunk`` candidates at a time by
-    broadcasting over the columns j ≥ min(i) of the block (entries j < i evaluate to G = 1, i.e. contribute 0).
-    ``distinct_ecdf`` evaluates the empirical CDF only at the first occurrence of each distinct value (powerlaw's
-    convention); ``bias_corrected`` uses (n − 1) instead of n in α (weightwatcher's small-N fit). Candidates with
-    α ≤ 1 get D = 1 (weightwatcher's convention).
+    suffix sums S_i = Σ_{j ≥ i} ln x_j (all candidates at once). D_i = max_{j ≥ i} |1 − G_ij| with
+    G_ij = exp((1 − α_i)(ln x_j − ln x_i)) + (j − i)/n_i, evaluated for ``chunk`` candidates at a time by
+    broadcasting. ``distinct_ecdf`` evaluates the empirical CDF only at the first occurrence of each distinct value
+    (powerlaw's convention); ``bias_corrected`` uses (n − 1) instead of n in α (weightwatcher's small-N fit).
+    Candidates with α ≤ 1 get D = 1 (weightwatcher's convention).
     """
     x = np.asarray(x, dtype=np.float64)
     idx = np.asarray(idx, dtype=np.int64)
-    n = x.size
     logx = np.log(x)
-    suffix = _suffix_log_sums(logx)
-    m = (n - idx).astype(np.float64)
-    s = suffix[idx] - m * logx[idx]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        alphas = 1.0 + (m - 1.0 if bias_corrected else m) / s
-    Ds = np.ones(idx.size, dtype=np.float64)
+    alphas = _alphas(x, logx, idx, bias_corrected)
     if idx.size == 0:
-        return alphas, Ds
-    dup = np.zeros(n, dtype=bool)
-    if distinct_ecdf:
-        dup[1:] = x[1:] == x[:-1]
-    order = np.argsort(idx, kind="stable")
-    slope = 1.0 - alphas
-    inv_m = 1.0 / m
-    cols = np.arange(n)
+        return alphas, np.ones(0)
+    return alphas, _exact_D(logx, idx, alphas, _dup_mask(x) if distinct_ecdf else None, chunk)
+
+
+def _dup_mask(x: np.ndarray) -> np.ndarray:
+    dup = np.zeros(x.size, dtype=bool)
+    dup[1:] = x[1:] == x[:-1]
+    return dup
+
+
+def best_candidate(x: np.ndarray, idx: np.ndarray, *, distinct_ecdf: bool = False, stride: int = 8,
+                   chunk: int = 64) -> tuple[int, float, float]:
+    """The candidate with the smallest D — exactly ``argmin`` of :func:`candidate_fits` (first index on ties) —
+    found with a bound: returns (position in ``idx``, α, D).
+
+    A D computed on every ``stride``-th column is a lower bound LB_i ≤ D_i (a max over fewer points). Candidates
+    are evaluated exactly in blocks in increasing LB order until the next LB exceeds the best exact D; the
+    candidates skipped have LB > best D, hence D > best D, so the result is the same as the full search.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    idx = np.asarray(idx, dtype=np.int64)
+    logx = np.log(x)
+    alphas = _alphas(x, logx, idx)
+    dup = _dup_mask(x) if distinct_ecdf else None
+    if idx.size <= 2 * chunk:
+        Ds = _exact_D(logx, idx, alphas, dup, chunk)
+        k = int(np.argmin(Ds))
+        return k, float(alphas[k]), float(Ds[k])
+    coarse = np.arange(0, x.size, stride)
+    rows = max(1, (1 << 18) // coarse.size)
+    LB = np.concatenate([_ks_block(logx, idx[a:a + rows], alphas[a:a + rows], coarse, dup)
+                         for a in range(0, idx.size, rows)])
+    order = np.argsort(LB, kind="stable")
+    best_k, best_D = -1, np.inf
     for a in range(0, order.size, chunk):
         sel = order[a:a + chunk]
-        ii = idx[sel]
-        i0 = int(ii[0])
-        G = logx[None, i0:] - logx[ii, None]
-        np.maximum(G, 0.0, out=G)  # j < i → 0 (x_j ≤ x_i), so that exp(.) = 1 there
-        with np.errstate(invalid="ignore"):
-            G *= slope[sel, None]
-        np.exp(G, out=G)
-        if not np.all(np.isfinite(slope[sel])):  # α = inf (all tail values equal): (x/x)^(-inf) = 1
-            G[np.isnan(G)] = 1.0
-        K = cols[None, i0:] - ii[:, None]
-        np.maximum(K, 0, out=K)
-        G += K * inv_m[sel, None]
-        if distinct_ecdf:
-            G[:, dup[i0:]] = 1.0
-        D = np.maximum(1.0 - G.min(axis=1), G.max(axis=1) - 1.0)
-        Ds[sel] = np.where(alphas[sel] > 1.0, D, 1.0)
-    return alphas, Ds
+        if LB[sel[0]] > best_D:
+            break
+        Ds = _exact_D(logx, idx[sel], alphas[sel], dup, chunk)
+        for k, d in zip(sel[Ds <= best_D], Ds[Ds <= best_D]):  # few: only ties or improvements
+            if d < best_D or (d == best_D and k < best_k):
+                best_k, best_D = int(k), float(d)
+    return best_k, float(alphas[best_k]), best_D
 
 
 def log_histogram_peak(x: np.ndarray, bins: int = 100) -> float:
@@ -190,7 +253,8 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
                   evals_thresh: float = EVALS_THRESH, bins: int = 100, min_evals: int = 8) -> PowerLawFit:
     """Fit a power law to the tail of ``evals`` with the chosen xmin rule (see the module docstring).
 
-    Eigenvalues ≤ ``evals_thresh`` are dropped first; fewer than ``min_evals`` remaining → a failed fit (α = NaN)
+    Eigenvalues ≤ ``evals_thresh`` (≤ 0 for ``median`` / ``peak_ap``) are dropped first; fewer than ``min_evals``
+    remaining → a failed fit (α = NaN)
     with the reason in ``warning``. ``xmin`` is required for (and implies) the ``fixed`` rule. ``num_pl_spikes`` is
     the tail size (eigenvalues ≥ xmin), ``xmax`` the largest eigenvalue. Never raises for data problems; raises
     :class:`SpectraError` for an unknown rule or a missing ``xmin``.
@@ -206,11 +270,12 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
         return _failed(xmin_rule, "no eigenvalues")
     if not np.all(np.isfinite(ev)):
         return _failed(xmin_rule, "eigenvalues contain NaN or Inf")
-    x = np.sort(ev[ev > evals_thresh])
+    thresh = 0.0 if xmin_rule in AP_RULES else evals_thresh
+    x = np.sort(ev[ev > thresh])
     n = x.size
     xmax = float(x[-1]) if n else float("nan")
     if n < max(min_evals, 2):
-        return _failed(xmin_rule, f"too few eigenvalues to fit: {n} above {evals_thresh:g} (need ≥ {max(min_evals, 2)})",
+        return _failed(xmin_rule, f"too few eigenvalues to fit: {n} above {thresh:g} (need ≥ {max(min_evals, 2)})",
                        xmax)
     peak = float("nan")
     num_cand = 0
@@ -237,6 +302,9 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
             if xmin_rule == "peak":
                 idx = np.nonzero((x[:-1] >= 0.95 * peak) & (x[:-1] <= 1.5 * peak))[0]
                 distinct = False
+            elif xmin_rule == "peak_ap":  # AlphaPruning: log10(0.95 p) <= λ_i <= 1.5 p, all but the largest
+                idx = np.nonzero((x[:-1] >= math.log10(0.95 * peak)) & (x[:-1] <= 1.5 * peak))[0]
+                distinct = False
             else:  # peak_ref: powerlaw.Fit(xmin=(log10(0.95 p), 1.5 p))
                 bounds = (math.log10(0.95 * peak), 1.5 * peak)
                 lo, hi = min(bounds), max(bounds)
@@ -245,10 +313,9 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
                 distinct = True
         if idx.size == 0:
             return _failed(xmin_rule, f"no xmin candidate for rule {xmin_rule!r} (histogram peak {peak:.4g})", xmax, peak)
-        alphas, Ds = candidate_fits(x, idx, distinct_ecdf=distinct)
-        best = int(np.argmin(Ds))
+        best, alpha, D = best_candidate(x, idx, distinct_ecdf=distinct)
         i = int(idx[best])
-        alpha, D, x_min, n_tail, num_cand = float(alphas[best]), float(Ds[best]), float(x[i]), n - i, int(idx.size)
+        x_min, n_tail, num_cand = float(x[i]), n - i, int(idx.size)
     if not np.isfinite(alpha):
         return _failed(xmin_rule, f"power-law fit failed: degenerate tail at xmin={x_min:.4g} (all tail eigenvalues "
                        f"equal)", xmax, peak)

@@ -87,6 +87,7 @@ def matrix_problem(W: torch.Tensor, min_evals: int = 8) -> Optional[str]:
     rows, cols = W.shape
     if min(rows, cols) < min_evals:
         return f"matrix too small to fit: {rows}×{cols} gives {min(rows, cols)} eigenvalues (need ≥ {min_evals})"
+    W = W.detach()
     nrm = float(torch.linalg.vector_norm(W))
     if not math.isfinite(nrm):
         bad = nonfinite_count(W)

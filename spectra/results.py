@@ -197,3 +197,20 @@ def cache_store(df: pd.DataFrame, fingerprint: Optional[str], settings_key: dict
         return save_results(df, cache_path(fingerprint, settings_key), overwrite=True)
     except (OSError, SpectraError):
         return None
+
+
+def cached_evals(fingerprint: Optional[str], longname: str, normalize: bool = False) -> Optional[np.ndarray]:
+    """Eigenvalues of matrix ``longname`` from any cached analysis of these weights (same ``normalize``), or None."""
+    if not fingerprint:
+        return None
+    for p in sorted(_spectra_cache_dir().glob(f"{fingerprint[:24]}-*.parquet")):
+        try:
+            df = load_results(p)
+        except SpectraError:
+            continue
+        if "evals" not in df.columns or bool(df.attrs["metadata"].get("settings", {}).get("normalize")) != normalize:
+            continue
+        hit = df[(df["longname"] == longname) | (df["param"] == longname)]
+        if len(hit) and hit["evals"].iloc[0] is not None:
+            return np.asarray(hit["evals"].iloc[0], dtype=np.float64)
+    return None

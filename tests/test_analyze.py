@@ -134,9 +134,19 @@ def test_streaming_in_memory_and_gguf_routes_give_the_same_eigenvalues(stream_df
     assert checked == 6
 
 
-def test_matrix_esd_matches_analysis(stream_df):
-    ev = matrix_esd(None, "model.layers.2.mlp.up_proj")
-    assert np.array_equal(ev, stream_df.set_index("longname").loc["model.layers.2.mlp.up_proj", "evals"])
+def test_matrix_esd_matches_analysis(stream_df, private_cache):
+    ref = stream_df.set_index("longname").loc["model.layers.2.mlp.up_proj", "evals"]
+    ev = matrix_esd(None, "model.layers.2.mlp.up_proj")  # nothing cached: streamed and decomposed
+    assert np.array_equal(ev, ref)
+    # served from a cached analysis of the same weights: plant a marker to see that the cache is what answers
+    df = stream_df.copy()
+    df.attrs["metadata"] = stream_df.attrs["metadata"]
+    marked = df["evals"].tolist()
+    marked[19] = ref * 2.0  # row 19 = model.layers.2.mlp.up_proj
+    df["evals"] = marked
+    results.cache_store(df, df.attrs["metadata"]["weights_sha256"], {"any": "settings"})
+    assert np.array_equal(matrix_esd(None, "model.layers.2.mlp.up_proj"), ref * 2.0)
+    assert np.array_equal(matrix_esd(None, "model.layers.2.mlp.up_proj", normalize=True), ref / 1536)
     with pytest.raises(SpectraError, match="no weight matrix named"):
         matrix_esd(None, "model.layers.2.mlp.nope")
 

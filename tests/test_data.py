@@ -172,7 +172,7 @@ def test_missing_data_error_is_helpful(isolated):
     msg = str(ei.value)
     assert "\n" not in msg
     assert "wikitext-2-raw-test.txt" in msg and str(isolated / "empty") in msg and "SPL_DATA_DIR" in msg
-    with pytest.raises(DataNotFoundError, match="offline"):
+    with pytest.raises(DataNotFoundError, match="download fallback disabled: SPL_OFFLINE"):
         data.load_text("wikitext2")
     with pytest.raises(DataNotFoundError):
         data.get_calibration(object(), 2, 16)

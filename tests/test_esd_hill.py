@@ -13,7 +13,8 @@ import torch
 
 from spectra.errors import SpectraError
 from spectra.esd import esd
-from spectra.hill import (candidate_fits, fit_power_law, hill_alpha, ks_distance, log_histogram_peak)
+from spectra.hill import (best_candidate, candidate_fits, fit_power_law, hill_alpha, ks_distance,
+                         log_histogram_peak)
 from spectra.metrics import matrix_entropy, matrix_metrics, matrix_problem, status_for
 from spectra.mp import mp_density, mp_edges, mp_fit, mp_median, mp_sigma2
 
@@ -60,6 +61,9 @@ def test_esd_equals_squared_singular_values(shape):
     np.testing.assert_allclose(ev, np.sort(sv**2), rtol=1e-10, atol=1e-12 * sv.max() ** 2)
     np.testing.assert_allclose(esd(W, normalize=True), ev / max(shape), rtol=1e-14)
     np.testing.assert_allclose(esd(W.numpy()), ev, rtol=1e-14)  # numpy input accepted
+    ev32 = esd(W, dtype=torch.float32)  # the torch route (also used on CUDA), single precision
+    np.testing.assert_allclose(ev32, ev, rtol=0, atol=1e-5 * ev.max())
+    assert np.array_equal(esd(torch.nn.Parameter(W)), ev)  # parameters that require grad are fine
 
 
 def test_esd_rank_deficient_is_clipped_at_zero():
@@ -125,6 +129,9 @@ def test_vectorised_ks_equals_brute_force_loop(seed):
         np.testing.assert_allclose(a, ref_a, rtol=1e-12)
         np.testing.assert_allclose(D, ref_D, rtol=1e-12, atol=1e-15)
         assert np.argmin(D) == np.argmin(ref_D)
+    for stride, chunk in ((8, 64), (3, 5), (50, 2)):  # the bounded search returns the same argmin, exactly
+        k, a_k, D_k = best_candidate(x, np.arange(len(x) - 1), stride=stride, chunk=chunk)
+        assert k == np.argmin(ref_D) and D_k == D[k] and a_k == a[k]
     fit = fit_power_law(x, "ks", evals_thresh=0.0)
     best = int(np.argmin(ref_D))
     assert fit.xmin == x[best]  # the same candidate, exactly
@@ -168,6 +175,19 @@ def test_peak_ref_equals_powerlaw_package(seed, ties):
     assert fit.sigma == pytest.approx(ref.sigma, rel=1e-10)
 
 
+def test_bounded_search_equals_full_argmin_with_ties_and_distinct_ecdf():
+    rng = np.random.default_rng(90)
+    for trial in range(20):
+        x = bulk_plus_tail(100 + trial, alpha=2 + trial % 4, n_bulk=150, n_tail=60)
+        if trial % 3 == 0:
+            x = np.sort(np.concatenate([x, x[rng.integers(0, len(x) - 1, 30)]]))  # duplicated values
+        idx = np.unique(rng.integers(0, len(x) - 1, 120)) if trial % 2 else np.arange(len(x) - 1)
+        for distinct in (False, True):
+            _, D = candidate_fits(x, idx, distinct_ecdf=distinct)
+            k, _, D_k = best_candidate(x, idx, distinct_ecdf=distinct, stride=4, chunk=8)
+            assert k == int(np.argmin(D)) and D_k == D.min()
+
+
 def test_peak_rule_searches_only_the_corrected_window():
     x = bulk_plus_tail(20) * 50.0
     counts, edges = np.histogram(np.log10(x), bins=100)
@@ -183,10 +203,45 @@ def test_peak_rule_searches_only_the_corrected_window():
     assert fit_power_law(x, "peak_ref").num_candidates > fit.num_candidates
 
 
+def alphapruning_peak(eigs, bins=100):
+    """AlphaPruning's net_esd_estimator(fix_fingers='xmin_peak') loop, transcribed (numpy float64)."""
+    nz = np.sort(eigs)
+    N, log_nz = len(nz), np.log(nz)
+    alphas, Ds = np.zeros(N - 1), np.ones(N - 1)
+    counts, edges = np.histogram(np.log10(nz), bins=bins)
+    xmin2 = 10 ** edges[np.argmax(counts)]
+    xmin_min, xmin_max = np.log10(0.95 * xmin2), 1.5 * xmin2
+    for i, xmin in enumerate(nz[:-1]):
+        if xmin < xmin_min:
+            continue
+        if xmin > xmin_max:
+            break
+        n = float(N - i)
+        alpha = 1 + n / (np.sum(log_nz[i:]) - n * log_nz[i])
+        alphas[i] = alpha
+        if alpha > 1:
+            Ds[i] = np.max(np.abs(1 - (nz[i:] / xmin) ** (-alpha + 1) - np.arange(n) / n))
+    k = np.argmin(Ds)
+    return alphas[k], nz[k], Ds[k]
+
+
+@pytest.mark.parametrize("seed", [13, 14, 15])
+def test_peak_ap_equals_alphapruning_loop(seed):
+    x = bulk_plus_tail(seed) * (20.0 if seed == 15 else 1.0)
+    x = np.concatenate([x, np.geomspace(1e-9, 5e-6, 12)])  # tiny eigenvalues: AlphaPruning keeps them
+    a, xm, D = alphapruning_peak(x)
+    fit = fit_power_law(x, "peak_ap")
+    assert fit.xmin == xm and fit.alpha == pytest.approx(a, rel=1e-12) and fit.D == pytest.approx(D, rel=1e-12)
+    # the 1e-5 threshold of the weightwatcher-style rules changes the histogram range, hence the peak
+    assert fit.peak != fit_power_law(x, "peak_ref").peak
+
+
 def test_median_and_fixed_rules():
     x = bulk_plus_tail(30)
     fit = fit_power_law(x, "median")
     assert fit.xmin == x[len(x) // 2] and fit.num_pl_spikes == len(x) - len(x) // 2
+    tiny = np.sort(np.concatenate([np.zeros(3), np.full(40, 1e-7), x]))  # AlphaPruning keeps λ ≤ 1e-5 (not 0)
+    assert fit_power_law(tiny, "median").xmin == tiny[3:][(len(tiny) - 3) // 2]
     assert fit.alpha == pytest.approx(hill_alpha(x, fit.xmin), rel=1e-12)
     assert fit.D == pytest.approx(ks_distance(x, fit.xmin, fit.alpha), rel=1e-12)
     f2 = fit_power_law(x, xmin=0.8)

@@ -47,9 +47,10 @@ def test_nm_pattern_is_exact(name, nm):
         pytest.skip(f"{name} does not support {nm}")
     W, X, st = _problem()
     Wn = spec.fn(W.clone(), st, 0.0, nm, **FAST.get(name, {}))
-    assert is_nm(Wn, *nm)
-    g = (Wn.reshape(W.shape[0], -1, nm[1]) != 0).sum(-1)
-    assert (g == nm[0]).all()  # exactly N kept (dense random weights have no accidental zeros)
+    assert is_nm(Wn, *nm)  # the contract: at most N non-zeros in every group of M
+    if name in ("magnitude", "wanda", "sparsegpt"):  # mask pruners keep exactly N (no accidental zeros here)
+        g = (Wn.reshape(W.shape[0], -1, nm[1]) != 0).sum(-1)
+        assert (g == nm[0]).all()
 
 
 def test_magnitude_prunes_smallest_abs_of_whole_matrix():

@@ -733,6 +733,44 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
             "seconds": round(time.perf_counter() - t0, 1), "_records": res.layers}
 
 
+class _Stop(Exception):
+    """Ends a forward pass once the layer's inputs are captured."""
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def fista_path(key: str, name: str, nsamples: int, seqlen: int, num: int = 12) -> pd.DataFrame:
+    """``pruning.fista.fista_lambda_path`` of one layer of the dense model on its calibration inputs (no error
+    correction: X* = X), the inputs captured by a forward pre-hook on that layer."""
+    import torch
+
+    from pruning.base import LayerStats
+    from pruning.data import get_calibration
+    from pruning.fista import fista_lambda_path
+
+    lm = load_model_cached(key)
+    module = dict(lm.model.named_modules())[name]
+    calib = get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
+    captured: list = []
+
+    def hook(mod, args):
+        captured.append(args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float32))
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for row in calib:
+                try:
+                    lm.model(input_ids=row[None, :], use_cache=False)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    X = torch.cat(captured)
+    W = module.weight.detach().to(torch.float32)
+    return fista_lambda_path(W, LayerStats.from_inputs(X), num=num)
+
+
 def save_pruned_weights(model) -> str:
     """Write the pruned block matrices to this session's temporary safetensors file (read back one at a time by the
     ESD explorer, so a session does not hold a second model in memory); returns its path."""
@@ -863,6 +901,7 @@ def view_prune(ctx: Context) -> None:
             show_error(exc, "sweep table")
     if not tables:
         st.info("No results yet: run a prune above, or point to a sweep table.")
+        _fista_section(ctx)
         return
     table = pd.concat(tables, ignore_index=True)
     several = table["origin"].nunique() > 1  # e.g. this session's small runs and a full sweep: never mixed
@@ -873,6 +912,7 @@ def view_prune(ctx: Context) -> None:
     chart(pplots.tradeoff_figure(table, group=group, dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
+    _fista_section(ctx)
     if "lam" in table.columns and table["lam"].notna().any():
         S = st.select_slider("λ effect at sparsity", sorted(table.loc[table["lam"].notna(), "sparsity"].unique()),
                              key="pr_lam_S")
@@ -882,6 +922,31 @@ def view_prune(ctx: Context) -> None:
         lam_group = ("origin", "allocation", "pruner") if several else ("allocation", "pruner")
         chart(pplots.lambda_effect_figure(sub, group=lam_group, baselines=baselines,
                                           title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
+
+
+def _fista_section(ctx: Context) -> None:
+    """FISTAPruner's own λ (the L1 weight): its LASSO path on one layer, on demand."""
+    if ctx.model_key is None:
+        return
+    with st.expander("FISTAPruner: effect of its L1 weight λ on one layer"):
+        st.caption("FISTAPruner solves min ½‖W*X − WX‖F² + λ‖W*‖₁ per layer and searches λ until the solution "
+                   "has the target sparsity. The path below solves it for 12 values of λ on this layer's "
+                   "calibration inputs (the calibration settings above; no error correction).")
+        names = ctx.df.loc[ctx.df["block"] >= 0, "longname"].tolist()
+        if st.session_state.get("pr_fista_layer") not in names:
+            st.session_state.pr_fista_layer = names[0]
+        c1, c2 = st.columns([3, 1])
+        c1.selectbox("layer", names, key="pr_fista_layer")
+        run_it = c2.button("Compute the λ path", key="pr_fista_btn")
+        args = (ctx.model_key, st.session_state.pr_fista_layer, int(st.session_state.pr_nsamples),
+                int(st.session_state.pr_seqlen))
+        done = st.session_state.get("pr_fista_done")
+        if run_it or done == args:
+            with st.spinner("Solving the LASSO path (cached afterwards) …"):
+                path = fista_path(*args)
+            st.session_state.pr_fista_done = args
+            chart(pplots.fista_path_figure(path, target=float(st.session_state.pr_S),
+                                           title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
 
 
 # ============================================================================================== view 5: report

@@ -70,6 +70,7 @@ NB01 = [
     import numpy as np
     import pandas as pd
     import torch
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
     from spectra.analyze import analyze, block_aggregate, role_summary
     from spectra.esd import esd
@@ -82,7 +83,6 @@ NB01 = [
 
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     md("""
     ## 0 · The model and the trained matrix
@@ -295,6 +295,7 @@ NB02 = [
     import numpy as np
     import pandas as pd
     import plotly.graph_objects as go
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
     from spectra.analyze import analyze, block_aggregate, block_values
     from spectra.hill import EVALS_THRESH, XMIN_RULES, candidate_fits, fit_power_law, hill_alpha
@@ -302,7 +303,6 @@ NB02 = [
 
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     md("""
     ## 1 · The Hill estimator on data with a known α
@@ -331,7 +331,8 @@ NB02 = [
     |---|---|---|
     | `ks` | try every eigenvalue as xmin, keep the smallest KS distance D | weightwatcher's default fit (Clauset et al.) |
     | `peak` | candidates in [0.95·p, 1.5·p] around the peak p of the log-ESD histogram, smallest D | AlphaPruning's default (`xmin_peak`), corrected |
-    | `peak_ref` | as the references code it: the lower bound is written as log10(0.95·p), i.e. in effect no lower bound | AlphaPruning / weightwatcher `fix_fingers='xmin_peak'` |
+    | `peak_ref` | as weightwatcher codes it: the lower bound is written as log10(0.95·p), i.e. in effect no lower bound | weightwatcher `fix_fingers='xmin_peak'` (via `powerlaw`) |
+    | `peak_ap` | the same quirky bounds as AlphaPruning's own code has them: all eigenvalues (no 1e-5 threshold), top in-range candidate kept | AlphaPruning `net_esd_estimator` |
     | `median` | xmin = the median eigenvalue, no search | AlphaPruning's `xmin_mid` |
 
     We take one matrix of the model and fit it with every rule.
@@ -380,7 +381,8 @@ NB02 = [
     alpha_by_rule = pd.DataFrame({r: [fit_power_law(e, r).alpha for e in df["evals"]] for r in rules},
                                  index=df["longname"])
     block_means = alpha_by_rule.groupby(df["block"].to_numpy()).mean()   # AlphaPruning uses block means
-    pairs = [("peak", "ks"), ("peak", "median"), ("peak", "peak_ref"), ("ks", "median")]
+    pairs = [(a, b) for a, b in [("peak", "ks"), ("peak", "median"), ("peak", "peak_ref"), ("peak", "peak_ap"),
+                                  ("ks", "median")] if a in rules and b in rules]
     sensitivity = pd.DataFrame([{
         "rule A": a, "rule B": b,
         "median |αA − αB|": float(np.nanmedian(np.abs(alpha_by_rule[a] - alpha_by_rule[b]))),
@@ -412,7 +414,8 @@ NB02 = [
 
     On the built-in model `median` gives a smaller α for almost every matrix (its tail is half of the spectrum,
     shoulder of the bulk included), `ks` a larger one for most (it settles on short tails far out, where the ESD
-    bends down), and `peak_ref` differs from `peak` only on a minority of matrices. The rules disagree on values
+    bends down), and the reference variants `peak_ref` / `peak_ap` differ from the corrected `peak` only on a
+    minority of matrices. The rules disagree on values
     *and* on the ordering of blocks, so absolute thresholds such as "α > 6 = under-trained" and AlphaPruning's
     allocation both depend on the xmin rule — which is why `spectra` records the rule with every result.
 
@@ -541,6 +544,7 @@ NB03 = [
     import pandas as pd
     import plotly.graph_objects as go
     from IPython.display import display
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
     from pruning.allocation import ALLOCATION_METHODS, alphapruning_ratios, allocate
     from pruning.data import get_calibration
@@ -558,7 +562,6 @@ NB03 = [
     SEQLEN = SEQLEN or (128 if QUICK else 512)
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     code("""
     df = analyze(MODEL, progress=False)                    # α (peak rule, AlphaPruning's default) per matrix
@@ -737,6 +740,7 @@ NB04 = [
     import tempfile
     import warnings
     from pathlib import Path
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
     import numpy as np
     import pandas as pd
@@ -744,7 +748,8 @@ NB04 = [
 
     from pruning.plots import perplexity_bar_figure, tradeoff_figure, lambda_effect_figure
     from pruning.prune import PruneSettings
-    from pruning.sweep import SweepSpec, load_table, run_sweep
+    from pruning.sweep import SweepSpec, cell_key, expand, load_table, run_sweep
+    from spectra.models import resolve_source
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()   # the sweep loads the model once per run: no "Loading weights" bars
@@ -758,7 +763,6 @@ NB04 = [
     MAX_WINDOWS = MAX_WINDOWS or (4 if QUICK else None)
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     md("""
     ## 1 · Read the sweep table, or run the sweep
@@ -782,19 +786,26 @@ NB04 = [
     print(f"sweep table {table_source}: {len(table)} rows")
     """),
     md("""
-    A table can hold several models or evaluation settings; the comparison below uses one of them (the one with
-    the most rows) and says which.
+    A sweep file can hold earlier runs with other settings. After a run here, exactly this run's cells are kept
+    (by their keys); a table that was read is shown for one model and evaluation setting — the one with the most
+    rows — and the others are listed.
     """),
     code("""
     if table.empty or "kind" not in table.columns:
         raise ValueError("the sweep table is empty or not a pruning.sweep table")
     group_cols = ["model", "eval_dataset", "eval_seqlen", "max_windows"]
-    groups = table.groupby(group_cols, dropna=False).size().sort_values(ascending=False)
-    chosen = groups.index[0]
-    if len(groups) > 1:
-        print("the table holds several settings; using the largest group:")
-        display(groups.rename("rows").to_frame())
-    sel = table[(table[group_cols].astype(str) == pd.Series(chosen, index=group_cols).astype(str)).all(axis=1)]
+    if SWEEP_TABLE is None:
+        label, ev_settings = resolve_source(MODEL).label, spec.eval_settings()
+        keys = {cell_key(label, None, ev_settings)} | {cell_key(label, s, ev_settings) for s in expand(spec)}
+        sel = table[table["key"].isin(keys)]
+        chosen = tuple(sel[group_cols].iloc[0])
+    else:
+        groups = table.groupby(group_cols, dropna=False).size().sort_values(ascending=False)
+        chosen = groups.index[0]
+        if len(groups) > 1:
+            print("the table holds several models / evaluation settings; using the largest group:")
+            display(groups.rename("rows").to_frame())
+        sel = table[(table[group_cols].astype(str) == pd.Series(chosen, index=group_cols).astype(str)).all(axis=1)]
     dense_rows = sel[sel["kind"] == "dense"]
     dense_ppl = float(dense_rows["ppl"].iloc[0]) if len(dense_rows) else float("nan")
     pruned = sel[(sel["kind"] == "pruned") & (sel["nm"].fillna("") == "")].copy()
@@ -802,7 +813,11 @@ NB04 = [
           f"windows × {chosen[2]} tokens): dense {dense_ppl:.3f}; {len(pruned)} pruned runs")
     """),
     code("""
-    results = (pruned.pivot_table(index=["pruner", "allocation"], columns="sparsity", values="ppl", aggfunc="first")
+    repeats = pruned.groupby(["pruner", "allocation", "sparsity"]).size()
+    if (repeats > 1).any():
+        print(f"{int((repeats > 1).sum())} (pruner, allocation, sparsity) cells were run with several settings "
+              f"(λ, calibration, ...): the table shows the median perplexity, the figure every run")
+    results = (pruned.pivot_table(index=["pruner", "allocation"], columns="sparsity", values="ppl", aggfunc="median")
                .sort_index())
     results.columns = [f"{c:.0%}" for c in results.columns]
     results
@@ -821,16 +836,15 @@ NB04 = [
     In the papers the gain grows with sparsity (e.g. LLaMA-7B at 70 %, Wanda: 85.8 → 23.9).
     """),
     code("""
+    med = pruned.groupby(["allocation", "pruner", "sparsity"])["ppl"].median()
     if {"uniform", "alphapruning"} <= set(pruned["allocation"]):
-        base = pruned[pruned["allocation"] == "uniform"].set_index(["pruner", "sparsity"])["ppl"]
-        alpha_rows = pruned[pruned["allocation"] == "alphapruning"]
-        gain = (alpha_rows.set_index(["pruner", "sparsity"])["ppl"] / base).dropna().rename("ppl ratio α/uniform")
-        gain = gain.reset_index().pivot_table(index="pruner", columns="sparsity", values="ppl ratio α/uniform")
+        gain = (med.loc["alphapruning"] / med.loc["uniform"]).dropna().unstack("sparsity")
         gain.columns = [f"{c:.0%}" for c in gain.columns]
+        print("perplexity ratio AlphaPruning / uniform:")
         display(gain)
         top = pruned["sparsity"].max()
-        at_top = pruned[pruned["sparsity"] == top]
-        perplexity_bar_figure({"dense": dense_ppl, **{f"{r.pruner} + {r.allocation}": r.ppl for r in at_top.itertuples()}},
+        at_top = med.xs(top, level="sparsity")
+        perplexity_bar_figure({"dense": dense_ppl, **{f"{p} + {a}": v for (a, p), v in at_top.items()}},
                               title=f"Perplexity at {top:.0%} sparsity").show()
     else:
         print("the table has no uniform/alphapruning pair to compare")
@@ -894,6 +908,7 @@ NB05 = [
     import tempfile
     import warnings
     from pathlib import Path
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
     import numpy as np
     import pandas as pd
@@ -910,7 +925,6 @@ NB05 = [
 
     pd.set_option("display.precision", 4)
     pd.set_option("display.width", 160)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
     """),
     code("""
     df = analyze(MODEL, AnalysisSettings(xmin_rule=XMIN_RULE, keep_eigs=True), progress=False)

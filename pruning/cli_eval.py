@@ -68,7 +68,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``eval`` sub-command on an ``argparse`` subparsers object; returns the sub-parser."""
     p = subparsers.add_parser("eval", help="perplexity / LAMBADA / PIQA of a (pruned) model",
-                              description=__doc__.splitlines()[0])
+                              description="Perplexity (WikiText-2 / C4 / PTB, literature protocol) and optional "
+                                          "LAMBADA / PIQA zero-shot accuracy of a model or pruned-model folder.")
     _configure(p)
     p.set_defaults(func=main)
     return p

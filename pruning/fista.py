@@ -176,9 +176,11 @@ def _projection_scores(Z: torch.Tensor, stats: LayerStats, projection: str) -> t
 
 
 def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, *,
-                warm_start="wanda", lambda_scope: str = "layer", max_iter: int = 200, tol: float = 1e-4,
-                search_steps: int = 24, sparsity_tol: float = 0.01, projection: str = "magnitude",
-                restart: bool = False, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FistaInfo]:
+                warm_start="wanda", lambda_scope: str = "layer", max_iter: int = 100, tol: float = 1e-5,
+                search_steps: int = 16, sparsity_tol: float = 0.01, lambda_rtol: float = 0.02,
+                warm_from_best: bool = True, projection: str = "magnitude",
+                restart: bool = False, precondition: bool = True, min_iter: int = 10,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FistaInfo]:
     """FISTAPruner on one layer; returns (pruned W (out, in) float32 with exact zeros, :class:`FistaInfo`).
 
     ``sparsity``: target zero fraction (ignored when ``nm`` is given: target ``1 − n/m``); ``warm_start``: start
@@ -194,8 +196,9 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
         raise ValueError(f"fista: unknown lambda_scope {lambda_scope!r}; choose one of: {', '.join(LAMBDA_SCOPES)}")
     if projection not in PROJECTIONS:
         raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
-    if search_steps < 1 or not 0 <= sparsity_tol < 1:
-        raise ValueError(f"fista: need search_steps ≥ 1 and 0 ≤ sparsity_tol < 1 (got {search_steps}, {sparsity_tol})")
+    if search_steps < 1 or not 0 <= sparsity_tol < 1 or lambda_rtol <= 0:
+        raise ValueError(f"fista: need search_steps ≥ 1, 0 ≤ sparsity_tol < 1 and lambda_rtol > 0 "
+                         f"(got {search_steps}, {sparsity_tol}, {lambda_rtol})")
     target = nm_sparsity(nm) if nm is not None else check_sparsity(sparsity)
     if nm is not None and W.shape[1] % nm[1]:
         raise ValueError(f"fista: N:M {nm[0]}:{nm[1]} needs the input dimension ({W.shape[1]}) to be a multiple of {nm[1]}")
@@ -205,7 +208,7 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
         return W32.clone(), info
     obj: LocalObjective = local_objective(W32, stats, dtype=dtype)
     H, G = obj.H, obj.G
-    L = lipschitz(H)
+    L = None if precondition else lipschitz(H)
     Z = _warm_start(warm_start, W32, stats, target, nm).to(device=G.device, dtype=dtype)
     per_row = lambda_scope == "row"
     units = W.shape[0] if per_row else 1
@@ -221,7 +224,8 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     last = Z
     for step in range(search_steps):
         lam_rows = lam.to(dtype).unsqueeze(1).expand(W.shape[0], 1) if per_row else float(lam[0])
-        res = fista_lasso(H, G, lam_rows, Z, L=L, max_iter=max_iter, tol=tol, restart=restart)
+        res = fista_lasso(H, G, lam_rows, Z, L=L, max_iter=max_iter, tol=tol, restart=restart,
+                          precondition=precondition, min_iter=min(min_iter, max_iter))
         Z = last = res.W
         info.search_steps += 1
         info.fista_iters += res.iters
@@ -235,16 +239,23 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
             best = Z.clone()
         best_gap = torch.where(improve, gap, best_gap)
         done |= (gap >= -1e-12) & (gap <= sparsity_tol)
-        if bool(done.all()):
-            break
         dense_side = (gap > sparsity_tol) & ~done  # too few zeros: raise λ
         sparse_side = (gap < -1e-12) & ~done  # too many zeros: lower λ
         lo = torch.where(dense_side, lam, lo)
         hi = torch.where(sparse_side, lam, hi)
+        done |= (lo > 0) & (hi <= lo * (1.0 + lambda_rtol))  # bracket narrower than the λ resolution
+        if bool(done.all()):
+            break
         bracketed = (lo > 0) & torch.isfinite(hi)
         new = torch.where(bracketed, torch.sqrt(lo * torch.where(torch.isfinite(hi), hi, lo)),
                           torch.where(torch.isfinite(hi), hi / 4, lo * 4))
         lam = torch.where(done, lam, new)
+        if warm_from_best:  # next solve starts from the closest solution at/below the target (else the last one)
+            have = torch.isfinite(best_gap)
+            if per_row:
+                Z = torch.where(have.unsqueeze(1), best, last)
+            elif bool(have[0]):
+                Z = best
     missed = ~torch.isfinite(best_gap)
     info.units_missed = int(missed.sum())
     if per_row:
@@ -263,8 +274,9 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     return out.to(W.device), info
 
 
-_OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sparsity_tol", "projection",
-            "restart", "dtype")
+_OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sparsity_tol", "lambda_rtol",
+            "warm_from_best", "projection",
+            "restart", "precondition", "min_iter", "dtype")
 
 
 @register_pruner("fista", needs=frozenset({"H", "K"}),

@@ -209,3 +209,33 @@ def perplexity_bar_figure(values: Mapping[str, float], *, title: Optional[str] =
     fig.update_layout(title=title, height=height, template="plotly_white",
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
+
+
+def fista_path_figure(path: pd.DataFrame, *, target: Optional[float] = None, title: Optional[str] = None,
+                      height: int = 400) -> go.Figure:
+    """FISTAPruner's LASSO path of one layer: sparsity of the solution and relative output error against λ/λ_max.
+
+    ``path``: :func:`pruning.fista.fista_lambda_path` output (``lambda_rel``, ``sparsity``, ``rel_error``).
+    ``target``: a target sparsity (dotted line): the λ the pruner's search would land near.
+    """
+    _check(path, ["lambda_rel", "sparsity", "rel_error"], "fista_path_figure")
+    t = path.sort_values("lambda_rel")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t["lambda_rel"], y=100 * t["sparsity"], mode="lines+markers",
+                             name="sparsity of the LASSO solution", line=dict(color=_COLORS[0]),
+                             hovertemplate="λ/λmax=%{x:.3g}<br>sparsity %{y:.2f}%<extra></extra>"))
+    fig.add_trace(go.Scatter(x=t["lambda_rel"], y=t["rel_error"], mode="lines+markers", yaxis="y2",
+                             name="relative output error ‖W*X − WX‖F/‖WX‖F", line=dict(color=_COLORS[1]),
+                             hovertemplate="λ/λmax=%{x:.3g}<br>rel. error %{y:.4f}<extra></extra>"))
+    if target is not None:
+        fig.add_hline(y=100 * float(target), line=dict(color="#333333", dash="dot"),
+                      annotation_text=f"target {100 * float(target):.0f}%", annotation_position="bottom right")
+    fig.update_xaxes(type="log", title_text="λ / λmax (L1 weight relative to the smallest all-zero λ, log scale)",
+                     exponentformat="power")
+    fig.update_layout(yaxis=dict(title=SPARSITY_LABEL, range=[0, 100]),
+                      yaxis2=dict(title="relative output error (dimensionless)", overlaying="y", side="right",
+                                  showgrid=False, rangemode="tozero"),
+                      title=title, height=height, template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
+                      margin=dict(l=60, r=60, t=50 if title else 20, b=40))
+    return fig

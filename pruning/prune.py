@@ -24,6 +24,8 @@ from .sequential import CALIBRATION_FREE, CORRECTIONS, prune_sequential
 
 #: allocations computed from each source (the others need only shapes).
 SPECTRAL = ("alphapruning", "stable_rank")
+#: pruners that produce one N:M pattern only (PrunerSpec has no field for this yet), checked before the slow part.
+ONLY_PATTERN = {"prox24": (2, 4)}
 
 
 @dataclass
@@ -71,8 +73,14 @@ class PruneSettings:
         """Raise a one-line ValueError for any bad value (before anything slow happens); returns self."""
         from .allocation import ALLOCATION_METHODS
 
-        get_pruner(self.pruner)
+        spec = get_pruner(self.pruner)
         nm = self.nm_tuple()
+        only = ONLY_PATTERN.get(self.pruner)
+        if only is not None and nm != only:
+            raise ValueError(f"pruner {self.pruner!r} produces {only[0]}:{only[1]} sparsity only; pass --nm "
+                             f"{only[0]}:{only[1]}")
+        if nm is not None and not spec.supports_nm:
+            raise ValueError(f"pruner {self.pruner!r} does not support N:M patterns; drop --nm")
         if nm is None:
             check_sparsity(self.sparsity)
         if self.allocation_file is None and self.allocation not in ALLOCATION_METHODS:

@@ -207,8 +207,12 @@ class _Acc:
             self.D += (d.T @ d).to(torch.float64)
 
     def stats(self) -> LayerStats:
-        c = lambda t: None if t is None else t.clone()  # noqa: E731  (each layer gets its own copy)
-        return LayerStats(self.ntokens, self.sq_norm.clone(), c(self.H), c(self.K), c(self.D))
+        return LayerStats(self.ntokens, self.sq_norm, self.H, self.K, self.D)
+
+
+def _copy_stats(st: LayerStats) -> LayerStats:
+    c = lambda t: None if t is None else t.clone()  # noqa: E731
+    return LayerStats(st.ntokens, st.sq_norm.clone(), c(st.H), c(st.K), c(st.D))
 
 
 def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: _Chunk,
@@ -343,8 +347,9 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
             stats = _group_stats(block, dense, stage, chunks,
                                  dense_hidden if correction == "intra+inter" else None, needs, correction)
             timings["stats"] += time.perf_counter() - t
-            for group, st in zip(stage, stats):
-                for lin in group:
+            for group, st_group in zip(stage, stats):
+                for j, lin in enumerate(group):
+                    st = st_group if j == len(group) - 1 else _copy_stats(st_group)  # pruners may modify stats
                     t = time.perf_counter()
                     W = lin.get()
                     W_new = spec.fn(W.clone(), st, targets[lin.longname], nm, **pruner_options)

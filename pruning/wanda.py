@@ -3,6 +3,9 @@
 Sun, Liu, Bair, Kolter, "A Simple and Effective Pruning Approach for Large Language Models", ICLR 2024.
 ``‖X_j‖₂² = stats.sq_norm[j]`` is summed over all calibration tokens (the reference averages per sample, which only
 rescales every score of a row by the same factor and so selects the same mask).
+Unstructured count: the reference prunes ``int(cols · s)`` per row (achieved sparsity floors below the target, e.g.
+403/576 = 0.69965 at s = 0.7); here the matrix prunes exactly ``round(s · numel)``: every row its ``⌊k/rows⌋`` lowest
+scores and the rows with the smallest next score one more (:func:`pruning.masks.unstructured_mask`).
 """
 from __future__ import annotations
 

@@ -399,3 +399,42 @@ def test_report_lists_every_figure_and_table(app, analysis):
     assert f"`analysis` — {len(analysis)} rows" in text
     assert "`role_summary` — 7 rows" in text
     assert "`allocation_AlphaPruning` — 210 rows" in text
+
+
+def test_fista_lambda_path_of_one_layer(app, builtin):
+    import torch
+
+    from pruning.base import LayerStats
+    from pruning.data import get_calibration
+    from pruning.fista import fista_lambda_path
+    from pruning.sequential import collect_input_norms
+
+    goto(app, "Prune & evaluate")
+    app.number_input(key="pr_nsamples").set_value(2).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    name = "model.layers.1.self_attn.o_proj"
+    app.selectbox(key="pr_fista_layer").set_value(name).run()
+    app.button(key="pr_fista_btn").click().run()
+    no_failure(app)
+    fig = figure(app, "pr_fista_fig")
+    shown_s = trace(fig, "sparsity of the LASSO solution")
+    shown_e = trace(fig, "relative output error ‖W*X − WX‖F/‖WX‖F")
+
+    lm = builtin
+    calib = get_calibration(lm.tokenizer, nsamples=2, seqlen=64, seed=0)
+    module = dict(lm.model.named_modules())[name]
+    xs = []
+    h = module.register_forward_pre_hook(lambda m, a: xs.append(a[0].detach().reshape(-1, a[0].shape[-1])))
+    with torch.no_grad():
+        lm.model(input_ids=calib, use_cache=False)
+    h.remove()
+    X = torch.cat(xs).float()
+    # the captured inputs are the ones the pruning loop sees: Σx² per feature = collect_input_norms
+    norms = collect_input_norms(lm.model, calib)[name]
+    np.testing.assert_allclose((X.double() ** 2).sum(0).numpy(), norms.numpy(), rtol=1e-4)
+    path = fista_lambda_path(module.weight.detach().float(), LayerStats.from_inputs(X), num=12).sort_values(
+        "lambda_rel")
+    np.testing.assert_allclose(shown_s["x"], path["lambda_rel"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(shown_s["y"], 100 * path["sparsity"].to_numpy(), atol=1e-9)
+    np.testing.assert_allclose(shown_e["y"], path["rel_error"].to_numpy(), rtol=1e-6)
+    assert shown_s["y"][0] < shown_s["y"][-1]  # a larger λ gives a sparser solution

@@ -174,11 +174,14 @@ def test_nb02_estimating_alpha(tmp_path):
     assert (np.abs(hill["error"]) < 4 * 2 / np.sqrt(hill["n"])).all()
     assert abs(hill["error"].iloc[-1]) < 0.05
     # the rule table: α is the Hill formula at the rule's xmin; median xmin and ks choice by brute force
-    x = np.sort(np.array(p["evals"]))
-    x = x[x > 1e-5]
+    ev = np.sort(np.array(p["evals"]))
+    x = ev[ev > 1e-5]            # weightwatcher's threshold (ks, peak, peak_ref)
+    x_ap = ev[ev > 0]            # AlphaPruning's rules keep every positive eigenvalue (median, peak_ap)
+    assert {"ks", "peak", "peak_ref", "median"} <= set(p["rule_fits"])
     for rule, fit in p["rule_fits"].items():
-        assert fit["alpha"] == pytest.approx(_hill(x, fit["xmin"]), rel=1e-10), rule
-    assert p["rule_fits"]["median"]["xmin"] == x[x.size // 2]
+        xs = x_ap if rule in ("median", "peak_ap") else x
+        assert fit["alpha"] == pytest.approx(_hill(xs, fit["xmin"]), rel=1e-10), rule
+    assert p["rule_fits"]["median"]["xmin"] == x_ap[x_ap.size // 2]
     best = min(range(x.size - 1), key=lambda i: max(
         abs(1 - (x[i:] / x[i]) ** (1 - _hill(x, x[i])) - np.arange(x.size - i) / (x.size - i))))
     assert p["rule_fits"]["ks"]["xmin"] == x[best]

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from pruning.__main__ import main
 from pruning.masks import is_nm
@@ -95,6 +94,7 @@ def test_nm_magnitude_without_calibration_overwrite(tmp_path, capsys):
     (["--nm", "2-4"], "write it as N:M"),
     (["--nm", "2:4", "--allocation", "alphapruning"], "needs allocation 'uniform'"),
     (["--pruner", "obd"], "unknown pruner 'obd'"),
+    (["--pruner", "prox24", "--sparsity", "0.5"], "2:4 sparsity only"),
     (["--allocation", "alpha"], "unknown allocation 'alpha'"),
     (["--eval", "wikitext103"], "unknown dataset"),
     (["--nsamples", "0"], "--nsamples must be"),

@@ -160,7 +160,7 @@ def test_error_correction_statistics(correction, calib, recording_pruner):
     dense = tiny("llama", seed=2)
     final = copy.deepcopy(dense)
     prune_sequential(final, calib, 0.6, recording_pruner, correction=correction, batch_size=4, progress=False)
-    lins_d, lins_f = block_linears(dense), block_linears(final)
+    lins_f = block_linears(final)
     k = 0
     for b, lins in enumerate(lins_f):
         stages = _groups(lins) if correction != "none" else _one_stage(lins)

@@ -8,7 +8,6 @@ import transformers as tf
 
 from pruning.__main__ import main
 from pruning.base import PRUNERS, PrunerSpec, get_pruner
-from pruning.prune import PruneSettings
 from pruning.sweep import SweepSpec, cell_key, expand, load_table
 
 

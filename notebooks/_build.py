@@ -653,7 +653,8 @@ NB03 = [
 
     * **uniform** — every matrix gets S.
     * **OWL** (Yin et al., ICML 2024) — per block, the share D of Wanda scores |W|·‖X‖ above 5× their mean (outlier
-      features, from calibration activations); more outliers ⇒ less sparsity, within ±λ_OWL = 0.08 of S.
+      features, from calibration activations); more outliers ⇒ less sparsity, within a range of width
+      2·λ_OWL = 0.16 around S.
     * **ERK** (Evci et al., 2020) — density ∝ (n_in + n_out)/(n_in · n_out): smaller matrices stay denser.
     * **global** — one magnitude threshold over all matrices; **LAMP** (Lee et al., ICLR 2021) — one threshold on
       a rescaled magnitude score.
@@ -718,8 +719,9 @@ NB04 = [
     **Quick mode** is a smoke-sized version: magnitude and Wanda only, 2 sparsities, 8 calibration windows of 128
     tokens and 4 evaluation windows of 128 tokens — the numbers show the mechanics, not publishable values
     (perplexity on 512 tokens is noisy; SparseGPT is left out because one run takes minutes on a CPU).
-    `QUICK = False` uses the literature protocol: 128 × 512-token C4 calibration windows (`PruneSettings` default)
-    and the full WikiText-2 test set at 2048 tokens per window.
+    `QUICK = False` adds SparseGPT and five sparsities, calibrates on 128 C4 windows of 512 tokens (the
+    `PruneSettings` default; the papers use 2048) and evaluates on the full WikiText-2 test set at 2048 tokens per
+    window, the literature's protocol.
     """),
     params("""
     # Parameters
@@ -742,7 +744,6 @@ NB04 = [
     from pathlib import Path
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
-    import numpy as np
     import pandas as pd
     from IPython.display import display
 
@@ -917,7 +918,7 @@ NB05 = [
     from pruning.allocation import allocate
     from pruning.plots import allocation_figure, allocation_summary
     from spectra.analyze import AnalysisSettings, analyze, block_aggregate, role_summary
-    from spectra.hill import EVALS_THRESH, candidate_fits, fit_power_law
+    from spectra.hill import EVALS_THRESH, candidate_fits
     from spectra.html_report import ReportSection, write_html_report
     from spectra.mp import mp_curve
     from spectra.plots import (esd_figure, heatmap_figure, ks_figure, metric_depth_figure,

@@ -10,15 +10,21 @@ with ``G = WK``; its gradient ``W*H − G`` is ``L``-Lipschitz, ``L = λ_max(H)`
     Y_{k+1} = X_{k+1} + (t_k − 1)/t_{k+1} · (X_{k+1} − X_k),
 
 ``S_τ`` the soft threshold, stopped when ``‖X_{k+1} − X_k‖F ≤ tol·‖X_{k+1}‖F``. All rows are solved at once.
+Default (a deliberate, documented choice): FISTA runs on the diagonally rescaled variables ``V = W*·diag(√H_jj)``
+(``precondition=True``) — the same LASSO with a unit-diagonal Hessian — because LLM inputs have a few outlier
+features that make ``λ_max(H)`` huge and plain steps ``1/L`` crawl (on real SmolLM2 layers the plain variant is
+far from converged after hundreds of iterations); ``precondition=False`` is the paper's plain step.
 
 λ search (per layer by default, or per row): bisection on ``log λ`` — from ``λ₀`` (the target-quantile of the
 one-coordinate thresholds ``|G − ZH + Z·diag H|`` at the warm start Z) expand by ×4 / ÷4 until the target
-sparsity is bracketed, then geometric means — each FISTA solve warm-started from the previous solution. The
-search stops when the zero fraction lies in ``[target − sparsity_tol, target]``; the best solution at or below
-the target is then projected to the exact pattern (unstructured: the matrix's — or each row's — largest scores;
-N:M: the largest ``n`` of every ``m``). Projection scores: ``|W*|`` (default: the paper's final hard
-threshold) or ``|W*|·‖X*_j‖`` (``projection="wanda"``). The projected weights are not re-fitted (faithful);
-masked gradient updates can be added by the sequential loop (``--gd-steps``).
+sparsity is bracketed, then geometric means; each FISTA solve is warm-started from the closest solution at or
+below the target found so far (else the last one), which keeps the inexact solves' sparsity close to monotone in
+λ. The search stops when the zero fraction lies in ``[target − sparsity_tol, target]`` or the λ bracket is
+narrower than ``lambda_rtol``; the best solution at or below the target is then projected to the exact pattern
+(unstructured: the matrix's — or each row's — largest scores; N:M: the largest ``n`` of every ``m``). Projection
+scores: ``|W*|`` (default: the paper's final hard threshold) or ``|W*|·‖X*_j‖`` (``projection="wanda"``). The
+projected weights are not re-fitted (faithful); masked gradient updates can be added by the sequential loop
+(``--gd-steps``). :func:`fista_lambda_path` gives a layer's sparsity / error as λ varies (the app's λ view).
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ __all__ = ["soft_threshold", "FistaResult", "fista_lasso", "FistaInfo", "fista_p
 WARM_STARTS = ("wanda", "sparsegpt", "dense", "zero")
 PROJECTIONS = ("magnitude", "wanda")
 LAMBDA_SCOPES = ("layer", "row")
+SELECTS = ("sparsity", "loss")
 
 
 def soft_threshold(X: torch.Tensor, tau: Union[float, torch.Tensor]) -> torch.Tensor:
@@ -178,17 +185,25 @@ def _projection_scores(Z: torch.Tensor, stats: LayerStats, projection: str) -> t
 def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, *,
                 warm_start="wanda", lambda_scope: str = "layer", max_iter: int = 100, tol: float = 1e-5,
                 search_steps: int = 16, sparsity_tol: float = 0.01, lambda_rtol: float = 0.02,
-                warm_from_best: bool = True, projection: str = "magnitude",
+                warm_from_best: bool = True, projection: str = "magnitude", select: str = "sparsity",
                 restart: bool = False, precondition: bool = True, min_iter: int = 10,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FistaInfo]:
     """FISTAPruner on one layer; returns (pruned W (out, in) float32 with exact zeros, :class:`FistaInfo`).
 
-    ``sparsity``: target zero fraction (ignored when ``nm`` is given: target ``1 − n/m``); ``warm_start``: start
-    of the first solve — ``"wanda"``/``"sparsegpt"`` (that pruner's result), ``"dense"``, ``"zero"`` or a tensor;
-    ``lambda_scope``: one λ for the layer (``"layer"``, the paper) or one per output row (``"row"``, projection per
-    row); ``max_iter``/``tol``: FISTA iteration cap and relative-change tolerance per solve; ``search_steps``: cap
-    on λ values tried; ``sparsity_tol``: accepted shortfall below the target before projecting; ``projection``:
-    ``"magnitude"`` or ``"wanda"``; ``restart``: gradient-restart FISTA; ``dtype``: iterate precision.
+    ``sparsity``: target zero fraction (ignored when ``nm`` is given: target ``1 − n/m``). Options:
+    ``warm_start`` — start of the first solve: ``"wanda"``/``"sparsegpt"`` (that pruner's result at the target),
+    ``"dense"``, ``"zero"`` or a tensor; ``lambda_scope`` — one λ for the layer (``"layer"``, the paper) or one per
+    output row (``"row"``: the λ search and the unstructured projection work per row); ``max_iter``/``tol``/
+    ``min_iter`` — FISTA cap, relative-change tolerance and minimum iterations per solve; ``precondition`` —
+    FISTA on diagonally rescaled variables (same LASSO, faster; see :func:`fista_lasso`; False = plain step
+    ``1/λ_max(H)``); ``restart`` — gradient-restart FISTA; ``search_steps`` — cap on λ values tried;
+    ``sparsity_tol`` — accepted shortfall below the target; ``lambda_rtol`` — stop when the λ bracket is this
+    narrow (relative); ``warm_from_best`` — start each solve from the closest solution at/below the target found
+    so far (else from the last solution); ``projection`` — ``"magnitude"`` (|W*|, the paper's hard threshold) or
+    ``"wanda"`` (|W*|·‖X*_j‖); ``select`` — ``"sparsity"`` (project the solution closest to the target from
+    below, the paper) or ``"loss"`` (project every solution of the search and keep the one with the lowest
+    local loss; for unstructured targets only solutions at/below the target qualify); ``dtype`` — iterate
+    precision (statistics stay float64 until cast).
     """
     if W.ndim != 2:
         raise ValueError(f"fista: expected a 2-D (out, in) weight, got shape {tuple(W.shape)}")
@@ -196,6 +211,8 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
         raise ValueError(f"fista: unknown lambda_scope {lambda_scope!r}; choose one of: {', '.join(LAMBDA_SCOPES)}")
     if projection not in PROJECTIONS:
         raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
+    if select not in SELECTS:
+        raise ValueError(f"fista: unknown select {select!r}; choose one of: {', '.join(SELECTS)}")
     if search_steps < 1 or not 0 <= sparsity_tol < 1 or lambda_rtol <= 0:
         raise ValueError(f"fista: need search_steps ≥ 1, 0 ≤ sparsity_tol < 1 and lambda_rtol > 0 "
                          f"(got {search_steps}, {sparsity_tol}, {lambda_rtol})")
@@ -221,7 +238,20 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     done = torch.zeros(units, dtype=torch.bool, device=G.device)
     best = torch.zeros_like(Z)
     best_gap = torch.full_like(lo, math.inf)
+    best_lam = lam.clone()
     last = Z
+
+    def project(Zc: torch.Tensor) -> torch.Tensor:
+        scores = _projection_scores(Zc, stats, projection).to(torch.float32)
+        prune = nm_mask(scores, *nm) if nm is not None else unstructured_mask(scores, target, per_row=per_row)
+        return Zc.masked_fill(prune.to(Zc.device), 0.0)
+
+    def row_losses(Zc: torch.Tensor) -> torch.Tensor:  # f(W*) − const, row by row
+        return (0.5 * ((Zc @ H) * Zc).sum(1) - (Zc * G).sum(1)).to(torch.float64)
+
+    by_loss = select == "loss"
+    best_proj = torch.zeros_like(Z)
+    best_loss = torch.full((W.shape[0],), math.inf, dtype=torch.float64, device=G.device)
     for step in range(search_steps):
         lam_rows = lam.to(dtype).unsqueeze(1).expand(W.shape[0], 1) if per_row else float(lam[0])
         res = fista_lasso(H, G, lam_rows, Z, L=L, max_iter=max_iter, tol=tol, restart=restart,
@@ -238,6 +268,16 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
         elif bool(improve[0]):
             best = Z.clone()
         best_gap = torch.where(improve, gap, best_gap)
+        best_lam = torch.where(improve, lam, best_lam)
+        if by_loss:  # candidate: this solution projected; N:M projections are valid whatever the sparsity
+            P = project(Z)
+            rl = row_losses(P)
+            eligible = torch.ones_like(gap, dtype=torch.bool) if nm is not None else gap >= -1e-12
+            if per_row:
+                better = eligible & (rl < best_loss)
+                best_proj[better], best_loss[better] = P[better], rl[better]
+            elif bool(eligible[0]) and float(rl.sum()) < float(best_loss.sum()):
+                best_proj, best_loss = P, rl
         done |= (gap >= -1e-12) & (gap <= sparsity_tol)
         dense_side = (gap > sparsity_tol) & ~done  # too few zeros: raise λ
         sparse_side = (gap < -1e-12) & ~done  # too many zeros: lower λ
@@ -262,20 +302,19 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
         best[missed] = last[missed]
     elif bool(missed[0]):
         best = last
-    info.lam = lam.clone() if per_row else float(lam[0])
+    best_lam = torch.where(missed, lam, best_lam)
+    info.lam = best_lam.clone() if per_row else float(best_lam[0])
     info.lasso_sparsity = float((best == 0).to(torch.float64).mean())
 
-    scores = _projection_scores(best, stats, projection)
-    if nm is not None:
-        prune = nm_mask(scores.to(torch.float32), *nm)
-    else:
-        prune = unstructured_mask(scores.to(torch.float32), target, per_row=per_row)
-    out = best.to(torch.float32).masked_fill(prune.to(best.device), 0.0)
-    return out.to(W.device), info
+    out = project(best)
+    if by_loss:
+        chosen = torch.isfinite(best_loss)
+        out = torch.where(chosen.unsqueeze(1), best_proj, out) if per_row else (best_proj if bool(chosen.all()) else out)
+    return out.to(device=W.device, dtype=torch.float32), info
 
 
 _OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sparsity_tol", "lambda_rtol",
-            "warm_from_best", "projection",
+            "warm_from_best", "projection", "select",
             "restart", "precondition", "min_iter", "dtype")
 
 
@@ -290,8 +329,8 @@ def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = N
 
 
 def fista_lambda_path(W: torch.Tensor, stats: LayerStats, lambdas=None, *, num: int = 12,
-                      min_ratio: float = 1e-3, max_iter: int = 300, tol: float = 1e-5,
-                      dtype: torch.dtype = torch.float64) -> pd.DataFrame:
+                      min_ratio: float = 1e-3, max_iter: int = 300, tol: float = 1e-6,
+                      precondition: bool = True, dtype: torch.dtype = torch.float64) -> pd.DataFrame:
     """The LASSO solution path of one layer for the app's "effect of λ" view.
 
     For each λ (given, or ``num`` values geometrically spaced from ``λ_max = max|G|`` — the smallest λ whose
@@ -310,11 +349,11 @@ def fista_lambda_path(W: torch.Tensor, stats: LayerStats, lambdas=None, *, num: 
     lambdas = sorted((float(x) for x in lambdas), reverse=True)
     if any(x < 0 for x in lambdas):
         raise ValueError("fista_lambda_path: lambdas must be ≥ 0")
-    L = lipschitz(obj.H)
+    L = None if precondition else lipschitz(obj.H)
     Z = torch.zeros_like(obj.G)
     rows = []
     for lam in lambdas:
-        res = fista_lasso(obj.H, obj.G, lam, Z, L=L, max_iter=max_iter, tol=tol)
+        res = fista_lasso(obj.H, obj.G, lam, Z, L=L, max_iter=max_iter, tol=tol, precondition=precondition)
         Z = res.W
         loss = obj.value(Z)
         rows.append({"lambda": lam, "lambda_rel": lam / lam_max if lam_max > 0 else float("nan"),

@@ -303,7 +303,8 @@ def _check_metric(df: pd.DataFrame, metric: str) -> None:
 
 
 def block_aggregate(df: pd.DataFrame, metric: str = "alpha", weighted: bool = False) -> pd.DataFrame:
-    """Per-block mean of ``metric`` over the block's matrices with a finite value (failed rows are left out).
+    """Per-block mean of ``metric`` over the block's matrices with a finite value (failed rows are left out;
+    matrices outside the transformer blocks, ``block == -1``, are not aggregated).
 
     ``weighted=False``: plain mean (AlphaPruning's block-wise mode); ``weighted=True``: num_params-weighted mean
     Σ p_i m_i / Σ p_i. Columns: ``block``, ``metric`` (the mean), ``n_matrices`` (used), ``n_failed`` (left out),
@@ -311,7 +312,7 @@ def block_aggregate(df: pd.DataFrame, metric: str = "alpha", weighted: bool = Fa
     """
     _check_metric(df, metric)
     out = []
-    for block, g in df.groupby("block", sort=True):
+    for block, g in df[df["block"] >= 0].groupby("block", sort=True):
         vals = g[metric].to_numpy(dtype=np.float64)
         ok = np.isfinite(vals)
         p = g["num_params"].to_numpy(dtype=np.float64)

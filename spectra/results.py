@@ -195,7 +195,7 @@ def cache_store(df: pd.DataFrame, fingerprint: Optional[str], settings_key: dict
         return None
     try:
         return save_results(df, cache_path(fingerprint, settings_key), overwrite=True)
-    except (OSError, SpectraError):
+    except Exception:  # a cache that cannot be written must never break an analysis
         return None
 
 

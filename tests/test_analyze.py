@@ -167,6 +167,9 @@ def test_block_aggregate_and_role_summary(stream_df):
     assert not np.allclose(w["alpha"], plain["alpha"])
     bv = block_values(df, "alpha")
     assert bv.iloc[10] == plain.set_index("block").loc[df.loc[10, "block"], "alpha"]
+    emb = pd.concat([df, df.head(1).assign(block=-1, role="embed", alpha=9.0)], ignore_index=True)
+    assert block_aggregate(emb, "alpha").equals(plain)  # matrices outside the blocks are not aggregated
+    assert np.isnan(block_values(emb, "alpha").iloc[-1])
     rs = role_summary(stream_df)
     assert rs["role"].tolist() == ROLES
     np.testing.assert_allclose(rs["median_alpha"], stream_df.groupby("role", sort=False)["alpha"].median())

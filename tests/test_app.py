@@ -412,7 +412,7 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
     goto(app, "Prune & evaluate")
     app.number_input(key="pr_nsamples").set_value(2).run()
     app.number_input(key="pr_seqlen").set_value(64).run()
-    name = "model.layers.1.self_attn.o_proj"
+    name = "model.layers.1.self_attn.k_proj"
     app.selectbox(key="pr_fista_layer").set_value(name).run()
     app.button(key="pr_fista_btn").click().run()
     no_failure(app)
@@ -432,9 +432,9 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
     # the captured inputs are the ones the pruning loop sees: Σx² per feature = collect_input_norms
     norms = collect_input_norms(lm.model, calib)[name]
     np.testing.assert_allclose((X.double() ** 2).sum(0).numpy(), norms.numpy(), rtol=1e-4)
-    path = fista_lambda_path(module.weight.detach().float(), LayerStats.from_inputs(X), num=12).sort_values(
-        "lambda_rel")
+    path = fista_lambda_path(module.weight.detach().float(), LayerStats.from_inputs(X), num=10, min_ratio=1e-6,
+                             max_iter=100, tol=1e-4, dtype=torch.float32).sort_values("lambda_rel")
     np.testing.assert_allclose(shown_s["x"], path["lambda_rel"].to_numpy(), rtol=1e-9)
     np.testing.assert_allclose(shown_s["y"], 100 * path["sparsity"].to_numpy(), atol=1e-9)
-    np.testing.assert_allclose(shown_e["y"], path["rel_error"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(shown_e["y"], path["rel_error"].to_numpy(), rtol=1e-5)
     assert shown_s["y"][0] < shown_s["y"][-1]  # a larger λ gives a sparser solution

@@ -116,7 +116,6 @@ _probe = {"alpha_trained": fit_trained.alpha, "D": summary["D"].to_dict(), "sigm
 """
 
 
-@pytest.mark.slow
 def test_nb01_esd_and_heavy_tails(tmp_path):
     run = execute("01_esd_and_heavy_tails.ipynb", tmp_path, probe=NB01_PROBE)
     p = run.probe
@@ -165,7 +164,6 @@ def _hill(x: np.ndarray, xmin: float) -> float:
     return 1 + t.size / float(np.sum(np.log(t / xmin)))
 
 
-@pytest.mark.slow
 def test_nb02_estimating_alpha(tmp_path):
     run = execute("02_estimating_alpha.ipynb", tmp_path, probe=NB02_PROBE)
     p = run.probe
@@ -344,7 +342,6 @@ _probe = {"path": str(path), "title": TITLE, "alpha": df["alpha"].tolist(), "n":
 """
 
 
-@pytest.mark.slow
 def test_nb05_spectral_report_html(tmp_path):
     target = tmp_path / "reports" / "report.html"
     run = execute("05_spectral_report.ipynb", tmp_path, params={"REPORT_PATH": str(target)}, probe=NB05_PROBE)

@@ -108,7 +108,8 @@ def _analysis_store() -> dict:
     return {}
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
+@st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: ~25 s) …",
+                   max_entries=2)
 def load_model_cached(key: str):
     """The loaded model (shared by all sessions; never modified — pruning works on a deep copy)."""
     from spectra.models import load_model
@@ -510,6 +511,15 @@ def _weight_of(ctx: Context, name: str):
     return model_weights(ctx.model_key)[name]
 
 
+def typical_matrix(df: pd.DataFrame) -> str:
+    """The matrix whose α is the median of the fitted ones (the ESD explorer's first matrix)."""
+    alpha = pd.to_numeric(df["alpha"], errors="coerce")
+    if not alpha.notna().any():
+        return str(df["longname"].iloc[0])
+    ok = alpha.dropna().sort_values()
+    return str(df.loc[ok.index[len(ok) // 2], "longname"])
+
+
 def esd_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin: Optional[float], show_mp: bool,
               bins: int, key: str, label: str = "") -> Any:
     row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
@@ -533,7 +543,7 @@ def view_esd(ctx: Context) -> None:
     df = ctx.df
     names = df["longname"].tolist()
     if st.session_state.get("esd_matrix") not in names:
-        st.session_state.esd_matrix = names[0]
+        st.session_state.esd_matrix = typical_matrix(df)
     c1, c2 = st.columns([1, 1])
     c1.selectbox("Matrix", names, key="esd_matrix")
     c2.radio("xmin rule", ESD_RULES, key="esd_rule", horizontal=True,
@@ -840,6 +850,9 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
         t = t[t["kind"] != "dense"].copy()
         if "dense_ppl" not in t.columns and len(dense):
             t["dense_ppl"] = float(dense["ppl"].iloc[0])
+    if {"eval_dataset", "max_windows", "eval_seqlen"} <= set(t.columns):
+        t["eval"] = [f"{d} {int(w) if w else 'all'}×{q}" for d, w, q in
+                     zip(t["eval_dataset"], t["max_windows"].fillna(0), t["eval_seqlen"])]
     if "nm" in t.columns and "pruner" in t.columns:
         nm = t["nm"].fillna("").astype(str)
         t["pruner"] = np.where(nm != "", t["pruner"].astype(str) + " " + nm, t["pruner"].astype(str))
@@ -850,7 +863,10 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
 
 def runs_table() -> pd.DataFrame:
     runs = st.session_state.runs
-    return pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
+    t = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
+    if len(t):
+        t["eval"] = [f"{d} {w}×{q}" for d, w, q in zip(t["dataset"], t["windows"], t["seqlen"])]
+    return t
 
 
 def view_prune(ctx: Context) -> None:
@@ -908,11 +924,13 @@ def view_prune(ctx: Context) -> None:
         _fista_section(ctx)
         return
     table = pd.concat(tables, ignore_index=True)
-    several = table["origin"].nunique() > 1  # e.g. this session's small runs and a full sweep: never mixed
+    # runs evaluated differently (this session's small runs vs a full sweep, other windows) are never one curve
+    split = [c for c in ("origin", "eval") if c in table.columns and table[c].nunique() > 1]
+    several = bool(split)
     dense = None
     if not several and "dense_ppl" in table.columns and table["dense_ppl"].notna().any():
         dense = float(table["dense_ppl"].dropna().iloc[0])
-    group = ("origin", "allocation", "pruner") if several else ("allocation", "pruner")
+    group = tuple(split) + ("allocation", "pruner")
     chart(pplots.tradeoff_figure(table, group=group, dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
@@ -923,7 +941,7 @@ def view_prune(ctx: Context) -> None:
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
         baselines = ({f"uniform + {r['pruner']}": r["ppl"] for _, r in base.iterrows()} if base is not None else {})
-        lam_group = ("origin", "allocation", "pruner") if several else ("allocation", "pruner")
+        lam_group = group
         chart(pplots.lambda_effect_figure(sub, group=lam_group, baselines=baselines,
                                           title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
 
@@ -957,7 +975,7 @@ def _fista_section(ctx: Context) -> None:
 def collect_figures(ctx: Context) -> dict:
     """Every figure of the current state, rebuilt from the same builders the views use."""
     figs = dict(overview_figures(ctx, st.session_state.ov_metric, st.session_state.ov_weighted))
-    name = st.session_state.get("esd_matrix") or ctx.df["longname"].iloc[0]
+    name = st.session_state.get("esd_matrix") or typical_matrix(ctx.df)
     try:
         ev = _evals_of(ctx, name)
         rule = st.session_state.esd_rule if st.session_state.esd_rule != "manual" else "peak"

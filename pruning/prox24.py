@@ -296,14 +296,16 @@ def prox24(Y: torch.Tensor, mu) -> torch.Tensor:
     bs, order = torch.sort(Y64.abs() * mu64.unsqueeze(1), dim=-1, descending=True)
     b = bs.T.contiguous()  # (4, G)
     u = b.clone()
-    u[2:] = 0  # candidate k = 2: the two largest kept
+    u[2:] = 0  # candidate k = 2: the two largest kept (returned bit-exact from Y when it wins)
     best = _F(u, b)
+    top2 = torch.ones_like(best, dtype=torch.bool)
     # k = 3 (needs b₁ ≤ 2, b₃ > 0 and room to improve: F on {1,2,3} is ≥ ½b₄²)
     idx = torch.nonzero((b[0] <= 2.0) & (b[2] > 0) & (best > 0.5 * b[3] ** 2)).squeeze(1)
     if idx.numel():
         uc, fc, found = _three_support(b[:, idx])
         better = found & (fc < best[idx])
         u[:, idx[better]], best[idx[better]] = uc[:, better], fc[better]
+        top2[idx[better]] = False
     # k = 4, unless the current best point is a KKT point of min F over Ω₄ ∩ {u ≥ 0}: inside Ω₄, stationary on
     # its support and ∂F/∂u_i ≥ 0 off it (then, by convexity, no 4-support point is lower)
     cand = (b[0] <= 1.75) & (b[3] > 0)
@@ -317,9 +319,12 @@ def prox24(Y: torch.Tensor, mu) -> torch.Tensor:
         uc, fc = _four_support(b[:, idx], best[idx])
         better = fc < best[idx]
         u[:, idx[better]], best[idx[better]] = uc[:, better], fc[better]
+        top2[idx[better]] = False
     pos = mu64 > 0
     Zs = u.T / torch.where(pos, mu64, torch.ones_like(mu64)).unsqueeze(1)
     Z = torch.zeros_like(Zs).scatter_(1, order, Zs) * torch.sign(Y64)
+    kept = torch.zeros_like(Y64, dtype=torch.bool).scatter_(1, order[:, :2], True)
+    Z = torch.where((top2 & pos).unsqueeze(1), Y64 * kept, Z)
     Z = torch.where(pos.unsqueeze(1), Z, Y64)  # mu = 0: identity
     return Z.reshape(*lead, 4).to(Y.dtype)
 

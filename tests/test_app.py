@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -394,8 +393,9 @@ def test_report_lists_every_figure_and_table(app, analysis):
     text = " ".join(m.value for m in app.markdown)
     for name in ("alpha_along_depth", "alpha_heatmap", "alpha_histogram", "allocation_curves"):
         assert f"`{name}`" in text
-    first = analysis["longname"].iloc[0]
-    assert f"`esd_{first}`" in text and f"`ks_{first}`" in text
+    ok = analysis["alpha"].dropna().sort_values()
+    typical = analysis.loc[ok.index[len(ok) // 2], "longname"]  # the median-α matrix is the ESD view's default
+    assert f"`esd_{typical}`" in text and f"`ks_{typical}`" in text
     assert f"`analysis` — {len(analysis)} rows" in text
     assert "`role_summary` — 7 rows" in text
     assert "`allocation_AlphaPruning` — 210 rows" in text
@@ -438,3 +438,77 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
     np.testing.assert_allclose(shown_s["y"], 100 * path["sparsity"].to_numpy(), atol=1e-9)
     np.testing.assert_allclose(shown_e["y"], path["rel_error"].to_numpy(), rtol=1e-5)
     assert shown_s["y"][0] < shown_s["y"][-1]  # a larger λ gives a sparser solution
+
+
+# ------------------------------------------------------------------------------------------------- figure modules
+def test_esd_figure_densities_are_normalised():
+    from scipy import integrate
+
+    from spectra import plots
+
+    rng = np.random.default_rng(0)
+    ev = np.sort(rng.pareto(2.5, 500) + 1.0)  # a Pareto(α = 3.5 density exponent) sample
+    edges, dens, n = plots.log_histogram(ev, bins=40)
+    assert n == ev.size and edges[0] == ev.min() and edges[-1] == ev.max()
+    assert float(np.sum(dens * np.diff(edges))) == pytest.approx(1.0, rel=1e-12)
+    # the fitted tail's density integrates to the tail's share of the eigenvalues
+    area, _ = integrate.quad(lambda x: plots.power_law_density(np.array([x]), 3.5, 2.0, 0.3)[0], 2.0, np.inf)
+    assert area == pytest.approx(0.3, rel=1e-8)
+    from spectra.hill import fit_power_law
+
+    fit = fit_power_law(ev, "ks")
+    fig = plots.esd_figure(ev, fit)
+    names = [t.name for t in fig.data]
+    assert any(nm.startswith(f"power law α={fit.alpha:.3f}") for nm in names)
+    assert fig.layout.xaxis.type == "log" and "eigenvalue" in fig.layout.xaxis.title.text
+    assert "density" in fig.layout.yaxis.title.text
+
+
+def test_figure_builders_reject_bad_tables():
+    from pruning import plots as pplots
+    from spectra import plots as splots
+
+    with pytest.raises(ValueError, match="no column"):
+        splots.metric_depth_figure(pd.DataFrame({"block": [0], "role": ["q"]}), "alpha")
+    with pytest.raises(ValueError, match="at least one"):
+        pplots.allocation_figure({})
+    with pytest.raises(ValueError, match="ppl"):
+        pplots.tradeoff_figure(pd.DataFrame({"sparsity": [0.5], "allocation": ["u"], "pruner": ["w"]}))
+    with pytest.raises(ValueError, match="same length"):
+        splots.ks_figure(np.arange(3.0), np.arange(2.0))
+    with pytest.raises(ValueError, match="positive eigenvalue"):
+        splots.log_histogram(np.zeros(5))
+
+
+def test_block_sparsity_is_the_parameter_weighted_block_mean():
+    from pruning import plots as pplots
+
+    alloc = pd.DataFrame({"longname": list("abcd"), "block": [0, 0, 1, 1], "num_params": [1, 3, 2, 2],
+                          "sparsity": [0.2, 0.6, 0.5, 0.7]})
+    np.testing.assert_allclose(pplots.block_sparsity(alloc).to_numpy(), [(0.2 + 1.8) / 4, 0.6])
+    assert pplots.weighted_mean_sparsity(alloc) == pytest.approx((0.2 + 1.8 + 1.0 + 1.4) / 8)
+
+
+def test_html_report_is_one_self_contained_file(tmp_path):
+    import plotly.graph_objects as go
+
+    from spectra.html_report import ReportSection, build_html_report, write_html_report
+
+    figs = [go.Figure(go.Scatter(x=[1, 2], y=[3, 4], name="first")), go.Figure(go.Bar(x=["a"], y=[1]))]
+    table = pd.DataFrame({"name": ["<b>x</b>"], "alpha": [3.14159265]})
+    sections = [ReportSection("Spectra & fits", "α < 2 means over-trained", [("caption one", figs[0])],
+                              [("metrics", table)]), ReportSection("More", "", [figs[1]])]
+    html = build_html_report("My <report>", sections, metadata={"model": "builtin"})
+    assert html.count("Plotly.newPlot") == 2  # one per figure
+    from plotly.offline import get_plotlyjs
+
+    assert html.count(get_plotlyjs()[:200]) == 1  # plotly.js embedded exactly once
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html  # table text escaped
+    assert "3.142" in html and "My &lt;report&gt;" in html and "Spectra &amp; fits" in html
+    assert "α &lt; 2 means over-trained" in html and "caption one" in html
+    path = write_html_report(tmp_path / "r.html", "t", sections)
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    with pytest.raises(FileExistsError):
+        write_html_report(path, "t", sections)
+    with pytest.raises(ValueError, match=".html"):
+        write_html_report(tmp_path / "r.txt", "t", sections)

@@ -196,8 +196,10 @@ def test_every_view_and_the_lambda_slider(page):
     from spectra.analyze import AnalysisSettings, analyze
     from spectra.hill import fit_power_law
 
-    df = analyze(None, AnalysisSettings(keep_eigs=True), progress=False)
-    alpha_ks = fit_power_law(df["evals"].iloc[0], "ks").alpha
+    df = analyze(None, AnalysisSettings(keep_eigs=True), progress=False).set_index("longname")
+    shown_name = page.locator('[data-testid="stSelectbox"]').filter(has_text="Matrix").first.inner_text()
+    name = [n for n in df.index if n in shown_name][0]
+    alpha_ks = fit_power_law(df.loc[name, "evals"], "ks").alpha
     shown = page.locator('[data-testid="stMetric"]').filter(has_text="α").first.locator(
         '[data-testid="stMetricValue"]').inner_text()
     assert abs(float(shown) - alpha_ks) < 1e-4, (shown, alpha_ks)

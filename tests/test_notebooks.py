@@ -289,6 +289,7 @@ _probe = {"source": table_source, "dense_ppl": dense_ppl,
 """
 
 NB04_DENSE_CHECK = """
+import numpy as _np
 import torch as _torch
 from spectra.models import load_model as _lm
 from pruning.data import get_eval_tokens as _tok
@@ -296,7 +297,7 @@ _m = _lm(MODEL)
 _ids = _tok(_m.tokenizer, "wikitext2").reshape(-1)[: MAX_WINDOWS * EVAL_SEQLEN].reshape(MAX_WINDOWS, EVAL_SEQLEN)
 with _torch.no_grad():
     _loss = [float(_m.model(input_ids=w[None], labels=w[None]).loss) for w in _ids]   # HF's own shifted CE
-_probe["dense_ppl_hf"] = float(np.exp(np.mean(_loss)))
+_probe["dense_ppl_hf"] = float(_np.exp(_np.mean(_loss)))
 """
 
 

@@ -70,7 +70,10 @@ sys.path.insert(0, {root!r})
 import torch; torch.set_num_threads(1)
 import spectra.analyze, spectra.weights, spectra.models, transformers  # the same imports in every mode
 mode = {mode!r}
-if mode == "stream":
+if mode == "prefix":  # what spectra.weights needs to name checkpoint keys: imports the model's modeling module
+    import json as _j
+    spectra.weights._base_prefix(_j.loads((spectra.models.builtin_model_dir() / "config.json").read_text()))
+elif mode == "stream":
     df = spectra.analyze.analyze(None, progress=False, cache=False)
 elif mode == "memory":
     lm = spectra.models.load_model()
@@ -164,10 +167,13 @@ def main() -> None:
     n, m = big.shape
     working_mb = (n * m * 4 + n * m * 8 + M * M * 8 * 2 + 64 * M * 8 * 3) / 2**20  # W f32, W f64, Gram+LAPACK, KS
     base = child_rss("imports")
+    prefix = child_rss("prefix")
     stream = child_rss("stream")
     memory = child_rss("memory")
-    print(f"\npeak RSS: imports only {base:.0f} MB; streaming analysis {stream:.0f} MB (+{stream - base:.0f} MB over "
-          f"imports); load whole model + analyse {memory:.0f} MB (+{memory - base:.0f} MB)")
+    print(f"\npeak RSS (VmHWM) of fresh processes: imports only {base:.0f} MB; + transformers modeling-module import "
+          f"done by spectra.weights._base_prefix {prefix:.0f} MB; streaming analysis {stream:.0f} MB "
+          f"(+{stream - base:.0f} MB over imports, +{stream - prefix:.0f} MB over imports incl. modeling module); "
+          f"load whole model + analyse {memory:.0f} MB (+{memory - base:.0f} MB)")
     print(f"largest matrix {n}x{m}: working set ≈ {working_mb:.1f} MB (fp32 W + fp64 copy + Gram/LAPACK + KS block); "
           f"streaming peak − (working set + 400 MB) = {stream - working_mb - 400:+.0f} MB", flush=True)
 

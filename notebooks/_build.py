@@ -728,7 +728,7 @@ NB04 = [
     QUICK = True          # see above
     MODEL = None          # None = built-in SmolLM2-135M-Instruct; or a Hugging Face id, a local HF folder, a .gguf file
     SWEEP_TABLE = None    # path of an existing sweep table (.parquet) to read; None = run the sweep here
-    SWEEP_OUT = None      # where a sweep run here is written; None = a file under the system temp folder
+    SWEEP_OUT = None      # where a sweep run here is written (finished cells in it are reused); None = under the temp folder
     PRUNERS = None        # None = ["magnitude", "wanda"] if QUICK else ["magnitude", "wanda", "sparsegpt"]
     ALLOCATIONS = None    # None = ["uniform", "alphapruning"]
     SPARSITIES = None     # None = [0.5, 0.7] if QUICK else [0.3, 0.4, 0.5, 0.6, 0.7]

@@ -218,7 +218,8 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
                          f"(got {search_steps}, {sparsity_tol}, {lambda_rtol})")
     target = nm_sparsity(nm) if nm is not None else check_sparsity(sparsity)
     if nm is not None and W.shape[1] % nm[1]:
-        raise ValueError(f"fista: N:M {nm[0]}:{nm[1]} needs the input dimension ({W.shape[1]}) to be a multiple of {nm[1]}")
+        raise ValueError(f"fista: N:M {nm[0]}:{nm[1]} needs the input dimension ({W.shape[1]}) "
+                         f"to be a multiple of {nm[1]}")
     W32 = W.to(torch.float32)
     info = FistaInfo()
     if target == 0.0:
@@ -309,7 +310,10 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     out = project(best)
     if by_loss:
         chosen = torch.isfinite(best_loss)
-        out = torch.where(chosen.unsqueeze(1), best_proj, out) if per_row else (best_proj if bool(chosen.all()) else out)
+        if per_row:
+            out = torch.where(chosen.unsqueeze(1), best_proj, out)
+        elif bool(chosen.all()):
+            out = best_proj
     return out.to(device=W.device, dtype=torch.float32), info
 
 

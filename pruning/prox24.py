@@ -22,11 +22,14 @@ Exact proximal operator ``prox_{μR}(w) = argmin_z ½‖z − w‖² + μ R(z)``
 4. *k = 3, exact 1-D reduction* (:func:`_three_support`): fixing ``u₃ = v < 1`` leaves a strictly convex quadratic
    in ``(u₁, u₂)`` with a closed-form minimiser; the reduced ``V(v)`` has a concave second derivative, so V is
    convex on one interval where its unique local minimum is found by monotone (non-overshooting) Newton steps.
-5. *k = 4* (:func:`_four_support`): damped Newton inside Ω₄ for the convex problem, stopped by a convexity lower
-   bound as soon as it cannot beat the other candidates. It is skipped when another candidate satisfies the
-   KKT conditions of ``min_{Ω₄ ∩ {u ≥ 0}} F`` (then no 4-support point is lower) and when ``b₁ > 7/4`` (from the
-   2×2 minors of ``I + N ⪰ 0`` — ``u_k + u_l ≤ 1`` — and stationarity ``b₁ = u₁ + e₂(u₂, u₃, u₄) ≤ 1 + 3/4``;
-   likewise a 3-support minimum needs ``b₁ ≤ 2``).
+5. *k = 4* (:func:`_four_support`): damped (Levenberg–Marquardt) Newton inside Ω₄ for the convex problem —
+   iterative, capped at 30 iterations (every interior minimiser in our random tests converged within 10), and
+   only a feasible point ever competes, so an unfinished solve can never return something worse than the other
+   candidates. It is skipped when it cannot matter: when the best other candidate satisfies the KKT conditions
+   of ``min_{Ω₄ ∩ {u ≥ 0}} F`` (then, by convexity, no 4-support point is lower), when ``b₁ > 7/4`` (2×2 minors
+   of ``I + N ⪰ 0`` give ``u_k + u_l ≤ 1``, so stationarity ``b₁ = u₁ + e₂(u₂, u₃, u₄) ≤ 1 + 3/4``; likewise a
+   3-support minimum needs ``b₁ ≤ 2``), when interval bounds on a stationary point in Ω₄ are empty, or when the
+   convexity lower bound ``F(u) + ∇F(u)·(v − u)`` over those bounds exceeds the best candidate.
 6. The prox is the candidate with the lowest F (each candidate is an actual feasible point).
 Tests compare this operator with a brute-force minimisation (dense grid + multi-start L-BFGS-B) to 1e-6.
 """

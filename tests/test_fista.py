@@ -121,7 +121,8 @@ def test_select_by_loss_is_never_worse_than_by_sparsity():
 def test_lambda_path_table():
     W, st = _layer(13, out=16, n=32)
     df = fista_lambda_path(W, st, num=10, max_iter=3000, tol=1e-9)
-    assert isinstance(df, pd.DataFrame) and list(df.columns) == ["lambda", "lambda_rel", "sparsity", "rel_error", "iters"]
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == ["lambda", "lambda_rel", "sparsity", "rel_error", "iters"]
     assert df["lambda"].is_monotonic_decreasing and df["lambda_rel"].iloc[0] == pytest.approx(1.0)
     assert df["sparsity"].iloc[0] == 1.0 and df["rel_error"].iloc[0] == pytest.approx(1.0)  # λ_max: W* = 0
     assert df["sparsity"].iloc[-1] < 0.5

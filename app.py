@@ -524,12 +524,13 @@ def esd_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin: Optio
               bins: int, key: str, label: str = "") -> Any:
     row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
     fit = esd_fit(evals, rule, xmin)
-    c = st.columns(5)
+    mpf = mp_fit(evals, int(row["rows"]), int(row["cols"]))
+    compact = st.session_state.esd_compare != "nothing"  # half-width panels: two rows of tiles
+    c = st.columns(3) + st.columns(3) if compact else st.columns(5)
     c[0].metric("α", f"{fit.alpha:.4f}" if fit.ok else "failed")
     c[1].metric("D (KS)", f"{fit.D:.4f}" if fit.ok else "–")
     c[2].metric("xmin", f"{fit.xmin:.4g}" if fit.ok else "–")
     c[3].metric("tail size", int(fit.num_pl_spikes))
-    mpf = mp_fit(evals, int(row["rows"]), int(row["cols"]))
     c[4].metric("spikes above MP edge", int(mpf.num_spikes))
     if fit.warning:
         st.warning(fit.warning)

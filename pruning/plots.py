@@ -118,6 +118,15 @@ def lambda_range_figure(table: pd.DataFrame, *, lam_col: str = "lam", title: Opt
     return fig
 
 
+def _hline(fig: go.Figure, y: float, text: str, color: str, log_y: bool, position: str = "bottom") -> None:
+    """A horizontal reference line with a label at the right end (on a log axis plotly places annotations in
+    log10 units while shapes stay in data units, so the label's y is converted)."""
+    fig.add_hline(y=float(y), line=dict(color=color, dash="dot"))
+    fig.add_annotation(xref="paper", x=1.0, y=float(np.log10(y)) if log_y else float(y), yref="y", text=text,
+                       showarrow=False, xanchor="right", yanchor="bottom" if position == "bottom" else "top",
+                       font=dict(size=11, color=color))
+
+
 def _group_label(row: pd.Series, group: Sequence[str]) -> str:
     return " + ".join(str(row[g]) for g in group)
 
@@ -147,11 +156,10 @@ def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl
                                  line=dict(color=_COLORS[k % len(_COLORS)], dash=_DASHES[(k // len(_COLORS)) % 6]),
                                  hovertemplate=f"{label}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
     if dense is not None and np.isfinite(dense):
-        fig.add_hline(y=float(dense), line=dict(color="#333333", dash="dot"),
-                      annotation_text=f"dense {float(dense):.2f}", annotation_position="bottom right")
+        _hline(fig, float(dense), f"dense {float(dense):.2f}", "#333333", log_y)
     fig.update_xaxes(title_text=SPARSITY_LABEL if x == "sparsity" else x)
     fig.update_yaxes(title_text=PPL_LABEL if (y == "ppl" and log_y) else y, type="log" if log_y else "linear")
-    fig.update_layout(title=title, height=height, template="plotly_white",
+    fig.update_layout(title=title, height=height, template="plotly_white", showlegend=True,
                       legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
@@ -169,8 +177,7 @@ def lambda_effect_figure(results: pd.DataFrame, *, lam: str = "lam", y: str = "p
         raise ValueError(f"no row with a value of {lam!r}; sweep AlphaPruning over several λ first")
     fig = tradeoff_figure(d, x=lam, y=y, group=group, log_y=log_y, height=height)
     for k, (label, val) in enumerate((baselines or {}).items()):
-        fig.add_hline(y=float(val), line=dict(color=_COLORS[(k + 3) % len(_COLORS)], dash="dot"),
-                      annotation_text=f"{label} {float(val):.2f}", annotation_position="top right")
+        _hline(fig, float(val), f"{label} {float(val):.2f}", _COLORS[(k + 3) % len(_COLORS)], log_y, "top")
     fig.update_xaxes(title_text="λ (AlphaPruning range, dimensionless)")
     fig.update_layout(title=title)
     return fig

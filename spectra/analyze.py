@@ -42,7 +42,7 @@ class AnalysisSettings:
     device: where eigenvalues are computed (``cpu`` / ``cuda``). include_embeddings: also the embedding / LM head
     matrices. keep_eigs: add an ``evals`` column (ascending eigenvalue arrays). evals_thresh: eigenvalues ≤ this are
     ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0). min_evals: matrices with fewer eigenvalues fail ("too small").
-    mp_method: Marchenko–Pastur σ² estimator (``median`` or ``trace``, see ``spectra.mp``).
+    mp_method: Marchenko–Pastur σ² estimator (``trace`` or ``median``, see ``spectra.mp``).
     """
 
     xmin_rule: str = "peak"
@@ -53,7 +53,7 @@ class AnalysisSettings:
     keep_eigs: bool = False
     evals_thresh: float = 1e-5
     min_evals: int = 8
-    mp_method: str = "median"
+    mp_method: str = "trace"
 
     def __post_init__(self) -> None:
         if self.xmin is not None:

@@ -8,6 +8,7 @@ to Wanda measured in the same run.
 
     python bench/bench_pruners.py                      # magnitude, wanda, sparsegpt (+ fista / prox24 if present)
     python bench/bench_pruners.py --pruners wanda,sparsegpt --nsamples 32 --eval-windows 8 --json out.json
+    python bench/bench_pruners.py --layer-bench 0      # per-matrix time / error of every pruner on block 0
 """
 from __future__ import annotations
 
@@ -75,6 +76,50 @@ def dense_ppl(eval_windows: int, eval_seqlen: int) -> dict:
             "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, sparsity: float) -> list[dict]:
+    """Time every pruner on the matrices of one block, from the dense model's calibration statistics
+    (``H``; ``K = D = H`` as without error correction); relative error ``‖(W − Ŵ)X‖F / ‖WX‖F`` from ``H``."""
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(ROOT))
+    from spectra.models import load_model
+    from spectra.weights import decoder_layers
+    from pruning.base import get_pruner
+    from pruning.data import get_calibration
+    from pruning.sequential import _group_stats, _run, block_linears, capture_block_inputs, input_groups
+
+    lm = load_model()
+    calib = get_calibration(lm.tokenizer, nsamples, seqlen, 0)
+    with torch.no_grad():
+        chunks = capture_block_inputs(lm.model, calib, 8)
+        blocks = decoder_layers(lm.model)
+        for b in range(block):
+            for c in chunks:
+                c.hidden = _run(blocks[b], c)
+        lins = block_linears(lm.model)[block]
+        groups = input_groups(blocks[block], lins, chunks[0])
+        stats = _group_stats(blocks[block], None, groups, chunks, None, frozenset({"H", "K"}), "none")
+    rows = []
+    for name in pruners:
+        nm = (2, 4) if name == "prox24" else None
+        spec = get_pruner(name)
+        for g, st in zip(groups, stats):
+            H = st.H
+            for lin in g:
+                W = lin.get()
+                t = time.perf_counter()
+                Wn = spec.fn(W.clone(), st, sparsity, nm)
+                dt = time.perf_counter() - t
+                d = (W - Wn).double()
+                err = float(torch.sqrt(torch.einsum("ij,jk,ik->", d, H, d)
+                                       / torch.einsum("ij,jk,ik->", W.double(), H, W.double())))
+                rows.append({"pruner": name, "pattern": "2:4" if nm else f"{sparsity:g}", "matrix": lin.longname,
+                             "shape": list(W.shape), "seconds": dt, "rel_err": err})
+                print(f"  {name:<10} {lin.longname:<40} {dt:8.2f} s  rel err {err:.4f}", flush=True)
+    return rows
+
+
 def _available() -> list[str]:
     sys.path.insert(0, str(ROOT))
     from pruning.base import PRUNERS, get_pruner
@@ -118,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-seqlen", type=int, default=512)
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per pruner before it is stopped")
     ap.add_argument("--json", default=None, help="also write all results to this JSON file")
+    ap.add_argument("--layer-bench", type=int, default=None, metavar="BLOCK",
+                    help="instead: time each pruner on the matrices of block BLOCK (no perplexity)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one pruner in this process
     ap.add_argument("--nm", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -127,6 +174,20 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(out))
         return 0
     pruners = args.pruners.split(",") if args.pruners else _available()
+    if args.layer_bench is not None:
+        print(f"layer bench: block {args.layer_bench}, statistics from {args.nsamples} × {args.seqlen} C4 windows "
+              f"(seed 0), sparsity {args.sparsity:g} (prox24: 2:4), one thread", flush=True)
+        rows = layer_bench(pruners, args.layer_bench, args.nsamples, args.seqlen, args.sparsity)
+        print(f"{'pruner':<10} {'pattern':>7} {'block s':>9} {'vs wanda':>8} {'mean rel err':>12}")
+        tot = {p: sum(r["seconds"] for r in rows if r["pruner"] == p) for p in pruners}
+        for p in pruners:
+            errs = [r["rel_err"] for r in rows if r["pruner"] == p]
+            ratio = f"{tot[p] / tot['wanda']:.1f}x" if tot.get("wanda") else "-"
+            print(f"{p:<10} {rows[[r['pruner'] for r in rows].index(p)]['pattern']:>7} {tot[p]:>9.2f} {ratio:>8} "
+                  f"{sum(errs) / len(errs):>12.4f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        return 0
     rows = []
     env = {**os.environ, **ONE_THREAD}
     print(f"bench_pruners: {pruners}, calibration {args.nsamples} × {args.seqlen} (C4, seed 0), sparsity "

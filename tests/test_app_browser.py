@@ -4,7 +4,7 @@ Starts the server on 127.0.0.1 at a free port, visits every view, moves the λ s
 that the AlphaPruning curve in the page changed to exactly ``pruning.allocation.allocate``'s block means for the new λ
 (while the uniform curve did not move), switches the ESD explorer's xmin rule and checks α against
 ``spectra.hill.fit_power_law``, runs a small Prune & evaluate, and saves a screenshot of each view to
-``artifacts/`` (``SPL_ASSETS_DIR=assets`` also writes them there, for the README).
+``artifacts/`` (``SPL_ASSETS_DIR=DIR`` also copies them to DIR).
 """
 from __future__ import annotations
 

@@ -932,7 +932,12 @@ def view_prune(ctx: Context) -> None:
     if not several and "dense_ppl" in table.columns and table["dense_ppl"].notna().any():
         dense = float(table["dense_ppl"].dropna().iloc[0])
     group = tuple(split) + ("allocation", "pruner")
-    chart(pplots.tradeoff_figure(table, group=group, dense=dense,
+    table["curve"] = table["allocation"].astype(str)
+    lams = table["lam"].dropna().unique() if "lam" in table.columns else []
+    if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
+        has = table["lam"].notna()
+        table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
+    chart(pplots.tradeoff_figure(table, group=tuple(split) + ("curve", "pruner"), dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
     _fista_section(ctx)

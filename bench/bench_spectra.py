@@ -13,8 +13,8 @@ Prints, for the same matrices in the same run:
     next to the working set of the largest matrix.
 
 CPU time (``time.process_time``) is reported next to wall time because the benchmark machine may be shared: with
-one thread, CPU time is the better estimate of the work done. Every timing is the best of ``REPEATS`` runs (our
-runs and weightwatcher's interleaved). Run: ``python bench/bench_spectra.py [REPEATS]`` (default 3).
+one thread, CPU time is the better estimate of the work done. Every timing is the best of ``REPEATS`` rounds; each
+round runs every measurement once (floors, ours, weightwatcher's, interleaved) so that load changes hit all alike. Run: ``python bench/bench_spectra.py [REPEATS]`` (default 3).
 """
 from __future__ import annotations
 
@@ -46,15 +46,6 @@ def timed_once(fn, *args, **kwargs):
     w, c = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - w, time.process_time() - c
-
-
-def timed(fn, *args, repeats=None, **kwargs):
-    """Best wall and best CPU time over ``repeats`` runs (default REPEATS); returns the last output."""
-    best_w = best_c = float("inf")
-    for _ in range(repeats or REPEATS):
-        out, w, c = timed_once(fn, *args, **kwargs)
-        best_w, best_c = min(best_w, w), min(best_c, c)
-    return out, best_w, best_c
 
 
 def quiet(fn, *a, **k):
@@ -124,40 +115,49 @@ def main() -> None:
         return [np.linalg.eigvalsh(g, UPLO="L") for g in grams]
 
     floor_full()  # warm-up (LAPACK workspace, page cache)
-    _, fw, fc = timed(floor_full)
-    _, ew, ec = timed(floor_eig_only)
-    _, tw, tc = timed(torch_floor)
+    for rule in ("ks", "peak_ref", "peak"):
+        analyze(None, xmin_rule=rule, progress=False, cache=False)  # warm-up
+    watcher = ww.WeightWatcher(model=lm.model.model.layers)
+    pairs = [("ks", {}, "weightwatcher default fit"),
+             ("peak_ref", {"fix_fingers": "xmin_peak", "pl_package": "powerlaw"}, "weightwatcher xmin_peak (powerlaw)")]
+    best: dict = {}
+    outs: dict = {}
+
+    def record(key, fn, *a, **k):
+        out, w, c = timed_once(fn, *a, **k)
+        bw, bc = best.get(key, (float("inf"), float("inf")))
+        best[key] = (min(bw, w), min(bc, c))
+        outs[key] = out
+
+    for _ in range(REPEATS):  # every measurement in every round, interleaved; best of the rounds for each
+        record("floor", floor_full)
+        record("eig_only", floor_eig_only)
+        record("torch_floor", torch_floor)
+        for rule, kwargs, _label in pairs:
+            record(("ours", rule), analyze, None, xmin_rule=rule, progress=False, cache=False)
+            record(("ww", rule), quiet, watcher.analyze, **kwargs)
+        record(("ours", "peak"), analyze, None, progress=False, cache=False)
     del grams
+    (fw, fc), (ew, ec), (tw, tc) = best["floor"], best["eig_only"], best["torch_floor"]
     print(f"eigenvalue floor, {len(mats)} matrices: fp64 copy + dsyrk Gram + eigvalsh: wall {fw:.2f} s  cpu {fc:.2f} s;"
           f"  eigvalsh alone: wall {ew:.2f} s  cpu {ec:.2f} s;  torch (W^T W + eigvalsh): wall {tw:.2f} s  "
           f"cpu {tc:.2f} s", flush=True)
-
-    for ours_rule, ww_kwargs, label in [("ks", {}, "weightwatcher default fit"),
-                                        ("peak_ref", {"fix_fingers": "xmin_peak", "pl_package": "powerlaw"},
-                                         "weightwatcher xmin_peak (powerlaw)")]:
-        analyze(None, xmin_rule=ours_rule, progress=False, cache=False)  # warm-up
-        watcher = ww.WeightWatcher(model=lm.model.model.layers)
-        ow = oc = ww_w = ww_c = float("inf")
-        for _ in range(REPEATS):  # interleaved, best of each
-            ours, w, c = timed_once(analyze, None, xmin_rule=ours_rule, progress=False, cache=False)
-            ow, oc = min(ow, w), min(oc, c)
-            ref, w, c = timed_once(quiet, watcher.analyze, **ww_kwargs)
-            ww_w, ww_c = min(ww_w, w), min(ww_c, c)
+    for rule, _kwargs, label in pairs:
+        ours, ref = outs[("ours", rule)], outs[("ww", rule)]
+        (ow, oc), (ww_w, ww_c) = best[("ours", rule)], best[("ww", rule)]
         ref = ref.assign(longname="model.layers." + ref["longname"])
         m = ours.merge(ref[["longname", "alpha", "xmin", "D"]], on="longname", suffixes=("", "_ww"))
         rel = {c: np.abs(m[c] - m[c + "_ww"].astype(float)) / np.abs(m[c + "_ww"].astype(float))
                for c in ("alpha", "xmin", "D")}
         same = int(((rel["alpha"] <= 1e-6) & (rel["xmin"] <= 1e-6) & (rel["D"] <= 1e-6)).sum())
-        print(f"\n[{ours_rule} vs {label}] matrices compared: {len(m)}; alpha, xmin, D identical (rel ≤ 1e-6): "
+        print(f"\n[{rule} vs {label}] matrices compared: {len(m)}; alpha, xmin, D identical (rel ≤ 1e-6): "
               f"{same}/{len(m)}; max rel |Δalpha| = {rel['alpha'].max():.2e}")
         print(f"  spectra.analyze (stream):   wall {ow:7.2f} s   cpu {oc:7.2f} s")
         print(f"  weightwatcher.analyze:      wall {ww_w:7.2f} s   cpu {ww_c:7.2f} s")
         print(f"  speed-up (ww / ours):       wall {ww_w / ow:6.2f}x   cpu {ww_c / oc:6.2f}x")
         print(f"  ours / floor (copy+Gram+eigvalsh): wall {ow / fw:5.2f}   cpu {oc / fc:5.2f}")
         print(f"  ours / eigvalsh calls alone:       wall {ow / ew:5.2f}   cpu {oc / ec:5.2f}", flush=True)
-    # the default rule, for reference
-    analyze(None, progress=False, cache=False)
-    _, pw, pc = timed(analyze, None, progress=False, cache=False)
+    pw, pc = best[("ours", "peak")]
     print(f"\nspectra.analyze default rule (peak): wall {pw:.2f} s  cpu {pc:.2f} s  "
           f"(ours / floor: cpu {pc / fc:.2f}, wall {pw / fw:.2f})", flush=True)
 

@@ -377,6 +377,9 @@ def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
     np.testing.assert_allclose(t["x"], [50.0, 70.0])
     np.testing.assert_allclose(t["y"], [90.0, 114.0])
     np.testing.assert_allclose(trace(fig, "uniform + wanda 2:4")["y"], [200.0])  # N:M is its own curve
+    t = trace(fig, "alphapruning λ=0.2 + sparsegpt")  # several λ: one curve per λ
+    np.testing.assert_allclose(t["x"], [50.0, 70.0])
+    np.testing.assert_allclose(t["y"], [25.0 * 3 - 2, 25.0 * 3.8 - 2])
     assert not any("dense" in str(tr.get("name")) for tr in fig["data"])  # the dense row is a line, not a curve
     dense_line = [sh for sh in fig["layout"].get("shapes", []) if sh.get("y0") == 20.0]
     assert dense_line, "the dense perplexity of the sweep is drawn as a horizontal line"

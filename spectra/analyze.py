@@ -41,7 +41,8 @@ class AnalysisSettings:
     (see ``spectra.hill``). normalize: use the ESD of WᵀW/N (N = max dim) instead of WᵀW.
     device: where eigenvalues are computed (``cpu`` / ``cuda``). include_embeddings: also the embedding / LM head
     matrices. keep_eigs: add an ``evals`` column (ascending eigenvalue arrays). evals_thresh: eigenvalues ≤ this are
-    ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0). min_evals: matrices with fewer eigenvalues fail ("too small").
+    ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0).
+    min_evals: matrices with fewer eigenvalues fail ("too small").
     mp_method: Marchenko–Pastur σ² estimator (``trace`` or ``median``, see ``spectra.mp``).
     """
 
@@ -186,6 +187,10 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     after each matrix (n may be None when unknown). With ``cache`` the result is read from / written to the
     content-keyed cache. Bad matrices (NaN/Inf, all-zero, too small) give ``status='failed'`` rows with the reason.
     """
+    fields = {f.name for f in dataclasses.fields(AnalysisSettings)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise SpectraError(f"unknown analysis setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
     if settings is None:
         settings = AnalysisSettings(**overrides)
     elif overrides:

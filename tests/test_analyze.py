@@ -268,6 +268,8 @@ def test_bad_sources_and_settings_are_one_line_errors(tmp_path):
     with pytest.raises(SpectraError, match="needs xmin"):
         AnalysisSettings(xmin_rule="fixed")
     assert AnalysisSettings(xmin=2.0).xmin_rule == "fixed"
+    with pytest.raises(SpectraError, match="unknown analysis setting.*xmin_rul"):
+        analyze(NoMatrices(), xmin_rul="ks")
     if not torch.cuda.is_available():
         with pytest.raises(SpectraError, match="no CUDA GPU"):
             analyze(None, device="cuda", progress=False)

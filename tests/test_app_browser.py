@@ -197,8 +197,15 @@ def test_every_view_and_the_lambda_slider(page):
     from spectra.hill import fit_power_law
 
     df = analyze(None, AnalysisSettings(keep_eigs=True), progress=False).set_index("longname")
-    shown_name = page.locator('[data-testid="stSelectbox"]').filter(has_text="Matrix").first.inner_text()
-    name = [n for n in df.index if n in shown_name][0]
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Matrix").first
+    # the selected option is rendered as text in some Streamlit versions and as an <input> value in others
+    shown_name = box.inner_text() + " " + " ".join(
+        box.locator("input").nth(i).input_value() for i in range(box.locator("input").count()))
+    titles = re.findall(r"([\w.]+) \(\d+×\d+\), rule ks", page.content())
+    shown_name += " " + " ".join(titles)
+    matches = [n for n in df.index if n in shown_name]
+    assert matches, f"no analysed matrix name in the selectbox text {shown_name!r}"
+    name = max(matches, key=len)
     alpha_ks = fit_power_law(df.loc[name, "evals"], "ks").alpha
     shown = page.locator('[data-testid="stMetric"]').filter(has_text="α").first.locator(
         '[data-testid="stMetricValue"]').inner_text()

@@ -138,11 +138,11 @@ NB01 = [
     edges
     """),
     code("""
-    mp_random = mp_fit(ev_random, rows, cols)      # σ² estimated from the eigenvalues (median matching)
+    mp_random = mp_fit(ev_random, rows, cols, method="median")      # σ² estimated from the eigenvalues (median matching)
     print(f"eigenvalues above the theoretical edge {N * lam_hi:.4g}: {int((ev_random > N * lam_hi).sum())}")
     print(f"σ² estimated from the ESD: {mp_random.sigma2:.5g} (true {sigma2:.5g}); eigenvalues above the "
           f"estimated edge {mp_random.bulk_max:.4g}: {mp_random.num_spikes}")
-    esd_figure(ev_random, None, mp=mp_curve(ev_random, rows, cols), mp_edge=mp_random.bulk_max,
+    esd_figure(ev_random, None, mp=mp_curve(ev_random, rows, cols, method="median"), mp_edge=mp_random.bulk_max,
                title=f"Random Gaussian {rows}×{cols}: ESD and the Marchenko–Pastur law").show()
     """),
     md("""
@@ -164,10 +164,10 @@ NB01 = [
     thetas = edge_sv * np.linspace(1.5, 3.0, N_SPIKES)              # well above the BBP threshold
     S_spiked = R + torch.from_numpy(U @ np.diag(thetas) @ V.T)
     ev_spiked = esd(S_spiked)
-    mp_spiked = mp_fit(ev_spiked, rows, cols)
+    mp_spiked = mp_fit(ev_spiked, rows, cols, method="median")
     print(f"planted {N_SPIKES} signals; eigenvalues above the MP edge {mp_spiked.bulk_max:.4g}: {mp_spiked.num_spikes}")
     print("top eigenvalues:", np.round(ev_spiked[-N_SPIKES - 2:][::-1], 1))
-    esd_figure(ev_spiked, None, mp=mp_curve(ev_spiked, rows, cols), mp_edge=mp_spiked.bulk_max,
+    esd_figure(ev_spiked, None, mp=mp_curve(ev_spiked, rows, cols, method="median"), mp_edge=mp_spiked.bulk_max,
                title=f"Random + {N_SPIKES} rank-one signals: the spikes leave the bulk").show()
     """),
     md("""
@@ -182,12 +182,12 @@ NB01 = [
     code("""
     ev_trained = esd(W)
     fit_trained = fit_power_law(ev_trained, "peak")
-    mp_trained = mp_fit(ev_trained, rows, cols)
+    mp_trained = mp_fit(ev_trained, rows, cols, method="median")
     print(f"α = {fit_trained.alpha:.3f} ± {fit_trained.sigma:.3f}, xmin = {fit_trained.xmin:.4g}, "
           f"tail = {fit_trained.num_pl_spikes} eigenvalues, KS distance D = {fit_trained.D:.3f}")
     print(f"largest eigenvalue {ev_trained.max():.4g} = {ev_trained.max() / mp_trained.bulk_max:.1f} × the MP edge "
           f"{mp_trained.bulk_max:.4g}; {mp_trained.num_spikes} eigenvalues above the edge")
-    esd_figure(ev_trained, fit_trained, mp=mp_curve(ev_trained, rows, cols), mp_edge=mp_trained.bulk_max,
+    esd_figure(ev_trained, fit_trained, mp=mp_curve(ev_trained, rows, cols, method="median"), mp_edge=mp_trained.bulk_max,
                title=f"Trained {MATRIX}: bulk + heavy tail (α = {fit_trained.alpha:.2f})").show()
     """),
     md("""

@@ -77,11 +77,21 @@ class AnalysisSettings:
         return dataclasses.asdict(self)
 
     def numbers_key(self) -> dict:
-        """The settings that change the numbers (the cache key part); device and keep_eigs do not."""
+        """The cache key part: the settings that change the numbers (device and keep_eigs do not) and a hash of the
+        code that computes them, so that a changed implementation never serves stale cached numbers."""
         d = self.as_dict()
         d.pop("device")
         d.pop("keep_eigs")
+        d["code"] = _code_hash()
         return d
+
+
+def _code_hash() -> str:
+    """sha256 (16 hex) of the source of the modules that compute the numbers."""
+    digest = hashlib.sha256(__version__.encode())
+    for name in ("esd", "hill", "mp", "metrics", "analyze", "weights"):
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------- sources

@@ -32,14 +32,15 @@ from pruning.allocation import ALLOCATION_METHODS, AllocationError, allocate, sa
 from spectra import plots as splots
 from spectra.analyze import AnalysisSettings, analyze, block_aggregate, role_summary
 from spectra.errors import SpectraError
-from spectra.hill import EVALS_THRESH, candidate_fits, fit_power_law
+from spectra.hill import AP_RULES, EVALS_THRESH, XMIN_RULES, candidate_fits, fit_power_law
 from spectra.html_report import ReportSection, build_html_report
 from spectra.mp import mp_curve, mp_fit
 
 VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
 SOURCE_KINDS = ("Built-in SmolLM2-135M", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
-ANALYSIS_RULES = ("peak", "ks", "median", "peak_ref")
-ESD_RULES = ("peak", "ks", "median", "peak_ref", "manual")
+#: xmin rules offered (spectra.hill.XMIN_RULES without "fixed", AlphaPruning's default first)
+ANALYSIS_RULES = tuple(["peak"] + [r for r in XMIN_RULES if r not in ("peak", "fixed")])
+ESD_RULES = ANALYSIS_RULES + ("manual",)
 OVERVIEW_METRICS = ("alpha", "alpha_weighted", "stable_rank", "log_spectral_norm", "log_norm", "log_alpha_norm",
                     "entropy", "D", "num_spikes")
 METHOD_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
@@ -123,7 +124,8 @@ def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
     key = (source_key(source), rule)
     if key in store:
         return store[key]
-    bar = st.progress(0.0, text=f"Analysing {key[0]} (xmin rule {rule}) …")
+    bar = st.progress(0.0, text=f"Analysing {key[0]} (xmin rule {rule}) … the first use of a GGUF model (the "
+                                f"built-in one included) converts it to safetensors first, about half a minute")
 
     def cb(i: int, n: Optional[int], name: str) -> None:
         frac = min(1.0, i / n) if n else 0.0
@@ -274,8 +276,9 @@ def sidebar_model() -> None:
         sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""))
     sb.button("Load", key="load_btn", on_click=_on_load, type="primary")
     sb.selectbox("xmin rule of the analysis", ANALYSIS_RULES, key="rule",
-                 help="peak: AlphaPruning's default (corrected); ks: weightwatcher's default Clauset search; "
-                      "median: AlphaPruning's xmin_mid; peak_ref: the reference implementations' quirk")
+                 help="peak: AlphaPruning's default rule (corrected window); ks: weightwatcher's default Clauset "
+                      "search; median: AlphaPruning's xmin_mid; peak_ref / peak_ap: the reference implementations' "
+                      "quirky window (weightwatcher / AlphaPruning code)")
     if st.session_state.load_error:
         sb.error(st.session_state.load_error)
     cur = st.session_state.results_path or source_key(st.session_state.source)
@@ -367,12 +370,15 @@ def esd_figure_for(row: pd.Series, evals: np.ndarray, fit, show_mp: bool, bins: 
 def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
     """D for every xmin candidate (spectra.hill.candidate_fits over the eigenvalues the fit uses)."""
     x = np.sort(np.asarray(evals, dtype=np.float64))
-    x = x[x > EVALS_THRESH]
+    x = x[x > (0.0 if rule in AP_RULES else EVALS_THRESH)]  # the eigenvalues the rule fits (see spectra.hill)
     idx = np.arange(max(x.size - 1, 0))
     alphas, Ds = candidate_fits(x, idx)
     window = None
-    if rule == "peak" and np.isfinite(getattr(fit, "peak", np.nan)):
-        window = (0.95 * fit.peak, 1.5 * fit.peak)
+    p = float(getattr(fit, "peak", np.nan))
+    if rule == "peak" and np.isfinite(p):
+        window = (0.95 * p, 1.5 * p)
+    elif rule in ("peak_ref", "peak_ap") and np.isfinite(p):  # the references' bounds [log10(0.95 p), 1.5 p]
+        window = (max(float(x[0]), np.log10(0.95 * p)), 1.5 * p)
     return splots.ks_figure(x[idx], Ds, alphas, chosen=fit.xmin, window=window, title=title)
 
 
@@ -548,8 +554,9 @@ def view_esd(ctx: Context) -> None:
     c1, c2 = st.columns([1, 1])
     c1.selectbox("Matrix", names, key="esd_matrix")
     c2.radio("xmin rule", ESD_RULES, key="esd_rule", horizontal=True,
-             help="median: AlphaPruning xmin_mid · peak: histogram-peak window [0.95p, 1.5p] · ks: every eigenvalue "
-                  "is a candidate (Clauset) · peak_ref: the references' quirk · manual: your xmin")
+             help="peak: histogram-peak window [0.95p, 1.5p] (corrected) · ks: every eigenvalue is a candidate "
+                  "(Clauset; weightwatcher) · median: AlphaPruning xmin_mid · peak_ref: weightwatcher xmin_peak with "
+                  "the references' [log10(0.95p), 1.5p] bounds · peak_ap: AlphaPruning's own code · manual: your xmin")
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.radio("Side by side with", ("nothing", "another matrix", "this matrix after pruning"), key="esd_compare",
              horizontal=True)

@@ -76,7 +76,8 @@ def dense_ppl(eval_windows: int, eval_seqlen: int) -> dict:
             "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, sparsity: float) -> list[dict]:
+def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, sparsity: float,
+                nm_all: str | None = None) -> list[dict]:
     """Time every pruner on the matrices of one block, from the dense model's calibration statistics
     (``H``; ``K = D = H`` as without error correction); relative error ``‖(W − Ŵ)X‖F / ‖WX‖F`` from ``H``."""
     import torch
@@ -102,7 +103,7 @@ def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, spar
         stats = _group_stats(blocks[block], None, groups, chunks, None, frozenset({"H", "K"}), "none")
     rows = []
     for name in pruners:
-        nm = (2, 4) if name == "prox24" else None
+        nm = tuple(int(t) for t in nm_all.split(":")) if nm_all else (2, 4) if name == "prox24" else None
         spec = get_pruner(name)
         for g, st in zip(groups, stats):
             H = st.H
@@ -114,7 +115,7 @@ def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, spar
                 d = (W - Wn).double()
                 err = float(torch.sqrt(torch.einsum("ij,jk,ik->", d, H, d)
                                        / torch.einsum("ij,jk,ik->", W.double(), H, W.double())))
-                rows.append({"pruner": name, "pattern": "2:4" if nm else f"{sparsity:g}", "matrix": lin.longname,
+                rows.append({"pruner": name, "pattern": f"{nm[0]}:{nm[1]}" if nm else f"{sparsity:g}", "matrix": lin.longname,
                              "shape": list(W.shape), "seconds": dt, "rel_err": err})
                 print(f"  {name:<10} {lin.longname:<40} {dt:8.2f} s  rel err {err:.4f}", flush=True)
     return rows
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layer-bench", type=int, default=None, metavar="BLOCK",
                     help="instead: time each pruner on the matrices of block BLOCK (no perplexity)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one pruner in this process
-    ap.add_argument("--nm", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--nm", default=None, help="layer bench: N:M pattern for every pruner (e.g. 2:4)")
     args = ap.parse_args(argv)
     if args.one:
         out = dense_ppl(args.eval_windows, args.eval_seqlen) if args.one == "dense" else \
@@ -176,8 +177,8 @@ def main(argv=None) -> int:
     pruners = args.pruners.split(",") if args.pruners else _available()
     if args.layer_bench is not None:
         print(f"layer bench: block {args.layer_bench}, statistics from {args.nsamples} × {args.seqlen} C4 windows "
-              f"(seed 0), sparsity {args.sparsity:g} (prox24: 2:4), one thread", flush=True)
-        rows = layer_bench(pruners, args.layer_bench, args.nsamples, args.seqlen, args.sparsity)
+              f"(seed 0), {args.nm or f'sparsity {args.sparsity:g} (prox24: 2:4)'}, one thread", flush=True)
+        rows = layer_bench(pruners, args.layer_bench, args.nsamples, args.seqlen, args.sparsity, args.nm)
         print(f"{'pruner':<10} {'pattern':>7} {'block s':>9} {'vs wanda':>8} {'mean rel err':>12}")
         tot = {p: sum(r["seconds"] for r in rows if r["pruner"] == p) for p in pruners}
         for p in pruners:

@@ -155,6 +155,18 @@ def test_open_matrix_in_esd_explorer_and_switch_rules(app, analysis):
     assert curve["y"][i] == pytest.approx(ks_row["D"], rel=1e-9)
     assert curve["x"][i] == pytest.approx(ks_row["xmin"], rel=1e-12)
 
+    # median (AlphaPruning xmin_mid): xmin = the middle positive eigenvalue, α by Hill's formula by hand
+    app.radio(key="esd_rule").set_value("median").run()
+    no_failure(app)
+    x = np.sort(ev_all := analysis.set_index("longname").loc[name, "evals"])
+    x = x[x > 0]
+    xm = x[x.size // 2]
+    tail = x[x >= xm]
+    assert float(metric(app, "xmin")) == pytest.approx(xm, rel=1e-3)
+    assert float(metric(app, "α")) == pytest.approx(1 + tail.size / np.sum(np.log(tail / xm)), abs=5e-5)
+    assert int(metric(app, "tail size")) == tail.size
+    assert ev_all.size == int(row["M"])
+
     # manual xmin: α is the Hill estimate for that fixed xmin
     app.radio(key="esd_rule").set_value("manual").run()
     key = f"esd_xmin::{name}"

@@ -38,12 +38,13 @@ weight sitting exactly on the threshold a fractional share so that the mean is S
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+
+from spectra.results import jsonable
 
 #: Allocation methods accepted by :func:`allocate`.
 ALLOCATION_METHODS: tuple[str, ...] = ("uniform", "alphapruning", "owl", "erk", "global", "lamp", "stable_rank")
@@ -603,18 +604,6 @@ def _lookup(weights: Mapping[str, Any], name: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------- files
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def allocation_to_json(df: pd.DataFrame) -> dict:
@@ -624,7 +613,7 @@ def allocation_to_json(df: pd.DataFrame) -> dict:
         raise ValueError("not an allocation table: need 'longname' and 'sparsity' columns (use allocate())")
     method = info.pop("method", None)
     sparsity = info.pop("sparsity", None)
-    return _jsonable({
+    return jsonable({
         "method": method,
         "sparsity": sparsity,
         "settings": info,

@@ -66,16 +66,18 @@ class PrunerSpec:
     needs: frozenset = field(default_factory=frozenset)  # subset of {"H", "K"}
     description: str = ""
     supports_nm: bool = True
+    options: tuple = ()  # keyword options the pruner accepts (``--pruner-opt KEY=VALUE``)
 
 
 PRUNERS: dict[str, PrunerSpec] = {}
 
 
-def register_pruner(name: str, needs: frozenset | set = frozenset(), description: str = "", supports_nm: bool = True):
-    """Decorator registering a layer pruner under ``name``."""
+def register_pruner(name: str, needs: frozenset | set = frozenset(), description: str = "", supports_nm: bool = True,
+                    options: tuple = ()):
+    """Decorator registering a layer pruner under ``name`` (``options``: the keyword options it accepts)."""
 
     def deco(fn):
-        PRUNERS[name] = PrunerSpec(name, fn, frozenset(needs), description, supports_nm)
+        PRUNERS[name] = PrunerSpec(name, fn, frozenset(needs), description, supports_nm, tuple(options))
         return fn
 
     return deco

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["add_parser", "main", "run_prune", "settings_from_args"]
+__all__ = ["add_parser", "main", "parse_pruner_options", "run_prune", "settings_from_args"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
@@ -45,6 +45,9 @@ def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> Non
     p.add_argument("--seqlen", default="512", help="calibration window length in tokens (default 512)")
     p.add_argument("--seed", default="0", help="calibration seed (default 0)")
     p.add_argument("--gd-steps", default="0", help="masked gradient steps after the pruner (default 0)")
+    p.add_argument("--pruner-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="pruner option, repeatable (e.g. fista: max_iter=30, search_steps=8, warm_start=sparsegpt; "
+                        "prox24: growth=1.25, dtype=float32; sparsegpt: percdamp=0.01)")
     p.add_argument("--correction", default="intra", help="error correction for fista/prox24: none, intra, intra+inter")
     p.add_argument("--batch-size", default="8", help="calibration windows per block forward (default 8)")
     p.add_argument("--eval", default="wikitext2", help="perplexity dataset(s), comma-separated: wikitext2, c4, ptb, "
@@ -84,6 +87,33 @@ def _num(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[f
     return val
 
 
+def parse_pruner_options(items) -> dict:
+    """``["max_iter=30", "dtype=float32", ...]`` → ``{"max_iter": 30, "dtype": torch.float32}`` (ints, floats,
+    true/false, float32/float64 and strings); one-line ValueError for an item without ``=``."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, text = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--pruner-opt takes KEY=VALUE (got {item!r}), e.g. --pruner-opt max_iter=30")
+        text = text.strip()
+        val: object = text
+        for conv in (int, float):
+            try:
+                val = conv(text)
+                break
+            except ValueError:
+                continue
+        if text.lower() in ("true", "false"):
+            val = text.lower() == "true"
+        elif text in ("float32", "float64"):
+            import torch
+
+            val = getattr(torch, text)
+        out[key] = val
+    return out
+
+
 def settings_from_args(args: argparse.Namespace, **override):
     """PruneSettings from parsed options (``override`` replaces fields, e.g. in a sweep); validated."""
     from .prune import PruneSettings
@@ -102,7 +132,8 @@ def settings_from_args(args: argparse.Namespace, **override):
         nsamples=_num("nsamples", args.nsamples, int, lo=1), seqlen=_num("seqlen", args.seqlen, int, lo=1),
         seed=_num("seed", args.seed, int), data_path=args.data_dir, gd_steps=_num("gd-steps", args.gd_steps, int, lo=0),
         correction=args.correction, batch_size=_num("batch-size", args.batch_size, int, lo=1),
-        allocation_file=get("allocation_file"))
+        allocation_file=get("allocation_file"), pruner_options=override["pruner_options"] if "pruner_options" in override
+        else parse_pruner_options(getattr(args, "pruner_opt", [])))
     for name, choices in (("mapping", ("linear", "log")), ("granularity", ("block", "matrix"))):
         if getattr(s, name) not in choices:
             raise ValueError(f"unknown --{name} {getattr(s, name)!r}; choose one of: {', '.join(choices)}")

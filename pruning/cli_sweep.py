@@ -13,9 +13,10 @@ none,2:4`` both. Every user mistake ends with one ``error: ...`` line on stderr 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from .cli_prune import _num, add_common_arguments, eval_options, settings_from_args
+from .cli_prune import _num, add_common_arguments, eval_options, parse_pruner_options, settings_from_args
 
 __all__ = ["add_parser", "main", "spec_from_args"]
 
@@ -41,7 +42,7 @@ def _list(text: str) -> list[str]:
 
 def spec_from_args(args: argparse.Namespace):
     """A validated :class:`pruning.sweep.SweepSpec` from parsed options."""
-    from .base import parse_nm
+    from .base import get_pruner, parse_nm
     from .sweep import SweepSpec
 
     sparsities = [_num("sparsities", t) for t in _list(args.sparsities)]
@@ -55,8 +56,15 @@ def spec_from_args(args: argparse.Namespace):
     if any(nms) and any(a != "uniform" for a in allocations) and None not in nms:
         raise ValueError(f"N:M patterns need allocation 'uniform' (got --allocations {args.allocations}); "
                          f"N:M cells always use uniform")
+    opts = parse_pruner_options(args.pruner_opt)
+    known = set().union(*(get_pruner(p).options for p in pruners))
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise ValueError(f"no pruner of --pruners {args.pruners} has option(s) {', '.join(unknown)}; "
+                         f"their options: {', '.join(sorted(known)) or 'none'}")
     base = settings_from_args(args, pruner=pruners[0], allocation="uniform", sparsity=sparsities[0], nm=None,
-                              lam=lams[0], allocation_file=None)
+                              lam=lams[0], allocation_file=None, pruner_options={})
+    base = dataclasses.replace(base, pruner_options=opts)  # each cell keeps the options its pruner accepts
     ev = eval_options(args)
     if len(ev["datasets"]) != 1:
         raise ValueError("a sweep evaluates exactly one dataset; pass --eval wikitext2 (or c4, ptb)")

@@ -322,7 +322,7 @@ _OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sp
             "restart", "precondition", "min_iter", "dtype")
 
 
-@register_pruner("fista", needs=frozenset({"H", "K"}),
+@register_pruner("fista", needs=frozenset({"H", "K"}), options=_OPTIONS,
                  description="FISTAPruner: per-layer LASSO on ½‖W*X*−WX‖² by FISTA, λ searched (Zhao et al. 2024)")
 def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Registered ``fista`` pruner (Contract 3); options as in :func:`fista_prune`."""

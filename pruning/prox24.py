@@ -395,7 +395,7 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
 _OPTIONS = ("mu0", "growth", "max_steps", "gd_steps", "dtype")
 
 
-@register_pruner("prox24", needs=frozenset({"H", "K"}),
+@register_pruner("prox24", needs=frozenset({"H", "K"}), options=_OPTIONS,
                  description="2:4 proximal pruner: prox of Σ|w_i w_j w_k| with growing strength (Kübler et al. 2025)")
 def prox24_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Registered ``prox24`` pruner (Contract 3). Only ``nm=(2, 4)``; ``sparsity`` is ignored.

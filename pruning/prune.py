@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import torch
 
+from spectra.results import jsonable
+
 from .base import NM, get_pruner, parse_nm
 from .masks import check_sparsity, nm_sparsity
 from .sequential import CALIBRATION_FREE, CORRECTIONS, prune_sequential
@@ -89,6 +91,10 @@ class PruneSettings:
             what = "an allocation file" if self.allocation_file else f"allocation {self.allocation!r}"
             raise ValueError(f"N:M sparsity ({self.nm}) gives every matrix the same pattern, so it needs allocation "
                              f"'uniform', not {what}; drop --nm or use --allocation uniform")
+        unknown = sorted(set(self.pruner_options) - set(spec.options))
+        if unknown:
+            known = ", ".join(spec.options) if spec.options else "none"
+            raise ValueError(f"pruner {self.pruner!r} has no option(s) {', '.join(unknown)}; its options: {known}")
         if self.correction not in CORRECTIONS:
             raise ValueError(f"unknown correction {self.correction!r}; choose one of: {', '.join(CORRECTIONS)}")
         for name in ("nsamples", "seqlen", "batch_size"):
@@ -277,20 +283,4 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
     info = dict(alloc.attrs.get("allocation", {})) if alloc is not None else {"method": "uniform"}
     return PruneResult(settings, layers, float((layers["target"] * p).sum() / p.sum()),
                        float((layers["achieved"] * p).sum() / p.sum()), timings, mem.peak_mb, mem.start_mb,
-                       _jsonable(info), tuple(calib.shape) if calib is not None else None)
-
-
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
+                       jsonable(info), tuple(calib.shape) if calib is not None else None)

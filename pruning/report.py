@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-PACKAGES = ("torch", "transformers", "numpy", "pandas", "scipy", "safetensors", "tokenizers", "pyarrow")
-
 
 def package_versions() -> dict:
-    """Versions of Python, this project and the numerical packages it uses (missing ones are left out)."""
-    from importlib import metadata
-
+    """Versions of Python, ``spectra``, ``pruning`` and the numerical packages (:func:`spectra.results.package_versions`)."""
     import pruning
-    import spectra
+    from spectra.results import package_versions as _versions
 
-    out = {"python": platform.python_version(), "pruning": pruning.__version__,
-           "spectra": getattr(spectra, "__version__", None)}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return _versions(pruning=pruning.__version__)
 
 
 def model_record(lm, fingerprint: bool = True) -> dict:

@@ -36,7 +36,8 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float = 0.01) -> tuple[tor
     return U, dead
 
 
-@register_pruner("sparsegpt", needs=frozenset({"H"}), description="blocked OBS with weight updates (Frantar & Alistarh 2023)")
+@register_pruner("sparsegpt", needs=frozenset({"H"}), description="blocked OBS with weight updates (Frantar & Alistarh 2023)",
+                 options=("blocksize", "percdamp"))
 def sparsegpt(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, blocksize: int = 128,
               percdamp: float = 0.01, **options) -> torch.Tensor:
     """Prune ``W`` (out, in) to ``sparsity`` (or N:M) with SparseGPT's OBS updates; returns the new weight."""

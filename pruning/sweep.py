@@ -50,17 +50,22 @@ class SweepSpec:
 
 def expand(spec: SweepSpec) -> list[PruneSettings]:
     """The cells of ``spec`` in run order (validated; duplicates removed)."""
+    from .base import get_pruner
+
     cells: list[PruneSettings] = []
     for nm in spec.nms:
         for pruner in spec.pruners:
+            accepted = get_pruner(pruner).options  # pruner options apply to the pruners that accept them
+            base = dataclasses.replace(spec.base, pruner_options={k: v for k, v in spec.base.pruner_options.items()
+                                                                  if k in accepted})
             if nm:
-                cells.append(dataclasses.replace(spec.base, pruner=pruner, allocation="uniform",
+                cells.append(dataclasses.replace(base, pruner=pruner, allocation="uniform",
                                                  sparsity=nm_sparsity(PruneSettings(nm=nm).nm_tuple()), nm=nm))
                 continue
             for s in spec.sparsities:
                 for alloc in spec.allocations:
                     for lam in (spec.lams if alloc in LAM_ALLOCATIONS else [spec.base.lam]):
-                        cells.append(dataclasses.replace(spec.base, pruner=pruner, allocation=alloc,
+                        cells.append(dataclasses.replace(base, pruner=pruner, allocation=alloc,
                                                          sparsity=float(s), nm=None, lam=float(lam)))
     out, seen = [], set()
     for c in cells:
@@ -110,7 +115,9 @@ def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **ex
            if s else "none", "sparsity": (float(s.sparsity) if s else 0.0), "nm": (s.nm or "") if s else "",
            "lam": float(s.lam) if s and s.allocation in LAM_ALLOCATIONS else float("nan"),
            "nsamples": s.nsamples if s else 0, "seqlen": s.seqlen if s else 0, "seed": s.seed if s else 0,
-           "gd_steps": s.gd_steps if s else 0, "eval_dataset": ev["dataset"],
+           "gd_steps": s.gd_steps if s else 0, "correction": s.correction if s else "",
+           "pruner_options": json.dumps(s.pruner_options if s else {}, sort_keys=True, default=str),
+           "eval_dataset": ev["dataset"],
            "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] if ev["max_windows"] else 0,
            "ppl": ppl.get("ppl"), "nll": ppl.get("nll"), "ntokens": ppl.get("ntokens"),
            "nwindows": ppl.get("nwindows"), "settings_json": json.dumps(s.as_dict() if s else {}, default=str),
@@ -169,7 +176,9 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     for i, s in enumerate(cells, 1):
         key = cell_key(label, s, ev)
         name = f"{s.pruner} {s.nm or s.allocation} s={s.sparsity:g}" + \
-            (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "")
+            (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "") + \
+            (f" +GD{s.gd_steps}" if s.gd_steps else "") + \
+            "".join(f" {k}={v}" for k, v in sorted(s.pruner_options.items()))
         if key in done:
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from .esd import esd, resolve_device
 from .hill import XMIN_RULES
 from .metrics import METRIC_COLUMNS, failed_metrics, matrix_metrics, matrix_problem
 from .mp import MP_METHODS
+from .results import package_versions
 
 IDENTITY_COLUMNS = ["layer_id", "longname", "param", "block", "role", "rows", "cols", "N", "M", "num_params"]
 ProgressCb = Callable[[int, int, str], None]
@@ -167,17 +167,6 @@ def _fingerprint(src: _Source, settings: AnalysisSettings) -> Optional[str]:
     return digest.hexdigest()
 
 
-def package_versions() -> dict:
-    """Versions of the packages that shape the numbers."""
-    out = {"spectra": __version__, "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__}
-    for pkg in ("transformers", "safetensors", "scipy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- analysis
 def _progress(total: Optional[int], enabled: bool):
     if not enabled:
@@ -265,7 +254,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         "dtype": ",".join(sorted(dtypes)),
         "xmin_rule": settings.xmin_rule,
         "settings": settings.as_dict(),
-        "versions": package_versions(),
+        "versions": package_versions(),  # spectra.results.package_versions
         "num_matrices": len(df),
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

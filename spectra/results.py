@@ -27,18 +27,43 @@ CSV_PREFIX = "# spectra-metadata: "
 SUFFIXES = (".parquet", ".csv")
 
 
-def _jsonable(obj: Any) -> Any:
+#: numerical packages whose versions are recorded in every results file.
+VERSION_PACKAGES = ("torch", "numpy", "pandas", "scipy", "transformers", "safetensors", "tokenizers", "pyarrow",
+                    "powerlaw", "weightwatcher")
+
+
+def package_versions(**extra: Optional[str]) -> dict:
+    """Versions of Python, ``spectra``, the numerical packages (:data:`VERSION_PACKAGES`, missing ones left out)
+    and ``extra`` entries (e.g. ``pruning=...``) — recorded in every results file for reproducibility."""
+    import importlib.metadata
+    import platform
+
+    from . import __version__
+
+    out: dict = {"python": platform.python_version(), "spectra": __version__}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    out.update(extra)
+    return out
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with dict keys as strings, tuples as lists, numpy scalars as Python scalars, non-finite floats as
+    None and any other non-JSON object (paths, dtypes, ...) as its ``str`` — safe for :func:`json.dumps`."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
-    return obj
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    return str(obj)
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -56,7 +81,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
 def save_results(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``df`` (and ``df.attrs['metadata']``) to ``.parquet`` or ``.csv``; refuse to overwrite unless asked."""
     p = check_output_path(path, overwrite)
-    meta = json.dumps(_jsonable(df.attrs.get("metadata", {})))
+    meta = json.dumps(jsonable(df.attrs.get("metadata", {})))
     tmp = p.with_name(p.name + ".tmp")
     if p.suffix.lower() == ".parquet":
         import pyarrow as pa
@@ -168,7 +193,7 @@ def tensor_sha256_update(digest: "hashlib._Hash", name: str, tensor: Any) -> Non
 # ----------------------------------------------------------------------------------------------- cache
 def cache_key(fingerprint: str, settings_key: dict) -> str:
     """Cache file stem from the weights' sha256 and the number-changing settings."""
-    s = hashlib.sha256(json.dumps(_jsonable(settings_key), sort_keys=True).encode()).hexdigest()[:16]
+    s = hashlib.sha256(json.dumps(jsonable(settings_key), sort_keys=True).encode()).hexdigest()[:16]
     return f"{fingerprint[:24]}-{s}"
 
 

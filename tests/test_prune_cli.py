@@ -100,6 +100,9 @@ def test_nm_magnitude_without_calibration_overwrite(tmp_path, capsys):
     (["--nsamples", "0"], "--nsamples must be"),
     (["--correction", "inter"], "unknown correction"),
     (["--allocation-file", "/nonexistent/alloc.json"], "not found"),
+    (["--pruner", "wanda", "--pruner-opt", "max_iter=30"], "has no option(s) max_iter"),
+    (["--pruner", "fista", "--pruner-opt", "max_iters=30"], "its options: warm_start"),
+    (["--pruner", "fista", "--pruner-opt", "max_iter"], "takes KEY=VALUE"),
 ])
 def test_bad_input_is_one_error_line(argv, needle, tmp_path, capsys):
     rc, _, err = _run(["prune", "--out", str(tmp_path / "x"), *SMALL, *argv], capsys)
@@ -113,3 +116,19 @@ def test_missing_data_is_one_error_line(tmp_path, capsys):
     empty.mkdir()
     rc, _, err = _run(["prune", "--out", str(tmp_path / "x"), "--data-dir", str(empty), *SMALL], capsys)
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "not found" in err
+
+
+def test_pruner_options_are_parsed_typed_and_reach_the_settings():
+    import argparse
+
+    import torch
+
+    from pruning.cli_prune import add_common_arguments, parse_pruner_options, settings_from_args
+
+    assert parse_pruner_options(["max_iter=30", "tol=1e-4", "restart=true", "warm-start=sparsegpt",
+                                 "dtype=float64"]) == {"max_iter": 30, "tol": 1e-4, "restart": True,
+                                                       "warm_start": "sparsegpt", "dtype": torch.float64}
+    p = argparse.ArgumentParser()
+    add_common_arguments(p)
+    s = settings_from_args(p.parse_args(["--pruner", "fista", "--pruner-opt", "search_steps=8"]))
+    assert s.pruner_options == {"search_steps": 8}

@@ -44,6 +44,30 @@ def test_expand_sweeps_lambda_only_where_used_and_nm_as_uniform():
         cell_key("m", cells[0], spec.eval_settings())
 
 
+def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys):
+    from pruning.cli_sweep import add_parser, spec_from_args
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    add_parser(ap.add_subparsers())
+    args = ap.parse_args(["sweep", "--pruners", "wanda,fista,sparsegpt", "--pruner-opt", "max_iter=30",
+                          "--pruner-opt", "percdamp=0.05", "--eval", "none", "--out", str(tmp_path / "t.parquet")])
+    with pytest.raises(ValueError, match="exactly one dataset"):
+        spec_from_args(args)
+    args.eval = "wikitext2"
+    cells = {c.pruner: c for c in expand(spec_from_args(args))}
+    assert cells["wanda"].pruner_options == {}
+    assert cells["fista"].pruner_options == {"max_iter": 30}
+    assert cells["sparsegpt"].pruner_options == {"percdamp": 0.05}
+    # a cell without options keeps the key it had before options existed (old sweep tables still resume)
+    plain = SweepSpec(pruners=["wanda"])
+    assert cell_key("m", expand(plain)[0], plain.eval_settings()) == \
+        cell_key("m", cells["wanda"], plain.eval_settings())
+    args.pruner_opt = ["mu0=1"]
+    with pytest.raises(ValueError, match="no pruner of --pruners wanda,fista,sparsegpt has option"):
+        spec_from_args(args)
+
+
 def _argv(tiny_dir, out, pruners):
     return ["sweep", str(tiny_dir), "--pruners", pruners, "--sparsities", "0.5", "--allocations", "uniform",
             "--nsamples", "2", "--seqlen", "32", "--eval", "wikitext2", "--eval-seqlen", "64", "--max-windows", "2",

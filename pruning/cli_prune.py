@@ -45,6 +45,8 @@ def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> Non
     p.add_argument("--seqlen", default="512", help="calibration window length in tokens (default 512)")
     p.add_argument("--seed", default="0", help="calibration seed (default 0)")
     p.add_argument("--gd-steps", default="0", help="masked gradient steps after the pruner (default 0)")
+    p.add_argument("--gd-precondition", action="store_true",
+                   help="masked GD on diagonally rescaled weights (monotone like plain GD, much faster on LLM inputs)")
     p.add_argument("--pruner-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="pruner option, repeatable (e.g. fista: max_iter=30, search_steps=8, warm_start=sparsegpt; "
                         "prox24: growth=1.25, dtype=float32; sparsegpt: percdamp=0.01)")
@@ -132,7 +134,8 @@ def settings_from_args(args: argparse.Namespace, **override):
         nsamples=_num("nsamples", args.nsamples, int, lo=1), seqlen=_num("seqlen", args.seqlen, int, lo=1),
         seed=_num("seed", args.seed, int), data_path=args.data_dir, gd_steps=_num("gd-steps", args.gd_steps, int, lo=0),
         correction=args.correction, batch_size=_num("batch-size", args.batch_size, int, lo=1),
-        allocation_file=get("allocation_file"), pruner_options=override["pruner_options"] if "pruner_options" in override
+        allocation_file=get("allocation_file"), gd_precondition=bool(getattr(args, "gd_precondition", False)),
+        pruner_options=override["pruner_options"] if "pruner_options" in override
         else parse_pruner_options(getattr(args, "pruner_opt", [])))
     for name, choices in (("mapping", ("linear", "log")), ("granularity", ("block", "matrix"))):
         if getattr(s, name) not in choices:

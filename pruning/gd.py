@@ -100,7 +100,7 @@ def lipschitz(H: torch.Tensor) -> float:
 
 def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, steps: int, *,
               mask_keep: Optional[torch.Tensor] = None, lr: Optional[float] = None,
-              dtype: torch.dtype = torch.float64, return_history: bool = False):
+              dtype: torch.dtype = torch.float64, return_history: bool = False, precondition: bool = False):
     """Masked gradient updates: ``steps`` of ``W ← W − lr · (∇f(W) ⊙ keep)`` on ``f(W) = ½‖W X* − W_dense X‖F²``.
 
     ``keep`` = ``mask_keep`` (True = entry may be non-zero) or, by default, ``W_init != 0``; entries outside it
@@ -109,6 +109,9 @@ def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, st
     ``W_init.dtype``; if rounding to that dtype would make the loss exceed the starting loss, ``W_init`` (masked)
     is returned instead. ``return_history=True`` also returns the list of losses without the constant term
     (``½tr(WHWᵀ) − tr(WGᵀ)``, float64) before each step and after the last. Kübler et al. 2025.
+    ``precondition=True`` (not in the paper): the same descent on the rescaled variables ``V = W·diag(√H_jj)``,
+    i.e. ``W ← W − lr · (∇f(W) ⊙ keep) · diag(1/H_jj)`` with ``lr = 1/λ_max(D^{-½} H D^{-½})`` — still monotone,
+    and much faster when a few outlier input features make ``λ_max(H)`` huge (as in LLM layers).
     """
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0 (got {steps})")
@@ -118,12 +121,17 @@ def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, st
     if keep.shape != W_init.shape:
         raise ValueError(f"mask_keep {tuple(keep.shape)} does not match the weight {tuple(W_init.shape)}")
     obj = local_objective(W_dense, stats, dtype=dtype, device=W_init.device)
+    scale = None  # per-input step scale diag(1/H_jj) of the preconditioned descent
+    if precondition:
+        dH = torch.diagonal(obj.H).clamp_min(torch.finfo(obj.H.dtype).tiny)
+        dH = torch.where(torch.diagonal(obj.H) > 0, dH, torch.ones_like(dH))  # dead inputs: unit scale
+        scale = 1.0 / dH
     if lr is None:
-        L = lipschitz(obj.H)
+        L = lipschitz(obj.H if scale is None else obj.H * torch.sqrt(scale).unsqueeze(0) * torch.sqrt(scale).unsqueeze(1))
         lr = 1.0 / L if L > 0 else 0.0
     elif lr < 0:
         raise ValueError(f"lr must be ≥ 0 (got {lr})")
-    keep_f = keep.to(dtype)
+    keep_f = keep.to(dtype) if scale is None else keep.to(dtype) * scale.unsqueeze(0)
     W = W_init.to(dtype) * keep_f
     start = W.clone()
     history = [obj.quad_linear(W)] if return_history else None

@@ -39,7 +39,8 @@ class PruneSettings:
     (parameter-weighted over the block matrices; ignored under ``nm``). nm: ``"2:4"`` style pattern or None.
     lam / mapping / granularity / metric / xmin_rule: AlphaPruning's λ, map, block-or-matrix mode, metric column and
     the xmin rule of the Hill fit. owl_lambda / owl_M: OWL's λ and outlier multiplier. max_sparsity: cap of every
-    matrix. nsamples × seqlen calibration windows from C4 (``seed``). gd_steps: masked GD after the pruner.
+    matrix. nsamples × seqlen calibration windows from C4 (``seed``). gd_steps: masked GD after the pruner
+    (``gd_precondition``: diagonally rescaled steps, see :func:`pruning.gd.masked_gd`).
     correction: FISTA-style error correction for pruners that need ``K`` (none, intra, intra+inter).
     allocation_file: a Contract 2 JSON/CSV allocation that replaces ``allocation``.
     """
@@ -67,6 +68,7 @@ class PruneSettings:
     batch_size: int = 8
     allocation_file: Optional[str] = None
     pruner_options: dict = field(default_factory=dict)
+    gd_precondition: bool = False
 
     def nm_tuple(self) -> NM:
         return parse_nm(self.nm) if isinstance(self.nm, (str, type(None))) else tuple(self.nm)
@@ -114,6 +116,19 @@ class PruneSettings:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict:
+        """:meth:`as_dict` without the fields added after the first release (:data:`LATER_FIELDS`) that are at
+        their defaults — the identity of a run in sweep tables, so that tables written earlier still resume."""
+        d = self.as_dict()
+        for name, default in LATER_FIELDS.items():
+            if d.get(name) == default:
+                d.pop(name, None)
+        return d
+
+
+#: fields added to PruneSettings after sweep tables existed, with their defaults (see PruneSettings.key_dict).
+LATER_FIELDS = {"gd_precondition": False}
 
 
 @dataclass
@@ -268,6 +283,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
         res = prune_sequential(model, loop_calib, sparsity, settings.pruner,
                                nm=nm, pruner_options=settings.pruner_options, correction=settings.correction,
                                sublayer_sequential=settings.sublayer_sequential, gd_steps=settings.gd_steps,
+                               gd_options={"precondition": True} if settings.gd_precondition else None,
                                batch_size=settings.batch_size, progress=progress, progress_cb=progress_cb)
     for k, v in res.timings.items():
         timings[k if k != "total" else "loop"] = v

@@ -70,7 +70,7 @@ def expand(spec: SweepSpec) -> list[PruneSettings]:
     out, seen = [], set()
     for c in cells:
         c.validate()
-        k = json.dumps(c.as_dict(), sort_keys=True, default=str)
+        k = json.dumps(c.key_dict(), sort_keys=True, default=str)
         if k not in seen:
             seen.add(k)
             out.append(c)
@@ -79,7 +79,7 @@ def expand(spec: SweepSpec) -> list[PruneSettings]:
 
 def cell_key(model_label: str, settings: Optional[PruneSettings], eval_settings: dict) -> str:
     """16-hex key of (model, full settings or None for the dense row, evaluation settings)."""
-    payload = {"model": model_label, "settings": settings.as_dict() if settings else "dense", "eval": eval_settings}
+    payload = {"model": model_label, "settings": settings.key_dict() if settings else "dense", "eval": eval_settings}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -115,7 +115,8 @@ def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **ex
            if s else "none", "sparsity": (float(s.sparsity) if s else 0.0), "nm": (s.nm or "") if s else "",
            "lam": float(s.lam) if s and s.allocation in LAM_ALLOCATIONS else float("nan"),
            "nsamples": s.nsamples if s else 0, "seqlen": s.seqlen if s else 0, "seed": s.seed if s else 0,
-           "gd_steps": s.gd_steps if s else 0, "correction": s.correction if s else "",
+           "gd_steps": s.gd_steps if s else 0, "gd_precondition": bool(s.gd_precondition) if s else False,
+           "correction": s.correction if s else "",
            "pruner_options": json.dumps(s.pruner_options if s else {}, sort_keys=True, default=str),
            "eval_dataset": ev["dataset"],
            "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] if ev["max_windows"] else 0,
@@ -177,7 +178,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
         key = cell_key(label, s, ev)
         name = f"{s.pruner} {s.nm or s.allocation} s={s.sparsity:g}" + \
             (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "") + \
-            (f" +GD{s.gd_steps}" if s.gd_steps else "") + \
+            (f" +GD{s.gd_steps}{' precond' if s.gd_precondition else ''}" if s.gd_steps else "") + \
             "".join(f" {k}={v}" for k, v in sorted(s.pruner_options.items()))
         if key in done:
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")

@@ -1,5 +1,7 @@
 """Sweep: cell expansion, keys, and resume after an interruption (finished cells are never recomputed)."""
 import dataclasses
+import hashlib
+import json
 
 import pandas as pd
 import pytest
@@ -63,6 +65,14 @@ def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys)
     plain = SweepSpec(pruners=["wanda"])
     assert cell_key("m", expand(plain)[0], plain.eval_settings()) == \
         cell_key("m", cells["wanda"], plain.eval_settings())
+    # a field added later (gd_precondition) leaves the key alone at its default and changes it when set
+    assert cell_key("m", dataclasses.replace(cells["wanda"], gd_precondition=True), plain.eval_settings()) != \
+        cell_key("m", cells["wanda"], plain.eval_settings())
+    old_key = hashlib.sha256(json.dumps({"model": "m", "settings": {k: v for k, v in cells["wanda"].as_dict().items()
+                                                                   if k != "gd_precondition"},
+                                         "eval": plain.eval_settings()}, sort_keys=True, default=str)
+                             .encode()).hexdigest()[:16]
+    assert cell_key("m", cells["wanda"], plain.eval_settings()) == old_key
     args.pruner_opt = ["mu0=1"]
     with pytest.raises(ValueError, match="no pruner of --pruners wanda,fista,sparsegpt has option"):
         spec_from_args(args)

@@ -7,8 +7,8 @@ allocation or a perplexity itself):
 2. ESD explorer — log-log ESD with the fitted power-law tail, xmin rule switch, D per xmin candidate, MP bulk,
    two matrices or one matrix before/after pruning side by side.
 3. Allocation lab — allocation curves of every method, λ / mapping / granularity / bounds, export JSON/CSV.
-4. Prune & evaluate — prune the loaded model with a pruner × allocation, dense vs pruned perplexity, trade-off
-   plots from the runs and from sweep tables.
+4. Prune & evaluate — prune the loaded model with a pruner × allocation (or an N:M pattern) + masked GD, dense vs
+   pruned perplexity, trade-off plots from the runs and from sweep tables, FISTA's λ path and prox24's μ schedule.
 5. Report — download every figure (HTML, PNG/SVG when kaleido is installed) and table (CSV), one-file HTML report.
 
 Heavy work is cached (the spectra disk cache, ``st.cache_resource`` / ``st.cache_data`` keyed by model and
@@ -57,11 +57,17 @@ DEFAULTS: dict[str, Any] = {
     "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_export": "alphapruning",
     "pr_pruner": "wanda", "pr_alloc": "alphapruning", "pr_S": 0.6, "pr_lam": 0.3, "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
+    "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": False,
 }
 CALIB_SEED = 0
 #: the FISTA λ path shown: 10 λ from λmax down to 1e-6·λmax (0 → ~100 % sparsity on this model), warm-started,
 #: at most 100 FISTA iterations each, float32 (a few seconds per attention layer on 2 cores)
 FISTA_PATH = {"num": 10, "min_ratio": 1e-6, "max_iter": 100, "tol": 1e-4, "dtype": "float32"}
+#: sparsity patterns of the Prune & evaluate view (N:M: N kept of every M consecutive weights of a row)
+PATTERNS = ("unstructured", "2:4", "4:8")
+#: the prox24 schedule shown: a faster-growing μ_t than the pruner's default (growth 1.1) and float32 iterates
+#: (a few seconds per attention layer on 2 cores)
+PROX24_SCHEDULE = {"mu0": 1e-2, "growth": 1.25, "max_steps": 300, "dtype": "float32"}
 
 
 # ============================================================================================== state & helpers
@@ -703,22 +709,73 @@ def pruner_names() -> list[str]:
     return [p for p in order if p in PRUNERS] + sorted(p for p in PRUNERS if p not in order)
 
 
+def pruner_label(pruner: str, nm: Optional[str] = None, gd_steps: int = 0, gd_precondition: bool = False) -> str:
+    """A run's pruner as shown in tables and curves: ``sparsegpt 2:4 +GD100`` (``precond`` for preconditioned GD);
+    the same spelling as the sweep's log."""
+    nm = "" if nm in (None, "", "unstructured") or (isinstance(nm, float) and np.isnan(nm)) else str(nm)
+    steps = 0 if gd_steps is None or (isinstance(gd_steps, float) and np.isnan(gd_steps)) else int(gd_steps)
+    return (f"{pruner}" + (f" {nm}" if nm else "") +
+            (f" +GD{steps}{' precond' if bool(gd_precondition) else ''}" if steps else ""))
+
+
+def pattern_problem(pruner: str, pattern: str) -> Optional[str]:
+    """A one-line reason why ``pruner`` cannot run with ``pattern`` (None when it can)."""
+    from pruning.base import get_pruner
+    from pruning.prune import ONLY_PATTERN
+
+    only = ONLY_PATTERN.get(pruner)
+    if only is not None and pattern != f"{only[0]}:{only[1]}":
+        return (f"{pruner} produces {only[0]}:{only[1]} sparsity only: set pattern to {only[0]}:{only[1]} "
+                f"(it was {pattern})")
+    if pattern != "unstructured" and not get_pruner(pruner).supports_nm:
+        return f"{pruner} does not support N:M patterns: set pattern to unstructured"
+    return None
+
+
+def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
+                   pattern: str = "unstructured", gd_steps: int = 0, gd_precondition: bool = False):
+    """The validated ``pruning.prune.PruneSettings`` of the view's inputs (one-line ValueError when invalid).
+
+    An N:M pattern gives every matrix the same sparsity M−N of M: the allocation is then ``uniform`` and the
+    sparsity is the pattern's (the view greys the allocation / sparsity / λ inputs out)."""
+    from pruning.masks import nm_sparsity
+    from pruning.prune import PruneSettings
+
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
+    problem = pattern_problem(pruner, pattern)
+    if problem:
+        raise ValueError(problem)
+    nm = None if pattern == "unstructured" else pattern
+    s = st.session_state
+    settings = PruneSettings(pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam,
+                             mapping=s.al_mapping, granularity=s.al_gran, metric=s.al_metric,
+                             xmin_rule=ctx.rule if ctx.rule in ANALYSIS_RULES else "peak",
+                             max_sparsity=float(s.al_max), nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED,
+                             gd_steps=int(gd_steps),
+                             gd_precondition=bool(gd_precondition) and int(gd_steps) > 0)
+    if nm:
+        settings.sparsity = nm_sparsity(settings.nm_tuple())
+    return settings.validate()
+
+
 def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
-              windows: int, dataset: str) -> dict:
+              windows: int, dataset: str, pattern: str = "unstructured", gd_steps: int = 0,
+              gd_precondition: bool = False) -> dict:
     """Prune a deep copy of the loaded model (``pruning.prune.prune_model``) and evaluate it
-    (``pruning.perplexity.perplexity``); the lab's mapping / granularity / metric / max sparsity apply."""
+    (``pruning.perplexity.perplexity``); the lab's mapping / granularity / metric / max sparsity apply.
+    ``pattern``: ``unstructured`` or an N:M pattern (allocation uniform); ``gd_steps`` masked gradient steps per
+    layer after the pruner (``gd_precondition``: diagonally rescaled steps)."""
     from pruning.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
 
     if ctx.model_key is None:
         raise ValueError("pruning needs the model itself; load a model, not a results file")
-    s = st.session_state
-    settings = PruneSettings(pruner=pruner, allocation=method, sparsity=S, lam=lam, mapping=s.al_mapping,
-                             granularity=s.al_gran, metric=s.al_metric, xmin_rule=ctx.rule if ctx.rule in
-                             ANALYSIS_RULES else "peak", max_sparsity=float(s.al_max), nsamples=nsamples,
-                             seqlen=seqlen, seed=CALIB_SEED).validate()
+    settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition)
+    method, S = settings.allocation, float(settings.sparsity)
+    plabel = pruner_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition)
     t0 = time.perf_counter()
-    status = st.status(f"Pruning with {pruner} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
+    status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
     bar = status.progress(0.0, text="loading the model")
     lm = load_model_cached(ctx.model_key)
     bar.progress(0.02, text=f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; cached later)")
@@ -744,10 +801,12 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     bar.progress(1.0, text="done")
     status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
                   state="complete", expanded=False)
-    label = f"{pruner} + {METHOD_LABELS[method]} {S:.0%}"
+    label = f"{plabel} + {METHOD_LABELS[method]} {S:.0%}"
     st.session_state.pruned = {"model_key": ctx.model_key, "label": label, "path": save_pruned_weights(model)}
     del model
-    return {"model": ctx.label, "pruner": pruner, "allocation": method, "sparsity": S,
+    return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
+            "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
+            "allocation": method, "sparsity": S,
             "lam": lam if method in ("alphapruning", "stable_rank") else np.nan, "dataset": dataset,
             "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
             "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
@@ -758,18 +817,18 @@ class _Stop(Exception):
     """Ends a forward pass once the layer's inputs are captured."""
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def fista_path(key: str, name: str, nsamples: int, seqlen: int) -> pd.DataFrame:
-    """``pruning.fista.fista_lambda_path`` of one layer of the dense model on its calibration inputs (no error
-    correction: X* = X), the inputs captured by a forward pre-hook on that layer."""
+def layer_inputs(key: str, name: str, nsamples: int, seqlen: int):
+    """(W, X) of the layer ``name`` of the dense model: its weight (out, in) and its inputs on the calibration
+    windows (one row per token), both float32, captured by a forward pre-hook that ends each forward pass there."""
     import torch
 
-    from pruning.base import LayerStats
     from pruning.data import get_calibration
-    from pruning.fista import fista_lambda_path
 
     lm = load_model_cached(key)
-    module = dict(lm.model.named_modules())[name]
+    modules = dict(lm.model.named_modules())
+    if name not in modules or not hasattr(modules[name], "weight"):
+        raise ValueError(f"the model has no layer {name!r}")
+    module = modules[name]
     calib = get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
     captured: list = []
 
@@ -787,10 +846,39 @@ def fista_path(key: str, name: str, nsamples: int, seqlen: int) -> pd.DataFrame:
                     pass
     finally:
         handle.remove()
-    X = torch.cat(captured)
-    W = module.weight.detach().to(torch.float32)
+    return module.weight.detach().to(torch.float32), torch.cat(captured)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def fista_path(key: str, name: str, nsamples: int, seqlen: int) -> pd.DataFrame:
+    """``pruning.fista.fista_lambda_path`` of one layer of the dense model on its calibration inputs (no error
+    correction: X* = X; :func:`layer_inputs`)."""
+    import torch
+
+    from pruning.base import LayerStats
+    from pruning.fista import fista_lambda_path
+
+    W, X = layer_inputs(key, name, nsamples, seqlen)
     opts = {**FISTA_PATH, "dtype": getattr(torch, FISTA_PATH["dtype"])}
     return fista_lambda_path(W, LayerStats.from_inputs(X), **opts)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def prox24_schedule(key: str, name: str, nsamples: int, seqlen: int) -> tuple[pd.DataFrame, dict]:
+    """The 2:4 proximal pruner on one layer of the dense model (``pruning.prox24.prox24_prune(record=True)`` with
+    :data:`PROX24_SCHEDULE`, no error correction, inputs from :func:`layer_inputs`): its recorded schedule
+    (``Prox24Info.schedule()``) and a summary (steps, converged, forced groups, groups, rms of W)."""
+    import torch
+
+    from pruning.base import LayerStats
+    from pruning.prox24 import prox24_prune
+
+    W, X = layer_inputs(key, name, nsamples, seqlen)
+    opts = {**PROX24_SCHEDULE, "dtype": getattr(torch, PROX24_SCHEDULE["dtype"])}
+    _, info = prox24_prune(W, LayerStats.from_inputs(X), record=True, **opts)
+    meta = {"steps": info.steps, "converged": info.converged, "forced_groups": info.forced_groups,
+            "groups": info.groups, "rms": float(W.to(torch.float64).pow(2).mean().sqrt())}
+    return info.schedule(), meta
 
 
 def save_pruned_weights(model) -> str:
@@ -839,7 +927,8 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
     """Rows of pruned models with columns allocation / pruner / sparsity / lam / ppl (+ dense_ppl when known).
 
     Usual column spellings are renamed; the sweep's dense row (``kind == "dense"``) becomes ``dense_ppl``; an N:M
-    pattern is appended to the pruner's label (``wanda 2:4``) so that it gets its own curve.
+    pattern and masked GD steps are appended to the pruner's label (``wanda 2:4 +GD100``, :func:`pruner_label`) so
+    that they get their own curve.
     """
     ren = {}
     for want, alts in {"allocation": ("allocation", "method", "alloc"), "pruner": ("pruner",),
@@ -861,15 +950,18 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
     if {"eval_dataset", "max_windows", "eval_seqlen"} <= set(t.columns):
         t["eval"] = [f"{d} {int(w) if w else 'all'}×{q}" for d, w, q in
                      zip(t["eval_dataset"], t["max_windows"].fillna(0), t["eval_seqlen"])]
-    if "nm" in t.columns and "pruner" in t.columns:
-        nm = t["nm"].fillna("").astype(str)
-        t["pruner"] = np.where(nm != "", t["pruner"].astype(str) + " " + nm, t["pruner"].astype(str))
+    if "pruner" in t.columns and ("nm" in t.columns or "gd_steps" in t.columns):
+        nm = t["nm"].fillna("").astype(str) if "nm" in t.columns else pd.Series("", index=t.index)
+        gd = t["gd_steps"].fillna(0) if "gd_steps" in t.columns else pd.Series(0, index=t.index)
+        pre = t["gd_precondition"].fillna(False) if "gd_precondition" in t.columns else pd.Series(False, index=t.index)
+        t["pruner"] = [pruner_label(str(p), n, g, c) for p, n, g, c in zip(t["pruner"], nm, gd, pre)]
     if t.empty:
         raise ValueError("the results table holds no pruned run yet")
     return t.reset_index(drop=True)
 
 
 def runs_table() -> pd.DataFrame:
+    """The runs of this session, one row each (``label`` = pruner + pattern + GD, :func:`pruner_label`)."""
     runs = st.session_state.runs
     t = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
     if len(t):
@@ -877,25 +969,62 @@ def runs_table() -> pd.DataFrame:
     return t
 
 
+def runs_for_plots() -> pd.DataFrame:
+    """:func:`runs_table` with the pruner column replaced by the run label, so that N:M and +GD runs are curves of
+    their own (as in :func:`normalize_results`)."""
+    t = runs_table()
+    if len(t) and "label" in t.columns:
+        t["pruner"] = t["label"]
+    return t
+
+
 def view_prune(ctx: Context) -> None:
     st.header("Prune & evaluate")
     st.caption("Prunes a copy of the loaded model block by block on C4 calibration windows, then measures "
                "WikiText-2 perplexity on the first windows. Small defaults finish in about a minute on 2 cores.")
-    c = st.columns(4)
-    c[0].selectbox("pruner", pruner_names(), key="pr_pruner")
-    c[1].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get)
-    c[2].slider("sparsity", 0.1, 0.9, step=0.05, key="pr_S")
-    c[3].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam")
+    s = st.session_state
+    nm = s.pr_pattern != "unstructured"
+    c = st.columns(5)
+    c[0].selectbox("pruner", pruner_names(), key="pr_pruner",
+                   help="prox24 (2:4 proximal pruner) produces the 2:4 pattern only")
+    c[1].selectbox("pattern", PATTERNS, key="pr_pattern",
+                   help="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
+                        "of every M consecutive weights, the same pattern in every matrix (allocation uniform)")
+    c[2].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get,
+                   disabled=nm)
+    c[3].slider("sparsity", 0.1, 0.9, step=0.05, key="pr_S", disabled=nm)
+    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", disabled=nm)
     c = st.columns(4)
     c[0].number_input("calibration samples", 1, 256, key="pr_nsamples")
     c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
     c[2].number_input("eval windows", 1, 512, key="pr_windows")
     c[3].selectbox("eval dataset", ("wikitext2", "c4", "ptb"), key="pr_dataset")
-    s = st.session_state
-    if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=ctx.model_key is None):
+    c = st.columns([1, 1, 2])
+    c[0].number_input("masked GD steps", 0, 1000, step=10, key="pr_gd_steps",
+                      help="after the pruner, gradient steps on each layer's loss ½‖W*X* − WX‖F² over the kept "
+                           "weights only: the mask stays, the loss never increases (Kübler et al. 2025)")
+    c[1].checkbox("precondition GD", key="pr_gd_pre", disabled=int(s.pr_gd_steps) == 0,
+                  help="diagonally rescaled steps (1/H_jj per input): still monotone, much faster when a few "
+                       "input features dominate λmax(H)")
+    if nm:
+        n_keep, m = (int(v) for v in s.pr_pattern.split(":"))
+        c[2].caption(f"Pattern {s.pr_pattern}: every row keeps {n_keep} of every {m} consecutive weights, "
+                     f"{1 - n_keep / m:.0%} sparsity in every matrix, so the allocation is uniform and the "
+                     f"allocation / sparsity / λ inputs are ignored (greyed out).")
+    problem = None
+    if ctx.model_key is not None:
+        try:
+            prune_settings(ctx, s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples),
+                           int(s.pr_seqlen), s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre))
+        except ValueError as exc:
+            problem = one_line(exc)
+            st.error(problem)
+    if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=ctx.model_key is None or
+                 problem is not None):
         try:
             run = run_prune(ctx, s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples),
-                            int(s.pr_seqlen), int(s.pr_windows), s.pr_dataset)
+                            int(s.pr_seqlen), int(s.pr_windows), s.pr_dataset, s.pr_pattern, int(s.pr_gd_steps),
+                            bool(s.pr_gd_pre))
             s.runs = s.runs + [run]
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "pruning failed")
@@ -909,7 +1038,7 @@ def view_prune(ctx: Context) -> None:
                     delta_color="inverse")
         c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
         c[3].metric("time", f"{last['seconds']:.0f} s")
-        chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['pruner']} + "
+        chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['label']} + "
                                               f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
               key="pr_achieved")
         st.markdown("**Runs of this session**")
@@ -918,7 +1047,7 @@ def view_prune(ctx: Context) -> None:
     st.text_input("sweep results table (parquet/CSV from `python -m pruning sweep`)", key="pr_sweep_path")
     tables = []
     if s.runs:
-        tables.append(runs_table().assign(origin="this session"))
+        tables.append(runs_for_plots().assign(origin="this session"))
     path = (s.pr_sweep_path or "").strip()
     if path:
         try:
@@ -930,6 +1059,7 @@ def view_prune(ctx: Context) -> None:
     if not tables:
         st.info("No results yet: run a prune above, or point to a sweep table.")
         _fista_section(ctx)
+        _prox24_section(ctx)
         return
     table = pd.concat(tables, ignore_index=True)
     # runs evaluated differently (this session's small runs vs a full sweep, other windows) are never one curve
@@ -948,6 +1078,7 @@ def view_prune(ctx: Context) -> None:
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
     _fista_section(ctx)
+    _prox24_section(ctx)
     if "lam" in table.columns and table["lam"].notna().any():
         S = st.select_slider("λ effect at sparsity", sorted(table.loc[table["lam"].notna(), "sparsity"].unique()),
                              key="pr_lam_S")
@@ -984,6 +1115,39 @@ def _fista_section(ctx: Context) -> None:
                                            title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
 
 
+def _prox24_section(ctx: Context) -> None:
+    """The 2:4 proximal pruner's growing regularization μ_t on one layer, on demand (:func:`prox24_schedule`)."""
+    if ctx.model_key is None:
+        return
+    with st.expander("2:4 proximal pruner: its regularization schedule on one layer"):
+        cfg = PROX24_SCHEDULE
+        st.caption("prox24 takes proximal-gradient steps W ← prox_{μ_t R}(W − ∇f(W)/L) on the layer's loss "
+                   "f = ½‖W*X − WX‖F², with R = Σ|w_i w_j w_k| over the triples of every group of 4 (zero exactly "
+                   "when the group is 2:4) and a growing strength μ_t = mu0·growth^t / rms(W), until every group "
+                   "of 4 has at most 2 non-zeros. Shown on this layer's calibration inputs (the calibration "
+                   f"settings above; no error correction) with a cheaper schedule than the pruner's default: "
+                   f"mu0 = {cfg['mu0']:g}, growth = {cfg['growth']:g} (default 1.1), {cfg['dtype']} iterates.")
+        names = ctx.df.loc[ctx.df["block"] >= 0, "longname"].tolist()
+        if st.session_state.get("pr_prox_layer") not in names:
+            st.session_state.pr_prox_layer = names[0]
+        c1, c2 = st.columns([3, 1])
+        c1.selectbox("layer", names, key="pr_prox_layer")
+        run_it = c2.button("Compute the schedule", key="pr_prox_btn")
+        args = (ctx.model_key, st.session_state.pr_prox_layer, int(st.session_state.pr_nsamples),
+                int(st.session_state.pr_seqlen))
+        if run_it or st.session_state.get("pr_prox_done") == args:
+            with st.spinner("Running the 2:4 proximal pruner on this layer (cached afterwards) …"):
+                sched, meta = prox24_schedule(*args)
+            st.session_state.pr_prox_done = args
+            chart(pplots.prox24_schedule_figure(sched, title=f"{args[1]}: 2:4 proximal schedule"),
+                  key="pr_prox_fig")
+            end = ("every group of 4 reached ≤ 2 non-zeros through the prox" if meta["converged"] else
+                   f"{meta['forced_groups']} of {meta['groups']} groups were still not 2:4 after "
+                   f"{cfg['max_steps']} steps and kept their 2 largest weights")
+            st.caption(f"{meta['steps']} proximal steps on {meta['groups']} groups of 4 (rms(W) = "
+                       f"{meta['rms']:.4g}); {end}.")
+
+
 # ============================================================================================== view 5: report
 def collect_figures(ctx: Context) -> dict:
     """Every figure of the current state, rebuilt from the same builders the views use."""
@@ -1006,7 +1170,7 @@ def collect_figures(ctx: Context) -> dict:
         figs["allocation_curves"] = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
                                                              title=f"sparsity per {st.session_state.al_by}")
     if st.session_state.runs:
-        t = runs_table()
+        t = runs_for_plots()
         figs["tradeoff"] = pplots.tradeoff_figure(t, dense=t["dense_ppl"].iloc[0], title="sparsity / perplexity")
     return figs
 

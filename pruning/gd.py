@@ -131,12 +131,12 @@ def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, st
         lr = 1.0 / L if L > 0 else 0.0
     elif lr < 0:
         raise ValueError(f"lr must be ≥ 0 (got {lr})")
-    keep_f = keep.to(dtype) if scale is None else keep.to(dtype) * scale.unsqueeze(0)
-    W = W_init.to(dtype) * keep_f
+    W = W_init.to(dtype) * keep.to(dtype)
+    step_f = keep.to(dtype) if scale is None else keep.to(dtype) * scale.unsqueeze(0)  # masked (scaled) step
     start = W.clone()
     history = [obj.quad_linear(W)] if return_history else None
     for _ in range(steps):
-        W = W - lr * (obj.grad(W) * keep_f)
+        W = W - lr * (obj.grad(W) * step_f)
         if return_history:
             history.append(obj.quad_linear(W))
     out = W.to(W_init.dtype) * keep.to(W_init.dtype)

@@ -246,3 +246,46 @@ def fista_path_figure(path: pd.DataFrame, *, target: Optional[float] = None, tit
                       legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                       margin=dict(l=60, r=60, t=50 if title else 20, b=40))
     return fig
+
+
+def prox24_schedule_figure(schedule: pd.DataFrame, *, title: Optional[str] = None, height: int = 560) -> go.Figure:
+    """The 2:4 proximal pruner's regularization schedule on one layer, against the proximal step t.
+
+    ``schedule``: :meth:`pruning.prox24.Prox24Info.schedule` (``step``, ``mu``, ``non24_frac`` and, when known,
+    ``loss`` / ``rel_error``). Three panels sharing the step axis: μ_t (log scale), the share of groups of 4 that
+    still have more than 2 non-zeros after the step, and the relative output error ``‖W*X − WX‖F/‖WX‖F`` (the
+    square root of the local loss over ``½‖WX‖F²``; the loss itself in the hover).
+    """
+    from plotly.subplots import make_subplots
+
+    _check(schedule, ["step", "mu", "non24_frac"], "prox24_schedule_figure")
+    if schedule.empty:
+        raise ValueError("prox24_schedule_figure: the schedule is empty; run prox24_prune(..., record=True)")
+    t = schedule.sort_values("step")
+    has_err = "rel_error" in t.columns and t["rel_error"].notna().any()
+    rows = 3 if has_err else 2
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    x = t["step"].to_numpy(dtype=np.int64)
+    fig.add_trace(go.Scatter(x=x, y=t["mu"].to_numpy(dtype=np.float64), mode="lines+markers", name="μ_t",
+                             line=dict(color=_COLORS[0]), marker=dict(size=4),
+                             hovertemplate="step %{x}<br>μ_t = %{y:.4g}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=x, y=100 * t["non24_frac"].to_numpy(dtype=np.float64), mode="lines+markers",
+                             name="groups of 4 with > 2 non-zeros", line=dict(color=_COLORS[1]), marker=dict(size=4),
+                             hovertemplate="step %{x}<br>%{y:.2f}% of the groups not 2:4<extra></extra>"),
+                  row=2, col=1)
+    fig.update_yaxes(type="log", title_text="μ_t (1/weight units, log)", exponentformat="power", row=1, col=1)
+    fig.update_yaxes(title_text="groups not 2:4 (%)", rangemode="tozero", row=2, col=1)
+    if has_err:
+        loss = t["loss"].to_numpy(dtype=np.float64).reshape(-1, 1) if "loss" in t.columns else None
+        fig.add_trace(go.Scatter(x=x, y=t["rel_error"].to_numpy(dtype=np.float64), mode="lines+markers",
+                                 name="relative output error ‖W*X − WX‖F/‖WX‖F", line=dict(color=_COLORS[2]),
+                                 marker=dict(size=4), customdata=loss,
+                                 hovertemplate="step %{x}<br>rel. error %{y:.4f}" +
+                                 ("<br>loss ½‖W*X − WX‖F² = %{customdata[0]:.4g}" if loss is not None else "") +
+                                 "<extra></extra>"), row=3, col=1)
+        fig.update_yaxes(title_text="rel. output error", rangemode="tozero", row=3, col=1)
+    fig.update_xaxes(title_text="proximal step t", row=rows, col=1)
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
+                      margin=dict(l=70, r=20, t=50 if title else 20, b=40))
+    return fig

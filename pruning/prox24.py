@@ -335,13 +335,39 @@ def prox24(Y: torch.Tensor, mu) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- the pruner
 @dataclass
 class Prox24Info:
-    """Record of one prox24 run: proximal steps taken, final μ (1/weight units), loss history (no constant)."""
+    """Record of one prox24 run: proximal steps taken, final μ (1/weight units), loss history (no constant).
+
+    With ``record=True``, per proximal step t = 0, 1, …: ``history[t]`` the loss without its constant after the
+    step (``½tr(W*HW*ᵀ) − tr(W*Gᵀ)``), ``mus[t]`` the strength μ_t it used, ``non24[t]`` the number of groups of 4
+    that still have more than 2 non-zeros after it (all three lists have length ``steps``); ``groups`` is the number
+    of groups of 4 and ``loss_const`` the constant ``½‖WX‖F²`` (None without ``stats.D``), so that
+    ``history[t] + loss_const`` is the local loss ``½‖W*X* − WX‖F²``. :meth:`schedule` puts them in one table.
+    """
 
     steps: int = 0
     mu_final: float = 0.0
     converged: bool = False
     forced_groups: int = 0  # groups still > 2 non-zeros after max_steps, then cut to their 2 largest entries
     history: list = field(default_factory=list)
+    mus: list = field(default_factory=list)
+    non24: list = field(default_factory=list)
+    groups: int = 0
+    loss_const: Optional[float] = None
+
+    def schedule(self):
+        """The recorded schedule as a DataFrame: ``step`` (0-based), ``mu``, ``non24``, ``non24_frac`` (share of the
+        groups of 4 with > 2 non-zeros), ``loss`` (``½‖W*X* − WX‖F²``; NaN without the constant) and
+        ``rel_error`` (``√(loss / ½‖WX‖F²)``). Empty unless the run had ``record=True``."""
+        import math
+
+        import pandas as pd
+
+        const = self.loss_const
+        loss = [max(h + const, 0.0) if const is not None else float("nan") for h in self.history]
+        rel = [math.sqrt(v / const) if const else float("nan") for v in loss]
+        return pd.DataFrame({"step": list(range(len(self.mus))), "mu": self.mus, "non24": self.non24,
+                             "non24_frac": [n / self.groups if self.groups else float("nan") for n in self.non24],
+                             "loss": loss, "rel_error": rel})
 
 
 def _non24_groups(W: torch.Tensor) -> int:
@@ -357,7 +383,8 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
     ``μ_t = mu0 · growth^t / rms(W)`` (``rms`` = root mean square of ``W``, so ``mu0`` is dimensionless), starting
     from the dense ``W``; stops when every group of 4 has ≤ 2 non-zeros. If ``max_steps`` is reached first, the
     remaining groups keep their 2 largest entries (``info.forced_groups``). Then ``gd_steps`` masked gradient
-    updates (:func:`pruning.gd.masked_gd`).
+    updates (:func:`pruning.gd.masked_gd`). ``record=True`` records the loss, μ_t and the groups still not 2:4
+    after every step (:class:`Prox24Info`, :meth:`Prox24Info.schedule`).
     """
     rows, cols = W.shape
     if cols % 4:
@@ -372,14 +399,17 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
     Z = W.to(dtype).clone()
     rms = float(W.to(torch.float64).pow(2).mean().sqrt())
     mu = mu0 / rms if rms > 0 else 1.0
-    info = Prox24Info()
+    info = Prox24Info(groups=rows * (cols // 4), loss_const=obj.const)
     while info.steps < max_steps:
         Z = prox24((Z - eta * obj.grad(Z)).reshape(rows, cols // 4, 4), mu).reshape(rows, cols)
         info.steps += 1
         info.mu_final = mu
+        left = _non24_groups(Z)
         if record:
             info.history.append(obj.quad_linear(Z))
-        if _non24_groups(Z) == 0:
+            info.mus.append(mu)
+            info.non24.append(left)
+        if left == 0:
             info.converged = True
             break
         mu *= growth

@@ -366,6 +366,101 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     assert any(n.startswith("after magnitude + AlphaPruning 50%: power law") for n in names)
 
 
+def test_prune_4_8_magnitude_pattern(app, builtin):
+    """An N:M pattern from the app (fast: magnitude needs no calibration): uniform, recorded, the library's run."""
+    from pruning.perplexity import perplexity
+    from pruning.prune import PruneSettings, prune_model
+
+    goto(app, "Prune & evaluate")
+    app.selectbox(key="pr_pruner").set_value("magnitude").run()
+    app.selectbox(key="pr_pattern").set_value("4:8").run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(2).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    assert (run["label"], run["pattern"], run["gd_steps"], run["allocation"], run["sparsity"]) == \
+        ("magnitude 4:8", "4:8", 0, "uniform", 0.5)
+    lm = builtin
+    model = copy.deepcopy(lm.model)
+    res = prune_model(model, lm.tokenizer, PruneSettings(pruner="magnitude", allocation="uniform", nm="4:8"),
+                      progress=False)
+    pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
+    assert run["ppl"] == pytest.approx(pruned, rel=1e-6)
+    assert run["achieved_sparsity"] == pytest.approx(res.achieved_sparsity, abs=1e-12)
+    np.testing.assert_allclose(trace(figure(app, "pr_tradeoff"), "uniform + magnitude 4:8")["y"], [pruned],
+                               rtol=1e-6)
+
+
+@pytest.mark.slow  # two full sparsegpt + GD prunes of the model: ~3.5 min on one busy thread
+def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
+    """A 2:4 pattern + masked GD from the app: recorded in the run, labelled, equal to the library's run."""
+    from safetensors import safe_open
+
+    from pruning.masks import is_nm
+    from pruning.perplexity import perplexity
+    from pruning.prune import PruneSettings, prune_model
+
+    goto(app, "Prune & evaluate")
+    app.selectbox(key="pr_pruner").set_value("sparsegpt").run()
+    app.selectbox(key="pr_pattern").set_value("2:4").run()
+    no_failure(app)
+    # the pattern fixes allocation (uniform) and sparsity (50 %): those inputs are greyed out and say so
+    assert app.selectbox(key="pr_alloc").proto.disabled and app.slider(key="pr_S").proto.disabled
+    assert app.slider(key="pr_lam").proto.disabled and app.session_state["pr_alloc"] == "alphapruning"
+    assert any("Pattern 2:4" in c.value and "uniform" in c.value for c in app.caption)
+    app.number_input(key="pr_nsamples").set_value(4).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(2).run()
+    app.number_input(key="pr_gd_steps").set_value(5).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    assert (run["pruner"], run["pattern"], run["gd_steps"], run["gd_precondition"]) == ("sparsegpt", "2:4", 5, False)
+    assert run["label"] == "sparsegpt 2:4 +GD5" and run["allocation"] == "uniform" and run["sparsity"] == 0.5
+    table = [d.value for d in app.dataframe if "label" in d.value.columns][0]
+    assert table.iloc[-1][["label", "pattern", "gd_steps"]].tolist() == ["sparsegpt 2:4 +GD5", "2:4", 5]
+    # its own curve in the trade-off plot
+    t = trace(figure(app, "pr_tradeoff"), "uniform + sparsegpt 2:4 +GD5")
+    np.testing.assert_allclose(t["x"], [50.0])
+
+    lm = builtin
+    model = copy.deepcopy(lm.model)
+    res = prune_model(model, lm.tokenizer, PruneSettings(pruner="sparsegpt", allocation="uniform", nm="2:4",
+                                                         gd_steps=5, nsamples=4, seqlen=64), progress=False)
+    pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
+    assert run["ppl"] == pytest.approx(pruned, rel=1e-6)
+    np.testing.assert_allclose(t["y"], [run["ppl"]], rtol=1e-12)
+    assert run["achieved_sparsity"] == pytest.approx(res.achieved_sparsity, abs=1e-12)
+    # every matrix the app pruned is 2:4; the achieved sparsity is 1/2 up to the few weights that are exactly 0
+    # among the kept ones (the dense model has ~33k exact zeros; a zero that is kept stays out of the GD mask)
+    assert run["achieved_sparsity"] == pytest.approx(0.5, abs=1e-6) and run["achieved_sparsity"] >= 0.5
+    with safe_open(app.session_state["pruned"]["path"], framework="pt") as fh:
+        names = [n for n in fh.keys() if ".layers." in n]
+        assert len(names) == 210 and all(is_nm(fh.get_tensor(n), 2, 4) for n in names)
+    assert app.session_state["pruned"]["label"] == "sparsegpt 2:4 +GD5 + uniform 50%"
+
+
+def test_prox24_needs_the_2_4_pattern(app):
+    goto(app, "Prune & evaluate")
+    app.selectbox(key="pr_pruner").set_value("prox24").run()  # pattern still unstructured
+    assert not app.exception
+    msgs = [e.value for e in app.error]
+    assert len(msgs) == 1 and "\n" not in msgs[0], msgs
+    assert msgs[0].startswith("prox24 produces 2:4 sparsity only: set pattern to 2:4"), msgs
+    assert app.button(key="pr_run").proto.disabled and not app.session_state["runs"]
+    app.selectbox(key="pr_pattern").set_value("4:8").run()
+    assert not app.exception and "set pattern to 2:4" in app.error[0].value
+    app.selectbox(key="pr_pattern").set_value("2:4").run()
+    no_failure(app)
+    assert not app.button(key="pr_run").proto.disabled
+    # an N:M-capable pruner runs with any pattern
+    app.selectbox(key="pr_pruner").set_value("wanda").run()
+    app.selectbox(key="pr_pattern").set_value("4:8").run()
+    no_failure(app)
+    assert not app.button(key="pr_run").proto.disabled
+
+
 def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
     # the layout of `python -m pruning sweep` (pruning.sweep): a dense row, pruned rows, N:M rows
     rows = [{"kind": "dense", "allocation": "none", "pruner": "dense", "sparsity": 0.0, "nm": "", "lam": np.nan,
@@ -453,6 +548,32 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
     np.testing.assert_allclose(shown_s["y"], 100 * path["sparsity"].to_numpy(), atol=1e-9)
     np.testing.assert_allclose(shown_e["y"], path["rel_error"].to_numpy(), rtol=1e-5)
     assert shown_s["y"][0] < shown_s["y"][-1]  # a larger λ gives a sparser solution
+
+
+def test_prox24_schedule_of_one_layer(app, builtin):
+    import torch
+
+    goto(app, "Prune & evaluate")
+    app.number_input(key="pr_nsamples").set_value(2).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    name = "model.layers.1.self_attn.k_proj"
+    app.selectbox(key="pr_prox_layer").set_value(name).run()
+    app.button(key="pr_prox_btn").click().run()
+    no_failure(app)
+    fig = figure(app, "pr_prox_fig")
+    mu = trace(fig, "μ_t")
+    frac = trace(fig, "groups of 4 with > 2 non-zeros")
+    err = trace(fig, "relative output error ‖W*X − WX‖F/‖WX‖F")
+    W = dict(builtin.model.named_modules())[name].weight.detach().to(torch.float64)
+    rms = float(W.pow(2).mean().sqrt())
+    T = len(mu["y"])
+    assert T >= 2
+    np.testing.assert_array_equal(mu["x"], np.arange(T))
+    np.testing.assert_allclose(mu["y"], 1e-2 * 1.25 ** np.arange(T) / rms, rtol=1e-12)  # mu0 · growth^t / rms(W)
+    assert len(frac["y"]) == len(err["y"]) == T
+    assert frac["y"][-1] == 0 and min(frac["y"][:-1]) > 0  # stops at the first step where every group is 2:4
+    assert np.all(np.isfinite(err["y"])) and np.all(np.asarray(err["y"]) > 0)
+    assert any(f"{T} proximal steps on {W.numel() // 4} groups of 4" in c.value for c in app.caption)
 
 
 # ------------------------------------------------------------------------------------------------- figure modules

@@ -51,7 +51,9 @@ def test_masked_gd_keeps_mask_and_never_increases_loss(seed, correction, precond
     st = LayerStats.from_inputs(X, dense=D)
     W0 = get_pruner("wanda").fn(W.clone(), st, 0.6, None)
     mask = W0 != 0
+    assert torch.equal(masked_gd(W0, W, st, 0, precondition=precondition), W0)  # 0 steps: the start itself
     Wn, hist = masked_gd(W0, W, st, 200, return_history=True, precondition=precondition)
+    assert hist[0] == pytest.approx(local_objective(W, st).quad_linear(W0), rel=1e-12)  # history starts at W0
     assert torch.equal(Wn[~mask], torch.zeros_like(Wn[~mask]))  # pruned entries stay exactly zero
     assert Wn.dtype == W0.dtype and Wn.shape == W0.shape
     h = np.array(hist)

@@ -1,9 +1,6 @@
 """The model loader and weight enumeration: real built-in model, tiny random configs of every family, bad input."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 import pytest
 import torch

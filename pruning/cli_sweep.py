@@ -62,7 +62,7 @@ def spec_from_args(args: argparse.Namespace):
     if unknown:
         raise ValueError(f"no pruner of --pruners {args.pruners} has option(s) {', '.join(unknown)}; "
                          f"their options: {', '.join(sorted(known)) or 'none'}")
-    base = settings_from_args(args, pruner=pruners[0], allocation="uniform", sparsity=sparsities[0], nm=None,
+    base = settings_from_args(args, pruner=pruners[0], allocation="uniform", sparsity=sparsities[0], nm=nms[0],
                               lam=lams[0], allocation_file=None, pruner_options={})
     base = dataclasses.replace(base, pruner_options=opts)  # each cell keeps the options its pruner accepts
     ev = eval_options(args)

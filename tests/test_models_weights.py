@@ -1,7 +1,6 @@
 """The model loader and weight enumeration: real built-in model, tiny random configs of every family, bad input."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -73,6 +73,11 @@ def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys)
                                          "eval": plain.eval_settings()}, sort_keys=True, default=str)
                              .encode()).hexdigest()[:16]
     assert cell_key("m", cells["wanda"], plain.eval_settings()) == old_key
+    # a 2:4-only pruner sweeps its pattern (the base settings are validated with the first pattern)
+    args2 = ap.parse_args(["sweep", "--pruners", "prox24", "--nm", "2:4", "--pruner-opt", "growth=1.25",
+                           "--out", str(tmp_path / "t.parquet")])
+    (cell,) = expand(spec_from_args(args2))
+    assert (cell.pruner, cell.nm, cell.sparsity, cell.pruner_options) == ("prox24", "2:4", 0.5, {"growth": 1.25})
     args.pruner_opt = ["mu0=1"]
     with pytest.raises(ValueError, match="no pruner of --pruners wanda,fista,sparsegpt has option"):
         spec_from_args(args)

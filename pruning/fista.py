@@ -46,6 +46,7 @@ WARM_STARTS = ("wanda", "sparsegpt", "dense", "zero")
 PROJECTIONS = ("magnitude", "wanda")
 LAMBDA_SCOPES = ("layer", "row")
 SELECTS = ("sparsity", "loss")
+FILLS = ("dense", "none")
 
 
 def soft_threshold(X: torch.Tensor, tau: Union[float, torch.Tensor]) -> torch.Tensor:
@@ -186,7 +187,7 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
                 warm_start="wanda", lambda_scope: str = "layer", max_iter: int = 100, tol: float = 1e-5,
                 search_steps: int = 16, sparsity_tol: float = 0.01, lambda_rtol: float = 0.02,
                 warm_from_best: bool = True, projection: str = "magnitude", select: str = "sparsity",
-                restart: bool = False, precondition: bool = True, min_iter: int = 10,
+                restart: bool = False, precondition: bool = True, min_iter: int = 10, fill: str = "dense",
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FistaInfo]:
     """FISTAPruner on one layer; returns (pruned W (out, in) float32 with exact zeros, :class:`FistaInfo`).
 
@@ -202,8 +203,12 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     so far (else from the last solution); ``projection`` — ``"magnitude"`` (|W*|, the paper's hard threshold) or
     ``"wanda"`` (|W*|·‖X*_j‖); ``select`` — ``"sparsity"`` (project the solution closest to the target from
     below, the paper) or ``"loss"`` (project every solution of the search and keep the one with the lowest
-    local loss; for unstructured targets only solutions at/below the target qualify); ``dtype`` — iterate
-    precision (statistics stay float64 until cast).
+    local loss; for unstructured targets only solutions at/below the target qualify); ``fill`` — what a kept
+    position holds when the LASSO solution is zero there (it zeroes whole groups of 4 under a 2:4 target, so the
+    hard threshold alone leaves the layer sparser than the pattern: 58 % instead of 50 % on the built-in model):
+    ``"dense"`` (default) ranks such positions by the dense Wanda score ``|W|·√H_jj`` below every non-zero and
+    gives them their dense weight, so the result has exactly the target pattern; ``"none"`` leaves them zero;
+    ``dtype`` — iterate precision (statistics stay float64 until cast).
     """
     if W.ndim != 2:
         raise ValueError(f"fista: expected a 2-D (out, in) weight, got shape {tuple(W.shape)}")
@@ -211,6 +216,8 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
         raise ValueError(f"fista: unknown lambda_scope {lambda_scope!r}; choose one of: {', '.join(LAMBDA_SCOPES)}")
     if projection not in PROJECTIONS:
         raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
+    if fill not in FILLS:
+        raise ValueError(f"fista: unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
     if select not in SELECTS:
         raise ValueError(f"fista: unknown select {select!r}; choose one of: {', '.join(SELECTS)}")
     if search_steps < 1 or not 0 <= sparsity_tol < 1 or lambda_rtol <= 0:
@@ -242,10 +249,23 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     best_lam = lam.clone()
     last = Z
 
+    dense_scores = None
+    if fill == "dense":  # rank of the LASSO's zeros when a kept position must be filled: dense Wanda score
+        dense_scores = (W32.abs() * torch.sqrt(torch.diagonal(stats.H).clamp_min(0.0)).to(torch.float32)
+                        .unsqueeze(0)).to(G.device)
+        dense_scores = dense_scores / dense_scores.max().clamp_min(1e-30)  # in [0, 1]
+        W_fill = W32.to(device=G.device, dtype=dtype)
+
     def project(Zc: torch.Tensor) -> torch.Tensor:
         scores = _projection_scores(Zc, stats, projection).to(torch.float32)
+        if dense_scores is not None:  # every non-zero of Zc above every zero, zeros ordered by the dense score
+            scores = torch.where(Zc != 0, 2.0 + scores / scores.max().clamp_min(1e-30), dense_scores)
         prune = nm_mask(scores, *nm) if nm is not None else unstructured_mask(scores, target, per_row=per_row)
-        return Zc.masked_fill(prune.to(Zc.device), 0.0)
+        prune = prune.to(Zc.device)
+        out = Zc.masked_fill(prune, 0.0)
+        if dense_scores is not None:
+            out = torch.where(~prune & (Zc == 0), W_fill, out)
+        return out
 
     def row_losses(Zc: torch.Tensor) -> torch.Tensor:  # f(W*) − const, row by row
         return (0.5 * ((Zc @ H) * Zc).sum(1) - (Zc * G).sum(1)).to(torch.float64)
@@ -318,7 +338,7 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
 
 
 _OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sparsity_tol", "lambda_rtol",
-            "warm_from_best", "projection", "select",
+            "warm_from_best", "projection", "select", "fill",
             "restart", "precondition", "min_iter", "dtype")
 
 

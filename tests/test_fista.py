@@ -110,6 +110,24 @@ def test_two_four_and_warm_starts():
         assert local_loss(Wn, W, st) < local_loss(get_pruner("magnitude").fn(W.clone(), None, 0.5, None), W, st)
 
 
+def test_two_four_fill_gives_exactly_the_pattern_where_the_lasso_zeroes_whole_groups():
+    # the LASSO spreads its zeros unevenly over the groups of 4: some groups end with 3-4 zeros, so the hard
+    # threshold alone is sparser than 2:4; fill="dense" keeps exactly 2 per group, the extra ones with their
+    # dense weight (ranked by the dense Wanda score), and never touches a non-zero the threshold kept
+    W, st = _layer(12)
+    W[:, :16] *= 0.05  # small weights in the first 4 groups of every row: the LASSO zeroes them whole
+    raw, _ = fista_prune(W, st, 0.5, (2, 4), fill="none")
+    full, _ = fista_prune(W, st, 0.5, (2, 4), fill="dense")
+    assert is_nm(raw, 2, 4) and is_nm(full, 2, 4)
+    assert int((raw == 0).sum()) > W.numel() // 2  # over-sparse without the fill
+    assert int((full == 0).sum()) == W.numel() // 2  # exactly 2 of every 4 kept
+    added = (raw == 0) & (full != 0)
+    assert bool(added.any()) and torch.equal(full[added], W[added])  # filled positions hold the dense weight
+    assert torch.equal(full[raw != 0], raw[raw != 0])
+    with pytest.raises(ValueError, match="unknown fill"):
+        fista_prune(W, st, 0.5, (2, 4), fill="zeros")
+
+
 def test_select_by_loss_is_never_worse_than_by_sparsity():
     W, st = _layer(12)
     for nm in (None, (2, 4)):

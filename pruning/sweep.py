@@ -2,12 +2,14 @@
 
 Every cell is keyed by a hash of the model source, the full :class:`~pruning.prune.PruneSettings` and the evaluation
 settings. The table is rewritten atomically (temporary file + ``os.replace``) after every finished cell, so an
-interrupted sweep keeps its finished cells and a rerun skips them. The dense model's perplexity is one row
+interrupted sweep keeps its finished cells and a rerun skips them. Several sweeps may share one table: each save
+re-reads the table under a file lock and appends to what is on disk, and a cell another sweep finished is skipped. The dense model's perplexity is one row
 (``kind == "dense"``) computed once per model and evaluation settings. λ is swept only for the allocations that
 use it (``alphapruning``, ``stable_rank``); N:M patterns give one ``uniform`` cell per pruner.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -109,6 +111,40 @@ def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path + '.lock'`` (POSIX ``flock``; a no-op where it is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(f"{path}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_row(path: str | os.PathLike, row: dict) -> pd.DataFrame:
+    """Add ``row`` to the table at ``path`` and return the table: under a lock, re-read what is on disk (rows other
+    sweeps wrote to the same table meanwhile are kept), append unless its key is there already, write atomically."""
+    path = Path(path)
+    with _locked(path):
+        table = load_table(path)
+        if len(table) and "key" in table and row["key"] in set(table["key"]):
+            return table
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+        write_table_atomic(table, path)
+    return table
+
+
+def _keys_on_disk(path: Path) -> set:
+    table = load_table(path)
+    return set(table["key"]) if "key" in table else set()
+
+
 def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **extra) -> dict:
     row = {"key": key, "model": label, "kind": kind,
            "pruner": s.pruner if s else "dense", "allocation": (s.allocation if not s.allocation_file else "file")
@@ -159,9 +195,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
 
     def save(row):
         nonlocal table
-        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
-        write_table_atomic(table, out)
-        done.add(row["key"])
+        table = append_row(out, row)
+        done.update(table["key"])
 
     dkey = cell_key(label, None, ev)
     if dkey in done:
@@ -180,7 +215,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
             (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "") + \
             (f" +GD{s.gd_steps}{' precond' if s.gd_precondition else ''}" if s.gd_steps else "") + \
             "".join(f" {k}={v}" for k, v in sorted(s.pruner_options.items()))
-        if key in done:
+        if key in done or key in _keys_on_disk(out):  # also cells another sweep on the same table finished
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue
         metrics = norms = None

@@ -10,7 +10,7 @@ import transformers as tf
 
 from pruning.__main__ import main
 from pruning.base import PRUNERS, PrunerSpec, get_pruner
-from pruning.sweep import SweepSpec, cell_key, expand, load_table
+from pruning.sweep import SweepSpec, append_row, cell_key, expand, load_table
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,29 @@ def test_sweep_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "cannot read the sweep table" in err
     assert (tmp_path / "bad.parquet").read_text() == "not parquet"
+
+
+def test_concurrent_sweeps_on_one_table_lose_no_row(tiny_dir, tmp_path, monkeypatch, capsys):
+    # sweep A runs while another process appends a row to the same table (simulated inside A's pruner call):
+    # A must keep that row when it saves its own cell, and a later sweep skips every finished cell
+    out = tmp_path / "shared.parquet"
+    mag = get_pruner("magnitude")
+    foreign = {"key": "f" * 16, "model": "other", "kind": "pruned", "pruner": "wanda", "ppl": 12.5}
+
+    def meddling(W, stats, sparsity, nm=None, **o):
+        if not (load_table(out)["key"] == foreign["key"]).any():
+            append_row(out, foreign)  # "the other sweep" finishes a cell now
+        return mag.fn(W, stats, sparsity, nm, **o)
+
+    monkeypatch.setitem(PRUNERS, "magnitude", PrunerSpec("magnitude", meddling))
+    assert main(_argv(tiny_dir, out, "magnitude")) == 0
+    t = load_table(out)
+    assert foreign["key"] in set(t["key"]) and float(t.loc[t["key"] == foreign["key"], "ppl"].iloc[0]) == 12.5
+    assert sorted(t["kind"].tolist()) == ["dense", "pruned", "pruned"]
+    assert len(set(t["key"])) == len(t)
+    # the same row twice is stored once
+    assert len(append_row(out, foreign)) == len(t)
+    monkeypatch.setitem(PRUNERS, "magnitude", mag)
+    capsys.readouterr()
+    assert main(_argv(tiny_dir, out, "magnitude")) == 0
+    assert "done already, skipped" in capsys.readouterr().out and len(load_table(out)) == len(t)

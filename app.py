@@ -1098,21 +1098,28 @@ def _fista_section(ctx: Context) -> None:
         st.caption("FISTAPruner solves min ½‖W*X − WX‖F² + λ‖W*‖₁ per layer and searches λ until the solution "
                    "has the target sparsity. The path below solves it for 10 values of λ on this layer's "
                    "calibration inputs (the calibration settings above; no error correction).")
-        names = ctx.df.loc[ctx.df["block"] >= 0, "longname"].tolist()
-        if st.session_state.get("pr_fista_layer") not in names:
-            st.session_state.pr_fista_layer = names[0]
-        c1, c2 = st.columns([3, 1])
-        c1.selectbox("layer", names, key="pr_fista_layer")
-        run_it = c2.button("Compute the λ path", key="pr_fista_btn")
-        args = (ctx.model_key, st.session_state.pr_fista_layer, int(st.session_state.pr_nsamples),
-                int(st.session_state.pr_seqlen))
-        done = st.session_state.get("pr_fista_done")
-        if run_it or done == args:
+        args = _layer_request(ctx, "pr_fista", "Compute the λ path")
+        if args is not None:
             with st.spinner("Solving the LASSO path (cached afterwards) …"):
                 path = fista_path(*args)
             st.session_state.pr_fista_done = args
             chart(pplots.fista_path_figure(path, target=float(st.session_state.pr_S),
                                            title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
+
+
+def _layer_request(ctx: Context, prefix: str, button: str) -> Optional[tuple]:
+    """A layer selectbox (``{prefix}_layer``) and a button (``{prefix}_btn``); returns the cache arguments
+    (model key, layer, calibration samples, tokens) when the button was pressed or they were computed before
+    (``{prefix}_done``), else None."""
+    names = ctx.df.loc[ctx.df["block"] >= 0, "longname"].tolist()
+    if st.session_state.get(f"{prefix}_layer") not in names:
+        st.session_state[f"{prefix}_layer"] = names[0]
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("layer", names, key=f"{prefix}_layer")
+    run_it = c2.button(button, key=f"{prefix}_btn")
+    args = (ctx.model_key, st.session_state[f"{prefix}_layer"], int(st.session_state.pr_nsamples),
+            int(st.session_state.pr_seqlen))
+    return args if run_it or st.session_state.get(f"{prefix}_done") == args else None
 
 
 def _prox24_section(ctx: Context) -> None:
@@ -1127,15 +1134,8 @@ def _prox24_section(ctx: Context) -> None:
                    "of 4 has at most 2 non-zeros. Shown on this layer's calibration inputs (the calibration "
                    f"settings above; no error correction) with a cheaper schedule than the pruner's default: "
                    f"mu0 = {cfg['mu0']:g}, growth = {cfg['growth']:g} (default 1.1), {cfg['dtype']} iterates.")
-        names = ctx.df.loc[ctx.df["block"] >= 0, "longname"].tolist()
-        if st.session_state.get("pr_prox_layer") not in names:
-            st.session_state.pr_prox_layer = names[0]
-        c1, c2 = st.columns([3, 1])
-        c1.selectbox("layer", names, key="pr_prox_layer")
-        run_it = c2.button("Compute the schedule", key="pr_prox_btn")
-        args = (ctx.model_key, st.session_state.pr_prox_layer, int(st.session_state.pr_nsamples),
-                int(st.session_state.pr_seqlen))
-        if run_it or st.session_state.get("pr_prox_done") == args:
+        args = _layer_request(ctx, "pr_prox", "Compute the schedule")
+        if args is not None:
             with st.spinner("Running the 2:4 proximal pruner on this layer (cached afterwards) …"):
                 sched, meta = prox24_schedule(*args)
             st.session_state.pr_prox_done = args

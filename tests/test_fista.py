@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from _synthetic import synthetic_layer
 from pruning.base import LayerStats, get_pruner
 from pruning.fista import fista_lambda_path, fista_lasso, fista_prune, soft_threshold
 from pruning.gd import local_loss
@@ -73,11 +74,7 @@ def test_one_step_from_a_warm_start_is_a_proximal_gradient_step():
 
 
 def _layer(seed, out=32, n=64, T=400):
-    g = torch.Generator().manual_seed(seed)
-    scales = torch.exp(0.8 * torch.randn(n, generator=g))
-    X = (torch.randn(T, n, generator=g) @ (torch.eye(n) + 0.3 * torch.randn(n, n, generator=g))) * scales
-    D = X + 0.1 * torch.randn(T, n, generator=g) * scales
-    W = torch.randn(out, n, generator=g) / n**0.5
+    W, X, D = synthetic_layer(seed, out, n, T)
     return W, LayerStats.from_inputs(X, dense=D)
 
 

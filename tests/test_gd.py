@@ -3,17 +3,14 @@ import numpy as np
 import pytest
 import torch
 
+from _synthetic import synthetic_layer
 from pruning.base import LayerStats, get_pruner
 from pruning.gd import lipschitz, local_loss, local_objective, masked_gd, relative_error
 
 
 def _layer(seed: int, out: int = 24, n: int = 40, T: int = 300, correction: bool = True):
     """Correlated inputs with heavy-tailed feature scales (like LLM activations) and a perturbed dense stream."""
-    g = torch.Generator().manual_seed(seed)
-    scales = torch.exp(torch.randn(n, generator=g))
-    X = (torch.randn(T, n, generator=g) @ (torch.eye(n) + 0.3 * torch.randn(n, n, generator=g))) * scales
-    D = X + 0.2 * torch.randn(T, n, generator=g) * scales if correction else X
-    W = torch.randn(out, n, generator=g) / n**0.5
+    W, X, D = synthetic_layer(seed, out, n, T, scale_sigma=1.0, noise=0.2, correction=correction)
     return W, X.double(), D.double()
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from _synthetic import synthetic_layer
 from pruning.base import LayerStats, get_pruner
 from pruning.masks import is_nm
 from pruning.prox24 import group_penalty, prox24, prox24_prune, prox_objective
@@ -90,11 +91,7 @@ def test_prox_elementary_properties():
 
 
 def _layer(seed, out=32, n=64, T=400):
-    g = torch.Generator().manual_seed(seed)
-    scales = torch.exp(0.8 * torch.randn(n, generator=g))
-    X = (torch.randn(T, n, generator=g) @ (torch.eye(n) + 0.3 * torch.randn(n, n, generator=g))) * scales
-    D = X + 0.1 * torch.randn(T, n, generator=g) * scales
-    W = torch.randn(out, n, generator=g) / n**0.5
+    W, X, D = synthetic_layer(seed, out, n, T)
     return W, LayerStats.from_inputs(X, dense=D)
 
 

@@ -84,40 +84,26 @@ def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, spar
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
-    from spectra.models import load_model
-    from spectra.weights import decoder_layers
+    from bench_layer_errors import block_stats
     from pruning.base import get_pruner
-    from pruning.data import get_calibration
-    from pruning.sequential import _group_stats, _run, block_linears, capture_block_inputs, input_groups
 
-    lm = load_model()
-    calib = get_calibration(lm.tokenizer, nsamples, seqlen, 0)
-    with torch.no_grad():
-        chunks = capture_block_inputs(lm.model, calib, 8)
-        blocks = decoder_layers(lm.model)
-        for b in range(block):
-            for c in chunks:
-                c.hidden = _run(blocks[b], c)
-        lins = block_linears(lm.model)[block]
-        groups = input_groups(blocks[block], lins, chunks[0])
-        stats = _group_stats(blocks[block], None, groups, chunks, None, frozenset({"H", "K"}), "none")
+    layers = block_stats(block, nsamples, seqlen)
     rows = []
     for name in pruners:
         nm = tuple(int(t) for t in nm_all.split(":")) if nm_all else (2, 4) if name == "prox24" else None
         spec = get_pruner(name)
-        for g, st in zip(groups, stats):
+        for lin, st in layers:
             H = st.H
-            for lin in g:
-                W = lin.get()
-                t = time.perf_counter()
-                Wn = spec.fn(W.clone(), st, sparsity, nm)
-                dt = time.perf_counter() - t
-                d = (W - Wn).double()
-                err = float(torch.sqrt(torch.einsum("ij,jk,ik->", d, H, d)
-                                       / torch.einsum("ij,jk,ik->", W.double(), H, W.double())))
-                rows.append({"pruner": name, "pattern": f"{nm[0]}:{nm[1]}" if nm else f"{sparsity:g}", "matrix": lin.longname,
-                             "shape": list(W.shape), "seconds": dt, "rel_err": err})
-                print(f"  {name:<10} {lin.longname:<40} {dt:8.2f} s  rel err {err:.4f}", flush=True)
+            W = lin.get()
+            t = time.perf_counter()
+            Wn = spec.fn(W.clone(), st, sparsity, nm)
+            dt = time.perf_counter() - t
+            d = (W - Wn).double()
+            err = float(torch.sqrt(torch.einsum("ij,jk,ik->", d, H, d)
+                                   / torch.einsum("ij,jk,ik->", W.double(), H, W.double())))
+            rows.append({"pruner": name, "pattern": f"{nm[0]}:{nm[1]}" if nm else f"{sparsity:g}",
+                         "matrix": lin.longname, "shape": list(W.shape), "seconds": dt, "rel_err": err})
+            print(f"  {name:<10} {lin.longname:<40} {dt:8.2f} s  rel err {err:.4f}", flush=True)
     return rows
 
 

@@ -181,8 +181,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
         raise ValueError(f"the folder of the sweep table ({out.parent}) does not exist; create it first")
     cells = expand(spec)
     ev = spec.eval_settings()
-    table = load_table(out)
-    done = set(table["key"]) if "key" in table else set()
+    load_table(out)  # a foreign or corrupt file fails here, before the model is loaded
     dense_lm = load_model(spec.model, device=spec.device)
     label = dense_lm.source.label
     versions = json.dumps(package_versions())
@@ -196,10 +195,10 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     def save(row):
         nonlocal table
         table = append_row(out, row)
-        done.update(table["key"])
 
     dkey = cell_key(label, None, ev)
-    if dkey in done:
+    table = load_table(out)  # read now: another sweep on this table may have written the dense row meanwhile
+    if "key" in table and dkey in set(table["key"]):
         dense_ppl = float(table.loc[table["key"] == dkey, "ppl"].iloc[0])
     else:
         d = ppl_of(dense_lm.model, dense_lm.tokenizer)
@@ -215,7 +214,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
             (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "") + \
             (f" +GD{s.gd_steps}{' precond' if s.gd_precondition else ''}" if s.gd_steps else "") + \
             "".join(f" {k}={v}" for k, v in sorted(s.pruner_options.items()))
-        if key in done or key in _keys_on_disk(out):  # also cells another sweep on the same table finished
+        if key in _keys_on_disk(out):  # finished earlier, or meanwhile by another sweep on the same table
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue
         metrics = norms = None

@@ -511,6 +511,16 @@ def test_report_lists_every_figure_and_table(app, analysis):
     assert "`allocation_AlphaPruning` — 210 rows" in text
 
 
+def compute_for_layer(app, prefix: str, name: str) -> None:
+    """Prune & evaluate with 2 × 64 calibration tokens: pick ``name`` in the ``{prefix}`` expander, press its button."""
+    goto(app, "Prune & evaluate")
+    app.number_input(key="pr_nsamples").set_value(2).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.selectbox(key=f"{prefix}_layer").set_value(name).run()
+    app.button(key=f"{prefix}_btn").click().run()
+    no_failure(app)
+
+
 def test_fista_lambda_path_of_one_layer(app, builtin):
     import torch
 
@@ -519,13 +529,8 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
     from pruning.fista import fista_lambda_path
     from pruning.sequential import collect_input_norms
 
-    goto(app, "Prune & evaluate")
-    app.number_input(key="pr_nsamples").set_value(2).run()
-    app.number_input(key="pr_seqlen").set_value(64).run()
     name = "model.layers.1.self_attn.k_proj"
-    app.selectbox(key="pr_fista_layer").set_value(name).run()
-    app.button(key="pr_fista_btn").click().run()
-    no_failure(app)
+    compute_for_layer(app, "pr_fista", name)
     fig = figure(app, "pr_fista_fig")
     shown_s = trace(fig, "sparsity of the LASSO solution")
     shown_e = trace(fig, "relative output error ‖W*X − WX‖F/‖WX‖F")
@@ -553,13 +558,8 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
 def test_prox24_schedule_of_one_layer(app, builtin):
     import torch
 
-    goto(app, "Prune & evaluate")
-    app.number_input(key="pr_nsamples").set_value(2).run()
-    app.number_input(key="pr_seqlen").set_value(64).run()
     name = "model.layers.1.self_attn.k_proj"
-    app.selectbox(key="pr_prox_layer").set_value(name).run()
-    app.button(key="pr_prox_btn").click().run()
-    no_failure(app)
+    compute_for_layer(app, "pr_prox", name)
     fig = figure(app, "pr_prox_fig")
     mu = trace(fig, "μ_t")
     frac = trace(fig, "groups of 4 with > 2 non-zeros")

@@ -21,32 +21,30 @@ CONFIGS = (
     ("magnitude", "magnitude", {}),
     ("wanda", "wanda", {}),
     ("sparsegpt", "sparsegpt", {}),
-    ("fista (30 it, 8 λ steps)", "fista", {"max_iter": 30, "search_steps": 8}),
-    ("fista select=loss", "fista", {"max_iter": 30, "search_steps": 8, "select": "loss"}),
-    ("prox24 (growth 1.25, float32)", "prox24", {"growth": 1.25, "dtype": "float32"}),
+    ("fista literal (30 it, 8 λ steps)", "fista", {"max_iter": 30, "search_steps": 8, "refit": "none"}),
+    ("fista literal select=loss", "fista", {"max_iter": 30, "search_steps": 8, "select": "loss", "refit": "none"}),
+    ("fista refit (100 it, 16 λ steps)", "fista", {"max_iter": 100, "search_steps": 16}),
+    ("fista refit (30 it, 8 λ steps)", "fista", {"max_iter": 30, "search_steps": 8}),
+    ("fista refit (20 it, 6 λ steps)", "fista", {"max_iter": 20, "search_steps": 6}),
+    ("fista refit (10 it, 4 λ steps)", "fista", {"max_iter": 10, "search_steps": 4}),
+    ("fista refit (5 it, 3 λ steps)", "fista", {"max_iter": 5, "search_steps": 3}),
+    ("fista refit (1 it, 1 λ step)", "fista", {"max_iter": 1, "search_steps": 1}),
+    ("fista refit exact (10 it, 4 λ steps)", "fista", {"max_iter": 10, "search_steps": 4, "refit": "cholesky"}),
+    ("prox24 plain (growth 1.25, float32)", "prox24", {"growth": 1.25, "dtype": "float32", "precondition": False}),
+    ("prox24 rescaled (growth 1.1, float64)", "prox24", {"growth": 1.1, "dtype": "float64"}),
+    ("prox24 rescaled (growth 1.25, float32)", "prox24", {"growth": 1.25, "dtype": "float32"}),
+    ("prox24 rescaled (growth 1.5, float32)", "prox24", {"growth": 1.5, "dtype": "float32"}),
 )
 
 
 def block_stats(block: int, nsamples: int, seqlen: int):
-    """(linear layers, LayerStats per input group) of ``block`` from the dense model's calibration inputs."""
-    import torch
-
+    """(linear layer, LayerStats) of every matrix of ``block`` from the dense model's calibration inputs."""
     from pruning.data import get_calibration
-    from pruning.sequential import _group_stats, _run, block_linears, capture_block_inputs, input_groups
+    from pruning.sequential import block_layer_stats
     from spectra.models import load_model
-    from spectra.weights import decoder_layers
 
     lm = load_model()
-    calib = get_calibration(lm.tokenizer, nsamples, seqlen, 0)
-    with torch.no_grad():
-        chunks = capture_block_inputs(lm.model, calib, 8)
-        blocks = decoder_layers(lm.model)
-        for b in range(block):
-            for c in chunks:
-                c.hidden = _run(blocks[b], c)
-        groups = input_groups(blocks[block], block_linears(lm.model)[block], chunks[0])
-        stats = _group_stats(blocks[block], None, groups, chunks, None, frozenset({"H", "K"}), "none")
-    return [(lin, st) for g, st in zip(groups, stats) for lin in g]
+    return block_layer_stats(lm.model, get_calibration(lm.tokenizer, nsamples, seqlen, 0), block)
 
 
 def main(argv=None) -> int:
@@ -56,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--gd-steps", type=int, default=100)
     ap.add_argument("--only", default=None, help="comma-separated labels' pruner names to run (default all)")
+    ap.add_argument("--labels", default=None, help="comma-separated substrings: run only configs whose label has one")
     args = ap.parse_args(argv)
     import torch
 
@@ -74,7 +73,8 @@ def main(argv=None) -> int:
     print(head + "\n" + "-" * len(head), flush=True)
     for nm in (None, (2, 4)):
         for label, name, opts in CONFIGS:
-            if (only and name not in only) or (name == "prox24" and nm is None):
+            if (only and name not in only) or (name == "prox24" and nm is None) or \
+                    (args.labels and not any(x in label for x in args.labels.split(","))):
                 continue
             opts = {k: (getattr(torch, v) if k == "dtype" else v) for k, v in opts.items()}
             cpu, errs, gd, gdp, zeros, total = 0.0, [], [], [], 0, 0
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                 Wn = get_pruner(name).fn(W.clone(), st, 0.5, nm, **opts)
                 cpu += time.process_time() - t
                 errs.append(relative_error(Wn, W, st))
-                gd.append(relative_error(masked_gd(Wn, W, st, args.gd_steps), W, st))
+                gd.append(relative_error(masked_gd(Wn, W, st, args.gd_steps, precondition=False), W, st))
                 gdp.append(relative_error(masked_gd(Wn, W, st, args.gd_steps, precondition=True), W, st))
                 zeros, total = zeros + int((Wn == 0).sum()), total + Wn.numel()
             mean = lambda v: sum(v) / len(v)  # noqa: E731

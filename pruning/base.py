@@ -28,7 +28,8 @@ class LayerStats:
         H: ``Σ_t x_t x_tᵀ``, shape (in, in), float64 (needs "H"). SparseGPT's Hessian is ``2 H / T``.
         K: ``Σ_t d_t x_tᵀ``, shape (in, in), float64 (needs "K"): cross term dense-input × pruned-input,
             so that ½‖W* X* − W X‖² has gradient ``W* H − W K``.
-        D: ``Σ_t d_t d_tᵀ``, shape (in, in), float64 (needs "K"): makes the objective's constant term computable.
+        D: ``Σ_t d_t d_tᵀ``, shape (in, in), float64 (needs "D"): makes the objective's constant term (the loss
+            value, relative errors) computable; the optimisation itself does not need it.
         X: optional raw inputs (T, in) for debugging/tests; never required by a pruner.
     """
 
@@ -49,7 +50,7 @@ class LayerStats:
             sq_norm=(X64 * X64).sum(0),
             H=X64.T @ X64 if "H" in needs or "K" in needs else None,
             K=D64.T @ X64 if "K" in needs else None,
-            D=D64.T @ D64 if "K" in needs else None,
+            D=D64.T @ D64 if needs & {"K", "D"} else None,
         )
 
 
@@ -63,21 +64,23 @@ class PrunerSpec:
 
     name: str
     fn: Callable[..., torch.Tensor]
-    needs: frozenset = field(default_factory=frozenset)  # subset of {"H", "K"}
+    needs: frozenset = field(default_factory=frozenset)  # subset of {"H", "K", "D"}
     description: str = ""
     supports_nm: bool = True
     options: tuple = ()  # keyword options the pruner accepts (``--pruner-opt KEY=VALUE``)
+    correction: str = "sequential"  # default error-correction mode (pruning.sequential.CORRECTIONS)
 
 
 PRUNERS: dict[str, PrunerSpec] = {}
 
 
 def register_pruner(name: str, needs: frozenset | set = frozenset(), description: str = "", supports_nm: bool = True,
-                    options: tuple = ()):
-    """Decorator registering a layer pruner under ``name`` (``options``: the keyword options it accepts)."""
+                    options: tuple = (), correction: str = "sequential"):
+    """Decorator registering a layer pruner under ``name`` (``options``: the keyword options it accepts;
+    ``correction``: its default error-correction mode, see :mod:`pruning.sequential`)."""
 
     def deco(fn):
-        PRUNERS[name] = PrunerSpec(name, fn, frozenset(needs), description, supports_nm, tuple(options))
+        PRUNERS[name] = PrunerSpec(name, fn, frozenset(needs), description, supports_nm, tuple(options), correction)
         return fn
 
     return deco

@@ -45,12 +45,18 @@ def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> Non
     p.add_argument("--seqlen", default="512", help="calibration window length in tokens (default 512)")
     p.add_argument("--seed", default="0", help="calibration seed (default 0)")
     p.add_argument("--gd-steps", default="0", help="masked gradient steps after the pruner (default 0)")
-    p.add_argument("--gd-precondition", action="store_true",
-                   help="masked GD on diagonally rescaled weights (monotone like plain GD, much faster on LLM inputs)")
+    p.add_argument("--gd-precondition", dest="gd_rule", action="store_const", const="precond", default="precond",
+                   help="masked GD on diagonally rescaled weights (the default; monotone like plain GD, much faster "
+                        "on LLM inputs; ours)")
+    p.add_argument("--gd-plain", dest="gd_rule", action="store_const", const="plain",
+                   help="masked GD with the paper's plain 1/λ_max(H) steps (near no-ops on LLM layers)")
     p.add_argument("--pruner-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="pruner option, repeatable (e.g. fista: max_iter=30, search_steps=8, warm_start=sparsegpt; "
                         "prox24: growth=1.25, dtype=float32; sparsegpt: percdamp=0.01)")
-    p.add_argument("--correction", default="intra", help="error correction for fista/prox24: none, intra, intra+inter")
+    p.add_argument("--correction", default=None,
+                   help="error-correction mode: sequential (Wanda/SparseGPT reference loop), none, intra, intra+inter "
+                        "(FISTAPruner's ablation) or intra-pruned (default: the pruner's own — intra for fista, "
+                        "sequential otherwise)")
     p.add_argument("--batch-size", default="8", help="calibration windows per block forward (default 8)")
     p.add_argument("--eval", default="wikitext2", help="perplexity dataset(s), comma-separated: wikitext2, c4, ptb, "
                                                        "or none (default wikitext2)")
@@ -134,7 +140,7 @@ def settings_from_args(args: argparse.Namespace, **override):
         nsamples=_num("nsamples", args.nsamples, int, lo=1), seqlen=_num("seqlen", args.seqlen, int, lo=1),
         seed=_num("seed", args.seed, int), data_path=args.data_dir, gd_steps=_num("gd-steps", args.gd_steps, int, lo=0),
         correction=args.correction, batch_size=_num("batch-size", args.batch_size, int, lo=1),
-        allocation_file=get("allocation_file"), gd_precondition=bool(getattr(args, "gd_precondition", False)),
+        allocation_file=get("allocation_file"), gd_precondition=getattr(args, "gd_rule", "precond") != "plain",
         pruner_options=override["pruner_options"] if "pruner_options" in override
         else parse_pruner_options(getattr(args, "pruner_opt", [])))
     for name, choices in (("mapping", ("linear", "log")), ("granularity", ("block", "matrix"))):
@@ -225,7 +231,9 @@ def run_prune(args: argparse.Namespace) -> dict:
         p = pruned[ds]
         print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
-    print(f"pruned {settings.pruner} / {settings.nm or settings.allocation}: target {result.target_sparsity:.4f}, "
+    from .prune import settings_label
+
+    print(f"pruned {settings_label(settings)} / {settings.nm or settings.allocation}: target {result.target_sparsity:.4f}, "
           f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "
           f"peak RSS {result.peak_rss_mb:.0f} MB → {out}")
     return report

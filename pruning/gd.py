@@ -7,8 +7,9 @@ inputs (``d = x`` without error correction). With ``H = Σ x xᵀ``, ``K = Σ d 
     f(W*) = ½ tr(W* H W*ᵀ) − tr(W* Gᵀ) + ½ tr(W D Wᵀ),   G = W K,   ∇f(W*) = W* H − G.
 
 Rows of ``W*`` are independent problems sharing ``H``; everything is matrix-multiply based (runs on GPU).
-Masked gradient updates (Kübler et al., "A Proximal Operator for Inducing 2:4-Sparsity", 2025): plain gradient
-descent on ``f`` restricted to the kept entries, step ``1/L`` with ``L = λ_max(H)``. The masked problem's Hessian
+Masked gradient updates (Kübler et al., "A Proximal Operator for Inducing 2:4-Sparsity", 2025): gradient descent
+on ``f`` restricted to the kept entries, step ``1/L`` with ``L = λ_max(H)`` (``precondition=False``; by default the
+same descent runs on diagonally rescaled weights, see :func:`masked_gd`). The masked problem's Hessian
 is a principal submatrix of ``H`` (per row), so ``L`` bounds its curvature and the descent lemma gives
 ``f(W_{k+1}) ≤ f(W_k) − ‖∇_mask f(W_k)‖² / (2L)``: the loss never increases.
 """
@@ -100,7 +101,7 @@ def lipschitz(H: torch.Tensor) -> float:
 
 def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, steps: int, *,
               mask_keep: Optional[torch.Tensor] = None, lr: Optional[float] = None,
-              dtype: torch.dtype = torch.float64, return_history: bool = False, precondition: bool = False):
+              dtype: torch.dtype = torch.float64, return_history: bool = False, precondition: bool = True):
     """Masked gradient updates: ``steps`` of ``W ← W − lr · (∇f(W) ⊙ keep)`` on ``f(W) = ½‖W X* − W_dense X‖F²``.
 
     ``keep`` = ``mask_keep`` (True = entry may be non-zero) or, by default, ``W_init != 0``; entries outside it
@@ -109,9 +110,11 @@ def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, st
     ``W_init.dtype``; if rounding to that dtype would make the loss exceed the starting loss, ``W_init`` (masked)
     is returned instead. ``return_history=True`` also returns the list of losses without the constant term
     (``½tr(WHWᵀ) − tr(WGᵀ)``, float64) before each step and after the last. Kübler et al. 2025.
-    ``precondition=True`` (not in the paper): the same descent on the rescaled variables ``V = W·diag(√H_jj)``,
+    ``precondition=True`` (the default; not in the paper): the same descent on the rescaled variables
+    ``V = W·diag(√H_jj)``,
     i.e. ``W ← W − lr · (∇f(W) ⊙ keep) · diag(1/H_jj)`` with ``lr = 1/λ_max(D^{-½} H D^{-½})`` — still monotone,
     and much faster when a few outlier input features make ``λ_max(H)`` huge (as in LLM layers).
+    ``precondition=False`` is the paper's plain step ``1/λ_max(H)``.
     """
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0 (got {steps})")
@@ -144,3 +147,120 @@ def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, st
         out = start.to(W_init.dtype)
     out = torch.where(keep, out, torch.zeros_like(out))
     return (out, history) if return_history else out
+
+
+def row_losses(obj: LocalObjective, Wn: torch.Tensor) -> torch.Tensor:
+    """Per-row ``½ w H wᵀ − w gᵀ`` (the local loss of each output row without its constant), float64, shape (out,)."""
+    W64 = Wn.to(device=obj.H.device, dtype=torch.float64)
+    return 0.5 * ((W64 @ obj.H.to(torch.float64)) * W64).sum(1) - (W64 * obj.G.to(torch.float64)).sum(1)
+
+
+REFIT_SOLVERS = ("cg", "cholesky")
+
+
+def refit_support(W_pruned: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, *, damp: float = 0.01,
+                  mask_keep: Optional[torch.Tensor] = None, solver: str = "cg", cg_iters: int = 50,
+                  cg_tol: float = 1e-7, max_bytes: int = 2**28) -> torch.Tensor:
+    """Least-squares re-fit of the kept weights: per row ``w_S = (H_SS + δI)⁻¹ g_S`` on the support ``S``.
+
+    Minimises the local loss ``½‖W*X* − WX‖F²`` (:func:`local_objective`: ``g`` = row of ``G = W K``, so the
+    error-correction targets apply) over the weights of each row's support (``mask_keep``, default
+    ``W_pruned != 0``); the pruned entries stay exactly 0. ``δ = damp · mean(diag H)`` as in SparseGPT's dampening
+    (Frantar & Alistarh 2023). Solvers: ``"cg"`` (default) — conjugate gradients on all rows at once (one
+    ``(out, in) × (in, in)`` product per iteration, float32), Jacobi-preconditioned and warm-started from
+    ``W_pruned``, at most ``cg_iters`` iterations or until every row's preconditioned residual is below ``cg_tol``
+    (on the built-in model 50 iterations give the exact solution's relative error to 4–5 digits at 1/10–1/20 of
+    its time); ``"cholesky"`` — the exact solve: rows sorted by support size, gathered ``H_SS`` blocks padded with
+    the identity, batched float64 Cholesky, ``max_bytes`` at a time. A row whose re-fit would not lower its
+    undamped loss keeps ``W_pruned``'s row, so the local loss never increases. Returns ``W_pruned.dtype``.
+    """
+    if W_pruned.shape != W_dense.shape or W_pruned.ndim != 2:
+        raise ValueError(f"refit_support: W_pruned {tuple(W_pruned.shape)} and W_dense {tuple(W_dense.shape)} "
+                         f"must be the same 2-D shape")
+    if damp < 0:
+        raise ValueError(f"refit_support: damp must be ≥ 0 (got {damp})")
+    if solver not in REFIT_SOLVERS:
+        raise ValueError(f"refit_support: unknown solver {solver!r}; choose one of: {', '.join(REFIT_SOLVERS)}")
+    keep = (W_pruned != 0) if mask_keep is None else mask_keep.to(device=W_pruned.device, dtype=torch.bool)
+    obj = local_objective(W_dense, stats, dtype=torch.float64, device=W_pruned.device)
+    mean_diag = float(torch.diagonal(obj.H).mean())
+    delta = damp * mean_diag if mean_diag > 0 else damp
+    start_w = torch.where(keep, W_pruned.to(torch.float64), torch.zeros((), dtype=torch.float64,
+                                                                        device=W_pruned.device))
+    if solver == "cg":
+        out = _refit_cg(obj, keep, start_w, delta, cg_iters, cg_tol)
+    else:
+        out = _refit_cholesky(obj, keep, delta, max_bytes)
+    worse = row_losses(obj, out) > row_losses(obj, start_w)
+    out = torch.where(worse.unsqueeze(1), start_w, out)
+    return torch.where(keep, out, torch.zeros_like(out)).to(W_pruned.dtype)
+
+
+def _refit_cg(obj: LocalObjective, keep: torch.Tensor, start: torch.Tensor, delta: float, iters: int,
+              tol: float) -> torch.Tensor:
+    """Jacobi-preconditioned CG on ``mask ⊙ (W (H + δI)) = mask ⊙ G``, every row its own CG, float32."""
+    f32 = torch.float32
+    H = obj.H.to(f32)
+    m = keep.to(f32)
+    b = obj.G.to(f32) * m
+    x = start.to(f32)
+    minv = 1.0 / (torch.diagonal(obj.H) + delta).clamp_min(1e-30).to(f32)
+
+    def A(p):
+        return (p @ H + delta * p) * m
+
+    r = b - A(x)
+    z = r * minv
+    p = z.clone()
+    rz = (r * z).sum(1, keepdim=True)
+    rz0 = rz.clamp_min(1e-30)
+    for _ in range(iters):
+        if float((rz / rz0).max()) <= tol * tol:
+            break
+        Ap = A(p)
+        alpha = rz / (p * Ap).sum(1, keepdim=True).clamp_min(1e-30)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        z = r * minv
+        rz_new = (r * z).sum(1, keepdim=True)
+        p = z + (rz_new / rz.clamp_min(1e-30)) * p
+        rz = rz_new
+    return x.to(torch.float64)
+
+
+def _refit_cholesky(obj: LocalObjective, keep: torch.Tensor, delta: float, max_bytes: int) -> torch.Tensor:
+    """Exact per-row solves ``(H_SS + δI) w_S = g_S`` by batched float64 Cholesky (rows grouped by support size)."""
+    H, G = obj.H.to(torch.float64), obj.G.to(torch.float64)
+    n = H.shape[0]
+    counts = keep.sum(1)
+    order = torch.argsort(counts, stable=True)
+    # per row, the kept input indices first (ascending), then the pruned ones
+    idx_all = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    out = torch.zeros(keep.shape, dtype=torch.float64, device=H.device)
+    start = 0
+    rows = order.numel()
+    while start < rows:
+        k = int(counts[order[min(rows - 1, start)]])
+        per_row = max(k, 1) ** 2 * 8 * 3
+        stop = min(rows, start + max(1, max_bytes // per_row))
+        k = int(counts[order[stop - 1]])  # the chunk's largest support (rows sorted by size)
+        r = order[start:stop]
+        start = stop
+        if k == 0:
+            continue
+        idx = idx_all[r, :k]
+        valid = torch.arange(k, device=H.device).unsqueeze(0) < counts[r].unsqueeze(1)
+        Hs = H[idx.unsqueeze(2), idx.unsqueeze(1)]
+        pair = valid.unsqueeze(2) & valid.unsqueeze(1)
+        eye = torch.eye(k, dtype=H.dtype, device=H.device).unsqueeze(0)
+        Hs = torch.where(pair, Hs, torch.zeros_like(Hs)) + eye * torch.where(valid, delta, 1.0).unsqueeze(2)
+        gs = torch.where(valid, G[r].gather(1, idx), torch.zeros((), dtype=G.dtype, device=G.device))
+        Lc, info = torch.linalg.cholesky_ex(Hs)
+        bad = info != 0
+        if bool(bad.any()):  # not positive definite (δ = 0 on a singular block): least-norm solution instead
+            Lc[bad] = torch.eye(k, dtype=H.dtype, device=H.device)
+        w = torch.cholesky_solve(gs.unsqueeze(2), Lc).squeeze(2)
+        if bool(bad.any()):
+            w[bad] = (torch.linalg.pinv(Hs[bad]) @ gs[bad].unsqueeze(2)).squeeze(2)
+        out[r] = torch.zeros((len(r), n), dtype=torch.float64, device=H.device).scatter(1, idx, w * valid)
+    return out

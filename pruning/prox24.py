@@ -41,7 +41,7 @@ from typing import Optional
 import torch
 
 from .base import NM, LayerStats, register_pruner
-from .gd import lipschitz, local_objective, masked_gd
+from .gd import LocalObjective, lipschitz, local_objective, masked_gd
 from .masks import nm_mask
 
 __all__ = ["group_penalty", "prox_objective", "prox24", "Prox24Info", "prox24_prune", "prox24_pruner"]
@@ -376,15 +376,23 @@ def _non24_groups(W: torch.Tensor) -> int:
 
 def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growth: float = 1.1,
                  max_steps: int = 300, gd_steps: int = 0, dtype: torch.dtype = torch.float64,
-                 record: bool = False) -> tuple[torch.Tensor, Prox24Info]:
+                 precondition: bool = True, record: bool = False) -> tuple[torch.Tensor, Prox24Info]:
     """Proximal-gradient 2:4 pruning of ``W`` (out, in) on ``f = ½‖W*X* − WX‖F²``; returns (W_new, info).
 
     Step ``t``: ``W ← prox24(W − ∇f(W)/L, μ_t)`` (the prox of ``(γ_t/L)·R`` with ``μ_t = γ_t/L``) where
-    ``μ_t = mu0 · growth^t / rms(W)`` (``rms`` = root mean square of ``W``, so ``mu0`` is dimensionless), starting
+    ``μ_t = mu0 · growth^t / rms(W)`` (``rms`` = root mean square of ``W`` — of ``V`` when preconditioned — so ``mu0``
+    is dimensionless), starting
     from the dense ``W``; stops when every group of 4 has ≤ 2 non-zeros. If ``max_steps`` is reached first, the
     remaining groups keep their 2 largest entries (``info.forced_groups``). Then ``gd_steps`` masked gradient
     updates (:func:`pruning.gd.masked_gd`). ``record=True`` records the loss, μ_t and the groups still not 2:4
     after every step (:class:`Prox24Info`, :meth:`Prox24Info.schedule`).
+
+    ``precondition=True`` (default; ours, not in the paper): the gradient and proximal steps run on the rescaled
+    variables ``V = W·diag(√H_jj)`` — the same local loss with Hessian ``D^{-½}HD^{-½}`` (unit diagonal) and step
+    ``1/λ_max(D^{-½}HD^{-½})``; the regularizer's zero set (groups with ≤ 2 non-zeros) is unchanged, since the
+    rescaling is per input column. LLM layers have ``λ_max(H)`` ~1,000× the median ``H_jj``, so plain steps
+    ``1/λ_max(H)`` barely move the weights before the groups are forced to 2:4 and the mask follows magnitude;
+    ``precondition=False`` is the paper's plain step.
     """
     rows, cols = W.shape
     if cols % 4:
@@ -394,10 +402,15 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
     if max_steps < 1:
         raise ValueError(f"prox24 needs max_steps ≥ 1 (got {max_steps})")
     obj = local_objective(W, stats, dtype=dtype)
+    scale = None
+    if precondition:  # V = W·diag(scale), scale = √H_jj (dead inputs: 1)
+        d = torch.diagonal(obj.H).clamp_min(0).sqrt()
+        scale = torch.where(d > 0, d, torch.ones_like(d))
+        obj = LocalObjective(obj.H / scale.unsqueeze(0) / scale.unsqueeze(1), obj.G / scale.unsqueeze(0), obj.const)
     L = lipschitz(obj.H)
     eta = 1.0 / L if L > 0 else 0.0
-    Z = W.to(dtype).clone()
-    rms = float(W.to(torch.float64).pow(2).mean().sqrt())
+    Z = W.to(dtype).clone() if scale is None else W.to(dtype) * scale.unsqueeze(0)
+    rms = float(Z.to(torch.float64).pow(2).mean().sqrt())  # of the (rescaled) variables the steps work on
     mu = mu0 / rms if rms > 0 else 1.0
     info = Prox24Info(groups=rows * (cols // 4), loss_const=obj.const)
     while info.steps < max_steps:
@@ -416,13 +429,15 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
     if not info.converged:
         info.forced_groups = _non24_groups(Z)
         Z = Z.masked_fill(nm_mask(Z.abs(), 2, 4), 0.0)
+    if scale is not None:
+        Z = Z / scale.unsqueeze(0)
     out = Z.to(W.dtype)
     if gd_steps:
         out = masked_gd(out, W, stats, gd_steps, dtype=dtype)
     return out, info
 
 
-_OPTIONS = ("mu0", "growth", "max_steps", "gd_steps", "dtype")
+_OPTIONS = ("mu0", "growth", "max_steps", "gd_steps", "dtype", "precondition")
 
 
 @register_pruner("prox24", needs=frozenset({"H", "K"}), options=_OPTIONS,

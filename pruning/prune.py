@@ -40,8 +40,10 @@ class PruneSettings:
     lam / mapping / granularity / metric / xmin_rule: AlphaPruning's λ, map, block-or-matrix mode, metric column and
     the xmin rule of the Hill fit. owl_lambda / owl_M: OWL's λ and outlier multiplier. max_sparsity: cap of every
     matrix. nsamples × seqlen calibration windows from C4 (``seed``). gd_steps: masked GD after the pruner
-    (``gd_precondition``: diagonally rescaled steps, see :func:`pruning.gd.masked_gd`).
-    correction: FISTA-style error correction for pruners that need ``K`` (none, intra, intra+inter).
+    (``gd_precondition``: diagonally rescaled steps, the default; False = the paper's plain ``1/λ_max(H)`` steps;
+    see :func:`pruning.gd.masked_gd`).
+    correction: error-correction mode (:data:`pruning.sequential.CORRECTIONS`: sequential, none, intra,
+    intra+inter, intra-pruned); None = the pruner's default (``intra`` for FISTAPruner, ``sequential`` otherwise).
     allocation_file: a Contract 2 JSON/CSV allocation that replaces ``allocation``.
     """
 
@@ -63,12 +65,12 @@ class PruneSettings:
     calib_dataset: str = "c4"
     data_path: Optional[str] = None
     gd_steps: int = 0
-    correction: str = "intra"
+    correction: Optional[str] = None
     sublayer_sequential: Optional[bool] = None
     batch_size: int = 8
     allocation_file: Optional[str] = None
     pruner_options: dict = field(default_factory=dict)
-    gd_precondition: bool = False
+    gd_precondition: bool = True
 
     def nm_tuple(self) -> NM:
         return parse_nm(self.nm) if isinstance(self.nm, (str, type(None))) else tuple(self.nm)
@@ -97,7 +99,7 @@ class PruneSettings:
         if unknown:
             known = ", ".join(spec.options) if spec.options else "none"
             raise ValueError(f"pruner {self.pruner!r} has no option(s) {', '.join(unknown)}; its options: {known}")
-        if self.correction not in CORRECTIONS:
+        if self.correction is not None and self.correction not in CORRECTIONS:
             raise ValueError(f"unknown correction {self.correction!r}; choose one of: {', '.join(CORRECTIONS)}")
         for name in ("nsamples", "seqlen", "batch_size"):
             if int(getattr(self, name)) < 1:
@@ -109,6 +111,10 @@ class PruneSettings:
         if self.allocation_file is not None and not os.path.isfile(self.allocation_file):
             raise ValueError(f"allocation file {self.allocation_file} not found")
         return self
+
+    def resolved_correction(self) -> str:
+        """The error-correction mode this run uses (``correction``, or the pruner's default)."""
+        return self.correction if self.correction is not None else get_pruner(self.pruner).correction
 
     def needs_calibration(self) -> bool:
         return (self.pruner not in CALIBRATION_FREE or self.gd_steps > 0
@@ -125,6 +131,37 @@ class PruneSettings:
             if d.get(name) == default:
                 d.pop(name, None)
         return d
+
+
+def method_label(pruner: str, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
+                 gd_steps: int = 0, gd_precondition: bool = True) -> str:
+    """Readable name of a pruning method that says which variant ran, e.g. ``FISTAPruner (re-fit) [intra]``,
+    ``FISTAPruner (paper-literal, no re-fit) [intra]``, ``prox24 (plain step) + GD100``, ``Wanda + GD100 (plain)``.
+
+    The error-correction mode is shown when it is not the Wanda/SparseGPT reference loop (``sequential``) or the
+    pruner fits targets (FISTAPruner); the ``(ours)`` variants are the defaults, see the README."""
+    opts = dict(pruner_options or {})
+    name = PRUNER_NAMES.get(pruner, pruner)
+    if pruner == "fista":
+        name += " (paper-literal, no re-fit)" if opts.pop("refit", "cg") == "none" else " (re-fit)"
+    elif pruner == "prox24":
+        name += " (plain step)" if opts.pop("precondition", True) in (False, "false") else " (rescaled)"
+    name += "".join(f" {k}={v}" for k, v in sorted(opts.items()))
+    if correction and (pruner == "fista" or correction != "sequential"):
+        name += f" [{correction}]"
+    if gd_steps:
+        name += f" + GD{int(gd_steps)}" + ("" if gd_precondition else " (plain)")
+    return name
+
+
+#: display names of the registered pruners
+PRUNER_NAMES = {"magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "fista": "FISTAPruner",
+                "prox24": "prox24"}
+
+
+def settings_label(s: "PruneSettings") -> str:
+    """:func:`method_label` of a run's settings (its resolved correction mode)."""
+    return method_label(s.pruner, s.pruner_options, s.resolved_correction(), s.gd_steps, s.gd_precondition)
 
 
 #: fields added to PruneSettings after sweep tables existed, with their defaults (see PruneSettings.key_dict).
@@ -283,7 +320,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
         res = prune_sequential(model, loop_calib, sparsity, settings.pruner,
                                nm=nm, pruner_options=settings.pruner_options, correction=settings.correction,
                                sublayer_sequential=settings.sublayer_sequential, gd_steps=settings.gd_steps,
-                               gd_options={"precondition": True} if settings.gd_precondition else None,
+                               gd_options={"precondition": bool(settings.gd_precondition)},
                                batch_size=settings.batch_size, progress=progress, progress_cb=progress_cb)
     for k, v in res.timings.items():
         timings[k if k != "total" else "loop"] = v

@@ -42,6 +42,7 @@ def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": _command(),
         "model": model_record(lm, fingerprint) if lm is not None else None,
+        "method": _label(s),
         "settings": s.as_dict(),
         "seed": s.seed,
         "versions": package_versions(),
@@ -59,6 +60,12 @@ def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: 
     if extra:
         rep.update(extra)
     return rep
+
+
+def _label(s) -> str:
+    from .prune import settings_label
+
+    return settings_label(s)
 
 
 def _command() -> str:

@@ -13,9 +13,27 @@ groups are found by a probe forward. ``sublayer_sequential=False`` (reference be
 every group's statistics from one pass and then prunes; ``True`` prunes group by group, recomputing the inputs of
 later groups with the earlier groups already pruned (FISTAPruner's intra-layer error correction).
 
-Error correction for pruners needing ``K`` (``K = Σ d xᵀ``, ``D = Σ d dᵀ`` with ``d`` the dense input):
-``correction="none"`` → d = x; ``"intra"`` → d from the block with its dense weights on the same block inputs;
-``"intra+inter"`` → d from a dense stream carried from block 0 through the dense model.
+Error-correction modes (``correction``; the three FISTAPruner names follow Zhao et al. 2024, §4). Each mode fixes
+where a block's inputs come from, whether its sublayers are pruned in call order, and which target a pruner that
+needs ``K`` (``K = Σ d xᵀ``, ``D = Σ d dᵀ``, ``d`` the target's input) is fitted to:
+
+================== ===================== ================================ =======================================
+mode               block inputs          sublayers                        target (d)
+================== ===================== ================================ =======================================
+``sequential``     pruned model          one pass over the block          the same input (d = x)
+``none``           dense model           one pass over the block          the same, dense input (d = x)
+``intra``          dense model           in call order, on the outputs    dense sublayer on the dense input
+                                         of the already-pruned earlier
+                                         sublayers
+``intra+inter``    pruned model          in call order                    dense model on its own (dense) stream
+``intra-pruned``   pruned model          in call order                    dense block on the pruned block input
+================== ===================== ================================ =======================================
+
+``sequential`` is the Wanda / SparseGPT reference loop (the default of every pruner except FISTAPruner, whose paper
+default is ``intra``); ``none``, ``intra`` and ``intra+inter`` are the FISTAPruner paper's ablation; in ``none`` and
+``intra`` every block is pruned independently from the dense model's block inputs (the next block gets the dense
+block's outputs). ``intra-pruned`` is what this library called ``intra`` before (kept under a name that says what it
+is).
 """
 from __future__ import annotations
 
@@ -31,7 +49,13 @@ from spectra.weights import decoder_layers, iter_model_weights
 from .base import NM, LayerStats, get_pruner
 from .masks import achieved_sparsity, check_sparsity, nm_sparsity
 
-CORRECTIONS = ("none", "intra", "intra+inter")
+CORRECTIONS = ("sequential", "none", "intra", "intra+inter", "intra-pruned")
+#: modes whose block inputs are the dense model's (blocks independent of each other's pruning)
+DENSE_BLOCK_INPUT = frozenset({"none", "intra"})
+#: modes whose sublayers are pruned in call order by default
+SUBLAYER_ORDER = frozenset({"intra", "intra+inter", "intra-pruned"})
+#: modes whose targets (for pruners that need ``K``) come from dense weights
+DENSE_TARGET = frozenset({"intra", "intra+inter", "intra-pruned"})
 #: pruners that use no calibration statistics at all (run without the loop when no calibration is given).
 CALIBRATION_FREE = frozenset({"magnitude"})
 
@@ -185,25 +209,37 @@ def _groups_cached(block: torch.nn.Module, linears: list[Linear], chunk: _Chunk,
 
 # ----------------------------------------------------------------------------------------------- statistics
 class _Acc:
-    """Running sums of one input group's statistics (float32 products per batch, float64 accumulation)."""
+    """Running sums of one input group's statistics (float32 products per batch, float64 accumulation).
+
+    ``K`` (cross term) is kept when "K" is needed, ``D`` (dense Gram, only for the loss's constant) when "D" is.
+    Where the target's input is the layer's own (``d`` None) the Gram product is computed once and reused.
+    """
 
     def __init__(self, n_in: int, needs: frozenset, device):
         f64 = dict(dtype=torch.float64, device=device)
         self.ntokens = 0
         self.sq_norm = torch.zeros(n_in, **f64)
-        self.H = torch.zeros(n_in, n_in, **f64) if needs & {"H", "K"} else None
+        self.H = torch.zeros(n_in, n_in, **f64) if needs & {"H", "K", "D"} else None
         self.K = torch.zeros(n_in, n_in, **f64) if "K" in needs else None
-        self.D = torch.zeros(n_in, n_in, **f64) if "K" in needs else None
+        self.D = torch.zeros(n_in, n_in, **f64) if "D" in needs else None
 
     def add(self, x: torch.Tensor, d: Optional[torch.Tensor] = None) -> None:
         x = x.reshape(-1, x.shape[-1]).to(torch.float32)
         self.ntokens += x.shape[0]
         self.sq_norm += (x * x).sum(0).to(torch.float64)
-        if self.H is not None:
-            self.H += (x.T @ x).to(torch.float64)
+        if self.H is None:
+            return
+        xx = (x.T @ x).to(torch.float64)
+        self.H += xx
+        if d is None:  # the target reads the same input: K = D = H
+            for acc in (self.K, self.D):
+                if acc is not None:
+                    acc += xx
+            return
+        d = d.reshape(-1, d.shape[-1]).to(torch.float32)
         if self.K is not None:
-            d = x if d is None else d.reshape(-1, d.shape[-1]).to(torch.float32)
             self.K += (d.T @ x).to(torch.float64)
+        if self.D is not None:
             self.D += (d.T @ d).to(torch.float64)
 
     def stats(self) -> LayerStats:
@@ -237,11 +273,17 @@ def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: _Chunk
     return got
 
 
-def _group_stats(block, dense_block, groups, chunks, dense_hidden, needs, correction) -> list[LayerStats]:
-    """Statistics of the groups' inputs over all chunks (pruned stream x; dense stream d when ``K`` is needed)."""
+def _group_stats(block, dense_block, groups, chunks, dense_hidden, needs, correction,
+                 block_untouched: bool = False) -> list[LayerStats]:
+    """Statistics of the groups' inputs over all chunks (pruned stream x; dense stream d when ``K`` is needed).
+
+    ``block_untouched``: no layer of this block is pruned yet, so where the dense twin reads the same block input
+    (``dense_hidden`` None) its inputs equal x and are not recomputed.
+    """
     leaders = [g[0] for g in groups]
     accs = {id(l): _Acc(l.get().shape[1], needs, _device(block)) for l in leaders}
-    want_dense = "K" in needs and correction != "none"
+    want_dense = ("K" in needs and correction in DENSE_TARGET and dense_block is not None
+                  and not (block_untouched and dense_hidden is None))
     for c, chunk in enumerate(chunks):
         xs = _capture_inputs(block, leaders, chunk)
         ds = {}
@@ -292,30 +334,32 @@ def _masked_gd(W_new, W_dense, stats, steps, options):
 
 @torch.no_grad()
 def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = "wanda",
-                     nm: NM = None, pruner_options: Optional[dict] = None, correction: str = "none",
+                     nm: NM = None, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
                      sublayer_sequential: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
                      batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None) -> SequentialResult:
     """Prune every block linear layer of ``model`` in place, block by block on the calibration windows ``calib``.
 
     ``sparsity``: one float for all layers or {longname: sparsity} (ignored under ``nm``). ``calib`` may be None
-    only for calibration-free pruners (magnitude) without ``gd_steps``. ``sublayer_sequential`` defaults to True
-    when the pruner needs ``K`` and ``correction != "none"``, else False (the references' single pass).
+    only for calibration-free pruners (magnitude) without ``gd_steps``. ``correction``: one of
+    :data:`CORRECTIONS` (module docstring; None = the pruner's default, :attr:`PrunerSpec.correction`).
+    ``sublayer_sequential`` defaults to True for the modes that prune sublayers in call order.
     ``progress_cb(done, total, longname)`` is called after every pruned matrix.
     """
     spec = get_pruner(pruner)
     if nm is not None and not spec.supports_nm:
         raise ValueError(f"pruner {pruner!r} does not support N:M patterns; use an unstructured sparsity")
+    correction = spec.correction if correction is None else correction
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}; choose one of: {', '.join(CORRECTIONS)}")
     if gd_steps < 0:
         raise ValueError(f"gd_steps must be ≥ 0 (got {gd_steps})")
     needs = frozenset(spec.needs) | (frozenset({"H"}) if gd_steps else frozenset())
-    if "K" not in needs:
-        correction = "none"  # irrelevant for pruners that do not use dense inputs
     if sublayer_sequential is None:
-        sublayer_sequential = correction != "none"
-    if correction == "intra" and not sublayer_sequential:
-        raise ValueError("correction='intra' needs sublayer_sequential=True (sublayers pruned in order)")
+        sublayer_sequential = correction in SUBLAYER_ORDER
+    if correction in ("intra", "intra-pruned") and not sublayer_sequential:
+        raise ValueError(f"correction={correction!r} needs sublayer_sequential=True (sublayers pruned in order)")
+    dense_input = correction in DENSE_BLOCK_INPUT
+    want_dense_copy = "K" in needs and correction in DENSE_TARGET
     pruner_options = dict(pruner_options or {})
     per_block = block_linears(model)
     total = sum(len(b) for b in per_block)
@@ -328,7 +372,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     timings = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "gd": 0.0, "forward": 0.0}
     chunks = capture_block_inputs(model, calib, batch_size)
     timings["capture"] = time.perf_counter() - t0
-    dense_hidden = [c.hidden for c in chunks] if correction == "intra+inter" else None
+    dense_hidden = [c.hidden for c in chunks] if correction == "intra+inter" and want_dense_copy else None
     records: list[dict] = []
     cache: dict = {}
     bar = None
@@ -339,13 +383,18 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     for b, block in enumerate(decoder_layers(model)):
         linears = per_block[b]
         targets = _targets(linears, sparsity, nm)
-        dense = _dense_copy(block, linears) if correction != "none" else None
+        dense = _dense_copy(block, linears) if want_dense_copy else None
         groups = _groups_cached(block, linears, chunks[0], cache)
         stages = [[g] for g in groups] if sublayer_sequential else [groups]
+        next_hidden = None
+        if dense_input:  # the next block reads this block's dense outputs: compute them before pruning it
+            t = time.perf_counter()
+            next_hidden = [_run(block, chunk) for chunk in chunks]
+            timings["forward"] += time.perf_counter() - t
         for stage in stages:
             t = time.perf_counter()
-            stats = _group_stats(block, dense, stage, chunks,
-                                 dense_hidden if correction == "intra+inter" else None, needs, correction)
+            stats = _group_stats(block, dense, stage, chunks, dense_hidden, needs, correction,
+                                 block_untouched=stage is stages[0])
             timings["stats"] += time.perf_counter() - t
             for group, st_group in zip(stage, stats):
                 for j, lin in enumerate(group):
@@ -369,6 +418,9 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
                         progress_cb(len(records), total, lin.longname)
         t = time.perf_counter()
         for c, chunk in enumerate(chunks):
+            if next_hidden is not None:
+                chunk.hidden = next_hidden[c]
+                continue
             if dense_hidden is not None:
                 dense_hidden[c] = _run(dense.block, chunk, dense_hidden[c])
             chunk.hidden = _run(block, chunk)
@@ -403,6 +455,27 @@ def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", n
     total = time.perf_counter() - t0
     return SequentialResult(records, {"capture": 0.0, "stats": 0.0, "prune": total, "gd": 0.0, "forward": 0.0,
                                       "total": total})
+
+
+@torch.no_grad()
+def block_layer_stats(model: torch.nn.Module, calib: torch.Tensor, block: int,
+                      needs: frozenset = frozenset({"H", "K", "D"}), batch_size: int = 8) -> list[tuple[Linear, LayerStats]]:
+    """(linear layer, :class:`LayerStats`) of every linear layer of decoder block ``block``, from the *dense*
+    model's inputs on ``calib`` (no error correction: ``K = D = H``), in call order. The model is not changed.
+
+    For layer-level studies (benchmarks, the app's layer views, tests on real layers).
+    """
+    blocks = decoder_layers(model)
+    if not 0 <= block < len(blocks):
+        raise ValueError(f"block {block} out of range: the model has {len(blocks)} decoder blocks")
+    chunks = capture_block_inputs(model, calib, batch_size)
+    for b in range(block):
+        for chunk in chunks:
+            chunk.hidden = _run(blocks[b], chunk)
+    groups = input_groups(blocks[block], block_linears(model)[block], chunks[0])
+    stats = _group_stats(blocks[block], None, groups, chunks, None, frozenset(needs), "none")
+    return [(lin, st if j == len(g) - 1 else _copy_stats(st)) for g, st in zip(groups, stats)
+            for j, lin in enumerate(g)]
 
 
 @torch.no_grad()

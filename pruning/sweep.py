@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from .masks import nm_sparsity
-from .prune import SPECTRAL, PruneSettings, prune_model
+from .prune import SPECTRAL, PruneSettings, prune_model, settings_label
 
 #: allocations whose result depends on λ.
 LAM_ALLOCATIONS = SPECTRAL
@@ -152,7 +152,7 @@ def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **ex
            "lam": float(s.lam) if s and s.allocation in LAM_ALLOCATIONS else float("nan"),
            "nsamples": s.nsamples if s else 0, "seqlen": s.seqlen if s else 0, "seed": s.seed if s else 0,
            "gd_steps": s.gd_steps if s else 0, "gd_precondition": bool(s.gd_precondition) if s else False,
-           "correction": s.correction if s else "",
+           "correction": s.resolved_correction() if s else "", "method": settings_label(s) if s else "dense",
            "pruner_options": json.dumps(s.pruner_options if s else {}, sort_keys=True, default=str),
            "eval_dataset": ev["dataset"],
            "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] if ev["max_windows"] else 0,
@@ -210,10 +210,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     norms_cache: dict = {}
     for i, s in enumerate(cells, 1):
         key = cell_key(label, s, ev)
-        name = f"{s.pruner} {s.nm or s.allocation} s={s.sparsity:g}" + \
-            (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "") + \
-            (f" +GD{s.gd_steps}{' precond' if s.gd_precondition else ''}" if s.gd_steps else "") + \
-            "".join(f" {k}={v}" for k, v in sorted(s.pruner_options.items()))
+        name = f"{settings_label(s)} {s.nm or s.allocation} s={s.sparsity:g}" + \
+            (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "")
         if key in _keys_on_disk(out):  # finished earlier, or meanwhile by another sweep on the same table
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue

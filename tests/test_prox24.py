@@ -135,17 +135,20 @@ def test_registered_pruner_and_errors():
         prox24_prune(W, st, growth=1.0)
 
 
-def test_record_holds_the_schedule():
-    """record=True: per step μ_t = mu0·growth^t/rms(W), the groups still not 2:4 and the loss (one entry each)."""
+@pytest.mark.parametrize("precondition", [True, False])
+def test_record_holds_the_schedule(precondition):
+    """record=True: per step μ_t = mu0·growth^t/rms(V) (V = W, or W·diag(√H_jj) when preconditioned), the groups
+    still not 2:4 and the loss (one entry each)."""
     from pruning.gd import local_loss
 
     W, st = _layer(5)
     mu0, growth = 2e-2, 1.2
-    Wn, info = prox24_prune(W, st, mu0=mu0, growth=growth, record=True)
+    Wn, info = prox24_prune(W, st, mu0=mu0, growth=growth, record=True, precondition=precondition)
     T = info.steps
     assert info.converged and T >= 2
     assert len(info.mus) == len(info.non24) == len(info.history) == T
-    rms = float(W.to(torch.float64).pow(2).mean().sqrt())
+    V = W.to(torch.float64) * (st.H.diagonal().sqrt() if precondition else 1.0)
+    rms = float(V.pow(2).mean().sqrt())
     np.testing.assert_allclose(info.mus, mu0 * growth ** np.arange(T) / rms, rtol=1e-12, atol=0)
     assert info.mu_final == info.mus[-1]
     # the loop stops at the first step after which every group is 2:4, so only the last count is 0
@@ -153,7 +156,7 @@ def test_record_holds_the_schedule():
     assert info.groups == W.numel() // 4 and max(info.non24) <= info.groups
     # the count after step k is what a run stopped after k steps finds (and then cuts to 2:4)
     k = T // 2
-    _, short = prox24_prune(W, st, mu0=mu0, growth=growth, max_steps=k)
+    _, short = prox24_prune(W, st, mu0=mu0, growth=growth, max_steps=k, precondition=precondition)
     assert not short.converged and short.forced_groups == info.non24[k - 1] and short.mus == []
     # history + constant = the local loss ½‖W*X* − WX‖F² of the returned weight
     assert info.history[-1] + info.loss_const == pytest.approx(local_loss(Wn, W, st), rel=1e-6)

@@ -140,7 +140,7 @@ _REC: list = []
 def recording_pruner():
     """A pruner that needs K and records the statistics it gets, then prunes by magnitude (stats-independent,
     so the final weights are known in advance)."""
-    @register_pruner("_rec_k", needs=frozenset({"K"}))
+    @register_pruner("_rec_k", needs=frozenset({"K", "D"}))
     def rec(W, stats, sparsity, nm=None, **opts):
         _REC.append(stats)
         return get_pruner("magnitude").fn(W, None, sparsity, nm)
@@ -155,32 +155,39 @@ def _close(a, b, tol=1e-5):
     return (a - b).abs().max().item() <= tol * b.abs().max().item()
 
 
-@pytest.mark.parametrize("correction", ["none", "intra", "intra+inter"])
+def _hybrid(dense, final, pruned_blocks_below: int, done: set):
+    """A copy of ``dense`` whose layers in blocks < ``pruned_blocks_below`` and in ``done`` carry the final weights."""
+    hyb = copy.deepcopy(dense)
+    for hl, fl in zip(_layers(hyb), _layers(final)):
+        if fl.block < pruned_blocks_below or fl.longname in done:
+            hl.set(_W(fl))
+    return hyb
+
+
+# mode → (block inputs from the pruned model?, sublayers in call order?, dense targets?)
+MODES = {"sequential": (True, False, False), "none": (False, False, False), "intra": (False, True, True),
+         "intra+inter": (True, True, True), "intra-pruned": (True, True, "block")}
+
+
+@pytest.mark.parametrize("correction", list(MODES))
 def test_error_correction_statistics(correction, calib, recording_pruner):
+    """Each mode's statistics equal the ones built by hand from whole-model forwards with hooks: x from the model
+    whose upstream layers carry the final weights as the mode says, d from the target the mode documents."""
+    pruned_input, in_order, target = MODES[correction]
     dense = tiny("llama", seed=2)
     final = copy.deepcopy(dense)
     prune_sequential(final, calib, 0.6, recording_pruner, correction=correction, batch_size=4, progress=False)
-    lins_f = block_linears(final)
     k = 0
-    for b, lins in enumerate(lins_f):
-        stages = _groups(lins) if correction != "none" else _one_stage(lins)
+    for b, lins in enumerate(block_linears(final)):
+        stages = _groups(lins) if in_order else _one_stage(lins)
         done = set()
         for stage in stages:
-            # x: the model with blocks < b pruned and, within block b, the earlier stages pruned (sublayer order)
-            hyb = copy.deepcopy(dense)
-            for hl, fl in zip(_layers(hyb), _layers(final)):
-                if fl.block < b or fl.longname in done:
-                    hl.set(_W(fl))
             names = [l.longname for l in stage]
-            X = _inputs(hyb, calib, names)
-            if correction == "intra+inter":
+            X = _inputs(_hybrid(dense, final, b if pruned_input else 0, done), calib, names)
+            if target is True:  # the dense model on its own stream
                 Dn = _inputs(dense, calib, names)
-            elif correction == "intra":  # blocks < b pruned, block b entirely dense
-                hyb2 = copy.deepcopy(dense)
-                for hl, fl in zip(_layers(hyb2), _layers(final)):
-                    if fl.block < b:
-                        hl.set(_W(fl))
-                Dn = _inputs(hyb2, calib, names)
+            elif target == "block":  # blocks < b pruned, block b entirely dense
+                Dn = _inputs(_hybrid(dense, final, b, set()), calib, names)
             else:
                 Dn = X
             for n in names:
@@ -191,17 +198,26 @@ def test_error_correction_statistics(correction, calib, recording_pruner):
                 assert _close(st.H, x.T @ x), (correction, n, "H")
                 assert _close(st.K, d.T @ x), (correction, n, "K")
                 assert _close(st.D, d.T @ d), (correction, n, "D")
-                first = stage is stages[0] and (b == 0 or correction == "intra")  # nothing pruned upstream yet
-                if correction != "none" and not first:
-                    assert not _close(st.K, st.H, 1e-3), n  # the dense stream really differs
+                upstream_pruned = (pruned_input and b > 0 and target is True) or (in_order and stage is not stages[0])
+                if target and upstream_pruned:
+                    assert not _close(st.K, st.H, 1e-3), n  # the target stream really differs
+                if not pruned_input and stage is stages[0]:  # block input = the dense model's, whatever b
+                    Xd = _inputs(dense, calib, names)
+                    assert _close(st.H, Xd[n].double().T @ Xd[n].double()), (correction, n, "dense input")
             done.update(names)
     assert k == len(_REC) == 21
 
 
+def test_default_correction_per_pruner():
+    assert get_pruner("fista").correction == "intra"  # FISTAPruner's paper default
+    assert {get_pruner(p).correction for p in ("magnitude", "wanda", "sparsegpt", "prox24")} == {"sequential"}
+
+
 def test_intra_correction_requires_sublayer_order(calib, recording_pruner):
-    with pytest.raises(ValueError, match="sublayer_sequential=True"):
-        prune_sequential(tiny("llama"), calib, 0.5, recording_pruner, correction="intra", sublayer_sequential=False,
-                         progress=False)
+    for mode in ("intra", "intra-pruned"):
+        with pytest.raises(ValueError, match="sublayer_sequential=True"):
+            prune_sequential(tiny("llama"), calib, 0.5, recording_pruner, correction=mode, sublayer_sequential=False,
+                             progress=False)
     with pytest.raises(ValueError, match="unknown correction"):
         prune_sequential(tiny("llama"), calib, 0.5, recording_pruner, correction="inter", progress=False)
 

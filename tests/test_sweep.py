@@ -65,14 +65,15 @@ def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys)
     plain = SweepSpec(pruners=["wanda"])
     assert cell_key("m", expand(plain)[0], plain.eval_settings()) == \
         cell_key("m", cells["wanda"], plain.eval_settings())
-    # a field added later (gd_precondition) leaves the key alone at its default and changes it when set
-    assert cell_key("m", dataclasses.replace(cells["wanda"], gd_precondition=True), plain.eval_settings()) != \
-        cell_key("m", cells["wanda"], plain.eval_settings())
-    old_key = hashlib.sha256(json.dumps({"model": "m", "settings": {k: v for k, v in cells["wanda"].as_dict().items()
+    # a field added later (gd_precondition) leaves the key alone at its first default (False: rows written before
+    # it existed still resume) and is part of the key otherwise (True is the default now)
+    old_style = dataclasses.replace(cells["wanda"], gd_precondition=False)
+    assert cell_key("m", old_style, plain.eval_settings()) != cell_key("m", cells["wanda"], plain.eval_settings())
+    old_key = hashlib.sha256(json.dumps({"model": "m", "settings": {k: v for k, v in old_style.as_dict().items()
                                                                    if k != "gd_precondition"},
                                          "eval": plain.eval_settings()}, sort_keys=True, default=str)
                              .encode()).hexdigest()[:16]
-    assert cell_key("m", cells["wanda"], plain.eval_settings()) == old_key
+    assert cell_key("m", old_style, plain.eval_settings()) == old_key
     # a 2:4-only pruner sweeps its pattern (the base settings are validated with the first pattern)
     args2 = ap.parse_args(["sweep", "--pruners", "prox24", "--nm", "2:4", "--pruner-opt", "growth=1.25",
                            "--out", str(tmp_path / "t.parquet")])

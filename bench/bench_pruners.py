@@ -9,6 +9,8 @@ to Wanda measured in the same run.
     python bench/bench_pruners.py                      # magnitude, wanda, sparsegpt (+ fista / prox24 if present)
     python bench/bench_pruners.py --pruners wanda,sparsegpt --nsamples 32 --eval-windows 8 --json out.json
     python bench/bench_pruners.py --layer-bench 0      # per-matrix time / error of every pruner on block 0
+    python bench/bench_pruners.py --pruners sparsegpt,fista,prox24 --nm 2:4 --ref sparsegpt --nsamples 64 \
+        --eval-windows -1                              # issue 10's speed target: each seed pruner vs SparseGPT
 """
 from __future__ import annotations
 
@@ -115,9 +117,9 @@ def _available() -> list[str]:
     return [p for p in ("magnitude", "wanda", "sparsegpt", "fista", "prox24") if p in PRUNERS]
 
 
-def _table(rows: list[dict]) -> str:
-    ref = next((r for r in rows if r.get("pruner") == "wanda" and "timings" in r), None)
-    head = (f"{'pruner':<10} {'pattern':>7} {'prune s':>9} {'vs wanda':>8} {'stats s':>8} {'layer s':>8} "
+def _table(rows: list[dict], ref_name: str = "wanda") -> str:
+    ref = next((r for r in rows if r.get("pruner") == ref_name and "timings" in r), None)
+    head = (f"{'pruner':<10} {'pattern':>7} {'prune s':>9} {'vs ' + ref_name[:5]:>8} {'stats s':>8} {'layer s':>8} "
             f"{'fwd s':>8} {'peak RSS MB':>11} {'Δ prune MB':>10} {'achieved':>8} {'wt2 ppl':>10} {'windows':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -153,7 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layer-bench", type=int, default=None, metavar="BLOCK",
                     help="instead: time each pruner on the matrices of block BLOCK (no perplexity)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one pruner in this process
-    ap.add_argument("--nm", default=None, help="layer bench: N:M pattern for every pruner (e.g. 2:4)")
+    ap.add_argument("--nm", default=None, help="N:M pattern for every pruner (e.g. 2:4; default: --sparsity, prox24 2:4)")
+    ap.add_argument("--ref", default="wanda", help="pruner whose prune time the others are divided by (default wanda)")
     args = ap.parse_args(argv)
     if args.one:
         out = dense_ppl(args.eval_windows, args.eval_seqlen) if args.one == "dense" else \
@@ -184,8 +187,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--one", name, "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen),
                "--sparsity", str(args.sparsity), "--eval-windows", str(args.eval_windows),
                "--eval-seqlen", str(args.eval_seqlen)]
-        if name == "prox24":
-            cmd += ["--nm", "2:4"]
+        if args.nm or name == "prox24":
+            cmd += ["--nm", args.nm or "2:4"]
         t = time.perf_counter()
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
@@ -199,7 +202,7 @@ def main(argv=None) -> int:
             rows.append({"pruner": name, "error": f"stopped after {args.timeout:.0f} s (timeout)"})
         rows[-1]["wall_s"] = time.perf_counter() - t
         print(f"  {name}: done in {rows[-1]['wall_s']:.0f} s", flush=True)
-    print(_table(rows))
+    print(_table(rows, args.ref))
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     return 0

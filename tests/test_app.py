@@ -182,6 +182,51 @@ def test_open_matrix_in_esd_explorer_and_switch_rules(app, analysis):
     assert expect.alpha == pytest.approx(1 + tail.size / np.sum(np.log(tail / xmin)), rel=1e-12)
 
 
+def _ks_axis_problems(fig: dict) -> list[str]:
+    """What of a KS figure (as a dict) lies outside the decades of its candidates: the x range (log10 units), the
+    annotations (log10 units on a log axis) and every trace's x values."""
+    cand = np.asarray(trace(fig, "KS distance D")["x"], dtype=float)
+    lo, hi = np.log10(cand.min()), np.log10(cand.max())
+    out = []
+    rng = fig["layout"].get("xaxis", {}).get("range")
+    if rng is None or not (lo - 0.5 <= rng[0] <= lo and hi <= rng[1] <= hi + 0.5):
+        out.append(f"x range {rng} is not the candidates' decades [{lo:.2f}, {hi:.2f}] (± 0.5)")
+    for a in fig["layout"].get("annotations", []):
+        if a.get("xref", "x") == "x" and not (lo - 0.5 <= float(a["x"]) <= hi + 0.5):
+            out.append(f"annotation {a.get('text')!r} at log10 x = {a['x']}")
+    for t in fig["data"]:
+        x = np.asarray(_decode(t.get("x")), dtype=float)
+        if x.size and not (np.log10(x.min()) >= lo - 0.5 and np.log10(x.max()) <= hi + 0.5):
+            out.append(f"trace {t.get('name')!r} reaches x = {x.min():.4g}…{x.max():.4g}")
+    return out
+
+
+def test_ks_figure_is_drawn_in_data_coordinates():
+    """Issue 12 §1: markers, window and labels at log10(x) on the log axis; the axis spans the candidates' decades
+    (it ran to 10^32 for xmin = 28.37 when the labels were placed at x itself)."""
+    from spectra import plots as splots
+
+    x = np.geomspace(0.5, 300.0, 200)
+    D = np.abs(np.log(x / 28.37)) / 10
+    fig = json.loads(splots.ks_figure(x, D, 1 + x / 100, chosen=28.37, window=(20.0, 45.0)).to_json())
+    assert _ks_axis_problems(fig) == []
+    texts = {a["text"]: a["x"] for a in fig["layout"]["annotations"]}
+    assert texts["chosen xmin=28.37"] == pytest.approx(np.log10(28.37))
+    assert texts["rule's candidates"] == pytest.approx(np.log10(20.0))
+    line = trace(fig, "chosen xmin")
+    np.testing.assert_allclose(line["x"], [28.37, 28.37])
+    window = trace(fig, "rule's candidates")
+    assert min(window["x"]) == 20.0 and max(window["x"]) == 45.0
+
+
+def test_ks_plot_of_the_app_spans_the_candidates(app):
+    for rule in ("peak", "ks", "peak_ref"):
+        goto(app, "ESD explorer")
+        app.radio(key="esd_rule").set_value(rule).run()
+        no_failure(app)
+        assert _ks_axis_problems(figure(app, "esd_ks")) == [], rule
+
+
 def test_esd_side_by_side_and_after_pruning(app, analysis, builtin):
     import torch
 

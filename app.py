@@ -52,13 +52,21 @@ DEFAULTS: dict[str, Any] = {
     "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "builtin_choice": "smollm2", "rule": "peak",
     "ov_metric": "alpha", "ov_weighted": False,
     "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
-    "al_S": 0.6, "al_lam": 0.3, "al_mapping": "linear", "al_gran": "block", "al_by": "block",
+    "al_mapping": "linear", "al_gran": "block", "al_by": "block",
     "al_methods": ["uniform", "alphapruning", "erk", "stable_rank"],
-    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_export": "alphapruning",
-    "pr_pruner": "wanda", "pr_alloc": "alphapruning", "pr_S": 0.6, "pr_lam": 0.3, "pr_nsamples": 16,
+    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha",
+    "pr_pruner": "wanda", "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
     "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": False,
 }
+#: the selection every view shares (one small state helper: :func:`selection`, :func:`bind`): the matrix looked
+#: at (overview pick, ESD explorer, Report), the target sparsity S, AlphaPruning's λ and the allocation method
+#: (Allocation lab export, Prune & evaluate). ``matrix`` None = the median-α matrix of the open model.
+SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": 0.6, "lam": 0.3, "method": "alphapruning"}
+#: sparsity range of both S sliders (one range, so that S carries from one view to the other unchanged)
+S_RANGE = (0.05, 0.95)
+#: allocations that read λ (the λ inputs are greyed out for the others)
+LAMBDA_METHODS = ("alphapruning", "stable_rank")
 CALIB_SEED = 0
 #: the FISTA λ path shown: 10 λ from λmax down to 1e-6·λmax (0 → ~100 % sparsity on this model), warm-started,
 #: at most 100 FISTA iterations each, float32 (a few seconds per attention layer on 2 cores)
@@ -78,10 +86,38 @@ def init_state() -> None:
             st.session_state[key] = copy.deepcopy(value)
         else:
             st.session_state[key] = st.session_state[key]
+    st.session_state.setdefault("selection", copy.deepcopy(SELECTION_DEFAULTS))
     st.session_state.setdefault("source", None)  # the committed model source (None = built-in)
     st.session_state.setdefault("results_path", None)  # a saved results file, when that is the source
     st.session_state.setdefault("runs", [])
     st.session_state.setdefault("load_error", None)
+
+
+def selection() -> dict:
+    """The selection shared by every view (:data:`SELECTION_DEFAULTS`); views read S, λ, method and matrix here,
+    never from another view's widgets."""
+    return st.session_state["selection"]
+
+
+def bind(key: str, name: str, valid: Optional[list] = None) -> dict:
+    """Show the shared ``name`` in the widget ``key`` drawn right after this call (when the value is one of
+    ``valid``), and return the ``on_change`` keyword arguments that write the widget's changes back."""
+    value = selection()[name]
+    if value is not None and (valid is None or value in valid):
+        st.session_state[key] = value
+    return {"on_change": _store_selection, "args": (key, name)}
+
+
+def _store_selection(key: str, name: str) -> None:
+    selection()[name] = st.session_state[key]
+
+
+def selected_matrix(df: pd.DataFrame) -> str:
+    """The shared matrix, or the median-α matrix of ``df`` when none (or one of another model) is selected."""
+    name = selection()["matrix"]
+    if name not in set(df["longname"]):
+        name = selection()["matrix"] = typical_matrix(df)
+    return name
 
 
 def source_key(source: Optional[str]) -> str:
@@ -374,7 +410,7 @@ def resolve_context() -> Optional[Context]:
             else:
                 get_analysis(value, st.session_state.rule)
                 st.session_state.results_path, st.session_state.source = None, value
-            st.session_state.pop("esd_matrix", None)
+            selection()["matrix"] = None  # another model: its median-α matrix
         except Exception as exc:  # noqa: BLE001 - shown under the Load button; the previous model stays open
             msg = one_line(exc)
             st.session_state.load_error = ("could not load the model: " + msg if isinstance(exc, USER_ERRORS)
@@ -434,7 +470,8 @@ def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
 
 def alloc_settings() -> dict:
     s = st.session_state
-    return dict(S=float(s.al_S), lam=float(s.al_lam), mapping=s.al_mapping, granularity=s.al_gran,
+    sel = selection()
+    return dict(S=float(sel["S"]), lam=float(sel["lam"]), mapping=s.al_mapping, granularity=s.al_gran,
                 metric=s.al_metric, lo=float(s.al_min), hi=float(s.al_max), nsamples=int(s.pr_nsamples),
                 seqlen=int(s.pr_seqlen))
 
@@ -448,6 +485,12 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
         except Exception as exc:  # noqa: BLE001 - reported per method
             errors[METHOD_LABELS[m]] = one_line(exc)
     return out, errors
+
+
+def allocation_title(settings: dict, ctx: Context) -> str:
+    """Title of the allocation figure (Allocation lab and Report): granularity, S, λ and the model."""
+    return (f"Sparsity per {st.session_state.al_by} at S = {settings['S']:.0%}, λ = {settings['lam']:.2f} — "
+            f"{ctx.label}")
 
 
 def lambda_range_table(ctx: Context, settings: dict) -> pd.DataFrame:
@@ -502,11 +545,11 @@ def view_overview(ctx: Context) -> None:
     top = df.assign(_a=alpha).sort_values("_a", ascending=False)
     if picked and picked in names and picked != st.session_state.get("ov_last_pick"):
         st.session_state.ov_last_pick = picked  # a new click in the depth plot selects that matrix
-        st.session_state.ov_open = picked
-    if st.session_state.get("ov_open") not in names:
-        st.session_state.ov_open = top["longname"].iloc[0] if len(top) else names[0]
+        selection()["matrix"] = picked
+    selected_matrix(df)
     c1, c2 = st.columns([3, 1])
-    c1.selectbox("Matrix (click a point in the depth plot to pick it)", names, key="ov_open")
+    c1.selectbox("Matrix (click a point in the depth plot to pick it)", names, **bind("ov_open", "matrix"),
+                 key="ov_open")
     c2.button("Open in ESD explorer", key="ov_open_btn", on_click=_open_in_esd)
 
     c1, c2 = st.columns(2)
@@ -541,7 +584,7 @@ def _picked_matrix(event, fig) -> Optional[str]:
 
 
 def _open_in_esd() -> None:
-    st.session_state.esd_matrix = st.session_state.ov_open
+    selection()["matrix"] = st.session_state.ov_open
     st.session_state.view = "ESD explorer"
 
 
@@ -599,10 +642,9 @@ def view_esd(ctx: Context) -> None:
     st.header("ESD explorer")
     df = ctx.df
     names = df["longname"].tolist()
-    if st.session_state.get("esd_matrix") not in names:
-        st.session_state.esd_matrix = typical_matrix(df)
+    selected_matrix(df)
     c1, c2 = st.columns([1, 1])
-    c1.selectbox("Matrix", names, key="esd_matrix")
+    c1.selectbox("Matrix", names, key="esd_matrix", **bind("esd_matrix", "matrix"))
     c2.radio("xmin rule", ESD_RULES, key="esd_rule", horizontal=True,
              help="peak: histogram-peak window [0.95p, 1.5p] (corrected) · ks: every eigenvalue is a candidate "
                   "(Clauset; weightwatcher) · median: AlphaPruning xmin_mid · peak_ref: weightwatcher xmin_peak with "
@@ -683,9 +725,12 @@ def view_allocation(ctx: Context) -> None:
     st.caption("Per-matrix sparsity from per-matrix metrics: every allocation keeps the parameter-weighted mean "
                "sparsity at the target. Higher α ⇒ less well trained ⇒ more sparsity (AlphaPruning).")
     c = st.columns(4)
-    c[0].slider("global sparsity S", 0.05, 0.95, step=0.05, key="al_S")
-    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam",
-                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5)")
+    lam_used = any(m in LAMBDA_METHODS for m in st.session_state.al_methods)
+    c[0].slider("global sparsity S", *S_RANGE, step=0.05, key="al_S", **bind("al_S", "S"))
+    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam", **bind("al_lam", "lam"),
+                disabled=not lam_used,
+                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5); read by "
+                     "AlphaPruning and stable rank only")
     c[2].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
     c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
                help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
@@ -710,9 +755,7 @@ def view_allocation(ctx: Context) -> None:
     if not allocs:
         return
     fig = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
-                                   highlight=METHOD_LABELS["alphapruning"],
-                                   title=f"Sparsity per {st.session_state.al_by} at S = {settings['S']:.0%}, "
-                                         f"λ = {settings['lam']:.2f} — {ctx.label}")
+                                   highlight=METHOD_LABELS["alphapruning"], title=allocation_title(settings, ctx))
     chart(fig, key="al_chart")
     missing = [METHOD_LABELS[m] for m in ("owl", "lamp", "global") if m not in methods]
     if missing:
@@ -731,9 +774,10 @@ def view_allocation(ctx: Context) -> None:
     labels = list(allocs)
     inv = {v: k for k, v in METHOD_LABELS.items()}
     choices = [inv[label] for label in labels]
-    if st.session_state.al_export not in choices:
+    kw = bind("al_export", "method", choices)
+    if st.session_state.get("al_export") not in choices:
         st.session_state.al_export = choices[0]
-    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get)
+    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get, **kw)
     chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
     stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
     c2.download_button("JSON", allocation_json_bytes(chosen, ".json"), f"{stem}.json", "application/json",
@@ -1035,9 +1079,11 @@ def view_prune(ctx: Context) -> None:
                    help="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
                         "of every M consecutive weights, the same pattern in every matrix (allocation uniform)")
     c[2].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get,
-                   disabled=nm)
-    c[3].slider("sparsity", 0.1, 0.9, step=0.05, key="pr_S", disabled=nm)
-    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", disabled=nm)
+                   disabled=nm, **bind("pr_alloc", "method", list(ALLOCATION_METHODS)))
+    c[3].slider("sparsity", *S_RANGE, step=0.05, key="pr_S", disabled=nm, **bind("pr_S", "S"))
+    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", **bind("pr_lam", "lam"),
+                disabled=nm or s.pr_alloc not in LAMBDA_METHODS,
+                help="read by AlphaPruning and stable rank only (greyed out for the other allocations)")
     c = st.columns(4)
     c[0].number_input("calibration samples", 1, 256, key="pr_nsamples")
     c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
@@ -1147,7 +1193,7 @@ def _fista_section(ctx: Context) -> None:
             with st.spinner("Solving the LASSO path (cached afterwards) …"):
                 path = fista_path(*args)
             st.session_state.pr_fista_done = args
-            chart(pplots.fista_path_figure(path, target=float(st.session_state.pr_S),
+            chart(pplots.fista_path_figure(path, target=float(selection()["S"]),
                                            title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
 
 
@@ -1196,14 +1242,14 @@ def _prox24_section(ctx: Context) -> None:
 def collect_figures(ctx: Context) -> dict:
     """Every figure of the current state, rebuilt from the same builders the views use."""
     figs = dict(overview_figures(ctx, st.session_state.ov_metric, st.session_state.ov_weighted))
-    name = st.session_state.get("esd_matrix") or typical_matrix(ctx.df)
+    name = selected_matrix(ctx.df)
     try:
         ev = _evals_of(ctx, name)
         rule = st.session_state.esd_rule if st.session_state.esd_rule != "manual" else "peak"
         fit = esd_fit(ev, rule)
         row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
         figs[f"esd_{name}"] = esd_figure_for(row, ev, fit, True, int(st.session_state.esd_bins),
-                                             f"{name}, rule {rule}")
+                                             f"ESD of {name}, rule {rule}")
         figs[f"ks_{name}"] = ks_curve_figure(ev, fit, rule, f"{name}: D per xmin candidate")
     except Exception:  # noqa: BLE001 - a missing ESD only drops that figure
         pass
@@ -1212,7 +1258,7 @@ def collect_figures(ctx: Context) -> dict:
     allocs, _ = allocations_for(ctx, fast, settings)
     if allocs:
         figs["allocation_curves"] = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
-                                                             title=f"sparsity per {st.session_state.al_by}")
+                                                             title=allocation_title(settings, ctx))
     if st.session_state.runs:
         t = runs_for_plots()
         figs["tradeoff"] = pplots.tradeoff_figure(t, dense=t["dense_ppl"].iloc[0], title="sparsity / perplexity")
@@ -1237,12 +1283,15 @@ def view_report(ctx: Context) -> None:
     st.caption("Every figure and table of the current analysis, and one self-contained HTML file with all of them.")
     figs = collect_figures(ctx)
     tables = collect_tables(ctx)
+    sel = selection()
     sections = [ReportSection("Model overview", f"{ctx.label}: {len(ctx.df)} matrices, xmin rule {ctx.rule}.",
                               [f for k, f in figs.items() if "depth" in k or "heatmap" in k or "histogram" in k],
                               [("per role", tables["role_summary"])]),
-                ReportSection("ESD", "", [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))]),
-                ReportSection("Allocation", "", [f for k, f in figs.items() if k == "allocation_curves"],
-                              [(k, v) for k, v in tables.items() if k.startswith("allocation_")][:3]),
+                ReportSection(f"ESD of {selected_matrix(ctx.df)}", "",
+                              [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))]),
+                ReportSection(f"Allocation at S = {sel['S']:.0%}, λ = {sel['lam']:.2f}", "",
+                              [f for k, f in figs.items() if k == "allocation_curves"],
+                              [(k, v) for k, v in tables.items() if k.startswith("allocation_")]),
                 ReportSection("Pruning runs", "", [f for k, f in figs.items() if k == "tradeoff"],
                               [("runs", tables["runs"])] if "runs" in tables else []),
                 ReportSection("All metrics", "", [], [("analysis", tables["analysis"])])]
@@ -1255,15 +1304,17 @@ def view_report(ctx: Context) -> None:
 
     st.download_button("Download the one-file HTML report", report_bytes, "spectral-pruning-report.html",
                        "text/html", key="rep_html", type="primary", on_click="ignore")
-    st.caption(f"{len(figs)} interactive figures and {sum(len(sec.tables) for sec in sections)} tables in one "
-               f"file that opens offline (plotly.js embedded).")
+    n_tables = sum(len(sec.tables) for sec in sections)
+    st.caption(f"{len(figs)} interactive figures and {n_tables} tables in one file that opens offline (plotly.js "
+               f"embedded).")
     images = kaleido_available()
     st.subheader("Figures")
     if not images:
         st.caption("PNG/SVG need `pip install kaleido` and Chromium; the camera icon of each chart also saves a PNG.")
     for k, fig in figs.items():
         c = st.columns([4, 1, 1, 1])
-        c[0].markdown(f"`{k}`")
+        title = fig.layout.title.text
+        c[0].markdown(f"`{k}`" + (f" — {title}" if title else ""))
         c[1].download_button("HTML", lambda f=fig: f.to_html(include_plotlyjs=True).encode(), f"{k}.html",
                              "text/html", key=f"rep_fig_html_{k}", on_click="ignore")
         if images:

@@ -606,6 +606,48 @@ def test_report_lists_every_figure_and_table(app, analysis):
     assert f"`analysis` — {len(analysis)} rows" in text
     assert "`role_summary` — 7 rows" in text
     assert "`allocation_AlphaPruning` — 210 rows" in text
+    # the count above the lists is the number of tables listed (and in the HTML file)
+    listed = [m.value for m in app.markdown if " rows" in m.value]
+    count = [c.value for c in app.caption if "interactive figures and" in c.value][0]
+    assert f"and {len(listed)} tables" in count, (count, listed)
+
+
+def test_selection_is_shared_across_views(app, analysis):
+    """Issue 12 §3: one matrix, S, λ and method for every view: a matrix picked in the overview stays the ESD
+    explorer's after a visit to the Allocation lab; λ / S / method set in the lab carry into Prune & evaluate; the
+    Report exports that matrix and names S and λ in its titles."""
+    name = "model.layers.12.self_attn.v_proj"
+    app.selectbox(key="ov_open").set_value(name).run()
+    goto(app, "Allocation lab")
+    app.slider(key="al_lam").set_value(0.5).run()
+    app.slider(key="al_S").set_value(0.7).run()
+    app.selectbox(key="al_export").set_value("erk").run()
+    no_failure(app)
+    goto(app, "ESD explorer")
+    assert app.selectbox(key="esd_matrix").value == name
+    goto(app, "Model overview")
+    assert app.selectbox(key="ov_open").value == name
+    goto(app, "Prune & evaluate")
+    assert app.slider(key="pr_lam").value == 0.5 and app.slider(key="pr_S").value == 0.7
+    assert app.selectbox(key="pr_alloc").value == "erk"
+    assert app.slider(key="pr_lam").proto.disabled  # ERK ignores λ
+    app.selectbox(key="pr_alloc").set_value("alphapruning").run()
+    assert not app.slider(key="pr_lam").proto.disabled
+    app.slider(key="pr_lam").set_value(0.2).run()
+    goto(app, "Allocation lab")
+    assert app.slider(key="al_lam").value == 0.2 and app.selectbox(key="al_export").value == "alphapruning"
+    goto(app, "Report")
+    text = " ".join(m.value for m in app.markdown)
+    assert f"`esd_{name}` — ESD of {name}" in text and f"`ks_{name}`" in text
+    assert "`allocation_curves` — Sparsity per block at S = 70%, λ = 0.20" in text
+
+
+def test_lambda_slider_greyed_out_when_no_method_reads_it(app):
+    goto(app, "Allocation lab")
+    assert not app.slider(key="al_lam").proto.disabled
+    app.multiselect(key="al_methods").set_value(["uniform", "erk"]).run()
+    no_failure(app)
+    assert app.slider(key="al_lam").proto.disabled
 
 
 def compute_for_layer(app, prefix: str, name: str) -> None:

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
     "al_mapping": "linear", "al_gran": "block", "al_by": "block",
     "al_methods": ["uniform", "alphapruning", "erk", "stable_rank"],
-    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha",
+    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_exclude_flagged": False,
     "pr_pruner": "wanda", "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
     "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": False,
@@ -241,13 +241,13 @@ def _metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str, S: float, lam: float,
                       mapping: str, granularity: str, metric: str, lo: float, hi: float, nsamples: int,
-                      seqlen: int) -> pd.DataFrame:
+                      seqlen: int, exclude_flagged: bool = False) -> pd.DataFrame:
     """pruning.allocation.allocate with the options of the Allocation lab (cached by every setting)."""
     kw: dict[str, Any] = dict(min_sparsity=lo, max_sparsity=hi)
     if method in ("alphapruning", "stable_rank"):
         kw.update(lam=lam, mapping=mapping, granularity=granularity)
         if method == "alphapruning":
-            kw["metric"] = metric
+            kw.update(metric=metric, exclude_flagged=bool(exclude_flagged))
     if method in ("global", "lamp"):
         if model_key is None:
             raise ValueError(f"{METHOD_LABELS[method]} needs the model's weights; load a model, not a results file")
@@ -473,7 +473,7 @@ def alloc_settings() -> dict:
     sel = selection()
     return dict(S=float(sel["S"]), lam=float(sel["lam"]), mapping=s.al_mapping, granularity=s.al_gran,
                 metric=s.al_metric, lo=float(s.al_min), hi=float(s.al_max), nsamples=int(s.pr_nsamples),
-                seqlen=int(s.pr_seqlen))
+                seqlen=int(s.pr_seqlen), exclude_flagged=bool(s.al_exclude_flagged))
 
 
 def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[dict, dict]:
@@ -485,6 +485,28 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
         except Exception as exc:  # noqa: BLE001 - reported per method
             errors[METHOD_LABELS[m]] = one_line(exc)
     return out, errors
+
+
+def flagged_fits_notice(df: pd.DataFrame, excluded: bool) -> None:
+    """A warning naming the blocks whose AlphaPruning mean α includes fits flagged as likely spurious
+    (``spectra.analyze.spurious_blocks``), largest shift of the mean first; an info line once they are left out."""
+    from spectra.analyze import spurious_blocks
+
+    if "alpha" not in df.columns:
+        return
+    sb = spurious_blocks(df)
+    if sb.empty:
+        return
+    sb = sb.assign(shift=sb["alpha_mean"] - sb["alpha_mean_unflagged"]).sort_values("shift", ascending=False)
+    items = "; ".join(f"block {r.block} ({r.flagged}: mean α {r.alpha_mean:.2f}, {r.alpha_mean_unflagged:.2f} "
+                      f"without)" for r in sb.itertuples())
+    if excluded:
+        st.info(f"Left out of AlphaPruning's block means: the fits flagged as likely spurious (α > 8) in "
+                f"{len(sb)} blocks — {items}.")
+    else:
+        st.warning(f"AlphaPruning's block means include fits flagged as likely spurious (α > 8, see the ESD "
+                   f"explorer) in {len(sb)} blocks, which therefore get more sparsity: {items}. Tick *leave fits "
+                   f"flagged as likely spurious out of the block mean* to allocate without them.")
 
 
 def allocation_title(settings: dict, ctx: Context) -> str:
@@ -744,6 +766,10 @@ def view_allocation(ctx: Context) -> None:
     with c[3].popover("bounds"):
         st.slider("min sparsity", 0.0, 0.9, step=0.05, key="al_min")
         st.slider("max sparsity", 0.5, 1.0, step=0.01, key="al_max")
+    st.checkbox("AlphaPruning: leave fits flagged as likely spurious (α > 8) out of the block mean (our option; "
+                "the reference keeps them)", key="al_exclude_flagged",
+                help="pruning.allocation.allocate(..., exclude_flagged=True); also applies to AlphaPruning runs of "
+                     "Prune & evaluate")
     settings = alloc_settings()
     methods = list(st.session_state.al_methods) or ["alphapruning"]
     slow = [m for m in methods if m in ("owl", "global", "lamp")]
@@ -752,6 +778,8 @@ def view_allocation(ctx: Context) -> None:
         allocs, errors = allocations_for(ctx, methods, settings)
     for label, msg in errors.items():
         st.error(f"{label}: {msg}")
+    if "alphapruning" in methods:
+        flagged_fits_notice(ctx.df, settings["exclude_flagged"])
     if not allocs:
         return
     fig = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
@@ -861,6 +889,12 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
         raise ValueError("pruning needs the model itself; load a model, not a results file")
     settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition)
     method, S = settings.allocation, float(settings.sparsity)
+    flagged_out = bool(st.session_state.al_exclude_flagged) and method == "alphapruning" and settings.nm is None
+    if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
+        alloc = cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
+                                  **{**alloc_settings(), "S": S, "lam": float(lam)})
+        settings.allocation_file = str(save_allocation(alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) /
+                                                       "allocation.json"))
     plabel = pruner_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition)
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
@@ -894,8 +928,8 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     del model
     return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
             "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
-            "allocation": method, "sparsity": S,
-            "lam": lam if method in ("alphapruning", "stable_rank") else np.nan, "dataset": dataset,
+            "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
+            "lam": lam if method in LAMBDA_METHODS else np.nan, "dataset": dataset,
             "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
             "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
             "seconds": round(time.perf_counter() - t0, 1), "_records": res.layers}
@@ -1063,6 +1097,9 @@ def runs_for_plots() -> pd.DataFrame:
     t = runs_table()
     if len(t) and "label" in t.columns:
         t["pruner"] = t["label"]
+    if len(t) and "exclude_flagged" in t.columns:  # AlphaPruning without the flagged fits: a curve of its own
+        t["allocation"] = [f"{a} (flagged fits left out)" if bool(x) else a
+                           for a, x in zip(t["allocation"], t["exclude_flagged"].fillna(False))]
     return t
 
 
@@ -1101,6 +1138,9 @@ def view_prune(ctx: Context) -> None:
         c[2].caption(f"Pattern {s.pr_pattern}: every row keeps {n_keep} of every {m} consecutive weights, "
                      f"{1 - n_keep / m:.0%} sparsity in every matrix, so the allocation is uniform and the "
                      f"allocation / sparsity / λ inputs are ignored (greyed out).")
+    if s.al_exclude_flagged and s.pr_alloc == "alphapruning" and not nm:
+        st.caption("AlphaPruning leaves the fits flagged as likely spurious (α > 8) out of its block means (the "
+                   "option is set in the Allocation lab).")
     problem = None
     if ctx.model_key is not None:
         try:

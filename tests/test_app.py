@@ -301,6 +301,43 @@ def test_allocation_lab_follows_lambda_mapping_granularity(app, analysis):
     np.testing.assert_allclose(trace(figure(app, "al_chart"), "stable rank")["y"], 100 * sr["sparsity"].to_numpy())
 
 
+def test_allocation_lab_warns_about_flagged_fits_and_can_leave_them_out(app, analysis):
+    """Issue 12 §5: the blocks whose mean α includes α > 8 fits are named; the option leaves them out (library
+    allocate(..., exclude_flagged=True)) and the next AlphaPruning prune uses that allocation."""
+    from pruning.allocation import allocate
+    from pruning.plots import block_sparsity
+    from spectra.analyze import spurious_blocks
+
+    metrics = analysis.drop(columns="evals")
+    goto(app, "Allocation lab")
+    sb = spurious_blocks(metrics)
+    assert 10 in sb["block"].tolist()  # v_proj α = 18.3 on the built-in model
+    warning = [w.value for w in app.warning if "likely spurious" in w.value]
+    assert len(warning) == 1 and "block 10 (v_proj α=18.3, up_proj α=10.3" in warning[0]
+    assert all(f"block {b} (" in warning[0] for b in sb["block"])
+    assert warning[0].index("block 10 (") < warning[0].index("block 9 (")  # largest shift of the mean first
+    app.checkbox(key="al_exclude_flagged").check().run()
+    no_failure(app)
+    assert not [w.value for w in app.warning if "likely spurious" in w.value]
+    assert any("Left out of AlphaPruning's block means" in i.value for i in app.info)
+    expect = allocate(metrics, "alphapruning", S_DEFAULT, lam=0.3, exclude_flagged=True)
+    np.testing.assert_allclose(trace(figure(app, "al_chart"), "AlphaPruning")["y"],
+                               100 * block_sparsity(expect).to_numpy())
+    assert block_sparsity(expect).loc[10] < block_sparsity(allocate(metrics, "alphapruning", S_DEFAULT)).loc[10]
+    # Prune & evaluate (magnitude: no calibration) prunes with that allocation
+    goto(app, "Prune & evaluate")
+    assert any("leaves the fits flagged" in c.value for c in app.caption)
+    app.selectbox(key="pr_pruner").set_value("magnitude").run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(1).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    assert run["allocation"] == "alphapruning" and run["exclude_flagged"] is True
+    targets = dict(zip(run["_records"]["longname"], run["_records"]["target"]))
+    np.testing.assert_allclose([targets[n] for n in expect["longname"]], expect["sparsity"], rtol=0, atol=1e-15)
+
+
 def test_allocation_lab_impossible_bounds_is_an_error_not_a_traceback(app):
     goto(app, "Allocation lab")
     app.slider(key="al_max").set_value(0.5).run()  # target 0.6 > every matrix's cap 0.5

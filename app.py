@@ -43,8 +43,7 @@ ANALYSIS_RULES = tuple(["peak"] + [r for r in XMIN_RULES if r not in ("peak", "f
 ESD_RULES = ANALYSIS_RULES + ("manual",)
 OVERVIEW_METRICS = ("alpha", "alpha_weighted", "stable_rank", "log_spectral_norm", "log_norm", "log_alpha_norm",
                     "entropy", "D", "num_spikes")
-METHOD_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
-                 "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
+METHOD_LABELS = pplots.ALLOCATION_LABELS
 USER_ERRORS = (SpectraError, ValueError, AllocationError, FileNotFoundError, FileExistsError, KeyError, OSError)
 
 #: persistent settings (kept across view switches) and their defaults
@@ -756,14 +755,14 @@ def view_allocation(ctx: Context) -> None:
     c[2].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
     c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
                help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
-    c = st.columns(4)
-    c[0].multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
-                     help="OWL needs a calibration pass through the dense model (about half a minute once, then "
-                          "cached); global and LAMP read every weight (a few seconds once)")
-    c[1].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
+    st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
+                   help="OWL needs a calibration pass through the dense model (about half a minute once, then "
+                        "cached); global and LAMP read every weight (a few seconds once)")
+    c = st.columns(3)
+    c[0].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
                                                         "entropy") if m in ctx.df.columns], key="al_metric")
-    c[2].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
-    with c[3].popover("bounds"):
+    c[1].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
+    with c[2].popover("bounds"):
         st.slider("min sparsity", 0.0, 0.9, step=0.05, key="al_min")
         st.slider("max sparsity", 0.5, 1.0, step=0.01, key="al_max")
     st.checkbox("AlphaPruning: leave fits flagged as likely spurious (α > 8) out of the block mean (our option; "
@@ -797,7 +796,7 @@ def view_allocation(ctx: Context) -> None:
     lam_tab = lambda_range_table(ctx, settings)
     if not lam_tab.empty:
         chart(pplots.lambda_range_figure(lam_tab, title="min / max per-matrix sparsity against λ"), key="al_lam_fig")
-    st.subheader("Export (the format `python -m pruning prune --allocation FILE` reads)")
+    st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
     labels = list(allocs)
     inv = {v: k for k, v in METHOD_LABELS.items()}
@@ -1204,7 +1203,7 @@ def view_prune(ctx: Context) -> None:
     if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
         has = table["lam"].notna()
         table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
-    chart(pplots.tradeoff_figure(table, group=tuple(split) + ("curve", "pruner"), dense=dense,
+    chart(pplots.tradeoff_figure(pplots.readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
     _fista_section(ctx)
@@ -1214,9 +1213,9 @@ def view_prune(ctx: Context) -> None:
                              key="pr_lam_S")
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
-        baselines = ({f"uniform + {r['pruner']}": r["ppl"] for _, r in base.iterrows()} if base is not None else {})
-        lam_group = group
-        chart(pplots.lambda_effect_figure(sub, group=lam_group, baselines=baselines,
+        baselines = ({f"uniform + {pplots.pruner_label_readable(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
+                     if base is not None else {})
+        chart(pplots.lambda_effect_figure(pplots.readable(sub), group=group, baselines=baselines,
                                           title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
 
 
@@ -1301,7 +1300,8 @@ def collect_figures(ctx: Context) -> dict:
                                                              title=allocation_title(settings, ctx))
     if st.session_state.runs:
         t = runs_for_plots()
-        figs["tradeoff"] = pplots.tradeoff_figure(t, dense=t["dense_ppl"].iloc[0], title="sparsity / perplexity")
+        figs["tradeoff"] = pplots.tradeoff_figure(pplots.readable(t), dense=t["dense_ppl"].iloc[0],
+                                                  title="sparsity / perplexity")
     return figs
 
 

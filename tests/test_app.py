@@ -477,7 +477,7 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     np.testing.assert_allclose(trace(fig, "target (allocation)")["y"], 100 * res.layers["target"].to_numpy())
     np.testing.assert_allclose(trace(fig, "achieved (exact zeros)")["y"], 100 * res.layers["achieved"].to_numpy())
     # the trade-off plot holds this run
-    t = trace(figure(app, "pr_tradeoff"), "alphapruning + magnitude")
+    t = trace(figure(app, "pr_tradeoff"), "AlphaPruning + magnitude")
     np.testing.assert_allclose(t["x"], [50.0])
     np.testing.assert_allclose(t["y"], [pruned], rtol=1e-9)
 
@@ -555,7 +555,7 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
     table = [d.value for d in app.dataframe if "label" in d.value.columns][0]
     assert table.iloc[-1][["label", "pattern", "gd_steps"]].tolist() == ["sparsegpt 2:4 +GD5", "2:4", 5]
     # its own curve in the trade-off plot
-    t = trace(figure(app, "pr_tradeoff"), "uniform + sparsegpt 2:4 +GD5")
+    t = trace(figure(app, "pr_tradeoff"), "uniform + SparseGPT 2:4 +GD5")
     np.testing.assert_allclose(t["x"], [50.0])
 
     lm = builtin
@@ -614,11 +614,11 @@ def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
     app.text_input(key="pr_sweep_path").input(str(path)).run()
     no_failure(app)
     fig = figure(app, "pr_tradeoff")
-    t = trace(fig, "uniform + wanda")
+    t = trace(fig, "uniform + Wanda")
     np.testing.assert_allclose(t["x"], [50.0, 70.0])
     np.testing.assert_allclose(t["y"], [90.0, 114.0])
-    np.testing.assert_allclose(trace(fig, "uniform + wanda 2:4")["y"], [200.0])  # N:M is its own curve
-    t = trace(fig, "alphapruning λ=0.2 + sparsegpt")  # several λ: one curve per λ
+    np.testing.assert_allclose(trace(fig, "uniform + Wanda 2:4")["y"], [200.0])  # N:M is its own curve
+    t = trace(fig, "AlphaPruning λ=0.2 + SparseGPT")  # several λ: one curve per λ
     np.testing.assert_allclose(t["x"], [50.0, 70.0])
     np.testing.assert_allclose(t["y"], [25.0 * 3 - 2, 25.0 * 3.8 - 2])
     assert not any("dense" in str(tr.get("name")) for tr in fig["data"])  # the dense row is a line, not a curve
@@ -626,7 +626,7 @@ def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
     assert dense_line, "the dense perplexity of the sweep is drawn as a horizontal line"
     lam_fig = figure(app, "pr_lam_fig")
     S = app.select_slider(key="pr_lam_S").value
-    t = trace(lam_fig, "alphapruning + sparsegpt")
+    t = trace(lam_fig, "AlphaPruning + SparseGPT")
     np.testing.assert_allclose(t["x"], [0.1, 0.2, 0.3])
     np.testing.assert_allclose(t["y"], [25.0 * (1 + 4 * S) - 10 * lam for lam in (0.1, 0.2, 0.3)])
 
@@ -824,3 +824,37 @@ def test_html_report_is_one_self_contained_file(tmp_path):
         write_html_report(path, "t", sections)
     with pytest.raises(ValueError, match=".html"):
         write_html_report(tmp_path / "r.txt", "t", sections)
+
+
+def test_export_heading_names_the_cli_flag(app):
+    goto(app, "Allocation lab")
+    heads = [h.value for h in app.subheader if h.value.startswith("Export")]
+    assert heads == ["Export (the format `python -m pruning prune --allocation-file FILE` reads)"], heads
+
+
+def test_readable_labels_axis_ranges_and_styles():
+    """Issue 12 §7: readable legends, no rounding noise on a flat sparsity axis, one λ readable, coinciding
+    allocation curves distinguishable."""
+    from pruning import plots as pplots
+
+    t = pd.DataFrame({"allocation": ["alphapruning", "uniform", "alphapruning λ=0.2"],
+                      "pruner": ["wanda", "sparsegpt 2:4 +GD5", "magnitude"], "sparsity": [0.6, 0.6, 0.6],
+                      "ppl": [180.0, 200.0, 190.0]})
+    names = [tr.name for tr in pplots.tradeoff_figure(pplots.readable(t)).data]
+    assert set(names) == {"AlphaPruning + Wanda", "uniform + SparseGPT 2:4 +GD5", "AlphaPruning λ=0.2 + magnitude"}
+    # a uniform run: target 60 % everywhere, achieved 60 % ± one weight → the axis is not 59.9998–60.0001
+    rec = pd.DataFrame({"longname": list("abcd"), "target": [0.6] * 4,
+                        "achieved": [0.6, 0.6 + 1e-6, 0.6 - 1e-6, 0.6]})
+    lo, hi = pplots.achieved_sparsity_figure(rec).layout.yaxis.range
+    assert hi - lo >= pplots.MIN_SPARSITY_SPAN and lo < 60 < hi
+    alloc = pd.DataFrame({"longname": list("abcd"), "block": [0, 0, 1, 1], "num_params": [1, 3, 2, 2],
+                          "sparsity": [0.6] * 4})
+    fig = pplots.allocation_figure({"uniform": alloc, "ERK": alloc.copy()}, target=0.6)
+    lo, hi = fig.layout.yaxis.range
+    assert hi - lo >= pplots.MIN_SPARSITY_SPAN
+    assert len({tr.line.dash for tr in fig.data}) == 2  # uniform and ERK coincide but are drawn differently
+    # one λ: a window around it, not an axis reaching −0.5; a title with room above the plot
+    one = pd.DataFrame({"lam": [0.3], "ppl": [150.0], "pruner": ["Wanda"]})
+    fig = pplots.lambda_effect_figure(one, baselines={"uniform + Wanda": 160.0}, title="perplexity against λ")
+    lo, hi = fig.layout.xaxis.range
+    assert 0 <= lo < 0.3 < hi <= 0.5 and fig.layout.margin.t >= 50

@@ -23,6 +23,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+# torch's OpenMP threads wait for each other by spinning: when another process holds one of the cores (the browser
+# drawing this page, a benchmark) every parallel region then stalls, and a forward pass was measured 10-12× slower
+# with 2 threads on 2 busy cores (15.7 s instead of 1.5 s for 2 × 256 tokens of the built-in model). Passive waiting
+# (read when torch loads, so set before the imports below) costs nothing measurable on free cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -883,6 +889,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     layer after the pruner (``gd_precondition``: diagonally rescaled steps)."""
     from pruning.perplexity import perplexity
     from pruning.prune import prune_model
+    from pruning.report import process_peak_rss_mb
 
     if ctx.model_key is None:
         raise ValueError("pruning needs the model itself; load a model, not a results file")
@@ -897,41 +904,76 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     plabel = pruner_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition)
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
-    bar = status.progress(0.0, text="loading the model")
+    log = PhaseLog(status.progress(0.0, text="loading the model"))
     lm = load_model_cached(ctx.model_key)
-    bar.progress(0.02, text=f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; cached later)")
+    log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
+              f"setting, then cached)")
     dense = dense_perplexity(ctx.model_key, dataset, seqlen, windows)
-    norms = None
+    norms = calib = None
+    if settings.needs_calibration():
+        log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calib_dataset})")
+        calib = calibration_windows(ctx.model_key, nsamples, seqlen)
     if method == "owl":
-        bar.progress(0.04, text="OWL: calibration input norms of the dense model (cached later)")
+        log(0.04, "OWL: calibration input norms of the dense model (cached later)")
         norms = input_norms(ctx.model_key, nsamples, seqlen)
-    bar.progress(0.05, text="copying the model; calibration windows; allocation")
+    log(0.05, f"allocation ({METHOD_LABELS[method]}"
+              f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"
+              if calib is not None else f"allocation ({METHOD_LABELS[method]})")
     model = copy.deepcopy(lm.model)
 
     def cb(done: int, total: int, name: str) -> None:
-        bar.progress(0.05 + 0.8 * done / max(total, 1), text=f"pruned {done}/{total}: {name}")
+        from spectra.weights import classify
+
+        log(0.05 + 0.8 * done / max(total, 1), f"block {classify(name)[1]}: pruned {name} ({done}/{total} matrices)")
 
     res = prune_model(model, lm.tokenizer, settings, progress_cb=cb, progress=False,
-                      metrics=_metrics_for_alloc(ctx.df), input_norms=norms)
+                      metrics=_metrics_for_alloc(ctx.df), input_norms=norms,
+                      calib=None if calib is None else calib.clone())
 
     def cb_ppl(done: int, total: int) -> None:
-        bar.progress(0.85 + 0.15 * done / max(total, 1), text=f"perplexity: window {done}/{total}")
+        log(0.85 + 0.15 * done / max(total, 1), f"evaluation ({dataset}): window {done}/{total}")
 
+    log(0.85, f"evaluation ({dataset}, {windows} windows of {seqlen} tokens)")
     ppl = perplexity(model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False,
                      progress_cb=cb_ppl)
-    bar.progress(1.0, text="done")
+    log(1.0, "done")
     status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
                   state="complete", expanded=False)
     label = f"{plabel} + {METHOD_LABELS[method]} {S:.0%}"
     st.session_state.pruned = {"model_key": ctx.model_key, "label": label, "path": save_pruned_weights(model)}
     del model
+    if settings.allocation_file:
+        Path(settings.allocation_file).unlink(missing_ok=True)
     return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
             "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
             "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
             "lam": lam if method in LAMBDA_METHODS else np.nan, "dataset": dataset,
             "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
             "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
-            "seconds": round(time.perf_counter() - t0, 1), "_records": res.layers}
+            "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(process_peak_rss_mb(), 1),
+            "prune_peak_rss_mb": round(res.peak_rss_mb, 1), "_records": res.layers, "_phases": log.messages}
+
+
+class PhaseLog:
+    """The progress bar of a prune: ``log(fraction, message)`` moves it and keeps every message (``messages``)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.messages: list[str] = []
+
+    def __call__(self, frac: float, text: str) -> None:
+        self.messages.append(text)
+        self.bar.progress(min(max(frac, 0.0), 1.0), text=text)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def calibration_windows(key: str, nsamples: int, seqlen: int):
+    """The C4 calibration windows of a prune (``pruning.data.get_calibration``, seed :data:`CALIB_SEED`), read
+    once per model and setting."""
+    from pruning.data import get_calibration
+
+    lm = load_model_cached(key)
+    return get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
 
 
 class _Stop(Exception):
@@ -1105,7 +1147,8 @@ def runs_for_plots() -> pd.DataFrame:
 def view_prune(ctx: Context) -> None:
     st.header("Prune & evaluate")
     st.caption("Prunes a copy of the loaded model block by block on C4 calibration windows, then measures "
-               "WikiText-2 perplexity on the first windows. Small defaults finish in about a minute on 2 cores.")
+               "WikiText-2 perplexity on the first windows; the progress bar names each phase. Small defaults "
+               "finish in about a minute on 2 free cores.")
     s = st.session_state
     nm = s.pr_pattern != "unstructured"
     c = st.columns(5)
@@ -1161,12 +1204,16 @@ def view_prune(ctx: Context) -> None:
         st.info("A results file is open: load a model in the sidebar to prune it.")
     if s.runs:
         last = s.runs[-1]
-        c = st.columns(4)
+        c = st.columns(5)
         c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
         c[1].metric("pruned perplexity", f"{last['ppl']:.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+.2f}",
                     delta_color="inverse")
         c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
         c[3].metric("time", f"{last['seconds']:.0f} s")
+        c[4].metric("peak memory (whole process)", f"{last['peak_rss_mb'] / 1024:.2f} GB",
+                    help=f"the largest resident set size of the app's process so far (models, analyses, dense and "
+                         f"pruned evaluation included); the prune phase alone peaked at "
+                         f"{last['prune_peak_rss_mb'] / 1024:.2f} GB")
         chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['label']} + "
                                               f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
               key="pr_achieved")

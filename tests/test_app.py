@@ -500,6 +500,46 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     assert any(n.startswith("after magnitude + AlphaPruning 50%: power law") for n in names)
 
 
+def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypatch):
+    """Issue 12 §2 and §8: a message for every phase (dense perplexity, calibration, allocation, each block, each
+    evaluation window); the dense perplexity is computed once per (model, dataset, seqlen, windows); the peak
+    memory shown is the whole process's (ru_maxrss), not only the prune phase's."""
+    import os
+
+    import pruning.perplexity as P
+    from pruning.report import process_peak_rss_mb
+
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"  # set by the app before torch loads (see app.py)
+    calls = []
+    real = P.perplexity
+    monkeypatch.setattr(P, "perplexity", lambda *a, **k: calls.append(k.get("max_windows")) or real(*a, **k))
+    goto(app, "Prune & evaluate")
+    app.selectbox(key="pr_pruner").set_value("wanda").run()
+    app.number_input(key="pr_nsamples").set_value(2).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(3).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    phases = run["_phases"]
+    assert phases[0].startswith("dense perplexity (wikitext2, 3 windows of 64 tokens")
+    assert any(m.startswith("calibration windows (2 × 64 tokens of c4)") for m in phases)
+    assert any(m.startswith("allocation (AlphaPruning)") for m in phases)
+    blocks = {int(m.split(":")[0].split()[1]) for m in phases if m.startswith("block ")}
+    assert blocks == set(range(30))
+    assert [m for m in phases if m.startswith("evaluation (wikitext2): window")] == \
+        [f"evaluation (wikitext2): window {k}/3" for k in (1, 2, 3)]
+    assert run["prune_peak_rss_mb"] <= run["peak_rss_mb"] <= process_peak_rss_mb()
+    assert metric(app, "peak memory (whole process)") == f"{run['peak_rss_mb'] / 1024:.2f} GB"
+    # a second run: the dense perplexity comes from the cache, only the pruned model is evaluated
+    n_first = len(calls)
+    assert n_first in (1, 2)  # 2 unless an earlier test of this process cached the dense value
+    app.selectbox(key="pr_alloc").set_value("uniform").run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    assert len(calls) == n_first + 1 and app.session_state["runs"][-1]["dense_ppl"] == run["dense_ppl"]
+
+
 def test_prune_4_8_magnitude_pattern(app, builtin):
     """An N:M pattern from the app (fast: magnitude needs no calibration): uniform, recorded, the library's run."""
     from pruning.perplexity import perplexity

@@ -721,6 +721,9 @@ def test_selection_is_shared_across_views(app, analysis):
 
 def test_lambda_slider_greyed_out_when_no_method_reads_it(app):
     goto(app, "Allocation lab")
+    # the methods picker has a row of its own (in a quarter-width column its chips hid ERK and stable rank)
+    assert app.multiselect(key="al_methods") is not None
+    assert not [c for c in app.main.columns if any(m.key == "al_methods" for m in c.multiselect)]
     assert not app.slider(key="al_lam").proto.disabled
     app.multiselect(key="al_methods").set_value(["uniform", "erk"]).run()
     no_failure(app)

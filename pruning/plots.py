@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star")
 SPARSITY_LABEL = "sparsity (% of weights set to zero)"
 PPL_LABEL = "perplexity (exp of mean token NLL; lower is better, log scale)"
 #: readable names of the allocation methods (legends, tables, the app's pickers)
@@ -110,7 +111,8 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
             s = block_sparsity(alloc)
             ys.append(100.0 * s.to_numpy())
             fig.add_trace(go.Scatter(x=s.index.to_numpy(), y=100.0 * s.to_numpy(), mode="lines+markers", name=label,
-                                     line=dict(color=color, width=width, dash=dash), marker=dict(size=5),
+                                     line=dict(color=color, width=width, dash=dash),
+                                     marker=dict(size=6, symbol=_SYMBOLS[k % len(_SYMBOLS)]),
                                      hovertemplate=f"{label}<br>block %{{x}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
         else:
             ys.append(100.0 * alloc["sparsity"].to_numpy(dtype=np.float64))

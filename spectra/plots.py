@@ -245,14 +245,15 @@ def ks_figure(xmins: np.ndarray, Ds: np.ndarray, alphas: Optional[np.ndarray] = 
         fig.add_trace(go.Scatter(x=[x0, x0, x1, x1, x0], y=[0, top, top, 0, 0], mode="lines", fill="toself",
                                  fillcolor="rgba(44,160,44,0.12)", line=dict(width=0), name="rule's candidates",
                                  hoverinfo="skip"))
+        # the window's label ends at its left edge, the chosen xmin's starts at its line: they never overlap
         fig.add_annotation(x=float(np.log10(x0)), y=top, xref="x", yref="y", text="rule's candidates",
-                           showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=11, color="#2ca02c"))
+                           showarrow=False, xanchor="right", yanchor="bottom", font=dict(size=11, color="#2ca02c"))
         span += [x0, x1]
     if chosen is not None and np.isfinite(chosen) and chosen > 0:
         fig.add_trace(go.Scatter(x=[float(chosen), float(chosen)], y=[0, top], mode="lines", name="chosen xmin",
                                  line=dict(color="#333333", dash="dot"), hoverinfo="skip"))
         fig.add_annotation(x=float(np.log10(chosen)), y=top, xref="x", yref="y",
-                           text=f"chosen xmin={chosen:.4g}", showarrow=False, xanchor="right", yanchor="bottom",
+                           text=f"chosen xmin={chosen:.4g}", showarrow=False, xanchor="left", yanchor="bottom",
                            font=dict(size=11))
         span.append(float(chosen))
     fig.update_xaxes(type="log", title_text="xmin candidate (eigenvalue of WᵀW, log scale)", exponentformat="power",

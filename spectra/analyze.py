@@ -22,7 +22,7 @@ import torch
 from . import __version__
 from .errors import SpectraError
 from .esd import esd, resolve_device
-from .hill import XMIN_RULES
+from .hill import XMIN_RULES, likely_spurious
 from .metrics import METRIC_COLUMNS, failed_metrics, matrix_metrics, matrix_problem
 from .mp import MP_METHODS
 from .results import package_versions
@@ -335,6 +335,33 @@ def block_values(df: pd.DataFrame, metric: str = "alpha", weighted: bool = False
     """Each matrix's block mean of ``metric`` (see :func:`block_aggregate`), aligned with ``df``'s index."""
     agg = block_aggregate(df, metric, weighted).set_index("block")[metric]
     return df["block"].map(agg).rename(f"{metric}_block")
+
+
+def flagged_fits(df: pd.DataFrame) -> pd.Series:
+    """Boolean per row of a results table: its power-law fit is flagged as likely spurious (α above
+    :data:`spectra.hill.SPURIOUS_ALPHA`, :func:`spectra.hill.likely_spurious` — the ESD explorer's "α > 8" warning)."""
+    _check_metric(df, "alpha")
+    return pd.Series(likely_spurious(df["alpha"].to_numpy(dtype=np.float64)), index=df.index, name="flagged")
+
+
+def spurious_blocks(df: pd.DataFrame) -> pd.DataFrame:
+    """The transformer blocks whose mean α includes flagged fits (:func:`flagged_fits`), one row each: ``block``,
+    ``flagged`` (the flagged matrices, e.g. ``v_proj α=18.3``), ``alpha_mean`` (the block mean of every finite α, as
+    AlphaPruning averages) and ``alpha_mean_unflagged`` (without the flagged ones; NaN when all are flagged)."""
+    flags = flagged_fits(df)
+    rows = []
+    for block, g in df[(df["block"] >= 0)].groupby("block", sort=True):
+        f = flags.loc[g.index]
+        if not f.any():
+            continue
+        a = g["alpha"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(a)
+        keep = ok & ~f.to_numpy()
+        names = [f"{str(n).rsplit('.', 1)[-1]} α={v:.1f}" for n, v in zip(g.loc[f, "longname"], g.loc[f, "alpha"])]
+        rows.append({"block": int(block), "flagged": ", ".join(names), "n_flagged": int(f.sum()),
+                     "alpha_mean": float(a[ok].mean()),
+                     "alpha_mean_unflagged": float(a[keep].mean()) if keep.any() else float("nan")})
+    return pd.DataFrame(rows, columns=["block", "flagged", "n_flagged", "alpha_mean", "alpha_mean_unflagged"])
 
 
 def role_summary(df: pd.DataFrame, metric: str = "alpha") -> pd.DataFrame:

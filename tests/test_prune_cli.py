@@ -132,3 +132,22 @@ def test_pruner_options_are_parsed_typed_and_reach_the_settings():
     add_common_arguments(p)
     s = settings_from_args(p.parse_args(["--pruner", "fista", "--pruner-opt", "search_steps=8"]))
     assert s.pruner_options == {"search_steps": 8}
+
+
+def test_process_peak_rss_is_the_whole_process():
+    """Issue 12 §8: the report's process peak is ru_maxrss (every phase), never below the RSS measured before."""
+    import types
+
+    import pandas as pd
+    import psutil
+
+    from pruning.prune import PruneSettings
+    from pruning.report import build_report, process_peak_rss_mb
+
+    rss = psutil.Process().memory_info().rss / 2**20
+    assert process_peak_rss_mb() >= rss * 0.999 > 0
+    result = types.SimpleNamespace(settings=PruneSettings(), target_sparsity=0.5, achieved_sparsity=0.5,
+                                   allocation_info={}, calibration_shape=None, timings={"total": 1.0},
+                                   peak_rss_mb=1.0, rss_before_mb=0.5, layers=pd.DataFrame())
+    rep = build_report(result, fingerprint=False)
+    assert rep["process_peak_rss_mb"] >= rss * 0.999 and rep["peak_rss_mb"] == 1.0

@@ -17,6 +17,7 @@ settings); long jobs show progress; bad input shows ``st.error`` with the reason
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -62,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_exclude_flagged": False,
     "pr_pruner": "wanda", "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
-    "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": False,
+    "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": True, "pr_literal": False,
 }
 #: the selection every view shares (one small state helper: :func:`selection`, :func:`bind`): the matrix looked
 #: at (overview pick, ESD explorer, Report), the target sparsity S, AlphaPruning's λ and the allocation method
@@ -830,13 +831,26 @@ def pruner_names() -> list[str]:
     return [p for p in order if p in PRUNERS] + sorted(p for p in PRUNERS if p not in order)
 
 
-def pruner_label(pruner: str, nm: Optional[str] = None, gd_steps: int = 0, gd_precondition: bool = False) -> str:
-    """A run's pruner as shown in tables and curves: ``sparsegpt 2:4 +GD100`` (``precond`` for preconditioned GD);
-    the same spelling as the sweep's log."""
+def pruner_label(pruner: str, nm: Optional[str] = None, gd_steps: int = 0, gd_precondition: bool = True,
+                 literal: bool = False) -> str:
+    """A run's pruner as shown in tables and curves: ``sparsegpt 2:4 +GD100`` (``plain`` for the paper's plain GD
+    step, ``(paper-literal)`` for FISTA without re-fit / prox24 with plain steps, see
+    :data:`pruning.prune.PAPER_LITERAL`); the sweep log spells the same runs with :func:`pruning.prune.method_label`."""
     nm = "" if nm in (None, "", "unstructured") or (isinstance(nm, float) and np.isnan(nm)) else str(nm)
     steps = 0 if gd_steps is None or (isinstance(gd_steps, float) and np.isnan(gd_steps)) else int(gd_steps)
-    return (f"{pruner}" + (f" {nm}" if nm else "") +
-            (f" +GD{steps}{' precond' if bool(gd_precondition) else ''}" if steps else ""))
+    return (f"{pruner}" + (" (paper-literal)" if literal else "") + (f" {nm}" if nm else "") +
+            (f" +GD{steps}{'' if bool(gd_precondition) else ' plain'}" if steps else ""))
+
+
+def is_literal(pruner: str, options: Any) -> bool:
+    """True when ``options`` (a dict or its JSON) select ``pruner``'s paper-literal variant."""
+    from pruning.prune import PAPER_LITERAL
+
+    if isinstance(options, str):
+        options = json.loads(options or "{}")
+    lit = PAPER_LITERAL.get(pruner)
+    options = options or {}
+    return bool(lit) and all(k in options and str(options[k]).lower() == str(v).lower() for k, v in lit.items())
 
 
 def pattern_problem(pruner: str, pattern: str) -> Optional[str]:
@@ -854,13 +868,15 @@ def pattern_problem(pruner: str, pattern: str) -> Optional[str]:
 
 
 def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
-                   pattern: str = "unstructured", gd_steps: int = 0, gd_precondition: bool = False):
+                   pattern: str = "unstructured", gd_steps: int = 0, gd_precondition: bool = True,
+                   literal: bool = False):
     """The validated ``pruning.prune.PruneSettings`` of the view's inputs (one-line ValueError when invalid).
+    ``literal``: the pruner's paper-literal variant (:data:`pruning.prune.PAPER_LITERAL`; FISTA and prox24 only).
 
     An N:M pattern gives every matrix the same sparsity M−N of M: the allocation is then ``uniform`` and the
     sparsity is the pattern's (the view greys the allocation / sparsity / λ inputs out)."""
     from pruning.masks import nm_sparsity
-    from pruning.prune import PruneSettings
+    from pruning.prune import PAPER_LITERAL, PruneSettings
 
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
@@ -873,8 +889,8 @@ def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float,
                              mapping=s.al_mapping, granularity=s.al_gran, metric=s.al_metric,
                              xmin_rule=ctx.rule if ctx.rule in ANALYSIS_RULES else "peak",
                              max_sparsity=float(s.al_max), nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED,
-                             gd_steps=int(gd_steps),
-                             gd_precondition=bool(gd_precondition) and int(gd_steps) > 0)
+                             gd_steps=int(gd_steps), gd_precondition=bool(gd_precondition),
+                             pruner_options=dict(PAPER_LITERAL.get(pruner, {})) if literal else {})
     if nm:
         settings.sparsity = nm_sparsity(settings.nm_tuple())
     return settings.validate()
@@ -882,18 +898,19 @@ def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float,
 
 def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
               windows: int, dataset: str, pattern: str = "unstructured", gd_steps: int = 0,
-              gd_precondition: bool = False) -> dict:
+              gd_precondition: bool = True, literal: bool = False) -> dict:
     """Prune a deep copy of the loaded model (``pruning.prune.prune_model``) and evaluate it
     (``pruning.perplexity.perplexity``); the lab's mapping / granularity / metric / max sparsity apply.
     ``pattern``: ``unstructured`` or an N:M pattern (allocation uniform); ``gd_steps`` masked gradient steps per
-    layer after the pruner (``gd_precondition``: diagonally rescaled steps)."""
+    layer after the pruner (``gd_precondition``: diagonally rescaled steps); ``literal``: the paper-literal variant."""
     from pruning.perplexity import perplexity
     from pruning.prune import prune_model
     from pruning.report import process_peak_rss_mb
 
     if ctx.model_key is None:
         raise ValueError("pruning needs the model itself; load a model, not a results file")
-    settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition)
+    settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition,
+                              literal)
     method, S = settings.allocation, float(settings.sparsity)
     flagged_out = bool(st.session_state.al_exclude_flagged) and method == "alphapruning" and settings.nm is None
     if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
@@ -901,7 +918,8 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
                                   **{**alloc_settings(), "S": S, "lam": float(lam)})
         settings.allocation_file = str(save_allocation(alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) /
                                                        "allocation.json"))
-    plabel = pruner_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition)
+    plabel = pruner_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition,
+                          is_literal(pruner, settings.pruner_options))
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
     log = PhaseLog(status.progress(0.0, text="loading the model"))
@@ -946,6 +964,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
         Path(settings.allocation_file).unlink(missing_ok=True)
     return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
             "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
+            "pruner_options": json.dumps(settings.pruner_options, sort_keys=True),
             "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
             "lam": lam if method in LAMBDA_METHODS else np.nan, "dataset": dataset,
             "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
@@ -1117,7 +1136,9 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
         nm = t["nm"].fillna("").astype(str) if "nm" in t.columns else pd.Series("", index=t.index)
         gd = t["gd_steps"].fillna(0) if "gd_steps" in t.columns else pd.Series(0, index=t.index)
         pre = t["gd_precondition"].fillna(False) if "gd_precondition" in t.columns else pd.Series(False, index=t.index)
-        t["pruner"] = [pruner_label(str(p), n, g, c) for p, n, g, c in zip(t["pruner"], nm, gd, pre)]
+        opts = t["pruner_options"].fillna("{}") if "pruner_options" in t.columns else pd.Series("{}", index=t.index)
+        t["pruner"] = [pruner_label(str(p), n, g, c, is_literal(str(p), o))
+                       for p, n, g, c, o in zip(t["pruner"], nm, gd, pre, opts)]
     if t.empty:
         raise ValueError("the results table holds no pruned run yet")
     return t.reset_index(drop=True)
@@ -1168,13 +1189,16 @@ def view_prune(ctx: Context) -> None:
     c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
     c[2].number_input("eval windows", 1, 512, key="pr_windows")
     c[3].selectbox("eval dataset", ("wikitext2", "c4", "ptb"), key="pr_dataset")
-    c = st.columns([1, 1, 2])
+    c = st.columns([1, 1, 1, 2])
+    c[3].checkbox("paper-literal variant", key="pr_literal", disabled=s.pr_pruner not in ("fista", "prox24"),
+                  help="FISTAPruner without the least-squares re-fit of the kept weights; prox24 with the paper's "
+                       "plain 1/λmax(H) steps. Off: our defaults, which work on LLM layers (README).")
     c[0].number_input("masked GD steps", 0, 1000, step=10, key="pr_gd_steps",
                       help="after the pruner, gradient steps on each layer's loss ½‖W*X* − WX‖F² over the kept "
                            "weights only: the mask stays, the loss never increases (Kübler et al. 2025)")
     c[1].checkbox("precondition GD", key="pr_gd_pre", disabled=int(s.pr_gd_steps) == 0,
-                  help="diagonally rescaled steps (1/H_jj per input): still monotone, much faster when a few "
-                       "input features dominate λmax(H)")
+                  help="diagonally rescaled steps (1/H_jj per input; ours, the default): still monotone, much "
+                       "faster when a few input features dominate λmax(H). Off: the paper's plain 1/λmax(H) step")
     if nm:
         n_keep, m = (int(v) for v in s.pr_pattern.split(":"))
         c[2].caption(f"Pattern {s.pr_pattern}: every row keeps {n_keep} of every {m} consecutive weights, "
@@ -1187,7 +1211,8 @@ def view_prune(ctx: Context) -> None:
     if ctx.model_key is not None:
         try:
             prune_settings(ctx, s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples),
-                           int(s.pr_seqlen), s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre))
+                           int(s.pr_seqlen), s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre),
+                           bool(s.pr_literal) and s.pr_pruner in ("fista", "prox24"))
         except ValueError as exc:
             problem = one_line(exc)
             st.error(problem)
@@ -1196,7 +1221,7 @@ def view_prune(ctx: Context) -> None:
         try:
             run = run_prune(ctx, s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples),
                             int(s.pr_seqlen), int(s.pr_windows), s.pr_dataset, s.pr_pattern, int(s.pr_gd_steps),
-                            bool(s.pr_gd_pre))
+                            bool(s.pr_gd_pre), bool(s.pr_literal) and s.pr_pruner in ("fista", "prox24"))
             s.runs = s.runs + [run]
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "pruning failed")

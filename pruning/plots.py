@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from .prune import PRUNER_NAMES
+
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -22,8 +24,7 @@ PPL_LABEL = "perplexity (exp of mean token NLL; lower is better, log scale)"
 ALLOCATION_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
                      "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
 #: readable names of the layer pruners (the first word of a run label such as ``wanda 2:4 +GD100``)
-PRUNER_LABELS = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "fista": "FISTAPruner",
-                 "prox24": "prox24"}
+PRUNER_LABELS = PRUNER_NAMES
 #: the smallest span (percentage points) of a sparsity axis, so that rounding noise never fills the plot
 MIN_SPARSITY_SPAN = 2.0
 

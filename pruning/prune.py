@@ -154,8 +154,11 @@ def method_label(pruner: str, pruner_options: Optional[dict] = None, correction:
     return name
 
 
+#: pruner options that select each seed pruner's paper-literal variant (the defaults are ours; README)
+PAPER_LITERAL = {"fista": {"refit": "none"}, "prox24": {"precondition": False}}
+
 #: display names of the registered pruners
-PRUNER_NAMES = {"magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "fista": "FISTAPruner",
+PRUNER_NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "fista": "FISTAPruner",
                 "prox24": "prox24"}
 
 

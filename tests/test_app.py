@@ -590,7 +590,7 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
     app.button(key="pr_run").click().run()
     no_failure(app)
     run = app.session_state["runs"][-1]
-    assert (run["pruner"], run["pattern"], run["gd_steps"], run["gd_precondition"]) == ("sparsegpt", "2:4", 5, False)
+    assert (run["pruner"], run["pattern"], run["gd_steps"], run["gd_precondition"]) == ("sparsegpt", "2:4", 5, True)
     assert run["label"] == "sparsegpt 2:4 +GD5" and run["allocation"] == "uniform" and run["sparsity"] == 0.5
     table = [d.value for d in app.dataframe if "label" in d.value.columns][0]
     assert table.iloc[-1][["label", "pattern", "gd_steps"]].tolist() == ["sparsegpt 2:4 +GD5", "2:4", 5]
@@ -901,3 +901,34 @@ def test_readable_labels_axis_ranges_and_styles():
     fig = pplots.lambda_effect_figure(one, baselines={"uniform + Wanda": 160.0}, title="perplexity against λ")
     lo, hi = fig.layout.xaxis.range
     assert 0 <= lo < 0.3 < hi <= 0.5 and fig.layout.margin.t >= 50
+
+
+def test_paper_literal_variant_is_offered_for_the_seed_pruners_only(app):
+    goto(app, "Prune & evaluate")
+    assert app.checkbox(key="pr_gd_pre").value is True  # preconditioned masked GD is the default (ours)
+    for pruner, enabled in (("fista", True), ("prox24", True), ("wanda", False), ("sparsegpt", False)):
+        app.selectbox(key="pr_pruner").set_value(pruner).run()
+        assert app.checkbox(key="pr_literal").proto.disabled is (not enabled), pruner
+
+
+def test_sweep_rows_of_the_paper_literal_variants_get_their_own_curves(app, tmp_path):
+    """A sweep table with FISTA re-fitted and paper-literal, prox24 rescaled and plain-step, plain and
+    preconditioned GD: every variant is its own, labelled curve."""
+    rows = [{"kind": "dense", "allocation": "none", "pruner": "dense", "sparsity": 0.0, "nm": "", "lam": np.nan,
+             "ppl": 20.0, "pruner_options": "{}", "gd_steps": 0, "gd_precondition": True}]
+    for pruner, opts, gd, pre, ppl in (("fista", "{}", 0, True, 60.0), ("fista", '{"refit": "none"}', 0, True, 400.0),
+                                       ("prox24", "{}", 100, True, 90.0),
+                                       ("prox24", '{"precondition": false}', 100, True, 300.0),
+                                       ("sparsegpt", "{}", 100, False, 80.0)):
+        rows.append({"kind": "pruned", "allocation": "uniform", "pruner": pruner, "sparsity": 0.5, "nm": "2:4",
+                     "lam": np.nan, "ppl": ppl, "pruner_options": opts, "gd_steps": gd, "gd_precondition": pre})
+    path = tmp_path / "sweep.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    goto(app, "Prune & evaluate")
+    app.text_input(key="pr_sweep_path").input(str(path)).run()
+    no_failure(app)
+    fig = figure(app, "pr_tradeoff")
+    for name, ppl in (("uniform + FISTAPruner 2:4", 60.0), ("uniform + FISTAPruner (paper-literal) 2:4", 400.0),
+                      ("uniform + prox24 2:4 +GD100", 90.0), ("uniform + prox24 (paper-literal) 2:4 +GD100", 300.0),
+                      ("uniform + SparseGPT 2:4 +GD100 plain", 80.0)):
+        np.testing.assert_allclose(trace(fig, name)["y"], [ppl])

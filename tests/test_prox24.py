@@ -143,7 +143,8 @@ def test_record_holds_the_schedule(precondition):
 
     W, st = _layer(5)
     mu0, growth = 2e-2, 1.2
-    Wn, info = prox24_prune(W, st, mu0=mu0, growth=growth, record=True, precondition=precondition)
+    Wn, info = prox24_prune(W, st, mu0=mu0, growth=growth, record=True, precondition=precondition,
+                            dtype=torch.float64)  # float64 steps: the recorded losses match to 1e-6
     T = info.steps
     assert info.converged and T >= 2
     assert len(info.mus) == len(info.non24) == len(info.history) == T
@@ -156,7 +157,8 @@ def test_record_holds_the_schedule(precondition):
     assert info.groups == W.numel() // 4 and max(info.non24) <= info.groups
     # the count after step k is what a run stopped after k steps finds (and then cuts to 2:4)
     k = T // 2
-    _, short = prox24_prune(W, st, mu0=mu0, growth=growth, max_steps=k, precondition=precondition)
+    _, short = prox24_prune(W, st, mu0=mu0, growth=growth, max_steps=k, precondition=precondition,
+                            dtype=torch.float64)
     assert not short.converged and short.forced_groups == info.non24[k - 1] and short.mus == []
     # history + constant = the local loss ½‖W*X* − WX‖F² of the returned weight
     assert info.history[-1] + info.loss_const == pytest.approx(local_loss(Wn, W, st), rel=1e-6)

@@ -1,5 +1,10 @@
-"""``python -m pruning {allocate,prune,eval,sweep}`` — see ``python -m pruning COMMAND --help``."""
+"""``python -m pruning {allocate,prune,eval,sweep,tune}`` — see ``python -m pruning COMMAND --help``."""
 from __future__ import annotations
+
+import os
+
+# spinning OpenMP waits make torch up to 10× slower when other processes share the cores; set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import sys
@@ -8,12 +13,12 @@ from typing import Optional, Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per front-end module."""
-    from . import cli_allocate, cli_eval, cli_prune, cli_sweep
+    from . import cli_allocate, cli_eval, cli_prune, cli_sweep, cli_tune
 
     parser = argparse.ArgumentParser(prog="python -m pruning",
                                      description="Layer-wise sparsity allocation and post-training pruning of LLMs.")
-    sub = parser.add_subparsers(dest="command", metavar="{allocate,prune,eval,sweep}")
-    for mod in (cli_allocate, cli_prune, cli_eval, cli_sweep):
+    sub = parser.add_subparsers(dest="command", metavar="{allocate,prune,eval,sweep,tune}")
+    for mod in (cli_allocate, cli_prune, cli_eval, cli_sweep, cli_tune):
         mod.add_parser(sub)
     return parser
 

@@ -313,7 +313,8 @@ def _dense_copy(block: torch.nn.Module, linears: list[Linear]) -> _DenseBlock:
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def _targets(linears: list[Linear], sparsity, nm: NM) -> dict[str, float]:
+def layer_targets(linears: list[Linear], sparsity, nm: NM) -> dict[str, float]:
+    """{longname: target sparsity} from one float, an N:M pattern or a {longname: sparsity} allocation."""
     names = [l.longname for l in linears]
     if nm is not None:
         return {n: nm_sparsity(nm) for n in names}
@@ -382,7 +383,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
         bar = tqdm(total=total, desc=f"prune {pruner}", unit="matrix")
     for b, block in enumerate(decoder_layers(model)):
         linears = per_block[b]
-        targets = _targets(linears, sparsity, nm)
+        targets = layer_targets(linears, sparsity, nm)
         dense = _dense_copy(block, linears) if want_dense_copy else None
         groups = _groups_cached(block, linears, chunks[0], cache)
         stages = [[g] for g in groups] if sublayer_sequential else [groups]
@@ -439,7 +440,7 @@ def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", n
     """Prune every block linear layer from its weights alone (calibration-free pruners such as magnitude)."""
     spec = get_pruner(pruner)
     linears = [l for blk in block_linears(model) for l in blk]
-    targets = _targets(linears, sparsity, nm)
+    targets = layer_targets(linears, sparsity, nm)
     t0 = time.perf_counter()
     records = []
     for lin in linears:
@@ -458,59 +459,61 @@ def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", n
 
 
 @torch.no_grad()
+def dense_layer_stats(model: torch.nn.Module, calib: torch.Tensor, needs: frozenset = frozenset(),
+                      batch_size: int = 8, blocks: Optional[set] = None,
+                      progress_cb: Optional[Callable[[int, int], None]] = None) -> dict[str, LayerStats]:
+    """{longname: :class:`LayerStats`} of the block linear layers from the *dense* model's inputs on ``calib``
+    (the ``none`` mode: no error correction, ``K = D = H`` when needed); layers of one input group share one record.
+
+    ``needs`` ⊆ {"H", "K", "D"} (``sq_norm`` always); ``blocks``: only these block indices (the walk stops after
+    the last one). One forward per block; ``progress_cb(done, total)`` after each. The model is not changed.
+    """
+    per_block = block_linears(model)
+    layers = decoder_layers(model)
+    last = len(layers) - 1 if blocks is None else max(blocks)
+    if blocks is not None and not all(0 <= b < len(layers) for b in blocks):
+        raise ValueError(f"block out of range: the model has {len(layers)} decoder blocks (asked {sorted(blocks)})")
+    chunks = capture_block_inputs(model, calib, batch_size)
+    cache: dict = {}
+    out: dict[str, LayerStats] = {}
+    for b in range(last + 1):
+        if blocks is None or b in blocks:
+            groups = _groups_cached(layers[b], per_block[b], chunks[0], cache)
+            for g, st in zip(groups, _group_stats(layers[b], None, groups, chunks, None, frozenset(needs), "none")):
+                out.update({lin.longname: st for lin in g})
+        if b < last:
+            for chunk in chunks:
+                chunk.hidden = _run(layers[b], chunk)
+        if progress_cb is not None:
+            progress_cb(b + 1, last + 1)
+    return out
+
+
 def block_layer_stats(model: torch.nn.Module, calib: torch.Tensor, block: int,
                       needs: frozenset = frozenset({"H", "K", "D"}), batch_size: int = 8) -> list[tuple[Linear, LayerStats]]:
     """(linear layer, :class:`LayerStats`) of every linear layer of decoder block ``block``, from the *dense*
-    model's inputs on ``calib`` (no error correction: ``K = D = H``), in call order. The model is not changed.
+    model's inputs on ``calib`` (:func:`dense_layer_stats`), in call order; every layer gets its own copy.
 
     For layer-level studies (benchmarks, the app's layer views, tests on real layers).
     """
-    blocks = decoder_layers(model)
-    if not 0 <= block < len(blocks):
-        raise ValueError(f"block {block} out of range: the model has {len(blocks)} decoder blocks")
-    chunks = capture_block_inputs(model, calib, batch_size)
-    for b in range(block):
-        for chunk in chunks:
-            chunk.hidden = _run(blocks[b], chunk)
-    groups = input_groups(blocks[block], block_linears(model)[block], chunks[0])
-    stats = _group_stats(blocks[block], None, groups, chunks, None, frozenset(needs), "none")
-    return [(lin, st if j == len(g) - 1 else _copy_stats(st)) for g, st in zip(groups, stats)
-            for j, lin in enumerate(g)]
+    stats = dense_layer_stats(model, calib, needs, batch_size, blocks={block})  # in call order
+    by_name = {lin.longname: lin for lin in block_linears(model)[block]}
+    return [(by_name[name], _copy_stats(st)) for name, st in stats.items()]
 
 
-@torch.no_grad()
 def collect_input_norms(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
                         progress: bool = False) -> dict[str, torch.Tensor]:
-    """Dense model's ``Σ_t x_t²`` per input feature (float64) of every block linear layer, keyed by longname.
-
-    Same loop as :func:`prune_sequential` without pruning (OWL's ‖X_j‖₂² for its outlier ratios).
-    """
-    per_block = block_linears(model)
-    chunks = capture_block_inputs(model, calib, batch_size)
-    out: dict[str, torch.Tensor] = {}
-    cache: dict = {}
-    blocks = decoder_layers(model)
-    it = range(len(blocks))
+    """Dense model's ``Σ_t x_t²`` per input feature (float64) of every block linear layer, keyed by longname
+    (OWL's ‖X_j‖₂² for its outlier ratios; :func:`dense_layer_stats`)."""
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="input norms", unit="block")
-    for b in it:
-        block = blocks[b]
-        groups = _groups_cached(block, per_block[b], chunks[0], cache)
-        accs = {id(g[0].module): _Acc(g[0].get().shape[1], frozenset(), _device(model)) for g in groups}
-
-        def hook(module, args):
-            accs[id(module)].add(args[0])
-
-        handles = [g[0].module.register_forward_pre_hook(hook) for g in groups]
-        try:
-            for chunk in chunks:
-                chunk.hidden = _run(block, chunk)
-        finally:
-            for h in handles:
-                h.remove()
-        for g in groups:
-            for lin in g:
-                out[lin.longname] = accs[id(g[0].module)].sq_norm.clone()
-    return out
+        bar = tqdm(total=len(decoder_layers(model)), desc="input norms", unit="block")
+    cb = (lambda done, total: bar.update(1)) if bar is not None else None  # noqa: E731
+    try:
+        stats = dense_layer_stats(model, calib, frozenset(), batch_size, progress_cb=cb)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {name: st.sq_norm.clone() for name, st in stats.items()}

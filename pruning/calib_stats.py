@@ -1,0 +1,195 @@
+"""Dense calibration statistics, cached on disk, and one-shot pruning from them ("dense statistics" mode).
+
+One pass of the *dense* model over the calibration windows records, for every block linear layer, what the
+allocation and one-shot pruning need: ``Σ_t x_t²`` per input feature (Wanda's ‖X_j‖₂², OWL's outlier ratios) and,
+optionally, ``H = Σ_t x_t x_tᵀ`` (SparseGPT). The inputs are the dense model's own (the ``none`` error-correction
+mode of :mod:`pruning.sequential`), so any allocation can then be pruned without running the model again —
+the basis of the λ search in :mod:`pruning.tune`. This is **not** the sequential reference protocol of Wanda /
+SparseGPT (where each block sees the already-pruned earlier blocks): results are labelled "one-shot (dense
+statistics)" and the tune command re-runs the sequential prune at the chosen λ (``--final``).
+
+The cache (``spectra.models.cache_dir()/calib_stats``) is keyed by a sha256 of the model's block-linear weights and
+embeddings and by the calibration settings; files are written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .base import NM, LayerStats, get_pruner
+from .sequential import SequentialResult, block_linears, dense_layer_stats, layer_targets
+from .masks import achieved_sparsity
+
+__all__ = ["CalibSettings", "DenseStats", "dense_stats", "weights_fingerprint",
+           "prune_from_stats", "DenseWeights"]
+
+#: pruners that can prune from dense statistics alone, with what they need from them
+ONE_SHOT = {"magnitude": frozenset(), "wanda": frozenset(), "sparsegpt": frozenset({"H"})}
+
+
+@dataclass(frozen=True)
+class CalibSettings:
+    """The calibration windows (``nsamples × seqlen`` tokens of ``dataset``, ``seed``) and whether to keep H."""
+
+    nsamples: int = 16
+    seqlen: int = 256
+    seed: int = 0
+    dataset: str = "c4"
+    hessians: bool = False
+    batch_size: int = 8
+
+
+@dataclass
+class DenseStats:
+    """Per-layer dense statistics {longname: LayerStats} (layers of one input group share their tensors)."""
+
+    settings: CalibSettings
+    fingerprint: str
+    layers: dict
+
+    def needs_ok(self, needs: frozenset) -> bool:
+        return not (needs & {"H"}) or all(st.H is not None for st in self.layers.values())
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of every parameter of ``model`` (names, dtypes, shapes, bytes): the cache key of its statistics."""
+    from spectra.results import tensor_sha256_update
+
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        tensor_sha256_update(digest, name, p)
+    return digest.hexdigest()
+
+
+def _cache_file(fingerprint: str, settings: CalibSettings) -> Path:
+    from spectra.models import cache_dir
+
+    key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:16]
+    d = cache_dir() / "calib_stats"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{fingerprint[:24]}-{key}.safetensors"
+
+
+def _save(path: Path, layers: dict[str, LayerStats]) -> None:
+    from safetensors.torch import save_file
+
+    tensors, meta, seen = {}, {}, {}
+    for name, st in layers.items():
+        if id(st) in seen:  # layers of one input group share one record
+            meta[name] = seen[id(st)]
+            continue
+        seen[id(st)] = meta[name] = name
+        tensors[f"{name}|sq_norm"] = st.sq_norm.contiguous()
+        if st.H is not None:
+            tensors[f"{name}|H"] = st.H.contiguous()
+        meta[f"{name}|ntokens"] = str(st.ntokens)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"layers": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path) -> dict[str, LayerStats]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["layers"])
+        keys = set(f.keys())
+        records: dict[str, LayerStats] = {}
+        out = {}
+        for name, owner in meta.items():
+            if "|" in name:
+                continue
+            if owner not in records:
+                H = f.get_tensor(f"{owner}|H") if f"{owner}|H" in keys else None
+                records[owner] = LayerStats(int(meta[f"{owner}|ntokens"]), f.get_tensor(f"{owner}|sq_norm"), H)
+            out[name] = records[owner]
+    return out
+
+
+def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibSettings, data_path=None, use_cache: bool = True,
+                progress_cb: Optional[Callable[[int, int], None]] = None) -> DenseStats:
+    """The dense statistics of ``model`` for ``settings``: read from the cache, else collected and stored.
+
+    A cache entry with Hessians also serves a request without them.
+    """
+    from .data import get_calibration
+
+    fp = weights_fingerprint(model)
+    candidates = [settings] if settings.hessians else [CalibSettings(**{**asdict(settings), "hessians": True}),
+                                                       settings]
+    if use_cache:
+        for s in candidates:
+            p = _cache_file(fp, s)
+            if p.exists():
+                try:
+                    return DenseStats(settings, fp, _load(p))
+                except Exception:  # a corrupt cache file is recomputed, never trusted
+                    pass
+    calib = get_calibration(tokenizer, settings.nsamples, settings.seqlen, settings.seed, dataset=settings.dataset,
+                            path=data_path)
+    needs = frozenset({"H"}) if settings.hessians else frozenset()
+    layers = dense_layer_stats(model, calib, needs, settings.batch_size, progress_cb=progress_cb)
+    if use_cache:
+        try:
+            _save(_cache_file(fp, settings), layers)
+        except OSError:  # an unwritable cache never breaks a run
+            pass
+    return DenseStats(settings, fp, layers)
+
+
+class DenseWeights:
+    """A copy of a model's block-linear weights, to restore the dense model between one-shot candidates."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.linears = [lin for blk in block_linears(model) for lin in blk]
+        self.saved = {lin.longname: lin.module.weight.detach().clone() for lin in self.linears}
+
+    def restore(self) -> None:
+        for lin in self.linears:
+            lin.module.weight.data.copy_(self.saved[lin.longname])
+
+
+@torch.no_grad()
+def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner: str = "wanda", nm: NM = None,
+                     pruner_options: Optional[dict] = None) -> SequentialResult:
+    """One-shot pruning of every block linear layer from dense statistics (no forward pass).
+
+    ``sparsity``: one float or {longname: sparsity}. ``pruner`` must be one of :data:`ONE_SHOT` (SparseGPT needs
+    statistics collected with ``hessians=True``). Labelled "one-shot (dense statistics)"; not the sequential
+    reference protocol (module docstring).
+    """
+    import time
+
+    if pruner not in ONE_SHOT:
+        raise ValueError(f"pruner {pruner!r} cannot prune from dense statistics; use one of {', '.join(ONE_SHOT)} "
+                         f"(or the sequential loop)")
+    if not stats.needs_ok(ONE_SHOT[pruner]):
+        raise ValueError(f"pruner {pruner!r} needs the Hessians in the dense statistics; collect them with "
+                         f"hessians=True (--hessians)")
+    spec = get_pruner(pruner)
+    linears = [lin for blk in block_linears(model) for lin in blk]
+    targets = layer_targets(linears, sparsity, nm)
+    t0 = time.perf_counter()
+    records = []
+    for lin in linears:
+        t = time.perf_counter()
+        W = lin.get()
+        W_new = spec.fn(W, stats.layers[lin.longname], targets[lin.longname], nm, **(pruner_options or {}))
+        lin.set(W_new)
+        records.append({"longname": lin.longname, "block": lin.block, "role": lin.role, "rows": W.shape[0],
+                        "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],
+                        "achieved": achieved_sparsity(W_new), "seconds": time.perf_counter() - t})
+    total = time.perf_counter() - t0
+    return SequentialResult(records, {"prune": total, "total": total})

@@ -1,0 +1,112 @@
+"""``python -m pruning tune [MODEL]``: tune AlphaPruning's λ (or OWL's λ and M) on held-out text from cached dense
+statistics (:mod:`pruning.tune`); ``--final`` then prunes sequentially at the chosen value and reports WikiText-2.
+
+User mistakes print one ``error: ...`` line on stderr and exit with 2, before anything slow runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_parser", "main"]
+
+
+def _floats(name: str, text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} must be comma-separated numbers (got {text!r})") from None
+    if not vals:
+        raise ValueError(f"--{name} needs at least one value")
+    return vals
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("tune", help="tune the allocation's λ (OWL: λ and M) on held-out text in seconds",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL", help="built-in alias, HF dir, .gguf or hub id")
+    p.add_argument("--pruner", default="wanda", help="magnitude, wanda or sparsegpt (one-shot from the statistics)")
+    p.add_argument("--allocation", default="alphapruning", help="alphapruning (tunes λ) or owl (λ and M)")
+    p.add_argument("--sparsity", default="0.7", help="target global sparsity (default 0.7)")
+    p.add_argument("--lams", default="0,0.1,0.2,0.3,0.4,0.5", help="λ candidates (golden: their range and count)")
+    p.add_argument("--owl-ms", default="5", help="OWL's M candidates (default 5)")
+    p.add_argument("--search", default="grid", help="grid (default) or golden")
+    p.add_argument("--nsamples", default="16", help="calibration windows (default 16)")
+    p.add_argument("--seqlen", default="256", help="calibration window length (default 256)")
+    p.add_argument("--seed", default="0", help="calibration seed (default 0)")
+    p.add_argument("--tune-dataset", default="c4", help="held-out scoring text: c4 (validation documents "
+                                                         "1000–1999, default) or ptb-valid; never wikitext2 (test)")
+    p.add_argument("--tune-seqlen", default=None, help="held-out window length (default: --seqlen)")
+    p.add_argument("--max-windows", default="8", help="held-out windows per candidate (default 8)")
+    p.add_argument("--xmin-rule", default="peak", help="Hill-fit xmin rule for AlphaPruning (default peak)")
+    p.add_argument("--final", action="store_true", help="then prune sequentially at the chosen value (the reference "
+                                                        "protocol) and report WikiText-2 test perplexity")
+    p.add_argument("--eval-seqlen", default="512", help="--final: WikiText-2 window length (default 512)")
+    p.add_argument("--eval-windows", default=None, help="--final: first N WikiText-2 windows (default all)")
+    p.add_argument("--data-dir", default=None, help="folder with the data files (default $SPL_DATA_DIR, ../shared/data)")
+    p.add_argument("--out", required=True, help="tune JSON to write (resumed when its settings match)")
+    p.set_defaults(func=main)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):
+    """:class:`pruning.tune.TuneSettings` from the parsed options (validated; one-line ValueError)."""
+    from .calib_stats import CalibSettings
+    from .tune import TuneSettings
+
+    def num(name, text, kind=int):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"--{name} must be a number (got {text!r})") from None
+
+    seqlen = num("seqlen", args.seqlen)
+    s = TuneSettings(pruner=args.pruner, allocation=args.allocation, sparsity=num("sparsity", args.sparsity, float),
+                     lams=_floats("lams", args.lams), owl_Ms=_floats("owl-ms", args.owl_ms), search=args.search,
+                     calib=CalibSettings(nsamples=num("nsamples", args.nsamples), seqlen=seqlen,
+                                         seed=num("seed", args.seed)),
+                     eval_dataset=args.tune_dataset,
+                     eval_seqlen=num("tune-seqlen", args.tune_seqlen) if args.tune_seqlen else seqlen,
+                     eval_windows=num("max-windows", args.max_windows), xmin_rule=args.xmin_rule)
+    return s.validate()
+
+
+def final_prune(lm, s, best: dict, args) -> dict:
+    """The sequential (reference) prune at the chosen value and its WikiText-2 test perplexity."""
+    from .perplexity import perplexity
+    from .prune import PruneSettings, prune_model
+
+    ps = PruneSettings(pruner=s.pruner, allocation=s.allocation, sparsity=s.sparsity,
+                       nsamples=s.calib.nsamples, seqlen=s.calib.seqlen, seed=s.calib.seed, xmin_rule=s.xmin_rule,
+                       data_path=args.data_dir)
+    if s.allocation == "alphapruning":
+        ps.lam = float(best["lam"])
+    else:
+        ps.owl_lambda, ps.owl_M = float(best["lam"]), float(best["owl_M"])
+    res = prune_model(lm, None, ps, progress=True)
+    r = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=int(args.eval_seqlen),
+                   max_windows=int(args.eval_windows) if args.eval_windows else None, path=args.data_dir)
+    return {"mode": "sequential", "settings": ps.as_dict(), "wikitext2_ppl": r.ppl, "nwindows": r.nwindows,
+            "seqlen": r.seqlen, "prune_seconds": res.timings["total"], "achieved_sparsity": res.achieved_sparsity}
+
+
+def main(args: argparse.Namespace) -> int:
+    from spectra.models import load_model
+
+    from .report import write_json_atomic
+    from .tune import tune
+
+    try:
+        s = settings_from_args(args)
+        lm = load_model(args.model)
+        result = tune(lm, s, args.out, data_path=args.data_dir)
+        if args.final:
+            result["final"] = final_prune(lm, s, result["best"], args)
+            write_json_atomic(args.out, result)
+            f = result["final"]
+            print(f"final (sequential) at the chosen value: WikiText-2 ppl {f['wikitext2_ppl']:.3f} "
+                  f"({f['nwindows']} × {f['seqlen']}), achieved sparsity {f['achieved_sparsity']:.4f}")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,226 @@
+"""Tune an allocation's hyperparameter (AlphaPruning's λ, OWL's λ and M) on held-out text, in seconds per candidate.
+
+The dense calibration statistics are collected once (and cached, :mod:`pruning.calib_stats`); every candidate is
+then an allocation (milliseconds), a one-shot prune from those statistics ("dense statistics" mode, no forward
+pass) and a perplexity on held-out windows. The held-out text is C4 validation documents 1000–1999 (the evaluation
+split of :mod:`pruning.data`): disjoint from the calibration documents (0–999) and from WikiText-2 test, on which
+final numbers are reported — the AlphaPruning and OWL codes tune on the test set; we never do.
+``final_prune`` then runs the sequential (reference) prune at the chosen value and reports test perplexity apart.
+
+Search: ``grid`` (every value given) or ``golden`` (golden-section search for the minimum over the range of the
+values given, as many evaluations as values given; assumes one minimum). The JSON written after every candidate
+(temporary name, then rename) holds the settings, versions, one row per candidate (``lam``, ``owl_M``, ``ppl``,
+``seconds``, ...) and the chosen value; rerunning with the same settings skips the candidates already there.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .calib_stats import CalibSettings, DenseWeights, dense_stats, prune_from_stats
+
+__all__ = ["TuneSettings", "tune", "golden_points"]
+
+TUNABLE = ("alphapruning", "owl")
+SEARCHES = ("grid", "golden")
+
+
+@dataclass
+class TuneSettings:
+    """What is tuned and how it is scored (see the module docstring)."""
+
+    pruner: str = "wanda"
+    allocation: str = "alphapruning"
+    sparsity: float = 0.7
+    lams: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    owl_Ms: list = field(default_factory=lambda: [5.0])
+    search: str = "grid"
+    calib: CalibSettings = field(default_factory=CalibSettings)
+    eval_dataset: str = "c4"
+    eval_seqlen: int = 256
+    eval_windows: int = 8
+    xmin_rule: str = "peak"
+    max_sparsity: float = 0.99
+
+    def validate(self) -> "TuneSettings":
+        from .calib_stats import ONE_SHOT
+
+        if self.allocation not in TUNABLE:
+            raise ValueError(f"tune: allocation {self.allocation!r} has nothing to tune; choose one of: "
+                             f"{', '.join(TUNABLE)}")
+        if self.pruner not in ONE_SHOT:
+            raise ValueError(f"tune: pruner {self.pruner!r} cannot prune from cached statistics; choose one of: "
+                             f"{', '.join(ONE_SHOT)}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"tune: unknown search {self.search!r}; choose one of: {', '.join(SEARCHES)}")
+        if not self.lams or any(not 0.0 <= float(v) <= 1.0 for v in self.lams):
+            raise ValueError(f"tune: λ values must lie in [0, 1] (got {self.lams})")
+        if self.search == "golden" and len(self.lams) < 3:
+            raise ValueError("tune: --search golden needs at least 3 λ values (their range and the budget)")
+        if self.eval_dataset in ("wikitext2", "wikitext"):
+            raise ValueError("tune: never tune on the test set; score on held-out C4 (--tune-dataset c4) or PTB "
+                             "validation (ptb-valid)")
+        if not 0.0 <= float(self.sparsity) < 1.0:
+            raise ValueError(f"tune: sparsity must lie in [0, 1) (got {self.sparsity})")
+        return self
+
+    def key(self) -> dict:
+        """The settings that change a candidate's number (the resume key)."""
+        d = asdict(self)
+        for k in ("lams", "owl_Ms", "search"):
+            d.pop(k)
+        return d
+
+
+def golden_points(lo: float, hi: float, f: Callable[[float], float], n: int) -> float:
+    """Golden-section search for the minimiser of ``f`` on ``[lo, hi]`` with ``n`` evaluations (n ≥ 3; the two
+    ends are not evaluated); returns the best point evaluated."""
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    best = (fc, c) if fc <= fd else (fd, d)
+    for _ in range(max(0, n - 2)):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+        best = min(best, (fc, c), (fd, d))
+    return best[1]
+
+
+def _write(path: Path, obj: dict) -> None:
+    from .report import write_json_atomic
+
+    write_json_atomic(path, obj)
+
+
+def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
+         log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None) -> dict:
+    """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
+
+    ``progress_cb(row)`` after every candidate (the app's live curve). Keys: ``settings``, ``versions``,
+    ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the same sparsity everywhere),
+    ``rows`` (one per candidate) and ``best``.
+    """
+    from .allocation import allocate, owl_outlier_ratios
+    from .perplexity import perplexity
+    from .report import package_versions
+    from .sequential import block_linears
+
+    settings.validate()
+    model, tok = lm.model, lm.tokenizer
+    path = Path(out) if out else None
+    key = settings.key()
+    done: dict = {}
+    if path is not None and path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"{path} exists but is not a tune JSON; choose another --out") from None
+        if old.get("key") == key:
+            done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
+            log(f"resuming {path}: {len(done)} candidates already scored")
+
+    result = {"key": key, "settings": {**key, "lams": list(settings.lams), "owl_Ms": list(settings.owl_Ms),
+                                       "search": settings.search},
+              "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
+
+    def evaluate() -> tuple[float, float]:
+        t = time.perf_counter()
+        r = perplexity(model, tok, settings.eval_dataset, seqlen=settings.eval_seqlen,
+                       max_windows=settings.eval_windows, progress=False, path=data_path)
+        return float(r.ppl), time.perf_counter() - t
+
+    t = time.perf_counter()
+    stats = dense_stats(model, tok, CalibSettings(**{**asdict(settings.calib),
+                                                      "hessians": settings.pruner == "sparsegpt"}),
+                        data_path=data_path)
+    result["stats_seconds"] = time.perf_counter() - t
+    dense_w = DenseWeights(model)
+    ppl, secs = evaluate()
+    result["dense"] = {"ppl": ppl, "seconds": secs}
+    log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
+        f"windows, {secs:.1f} s); statistics {result['stats_seconds']:.1f} s")
+    table = None
+    metrics = None
+    if settings.allocation == "alphapruning":
+        from spectra.analyze import AnalysisSettings, analyze
+
+        metrics = analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=False)
+    else:
+        from spectra.weights import weight_table
+
+        table = weight_table(model)
+        table = table[table["block"] >= 0].reset_index(drop=True)
+        weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}  # (out, in) copies
+        norms = {name: st.sq_norm for name, st in stats.layers.items()}
+
+    def score(alloc_sparsity, label: dict) -> dict:
+        t0 = time.perf_counter()
+        dense_w.restore()
+        prune_from_stats(model, stats, alloc_sparsity, settings.pruner)
+        t1 = time.perf_counter()
+        p, es = evaluate()
+        return {**label, "ppl": p, "prune_seconds": t1 - t0, "eval_seconds": es,
+                "seconds": time.perf_counter() - t0}
+
+    def candidate(lam: float, M: Optional[float] = None) -> float:
+        lam = round(float(lam), 6)
+        k = (lam, M)
+        if k in done:
+            row = done[k]
+        else:
+            t0 = time.perf_counter()
+            if settings.allocation == "alphapruning":
+                alloc = allocate(metrics, "alphapruning", settings.sparsity, lam=lam,
+                                 max_sparsity=settings.max_sparsity)
+            else:
+                ratios = owl_outlier_ratios(weights, norms, M)
+                alloc = allocate(table, "owl", settings.sparsity, outlier_ratios=ratios, owl_lambda=lam, owl_M=M,
+                                 max_sparsity=settings.max_sparsity)
+            alloc_s = time.perf_counter() - t0
+            row = score(dict(zip(alloc["longname"], alloc["sparsity"].astype(float))), {"lam": lam, "owl_M": M})
+            row["alloc_seconds"] = alloc_s
+            row["seconds"] += alloc_s
+            done[k] = row
+        if row not in result["rows"]:
+            result["rows"].append(row)
+            log(f"λ={lam:g}{'' if M is None else f' M={M:g}'}: held-out ppl {row['ppl']:.3f} "
+                f"({row['seconds']:.1f} s = {row['seconds'] / result['dense']['seconds']:.2f}× one dense evaluation)")
+            if path is not None:
+                _write(path, result)
+            if progress_cb is not None:
+                progress_cb(row)
+        return row["ppl"]
+
+    result["uniform"] = done.get(("uniform", None)) or score(float(settings.sparsity), {"lam": "uniform"})
+    done[("uniform", None)] = result["uniform"]
+    log(f"uniform {settings.sparsity:.0%}: held-out ppl {result['uniform']['ppl']:.3f}")
+    Ms = [None] if settings.allocation == "alphapruning" else [float(m) for m in settings.owl_Ms]
+    for M in Ms:
+        if settings.search == "grid":
+            for lam in settings.lams:
+                candidate(lam, M)
+        else:
+            lo, hi = min(map(float, settings.lams)), max(map(float, settings.lams))
+            golden_points(lo, hi, lambda x, M=M: candidate(x, M), len(settings.lams))
+    best = min(result["rows"], key=lambda r: r["ppl"])
+    result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"]}
+    later = result["rows"][1:]
+    if later:
+        result["cost_per_extra_candidate"] = sum(r["seconds"] for r in later) / len(later) / result["dense"]["seconds"]
+    dense_w.restore()
+    if path is not None:
+        _write(path, result)
+    m_txt = "" if best["owl_M"] is None else f" M={best['owl_M']:g}"
+    log(f"best: λ={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
+    return result

@@ -1,0 +1,113 @@
+"""Dense calibration statistics (cache, one-shot pruning) and the λ search on held-out text (pruning.tune)."""
+import copy
+import json
+
+import pytest
+import torch
+
+from pruning.calib_stats import CalibSettings, DenseStats, DenseWeights, dense_stats, prune_from_stats
+from pruning.sequential import block_linears, dense_layer_stats, prune_sequential
+from pruning.tune import TuneSettings, golden_points, tune
+from test_sequential import VOCAB, tiny
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return torch.randint(0, VOCAB, (6, 32), generator=torch.Generator().manual_seed(3))
+
+
+def _weights(model):
+    return {l.longname: l.get() for b in block_linears(model) for l in b}
+
+
+@pytest.mark.parametrize("pruner,needs", [("wanda", frozenset()), ("sparsegpt", frozenset({"H"}))])
+def test_one_shot_from_dense_statistics_equals_the_loop_in_none_mode(calib, pruner, needs):
+    """Pruning from the cached dense statistics is the sequential loop's ``none`` mode without the forwards."""
+    dense = tiny("llama", seed=4)
+    loop = copy.deepcopy(dense)
+    prune_sequential(loop, calib, 0.6, pruner, correction="none", batch_size=4, progress=False)
+    one = copy.deepcopy(dense)
+    stats = DenseStats(CalibSettings(), "x", dense_layer_stats(dense, calib, needs, batch_size=4))
+    prune_from_stats(one, stats, 0.6, pruner)
+    for (n, a), b in zip(_weights(loop).items(), _weights(one).values()):
+        assert torch.equal(a == 0, b == 0), n
+        assert torch.allclose(a, b, atol=1e-6), n
+    # and it differs from the reference (sequential) loop, where later blocks see pruned inputs
+    seq = copy.deepcopy(dense)
+    prune_sequential(seq, calib, 0.6, pruner, batch_size=4, progress=False)
+    later = [n for n in _weights(seq) if ".layers.0." not in n]
+    assert any(not torch.equal(_weights(seq)[n] == 0, _weights(one)[n] == 0) for n in later)
+
+
+def test_one_shot_errors_and_dense_weights_restore(calib):
+    m = tiny("llama", seed=5)
+    before = _weights(m)
+    snap = DenseWeights(m)
+    stats = DenseStats(CalibSettings(), "x", dense_layer_stats(m, calib, frozenset(), batch_size=4))
+    with pytest.raises(ValueError, match="Hessians"):
+        prune_from_stats(m, stats, 0.5, "sparsegpt")
+    with pytest.raises(ValueError, match="cannot prune from dense statistics"):
+        prune_from_stats(m, stats, 0.5, "fista")
+    prune_from_stats(m, stats, 0.5, "wanda")
+    assert any(not torch.equal(before[n], w) for n, w in _weights(m).items())
+    snap.restore()
+    assert all(torch.equal(before[n], w) for n, w in _weights(m).items())
+
+
+def test_statistics_cache_round_trip(builtin, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
+    s = CalibSettings(nsamples=2, seqlen=32, hessians=True)
+    first = dense_stats(builtin.model, builtin.tokenizer, s)
+    files = list((tmp_path / "calib_stats").glob("*.safetensors"))
+    assert len(files) == 1
+    again = dense_stats(builtin.model, builtin.tokenizer, CalibSettings(nsamples=2, seqlen=32))  # H not asked: hit
+    assert list((tmp_path / "calib_stats").glob("*.safetensors")) == files
+    for name, st in first.layers.items():
+        assert torch.equal(st.sq_norm, again.layers[name].sq_norm) and torch.equal(st.H, again.layers[name].H)
+    q, k = "model.layers.3.self_attn.q_proj", "model.layers.3.self_attn.k_proj"
+    assert again.layers[q] is again.layers[k]  # one record per input group
+    files[0].write_bytes(b"not a safetensors file")  # corrupt: recomputed, never trusted
+    fresh = dense_stats(builtin.model, builtin.tokenizer, s)
+    assert torch.equal(fresh.layers[q].H, first.layers[q].H)
+
+
+def test_golden_section_finds_the_minimum_of_a_unimodal_function():
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return (x - 0.37) ** 2
+
+    best = golden_points(0.0, 1.0, f, 12)
+    assert len(calls) == 12 and abs(best - 0.37) < 0.01
+
+
+def test_tune_scores_held_out_text_resumes_and_refuses_the_test_set(builtin, tmp_path, monkeypatch):
+    import pruning.tune as tune_mod
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="never tune on the test set"):
+        TuneSettings(eval_dataset="wikitext2").validate()
+    with pytest.raises(ValueError, match="nothing to tune"):
+        TuneSettings(allocation="uniform").validate()
+    s = TuneSettings(pruner="wanda", sparsity=0.6, lams=[0.0, 0.25], calib=CalibSettings(nsamples=2, seqlen=64),
+                     eval_seqlen=64, eval_windows=2)
+    out = tmp_path / "tune.json"
+    res = tune(builtin, s, str(out), log=lambda m: None)
+    assert [r["lam"] for r in res["rows"]] == [0.0, 0.25]
+    assert res["rows"][0]["ppl"] == pytest.approx(res["uniform"]["ppl"], rel=1e-12)  # λ = 0 is uniform
+    assert res["best"]["ppl"] == min(r["ppl"] for r in res["rows"])
+    on_disk = json.loads(out.read_text())
+    assert on_disk["mode"] == "one-shot (dense statistics)" and on_disk["settings"]["eval_dataset"] == "c4"
+    assert "torch" in on_disk["versions"]
+    # the model is dense again afterwards
+    snap = DenseWeights(builtin.model)
+    assert all(float((w == 0).float().mean()) < 0.05 for w in snap.saved.values())
+    # resume: the scored λ values are not pruned again, a new one is
+    calls = []
+    real = tune_mod.prune_from_stats
+    monkeypatch.setattr(tune_mod, "prune_from_stats", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    s.lams = [0.0, 0.25, 0.5]
+    res2 = tune(builtin, s, str(out), log=lambda m: None)
+    assert [r["lam"] for r in res2["rows"]] == [0.0, 0.25, 0.5]
+    assert len(calls) == 2  # the uniform reference and λ = 0.5 only

@@ -40,6 +40,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", required=True, help="target global sparsity S in [0, 1), e.g. 0.7")
     p.add_argument("--lam", default="0.3", help="AlphaPruning range λ ('epsilon' in its code), default 0.3")
     p.add_argument("--metric", default=None, help="metric column for alphapruning (default alpha)")
+    p.add_argument("--exclude-flagged", action="store_true",
+                   help="alphapruning: leave fits flagged as likely spurious (α > 8) out of their block's mean "
+                        "(ours; off by default = the reference)")
     p.add_argument("--granularity", default="block", help=f"{' or '.join(GRANULARITIES)} (default block)")
     p.add_argument("--mapping", default="linear", help=f"{' or '.join(MAPPINGS)} (default linear)")
     p.add_argument("--direction", default="higher_more", help=f"{' or '.join(DIRECTIONS)} (default higher_more)")
@@ -121,6 +124,9 @@ def main(args: argparse.Namespace) -> int:
         if args.method not in ALLOCATION_METHODS:
             raise _UserError(f"unknown allocation method {args.method!r}; choose one of: "
                              f"{', '.join(ALLOCATION_METHODS)}")
+        if args.exclude_flagged and args.method != "alphapruning":
+            raise _UserError(f"--exclude-flagged applies to --method alphapruning (its power-law fits), not "
+                             f"{args.method!r}")
         S = _number("--sparsity", args.sparsity)
         if not (0.0 <= S < 1.0):
             raise _UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
@@ -146,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
                       max_sparsity=_number("--max-sparsity", args.max_sparsity),
                       min_sparsity=_number("--min-sparsity", args.min_sparsity), clip=not args.no_clip,
                       weights=weights, outlier_ratios=ratios, owl_lambda=_number("--owl-lambda", args.owl_lambda),
-                      owl_M=_number("--owl-m", args.owl_m))
+                      owl_M=_number("--owl-m", args.owl_m), exclude_flagged=bool(args.exclude_flagged))
         if out is not None:
             save_allocation(df, out, overwrite=args.overwrite)
             info = df.attrs["allocation"]

@@ -76,6 +76,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (replaces --allocation)")
     p.add_argument("--no-dense-eval", action="store_true", help="skip the dense model's perplexity")
+    p.add_argument("--exclude-flagged", action="store_true",
+                   help="alphapruning: leave fits flagged as likely spurious (α > 8) out of their block's mean α "
+                        "(ours; off by default = the reference)")
     p.set_defaults(func=main)
     return p
 
@@ -140,7 +143,8 @@ def settings_from_args(args: argparse.Namespace, **override):
         nsamples=_num("nsamples", args.nsamples, int, lo=1), seqlen=_num("seqlen", args.seqlen, int, lo=1),
         seed=_num("seed", args.seed, int), data_path=args.data_dir, gd_steps=_num("gd-steps", args.gd_steps, int, lo=0),
         correction=args.correction, batch_size=_num("batch-size", args.batch_size, int, lo=1),
-        allocation_file=get("allocation_file"), gd_precondition=getattr(args, "gd_rule", "precond") != "plain",
+        allocation_file=get("allocation_file"), exclude_flagged=bool(get("exclude_flagged", False)),
+        gd_precondition=getattr(args, "gd_rule", "precond") != "plain",
         pruner_options=override["pruner_options"] if "pruner_options" in override
         else parse_pruner_options(getattr(args, "pruner_opt", [])))
     for name, choices in (("mapping", ("linear", "log")), ("granularity", ("block", "matrix"))):

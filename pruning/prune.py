@@ -45,6 +45,8 @@ class PruneSettings:
     correction: error-correction mode (:data:`pruning.sequential.CORRECTIONS`: sequential, none, intra,
     intra+inter, intra-pruned); None = the pruner's default (``intra`` for FISTAPruner, ``sequential`` otherwise).
     allocation_file: a Contract 2 JSON/CSV allocation that replaces ``allocation``.
+    exclude_flagged: ``alphapruning`` only, our addition (off by default = the reference): fits flagged as likely
+    spurious (α > 8) are left out of their block's mean α (:func:`pruning.allocation.allocate`).
     """
 
     pruner: str = "wanda"
@@ -71,6 +73,7 @@ class PruneSettings:
     allocation_file: Optional[str] = None
     pruner_options: dict = field(default_factory=dict)
     gd_precondition: bool = True
+    exclude_flagged: bool = False
 
     def nm_tuple(self) -> NM:
         return parse_nm(self.nm) if isinstance(self.nm, (str, type(None))) else tuple(self.nm)
@@ -108,6 +111,10 @@ class PruneSettings:
             raise ValueError(f"gd_steps must be ≥ 0 (got {self.gd_steps})")
         if not 0.0 <= float(self.lam) <= 1.0:
             raise ValueError(f"lam (AlphaPruning's λ) must lie in [0, 1] (got {self.lam})")
+        if self.exclude_flagged and (self.allocation != "alphapruning" or self.allocation_file):
+            what = "an allocation file" if self.allocation_file else f"allocation {self.allocation!r}"
+            raise ValueError(f"exclude_flagged (--exclude-flagged) applies to allocation 'alphapruning' (its power-law "
+                             f"fits), not {what}")
         if self.allocation_file is not None and not os.path.isfile(self.allocation_file):
             raise ValueError(f"allocation file {self.allocation_file} not found")
         return self
@@ -168,7 +175,7 @@ def settings_label(s: "PruneSettings") -> str:
 
 
 #: fields added to PruneSettings after sweep tables existed, with their defaults (see PruneSettings.key_dict).
-LATER_FIELDS = {"gd_precondition": False}
+LATER_FIELDS = {"gd_precondition": False, "exclude_flagged": False}
 
 
 @dataclass
@@ -275,6 +282,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
         opts.update(granularity=settings.granularity, mapping=settings.mapping, lam=settings.lam)
         if method == "alphapruning":
             opts["metric"] = settings.metric
+            opts["exclude_flagged"] = bool(settings.exclude_flagged)
     else:
         base = table
         if method == "owl":

@@ -686,3 +686,28 @@ def test_flag_rule_is_the_fit_warning():
     steep = 1.0 + rng.pareto(12.0, 2000)  # density exponent 13: α > 8
     fit = fit_power_law(steep, "ks")
     assert likely_spurious(fit.alpha) and "likely a spurious fit" in fit.warning
+
+
+def test_cli_exclude_flagged(tmp_path, capsys):
+    """``python -m pruning allocate --exclude-flagged`` writes allocate(..., exclude_flagged=True); without the flag
+    the reference; with another method one error line."""
+    df = synthetic_table(3)
+    df["alpha"] = np.where(df["block"] >= 0, 3.0 + 0.5 * df["block"].clip(lower=0), 3.0)
+    df.loc[df.longname == "model.layers.1.self_attn.k_proj", "alpha"] = 18.0  # flagged: α > 8
+    metrics = tmp_path / "metrics.parquet"
+    df.to_parquet(metrics)
+    argv = ["--metrics", str(metrics), "--method", "alphapruning", "--sparsity", "0.6", "--lam", "0.3"]
+    code, stdout, err = run_cli(argv + ["--exclude-flagged"], capsys)
+    assert code == 0 and err == ""
+    doc = json.loads(stdout)
+    want = allocate(df, "alphapruning", 0.6, lam=0.3, exclude_flagged=True)
+    assert list(doc["layers"]) == want.longname.tolist()
+    np.testing.assert_allclose(list(doc["layers"].values()), want.sparsity, rtol=1e-15)
+    assert doc["settings"]["exclude_flagged"] is True
+    code, stdout, _ = run_cli(argv, capsys)
+    ref = allocate(df, "alphapruning", 0.6, lam=0.3)
+    np.testing.assert_allclose(list(json.loads(stdout)["layers"].values()), ref.sparsity, rtol=1e-15)
+    assert not np.allclose(ref.sparsity, want.sparsity)
+    code, _, err = run_cli(["--metrics", str(metrics), "--method", "erk", "--sparsity", "0.6", "--exclude-flagged"],
+                           capsys)
+    assert code == 2 and err.startswith("error:") and err.count("\n") == 1 and "alphapruning" in err

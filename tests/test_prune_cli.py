@@ -151,3 +151,59 @@ def test_process_peak_rss_is_the_whole_process():
                                    peak_rss_mb=1.0, rss_before_mb=0.5, layers=pd.DataFrame())
     rep = build_report(result, fingerprint=False)
     assert rep["process_peak_rss_mb"] >= rss * 0.999 and rep["peak_rss_mb"] == 1.0
+
+
+# ------------------------------------------------------------------ --exclude-flagged (our option, off by default)
+def test_exclude_flagged_option_reaches_the_settings_and_the_sweep_key():
+    from pruning.__main__ import build_parser
+    from pruning.cli_prune import settings_from_args
+    from pruning.prune import LATER_FIELDS, PruneSettings
+
+    p = build_parser()
+    base = ["prune", "--out", "x", "--allocation", "alphapruning"]
+    assert settings_from_args(p.parse_args(base)).exclude_flagged is False  # off by default = the reference
+    assert settings_from_args(p.parse_args(base + ["--exclude-flagged"])).exclude_flagged is True
+    # old sweep keys (written before the field existed) still match a run with the default
+    assert LATER_FIELDS["exclude_flagged"] is False and "exclude_flagged" not in PruneSettings().key_dict()
+    assert PruneSettings(allocation="alphapruning", exclude_flagged=True).key_dict()["exclude_flagged"] is True
+
+
+def test_compute_allocation_leaves_flagged_fits_out(builtin):
+    """PruneSettings.exclude_flagged is handed to allocate(): on the built-in model (10 blocks with α > 8 fits)
+    the allocation equals allocate(..., exclude_flagged=True) and differs from the reference."""
+    from spectra.analyze import AnalysisSettings, analyze
+    from pruning.allocation import allocate
+    from pruning.prune import PruneSettings, compute_allocation
+
+    metrics = analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False)
+    s = PruneSettings(allocation="alphapruning", sparsity=0.6, lam=0.3)
+    ref = compute_allocation(builtin.model, s, metrics=metrics)
+    s.exclude_flagged = True
+    out = compute_allocation(builtin.model, s, metrics=metrics)
+    want = allocate(metrics, "alphapruning", 0.6, lam=0.3, exclude_flagged=True)
+    assert out["longname"].tolist() == want["longname"].tolist()
+    assert out["sparsity"].tolist() == want["sparsity"].tolist()
+    assert abs(out["sparsity"] - ref["sparsity"]).max() > 0.05
+
+
+def test_prune_cli_exclude_flagged_end_to_end(tmp_path, capsys):
+    from spectra.analyze import AnalysisSettings, analyze
+    from pruning.allocation import allocate
+
+    out = tmp_path / "ap-flagged-out"
+    rc, _, err = _run(["prune", "--pruner", "magnitude", "--allocation", "alphapruning", "--sparsity", "0.6",
+                       "--exclude-flagged", "--eval", "none", "--out", str(out), *SMALL], capsys)
+    assert rc == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["settings"]["exclude_flagged"] is True
+    want = allocate(analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False), "alphapruning", 0.6, lam=0.3,
+                    exclude_flagged=True)
+    target = {l["longname"]: l["target"] for l in rep["layers"]}
+    assert [target[n] for n in want["longname"]] == pytest.approx(want["sparsity"].tolist(), abs=1e-12)
+
+
+@pytest.mark.parametrize("argv", [["--exclude-flagged"], ["--exclude-flagged", "--allocation", "erk"]])
+def test_exclude_flagged_needs_alphapruning(argv, tmp_path, capsys):
+    rc, _, err = _run(["prune", "--out", str(tmp_path / "x"), "--eval", "none", *SMALL, *argv], capsys)
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "'alphapruning'" in err, err
+    assert not (tmp_path / "x").exists()

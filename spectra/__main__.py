@@ -6,6 +6,11 @@ status. User mistakes print one line ``error: ...`` on stderr and exit with code
 """
 from __future__ import annotations
 
+import os
+
+# spinning OpenMP waits make torch up to 10× slower when other processes share the cores; set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import sys
 from typing import Optional, Sequence

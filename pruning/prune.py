@@ -312,7 +312,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
     model, tokenizer = _unwrap(model, tokenizer)
     nm = settings.nm_tuple()
     timings: dict[str, float] = {}
-    t_all = time.perf_counter()
+    t_all, cpu_all = time.perf_counter(), time.process_time()
     with PeakRSS() as mem:
         t = time.perf_counter()
         if calib is None and settings.needs_calibration():
@@ -336,6 +336,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
     for k, v in res.timings.items():
         timings[k if k != "total" else "loop"] = v
     timings["total"] = time.perf_counter() - t_all
+    timings["cpu_total"] = time.process_time() - cpu_all  # CPU seconds of this process (robust to other load)
     layers = pd.DataFrame(res.layers)
     if alloc is not None:
         layers = layers.merge(alloc[["longname", "metric"]], on="longname", how="left")

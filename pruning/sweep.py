@@ -236,7 +236,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
         res = prune_model(lm, None, s, progress=progress, metrics=metrics, input_norms=norms, calib=calib)
         p = ppl_of(lm.model, lm.tokenizer)
         save(_row(key, label, "pruned", s, ev, p, dense_ppl=dense_ppl, target_sparsity=res.target_sparsity,
-                  achieved_sparsity=res.achieved_sparsity, prune_seconds=res.timings["total"], prune_cpu_seconds=res.timings.get("cpu_total"),
+                  achieved_sparsity=res.achieved_sparsity, prune_seconds=res.timings["total"],
+                  prune_cpu_seconds=res.timings.get("cpu_total"),
                   eval_seconds=p["seconds"], peak_rss_mb=res.peak_rss_mb,
                   allocation_note=str(res.allocation_info.get("note", "")), versions=versions))
         log(f"[{i}/{len(cells)}] {name}: ppl {p['ppl']:.4f} (dense {dense_ppl:.4f}; achieved sparsity "

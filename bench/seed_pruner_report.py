@@ -29,7 +29,9 @@ def table(paths: list[str]) -> pd.DataFrame:
     t["pattern"] = [r["nm"] if r["nm"] else f"{r['sparsity']:.0%}" for _, r in t.iterrows()]
     t["method"] = [method_label(r) for _, r in t.iterrows()]
     t["alloc"] = [r["allocation"] + (f" λ={r['lam']:g}" if r["lam"] == r["lam"] else "") for _, r in t.iterrows()]
-    out = t[["pattern", "method", "alloc", "ppl", "achieved_sparsity", "prune_seconds", "peak_rss_mb"]]
+    cols = ["pattern", "method", "alloc", "ppl", "achieved_sparsity", "prune_seconds", "prune_cpu_seconds",
+            "peak_rss_mb"]
+    out = t[[c for c in cols if c in t.columns]]
     out = out.sort_values(["pattern", "alloc", "ppl"]).reset_index(drop=True)
     if len(dense):
         d = dense.iloc[0]
@@ -41,6 +43,7 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     out = table(args or ["results/seed_pruners.parquet"])
     fmt = {"ppl": "{:.2f}".format, "achieved_sparsity": "{:.4f}".format, "prune_seconds": "{:.0f}".format,
+           "prune_cpu_seconds": "{:.0f}".format,
            "peak_rss_mb": "{:.0f}".format}
     if "--markdown" in sys.argv:
         print(out.to_markdown(index=False, floatfmt=".2f"))

@@ -23,9 +23,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .base import NM, LayerStats, get_pruner
-from .sequential import SequentialResult, block_linears, dense_layer_stats, layer_targets
-from .masks import achieved_sparsity
+from .base import NM, LayerStats
+from .sequential import SequentialResult, block_linears, dense_layer_stats, prune_weights
 
 __all__ = ["CalibSettings", "DenseStats", "dense_stats", "weights_fingerprint",
            "prune_from_stats", "DenseWeights"]
@@ -170,26 +169,10 @@ def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner
     statistics collected with ``hessians=True``). Labelled "one-shot (dense statistics)"; not the sequential
     reference protocol (module docstring).
     """
-    import time
-
     if pruner not in ONE_SHOT:
         raise ValueError(f"pruner {pruner!r} cannot prune from dense statistics; use one of {', '.join(ONE_SHOT)} "
                          f"(or the sequential loop)")
     if not stats.needs_ok(ONE_SHOT[pruner]):
         raise ValueError(f"pruner {pruner!r} needs the Hessians in the dense statistics; collect them with "
                          f"hessians=True (--hessians)")
-    spec = get_pruner(pruner)
-    linears = [lin for blk in block_linears(model) for lin in blk]
-    targets = layer_targets(linears, sparsity, nm)
-    t0 = time.perf_counter()
-    records = []
-    for lin in linears:
-        t = time.perf_counter()
-        W = lin.get()
-        W_new = spec.fn(W, stats.layers[lin.longname], targets[lin.longname], nm, **(pruner_options or {}))
-        lin.set(W_new)
-        records.append({"longname": lin.longname, "block": lin.block, "role": lin.role, "rows": W.shape[0],
-                        "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],
-                        "achieved": achieved_sparsity(W_new), "seconds": time.perf_counter() - t})
-    total = time.perf_counter() - t0
-    return SequentialResult(records, {"prune": total, "total": total})
+    return prune_weights(model, sparsity, pruner, nm, pruner_options, stats=stats.layers)

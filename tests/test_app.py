@@ -529,7 +529,8 @@ def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypa
     assert blocks == set(range(30))
     assert [m for m in phases if m.startswith("evaluation (wikitext2): window")] == \
         [f"evaluation (wikitext2): window {k}/3" for k in (1, 2, 3)]
-    assert run["prune_peak_rss_mb"] <= run["peak_rss_mb"] <= process_peak_rss_mb()
+    # the sampled prune-phase RSS and ru_maxrss count pages slightly differently: 1 MB slack
+    assert run["prune_peak_rss_mb"] <= run["peak_rss_mb"] + 1.0 and run["peak_rss_mb"] <= process_peak_rss_mb()
     assert metric(app, "peak memory (whole process)") == f"{run['peak_rss_mb'] / 1024:.2f} GB"
     # a second run: the dense perplexity comes from the cache, only the pruned model is evaluated
     n_first = len(calls)
@@ -788,7 +789,9 @@ def test_prox24_schedule_of_one_layer(app, builtin):
     T = len(mu["y"])
     assert T >= 2
     np.testing.assert_array_equal(mu["x"], np.arange(T))
-    np.testing.assert_allclose(mu["y"], 1e-2 * 1.25 ** np.arange(T) / rms, rtol=1e-12)  # mu0 · growth^t / rms(W)
+    # μ_t = mu0 · growth^t / rms(V), V = W·diag(√H_jj) (the rescaled variables of the default steps)
+    np.testing.assert_allclose(mu["y"] / mu["y"][0], 1.25 ** np.arange(T), rtol=1e-12)
+    assert mu["y"][0] != pytest.approx(1e-2 / rms, rel=1e-3)  # not the plain-step variables W
     assert len(frac["y"]) == len(err["y"]) == T
     assert frac["y"][-1] == 0 and min(frac["y"][:-1]) > 0  # stops at the first step where every group is 2:4
     assert np.all(np.isfinite(err["y"])) and np.all(np.asarray(err["y"]) > 0)

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "pr_pruner": "wanda", "pr_nsamples": 16,
     "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
     "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": True, "pr_literal": False,
+    "tu_pruner": "wanda", "tu_lams": "0,0.1,0.2,0.3,0.4,0.5", "tu_nsamples": 16, "tu_windows": 8,
 }
 #: the selection every view shares (one small state helper: :func:`selection`, :func:`bind`): the matrix looked
 #: at (overview pick, ESD explorer, Report), the target sparsity S, AlphaPruning's λ and the allocation method
@@ -828,6 +829,7 @@ def view_allocation(ctx: Context) -> None:
     lam_tab = lambda_range_table(ctx, settings)
     if not lam_tab.empty:
         chart(pplots.lambda_range_figure(lam_tab, title="min / max per-matrix sparsity against λ"), key="al_lam_fig")
+    tune_panel(ctx, settings)
     st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
     labels = list(allocs)
@@ -845,6 +847,63 @@ def view_allocation(ctx: Context) -> None:
                        on_click="ignore")
     with st.expander("allocation table"):
         show_table(chosen, key="al_table")
+
+
+def tune_panel(ctx: Context, settings: dict) -> None:
+    """λ → perplexity: :func:`pruning.tune.tune` on a copy of the model, the curve filling in point by point,
+    uniform as the reference line, the chosen λ marked and a button that sends it to Prune & evaluate."""
+    from pruning.tune import TuneSettings, tune
+    from pruning.calib_stats import CalibSettings
+
+    st.subheader("λ → perplexity (tune on held-out text)")
+    st.caption("Every λ is pruned one-shot from cached dense calibration statistics (no forward pass; not the "
+               "sequential protocol of Prune & evaluate) and scored on held-out C4 windows (validation documents "
+               "1000–1999: neither the calibration text nor WikiText-2 test). `python -m pruning tune` does the same.")
+    c = st.columns(4)
+    c[0].selectbox("pruner", ("wanda", "magnitude", "sparsegpt"), key="tu_pruner")
+    c[1].text_input("λ values", key="tu_lams")
+    c[2].number_input("calibration samples", 1, 256, key="tu_nsamples")
+    c[3].number_input("held-out windows", 1, 256, key="tu_windows")
+    s = st.session_state
+    if ctx.model_key is None:
+        st.info("Tuning needs the model itself; load a model, not a results file.")
+        return
+    slot = st.empty()
+    if st.button("Run the λ search", key="tu_run"):
+        try:
+            lams = [float(v) for v in str(s.tu_lams).split(",") if v.strip()]
+            ts = TuneSettings(pruner=s.tu_pruner, allocation="alphapruning", sparsity=float(settings["S"]),
+                              lams=lams, calib=CalibSettings(nsamples=int(s.tu_nsamples), seqlen=int(s.pr_seqlen)),
+                              eval_seqlen=int(s.pr_seqlen), eval_windows=int(s.tu_windows),
+                              xmin_rule=ctx.rule if ctx.rule in ANALYSIS_RULES else "peak").validate()
+        except ValueError as exc:
+            st.error(one_line(exc))
+            return
+        bar = st.progress(0.0, text="dense calibration statistics (cached after the first run) …")
+        rows: list = []
+
+        def on_row(row: dict) -> None:
+            rows.append(row)
+            bar.progress(len(rows) / len(lams), text=f"λ = {row['lam']:g}: held-out perplexity {row['ppl']:.2f} "
+                                                      f"({len(rows)}/{len(lams)})")
+            slot.plotly_chart(pplots.tune_figure(rows), key=f"tu_live_{len(rows)}")
+
+        model = copy.deepcopy(load_model_cached(ctx.model_key))
+        s.tune_result = tune(model, ts, log=lambda m: None, progress_cb=on_row)
+        bar.progress(1.0, text="done")
+    res = s.get("tune_result")
+    if res:
+        best = res["best"]["lam"]
+        slot.plotly_chart(pplots.tune_figure(res["rows"], res["uniform"]["ppl"], best,
+                                             title=f"{res['settings']['pruner']} at S = "
+                                                   f"{res['settings']['sparsity']:.0%}: chosen λ = {best:g}"),
+                          key="tu_fig")
+        if st.button(f"Use λ = {best:g} in Prune & evaluate", key="tu_send"):
+            selection()["lam"] = float(best)
+            selection()["method"] = "alphapruning"
+            selection()["S"] = float(res["settings"]["sparsity"])
+            st.success(f"λ = {best:g} (AlphaPruning, S = {res['settings']['sparsity']:.0%}) is set in Prune & "
+                       f"evaluate.")
 
 
 # ============================================================================================== view 4: prune & evaluate

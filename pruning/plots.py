@@ -170,6 +170,28 @@ def lambda_range_figure(table: pd.DataFrame, *, lam_col: str = "lam", title: Opt
     return fig
 
 
+def tune_figure(rows: Sequence[dict], uniform_ppl: Optional[float] = None, best_lam: Optional[float] = None, *,
+                title: Optional[str] = None, height: int = 340) -> go.Figure:
+    """The λ search of :func:`pruning.tune.tune` as it fills in: held-out perplexity against λ (one point per
+    scored candidate, in λ order), uniform allocation as a horizontal reference line, the chosen λ marked."""
+    t = pd.DataFrame(list(rows), columns=["lam", "ppl"]).dropna()
+    t = t[pd.to_numeric(t["lam"], errors="coerce").notna()].astype(float).sort_values("lam")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=t["lam"], y=t["ppl"], mode="lines+markers", name="held-out perplexity",
+                             line=dict(color=_COLORS[0])))
+    if best_lam is not None and len(t):
+        b = t.loc[(t["lam"] - float(best_lam)).abs().idxmin()]
+        fig.add_trace(go.Scatter(x=[b["lam"]], y=[b["ppl"]], mode="markers", name=f"chosen λ = {b['lam']:g}",
+                                 marker=dict(color=_COLORS[1], size=14, symbol="star")))
+    if uniform_ppl is not None:
+        _hline(fig, float(uniform_ppl), f"uniform {uniform_ppl:.1f}", "#777777", False, "top")
+    fig.update_xaxes(title_text="λ (AlphaPruning range, dimensionless)")
+    fig.update_yaxes(title_text="perplexity on held-out C4 (one-shot, dense statistics)")
+    fig.update_layout(title=title, height=height, template="plotly_white",
+                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+    return fig
+
+
 def _hline(fig: go.Figure, y: float, text: str, color: str, log_y: bool, position: str = "bottom") -> None:
     """A horizontal reference line with a label at the right end (on a log axis plotly places annotations in
     log10 units while shapes stay in data units, so the label's y is converted)."""

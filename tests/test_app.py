@@ -997,3 +997,28 @@ def test_text_columns_of_every_table_are_wide_enough(app):
     assert check(app, "ESD explorer") >= 1
     goto(app, "Allocation lab")
     assert check(app, "Allocation lab") >= 2  # method names of the summary, longname of the allocation table
+
+
+def test_lambda_search_panel_fills_in_and_sends_the_chosen_lambda(app, tmp_path, monkeypatch):
+    """Issue 14 §4: the λ → perplexity panel runs pruning.tune (one-shot, held-out C4), draws every scored λ,
+    uniform as a reference line, marks the chosen λ, and its button sets λ in Prune & evaluate."""
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))  # a fresh statistics cache
+    goto(app, "Prune & evaluate")
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    goto(app, "Allocation lab")
+    app.text_input(key="tu_lams").input("0,0.45").run()
+    app.number_input(key="tu_nsamples").set_value(2).run()
+    app.number_input(key="tu_windows").set_value(1).run()
+    app.button(key="tu_run").click().run()
+    no_failure(app)
+    res = app.session_state["tune_result"]
+    assert [r["lam"] for r in res["rows"]] == [0.0, 0.45] and res["settings"]["eval_dataset"] == "c4"
+    fig = figure(app, "tu_fig")
+    np.testing.assert_allclose(trace(fig, "held-out perplexity")["y"], [r["ppl"] for r in res["rows"]])
+    best = res["best"]["lam"]
+    assert trace(fig, f"chosen λ = {best:g}")["y"][0] == min(r["ppl"] for r in res["rows"])
+    assert any(sh.get("y0") == res["uniform"]["ppl"] for sh in fig["layout"]["shapes"])
+    app.button(key="tu_send").click().run()
+    goto(app, "Prune & evaluate")
+    assert app.slider(key="pr_lam").value == pytest.approx(best)
+    assert app.selectbox(key="pr_alloc").value == "alphapruning"

@@ -79,6 +79,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true",
                    help="larger than RAM: read one decoder block at a time from the safetensors shards of MODEL "
                         "(a local HF folder) and write the pruned model shard by shard")
+    p.add_argument("--shard-size", default="256MB", help="largest output shard with --stream (default 256MB; the "
+                                                         "writer holds one shard in memory)")
     p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (replaces --allocation)")
     p.add_argument("--no-dense-eval", action="store_true", help="skip the dense model's perplexity")
     p.set_defaults(func=main)
@@ -245,6 +247,22 @@ def evaluate_on(model, tokenizer, ev: dict, data_dir, progress: bool, device, bl
     return out
 
 
+def parse_size(text: str) -> int:
+    """``512MB`` / ``2GB`` / ``1.5GiB`` / ``1000000`` → bytes; one-line ValueError otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?I?B?)\s*", str(text).upper())
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+             "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    try:
+        value = float(m.group(1)) * units[m.group(2)] if m else None
+    except (ValueError, KeyError):
+        value = None
+    if not value or value < 1:
+        raise ValueError(f"--shard-size must be a size such as 512MB or 2GB (got {text!r})")
+    return int(value)
+
+
 def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device, dtype, progress: bool):
     """The ``--stream`` run: dense eval, prune (blocks read from and written to shards into ``tmp``), pruned eval;
     returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
@@ -257,7 +275,8 @@ def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device
     if not args.no_dense_eval and ev["datasets"]:
         sm = StreamedModel(directory, dtype)
         dense = evaluate_on(sm.model, sm.tokenizer, ev, args.data_dir, progress, device, sm)
-    sm = StreamedModel(directory, dtype, ShardWriter(tmp))
+    sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(getattr(args, "shard_size", "256MB"))),
+                       load_head=False)
     metrics = None
     if settings.allocation in SPECTRAL and not settings.allocation_file and settings.nm is None:
         from spectra.analyze import AnalysisSettings, analyze
@@ -302,6 +321,7 @@ def run_prune(args: argparse.Namespace) -> dict:
     if directory is not None:
         from .stream import output_nbytes
 
+        parse_size(getattr(args, "shard_size", "256MB"))
         check_disk(out.parent, output_nbytes(directory, dtype))
         try:
             lm, result, dense, pruned, save_s = _prune_streamed(args, settings, directory, tmp, ev, device, dtype,

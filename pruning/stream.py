@@ -28,7 +28,11 @@ from .sequential import BlockIO, _first, capture_block_inputs, decoder_layers, o
 AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt", "*.model", "*.tiktoken",
                 "chat_template*", "generation_config.json", "added_tokens.json", "preprocessor_config.json")
 #: default largest output shard (bytes); small so that the writer's buffer stays a small part of peak memory
-DEFAULT_SHARD_BYTES = 1 << 30
+DEFAULT_SHARD_BYTES = 256 * 10**6
+#: safetensors dtype names
+_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 _CONVERT_HINT = ("--stream reads a local Hugging Face folder of *.safetensors; {what} — convert it once: "
@@ -120,12 +124,10 @@ class ShardWriter:
 
     def flush(self) -> None:
         """Write the queued tensors as the next (provisionally named) shard."""
-        from safetensors.torch import save_file
-
         if not self.buffer:
             return
         path = self.directory / f"part-{len(self.parts):05d}.safetensors.tmp"
-        save_file(self.buffer, str(path), metadata={"format": "pt"})
+        save_safetensors(self.buffer, path, {"format": "pt"})
         self.parts.append((path, list(self.buffer)))
         self.total += self.size
         self.buffer, self.size = {}, 0
@@ -147,6 +149,25 @@ class ShardWriter:
         return names
 
 
+def save_safetensors(tensors: dict, path: Path, metadata: Optional[dict] = None) -> None:
+    """Write ``tensors`` (contiguous CPU tensors) as one safetensors file without copying them (the reference
+    ``save_file`` serialises every tensor to a bytes copy first, doubling the writer's memory)."""
+    header: dict = {"__metadata__": dict(metadata or {})} if metadata else {}
+    offset = 0
+    for k, t in tensors.items():
+        n = t.numel() * t.element_size()
+        header[k] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little"))
+        fh.write(raw)
+        for t in tensors.values():
+            if t.numel():
+                fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+
+
 def _set_param(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
     """Replace parameter ``name`` of ``model`` by ``tensor`` (no grad)."""
     owner, _, leaf = name.rpartition(".")
@@ -158,11 +179,12 @@ class StreamedModel(BlockIO):
     """A CausalLM skeleton over a safetensors folder whose decoder blocks are loaded one at a time (see module doc).
 
     ``dtype``: storage / compute precision of the weights (None = the checkpoint's own). ``writer``: where released
-    blocks go (None: they are only freed).
+    blocks go (None: they are only freed). ``load_head=False`` leaves an untied LM head on the meta device (pruning
+    never runs it; :meth:`write_rest` copies it from the shards), saving its memory.
     """
 
     def __init__(self, directory, dtype: Optional[torch.dtype] = None, writer: Optional[ShardWriter] = None,
-                 tokenizer: bool = True):
+                 tokenizer: bool = True, load_head: bool = True):
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -180,7 +202,8 @@ class StreamedModel(BlockIO):
         names = {id(m): n for n, m in self.model.named_modules()}
         self.block_names = [names[id(blk)] for blk in self.blocks]
         self.tied: dict[str, str] = {}
-        self._load_rest()
+        self.lazy: set[str] = set()
+        self._load_rest(load_head)
 
     def _base_prefix(self) -> str:
         return getattr(self.model, "base_model_prefix", "") or ""
@@ -204,9 +227,9 @@ class StreamedModel(BlockIO):
         for n, k in keys.items():
             _set_param(self.model, n, got[k].to(self.dtype))
 
-    def _load_rest(self) -> None:
+    def _load_rest(self, load_head: bool = True) -> None:
         """Load every parameter outside the decoder blocks; tie the LM head to the embeddings when the checkpoint
-        has no head of its own (``tie_word_embeddings``)."""
+        has no head of its own (``tie_word_embeddings``); leave an untied head on meta unless ``load_head``."""
         inside = tuple(n + "." for n in self.block_names)
         rest = [n for n, _ in self.model.named_parameters(remove_duplicate=False) if not n.startswith(inside)]
         out = self.model.get_output_embeddings()
@@ -217,6 +240,10 @@ class StreamedModel(BlockIO):
             self._load(rest)
             out.weight = self.model.get_input_embeddings().weight
             self.tied[head] = "embed"
+        elif head is not None and not load_head:
+            rest.remove(head)
+            self.lazy.add(head)
+            self._load(rest)
         else:
             self._load(rest)
 
@@ -236,7 +263,10 @@ class StreamedModel(BlockIO):
         inside = tuple(n + "." for n in self.block_names)
         for n, p in self.model.named_parameters():  # de-duplicated: a tied head appears once, as the embedding
             if not n.startswith(inside) and n not in self.tied:
-                self.writer.add(self.key(n), p.detach())
+                t = p.detach()
+                if n in self.lazy:  # never loaded: copy it from the shards now
+                    t = self.index.read([self.key(n)])[self.key(n)].to(self.dtype)
+                self.writer.add(self.key(n), t)
 
 
 def checkpoint_dtype(directory) -> torch.dtype:

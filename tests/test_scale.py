@@ -253,3 +253,16 @@ def test_spectra_cli_refuses_cuda_without_gpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert spectra_main(["--device", "cuda", "--quiet"]) == 2
     assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_eval_cli_stream_equals_in_memory(tmp_path, capsys):
+    base = ["eval", "--seqlen", "64", "--max-windows", "2", "--quiet"]
+    assert pruning_main(base + ["--json", str(tmp_path / "a.json")]) == 0
+    assert pruning_main(base + ["--stream", "--json", str(tmp_path / "b.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())["perplexity"]
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["settings"]["stream"] is True and b["perplexity"]["ntokens"] == a["ntokens"]
+    assert b["perplexity"]["ppl"] == pytest.approx(a["ppl"], rel=1e-6)
+    capsys.readouterr()
+    assert pruning_main(base + ["--stream", "--lambada", "5"]) == 2
+    assert "--lambada / --piqa run in memory" in capsys.readouterr().err

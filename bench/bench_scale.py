@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -83,9 +82,26 @@ def write_checkpoint(directory: Path, hidden: int, inter: int, layers: int, head
     return n
 
 
-def child_peak_mb() -> float:
-    """Largest resident set size of any waited-for child process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+#: runs a module as ``python -m`` would and prints the process's own peak RSS (VmHWM: counted from its exec, unlike
+#: ``ru_maxrss``, which also counts the memory of the parent it was forked from) on the last stderr line
+_PEAK_WRAPPER = ("import runpy, sys\n"
+                 "sys.argv = sys.argv[1:]\n"
+                 "try:\n"
+                 "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+                 "finally:\n"
+                 "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+                 "    sys.stderr.write(f'VmHWM_KB {hwm}\\n')\n")
+
+
+def run_measured(module_argv: list[str], env: dict, quiet: bool = False) -> tuple[int, float]:
+    """Run ``python -m MODULE ARGS`` in a child; (exit status, its peak RSS in MB from /proc/self/status VmHWM)."""
+    r = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *module_argv], env=env, cwd=str(ROOT),
+                       stderr=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL if quiet else None)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("VmHWM_KB ")]
+    other = [l for l in r.stderr.splitlines() if not l.startswith("VmHWM_KB ")]
+    if r.returncode != 0 and other:
+        print("\n".join(other[-5:]))
+    return r.returncode, (int(lines[-1].split()[1]) / 1024 if lines else float("nan"))
 
 
 def main() -> int:
@@ -114,21 +130,17 @@ def main() -> int:
         print(f"checkpoint: {n / 1e9:.3f}B parameters, bf16, {nshards} shards, {size / 1e9:.3f} GB "
               f"(written in {time.perf_counter() - t:.0f} s)")
         env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        base = subprocess.run([sys.executable, "-c", "import torch, transformers, pandas, pruning.stream, "
-                               "pruning.prune, spectra.analyze; import transformers.models.llama.modeling_llama"],
-                              env=env, check=True)
-        base_mb = child_peak_mb()
-        cmd = [sys.executable, "-m", "pruning", "prune", str(ckpt), "--stream", "--dtype", "bfloat16",
+        _, base_mb = run_measured(["pruning", "--help"], env, quiet=True)  # imports only
+        cmd = ["pruning", "prune", str(ckpt), "--stream", "--dtype", "bfloat16",
                "--pruner", args.pruner, "--sparsity", args.sparsity, "--nsamples", str(args.nsamples),
                "--seqlen", str(args.seqlen), "--eval", "none", "--no-dense-eval", "--shard-size", args.shard_size,
                "--quiet", "--out", str(out)]
         t = time.perf_counter()
-        r = subprocess.run(cmd, env=env, cwd=str(ROOT))
+        rc, peak_mb = run_measured(cmd, env)
         wall = time.perf_counter() - t
-        if r.returncode != 0:
-            print(f"prune failed with exit status {r.returncode}")
+        if rc != 0:
+            print(f"prune failed with exit status {rc}")
             return 1
-        peak_mb = child_peak_mb()
         rep = json.loads((out / "report.json").read_text())
         out_size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
         tm = rep["timings_s"]
@@ -139,8 +151,8 @@ def main() -> int:
         print(f"wall time {wall:.1f} s (process), loop {tm['loop']:.1f} s = {per_block:.2f} s per block "
               f"(stats {tm['stats']:.1f}, prune {tm['prune']:.1f}, forward {tm['forward']:.1f} s)")
         print(f"peak RSS {peak_mb:.0f} MB (whole pruning process; {rep['peak_rss_mb']:.0f} MB sampled inside the "
-              f"loop) = {peak_mb * 2**20 / size:.2f} × the bf16 checkpoint (target ≤ 0.50); process after imports "
-              f"{base_mb:.0f} MB")
+              f"loop) = {peak_mb * 2**20 / size:.2f} × the bf16 checkpoint (target ≤ 0.50); `python -m pruning --help` "
+              f"(imports only) {base_mb:.0f} MB")
         bp = block_params(args.hidden, args.intermediate, args.heads, args.kv_heads)
         vocab = json.loads((ckpt / "config.json").read_text())["vocab_size"]
         emb = 2 * vocab * args.hidden * 2

@@ -2,7 +2,6 @@
 from safetensors shards, and the one-line refusals of bad input."""
 import copy
 import json
-import shutil
 from collections import namedtuple
 from pathlib import Path
 

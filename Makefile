@@ -39,7 +39,7 @@ test: install-dev browser
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q
 
 test-fast: install-dev
-	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q -m "not slow and not browser"
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q -m "not slow and not browser and not ecosystem"
 
 bench: install
 	$(BIN)/python bench/bench_spectra.py

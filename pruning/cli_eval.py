@@ -59,7 +59,12 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     bos.add_argument("--bos", dest="add_bos", action="store_const", const=True, default=None,
                      help="start every window / example with BOS (default: as the tokenizer does)")
     bos.add_argument("--no-bos", dest="add_bos", action="store_const", const=False, help="never add BOS")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="compute device: cpu or cuda (default cpu); on cuda the blocks are "
+                                                   "moved there one at a time, the weights stay on the CPU")
+    p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default float32 on cpu, the "
+                                                 "checkpoint's dtype on cuda)")
+    p.add_argument("--stream", action="store_true", help="read one decoder block at a time from the safetensors "
+                                                         "shards of a local folder (larger than RAM)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON to OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -91,8 +96,13 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise ValueError("nothing to evaluate: --dataset none and neither --lambada nor --piqa; pick one")
     for key in datasets:  # fail on missing data before the (slow) model load
         _resolve(key, args.data_dir)
-    lm = load_model(args.model, device=args.device)
+    device, dtype, directory = _compute_setup(args)
+    if (directory is not None or device.type != "cpu") and (args.lambada is not None or args.piqa is not None):
+        raise ValueError("--lambada / --piqa run in memory on the CPU; drop --stream / --device cuda for them")
     progress = not args.quiet
+    if directory is not None or device.type != "cpu":
+        return _run_blockwise(args, device, dtype, directory, progress)
+    lm = load_model(args.model, dtype=dtype, device="cpu")
     out: dict = {"model": lm.source.label, "info": lm.info, "settings": {
         k: getattr(args, k) for k in ("dataset", "seqlen", "max_windows", "batch_size", "lambada", "piqa",
                                       "add_bos", "device", "data_dir")}}
@@ -120,6 +130,47 @@ def run_eval(args: argparse.Namespace) -> dict:
         if target.parent and not target.parent.exists():
             raise ValueError(f"--json folder {target.parent} does not exist; create it or pick another path")
         target.write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+def _compute_setup(args: argparse.Namespace):
+    """(compute device, dtype, safetensors folder when ``--stream``), checked before anything slow."""
+    from .devices import parse_device, parse_dtype
+
+    device = parse_device(getattr(args, "device", "cpu"))
+    directory, ckpt = None, None
+    if getattr(args, "stream", False):
+        from .stream import checkpoint_dtype, stream_source_dir
+
+        directory = stream_source_dir(args.model)
+        ckpt = checkpoint_dtype(directory)
+    return device, parse_dtype(getattr(args, "dtype", None), device, ckpt), directory
+
+
+def _run_blockwise(args: argparse.Namespace, device, dtype, directory, progress: bool) -> dict:
+    """Perplexity block by block on ``device`` (streamed from ``directory`` when given, else the model in memory)."""
+    from spectra.models import load_model
+
+    from .stream import StreamedModel, blockwise_perplexity
+
+    if directory is not None:
+        sm = StreamedModel(directory, dtype)
+        model, tok, io, label = sm.model, sm.tokenizer, sm, str(directory)
+    else:
+        lm = load_model(args.model, dtype=dtype, device="cpu")
+        model, tok, io, label = lm.model, lm.tokenizer, None, lm.source.label
+    t0 = time.perf_counter()
+    res = blockwise_perplexity(model, tok, args.dataset, seqlen=args.seqlen, max_windows=args.max_windows,
+                               batch_size=args.batch_size, add_bos=args.add_bos, device=device, block_io=io,
+                               path=args.data_dir, progress=progress)
+    print(f"{res.dataset} perplexity {res.ppl:.4f}  (nll {res.nll:.5f}, {res.nwindows} windows × {res.seqlen} "
+          f"tokens, {res.ntokens} predicted tokens, bos={res.bos}, {device}, {str(dtype).replace('torch.', '')}"
+          f"{', streamed' if io is not None else ''})")
+    out = {"model": label, "perplexity": res.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
+           "settings": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "stream": io is not None},
+           "python": platform.python_version()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return out
 
 

@@ -74,6 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_common_arguments(p)
     p.add_argument("--out", required=True, help="output directory for the pruned model and report.json")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.add_argument("--dtype", default=None, help="storage and block-compute precision: bfloat16, float16, float32 "
+                                                 "(default float32 on cpu, the checkpoint's dtype on cuda)")
+    p.add_argument("--stream", action="store_true",
+                   help="larger than RAM: read one decoder block at a time from the safetensors shards of MODEL "
+                        "(a local HF folder) and write the pruned model shard by shard")
+    p.add_argument("--shard-size", default="256MB", help="largest output shard with --stream (default 256MB; the "
+                                                         "writer holds one shard in memory)")
     p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (replaces --allocation)")
     p.add_argument("--no-dense-eval", action="store_true", help="skip the dense model's perplexity")
     p.add_argument("--exclude-flagged", action="store_true",
@@ -197,42 +204,158 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
                          f"(not a pruned-model folder); choose another --out")
 
 
+#: allocations that read every weight or run the dense model, refused under --stream
+NOT_STREAMABLE = ("owl", "global", "lamp")
+
+
+def _compute_setup(args: argparse.Namespace, settings):
+    """(compute device, storage dtype, safetensors folder or None) from ``--device --dtype --stream``: every check
+    that needs no model (CUDA present, dtype runnable, streamable source, allocation streamable)."""
+    from .devices import parse_device, parse_dtype
+
+    device = parse_device(getattr(args, "device", "cpu"))
+    directory = None
+    ckpt = None
+    if getattr(args, "stream", False):
+        from .stream import checkpoint_dtype, stream_source_dir
+
+        if settings.allocation in NOT_STREAMABLE and not settings.allocation_file:
+            raise ValueError(f"--allocation {settings.allocation} reads the whole dense model, which --stream avoids; "
+                             f"use uniform, alphapruning, stable_rank, erk or an --allocation-file")
+        directory = stream_source_dir(args.model)
+        ckpt = checkpoint_dtype(directory)
+    elif device.type == "cuda":
+        from spectra.models import resolve_source
+
+        src = resolve_source(args.model)
+        if src.kind == "local":
+            from .stream import checkpoint_dtype
+
+            ckpt = checkpoint_dtype(src.path)
+    return device, parse_dtype(getattr(args, "dtype", None), device, ckpt), directory
+
+
+def evaluate_on(model, tokenizer, ev: dict, data_dir, progress: bool, device, block_io=None) -> dict:
+    """:func:`evaluate` when the model runs where it is stored (CPU), else block by block on ``device`` (each block
+    moved there once; read from the shards when ``block_io`` streams them)."""
+    if block_io is None and (device is None or device.type == "cpu"):
+        return evaluate(model, tokenizer, ev, data_dir, progress)
+    from .stream import blockwise_perplexity
+
+    out = {}
+    for ds in ev["datasets"]:
+        t = time.perf_counter()
+        r = blockwise_perplexity(model, tokenizer, ds, seqlen=ev["seqlen"], max_windows=ev["max_windows"],
+                                 device=device, block_io=block_io, path=data_dir, progress=progress)
+        out[ds] = {**r.to_dict(), "seconds": round(time.perf_counter() - t, 3)}
+    return out
+
+
+def parse_size(text: str) -> int:
+    """``512MB`` / ``2GB`` / ``1.5GiB`` / ``1000000`` → bytes; one-line ValueError otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?I?B?)\s*", str(text).upper())
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+             "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    try:
+        value = float(m.group(1)) * units[m.group(2)] if m else None
+    except (ValueError, KeyError):
+        value = None
+    if not value or value < 1:
+        raise ValueError(f"--shard-size must be a size such as 512MB or 2GB (got {text!r})")
+    return int(value)
+
+
+def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device, dtype, progress: bool):
+    """The ``--stream`` run: dense eval, prune (blocks read from and written to shards into ``tmp``), pruned eval;
+    returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
+    from spectra.models import LoadedModel, ModelSource
+
+    from .prune import SPECTRAL, prune_model
+    from .stream import ShardWriter, StreamedModel, write_streamed_output
+
+    dense = {}
+    if not args.no_dense_eval and ev["datasets"]:
+        sm = StreamedModel(directory, dtype)
+        dense = evaluate_on(sm.model, sm.tokenizer, ev, args.data_dir, progress, device, sm)
+    sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(getattr(args, "shard_size", "256MB"))),
+                       load_head=False)
+    metrics = None
+    if settings.allocation in SPECTRAL and not settings.allocation_file and settings.nm is None:
+        from spectra.analyze import AnalysisSettings, analyze
+
+        metrics = analyze(directory, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=progress)
+    result = prune_model(sm.model, sm.tokenizer, settings, progress=progress, metrics=metrics, device=device,
+                         block_io=sm)
+    t = time.perf_counter()
+    write_streamed_output(sm, tmp)
+    save_s = time.perf_counter() - t
+    pruned = {}
+    if ev["datasets"]:
+        out_sm = StreamedModel(tmp, dtype)
+        pruned = evaluate_on(out_sm.model, out_sm.tokenizer, ev, args.data_dir, progress, device, out_sm)
+    n_params = sum(p.numel() for p in sm.model.parameters())
+    lm = LoadedModel(None, sm.tokenizer, ModelSource("local", str(directory), path=directory), directory,
+                     {"source": str(directory), "kind": "local", "model_type": sm.config.model_type,
+                      "num_parameters": n_params, "dtype": str(dtype).replace("torch.", ""), "stream": True})
+    return lm, result, dense, pruned, save_s
+
+
 def run_prune(args: argparse.Namespace) -> dict:
     """Do the whole ``prune`` command; returns the report dict."""
     from spectra.models import load_model
 
     from .data import _resolve
+    from .devices import check_disk
     from .prune import prune_model
     from .report import build_report, write_json_atomic
 
     settings = settings_from_args(args)
     out = Path(args.out).expanduser()
     check_out_dir(out, args.overwrite)
+    device, dtype, directory = _compute_setup(args, settings)
     ev = eval_options(args)
     if settings.needs_calibration():
         _resolve(settings.calib_dataset, args.data_dir)
     progress = not args.quiet
-    lm = load_model(args.model, device=args.device)
-    dense = {} if args.no_dense_eval else evaluate(lm.model, lm.tokenizer, ev, args.data_dir, progress)
-    result = prune_model(lm, None, settings, progress=progress)
-    pruned = evaluate(lm.model, lm.tokenizer, ev, args.data_dir, progress)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    t = time.perf_counter()
-    lm.model.save_pretrained(tmp, safe_serialization=True)
-    lm.tokenizer.save_pretrained(tmp)
-    save_s = time.perf_counter() - t
+    if directory is not None:
+        from .stream import output_nbytes
+
+        parse_size(getattr(args, "shard_size", "256MB"))
+        check_disk(out.parent, output_nbytes(directory, dtype))
+        try:
+            lm, result, dense, pruned, save_s = _prune_streamed(args, settings, directory, tmp, ev, device, dtype,
+                                                                progress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    else:
+        lm = load_model(args.model, dtype=dtype, device="cpu")
+        check_disk(out.parent, sum(p.numel() * p.element_size() for p in lm.model.parameters()))
+        dense = {} if args.no_dense_eval else evaluate_on(lm.model, lm.tokenizer, ev, args.data_dir, progress, device)
+        result = prune_model(lm, None, settings, progress=progress, device=None if device.type == "cpu" else device)
+        pruned = evaluate_on(lm.model, lm.tokenizer, ev, args.data_dir, progress, device)
+        t = time.perf_counter()
+        lm.model.save_pretrained(tmp, safe_serialization=True)
+        lm.tokenizer.save_pretrained(tmp)
+        save_s = time.perf_counter() - t
     report = build_report(result, lm, dense, pruned, extra={
         "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"]},
-        "saved": {"dir": str(out), "seconds": round(save_s, 3)}})
+        "saved": {"dir": str(out), "seconds": round(save_s, 3)},
+        "compute": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "stream": directory is not None}})
     write_json_atomic(tmp / "report.json", report)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     for ds in ev["datasets"]:
         d = dense.get(ds, {}).get("ppl")
-        p = pruned[ds]
+        p = pruned.get(ds)
+        if p is None:
+            continue
         print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
     from .prune import settings_label

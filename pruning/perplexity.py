@@ -91,6 +91,20 @@ def _unwrap(model, tokenizer):
     return model, tokenizer
 
 
+def prepare_windows(model, tokenizer, dataset: str, seqlen: Optional[int] = None, max_windows: Optional[int] = None,
+                    add_bos: Optional[bool] = None, path=None) -> tuple[str, int, torch.Tensor, Optional[int]]:
+    """(dataset key, seqlen, (n, seqlen) evaluation windows, BOS id or None) of the literature protocol (module doc)."""
+    key = canonical_name(dataset)
+    seqlen = int(seqlen) if seqlen is not None else default_seqlen(model)
+    use_bos = tokenizer_adds_bos(tokenizer) if add_bos is None else bool(add_bos)
+    bos_id = getattr(tokenizer, "bos_token_id", None) if use_bos else None
+    if use_bos and bos_id is None:
+        raise ValueError("add_bos=True but the tokenizer has no BOS token; use add_bos=False")
+    if max_windows is None and key == "c4":
+        max_windows = C4_MAX_WINDOWS
+    return key, seqlen, eval_windows(get_eval_tokens(tokenizer, key, path), seqlen, bos_id, max_windows), bos_id
+
+
 @torch.no_grad()
 def perplexity(model, tokenizer=None, dataset: str = "wikitext2", seqlen: Optional[int] = None,
                max_windows: Optional[int] = None, batch_size: int = 1, add_bos: Optional[bool] = None,
@@ -103,17 +117,9 @@ def perplexity(model, tokenizer=None, dataset: str = "wikitext2", seqlen: Option
     ``path`` is passed to :func:`pruning.data.get_eval_tokens` (file or data folder).
     """
     model, tokenizer = _unwrap(model, tokenizer)
-    key = canonical_name(dataset)
-    seqlen = int(seqlen) if seqlen is not None else default_seqlen(model)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive (got {batch_size})")
-    use_bos = tokenizer_adds_bos(tokenizer) if add_bos is None else bool(add_bos)
-    bos_id = getattr(tokenizer, "bos_token_id", None) if use_bos else None
-    if use_bos and bos_id is None:
-        raise ValueError("add_bos=True but the tokenizer has no BOS token; use add_bos=False")
-    if max_windows is None and key == "c4":
-        max_windows = C4_MAX_WINDOWS
-    windows = eval_windows(get_eval_tokens(tokenizer, key, path), seqlen, bos_id, max_windows)
+    key, seqlen, windows, bos_id = prepare_windows(model, tokenizer, dataset, seqlen, max_windows, add_bos, path)
     n = windows.shape[0]
     if device is None:
         try:

@@ -301,10 +301,11 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,
                 progress: bool = True, metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
-                calib: Optional[torch.Tensor] = None) -> PruneResult:
+                calib: Optional[torch.Tensor] = None, device=None, block_io=None) -> PruneResult:
     """Allocate and prune ``model`` (a CausalLM or a ``LoadedModel``) in place; returns a :class:`PruneResult`.
 
     ``progress_cb(done, total, longname)`` after every pruned matrix. ``calib`` overrides the C4 windows (tests).
+    ``device`` (compute device) and ``block_io`` (streamed blocks) go to :func:`pruning.sequential.prune_sequential`.
     """
     from .data import get_calibration
 
@@ -332,7 +333,8 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
                                nm=nm, pruner_options=settings.pruner_options, correction=settings.correction,
                                sublayer_sequential=settings.sublayer_sequential, gd_steps=settings.gd_steps,
                                gd_options={"precondition": bool(settings.gd_precondition)},
-                               batch_size=settings.batch_size, progress=progress, progress_cb=progress_cb)
+                               batch_size=settings.batch_size, progress=progress, progress_cb=progress_cb,
+                               device=device, block_io=block_io)
     for k, v in res.timings.items():
         timings[k if k != "total" else "loop"] = v
     timings["total"] = time.perf_counter() - t_all

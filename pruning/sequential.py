@@ -116,6 +116,52 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def storage_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live between blocks: the device of its input embeddings (a streamed model's
+    decoder blocks sit on the meta device, its embeddings on the CPU)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return emb.weight.device if emb is not None else _device(model)
+
+
+def to_device(obj, device):
+    """``obj`` with every tensor inside (tuples, lists, dicts, nested) moved to ``device`` (others unchanged)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+class BlockIO:
+    """How the block loop gets a decoder block's weights and gives them back. The default keeps the whole model in
+    memory (nothing to do); :class:`pruning.stream.StreamedModel` loads block ``b`` from the safetensors shards and
+    writes / frees it afterwards."""
+
+    def load(self, b: int, block: torch.nn.Module) -> None:
+        """Make block ``b``'s weights available on the storage device (no-op in memory)."""
+
+    def release(self, b: int, block: torch.nn.Module) -> None:
+        """Block ``b`` is final (pruned and back on the storage device): persist / free it (no-op in memory)."""
+
+
+def onload(block: torch.nn.Module, b: int, device, io: Optional[BlockIO]) -> None:
+    """Load block ``b`` (``io``) and move it to the compute ``device`` (None: stay where it is)."""
+    if io is not None:
+        io.load(b, block)
+    if device is not None:
+        block.to(device)
+
+
+def offload(block: torch.nn.Module, b: int, storage, io: Optional[BlockIO]) -> None:
+    """Move block ``b`` back to the ``storage`` device and hand it to ``io`` (written and freed when streamed)."""
+    if storage is not None:
+        block.to(storage)
+    if io is not None:
+        io.release(b, block)
+
+
 def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -130,14 +176,17 @@ class _Chunk:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8) -> list[_Chunk]:
+def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
+                         device=None) -> list[_Chunk]:
     """Embed ``calib`` (n, seqlen) and return the inputs of decoder block 0, in batches of ``batch_size`` windows.
 
     A forward pre-hook on block 0 records ``hidden_states`` and every other argument the model passes (causal mask,
     position ids, rotary ``position_embeddings``, ...) and raises to stop the forward, like the references' Catcher.
+    The embedding runs where the model's embeddings are stored; ``device`` (the compute device, None = the same)
+    is where the captured tensors are kept.
     """
     layers = decoder_layers(model)
-    dev = _device(model)
+    dev = storage_device(model)
     chunks: list[_Chunk] = []
 
     def hook(module, args, kwargs):
@@ -149,7 +198,10 @@ def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size
         kwargs["use_cache"] = False
         if "past_key_values" in kwargs:
             kwargs["past_key_values"] = None
-        chunks.append(_Chunk(hidden.detach(), rest, kwargs))
+        chunk = _Chunk(hidden.detach(), rest, kwargs)
+        if device is not None and torch.device(device) != hidden.device:
+            chunk = _Chunk(hidden.detach().to(device), to_device(rest, device), to_device(kwargs, device))
+        chunks.append(chunk)
         raise _Stop
 
     handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -337,7 +389,8 @@ def _masked_gd(W_new, W_dense, stats, steps, options):
 def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = "wanda",
                      nm: NM = None, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
                      sublayer_sequential: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
-                     batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None) -> SequentialResult:
+                     batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None,
+                     device=None, block_io: Optional[BlockIO] = None) -> SequentialResult:
     """Prune every block linear layer of ``model`` in place, block by block on the calibration windows ``calib``.
 
     ``sparsity``: one float for all layers or {longname: sparsity} (ignored under ``nm``). ``calib`` may be None
@@ -345,6 +398,10 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     :data:`CORRECTIONS` (module docstring; None = the pruner's default, :attr:`PrunerSpec.correction`).
     ``sublayer_sequential`` defaults to True for the modes that prune sublayers in call order.
     ``progress_cb(done, total, longname)`` is called after every pruned matrix.
+    ``device``: the compute device (None = where the weights are). The weights stay on their storage device; each
+    block is moved to ``device``, its statistics gathered and its layers pruned there, its outputs recomputed, and it
+    goes back; the calibration activations live on ``device``. ``block_io`` loads / persists the blocks of a
+    streamed model (:mod:`pruning.stream`).
     """
     spec = get_pruner(pruner)
     if nm is not None and not spec.supports_nm:
@@ -367,11 +424,12 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     if calib is None:
         if pruner not in CALIBRATION_FREE or gd_steps:
             raise ValueError(f"pruner {pruner!r}{' with gd_steps' if gd_steps else ''} needs calibration windows")
-        return prune_weights(model, sparsity, pruner, nm, pruner_options, progress, progress_cb)
+        return prune_weights(model, sparsity, pruner, nm, pruner_options, progress, progress_cb, device, block_io)
 
     t0 = time.perf_counter()
     timings = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "gd": 0.0, "forward": 0.0}
-    chunks = capture_block_inputs(model, calib, batch_size)
+    storage = storage_device(model)
+    chunks = capture_block_inputs(model, calib, batch_size, device)
     timings["capture"] = time.perf_counter() - t0
     dense_hidden = [c.hidden for c in chunks] if correction == "intra+inter" and want_dense_copy else None
     records: list[dict] = []
@@ -384,6 +442,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     for b, block in enumerate(decoder_layers(model)):
         linears = per_block[b]
         targets = layer_targets(linears, sparsity, nm)
+        onload(block, b, device, block_io)
         dense = _dense_copy(block, linears) if want_dense_copy else None
         groups = _groups_cached(block, linears, chunks[0], cache)
         stages = [[g] for g in groups] if sublayer_sequential else [groups]
@@ -427,6 +486,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
             chunk.hidden = _run(block, chunk)
         timings["forward"] += time.perf_counter() - t
         del dense
+        offload(block, b, storage, block_io)
     if bar is not None:
         bar.close()
     timings["total"] = time.perf_counter() - t0
@@ -436,16 +496,23 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
 @torch.no_grad()
 def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", nm: NM = None,
                   pruner_options: Optional[dict] = None, progress: bool = False,
-                  progress_cb: ProgressCb = None, stats: Optional[dict] = None) -> SequentialResult:
+                  progress_cb: ProgressCb = None, device=None, block_io: Optional[BlockIO] = None,
+                  stats: Optional[dict] = None) -> SequentialResult:
     """Prune every block linear layer without running the model: from its weights alone (calibration-free
     pruners such as magnitude) or from given statistics ``stats`` {longname: LayerStats} (one-shot pruning from
-    dense statistics, :func:`pruning.calib_stats.prune_from_stats`)."""
+    dense statistics, :func:`pruning.calib_stats.prune_from_stats`), block by block on the compute ``device``
+    (``block_io``: see :func:`prune_sequential`)."""
     spec = get_pruner(pruner)
-    linears = [l for blk in block_linears(model) for l in blk]
+    per_block = block_linears(model)
+    linears = [l for blk in per_block for l in blk]
     targets = layer_targets(linears, sparsity, nm)
+    storage = storage_device(model)
+    blocks = decoder_layers(model)
     t0 = time.perf_counter()
     records = []
     for lin in linears:
+        if lin is per_block[lin.block][0]:
+            onload(blocks[lin.block], lin.block, device, block_io)
         t = time.perf_counter()
         W = lin.get()
         W_new = spec.fn(W, None if stats is None else stats[lin.longname], targets[lin.longname], nm,
@@ -456,6 +523,8 @@ def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", n
                         "achieved": achieved_sparsity(W_new), "seconds": time.perf_counter() - t})
         if progress_cb is not None:
             progress_cb(len(records), len(linears), lin.longname)
+        if lin is per_block[lin.block][-1]:
+            offload(blocks[lin.block], lin.block, storage, block_io)
     total = time.perf_counter() - t0
     return SequentialResult(records, {"capture": 0.0, "stats": 0.0, "prune": total, "gd": 0.0, "forward": 0.0,
                                       "total": total})

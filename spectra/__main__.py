@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xmin-value", type=float, default=None, help="use this fixed xmin instead of a rule")
     p.add_argument("--out", default=None, help="write the per-matrix table to FILE (.parquet or .csv)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where eigenvalues are computed")
+    p.add_argument("--eig-batch", type=int, default=None,
+                   help="matrices of one shape per batched eigvalsh (default 8 on cuda, 1 on cpu); float64 always")
     p.add_argument("--eigs", action="store_true", help="keep the raw eigenvalues (an 'evals' column in --out)")
     p.add_argument("--normalize", action="store_true", help="ESD of WᵀW/N instead of WᵀW")
     p.add_argument("--include-embeddings", action="store_true", help="also analyse embedding / LM-head matrices")
@@ -85,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             check_output_path(args.out, args.overwrite)  # fail before the work, not after
         settings = AnalysisSettings(xmin_rule=args.xmin, xmin=args.xmin_value, normalize=args.normalize,
                                     device=args.device, include_embeddings=args.include_embeddings,
-                                    keep_eigs=args.eigs)
+                                    keep_eigs=args.eigs, eig_batch=args.eig_batch)
         df = analyze(args.model, settings, progress=not args.quiet, cache=not args.no_cache)
         print(summary(df))
         if args.out:

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .errors import SpectraError
-from .esd import esd, resolve_device
+from .esd import esd, esd_batch, resolve_device
 from .hill import XMIN_RULES, likely_spurious
 from .metrics import METRIC_COLUMNS, failed_metrics, matrix_metrics, matrix_problem
 from .mp import MP_METHODS
@@ -44,6 +44,8 @@ class AnalysisSettings:
     ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0).
     min_evals: matrices with fewer eigenvalues fail ("too small").
     mp_method: Marchenko–Pastur σ² estimator (``trace`` or ``median``, see ``spectra.mp``).
+    eig_batch: matrices of one shape whose eigenvalues are computed in one batched call (``spectra.esd.esd_batch``);
+    None = 8 on CUDA, 1 (the per-matrix float64 LAPACK path) on the CPU.
     """
 
     xmin_rule: str = "peak"
@@ -55,6 +57,7 @@ class AnalysisSettings:
     evals_thresh: float = 1e-5
     min_evals: int = 8
     mp_method: str = "trace"
+    eig_batch: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.xmin is not None:
@@ -70,6 +73,8 @@ class AnalysisSettings:
             raise SpectraError(f"unknown mp_method {self.mp_method!r}; choose one of {', '.join(MP_METHODS)}")
         if not (self.evals_thresh >= 0):
             raise SpectraError(f"evals_thresh must be ≥ 0, got {self.evals_thresh}")
+        if self.eig_batch is not None and int(self.eig_batch) < 1:
+            raise SpectraError(f"eig_batch must be ≥ 1, got {self.eig_batch}")
         if int(self.min_evals) < 2:
             raise SpectraError(f"min_evals must be ≥ 2, got {self.min_evals}")
 
@@ -82,6 +87,7 @@ class AnalysisSettings:
         d = self.as_dict()
         d.pop("device")
         d.pop("keep_eigs")
+        d.pop("eig_batch")
         d["code"] = _code_hash()
         return d
 
@@ -216,6 +222,20 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     rows = []
     dtypes: set = set()
     digest = hashlib.sha256() if fingerprint is None else None
+    batch = settings.eig_batch or (8 if device.type == "cuda" else 1)
+    pending: list = []  # (row, W, longname) waiting for one batched eigvalsh
+
+    def flush():
+        evs = esd_batch([w for _, w, _ in pending], normalize=settings.normalize, device=device)
+        for (row, _, name), ev in zip(pending, evs):
+            row.update(matrix_metrics(ev, row["rows"], row["cols"], settings))
+            row["evals"] = ev
+            if bar is not None:
+                bar.update(1)
+            if progress_cb is not None:
+                progress_cb(row["layer_id"] + 1, total, name)
+        pending.clear()
+
     try:
         for i, (info, W) in enumerate(it):
             dtypes.add(str(W.dtype).replace("torch.", ""))
@@ -227,6 +247,14 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
                    "role": info.role, "rows": info.rows, "cols": info.cols, "N": max(info.rows, info.cols),
                    "M": min(info.rows, info.cols), "num_params": info.num_params}
             problem = matrix_problem(W, settings.min_evals)
+            rows.append(row)
+            if problem is None and batch > 1:
+                if pending and tuple(pending[0][1].shape) != tuple(W.shape):
+                    flush()
+                pending.append((row, W, info.longname))
+                if len(pending) >= batch:
+                    flush()
+                continue
             if problem is not None:
                 row.update(failed_metrics(problem, settings, row["M"]))
                 row["evals"] = None
@@ -234,11 +262,12 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
                 ev = esd(W, normalize=settings.normalize, device=device, check_finite=False)  # checked above
                 row.update(matrix_metrics(ev, info.rows, info.cols, settings))
                 row["evals"] = ev
-            rows.append(row)
             if bar is not None:
                 bar.update(1)
             if progress_cb is not None:
                 progress_cb(i + 1, total, info.longname)
+        if pending:
+            flush()
     finally:
         if bar is not None:
             bar.close()

@@ -90,3 +90,24 @@ def esd(W: ArrayLike, normalize: bool = False, device: Optional[Union[str, torch
     if normalize:
         out = out / float(max(t.shape))
     return np.sort(out)
+
+
+def esd_batch(mats: list, normalize: bool = False, device: Optional[Union[str, torch.device]] = None,
+              dtype: torch.dtype = torch.float64) -> list[np.ndarray]:
+    """:func:`esd` of several matrices of **one shape** in one batched ``torch.linalg.eigvalsh`` on ``device``
+    (the GPU path: one transfer and one kernel launch sequence per batch). Same conventions as :func:`esd`
+    (ascending float64 eigenvalues of the smaller Gram matrix, clipped at 0, optionally divided by N); the
+    matrices are assumed finite (callers check with :func:`nonfinite_count`)."""
+    if not mats:
+        return []
+    shapes = {tuple(torch.as_tensor(m).shape) for m in mats}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise SpectraError(f"esd_batch needs 2-D matrices of one shape, got {sorted(shapes)}")
+    dev = resolve_device(device)
+    A = torch.stack([torch.as_tensor(m).detach().to(device=dev, dtype=dtype) for m in mats])
+    G = A.mT @ A if A.shape[1] >= A.shape[2] else A @ A.mT
+    ev = torch.linalg.eigvalsh(G).clamp_min_(0.0)
+    if normalize:
+        ev = ev / float(max(A.shape[1], A.shape[2]))
+    out = ev.to("cpu", torch.float64).numpy()
+    return [np.sort(row) for row in out]

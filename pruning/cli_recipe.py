@@ -1,0 +1,101 @@
+"""``python -m pruning export-recipe``: an allocation as an llm-compressor recipe (SparseGPT / Wanda modifier).
+
+Example::
+
+    python -m pruning export-recipe ~/models/Llama-3-70B --allocation-file alloc.json --pruner sparsegpt \\
+        --out recipe.yaml
+    python -m pruning export-recipe --allocation alphapruning --sparsity 0.7 --lam 0.3 \\
+        --metrics results/smollm2.parquet --pruner wanda --out recipe.yaml
+
+Writes the recipe YAML (one ``sparsity`` value per block matrix, in ``named_modules()`` order) and prints the
+``oneshot(...)`` call that runs it. MODEL (default: the built-in model) is only read for its config.json: the
+order of its modules. Every user mistake ends with one ``error: ...`` line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``export-recipe`` sub-command; returns its parser."""
+    p = subparsers.add_parser("export-recipe", help="write an allocation as an llm-compressor recipe YAML",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="model whose config gives the module order (default: built-in); no weights are read")
+    p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
+    p.add_argument("--allocation", default=None, help="compute one instead: uniform, alphapruning, erk, stable_rank")
+    p.add_argument("--sparsity", default=None, help="target global sparsity (with --allocation)")
+    p.add_argument("--lam", default="0.3", help="AlphaPruning's λ (default 0.3)")
+    p.add_argument("--metrics", default=None, help="spectra results file (python -m spectra --out FILE) for "
+                                                   "alphapruning / stable_rank / uniform / erk")
+    p.add_argument("--pruner", default="sparsegpt", help="sparsegpt or wanda (default sparsegpt)")
+    p.add_argument("--nm", default=None, help="N:M mask structure, e.g. 2:4 (every matrix n/m sparse)")
+    p.add_argument("--out", required=True, help="recipe file to write (.yaml)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=main)
+    return p
+
+
+def _sparsities(args, names: list[str]) -> dict:
+    """{longname: sparsity} from ``--allocation-file``, ``--allocation`` + ``--metrics``, or ``--nm``."""
+    from .base import parse_nm
+    from .masks import nm_sparsity
+
+    if args.nm is not None:
+        if args.allocation_file or (args.allocation not in (None, "uniform")):
+            raise ValueError(f"N:M sparsity ({args.nm}) gives every matrix the same pattern; drop the allocation")
+        return {n: nm_sparsity(parse_nm(args.nm)) for n in names}
+    if args.allocation_file and args.allocation:
+        raise ValueError("give either --allocation-file or --allocation, not both")
+    if args.allocation_file:
+        from .allocation import load_allocation
+
+        if not Path(args.allocation_file).is_file():
+            raise ValueError(f"allocation file {args.allocation_file} not found")
+        return dict(load_allocation(args.allocation_file))
+    if not args.allocation:
+        raise ValueError("pass --allocation-file FILE, or --allocation METHOD --sparsity S [--metrics FILE], or --nm")
+    if args.sparsity is None:
+        raise ValueError("--allocation needs --sparsity S")
+    if not args.metrics:
+        raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL --out FILE)")
+    from .allocation import allocate
+    from .cli_allocate import _number, load_metrics
+
+    df = allocate(load_metrics(args.metrics), args.allocation, _number("--sparsity", args.sparsity),
+                  lam=_number("--lam", args.lam))
+    return dict(zip(df["longname"], df["sparsity"].astype(float)))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m pruning export-recipe``; 0 on success, 2 with one ``error:`` line."""
+    from .recipe import MODIFIERS, block_matrix_names, build_recipe, oneshot_snippet, to_yaml
+
+    try:
+        if args.pruner not in MODIFIERS:
+            raise ValueError(f"--pruner must be one of: {', '.join(MODIFIERS)} (llm-compressor's modifiers)")
+        out = Path(args.out).expanduser()
+        if out.exists() and not args.overwrite:
+            raise ValueError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+        if not out.parent.exists():
+            raise ValueError(f"the folder of --out ({out.parent}) does not exist")
+        names = block_matrix_names(args.model)
+        recipe = build_recipe(names, _sparsities(args, names), args.pruner, args.nm)
+        out.write_text(to_yaml(recipe) + "\n")
+        values = next(iter(recipe["sparsity_stage"]["sparsity_modifiers"].values()))["sparsity"]
+        print(f"wrote {out}: {MODIFIERS[args.pruner]}, {len(values)} matrices, sparsity {min(values):.4f}–"
+              f"{max(values):.4f}; run it with llm-compressor (in its own environment):\n")
+        from spectra.models import resolve_source, weights_dir
+
+        src = resolve_source(args.model)
+        model = src.ref if src.kind == "hub" else str(weights_dir(src))
+        print(oneshot_snippet(model, str(out)))
+        return 0
+    except (ValueError, OSError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

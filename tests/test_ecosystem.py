@@ -1,0 +1,103 @@
+"""An exported recipe really runs in llm-compressor and prunes every block matrix to its allocated sparsity.
+
+llm-compressor pins conflict with ours (transformers ≤ 5.17), so it lives in its own virtual environment,
+``<cache>/llmc-venv`` (built on first use: ``torch==2.13.0`` first — the local CPU wheel; any other torch spec pulls
+CUDA wheels — then ``llmcompressor==0.14.0.1``; reused when present). Skipped only when pip cannot reach the registry.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.ecosystem
+
+LLMC = "0.14.0.1"
+HERE = Path(__file__).resolve().parent
+
+
+def _registry_host() -> str:
+    """Host of pip's index (``PIP_INDEX_URL`` / pip config), default pypi.org."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        r = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True,
+                           text=True)
+        url = r.stdout.strip() if r.returncode == 0 else ""
+    return urlparse(url).hostname if url.startswith("http") else "pypi.org"
+
+
+def _reachable(host: str) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _venv_ok(python: Path) -> bool:
+    if not python.exists():
+        return False
+    r = subprocess.run([str(python), "-c", "from importlib.metadata import version; print(version('llmcompressor'))"],
+                       capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [LLMC]
+
+
+@pytest.fixture(scope="module")
+def llmc_python() -> Path:
+    """Python of the isolated llm-compressor venv (built once, then reused)."""
+    from spectra.models import cache_dir
+
+    venv = cache_dir() / "llmc-venv"
+    python = venv / "bin" / "python"
+    if _venv_ok(python):
+        return python
+    host = _registry_host()
+    if not _reachable(host):
+        pytest.skip(f"pip cannot reach the package registry ({host}); llm-compressor {LLMC} cannot be installed")
+    tmp = venv.with_name("llmc-venv.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(tmp)], check=True)
+    for spec in ("torch==2.13.0", f"llmcompressor=={LLMC}"):  # torch first: the CPU wheel, not CUDA
+        r = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", spec], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, f"pip install {spec} failed: {r.stderr[-2000:]}"
+    shutil.rmtree(venv, ignore_errors=True)
+    tmp.rename(venv)
+    assert _venv_ok(python)
+    return python
+
+
+def test_exported_recipe_runs_in_llm_compressor(llmc_python, tmp_path):
+    from spectra.analyze import AnalysisSettings, analyze
+    from spectra.models import builtin_model_dir, load_model
+
+    from pruning.__main__ import main as pruning_main
+    from pruning.allocation import allocate, save_allocation
+    from pruning.data import get_calibration
+
+    alloc = allocate(analyze("builtin", AnalysisSettings(xmin_rule="peak"), progress=False), "alphapruning", 0.6,
+                     lam=0.3, granularity="matrix")
+    save_allocation(alloc, tmp_path / "alloc.json")
+    assert pruning_main(["export-recipe", "--allocation-file", str(tmp_path / "alloc.json"), "--pruner", "sparsegpt",
+                         "--out", str(tmp_path / "recipe.yaml")]) == 0
+    lm = load_model()
+    (tmp_path / "calib.json").write_text(json.dumps(get_calibration(lm.tokenizer, 8, 64, 0).tolist()))
+    head_zeros = float((lm.model.lm_head.weight == 0).float().mean())
+    env = dict(os.environ, PYTHONPATH="")
+    r = subprocess.run([str(llmc_python), str(HERE / "_llmc_oneshot.py"), str(builtin_model_dir()),
+                        str(tmp_path / "recipe.yaml"), str(tmp_path / "calib.json"), str(tmp_path / "out.json")],
+                       capture_output=True, text=True, env=env, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())["sparsity"]
+    want = dict(zip(alloc["longname"], alloc["sparsity"].astype(float)))
+    assert len(set(round(v, 3) for v in want.values())) > 20  # distinct values: the list order matters
+    assert len(want) == 210
+    worst = max(abs(got[n] - s) for n, s in want.items())
+    assert worst <= 0.005, worst
+    assert got["lm_head"] == pytest.approx(head_zeros, abs=1e-7)  # the head is ignored

@@ -106,6 +106,17 @@ def prepare_windows(model, tokenizer, dataset: str, seqlen: Optional[int] = None
 
 
 @torch.no_grad()
+def batch_nll(model, batch: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood (float64) and the number of predicted tokens of one batch of
+    windows ``(b, seqlen)``: cross-entropy of logits[:, :-1] against input_ids[:, 1:] (the literature protocol)."""
+    logits = model(input_ids=batch, use_cache=False).logits
+    shift = logits[:, :-1, :].float()
+    target = batch[:, 1:]
+    nll = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1), reduction="sum")
+    return float(nll.double().item()), target.numel()
+
+
+@torch.no_grad()
 def perplexity(model, tokenizer=None, dataset: str = "wikitext2", seqlen: Optional[int] = None,
                max_windows: Optional[int] = None, batch_size: int = 1, add_bos: Optional[bool] = None,
                progress: bool = True, progress_cb: Optional[Callable[[int, int], None]] = None,
@@ -138,12 +149,9 @@ def perplexity(model, tokenizer=None, dataset: str = "wikitext2", seqlen: Option
     try:
         for start in range(0, n, batch_size):
             batch = windows[start:start + batch_size].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits
-            shift = logits[:, :-1, :].float()
-            target = batch[:, 1:]
-            nll = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1), reduction="sum")
-            total_nll += float(nll.double().item())
-            total_tok += target.numel()
+            nll, ntok = batch_nll(model, batch)
+            total_nll += nll
+            total_tok += ntok
             done = min(start + batch_size, n)
             if bar is not None:
                 bar.update(batch.shape[0])

@@ -379,9 +379,7 @@ def blockwise_perplexity(model: torch.nn.Module, tokenizer, dataset: str = "wiki
     streamed); the embeddings, final norm and head then run on ``device`` with the blocks replaced by stand-ins."""
     import math
 
-    import torch.nn.functional as F
-
-    from .perplexity import PerplexityResult, prepare_windows
+    from .perplexity import PerplexityResult, batch_nll, prepare_windows
 
     key, seqlen, windows, bos_id = prepare_windows(model, tokenizer, dataset, seqlen, max_windows, add_bos, path)
     chunks, as_tuple = blockwise_hidden(model, windows, batch_size, device, block_io, progress)
@@ -398,12 +396,9 @@ def blockwise_perplexity(model: torch.nn.Module, tokenizer, dataset: str = "wiki
         for c, chunk in enumerate(chunks):
             batch = windows[c * batch_size:(c + 1) * batch_size].to(dev)
             stand_in[0].replay = chunk.hidden
-            logits = model(input_ids=batch, use_cache=False).logits
-            shift = logits[:, :-1, :].float()
-            target = batch[:, 1:]
-            nll = F.cross_entropy(shift.reshape(-1, shift.shape[-1]), target.reshape(-1), reduction="sum")
-            total_nll += float(nll.double().item())
-            total_tok += target.numel()
+            nll, ntok = batch_nll(model, batch)
+            total_nll += nll
+            total_tok += ntok
     finally:
         model.to(storage)
         for i, m in enumerate(saved):

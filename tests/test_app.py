@@ -80,6 +80,19 @@ def goto(at, view: str):
     return at
 
 
+def prune_in_app(at, selects: dict, numbers: dict):
+    """In Prune & evaluate: set the select boxes / sliders ``selects`` and the number inputs ``numbers`` (in order),
+    click *Prune and evaluate*, check nothing failed and return the run it recorded."""
+    goto(at, "Prune & evaluate")
+    for key, value in selects.items():
+        (at.slider if key == "pr_S" else at.selectbox)(key=key).set_value(value).run()
+    for key, value in numbers.items():
+        at.number_input(key=key).set_value(value).run()
+    at.button(key="pr_run").click().run()
+    no_failure(at)
+    return at.session_state["runs"][-1]
+
+
 # ------------------------------------------------------------------------------------------------- overview
 def test_overview_shows_the_analysis(app, analysis):
     from spectra.analyze import block_aggregate
@@ -448,15 +461,8 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     from pruning.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
 
-    goto(app, "Prune & evaluate")
-    app.selectbox(key="pr_pruner").set_value("magnitude").run()
-    app.selectbox(key="pr_alloc").set_value("alphapruning").run()
-    app.slider(key="pr_S").set_value(0.5).run()
-    app.number_input(key="pr_seqlen").set_value(64).run()
-    app.number_input(key="pr_windows").set_value(2).run()
-    app.button(key="pr_run").click().run()
-    no_failure(app)
-    run = app.session_state["runs"][-1]
+    run = prune_in_app(app, {"pr_pruner": "magnitude", "pr_alloc": "alphapruning", "pr_S": 0.5},
+                       {"pr_seqlen": 64, "pr_windows": 2})
     assert run["pruner"] == "magnitude" and run["allocation"] == "alphapruning" and run["sparsity"] == 0.5
 
     lm = builtin
@@ -513,14 +519,7 @@ def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypa
     calls = []
     real = P.perplexity
     monkeypatch.setattr(P, "perplexity", lambda *a, **k: calls.append(k.get("max_windows")) or real(*a, **k))
-    goto(app, "Prune & evaluate")
-    app.selectbox(key="pr_pruner").set_value("wanda").run()
-    app.number_input(key="pr_nsamples").set_value(2).run()
-    app.number_input(key="pr_seqlen").set_value(64).run()
-    app.number_input(key="pr_windows").set_value(3).run()
-    app.button(key="pr_run").click().run()
-    no_failure(app)
-    run = app.session_state["runs"][-1]
+    run = prune_in_app(app, {"pr_pruner": "wanda"}, {"pr_nsamples": 2, "pr_seqlen": 64, "pr_windows": 3})
     phases = run["_phases"]
     assert phases[0].startswith("dense perplexity (wikitext2, 3 windows of 64 tokens")
     assert any(m.startswith("calibration windows (2 × 64 tokens of c4)") for m in phases)
@@ -547,14 +546,7 @@ def test_prune_4_8_magnitude_pattern(app, builtin):
     from pruning.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
 
-    goto(app, "Prune & evaluate")
-    app.selectbox(key="pr_pruner").set_value("magnitude").run()
-    app.selectbox(key="pr_pattern").set_value("4:8").run()
-    app.number_input(key="pr_seqlen").set_value(64).run()
-    app.number_input(key="pr_windows").set_value(2).run()
-    app.button(key="pr_run").click().run()
-    no_failure(app)
-    run = app.session_state["runs"][-1]
+    run = prune_in_app(app, {"pr_pruner": "magnitude", "pr_pattern": "4:8"}, {"pr_seqlen": 64, "pr_windows": 2})
     assert (run["label"], run["pattern"], run["gd_steps"], run["allocation"], run["sparsity"]) == \
         ("magnitude 4:8", "4:8", 0, "uniform", 0.5)
     lm = builtin

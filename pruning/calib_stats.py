@@ -8,8 +8,8 @@ the basis of the λ search in :mod:`pruning.tune`. This is **not** the sequentia
 SparseGPT (where each block sees the already-pruned earlier blocks): results are labelled "one-shot (dense
 statistics)" and the tune command re-runs the sequential prune at the chosen λ (``--final``).
 
-The cache (``spectra.models.cache_dir()/calib_stats``) is keyed by a sha256 of the model's block-linear weights and
-embeddings and by the calibration settings; files are written under a temporary name and renamed.
+The cache (``spectra.models.cache_dir()/calib_stats``) is keyed by a sha256 of all the model's parameters and by the
+calibration settings; files are written under a temporary name and renamed.
 """
 from __future__ import annotations
 

@@ -110,7 +110,9 @@ def bind(key: str, name: str, valid: Optional[list] = None) -> dict:
     """Show the shared ``name`` in the widget ``key`` drawn right after this call (when the value is one of
     ``valid``), and return the ``on_change`` keyword arguments that write the widget's changes back."""
     value = selection()[name]
-    if value is not None and (valid is None or value in valid):
+    # assign only on a real difference: an assignment pushes the value to the browser, which would undo a change the
+    # user made there while this run was in flight (fast keyboard steps on a slider got lost that way)
+    if value is not None and (valid is None or value in valid) and st.session_state.get(key) != value:
         st.session_state[key] = value
     return {"on_change": _store_selection, "args": (key, name)}
 

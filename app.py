@@ -39,7 +39,7 @@ from pruning.allocation import ALLOCATION_METHODS, AllocationError, allocate, sa
 from spectra import plots as splots
 from spectra.analyze import AnalysisSettings, analyze, block_aggregate, role_summary
 from spectra.errors import SpectraError
-from spectra.hill import AP_RULES, EVALS_THRESH, XMIN_RULES, candidate_fits, fit_power_law
+from spectra.hill import EVALS_THRESH, XMIN_RULES, fit_power_law, ks_curve, xmin_window
 from spectra.html_report import ReportSection, build_html_report
 from spectra.mp import mp_curve, mp_fit
 
@@ -488,18 +488,12 @@ def esd_figure_for(row: pd.Series, evals: np.ndarray, fit, show_mp: bool, bins: 
 
 
 def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
-    """D for every xmin candidate (spectra.hill.candidate_fits over the eigenvalues the fit uses)."""
-    x = np.sort(np.asarray(evals, dtype=np.float64))
-    x = x[x > (0.0 if rule in AP_RULES else EVALS_THRESH)]  # the eigenvalues the rule fits (see spectra.hill)
-    idx = np.arange(max(x.size - 1, 0))
-    alphas, Ds = candidate_fits(x, idx)
-    window = None
-    p = float(getattr(fit, "peak", np.nan))
-    if rule == "peak" and np.isfinite(p):
-        window = (0.95 * p, 1.5 * p)
-    elif rule in ("peak_ref", "peak_ap") and np.isfinite(p):  # the references' bounds [log10(0.95 p), 1.5 p]
-        window = (max(float(x[0]), np.log10(0.95 * p)), 1.5 * p)
-    return splots.ks_figure(x[idx], Ds, alphas, chosen=fit.xmin, window=window, title=title)
+    """D for every xmin candidate (spectra.hill.ks_curve), the rule's candidate window shaded."""
+    xs, alphas, Ds = ks_curve(evals, rule)
+    window = xmin_window(rule, float(getattr(fit, "peak", np.nan)))
+    if window is not None and rule != "peak" and xs.size:  # the references' window has no real lower bound
+        window = (max(float(xs[0]), window[0]), window[1])
+    return splots.ks_figure(xs, Ds, alphas, chosen=fit.xmin, window=window, title=title)
 
 
 def alloc_settings() -> dict:

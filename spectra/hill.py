@@ -250,6 +250,35 @@ def _failed(rule: str, reason: str, xmax: float = float("nan"), peak: float = fl
     return PowerLawFit(nan, nan, xmax, nan, nan, 0, rule, reason, 0, peak)
 
 
+def fitted_evals(evals: np.ndarray, xmin_rule: str = "peak", evals_thresh: float = EVALS_THRESH) -> np.ndarray:
+    """The sorted eigenvalues a rule fits: those above ``evals_thresh`` (above 0 for ``median`` / ``peak_ap``, as
+    AlphaPruning's code keeps them all)."""
+    ev = np.asarray(evals, dtype=np.float64).ravel()
+    return np.sort(ev[ev > (0.0 if xmin_rule in AP_RULES else evals_thresh)])
+
+
+def xmin_window(xmin_rule: str, peak: float) -> Optional[tuple[float, float]]:
+    """The xmin candidate window ``(lo, hi)`` of a histogram-peak rule around the log-ESD peak ``p``; None for the
+    other rules.
+
+    ``peak``: [0.95 p, 1.5 p] (AlphaPruning's intent); ``peak_ref`` / ``peak_ap``: [log10(0.95 p), 1.5 p], the bounds as
+    weightwatcher's and AlphaPruning's codes write them (in effect no lower bound), ordered low to high.
+    """
+    if xmin_rule not in ("peak", "peak_ref", "peak_ap") or not np.isfinite(peak):
+        return None
+    lo = 0.95 * peak if xmin_rule == "peak" else math.log10(0.95 * peak)
+    return min(lo, 1.5 * peak), max(lo, 1.5 * peak)
+
+
+def ks_curve(evals: np.ndarray, xmin_rule: str = "peak") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """α and the KS distance D for every xmin candidate (every fitted eigenvalue but the largest) of ``evals`` under
+    the eigenvalue filter of ``xmin_rule``: returns ``(xmins, alphas, Ds)`` (:func:`candidate_fits`)."""
+    x = fitted_evals(evals, xmin_rule)
+    idx = np.arange(max(x.size - 1, 0))
+    alphas, Ds = candidate_fits(x, idx)
+    return x[idx], alphas, Ds
+
+
 def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[float] = None, *,
                   evals_thresh: float = EVALS_THRESH, bins: int = 100, min_evals: int = 8) -> PowerLawFit:
     """Fit a power law to the tail of ``evals`` with the chosen xmin rule (see the module docstring).
@@ -272,7 +301,7 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
     if not np.all(np.isfinite(ev)):
         return _failed(xmin_rule, "eigenvalues contain NaN or Inf")
     thresh = 0.0 if xmin_rule in AP_RULES else evals_thresh
-    x = np.sort(ev[ev > thresh])
+    x = fitted_evals(ev, xmin_rule, evals_thresh)
     n = x.size
     xmax = float(x[-1]) if n else float("nan")
     if n < max(min_evals, 2):
@@ -300,15 +329,11 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
             distinct = False
         else:
             peak = log_histogram_peak(x, bins)
-            if xmin_rule == "peak":
-                idx = np.nonzero((x[:-1] >= 0.95 * peak) & (x[:-1] <= 1.5 * peak))[0]
-                distinct = False
-            elif xmin_rule == "peak_ap":  # AlphaPruning: log10(0.95 p) <= λ_i <= 1.5 p, all but the largest
-                idx = np.nonzero((x[:-1] >= math.log10(0.95 * peak)) & (x[:-1] <= 1.5 * peak))[0]
+            lo, hi = xmin_window(xmin_rule, peak)
+            if xmin_rule in ("peak", "peak_ap"):  # all but the largest eigenvalue inside the window
+                idx = np.nonzero((x[:-1] >= lo) & (x[:-1] <= hi))[0]
                 distinct = False
             else:  # peak_ref: powerlaw.Fit(xmin=(log10(0.95 p), 1.5 p))
-                bounds = (math.log10(0.95 * peak), 1.5 * peak)
-                lo, hi = min(bounds), max(bounds)
                 values = np.unique(x[(x >= lo) & (x <= hi)])[:-1]
                 idx = np.searchsorted(x, values, side="left")
                 distinct = True

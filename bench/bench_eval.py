@@ -1,4 +1,4 @@
-"""Perplexity evaluation speed: ``pruning.perplexity.perplexity`` against a plain Hugging Face forward loop.
+"""Perplexity evaluation speed: ``pruning.evaluation.perplexity.perplexity`` against a plain Hugging Face forward loop.
 
 Both run the built-in model over the same WikiText-2 windows (seqlen 512, the first ``--windows``) with the same
 torch threads; the plain loop is ``model(input_ids=w, labels=w).loss`` per window (what a user would write). Prints
@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from pruning.data import get_eval_tokens, tokenizer_adds_bos
-    from pruning.perplexity import eval_windows, perplexity
+    from pruning.evaluation.data import get_eval_tokens, tokenizer_adds_bos
+    from pruning.evaluation.perplexity import eval_windows, perplexity
     from pruning.report import package_versions
     from spectra.models import load_model
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - t)
     t_o, t_p = min(times["ours"]), min(times["plain"])
     print(f"{args.windows} windows × {args.seqlen}, {args.threads} thread(s); versions {package_versions()}")
-    print(f"pruning.perplexity: {t_o:.2f} s (ppl {ppl['ours']:.4f})")
+    print(f"pruning.evaluation.perplexity: {t_o:.2f} s (ppl {ppl['ours']:.4f})")
     print(f"plain HF loop:      {t_p:.2f} s (ppl {ppl['plain']:.4f})")
     print(f"ratio ours / plain: {t_o / t_p:.3f} (target ≤ 1.05); |Δppl| / ppl = {abs(ppl['ours'] - ppl['plain']) / ppl['plain']:.1e}")
     return 0

@@ -42,8 +42,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from pruning.data import get_calibration
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.data import get_calibration
+    from pruning.evaluation.perplexity import perplexity
     from pruning.plots import block_sparsity
     from pruning.prune import PruneSettings, prune_model
     from spectra.analyze import AnalysisSettings, analyze, spurious_blocks

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 def masks(model) -> dict:
     """{longname: boolean zero mask on the CPU} of every block matrix."""
-    from pruning.sequential import block_linears
+    from pruning.blocks import block_linears
 
     return {l.longname: (l.get() == 0).cpu() for blk in block_linears(model) for l in blk}
 
@@ -45,8 +45,8 @@ def main() -> int:
     ap.add_argument("--eval-windows", type=int, default=40)
     ap.add_argument("--json", default=str(ROOT / "bench" / "bench_gpu.json"))
     args = ap.parse_args()
-    from pruning.data import get_calibration
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.data import get_calibration
+    from pruning.evaluation.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
     from pruning.stream import blockwise_perplexity
     from spectra.analyze import analyze

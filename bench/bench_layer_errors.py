@@ -39,7 +39,7 @@ CONFIGS = (
 
 def block_stats(block: int, nsamples: int, seqlen: int):
     """(linear layer, LayerStats) of every matrix of ``block`` from the dense model's calibration inputs."""
-    from pruning.data import get_calibration
+    from pruning.evaluation.data import get_calibration
     from pruning.sequential import block_layer_stats
     from spectra.models import load_model
 
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
-    from pruning.base import get_pruner
-    from pruning.gd import masked_gd, relative_error
+    from pruning.pruners import get_pruner
+    from pruning.pruners.gd import masked_gd, relative_error
     from pruning.report import package_versions
 
     layers = block_stats(args.block, args.nsamples, args.seqlen)

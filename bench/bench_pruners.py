@@ -35,8 +35,8 @@ def run_one(pruner: str, nsamples: int, seqlen: int, eval_windows: int, eval_seq
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
     from spectra.models import load_model
-    from pruning.data import get_calibration
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.data import get_calibration
+    from pruning.evaluation.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
 
     lm = load_model()
@@ -67,7 +67,7 @@ def dense_ppl(eval_windows: int, eval_seqlen: int) -> dict:
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
     from spectra.models import load_model
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.perplexity import perplexity
 
     lm = load_model()
     t = time.perf_counter()
@@ -87,7 +87,7 @@ def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, spar
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
     from bench_layer_errors import block_stats
-    from pruning.base import get_pruner
+    from pruning.pruners import get_pruner
 
     layers = block_stats(block, nsamples, seqlen)
     rows = []
@@ -111,7 +111,7 @@ def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, spar
 
 def _available() -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from pruning.base import PRUNERS, get_pruner
+    from pruning.pruners import PRUNERS, get_pruner
 
     get_pruner("magnitude")
     return [p for p in ("magnitude", "wanda", "sparsegpt", "fista", "prox24") if p in PRUNERS]

@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--shard-size", default="256MB")
     ap.add_argument("--dir", default=None, help="where the temporary checkpoint goes (default: the system temp)")
     args = ap.parse_args()
-    from pruning.cli_prune import parse_size
+    from pruning.cli.prune import parse_size
 
     work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.dir))
     try:

@@ -13,12 +13,12 @@ from typing import Optional, Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per front-end module."""
-    from . import cli_allocate, cli_eval, cli_prune, cli_recipe, cli_sweep, cli_tune
+    from pruning.cli import allocate, eval, prune, recipe, sweep, tune
 
     parser = argparse.ArgumentParser(prog="python -m pruning",
                                      description="Layer-wise sparsity allocation and post-training pruning of LLMs.")
     sub = parser.add_subparsers(dest="command", metavar="{allocate,prune,eval,sweep,tune,export-recipe}")
-    for mod in (cli_allocate, cli_prune, cli_eval, cli_sweep, cli_tune, cli_recipe):
+    for mod in (allocate, prune, eval, sweep, tune, recipe):
         mod.add_parser(sub)
     return parser
 

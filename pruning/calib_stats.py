@@ -8,7 +8,7 @@ the basis of the λ search in :mod:`pruning.tune`. This is **not** the sequentia
 SparseGPT (where each block sees the already-pruned earlier blocks): results are labelled "one-shot (dense
 statistics)" and the tune command re-runs the sequential prune at the chosen λ (``--final``).
 
-The cache (``spectra.models.cache_dir()/calib_stats``) is keyed by a sha256 of all the model's parameters and by the
+The cache (``spectra.config.cache_dir()/calib_stats``) is keyed by a sha256 of all the model's parameters and by the
 calibration settings; files are written under a temporary name and renamed.
 """
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Callable, Optional
 
 import torch
 
-from .base import NM, LayerStats
-from .sequential import SequentialResult, block_linears, dense_layer_stats, prune_weights
+from pruning.pruners.base import NM, LayerStats
+from pruning.blocks import block_linears
+from pruning.sequential import SequentialResult, dense_layer_stats, prune_weights
 
 __all__ = ["CalibSettings", "DenseStats", "dense_stats", "weights_fingerprint",
            "prune_from_stats", "DenseWeights"]
@@ -68,7 +69,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def _cache_file(fingerprint: str, settings: CalibSettings) -> Path:
-    from spectra.models import cache_dir
+    from spectra.config import cache_dir
 
     key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:16]
     d = cache_dir() / "calib_stats"
@@ -123,7 +124,7 @@ def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibSettings, data
 
     A cache entry with Hessians also serves a request without them.
     """
-    from .data import get_calibration
+    from pruning.evaluation.data import get_calibration
 
     fp = weights_fingerprint(model)
     candidates = [settings] if settings.hessians else [CalibSettings(**{**asdict(settings), "hessians": True}),

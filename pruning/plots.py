@@ -2,7 +2,7 @@
 
 Plain functions: DataFrames in (Contract 2 allocation tables, the sweep results table), a
 :class:`plotly.graph_objects.Figure` out, with labelled axes and units. Nothing here computes an allocation or a
-perplexity; the numbers come from :mod:`pruning.allocation`, :mod:`pruning.perplexity` and :mod:`pruning.sweep`.
+perplexity; the numbers come from :mod:`pruning.allocation`, :mod:`pruning.evaluation.perplexity` and :mod:`pruning.sweep`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .prune import PRUNER_NAMES
+from pruning.prune import PRUNER_NAMES
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -304,7 +304,7 @@ def fista_path_figure(path: pd.DataFrame, *, target: Optional[float] = None, tit
                       height: int = 400) -> go.Figure:
     """FISTAPruner's LASSO path of one layer: sparsity of the solution and relative output error against λ/λ_max.
 
-    ``path``: :func:`pruning.fista.fista_lambda_path` output (``lambda_rel``, ``sparsity``, ``rel_error``).
+    ``path``: :func:`pruning.pruners.fista.fista_lambda_path` output (``lambda_rel``, ``sparsity``, ``rel_error``).
     ``target``: a target sparsity (dotted line): the λ the pruner's search would land near.
     """
     _check(path, ["lambda_rel", "sparsity", "rel_error"], "fista_path_figure")
@@ -333,7 +333,7 @@ def fista_path_figure(path: pd.DataFrame, *, target: Optional[float] = None, tit
 def prox24_schedule_figure(schedule: pd.DataFrame, *, title: Optional[str] = None, height: int = 560) -> go.Figure:
     """The 2:4 proximal pruner's regularization schedule on one layer, against the proximal step t.
 
-    ``schedule``: :meth:`pruning.prox24.Prox24Info.schedule` (``step``, ``mu``, ``non24_frac`` and, when known,
+    ``schedule``: :meth:`pruning.pruners.prox24.Prox24Info.schedule` (``step``, ``mu``, ``non24_frac`` and, when known,
     ``loss`` / ``rel_error``). Three panels sharing the step axis: μ_t (log scale), the share of groups of 4 that
     still have more than 2 non-zeros after the step, and the relative output error ``‖W*X − WX‖F/‖WX‖F`` (the
     square root of the local loss over ``½‖WX‖F²``; the loss itself in the hover).

@@ -18,16 +18,13 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import torch
 
+from spectra.models import model_and_tokenizer
 from spectra.results import jsonable
 
-from .base import NM, get_pruner, parse_nm
-from .masks import check_sparsity, nm_sparsity
-from .sequential import CALIBRATION_FREE, CORRECTIONS, prune_sequential
+from pruning.pruners import NM, get_pruner, parse_nm
+from pruning.pruners.masks import check_sparsity, nm_sparsity
+from pruning.sequential import CALIBRATION_FREE, CORRECTIONS, prune_sequential
 
-#: allocations computed from each source (the others need only shapes).
-SPECTRAL = ("alphapruning", "stable_rank")
-#: pruners that produce one N:M pattern only (PrunerSpec has no field for this yet), checked before the slow part.
-ONLY_PATTERN = {"prox24": (2, 4)}
 
 
 @dataclass
@@ -41,7 +38,7 @@ class PruneSettings:
     the xmin rule of the Hill fit. owl_lambda / owl_M: OWL's λ and outlier multiplier. max_sparsity: cap of every
     matrix. nsamples × seqlen calibration windows from C4 (``seed``). gd_steps: masked GD after the pruner
     (``gd_precondition``: diagonally rescaled steps, the default; False = the paper's plain ``1/λ_max(H)`` steps;
-    see :func:`pruning.gd.masked_gd`).
+    see :func:`pruning.pruners.gd.masked_gd`).
     correction: error-correction mode (:data:`pruning.sequential.CORRECTIONS`: sequential, none, intra,
     intra+inter, intra-pruned); None = the pruner's default (``intra`` for FISTAPruner, ``sequential`` otherwise).
     allocation_file: a Contract 2 JSON/CSV allocation that replaces ``allocation``.
@@ -80,11 +77,11 @@ class PruneSettings:
 
     def validate(self) -> "PruneSettings":
         """Raise a one-line ValueError for any bad value (before anything slow happens); returns self."""
-        from .allocation import ALLOCATION_METHODS
+        from pruning.allocation import ALLOCATION_METHODS
 
         spec = get_pruner(self.pruner)
         nm = self.nm_tuple()
-        only = ONLY_PATTERN.get(self.pruner)
+        only = spec.only_nm
         if only is not None and nm != only:
             raise ValueError(f"pruner {self.pruner!r} produces {only[0]}:{only[1]} sparsity only; pass --nm "
                              f"{only[0]}:{only[1]}")
@@ -234,12 +231,6 @@ class PeakRSS:
         return False
 
 
-def _unwrap(model, tokenizer):
-    if hasattr(model, "model") and hasattr(model, "tokenizer") and not isinstance(model, torch.nn.Module):
-        return model.model, tokenizer if tokenizer is not None else model.tokenizer
-    return model, tokenizer
-
-
 def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: Optional[torch.Tensor] = None,
                        metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
                        progress: bool = False) -> pd.DataFrame:
@@ -250,8 +241,8 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     """
     from spectra.weights import iter_model_weights, weight_table
 
-    from .allocation import allocate, load_allocation, owl_outlier_ratios
-    from .sequential import collect_input_norms
+    from pruning.allocation import SPECTRAL_METHODS, allocate, load_allocation, owl_outlier_ratios
+    from pruning.sequential import collect_input_norms
 
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
@@ -273,7 +264,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     if nm is not None:
         S = nm_sparsity(nm)
     opts: dict[str, Any] = dict(max_sparsity=settings.max_sparsity)
-    if method in SPECTRAL:
+    if method in SPECTRAL_METHODS:
         if metrics is None:
             from spectra.analyze import AnalysisSettings, analyze
 
@@ -307,10 +298,10 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
     ``progress_cb(done, total, longname)`` after every pruned matrix. ``calib`` overrides the C4 windows (tests).
     ``device`` (compute device) and ``block_io`` (streamed blocks) go to :func:`pruning.sequential.prune_sequential`.
     """
-    from .data import get_calibration
+    from pruning.evaluation.data import get_calibration
 
     settings.validate()
-    model, tokenizer = _unwrap(model, tokenizer)
+    model, tokenizer = model_and_tokenizer(model, tokenizer, require_tokenizer=False)
     nm = settings.nm_tuple()
     timings: dict[str, float] = {}
     t_all, cpu_all = time.perf_counter(), time.process_time()

@@ -73,7 +73,7 @@ def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: 
 
 
 def _label(s) -> str:
-    from .prune import settings_label
+    from pruning.prune import settings_label
 
     return settings_label(s)
 

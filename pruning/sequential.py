@@ -3,7 +3,7 @@
 The calibration windows are embedded, the inputs of decoder block 0 are captured (a pre-hook on the first block
 stores its positional and keyword arguments — attention mask, position ids / rotary embeddings, whatever the
 architecture passes — and stops the forward), then for every block: forward pre-hooks on its linear layers
-accumulate :class:`~pruning.base.LayerStats` while the samples run through the block, every linear layer is pruned
+accumulate :class:`~pruning.pruners.base.LayerStats` while the samples run through the block, every linear layer is pruned
 with its allocated sparsity, the block outputs are recomputed with the pruned weights and fed to the next block.
 Memory holds one block's activations (two with a dense stream).
 
@@ -44,10 +44,12 @@ from typing import Callable, Optional
 
 import torch
 
-from spectra.weights import decoder_layers, iter_model_weights
+from spectra.weights import decoder_layers
 
-from .base import NM, LayerStats, get_pruner
-from .masks import achieved_sparsity, check_sparsity, nm_sparsity
+from pruning.blocks import (BlockInputs, BlockIO, Linear, StopForward, block_linears, capture_block_inputs, input_groups,
+                            module_device, offload, onload, run_block, storage_device)
+from pruning.pruners import NM, LayerStats, get_pruner
+from pruning.pruners.masks import achieved_sparsity, check_sparsity, nm_sparsity
 
 CORRECTIONS = ("sequential", "none", "intra", "intra+inter", "intra-pruned")
 #: modes whose block inputs are the dense model's (blocks independent of each other's pruning)
@@ -62,31 +64,6 @@ CALIBRATION_FREE = frozenset({"magnitude"})
 ProgressCb = Optional[Callable[[int, int, str], None]]
 
 
-class _Stop(Exception):
-    """Raised inside a hook to end a forward pass early."""
-
-
-@dataclass
-class Linear:
-    """One prunable linear layer of a block: its module and how its weight is stored."""
-
-    longname: str
-    block: int
-    role: str
-    module: torch.nn.Module
-    transposed: bool  # GPT-2 Conv1D stores (in, out)
-
-    def get(self) -> torch.Tensor:
-        """The weight as an (out, in) float32 copy."""
-        w = self.module.weight.detach()
-        return (w.T if self.transposed else w).to(torch.float32).clone()
-
-    def set(self, W: torch.Tensor) -> None:
-        """Write an (out, in) weight back in the stored layout and dtype."""
-        p = self.module.weight
-        p.data.copy_((W.T if self.transposed else W).to(p.dtype))
-
-
 @dataclass
 class SequentialResult:
     """Per-layer records (longname, block, role, rows, cols, num_params, target, achieved, seconds) and timings."""
@@ -95,161 +72,7 @@ class SequentialResult:
     timings: dict = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------------------------- model structure
-def block_linears(model: torch.nn.Module) -> list[list[Linear]]:
-    """Prunable linear layers per decoder block, from :func:`spectra.weights.iter_model_weights` (block ≥ 0)."""
-    layers = decoder_layers(model)
-    modules = dict(model.named_modules())
-    names = {id(m): n for n, m in modules.items()}
-    out: list[list[Linear]] = [[] for _ in layers]
-    for info, _ in iter_model_weights(model):
-        if info.block < 0:
-            continue
-        prefix = names[id(layers[info.block])] + "."
-        if not info.longname.startswith(prefix):
-            raise ValueError(f"{info.longname} is not inside decoder block {info.block} ({prefix[:-1]})")
-        out[info.block].append(Linear(info.longname, info.block, info.role, modules[info.longname], info.transposed))
-    return out
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def storage_device(model: torch.nn.Module) -> torch.device:
-    """Where the model's weights live between blocks: the device of its input embeddings (a streamed model's
-    decoder blocks sit on the meta device, its embeddings on the CPU)."""
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    return emb.weight.device if emb is not None else _device(model)
-
-
-def to_device(obj, device):
-    """``obj`` with every tensor inside (tuples, lists, dicts, nested) moved to ``device`` (others unchanged)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    return obj
-
-
-class BlockIO:
-    """How the block loop gets a decoder block's weights and gives them back. The default keeps the whole model in
-    memory (nothing to do); :class:`pruning.stream.StreamedModel` loads block ``b`` from the safetensors shards and
-    writes / frees it afterwards."""
-
-    def load(self, b: int, block: torch.nn.Module) -> None:
-        """Make block ``b``'s weights available on the storage device (no-op in memory)."""
-
-    def release(self, b: int, block: torch.nn.Module) -> None:
-        """Block ``b`` is final (pruned and back on the storage device): persist / free it (no-op in memory)."""
-
-
-def onload(block: torch.nn.Module, b: int, device, io: Optional[BlockIO]) -> None:
-    """Load block ``b`` (``io``) and move it to the compute ``device`` (None: stay where it is)."""
-    if io is not None:
-        io.load(b, block)
-    if device is not None:
-        block.to(device)
-
-
-def offload(block: torch.nn.Module, b: int, storage, io: Optional[BlockIO]) -> None:
-    """Move block ``b`` back to the ``storage`` device and hand it to ``io`` (written and freed when streamed)."""
-    if storage is not None:
-        block.to(storage)
-    if io is not None:
-        io.release(b, block)
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-@dataclass
-class _Chunk:
-    """A batch of block inputs with the extra arguments the model passed to its first block."""
-
-    hidden: torch.Tensor
-    args: tuple
-    kwargs: dict
-
-
-@torch.no_grad()
-def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
-                         device=None) -> list[_Chunk]:
-    """Embed ``calib`` (n, seqlen) and return the inputs of decoder block 0, in batches of ``batch_size`` windows.
-
-    A forward pre-hook on block 0 records ``hidden_states`` and every other argument the model passes (causal mask,
-    position ids, rotary ``position_embeddings``, ...) and raises to stop the forward, like the references' Catcher.
-    The embedding runs where the model's embeddings are stored; ``device`` (the compute device, None = the same)
-    is where the captured tensors are kept.
-    """
-    layers = decoder_layers(model)
-    dev = storage_device(model)
-    chunks: list[_Chunk] = []
-
-    def hook(module, args, kwargs):
-        kwargs = dict(kwargs)
-        if args:
-            hidden, rest = args[0], tuple(args[1:])
-        else:
-            hidden, rest = kwargs.pop("hidden_states"), ()
-        kwargs["use_cache"] = False
-        if "past_key_values" in kwargs:
-            kwargs["past_key_values"] = None
-        chunk = _Chunk(hidden.detach(), rest, kwargs)
-        if device is not None and torch.device(device) != hidden.device:
-            chunk = _Chunk(hidden.detach().to(device), to_device(rest, device), to_device(kwargs, device))
-        chunks.append(chunk)
-        raise _Stop
-
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for batch in calib.split(batch_size):
-            try:
-                model(input_ids=batch.to(dev), use_cache=False)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    return chunks
-
-
-def _run(block: torch.nn.Module, chunk: _Chunk, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return _first(block(chunk.hidden if hidden is None else hidden, *chunk.args, **chunk.kwargs))
-
-
-def input_groups(block: torch.nn.Module, linears: list[Linear], chunk: _Chunk) -> list[list[Linear]]:
-    """Group the block's linear layers by shared input tensor, in call order, via one probe forward."""
-    calls: list[tuple[Linear, torch.Tensor]] = []
-    handles = []
-    for lin in linears:
-        handles.append(lin.module.register_forward_pre_hook(lambda m, a, lin=lin: calls.append((lin, a[0]))))
-    try:
-        with torch.no_grad():
-            _run(block, chunk)
-    finally:
-        for h in handles:
-            h.remove()
-    seen = {id(lin) for lin, _ in calls}
-    missing = [lin.longname for lin in linears if id(lin) not in seen]
-    if missing:
-        raise ValueError(f"linear layers never called by their block: {missing[:3]}; this architecture is not supported")
-    groups: list[list[Linear]] = []
-    prev = None
-    for lin, x in calls:
-        if any(lin is g for grp in groups for g in grp):
-            continue  # a layer called twice keeps its first position
-        if prev is not None and x is prev and groups:
-            groups[-1].append(lin)
-        else:
-            groups.append([lin])
-        prev = x
-    return groups
-
-
-def _groups_cached(block: torch.nn.Module, linears: list[Linear], chunk: _Chunk, cache: dict) -> list[list[Linear]]:
+def _groups_cached(block: torch.nn.Module, linears: list[Linear], chunk: BlockInputs, cache: dict) -> list[list[Linear]]:
     """:func:`input_groups`, probed once per block structure (blocks with the same relative layer names)."""
     names = {id(m): n for n, m in block.named_modules()}
     rel = {names[id(l.module)]: l for l in linears}
@@ -303,7 +126,7 @@ def _copy_stats(st: LayerStats) -> LayerStats:
     return LayerStats(st.ntokens, st.sq_norm.clone(), c(st.H), c(st.K), c(st.D))
 
 
-def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: _Chunk,
+def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: BlockInputs,
                     hidden: Optional[torch.Tensor] = None) -> dict[int, torch.Tensor]:
     """Run ``block`` until every leader has received its input; return {id(leader): input}."""
     got: dict[int, torch.Tensor] = {}
@@ -312,12 +135,12 @@ def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: _Chunk
     def hook(module, args):
         got[id(want[id(module)])] = args[0].detach()
         if len(got) == len(want):
-            raise _Stop
+            raise StopForward
 
     handles = [lin.module.register_forward_pre_hook(hook) for lin in leaders]
     try:
-        _run(block, chunk, hidden)
-    except _Stop:
+        run_block(block, chunk, hidden)
+    except StopForward:
         pass
     finally:
         for h in handles:
@@ -333,7 +156,7 @@ def _group_stats(block, dense_block, groups, chunks, dense_hidden, needs, correc
     (``dense_hidden`` None) its inputs equal x and are not recomputed.
     """
     leaders = [g[0] for g in groups]
-    accs = {id(l): _Acc(l.get().shape[1], needs, _device(block)) for l in leaders}
+    accs = {id(l): _Acc(l.get().shape[1], needs, module_device(block)) for l in leaders}
     want_dense = ("K" in needs and correction in DENSE_TARGET and dense_block is not None
                   and not (block_untouched and dense_hidden is None))
     for c, chunk in enumerate(chunks):
@@ -380,7 +203,7 @@ def layer_targets(linears: list[Linear], sparsity, nm: NM) -> dict[str, float]:
 
 
 def _masked_gd(W_new, W_dense, stats, steps, options):
-    from . import gd  # written by another module owner; imported lazily
+    from pruning.pruners import gd  # written by another module owner; imported lazily
 
     return gd.masked_gd(W_new, W_dense, stats, steps=steps, **options)
 
@@ -449,7 +272,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
         next_hidden = None
         if dense_input:  # the next block reads this block's dense outputs: compute them before pruning it
             t = time.perf_counter()
-            next_hidden = [_run(block, chunk) for chunk in chunks]
+            next_hidden = [run_block(block, chunk) for chunk in chunks]
             timings["forward"] += time.perf_counter() - t
         for stage in stages:
             t = time.perf_counter()
@@ -482,8 +305,8 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
                 chunk.hidden = next_hidden[c]
                 continue
             if dense_hidden is not None:
-                dense_hidden[c] = _run(dense.block, chunk, dense_hidden[c])
-            chunk.hidden = _run(block, chunk)
+                dense_hidden[c] = run_block(dense.block, chunk, dense_hidden[c])
+            chunk.hidden = run_block(block, chunk)
         timings["forward"] += time.perf_counter() - t
         del dense
         offload(block, b, storage, block_io)
@@ -555,7 +378,7 @@ def dense_layer_stats(model: torch.nn.Module, calib: torch.Tensor, needs: frozen
                 out.update({lin.longname: st for lin in g})
         if b < last:
             for chunk in chunks:
-                chunk.hidden = _run(layers[b], chunk)
+                chunk.hidden = run_block(layers[b], chunk)
         if progress_cb is not None:
             progress_cb(b + 1, last + 1)
     return out

@@ -2,13 +2,13 @@
 
 :class:`StreamedModel` builds the CausalLM skeleton without weights (parameters on the meta device, buffers such as
 rotary frequencies computed on the CPU), loads the embeddings / final norm / LM head, and implements the
-:class:`pruning.sequential.BlockIO` protocol: ``load(b)`` reads decoder block ``b`` from the shards into the storage
+:class:`pruning.blocks.BlockIO` protocol: ``load(b)`` reads decoder block ``b`` from the shards into the storage
 dtype, ``release(b)`` hands the (pruned) block to a :class:`ShardWriter` and puts it back on the meta device. Peak
 host memory is one block + the writer's current shard + the calibration activations + the embeddings / head.
 
 :func:`write_streamed_output` finishes an output folder (remaining tensors, index, config, generation config,
 tokenizer); :func:`streamed_perplexity` evaluates a safetensors folder block by block with the same windows and NLL
-as :func:`pruning.perplexity.perplexity`.
+as :func:`pruning.evaluation.perplexity.perplexity`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import torch
 
 from spectra.errors import ModelLoadError
 
-from .sequential import BlockIO, _first, capture_block_inputs, decoder_layers, offload, onload, storage_device
+from pruning.blocks import BlockIO, capture_block_inputs, first_output, offload, onload, storage_device
+from spectra.weights import decoder_layers
 
 #: files copied from the source folder next to the written weights (tokenizer, chat template, generation config)
 AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt", "*.model", "*.tiktoken",
@@ -64,7 +65,7 @@ class ShardIndex:
     """checkpoint key → safetensors file of a folder (from the index JSON, else from the file headers)."""
 
     def __init__(self, directory: Path):
-        from spectra.weights import _safetensors_header
+        from spectra.weights import safetensors_header
 
         self.directory = Path(directory)
         idx = self.directory / "model.safetensors.index.json"
@@ -72,7 +73,7 @@ class ShardIndex:
             wm = json.loads(idx.read_text())["weight_map"]
             self.file = {k: self.directory / f for k, f in wm.items()}
         else:
-            self.file = {k: f for f in sorted(self.directory.glob("*.safetensors")) for k in _safetensors_header(f)}
+            self.file = {k: f for f in sorted(self.directory.glob("*.safetensors")) for k in safetensors_header(f)}
 
     def read(self, keys: list[str]) -> dict[str, torch.Tensor]:
         """The tensors ``keys`` (copies in host memory), each shard opened once and closed again."""
@@ -90,11 +91,11 @@ class ShardIndex:
 
     def nbytes(self, dtype: Optional[torch.dtype] = None) -> int:
         """Bytes of every tensor of the checkpoint (at ``dtype``'s item size when given)."""
-        from spectra.weights import _safetensors_header
+        from spectra.weights import safetensors_header
 
         total = 0
         for f in sorted(set(self.file.values())):
-            for k, shape in _safetensors_header(f).items():
+            for k, shape in safetensors_header(f).items():
                 n = 1
                 for s in shape:
                     n *= int(s)
@@ -365,7 +366,7 @@ def blockwise_hidden(model: torch.nn.Module, windows: torch.Tensor, batch_size: 
         for chunk in chunks:
             out = block(chunk.hidden, *chunk.args, **chunk.kwargs)
             as_tuple = isinstance(out, (tuple, list))
-            chunk.hidden = _first(out)
+            chunk.hidden = first_output(out)
         offload(block, b, storage, block_io)
     return chunks, as_tuple
 
@@ -374,12 +375,12 @@ def blockwise_hidden(model: torch.nn.Module, windows: torch.Tensor, batch_size: 
 def blockwise_perplexity(model: torch.nn.Module, tokenizer, dataset: str = "wikitext2", seqlen: Optional[int] = None,
                          max_windows: Optional[int] = None, batch_size: int = 1, add_bos: Optional[bool] = None,
                          device=None, block_io: Optional[BlockIO] = None, path=None, progress: bool = False):
-    """:func:`pruning.perplexity.perplexity` (same windows, same NLL) computed block by block: every window's hidden
+    """:func:`pruning.evaluation.perplexity.perplexity` (same windows, same NLL) computed block by block: every window's hidden
     state goes through block 0, then block 1, ... (each moved to ``device`` once, loaded by ``block_io`` when
     streamed); the embeddings, final norm and head then run on ``device`` with the blocks replaced by stand-ins."""
     import math
 
-    from .perplexity import PerplexityResult, batch_nll, prepare_windows
+    from pruning.evaluation.perplexity import PerplexityResult, batch_nll, prepare_windows
 
     key, seqlen, windows, bos_id = prepare_windows(model, tokenizer, dataset, seqlen, max_windows, add_bos, path)
     chunks, as_tuple = blockwise_hidden(model, windows, batch_size, device, block_io, progress)

@@ -22,11 +22,12 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from .masks import nm_sparsity
-from .prune import SPECTRAL, PruneSettings, prune_model, settings_label
+from pruning.pruners.masks import nm_sparsity
+from pruning.allocation import SPECTRAL_METHODS
+from pruning.prune import PruneSettings, prune_model, settings_label
 
 #: allocations whose result depends on λ.
-LAM_ALLOCATIONS = SPECTRAL
+LAM_ALLOCATIONS = SPECTRAL_METHODS
 
 
 @dataclass
@@ -52,7 +53,7 @@ class SweepSpec:
 
 def expand(spec: SweepSpec) -> list[PruneSettings]:
     """The cells of ``spec`` in run order (validated; duplicates removed)."""
-    from .base import get_pruner
+    from pruning.pruners import get_pruner
 
     cells: list[PruneSettings] = []
     for nm in spec.nms:
@@ -171,10 +172,10 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     """
     from spectra.models import load_model
 
-    from .data import get_calibration
-    from .perplexity import perplexity
-    from .report import package_versions
-    from .sequential import collect_input_norms
+    from pruning.evaluation.data import get_calibration
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.report import package_versions
+    from pruning.sequential import collect_input_norms
 
     out = Path(out)
     if not out.parent.exists():
@@ -216,7 +217,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue
         metrics = norms = None
-        if s.allocation in SPECTRAL and not s.nm:
+        if s.allocation in SPECTRAL_METHODS and not s.nm:
             if s.xmin_rule not in metrics_cache:
                 from spectra.analyze import AnalysisSettings, analyze
 

@@ -3,7 +3,7 @@
 The dense calibration statistics are collected once (and cached, :mod:`pruning.calib_stats`); every candidate is
 then an allocation (milliseconds), a one-shot prune from those statistics ("dense statistics" mode, no forward
 pass) and a perplexity on held-out windows. The held-out text is C4 validation documents 1000–1999 (the evaluation
-split of :mod:`pruning.data`): disjoint from the calibration documents (0–999) and from WikiText-2 test, on which
+split of :mod:`pruning.evaluation.data`): disjoint from the calibration documents (0–999) and from WikiText-2 test, on which
 final numbers are reported — the AlphaPruning and OWL codes tune on the test set; we never do.
 ``final_prune`` then runs the sequential (reference) prune at the chosen value and reports test perplexity apart.
 
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .calib_stats import CalibSettings, DenseWeights, dense_stats, prune_from_stats
+from pruning.calib_stats import CalibSettings, DenseWeights, dense_stats, prune_from_stats
 
 __all__ = ["TuneSettings", "tune", "golden_points"]
 
@@ -47,7 +47,7 @@ class TuneSettings:
     max_sparsity: float = 0.99
 
     def validate(self) -> "TuneSettings":
-        from .calib_stats import ONE_SHOT
+        from pruning.calib_stats import ONE_SHOT
 
         if self.allocation not in TUNABLE:
             raise ValueError(f"tune: allocation {self.allocation!r} has nothing to tune; choose one of: "
@@ -98,7 +98,7 @@ def golden_points(lo: float, hi: float, f: Callable[[float], float], n: int) -> 
 
 
 def _write(path: Path, obj: dict) -> None:
-    from .report import write_json_atomic
+    from pruning.report import write_json_atomic
 
     write_json_atomic(path, obj)
 
@@ -111,10 +111,10 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
     ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the same sparsity everywhere),
     ``rows`` (one per candidate) and ``best``.
     """
-    from .allocation import allocate, owl_outlier_ratios
-    from .perplexity import perplexity
-    from .report import package_versions
-    from .sequential import block_linears
+    from pruning.allocation import allocate, owl_outlier_ratios
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.report import package_versions
+    from pruning.blocks import block_linears
 
     settings.validate()
     model, tok = lm.model, lm.tokenizer

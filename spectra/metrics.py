@@ -19,7 +19,7 @@ weightwatcher 0.7 (``apply_norm_metrics``; Martin & Mahoney, Nat. Commun. 2021):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -27,9 +27,7 @@ import torch
 from .esd import nonfinite_count
 from .hill import fit_power_law
 from .mp import mp_fit
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .analyze import AnalysisSettings
+from .settings import AnalysisSettings
 
 OVER_TRAINED = 2.0  #: α below this reads as over-trained (weightwatcher OVER_TRAINED_THRESH)
 UNDER_TRAINED = 6.0  #: α above this reads as under-trained (weightwatcher UNDER_TRAINED_THRESH)
@@ -40,10 +38,8 @@ METRIC_COLUMNS = ["num_evals", "alpha", "xmin", "xmax", "D", "sigma", "num_pl_sp
                   "num_spikes", "mp_bulk_max", "mp_sigma2", "status", "warning", "xmin_rule"]
 
 
-def _settings(settings: Optional["AnalysisSettings"]) -> Any:
+def _settings(settings: Optional[AnalysisSettings]) -> Any:
     if settings is None:
-        from .analyze import AnalysisSettings
-
         return AnalysisSettings()
     return settings
 
@@ -68,7 +64,7 @@ def matrix_entropy(evals: np.ndarray, N: int) -> float:
     return float(-np.sum(p * np.log(p)) / np.log(rank))
 
 
-def failed_metrics(reason: str, settings: Optional["AnalysisSettings"] = None, num_evals: int = 0) -> dict:
+def failed_metrics(reason: str, settings: Optional[AnalysisSettings] = None, num_evals: int = 0) -> dict:
     """A metrics dict for a matrix that cannot be analysed: every number NaN, ``status='failed'``, the reason."""
     s = _settings(settings)
     out: dict = {c: float("nan") for c in METRIC_COLUMNS}
@@ -98,7 +94,7 @@ def matrix_problem(W: torch.Tensor, min_evals: int = 8) -> Optional[str]:
     return None
 
 
-def matrix_metrics(evals: np.ndarray, rows: int, cols: int, settings: Optional["AnalysisSettings"] = None) -> dict:
+def matrix_metrics(evals: np.ndarray, rows: int, cols: int, settings: Optional[AnalysisSettings] = None) -> dict:
     """All per-matrix metrics (``METRIC_COLUMNS``) from the ascending ESD of an (rows × cols) matrix.
 
     ``evals`` must already carry the normalisation chosen in ``settings.normalize`` (see ``spectra.esd.esd``).

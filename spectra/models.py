@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .config import cache_dir, offline
 from .errors import ModelLoadError
 
 #: Built-in models: alias → (python package holding the GGUF, GGUF file name or None for chunked packages).
@@ -50,14 +51,6 @@ DEFAULT_MODEL = "smollm2"
 _ALIASES = {None: DEFAULT_MODEL, "": DEFAULT_MODEL, "builtin": DEFAULT_MODEL, "default": DEFAULT_MODEL,
             "smollm2": "smollm2", "smollm2-135m": "smollm2", "builtin:smollm2": "smollm2",
             "gemma3": "gemma3", "gemma3-270m": "gemma3", "builtin:gemma3": "gemma3"}
-
-
-def cache_dir() -> Path:
-    """User cache directory of the project: ``$SPL_CACHE_DIR`` or ``~/.cache/spectral-pruning-lab``."""
-    root = os.environ.get("SPL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spectral-pruning-lab")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @dataclass
@@ -87,6 +80,18 @@ class LoadedModel:
     source: ModelSource
     weights_dir: Optional[Path] = None  # a safetensors directory with these exact weights, when one exists
     info: dict = field(default_factory=dict)
+
+
+def model_and_tokenizer(model: Any, tokenizer: Any = None, require_tokenizer: bool = True) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from either that pair or a :class:`LoadedModel` in ``model`` (an explicit ``tokenizer``
+    wins); a one-line ValueError when ``require_tokenizer`` and there is none."""
+    if isinstance(model, LoadedModel) or (hasattr(model, "model") and hasattr(model, "tokenizer")
+                                          and not hasattr(model, "forward")):
+        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        model = model.model
+    if require_tokenizer and tokenizer is None:
+        raise ValueError("a tokenizer is required; pass (model, tokenizer) or a LoadedModel")
+    return model, tokenizer
 
 
 # ----------------------------------------------------------------------------------------------- locating sources
@@ -224,7 +229,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if offline():
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:

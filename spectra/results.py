@@ -5,7 +5,7 @@ stored inside the file: in the parquet schema metadata under the key ``spectra``
 ``# spectra-metadata: {json}``. An ``evals`` column (arrays of eigenvalues) is kept as a list column in parquet and
 as JSON lists in CSV.
 
-The cache lives in ``spectra.models.cache_dir()/spectra`` (``$SPL_CACHE_DIR`` overrides the root) and is keyed by
+The cache lives in ``spectra.config.cache_dir()/spectra`` (``$SPL_CACHE_DIR`` overrides the root) and is keyed by
 the sha256 of the weights (file bytes for weight directories, tensor bytes for in-memory models) plus the settings
 that change the numbers, so analysing the same weights again is a file read.
 """
@@ -146,7 +146,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------------------- fingerprints
 def _spectra_cache_dir() -> Path:
-    from .models import cache_dir
+    from .config import cache_dir
 
     d = cache_dir() / "spectra"
     d.mkdir(parents=True, exist_ok=True)

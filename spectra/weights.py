@@ -141,7 +141,7 @@ class _Reader:
         self.index: dict[str, tuple[Path, tuple]] = {}
         for f in files:
             if f.suffix == ".safetensors":
-                for key, shape in _safetensors_header(f).items():
+                for key, shape in safetensors_header(f).items():
                     self.index[key] = (f, shape)
             else:
                 sd = _load_bin(f)
@@ -158,7 +158,7 @@ class _Reader:
         return _load_bin(f)[key]
 
 
-def _safetensors_header(path: Path) -> dict[str, tuple]:
+def safetensors_header(path: Path) -> dict[str, tuple]:
     """Read tensor names and shapes from a safetensors header, validating that the file is complete."""
     size = path.stat().st_size
     try:

@@ -16,7 +16,7 @@ import torch
 
 from pruning.allocation import (ALLOCATION_METHODS, AllocationError, allocate, allocation_to_json, load_allocation,
                                 owl_outlier_ratios, save_allocation)
-from pruning import cli_allocate
+from pruning.cli import allocate as cli_allocate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -596,7 +596,7 @@ def test_cli_subprocess_no_traceback(tmp_path):
     metrics = tmp_path / "m.csv"
     synthetic_table().to_csv(metrics, index=False)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmds = [[sys.executable, "-m", "pruning.cli_allocate"]]
+    cmds = [[sys.executable, "-m", "pruning.cli.allocate"]]
     if (REPO / "pruning" / "__main__.py").is_file():
         cmds.append([sys.executable, "-m", "pruning", "allocate"])
     for cmd in cmds:

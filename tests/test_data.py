@@ -1,4 +1,4 @@
-"""pruning.data: evaluation text construction, C4 split, calibration windows, missing-data errors."""
+"""pruning.evaluation.data: evaluation text construction, C4 split, calibration windows, missing-data errors."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pruning import data
-from pruning.data import DataNotFoundError
+from pruning.evaluation import data
+from spectra import config
+from pruning.evaluation.data import DataNotFoundError
 
-SHARED = data._repo_root().parent / "shared" / "data"
+SHARED = config.REPO_ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (SHARED / "wikitext-2-raw-test.txt").is_file(),
                                 reason="shared data folder not present")
 
@@ -37,7 +38,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("SPL_DATA_DIR", str(empty))
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SPL_OFFLINE", "1")
-    monkeypatch.setattr(data, "_repo_root", lambda: work)
+    monkeypatch.setattr(config, "REPO_ROOT", work)
     monkeypatch.chdir(work)
     return tmp_path
 

@@ -50,7 +50,7 @@ def _venv_ok(python: Path) -> bool:
 @pytest.fixture(scope="module")
 def llmc_python() -> Path:
     """Python of the isolated llm-compressor venv (built once, then reused)."""
-    from spectra.models import cache_dir
+    from spectra.config import cache_dir
 
     venv = cache_dir() / "llmc-venv"
     python = venv / "bin" / "python"
@@ -79,7 +79,7 @@ def test_exported_recipe_runs_in_llm_compressor(llmc_python, tmp_path):
 
     from pruning.__main__ import main as pruning_main
     from pruning.allocation import allocate, save_allocation
-    from pruning.data import get_calibration
+    from pruning.evaluation.data import get_calibration
 
     alloc = allocate(analyze("builtin", AnalysisSettings(xmin_rule="peak"), progress=False), "alphapruning", 0.6,
                      lam=0.3, granularity="matrix")

@@ -1,4 +1,4 @@
-"""FISTAPruner (pruning/fista.py): LASSO optimum vs independent solvers, λ search, λ path, error correction."""
+"""FISTAPruner (pruning/pruners/fista.py): LASSO optimum vs independent solvers, λ search, λ path, error correction."""
 import copy
 
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from _synthetic import synthetic_layer
-from pruning.base import LayerStats, get_pruner
-from pruning.fista import fista_lambda_path, fista_lasso, fista_prune, soft_threshold
-from pruning.gd import local_loss
-from pruning.masks import is_nm
+from pruning.pruners import LayerStats, get_pruner
+from pruning.pruners.fista import fista_lambda_path, fista_lasso, fista_prune, soft_threshold
+from pruning.pruners.gd import local_loss
+from pruning.pruners.masks import is_nm
 
 
 def _coordinate_descent(H: np.ndarray, G: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -179,7 +179,7 @@ def test_intra_layer_correction_lowers_block_output_error():
     """Block 3 of the built-in model, 512 calibration tokens of C4, 50% unstructured FISTA (small budget):
     sublayers pruned in order q,k,v → o → gate,up → down; with ``intra`` the targets are the dense sublayers'
     inputs on the same block input, with ``none`` the pruned stream's own inputs."""
-    from pruning.data import get_calibration
+    from pruning.evaluation.data import get_calibration
     from spectra.models import load_model
 
     torch.manual_seed(0)

@@ -1,11 +1,11 @@
-"""Masked gradient updates and the local objective (pruning/gd.py) against direct computations."""
+"""Masked gradient updates and the local objective (pruning/pruners/gd.py) against direct computations."""
 import numpy as np
 import pytest
 import torch
 
 from _synthetic import synthetic_layer
-from pruning.base import LayerStats, get_pruner
-from pruning.gd import lipschitz, local_loss, local_objective, masked_gd, relative_error
+from pruning.pruners import LayerStats, get_pruner
+from pruning.pruners.gd import lipschitz, local_loss, local_objective, masked_gd, relative_error
 
 
 def _layer(seed: int, out: int = 24, n: int = 40, T: int = 300, correction: bool = True):

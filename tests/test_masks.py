@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pruning.masks import (achieved_sparsity, check_sparsity, is_nm, lowest_k_mask, mask_from_scores, nm_mask,
+from pruning.pruners.masks import (achieved_sparsity, check_sparsity, is_nm, lowest_k_mask, mask_from_scores, nm_mask,
                            nm_sparsity, split_counts, unstructured_mask)
 
 

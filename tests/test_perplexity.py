@@ -1,4 +1,4 @@
-"""pruning.perplexity against independent NLL computations on the built-in model."""
+"""pruning.evaluation.perplexity against independent NLL computations on the built-in model."""
 from __future__ import annotations
 
 import math
@@ -7,16 +7,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pruning import data
-from pruning.perplexity import PerplexityResult, default_seqlen, eval_windows, perplexity
+from pruning.evaluation import data
+from spectra import config
+from pruning.evaluation.perplexity import PerplexityResult, default_seqlen, eval_windows, perplexity
 
-SHARED = data._repo_root().parent / "shared" / "data"
+SHARED = config.REPO_ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "wikitext-2-raw-test.txt").is_file(),
                                 reason="shared data folder not present")
 
 
 def _wikitext_text() -> str:
-    """WikiText-2 evaluation text rebuilt here from the file (no pruning.data code)."""
+    """WikiText-2 evaluation text rebuilt here from the file (no pruning.evaluation.data code)."""
     raw = (SHARED / "wikitext-2-raw-test.txt").read_text(encoding="utf-8")
     rows = [ln + "\n" for ln in raw[:-1].split("\n")]
     return "\n\n".join(r if r.strip() else "" for r in rows)
@@ -179,7 +180,7 @@ def test_windows_and_defaults(lm, tmp_path):
 def _cli(argv):
     import argparse
 
-    from pruning.cli_eval import add_parser
+    from pruning.cli.eval import add_parser
 
     parser = argparse.ArgumentParser(prog="pruning")
     add_parser(parser.add_subparsers(dest="command"))
@@ -208,7 +209,7 @@ def test_cli_eval_user_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPL_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SPL_OFFLINE", "1")
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "_repo_root", lambda: tmp_path / "a" / "b")
+    monkeypatch.setattr(config, "REPO_ROOT", tmp_path / "a" / "b")
     monkeypatch.chdir(tmp_path)
     assert _cli(["--dataset", "ptb"]) == 2
     err = capsys.readouterr().err.strip()

@@ -7,9 +7,9 @@ import torch
 from scipy.optimize import minimize
 
 from _synthetic import synthetic_layer
-from pruning.base import LayerStats, get_pruner
-from pruning.masks import is_nm
-from pruning.prox24 import group_penalty, prox24, prox24_prune, prox_objective
+from pruning.pruners import LayerStats, get_pruner
+from pruning.pruners.masks import is_nm
+from pruning.pruners.prox24 import group_penalty, prox24, prox24_prune, prox_objective
 
 _GRID = np.array(list(itertools.product(np.linspace(0.0, 1.0, 7), repeat=4)))  # 2401 points of [0, 1]^4
 
@@ -107,7 +107,7 @@ def test_pruner_schedule_ends_exactly_2_4(seed):
     # masked gradient updates afterwards keep the mask and lower the loss
     Wg, _ = prox24_prune(W, st, gd_steps=30)
     assert torch.equal(Wg != 0, (Wg != 0) & (Wn != 0)) and is_nm(Wg, 2, 4)
-    from pruning.gd import local_loss
+    from pruning.pruners.gd import local_loss
 
     assert local_loss(Wg, W, st) < local_loss(Wn, W, st)
 
@@ -139,7 +139,7 @@ def test_registered_pruner_and_errors():
 def test_record_holds_the_schedule(precondition):
     """record=True: per step μ_t = mu0·growth^t/rms(V) (V = W, or W·diag(√H_jj) when preconditioned), the groups
     still not 2:4 and the loss (one entry each)."""
-    from pruning.gd import local_loss
+    from pruning.pruners.gd import local_loss
 
     W, st = _layer(5)
     mu0, growth = 2e-2, 1.2

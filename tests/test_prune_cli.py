@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pruning.__main__ import main
-from pruning.masks import is_nm
+from pruning.pruners.masks import is_nm
 
 SMALL = ["--nsamples", "4", "--seqlen", "128", "--eval-seqlen", "128", "--max-windows", "2", "--quiet"]
 
@@ -45,7 +45,7 @@ def test_report_contents(wanda_run):
 def test_saved_model_reloads_with_the_reported_sparsity_and_perplexity(wanda_run):
     from spectra.models import load_model
     from spectra.weights import iter_model_weights
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.perplexity import perplexity
 
     out, rep = wanda_run
     lm = load_model(str(out))
@@ -123,7 +123,7 @@ def test_pruner_options_are_parsed_typed_and_reach_the_settings():
 
     import torch
 
-    from pruning.cli_prune import add_common_arguments, parse_pruner_options, settings_from_args
+    from pruning.cli.prune import add_common_arguments, parse_pruner_options, settings_from_args
 
     assert parse_pruner_options(["max_iter=30", "tol=1e-4", "restart=true", "warm-start=sparsegpt",
                                  "dtype=float64"]) == {"max_iter": 30, "tol": 1e-4, "restart": True,
@@ -156,7 +156,7 @@ def test_process_peak_rss_is_the_whole_process():
 # ------------------------------------------------------------------ --exclude-flagged (our option, off by default)
 def test_exclude_flagged_option_reaches_the_settings_and_the_sweep_key():
     from pruning.__main__ import build_parser
-    from pruning.cli_prune import settings_from_args
+    from pruning.cli.prune import settings_from_args
     from pruning.prune import LATER_FIELDS, PruneSettings
 
     p = build_parser()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pruning.base import PRUNERS, LayerStats, get_pruner
-from pruning.masks import achieved_sparsity, is_nm
+from pruning.pruners import PRUNERS, LayerStats, get_pruner
+from pruning.pruners.masks import achieved_sparsity, is_nm
 
 
 def _problem(rows=24, cols=64, T=400, seed=0):
@@ -16,22 +16,19 @@ def _problem(rows=24, cols=64, T=400, seed=0):
     return W, X, LayerStats.from_inputs(X, needs=frozenset({"H", "K"}))
 
 
-#: pruners that by design produce only one N:M pattern (their registration has no flag for it; see report).
-ONLY_24 = {"prox24"}
 #: keep iterative pruners short here: the pattern must be exact whatever the iteration budget.
 FAST = {"prox24": {"max_steps": 20}}
 
 
 def _all_pruners():
-    get_pruner("magnitude")  # imports every pruner module
     return sorted(PRUNERS)
 
 
 @pytest.mark.parametrize("name", _all_pruners())
 @pytest.mark.parametrize("s", [0.3, 0.5, 0.7])
 def test_achieved_sparsity_equals_target(name, s):
-    if name in ONLY_24:
-        pytest.skip(f"{name} produces 2:4 only")
+    if get_pruner(name).only_nm is not None:
+        pytest.skip(f"{name} produces {get_pruner(name).only_nm} only")
     W, X, st = _problem()
     Wn = get_pruner(name).fn(W.clone(), st, s, None, **FAST.get(name, {}))
     assert Wn.shape == W.shape
@@ -43,7 +40,7 @@ def test_achieved_sparsity_equals_target(name, s):
 @pytest.mark.parametrize("nm", [(2, 4), (4, 8)])
 def test_nm_pattern_is_exact(name, nm):
     spec = get_pruner(name)
-    if not spec.supports_nm or (name in ONLY_24 and nm != (2, 4)):
+    if not spec.supports_nm or spec.only_nm not in (None, nm):
         pytest.skip(f"{name} does not support {nm}")
     W, X, st = _problem()
     Wn = spec.fn(W.clone(), st, 0.0, nm, **FAST.get(name, {}))
@@ -175,7 +172,7 @@ def test_sparsegpt_bad_input():
 @pytest.fixture(scope="module")
 def real_layers():
     from spectra.models import load_model
-    from pruning.data import get_calibration
+    from pruning.evaluation.data import get_calibration
 
     lm = load_model()
     calib = get_calibration(lm.tokenizer, nsamples=8, seqlen=256, seed=0)

@@ -7,11 +7,11 @@ increases the local loss and equals an independent per-row solve; re-fitted FIST
 import pytest
 import torch
 
-from pruning.base import get_pruner
-from pruning.fista import fista_prune
-from pruning.gd import local_objective, masked_gd, refit_support, relative_error
-from pruning.masks import is_nm
-from pruning.prox24 import prox24_prune
+from pruning.pruners import get_pruner
+from pruning.pruners.fista import fista_prune
+from pruning.pruners.gd import local_objective, masked_gd, refit_support, relative_error
+from pruning.pruners.masks import is_nm
+from pruning.pruners.prox24 import prox24_prune
 
 BLOCK = 5
 ROLES = ("k", "o", "up")  # one matrix of each input group shape: 192×576, 576×576, 1536×576
@@ -20,7 +20,7 @@ PATTERNS = [(0.5, None), (0.5, (2, 4))]
 
 @pytest.fixture(scope="module")
 def layers(builtin):
-    from pruning.data import get_calibration
+    from pruning.evaluation.data import get_calibration
     from pruning.sequential import block_layer_stats
 
     calib = get_calibration(builtin.tokenizer, nsamples=8, seqlen=128, seed=0)

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from pruning.__main__ import main as pruning_main
 from pruning.devices import check_disk, parse_device, parse_dtype
 from pruning.prune import PruneSettings, prune_model
-from pruning.sequential import block_linears, prune_sequential
+from pruning.blocks import block_linears
+from pruning.sequential import prune_sequential
 from pruning.stream import ShardWriter, StreamedModel, blockwise_perplexity, stream_source_dir, write_streamed_output
 from test_sequential import VOCAB, tiny
 
@@ -179,7 +180,7 @@ def test_streamed_builtin_equals_in_memory_cli(tmp_path, capsys, allocation):
 def test_blockwise_and_streamed_perplexity_equal_the_whole_model():
     from spectra.models import builtin_model_dir, load_model
 
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.perplexity import perplexity
     from pruning.stream import streamed_perplexity
 
     lm = load_model()

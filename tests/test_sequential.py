@@ -5,8 +5,9 @@ import pytest
 import torch
 import transformers as tf
 
-from pruning.base import PRUNERS, LayerStats, get_pruner, register_pruner
-from pruning.sequential import block_linears, collect_input_norms, input_groups, capture_block_inputs, prune_sequential
+from pruning.pruners import PRUNERS, LayerStats, PrunerSpec, get_pruner
+from pruning.blocks import block_linears, capture_block_inputs, input_groups
+from pruning.sequential import collect_input_norms, prune_sequential
 
 VOCAB = 300
 
@@ -140,11 +141,11 @@ _REC: list = []
 def recording_pruner():
     """A pruner that needs K and records the statistics it gets, then prunes by magnitude (stats-independent,
     so the final weights are known in advance)."""
-    @register_pruner("_rec_k", needs=frozenset({"K", "D"}))
     def rec(W, stats, sparsity, nm=None, **opts):
         _REC.append(stats)
         return get_pruner("magnitude").fn(W, None, sparsity, nm)
 
+    PRUNERS["_rec_k"] = PrunerSpec("_rec_k", rec, needs=frozenset({"K", "D"}))
     _REC.clear()
     yield "_rec_k"
     PRUNERS.pop("_rec_k", None)

@@ -9,7 +9,7 @@ import torch
 import transformers as tf
 
 from pruning.__main__ import main
-from pruning.base import PRUNERS, PrunerSpec, get_pruner
+from pruning.pruners import PRUNERS, PrunerSpec, get_pruner
 from pruning.sweep import SweepSpec, append_row, cell_key, expand, load_table
 
 
@@ -47,7 +47,7 @@ def test_expand_sweeps_lambda_only_where_used_and_nm_as_uniform():
 
 
 def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys):
-    from pruning.cli_sweep import add_parser, spec_from_args
+    from pruning.cli.sweep import add_parser, spec_from_args
     import argparse
 
     ap = argparse.ArgumentParser()

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pruning.calib_stats import CalibSettings, DenseStats, DenseWeights, dense_stats, prune_from_stats
-from pruning.sequential import block_linears, dense_layer_stats, prune_sequential
+from pruning.blocks import block_linears
+from pruning.sequential import dense_layer_stats, prune_sequential
 from pruning.tune import TuneSettings, golden_points, tune
 from test_sequential import VOCAB, tiny
 

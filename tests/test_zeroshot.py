@@ -1,4 +1,4 @@
-"""pruning.zeroshot: LAMBADA / PIQA scoring against a hand-rolled lm-eval-style scorer (one example at a time)."""
+"""pruning.evaluation.zeroshot: LAMBADA / PIQA scoring against a hand-rolled lm-eval-style scorer (one example at a time)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from pruning import data
-from pruning.zeroshot import encode_pair, lambada_accuracy, loglikelihoods, piqa_accuracy
+from pruning.evaluation import data
+from spectra import config
+from pruning.evaluation.zeroshot import encode_pair, lambada_accuracy, loglikelihoods, piqa_accuracy
 
-SHARED = data._repo_root().parent / "shared" / "data"
+SHARED = config.REPO_ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "lambada-openai-test.jsonl").is_file(),
                                 reason="shared data folder not present")
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import NM, LayerStats, register_pruner
-from .masks import mask_from_scores
+from pruning.pruners.base import NM, LayerStats, PrunerSpec
+from pruning.pruners.masks import mask_from_scores
 
 
-@register_pruner("magnitude", needs=frozenset(), description="smallest |W| per matrix (no calibration needed)")
 def magnitude(W: torch.Tensor, stats: LayerStats | None, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Score ``|W_ij|``; prune the lowest ``round(s·numel)`` of the matrix, or the lowest ``M−N`` per M-group."""
     W = W.to(torch.float32).clone()
     W.masked_fill_(mask_from_scores(W.abs(), sparsity, nm), 0.0)
     return W
+
+
+SPEC = PrunerSpec("magnitude", magnitude, description="smallest |W| per matrix (no calibration needed)")

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .allocation import ALLOCATION_METHODS, DIRECTIONS, GRANULARITIES, MAPPINGS, allocate, allocation_to_json, \
+from pruning.cli.common import parse_number
+
+from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, GRANULARITIES, MAPPINGS, allocate, allocation_to_json, \
     save_allocation
 
 
@@ -59,8 +61,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Stand-alone parser (``python -m pruning.cli_allocate``), same options as ``python -m pruning allocate``."""
-    p = argparse.ArgumentParser(prog="python -m pruning.cli_allocate",
+    """Stand-alone parser (``python -m pruning.cli.allocate``), same options as ``python -m pruning allocate``."""
+    p = argparse.ArgumentParser(prog="python -m pruning.cli.allocate",
                                 description="layer-wise sparsity allocation from a metrics file")
     _add_arguments(p)
     return p
@@ -68,13 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _UserError(Exception):
     pass
-
-
-def _number(name: str, text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise _UserError(f"{name} must be a number, got {text!r}") from None
 
 
 def load_metrics(path: str):
@@ -127,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
         if args.exclude_flagged and args.method != "alphapruning":
             raise _UserError(f"--exclude-flagged applies to --method alphapruning (its power-law fits), not "
                              f"{args.method!r}")
-        S = _number("--sparsity", args.sparsity)
+        S = parse_number("sparsity", args.sparsity)
         if not (0.0 <= S < 1.0):
             raise _UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
         out = Path(args.out) if args.out else None
@@ -148,11 +143,11 @@ def main(args: argparse.Namespace) -> int:
                                  "pass; see pruning.allocation.owl_outlier_ratios")
             ratios = _load_ratios(args.outlier_ratios)
         df = allocate(metrics, args.method, S, metric=args.metric, granularity=args.granularity,
-                      mapping=args.mapping, lam=_number("--lam", args.lam), direction=args.direction,
-                      max_sparsity=_number("--max-sparsity", args.max_sparsity),
-                      min_sparsity=_number("--min-sparsity", args.min_sparsity), clip=not args.no_clip,
-                      weights=weights, outlier_ratios=ratios, owl_lambda=_number("--owl-lambda", args.owl_lambda),
-                      owl_M=_number("--owl-m", args.owl_m), exclude_flagged=bool(args.exclude_flagged))
+                      mapping=args.mapping, lam=parse_number("lam", args.lam), direction=args.direction,
+                      max_sparsity=parse_number("max-sparsity", args.max_sparsity),
+                      min_sparsity=parse_number("min-sparsity", args.min_sparsity), clip=not args.no_clip,
+                      weights=weights, outlier_ratios=ratios, owl_lambda=parse_number("owl-lambda", args.owl_lambda),
+                      owl_M=parse_number("owl-m", args.owl_m), exclude_flagged=bool(args.exclude_flagged))
         if out is not None:
             save_allocation(df, out, overwrite=args.overwrite)
             info = df.attrs["allocation"]
@@ -168,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m pruning.cli_allocate``."""
+    """Entry point of ``python -m pruning.cli.allocate``."""
     return main(build_parser().parse_args(argv))
 
 

@@ -9,15 +9,15 @@ the columns after the block (lazy batch update). Follows the reference ``SparseG
 Unstructured target — a deliberate difference from the reference: the reference prunes, in every block, the entries
 at or below the block's ``int(s · block numel)``-th score (floor, ties included), so a matrix's achieved sparsity
 drifts from the target. Here each block prunes exactly its share of ``round(s · numel)`` (cumulative rounding,
-:func:`pruning.masks.split_counts`) ranked by the same score, so the matrix's achieved sparsity equals the target.
+:func:`pruning.pruners.masks.split_counts`) ranked by the same score, so the matrix's achieved sparsity equals the target.
 The per-block (adaptive) mask choice itself is the reference's. Cholesky/inverse in float64, the sweep in float32.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import NM, LayerStats, register_pruner
-from .masks import lowest_k_mask, nm_mask, num_pruned, split_counts
+from pruning.pruners.base import NM, LayerStats, PrunerSpec
+from pruning.pruners.masks import lowest_k_mask, nm_mask, num_pruned, split_counts
 
 
 def inverse_hessian_factor(H: torch.Tensor, percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,8 +36,6 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float = 0.01) -> tuple[tor
     return U, dead
 
 
-@register_pruner("sparsegpt", needs=frozenset({"H"}), description="blocked OBS with weight updates (Frantar & Alistarh 2023)",
-                 options=("blocksize", "percdamp"))
 def sparsegpt(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, blocksize: int = 128,
               percdamp: float = 0.01, **options) -> torch.Tensor:
     """Prune ``W`` (out, in) to ``sparsity`` (or N:M) with SparseGPT's OBS updates; returns the new weight."""
@@ -84,3 +82,7 @@ def sparsegpt(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None
         W[:, i1:i2] = Q1
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     return W
+
+
+SPEC = PrunerSpec("sparsegpt", sparsegpt, needs=frozenset({"H"}), options=("blocksize", "percdamp"),
+                  description="blocked OBS with weight updates (Frantar & Alistarh 2023)")

@@ -3,7 +3,7 @@
 Zhao et al., "A Convex-optimization-based Layer-wise Post-training Pruner for Large Language Models" (2024).
 ``X`` are the dense inputs, ``X*`` the inputs produced by the already-pruned earlier sublayers of the same block
 (intra-layer error correction; the sequential loop chooses ``none`` / ``intra`` / ``intra+inter`` and fills
-``stats.K``). In statistics form (:mod:`pruning.gd`) the smooth part is ``f(W*) = ½tr(W*HW*ᵀ) − tr(W*Gᵀ) + c``
+``stats.K``). In statistics form (:mod:`pruning.pruners.gd`) the smooth part is ``f(W*) = ½tr(W*HW*ᵀ) − tr(W*Gᵀ) + c``
 with ``G = WK``; its gradient ``W*H − G`` is ``L``-Lipschitz, ``L = λ_max(H)``. FISTA (Beck & Teboulle 2009):
 
     X_{k+1} = S_{λ/L}(Y_k − ∇f(Y_k)/L),   t_{k+1} = (1 + √(1 + 4t_k²))/2,
@@ -30,7 +30,7 @@ Re-fit (``refit="cg"``, the default; ours, not in the paper): the weights kept b
 the L1 shrinkage (≈ λ/H_jj each), so every output of the layer shrinks coherently and the error compounds over the
 blocks (on the built-in model the paper-literal variant prunes at magnitude level). The kept weights are therefore
 re-fitted to the layer's target by per-row least squares on the support, ``w_S = (H_SS + δI)⁻¹ g_S``
-(:func:`pruning.gd.refit_support`, ``g = W K`` so intra correction still applies, δ as SparseGPT's dampening;
+(:func:`pruning.pruners.gd.refit_support`, ``g = W K`` so intra correction still applies, δ as SparseGPT's dampening;
 batched conjugate gradients, or ``refit="cholesky"`` for the exact solve), and
 the layer falls back to its warm start if that is still better (``FistaInfo.fell_back``). ``refit="none"`` is the
 paper-literal variant.
@@ -44,9 +44,11 @@ from typing import Optional, Union
 import pandas as pd
 import torch
 
-from .base import NM, LayerStats, register_pruner
-from .gd import LocalObjective, lipschitz, local_objective, refit_support, row_losses
-from .masks import check_sparsity, nm_mask, nm_sparsity, unstructured_mask
+from pruning.pruners.base import NM, LayerStats, PrunerSpec
+from pruning.pruners.gd import LocalObjective, lipschitz, local_objective, refit_support, row_losses
+from pruning.pruners.masks import check_sparsity, nm_mask, nm_sparsity, unstructured_mask
+from pruning.pruners.sparsegpt import sparsegpt
+from pruning.pruners.wanda import wanda
 
 __all__ = ["soft_threshold", "FistaResult", "fista_lasso", "FistaInfo", "fista_prune", "fista_pruner",
            "fista_lambda_path", "WARM_STARTS", "PROJECTIONS"]
@@ -176,13 +178,7 @@ def _warm_start(kind, W: torch.Tensor, stats: LayerStats, sparsity: float, nm: N
     if kind == "zero":
         return torch.zeros_like(W, dtype=torch.float32)
     if kind in ("wanda", "sparsegpt"):
-        from .base import get_pruner
-
-        try:
-            fn = get_pruner(kind).fn
-        except ValueError:
-            raise ValueError(f"fista: warm start {kind!r} is not available (pruning/{kind}.py missing); "
-                             f"use warm_start='dense'") from None
+        fn = {"wanda": wanda, "sparsegpt": sparsegpt}[kind]
         return fn(W.to(torch.float32).clone(), stats, sparsity, nm)
     raise ValueError(f"fista: unknown warm_start {kind!r}; choose one of: {', '.join(WARM_STARTS)} or a tensor")
 
@@ -237,7 +233,7 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     ``"dense"`` (default) ranks such positions by the dense Wanda score ``|W|·√H_jj`` below every non-zero and
     gives them their dense weight, so the result has exactly the target pattern; ``"none"`` leaves them zero;
     ``refit`` — ``"cg"`` (default, ours): least-squares re-fit of the kept weights on their support by batched
-    conjugate gradients (:func:`pruning.gd.refit_support`, dampening ``refit_damp``), ``"cholesky"`` the same by
+    conjugate gradients (:func:`pruning.pruners.gd.refit_support`, dampening ``refit_damp``), ``"cholesky"`` the same by
     exact solves, both falling back to the warm start when that has a lower local loss; ``"none"``: the
     paper-literal projected LASSO solution; ``dtype`` — iterate precision
     (statistics stay float64 until cast).
@@ -383,8 +379,6 @@ _OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sp
             "restart", "precondition", "min_iter", "refit", "refit_damp", "dtype")
 
 
-@register_pruner("fista", needs=frozenset({"H", "K"}), options=_OPTIONS, correction="intra",
-                 description="FISTAPruner: per-layer LASSO on ½‖W*X*−WX‖² by FISTA, λ searched (Zhao et al. 2024)")
 def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Registered ``fista`` pruner (Contract 3); options as in :func:`fista_prune`."""
     unknown = set(options) - set(_OPTIONS)
@@ -392,6 +386,8 @@ def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = N
         raise ValueError(f"unknown fista option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
     return fista_prune(W, stats, sparsity, nm, **options)[0]
 
+SPEC = PrunerSpec("fista", fista_pruner, needs=frozenset({"H", "K"}), options=_OPTIONS, correction="intra",
+                  description="FISTAPruner: per-layer LASSO on ½‖W*X*−WX‖² by FISTA, λ searched (Zhao et al. 2024)")
 
 def fista_lambda_path(W: torch.Tensor, stats: LayerStats, lambdas=None, *, num: int = 12,
                       min_ratio: float = 1e-3, max_iter: int = 300, tol: float = 1e-6,

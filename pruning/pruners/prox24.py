@@ -2,7 +2,7 @@
 
 Regularizer per group ``w`` of 4 consecutive inputs of a row: ``R(w) = Σ_{i<j<k} |w_i w_j w_k|``, zero exactly
 when the group has at most 2 non-zeros. The pruner runs proximal gradient steps on the local loss
-``f(W*) = ½‖W*X* − WX‖F²`` (:mod:`pruning.gd`): ``W ← prox_{μ_t R}(W − ∇f(W)/L)`` with ``L = λ_max(H)`` and an
+``f(W*) = ½‖W*X* − WX‖F²`` (:mod:`pruning.pruners.gd`): ``W ← prox_{μ_t R}(W − ∇f(W)/L)`` with ``L = λ_max(H)`` and an
 exponentially growing strength ``μ_t`` until every group is 2:4; the mask can then be refined with masked
 gradient updates (``gd_steps`` here, or ``--gd-steps`` of the sequential loop: "prox+GD").
 
@@ -40,9 +40,9 @@ from typing import Optional
 
 import torch
 
-from .base import NM, LayerStats, register_pruner
-from .gd import LocalObjective, lipschitz, local_objective, masked_gd
-from .masks import nm_mask
+from pruning.pruners.base import NM, LayerStats, PrunerSpec
+from pruning.pruners.gd import LocalObjective, lipschitz, local_objective, masked_gd
+from pruning.pruners.masks import nm_mask
 
 __all__ = ["group_penalty", "prox_objective", "prox24", "Prox24Info", "prox24_prune", "prox24_pruner"]
 
@@ -384,7 +384,7 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
     is dimensionless), starting
     from the dense ``W``; stops when every group of 4 has ≤ 2 non-zeros. If ``max_steps`` is reached first, the
     remaining groups keep their 2 largest entries (``info.forced_groups``). Then ``gd_steps`` masked gradient
-    updates (:func:`pruning.gd.masked_gd`). ``record=True`` records the loss, μ_t and the groups still not 2:4
+    updates (:func:`pruning.pruners.gd.masked_gd`). ``record=True`` records the loss, μ_t and the groups still not 2:4
     after every step (:class:`Prox24Info`, :meth:`Prox24Info.schedule`).
 
     ``precondition=True`` (default; ours, not in the paper): the gradient and proximal steps run on the rescaled
@@ -443,8 +443,6 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
 _OPTIONS = ("mu0", "growth", "max_steps", "gd_steps", "dtype", "precondition")
 
 
-@register_pruner("prox24", needs=frozenset({"H", "K"}), options=_OPTIONS,
-                 description="2:4 proximal pruner: prox of Σ|w_i w_j w_k| with growing strength (Kübler et al. 2025)")
 def prox24_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Registered ``prox24`` pruner (Contract 3). Only ``nm=(2, 4)``; ``sparsity`` is ignored.
 
@@ -456,3 +454,7 @@ def prox24_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = 
     if unknown:
         raise ValueError(f"unknown prox24 option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
     return prox24_prune(W, stats, **options)[0]
+
+
+SPEC = PrunerSpec("prox24", prox24_pruner, needs=frozenset({"H", "K"}), options=_OPTIONS, only_nm=(2, 4),
+                  description="2:4 proximal pruner: prox of Σ|w_i w_j w_k| with growing strength (Kübler et al. 2025)")

@@ -5,14 +5,14 @@ Sun, Liu, Bair, Kolter, "A Simple and Effective Pruning Approach for Large Langu
 rescales every score of a row by the same factor and so selects the same mask).
 Unstructured count: the reference prunes ``int(cols · s)`` per row (achieved sparsity floors below the target, e.g.
 403/576 = 0.69965 at s = 0.7); here the matrix prunes exactly ``round(s · numel)``: every row its ``⌊k/rows⌋`` lowest
-scores and the rows with the smallest next score one more (:func:`pruning.masks.unstructured_mask`).
+scores and the rows with the smallest next score one more (:func:`pruning.pruners.masks.unstructured_mask`).
 """
 from __future__ import annotations
 
 import torch
 
-from .base import NM, LayerStats, register_pruner
-from .masks import mask_from_scores
+from pruning.pruners.base import NM, LayerStats, PrunerSpec
+from pruning.pruners.masks import mask_from_scores
 
 
 def wanda_scores(W: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,6 @@ def wanda_scores(W: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
     return W.abs().to(torch.float32) * torch.sqrt(sq_norm.to(torch.float64)).to(torch.float32).unsqueeze(0)
 
 
-@register_pruner("wanda", needs=frozenset(), description="|W|·‖X‖₂ compared per output row (Sun et al. 2024)")
 def wanda(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Prune by Wanda scores: per output row (unstructured; exact matrix total) or the lowest ``M−N`` per M-group."""
     if stats is None:
@@ -30,3 +29,6 @@ def wanda(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **
     W = W.to(torch.float32).clone()
     W.masked_fill_(mask_from_scores(wanda_scores(W, stats.sq_norm), sparsity, nm, per_row=True), 0.0)
     return W
+
+
+SPEC = PrunerSpec("wanda", wanda, description="|W|·‖X‖₂ compared per output row (Sun et al. 2024)")

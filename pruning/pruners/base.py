@@ -60,7 +60,9 @@ class LayerPruner(Protocol):
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    """A registered pruner: its function, the statistics it needs and a one-line description."""
+    """A layer pruner as the registry (:data:`pruning.pruners.PRUNERS`) lists it: its function, the statistics it
+    needs, a one-line description, the keyword options it accepts, its default error-correction mode and, for a
+    pruner bound to one N:M pattern, that pattern."""
 
     name: str
     fn: Callable[..., torch.Tensor]
@@ -69,30 +71,7 @@ class PrunerSpec:
     supports_nm: bool = True
     options: tuple = ()  # keyword options the pruner accepts (``--pruner-opt KEY=VALUE``)
     correction: str = "sequential"  # default error-correction mode (pruning.sequential.CORRECTIONS)
-
-
-PRUNERS: dict[str, PrunerSpec] = {}
-
-
-def register_pruner(name: str, needs: frozenset | set = frozenset(), description: str = "", supports_nm: bool = True,
-                    options: tuple = (), correction: str = "sequential"):
-    """Decorator registering a layer pruner under ``name`` (``options``: the keyword options it accepts;
-    ``correction``: its default error-correction mode, see :mod:`pruning.sequential`)."""
-
-    def deco(fn):
-        PRUNERS[name] = PrunerSpec(name, fn, frozenset(needs), description, supports_nm, tuple(options), correction)
-        return fn
-
-    return deco
-
-
-def get_pruner(name: str) -> PrunerSpec:
-    """Return the registered pruner ``name`` or raise a one-line ValueError listing the known ones."""
-    from . import _register_all  # noqa: F401  (imports every pruner module so that they register)
-
-    if name not in PRUNERS:
-        raise ValueError(f"unknown pruner {name!r}; choose one of: {', '.join(sorted(PRUNERS))}")
-    return PRUNERS[name]
+    only_nm: NM = None  # the one N:M pattern the pruner produces (prox24: 2:4); None = any sparsity or pattern
 
 
 def parse_nm(text: str | None) -> NM:

@@ -42,8 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _sparsities(args, names: list[str]) -> dict:
     """{longname: sparsity} from ``--allocation-file``, ``--allocation`` + ``--metrics``, or ``--nm``."""
-    from .base import parse_nm
-    from .masks import nm_sparsity
+    from pruning.pruners.base import parse_nm
+    from pruning.pruners.masks import nm_sparsity
 
     if args.nm is not None:
         if args.allocation_file or (args.allocation not in (None, "uniform")):
@@ -52,7 +52,7 @@ def _sparsities(args, names: list[str]) -> dict:
     if args.allocation_file and args.allocation:
         raise ValueError("give either --allocation-file or --allocation, not both")
     if args.allocation_file:
-        from .allocation import load_allocation
+        from pruning.allocation import load_allocation
 
         if not Path(args.allocation_file).is_file():
             raise ValueError(f"allocation file {args.allocation_file} not found")
@@ -63,17 +63,18 @@ def _sparsities(args, names: list[str]) -> dict:
         raise ValueError("--allocation needs --sparsity S")
     if not args.metrics:
         raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL --out FILE)")
-    from .allocation import allocate
-    from .cli_allocate import _number, load_metrics
+    from pruning.allocation import allocate
+    from pruning.cli.allocate import load_metrics
+    from pruning.cli.common import parse_number
 
-    df = allocate(load_metrics(args.metrics), args.allocation, _number("--sparsity", args.sparsity),
-                  lam=_number("--lam", args.lam))
+    df = allocate(load_metrics(args.metrics), args.allocation, parse_number("sparsity", args.sparsity),
+                  lam=parse_number("lam", args.lam))
     return dict(zip(df["longname"], df["sparsity"].astype(float)))
 
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning export-recipe``; 0 on success, 2 with one ``error:`` line."""
-    from .recipe import MODIFIERS, block_matrix_names, build_recipe, oneshot_snippet, to_yaml
+    from pruning.recipe import MODIFIERS, block_matrix_names, build_recipe, oneshot_snippet, to_yaml
 
     try:
         if args.pruner not in MODIFIERS:

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spectra.config import cache_dir, data_dirs, offline
+
 __all__ = [
     "DataNotFoundError",
     "DATA_FILES",
@@ -102,24 +104,6 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
-def _candidate_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    env = os.environ.get("SPL_DATA_DIR")
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(_repo_root().parent / "shared" / "data")
-    dirs.append(Path.cwd().parent / "shared" / "data")
-    out: list[Path] = []
-    for d in dirs:
-        if d not in out:
-            out.append(d)
-    return out
-
-
 def _in_dir(directory: Path, key: str) -> Path | None:
     fname = DATA_FILES[key]
     cands = [directory / fname]
@@ -159,22 +143,12 @@ def find_data_file(name: str, path: str | Path | None = None) -> Path:
             if found is not None:
                 return found
         raise _not_found(key, [p])
-    looked = _candidate_dirs()
+    looked = data_dirs()
     for d in looked:
         found = _in_dir(d, key) if d.is_dir() else None
         if found is not None:
             return found
     raise _not_found(key, looked)
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip() not in ("", "0", "false", "False")
-               for v in ("SPL_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _cache_dir() -> Path:
-    """Download cache: ``$SPL_CACHE_DIR/data`` (default ``~/.cache/spectral-pruning-lab/data``)."""
-    return Path(os.environ.get("SPL_CACHE_DIR") or Path.home() / ".cache" / "spectral-pruning-lab") / "data"
 
 
 def _download(key: str) -> Path:
@@ -183,7 +157,7 @@ def _download(key: str) -> Path:
     The returned path is in the same format as the local files (C4: the first 2,000 validation documents as
     parquet; WikiText-2: the lines written back as ``wiki.test.raw``).
     """
-    cache = _cache_dir()
+    cache = cache_dir("data", create=False)
     target = cache / DATA_FILES[key]
     if _in_dir(cache, key) is not None:
         return target
@@ -234,10 +208,10 @@ def _resolve(key: str, path: str | Path | None) -> Path:
     except DataNotFoundError as exc:
         if path is not None:
             raise
-        cached = _in_dir(_cache_dir(), key) if _cache_dir().is_dir() else None
+        cached = _in_dir(cache_dir("data", create=False), key) if cache_dir("data", create=False).is_dir() else None
         if cached is not None:
             return cached
-        if _offline():
+        if offline():
             raise DataNotFoundError(f"{exc} (download fallback disabled: SPL_OFFLINE, HF_HUB_OFFLINE or "
                                     f"HF_DATASETS_OFFLINE is set)") from None
         try:
@@ -328,7 +302,7 @@ def load_piqa(path: str | Path | None = None) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- tokens
-def _encode(tokenizer, text, add_special_tokens: bool = False):
+def encode(tokenizer, text, add_special_tokens: bool = False) -> list:
     """``tokenizer(text)["input_ids"]`` without special tokens (and without the over-length warning)."""
     try:
         enc = tokenizer(text, add_special_tokens=add_special_tokens, verbose=False)
@@ -342,7 +316,7 @@ def tokenizer_adds_bos(tokenizer) -> bool:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return False
-    ids = _encode(tokenizer, "a", add_special_tokens=True)
+    ids = encode(tokenizer, "a", add_special_tokens=True)
     return len(ids) > 0 and ids[0] == bos
 
 
@@ -359,14 +333,14 @@ def _tok_key(tokenizer, what: str, p: Path) -> tuple:
 def get_eval_tokens(tokenizer, dataset: str = "wikitext2", path: str | Path | None = None) -> torch.LongTensor:
     """Token ids (1, T) of ``load_text(dataset)``, tokenised once **without** special tokens (cached).
 
-    Perplexity adds BOS per window itself (see :func:`pruning.perplexity.perplexity`).
+    Perplexity adds BOS per window itself (see :func:`pruning.evaluation.perplexity.perplexity`).
     """
     key = canonical_name(dataset)
     if key not in EVAL_DATASETS:
         raise ValueError(f"dataset {dataset!r} has no perplexity text; choose one of {', '.join(EVAL_DATASETS)}")
     ck = _tok_key(tokenizer, "eval:" + key, _resolve(key, path))
     if ck not in _TOKEN_CACHE:
-        ids = _encode(tokenizer, load_text(key, path))
+        ids = encode(tokenizer, load_text(key, path))
         _TOKEN_CACHE[ck] = torch.tensor(ids, dtype=torch.long).reshape(1, -1)
     return _TOKEN_CACHE[ck].clone()  # callers may modify their copy; the cache stays intact
 
@@ -376,7 +350,7 @@ def _calibration_stream(tokenizer, path: str | Path | None) -> torch.Tensor:
     ck = _tok_key(tokenizer, "calib:c4", _resolve("c4", path))
     if ck not in _TOKEN_CACHE:
         docs = load_c4_documents("calibration", path)
-        encoded = _encode(tokenizer, docs)
+        encoded = encode(tokenizer, docs)
         eos = getattr(tokenizer, "eos_token_id", None)
         flat: list[int] = []
         for ids in encoded:

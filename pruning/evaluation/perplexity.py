@@ -1,13 +1,13 @@
 """Perplexity with the protocol of the pruning literature (SparseGPT, Wanda, AlphaPruning ``eval_ppl``).
 
-The evaluation text (:func:`pruning.data.load_text`) is tokenised once and cut into non-overlapping windows of
+The evaluation text (:func:`pruning.evaluation.data.load_text`) is tokenised once and cut into non-overlapping windows of
 ``seqlen`` tokens (the remainder is dropped, as the references do); PPL = exp(mean token NLL over every predicted
 token of every window).  Each window predicts its own tokens 2..seqlen from the ones before (no context from the
 previous window), so there are ``seqlen - 1`` predicted tokens per window.  C4 keeps the first 256 windows, as the
 references do (``valenc[:, :256 * seqlen]``).
 
 BOS: when the tokenizer adds a BOS token by default (Llama-2, Gemma; detected by
-:func:`pruning.data.tokenizer_adds_bos`), every window is ``[BOS] + seqlen - 1`` text tokens — the model input stays
+:func:`pruning.evaluation.data.tokenizer_adds_bos`), every window is ``[BOS] + seqlen - 1`` text tokens — the model input stays
 ``seqlen`` positions long and every text token of the window is predicted (the first one from BOS); consecutive
 windows then hold ``seqlen - 1`` text tokens each.  Without BOS (SmolLM2, GPT-2) a window is ``seqlen`` text
 tokens.  ``add_bos`` overrides the detection.  (The reference codes tokenise the whole text with the tokenizer's
@@ -22,7 +22,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .data import canonical_name, get_eval_tokens, tokenizer_adds_bos
+from spectra.models import model_and_tokenizer
+
+from pruning.evaluation.data import canonical_name, get_eval_tokens, tokenizer_adds_bos
 
 __all__ = ["PerplexityResult", "perplexity", "eval_windows", "default_seqlen", "C4_MAX_WINDOWS"]
 
@@ -81,16 +83,6 @@ def eval_windows(tokens: torch.Tensor, seqlen: int, bos_id: Optional[int] = None
     return torch.cat([torch.full((n, 1), int(bos_id), dtype=torch.long), body], dim=1)
 
 
-def _unwrap(model, tokenizer):
-    """Accept a ``spectra.models.LoadedModel`` (``.model``, ``.tokenizer``) in place of (model, tokenizer)."""
-    if not isinstance(model, torch.nn.Module) and hasattr(model, "model"):
-        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-        model = model.model
-    if tokenizer is None:
-        raise ValueError("a tokenizer is required; pass (model, tokenizer) or a LoadedModel")
-    return model, tokenizer
-
-
 def prepare_windows(model, tokenizer, dataset: str, seqlen: Optional[int] = None, max_windows: Optional[int] = None,
                     add_bos: Optional[bool] = None, path=None) -> tuple[str, int, torch.Tensor, Optional[int]]:
     """(dataset key, seqlen, (n, seqlen) evaluation windows, BOS id or None) of the literature protocol (module doc)."""
@@ -125,9 +117,9 @@ def perplexity(model, tokenizer=None, dataset: str = "wikitext2", seqlen: Option
 
     ``seqlen`` defaults to :func:`default_seqlen`; ``max_windows`` keeps the first windows only (C4 defaults to
     256 like the references); ``progress_cb(done_windows, total_windows)`` is called after every batch.
-    ``path`` is passed to :func:`pruning.data.get_eval_tokens` (file or data folder).
+    ``path`` is passed to :func:`pruning.evaluation.data.get_eval_tokens` (file or data folder).
     """
-    model, tokenizer = _unwrap(model, tokenizer)
+    model, tokenizer = model_and_tokenizer(model, tokenizer)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive (got {batch_size})")
     key, seqlen, windows, bos_id = prepare_windows(model, tokenizer, dataset, seqlen, max_windows, add_bos, path)

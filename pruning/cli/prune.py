@@ -18,7 +18,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+
+from pruning.cli.common import parse_number
 
 __all__ = ["add_parser", "main", "parse_pruner_options", "run_prune", "settings_from_args"]
 
@@ -27,24 +28,36 @@ def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> Non
     """Options shared by ``prune`` and ``sweep`` (numbers are parsed later so that errors are one line)."""
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="built-in alias, HF directory, .gguf file or hub id (default: built-in SmolLM2-135M)")
+    from pruning.allocation import ALLOCATION_METHODS, GRANULARITIES, MAPPINGS
+    from pruning.pruners import PRUNERS
+    from pruning.prune import PruneSettings
+    from spectra.hill import XMIN_RULES
+
+    d = PruneSettings()  # every default below is the settings dataclass's own
     if not sweep:
-        p.add_argument("--pruner", default="wanda", help="magnitude, wanda, sparsegpt, fista, prox24 (default wanda)")
-        p.add_argument("--allocation", default="uniform",
-                       help="uniform, alphapruning, owl, erk, global, lamp, stable_rank (default uniform)")
-        p.add_argument("--sparsity", default="0.5", help="target global sparsity in [0, 1) (default 0.5)")
-        p.add_argument("--nm", default=None, help="N:M pattern, e.g. 2:4 (needs --allocation uniform)")
-        p.add_argument("--lam", default="0.3", help="AlphaPruning's λ (reference 'epsilon', default 0.3)")
-    p.add_argument("--mapping", default="linear", help="AlphaPruning map: linear (reference) or log")
-    p.add_argument("--granularity", default="block", help="block (default, reference) or matrix")
-    p.add_argument("--metric", default="alpha", help="spectral metric column for alphapruning (default alpha)")
-    p.add_argument("--xmin-rule", default="peak", help="Hill-fit xmin rule: peak (default), peak_ref, ks, median")
-    p.add_argument("--owl-lambda", default="0.08", help="OWL's λ (default 0.08)")
-    p.add_argument("--owl-m", default="5", help="OWL's outlier multiplier M (default 5)")
-    p.add_argument("--max-sparsity", default="0.99", help="cap of every matrix's sparsity (default 0.99)")
-    p.add_argument("--nsamples", default="128", help="calibration windows (default 128)")
-    p.add_argument("--seqlen", default="512", help="calibration window length in tokens (default 512)")
-    p.add_argument("--seed", default="0", help="calibration seed (default 0)")
-    p.add_argument("--gd-steps", default="0", help="masked gradient steps after the pruner (default 0)")
+        p.add_argument("--pruner", default=d.pruner, help=f"{', '.join(PRUNERS)} (default {d.pruner})")
+        p.add_argument("--allocation", default=d.allocation,
+                       help=f"{', '.join(ALLOCATION_METHODS)} (default {d.allocation})")
+        p.add_argument("--sparsity", default=str(d.sparsity),
+                       help=f"target global sparsity in [0, 1) (default {d.sparsity})")
+        p.add_argument("--nm", default=d.nm, help="N:M pattern, e.g. 2:4 (needs --allocation uniform)")
+        p.add_argument("--lam", default=str(d.lam), help=f"AlphaPruning's λ (reference 'epsilon', default {d.lam})")
+    p.add_argument("--mapping", default=d.mapping, help=f"AlphaPruning map: {' or '.join(MAPPINGS)} (default "
+                                                         f"{d.mapping}, the reference's)")
+    p.add_argument("--granularity", default=d.granularity,
+                   help=f"{' or '.join(GRANULARITIES)} (default {d.granularity}, the reference's)")
+    p.add_argument("--metric", default=d.metric, help=f"spectral metric column for alphapruning (default {d.metric})")
+    p.add_argument("--xmin-rule", default=d.xmin_rule,
+                   help=f"Hill-fit xmin rule: {', '.join(XMIN_RULES)} (default {d.xmin_rule})")
+    p.add_argument("--owl-lambda", default=str(d.owl_lambda), help=f"OWL's λ (default {d.owl_lambda})")
+    p.add_argument("--owl-m", default=str(d.owl_M), help=f"OWL's outlier multiplier M (default {d.owl_M:g})")
+    p.add_argument("--max-sparsity", default=str(d.max_sparsity),
+                   help=f"cap of every matrix's sparsity (default {d.max_sparsity})")
+    p.add_argument("--nsamples", default=str(d.nsamples), help=f"calibration windows (default {d.nsamples})")
+    p.add_argument("--seqlen", default=str(d.seqlen), help=f"calibration window length in tokens (default {d.seqlen})")
+    p.add_argument("--seed", default=str(d.seed), help=f"calibration seed (default {d.seed})")
+    p.add_argument("--gd-steps", default=str(d.gd_steps),
+                   help=f"masked gradient steps after the pruner (default {d.gd_steps})")
     p.add_argument("--gd-precondition", dest="gd_rule", action="store_const", const="precond", default="precond",
                    help="masked GD on diagonally rescaled weights (the default; monotone like plain GD, much faster "
                         "on LLM inputs; ours)")
@@ -57,7 +70,8 @@ def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> Non
                    help="error-correction mode: sequential (Wanda/SparseGPT reference loop), none, intra, intra+inter "
                         "(FISTAPruner's ablation) or intra-pruned (default: the pruner's own — intra for fista, "
                         "sequential otherwise)")
-    p.add_argument("--batch-size", default="8", help="calibration windows per block forward (default 8)")
+    p.add_argument("--batch-size", default=str(d.batch_size),
+                   help=f"calibration windows per block forward (default {d.batch_size})")
     p.add_argument("--eval", default="wikitext2", help="perplexity dataset(s), comma-separated: wikitext2, c4, ptb, "
                                                        "or none (default wikitext2)")
     p.add_argument("--eval-seqlen", default=None, help="evaluation window length (default min(2048, max positions))")
@@ -90,21 +104,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _num(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None,
-         allow_none: bool = False):
-    """Parse an option value; one-line ValueError naming the option."""
-    if text is None and allow_none:
-        return None
-    try:
-        val = kind(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"--{name} must be {'an integer' if kind is int else 'a number'} (got {text!r})") from None
-    if (lo is not None and val < lo) or (hi is not None and val > hi):
-        raise ValueError(f"--{name} must be ≥ {lo} (got {text})" if hi is None else
-                         f"--{name} must lie in [{lo}, {hi}] (got {text})")
-    return val
-
-
 def parse_pruner_options(items) -> dict:
     """``["max_iter=30", "dtype=float32", ...]`` → ``{"max_iter": 30, "dtype": torch.float32}`` (ints, floats,
     true/false, float32/float64 and strings); one-line ValueError for an item without ``=``."""
@@ -134,27 +133,30 @@ def parse_pruner_options(items) -> dict:
 
 def settings_from_args(args: argparse.Namespace, **override):
     """PruneSettings from parsed options (``override`` replaces fields, e.g. in a sweep); validated."""
-    from .prune import PruneSettings
+    from pruning.prune import PruneSettings
 
-    get = lambda k, d=None: override.get(k, getattr(args, k, d))  # noqa: E731
-    sparsity = get("sparsity", "0.5")
+    d = PruneSettings()
+    get = lambda k, default=None: override.get(k, getattr(args, k, default))  # noqa: E731
+    sparsity = get("sparsity", d.sparsity)
     try:
         sparsity = float(sparsity)
     except (TypeError, ValueError):
         raise ValueError(f"--sparsity must be a number in [0, 1) (got {sparsity!r})") from None
     s = PruneSettings(
-        pruner=str(get("pruner", "wanda")), allocation=str(get("allocation", "uniform")), sparsity=sparsity,
-        nm=get("nm"), lam=_num("lam", get("lam", "0.3")), mapping=args.mapping, granularity=args.granularity,
-        metric=args.metric, xmin_rule=args.xmin_rule, owl_lambda=_num("owl-lambda", args.owl_lambda, lo=0.0),
-        owl_M=_num("owl-m", args.owl_m, lo=0.0), max_sparsity=_num("max-sparsity", args.max_sparsity, lo=0.0, hi=1.0),
-        nsamples=_num("nsamples", args.nsamples, int, lo=1), seqlen=_num("seqlen", args.seqlen, int, lo=1),
-        seed=_num("seed", args.seed, int), data_path=args.data_dir, gd_steps=_num("gd-steps", args.gd_steps, int, lo=0),
-        correction=args.correction, batch_size=_num("batch-size", args.batch_size, int, lo=1),
+        pruner=str(get("pruner", d.pruner)), allocation=str(get("allocation", d.allocation)), sparsity=sparsity,
+        nm=get("nm"), lam=parse_number("lam", get("lam", d.lam)), mapping=args.mapping, granularity=args.granularity,
+        metric=args.metric, xmin_rule=args.xmin_rule, owl_lambda=parse_number("owl-lambda", args.owl_lambda, lo=0.0),
+        owl_M=parse_number("owl-m", args.owl_m, lo=0.0), max_sparsity=parse_number("max-sparsity", args.max_sparsity, lo=0.0, hi=1.0),
+        nsamples=parse_number("nsamples", args.nsamples, int, lo=1), seqlen=parse_number("seqlen", args.seqlen, int, lo=1),
+        seed=parse_number("seed", args.seed, int), data_path=args.data_dir, gd_steps=parse_number("gd-steps", args.gd_steps, int, lo=0),
+        correction=args.correction, batch_size=parse_number("batch-size", args.batch_size, int, lo=1),
         allocation_file=get("allocation_file"), exclude_flagged=bool(get("exclude_flagged", False)),
         gd_precondition=getattr(args, "gd_rule", "precond") != "plain",
         pruner_options=override["pruner_options"] if "pruner_options" in override
         else parse_pruner_options(getattr(args, "pruner_opt", [])))
-    for name, choices in (("mapping", ("linear", "log")), ("granularity", ("block", "matrix"))):
+    from pruning.allocation import GRANULARITIES, MAPPINGS
+
+    for name, choices in (("mapping", MAPPINGS), ("granularity", GRANULARITIES)):
         if getattr(s, name) not in choices:
             raise ValueError(f"unknown --{name} {getattr(s, name)!r}; choose one of: {', '.join(choices)}")
     from spectra.hill import XMIN_RULES
@@ -166,19 +168,19 @@ def settings_from_args(args: argparse.Namespace, **override):
 
 def eval_options(args: argparse.Namespace) -> dict:
     """Parsed evaluation options: datasets (list, maybe empty), seqlen, max_windows; data checked to exist."""
-    from .data import _resolve, canonical_name
+    from pruning.evaluation.data import canonical_name, resolve_data_file
 
     text = (args.eval or "none").strip()
     datasets = [] if text.lower() == "none" else [canonical_name(t) for t in text.split(",") if t.strip()]
     for key in datasets:
-        _resolve(key, args.data_dir)
-    return {"datasets": datasets, "seqlen": _num("eval-seqlen", args.eval_seqlen, int, lo=1, allow_none=True),
-            "max_windows": _num("max-windows", args.max_windows, int, lo=1, allow_none=True)}
+        resolve_data_file(key, args.data_dir)
+    return {"datasets": datasets, "seqlen": parse_number("eval-seqlen", args.eval_seqlen, int, lo=1, allow_none=True),
+            "max_windows": parse_number("max-windows", args.max_windows, int, lo=1, allow_none=True)}
 
 
 def evaluate(model, tokenizer, ev: dict, data_dir=None, progress: bool = True) -> dict:
     """{dataset: PerplexityResult dict} for every dataset in ``ev`` (see :func:`eval_options`)."""
-    from .perplexity import perplexity
+    from pruning.evaluation.perplexity import perplexity
 
     out = {}
     for ds in ev["datasets"]:
@@ -211,13 +213,13 @@ NOT_STREAMABLE = ("owl", "global", "lamp")
 def _compute_setup(args: argparse.Namespace, settings):
     """(compute device, storage dtype, safetensors folder or None) from ``--device --dtype --stream``: every check
     that needs no model (CUDA present, dtype runnable, streamable source, allocation streamable)."""
-    from .devices import parse_device, parse_dtype
+    from pruning.devices import parse_device, parse_dtype
 
     device = parse_device(getattr(args, "device", "cpu"))
     directory = None
     ckpt = None
     if getattr(args, "stream", False):
-        from .stream import checkpoint_dtype, stream_source_dir
+        from pruning.stream import checkpoint_dtype, stream_source_dir
 
         if settings.allocation in NOT_STREAMABLE and not settings.allocation_file:
             raise ValueError(f"--allocation {settings.allocation} reads the whole dense model, which --stream avoids; "
@@ -229,7 +231,7 @@ def _compute_setup(args: argparse.Namespace, settings):
 
         src = resolve_source(args.model)
         if src.kind == "local":
-            from .stream import checkpoint_dtype
+            from pruning.stream import checkpoint_dtype
 
             ckpt = checkpoint_dtype(src.path)
     return device, parse_dtype(getattr(args, "dtype", None), device, ckpt), directory
@@ -240,7 +242,7 @@ def evaluate_on(model, tokenizer, ev: dict, data_dir, progress: bool, device, bl
     moved there once; read from the shards when ``block_io`` streams them)."""
     if block_io is None and (device is None or device.type == "cpu"):
         return evaluate(model, tokenizer, ev, data_dir, progress)
-    from .stream import blockwise_perplexity
+    from pruning.stream import blockwise_perplexity
 
     out = {}
     for ds in ev["datasets"]:
@@ -272,8 +274,9 @@ def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device
     returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
     from spectra.models import LoadedModel, ModelSource
 
-    from .prune import SPECTRAL, prune_model
-    from .stream import ShardWriter, StreamedModel, write_streamed_output
+    from pruning.allocation import SPECTRAL_METHODS
+    from pruning.prune import prune_model
+    from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
 
     dense = {}
     if not args.no_dense_eval and ev["datasets"]:
@@ -282,7 +285,7 @@ def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device
     sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(getattr(args, "shard_size", "256MB"))),
                        load_head=False)
     metrics = None
-    if settings.allocation in SPECTRAL and not settings.allocation_file and settings.nm is None:
+    if settings.allocation in SPECTRAL_METHODS and not settings.allocation_file and settings.nm is None:
         from spectra.analyze import AnalysisSettings, analyze
 
         metrics = analyze(directory, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=progress)
@@ -306,10 +309,10 @@ def run_prune(args: argparse.Namespace) -> dict:
     """Do the whole ``prune`` command; returns the report dict."""
     from spectra.models import load_model
 
-    from .data import _resolve
-    from .devices import check_disk
-    from .prune import prune_model
-    from .report import build_report, write_json_atomic
+    from pruning.evaluation.data import resolve_data_file
+    from pruning.devices import check_disk
+    from pruning.prune import prune_model
+    from pruning.report import build_report, write_json_atomic
 
     settings = settings_from_args(args)
     out = Path(args.out).expanduser()
@@ -317,13 +320,13 @@ def run_prune(args: argparse.Namespace) -> dict:
     device, dtype, directory = _compute_setup(args, settings)
     ev = eval_options(args)
     if settings.needs_calibration():
-        _resolve(settings.calib_dataset, args.data_dir)
+        resolve_data_file(settings.calib_dataset, args.data_dir)
     progress = not args.quiet
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     if directory is not None:
-        from .stream import output_nbytes
+        from pruning.stream import output_nbytes
 
         parse_size(getattr(args, "shard_size", "256MB"))
         check_disk(out.parent, output_nbytes(directory, dtype))
@@ -358,7 +361,7 @@ def run_prune(args: argparse.Namespace) -> dict:
             continue
         print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
-    from .prune import settings_label
+    from pruning.prune import settings_label
 
     print(f"pruned {settings_label(settings)} / {settings.nm or settings.allocation}: target {result.target_sparsity:.4f}, "
           f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "

@@ -16,7 +16,8 @@ import argparse
 import dataclasses
 import sys
 
-from .cli_prune import _num, add_common_arguments, eval_options, parse_pruner_options, settings_from_args
+from pruning.cli.common import parse_list, parse_number
+from pruning.cli.prune import add_common_arguments, eval_options, parse_pruner_options, settings_from_args
 
 __all__ = ["add_parser", "main", "spec_from_args"]
 
@@ -36,21 +37,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _list(text: str) -> list[str]:
-    return [t.strip() for t in str(text).split(",") if t.strip()]
-
-
 def spec_from_args(args: argparse.Namespace):
     """A validated :class:`pruning.sweep.SweepSpec` from parsed options."""
-    from .base import get_pruner, parse_nm
-    from .sweep import SweepSpec
+    from pruning.pruners import get_pruner, parse_nm
+    from pruning.sweep import SweepSpec
 
-    sparsities = [_num("sparsities", t) for t in _list(args.sparsities)]
-    lams = [_num("lams", t, lo=0.0, hi=1.0) for t in _list(args.lams)]
-    nms = [None if t.lower() == "none" else t for t in _list(args.nm)]
+    sparsities = [parse_number("sparsities", t) for t in parse_list(args.sparsities)]
+    lams = [parse_number("lams", t, lo=0.0, hi=1.0) for t in parse_list(args.lams)]
+    nms = [None if t.lower() == "none" else t for t in parse_list(args.nm)]
     for t in nms:
         parse_nm(t)
-    allocations, pruners = _list(args.allocations), _list(args.pruners)
+    allocations, pruners = parse_list(args.allocations), parse_list(args.pruners)
     if not (sparsities and lams and nms and allocations and pruners):
         raise ValueError("empty list in --sparsities/--lams/--nm/--allocations/--pruners; give at least one value")
     if any(nms) and any(a != "uniform" for a in allocations) and None not in nms:
@@ -76,7 +73,7 @@ def spec_from_args(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning sweep``; 0 on success, 2 with one ``error:`` line on user mistakes."""
-    from .sweep import expand, run_sweep
+    from pruning.sweep import expand, run_sweep
 
     try:
         spec = spec_from_args(args)

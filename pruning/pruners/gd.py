@@ -2,7 +2,7 @@
 
 ``X*`` (columns ``x_t``) are the layer's inputs in the model being pruned, ``X`` (columns ``d_t``) the dense
 inputs (``d = x`` without error correction). With ``H = Σ x xᵀ``, ``K = Σ d xᵀ``, ``D = Σ d dᵀ``
-(:class:`pruning.base.LayerStats`)::
+(:class:`pruning.pruners.base.LayerStats`)::
 
     f(W*) = ½ tr(W* H W*ᵀ) − tr(W* Gᵀ) + ½ tr(W D Wᵀ),   G = W K,   ∇f(W*) = W* H − G.
 
@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from .base import LayerStats
+from pruning.pruners.base import LayerStats
 
 
 @dataclass

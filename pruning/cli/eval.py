@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .data import EVAL_DATASETS, DataNotFoundError, _resolve, canonical_name
+from pruning.evaluation.data import EVAL_DATASETS, DataNotFoundError, canonical_name, resolve_data_file
 
 __all__ = ["add_parser", "main", "run_eval"]
 
@@ -84,8 +84,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     """Do the evaluation described by parsed ``args``; returns the JSON-able result dict."""
     from spectra.models import load_model
 
-    from .perplexity import perplexity
-    from .zeroshot import lambada_accuracy, piqa_accuracy
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.evaluation.zeroshot import lambada_accuracy, piqa_accuracy
 
     datasets = [] if args.dataset == "none" else [canonical_name(args.dataset)]
     if args.lambada is not None:
@@ -95,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     if not datasets:
         raise ValueError("nothing to evaluate: --dataset none and neither --lambada nor --piqa; pick one")
     for key in datasets:  # fail on missing data before the (slow) model load
-        _resolve(key, args.data_dir)
+        resolve_data_file(key, args.data_dir)
     device, dtype, directory = _compute_setup(args)
     if (directory is not None or device.type != "cpu") and (args.lambada is not None or args.piqa is not None):
         raise ValueError("--lambada / --piqa run in memory on the CPU; drop --stream / --device cuda for them")
@@ -135,12 +135,12 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 def _compute_setup(args: argparse.Namespace):
     """(compute device, dtype, safetensors folder when ``--stream``), checked before anything slow."""
-    from .devices import parse_device, parse_dtype
+    from pruning.devices import parse_device, parse_dtype
 
     device = parse_device(getattr(args, "device", "cpu"))
     directory, ckpt = None, None
     if getattr(args, "stream", False):
-        from .stream import checkpoint_dtype, stream_source_dir
+        from pruning.stream import checkpoint_dtype, stream_source_dir
 
         directory = stream_source_dir(args.model)
         ckpt = checkpoint_dtype(directory)
@@ -151,7 +151,7 @@ def _run_blockwise(args: argparse.Namespace, device, dtype, directory, progress:
     """Perplexity block by block on ``device`` (streamed from ``directory`` when given, else the model in memory)."""
     from spectra.models import load_model
 
-    from .stream import StreamedModel, blockwise_perplexity
+    from pruning.stream import StreamedModel, blockwise_perplexity
 
     if directory is not None:
         sm = StreamedModel(directory, dtype)
@@ -187,6 +187,6 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m pruning.cli_eval ... (same options as `python -m pruning eval`)
-    _parser = _configure(argparse.ArgumentParser(prog="python -m pruning.cli_eval", description=__doc__))
+if __name__ == "__main__":  # python -m pruning.cli.eval ... (same options as `python -m pruning eval`)
+    _parser = _configure(argparse.ArgumentParser(prog="python -m pruning.cli.eval", description=__doc__))
     sys.exit(main(_parser.parse_args()))

@@ -8,17 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pruning.cli.common import parse_number, parse_numbers
+
 __all__ = ["add_parser", "main"]
-
-
-def _floats(name: str, text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--{name} must be comma-separated numbers (got {text!r})") from None
-    if not vals:
-        raise ValueError(f"--{name} needs at least one value")
-    return vals
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -51,30 +43,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):
     """:class:`pruning.tune.TuneSettings` from the parsed options (validated; one-line ValueError)."""
-    from .calib_stats import CalibSettings
-    from .tune import TuneSettings
+    from pruning.calib_stats import CalibSettings
+    from pruning.tune import TuneSettings
 
-    def num(name, text, kind=int):
-        try:
-            return kind(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"--{name} must be a number (got {text!r})") from None
-
-    seqlen = num("seqlen", args.seqlen)
-    s = TuneSettings(pruner=args.pruner, allocation=args.allocation, sparsity=num("sparsity", args.sparsity, float),
-                     lams=_floats("lams", args.lams), owl_Ms=_floats("owl-ms", args.owl_ms), search=args.search,
-                     calib=CalibSettings(nsamples=num("nsamples", args.nsamples), seqlen=seqlen,
-                                         seed=num("seed", args.seed)),
+    seqlen = parse_number("seqlen", args.seqlen, int)
+    s = TuneSettings(pruner=args.pruner, allocation=args.allocation, sparsity=parse_number("sparsity", args.sparsity),
+                     lams=parse_numbers("lams", args.lams), owl_Ms=parse_numbers("owl-ms", args.owl_ms), search=args.search,
+                     calib=CalibSettings(nsamples=parse_number("nsamples", args.nsamples, int), seqlen=seqlen,
+                                         seed=parse_number("seed", args.seed, int)),
                      eval_dataset=args.tune_dataset,
-                     eval_seqlen=num("tune-seqlen", args.tune_seqlen) if args.tune_seqlen else seqlen,
-                     eval_windows=num("max-windows", args.max_windows), xmin_rule=args.xmin_rule)
+                     eval_seqlen=parse_number("tune-seqlen", args.tune_seqlen, int) if args.tune_seqlen else seqlen,
+                     eval_windows=parse_number("max-windows", args.max_windows, int), xmin_rule=args.xmin_rule)
     return s.validate()
 
 
 def final_prune(lm, s, best: dict, args) -> dict:
     """The sequential (reference) prune at the chosen value and its WikiText-2 test perplexity."""
-    from .perplexity import perplexity
-    from .prune import PruneSettings, prune_model
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.prune import PruneSettings, prune_model
 
     ps = PruneSettings(pruner=s.pruner, allocation=s.allocation, sparsity=s.sparsity,
                        nsamples=s.calib.nsamples, seqlen=s.calib.seqlen, seed=s.calib.seed, xmin_rule=s.xmin_rule,
@@ -93,8 +79,8 @@ def final_prune(lm, s, best: dict, args) -> dict:
 def main(args: argparse.Namespace) -> int:
     from spectra.models import load_model
 
-    from .report import write_json_atomic
-    from .tune import tune
+    from pruning.report import write_json_atomic
+    from pruning.tune import tune
 
     try:
         s = settings_from_args(args)

@@ -12,7 +12,7 @@ log-probabilities of the continuation tokens and check whether each is the greed
   the choice's length in characters — the docs call it byte length; identical for ASCII text).
 
 BOS: lm-eval encodes without special tokens unless ``add_bos_token`` is set (it is set automatically for
-Gemma).  Here ``add_bos=None`` follows the tokenizer's default (:func:`pruning.data.tokenizer_adds_bos`), which
+Gemma).  Here ``add_bos=None`` follows the tokenizer's default (:func:`pruning.evaluation.data.tokenizer_adds_bos`), which
 for Gemma gives lm-eval's setting and for SmolLM2 / GPT-2 adds nothing.
 """
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import _encode, load_lambada, load_piqa, tokenizer_adds_bos
-from .perplexity import _unwrap
+from spectra.models import model_and_tokenizer
+
+from pruning.evaluation.data import encode, load_lambada, load_piqa, tokenizer_adds_bos
 
 __all__ = ["LambadaResult", "PiqaResult", "lambada_accuracy", "piqa_accuracy", "loglikelihoods", "encode_pair"]
 
@@ -64,8 +65,8 @@ def encode_pair(tokenizer, context: str, continuation: str, bos_id: Optional[int
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
     prefix = [int(bos_id)] if bos_id is not None else []
-    whole = prefix + list(_encode(tokenizer, context + continuation))
-    ctx = prefix + list(_encode(tokenizer, context))
+    whole = prefix + list(encode(tokenizer, context + continuation))
+    ctx = prefix + list(encode(tokenizer, context))
     if not ctx:  # empty context: lm-eval conditions on the end-of-text token
         eos = getattr(tokenizer, "eos_token_id", None)
         if eos is None:
@@ -158,7 +159,7 @@ def lambada_accuracy(model, tokenizer=None, n: Optional[int] = None, path=None, 
                      add_bos: Optional[bool] = None, progress: bool = True, device=None,
                      progress_cb: Optional[Callable[[int, int], None]] = None) -> LambadaResult:
     """LAMBADA (OpenAI) last-word accuracy on the first ``n`` passages (all 5,153 when None), lm-eval style."""
-    model, tokenizer = _unwrap(model, tokenizer)
+    model, tokenizer = model_and_tokenizer(model, tokenizer)
     texts = _first(load_lambada(path), n, "lambada")
     bos_id = _bos(tokenizer, add_bos)
     pairs = []
@@ -176,7 +177,7 @@ def piqa_accuracy(model, tokenizer=None, n: Optional[int] = None, path=None, bat
                   add_bos: Optional[bool] = None, progress: bool = True, device=None,
                   progress_cb: Optional[Callable[[int, int], None]] = None) -> PiqaResult:
     """PIQA validation acc / acc_norm on the first ``n`` examples (all 1,838 when None), lm-eval style."""
-    model, tokenizer = _unwrap(model, tokenizer)
+    model, tokenizer = model_and_tokenizer(model, tokenizer)
     items = _first(load_piqa(path), n, "piqa")
     bos_id = _bos(tokenizer, add_bos)
     pairs = []

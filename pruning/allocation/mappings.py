@@ -1,0 +1,303 @@
+"""The allocation methods' formulas: AlphaPruning / stable-rank ratios, ERK factors, LAMP scores, OWL outlier
+ratios, the bound-respecting re-solve of each family's free scalar, and the argument checks (see
+:mod:`pruning.allocation` for the methods and their sources)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+
+#: Allocation methods accepted by :func:`allocate`.
+ALLOCATION_METHODS: tuple[str, ...] = ("uniform", "alphapruning", "owl", "erk", "global", "lamp", "stable_rank")
+#: methods whose allocation is computed from spectral metrics (the analysis of :mod:`spectra`).
+SPECTRAL_METHODS: tuple[str, ...] = ("alphapruning", "stable_rank")
+GRANULARITIES = ("block", "matrix")
+MAPPINGS = ("linear", "log")
+DIRECTIONS = ("higher_more", "lower_more")
+OUTPUT_COLUMNS = ["longname", "block", "role", "num_params", "metric", "sparsity"]
+
+TOL = 1e-12
+
+
+class AllocationError(ValueError):
+    """The requested allocation cannot be produced (infeasible target, unusable metrics); one-line message."""
+
+
+# ----------------------------------------------------------------------------------------------------- validation
+def check_sparsity(sparsity: Any) -> float:
+    try:
+        s = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+    if not (0.0 <= s < 1.0):
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}; e.g. 0.7 for 70% of the weights removed")
+    return s
+
+
+def check_method(method: Any) -> str:
+    if method not in ALLOCATION_METHODS:
+        raise ValueError(f"unknown allocation method {method!r}; choose one of: {', '.join(ALLOCATION_METHODS)}")
+    return method
+
+
+def check_direction(direction: Union[str, bool]) -> bool:
+    """``"higher_more"``/True → True (higher metric ⇒ more sparsity); ``"lower_more"``/False → False."""
+    if isinstance(direction, (bool, np.bool_)):
+        return bool(direction)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose one of: {', '.join(DIRECTIONS)} (or a bool, "
+                         f"True = higher_more)")
+    return direction == "higher_more"
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+def fit_mean(base: np.ndarray, p: np.ndarray, target: float, lo: float, hi: float, kind: str,
+              what: str = "sparsity") -> tuple[np.ndarray, float]:
+    """Solve for c with Σ p_i·f_i(c) = target·Σ p_i, f_i(c) = clip(c·b_i, lo, hi) ("scale", b_i ≥ 0, c ≥ 0)
+    or clip(b_i + c, lo, hi) ("shift"). g(c) is piecewise linear and non-decreasing: found exactly from its
+    breakpoints. Returns (values, c). Raises AllocationError when target is outside g's range."""
+    b = np.asarray(base, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    P = p.sum()
+    T = target * P
+    if kind == "scale":
+        if (b < 0).any():
+            raise AllocationError("internal: negative base value in a multiplicative allocation")
+        pos = b > 0
+        cs = np.concatenate([[0.0], lo / b[pos], hi / b[pos]])
+
+        def f(c):
+            return np.clip(np.multiply.outer(np.atleast_1d(c), b), lo, hi)
+    elif kind == "shift":
+        cs = np.concatenate([lo - b, hi - b])
+
+        def f(c):
+            return np.clip(np.add.outer(np.atleast_1d(c), b), lo, hi)
+    else:  # pragma: no cover - internal
+        raise ValueError(kind)
+    cs = np.unique(cs)
+    gs = f(cs) @ p
+    if T < gs[0] - 1e-9 * P or T > gs[-1] + 1e-9 * P:
+        raise AllocationError(
+            f"target {what} {target:g} cannot be met: within [{lo:g}, {hi:g}] this allocation reaches mean "
+            f"{what} only in [{gs[0] / P:.6g}, {gs[-1] / P:.6g}]; change the target, max_sparsity/min_sparsity "
+            f"or the method's range (lam)")
+    j = int(np.searchsorted(gs, T, side="left"))
+    if j <= 0:
+        c = cs[0]
+    elif j >= len(cs):
+        c = cs[-1]
+    else:
+        g0, g1 = gs[j - 1], gs[j]
+        c = cs[j] if g1 == g0 else cs[j - 1] + (T - g0) * (cs[j] - cs[j - 1]) / (g1 - g0)
+    values = f(c)[0]
+    # polish the last rounding error on the free entries (those strictly inside the bounds)
+    free = (values > lo + TOL) & (values < hi - TOL)
+    resid = T - values @ p
+    if free.any() and abs(resid) > 0:
+        values[free] = np.clip(values[free] + resid / p[free].sum(), lo, hi)
+    return values, float(c)
+
+
+def bound_note(raw: np.ndarray, lo: float, hi: float, names: Sequence[str], what: str = "sparsity") -> Optional[str]:
+    """Describe the entries of an unbounded solution that fall outside [lo, hi] (None if none)."""
+    above = raw > hi + TOL
+    below = raw < lo - TOL
+    parts = []
+    if above.any():
+        parts.append(f"{int(above.sum())} matrices above max {what} {hi:g} (raw up to {raw.max():.4g}, "
+                     f"e.g. {names[int(np.argmax(raw))]})")
+    if below.any():
+        parts.append(f"{int(below.sum())} matrices below min {what} {lo:g} (raw down to {raw.min():.4g}, "
+                     f"e.g. {names[int(np.argmin(raw))]})")
+    return "; ".join(parts) or None
+
+
+# ---------------------------------------------------------------------------------- metric → ratio mappings
+def alphapruning_ratios(metric: np.ndarray, lam: float = 0.3, mapping: str = "linear",
+                        higher_more: bool = True) -> np.ndarray:
+    """AlphaPruning's un-normalised ratios r_i = (x_i − min x)/(max x − min x)·(s2 − s1) + s1, s1 = 1 − λ, s2 = 1 + λ.
+
+    x = m (``linear``, the reference formula) or log m (``log``, tried in the paper's rebuttal); x = −x when
+    ``higher_more`` is False (lower metric ⇒ more sparsity). A constant metric gives r_i = 1 for all (uniform; the
+    reference code would divide by zero).
+    """
+    m = np.asarray(metric, dtype=np.float64)
+    if mapping == "log":
+        if (m <= 0).any():
+            raise AllocationError(f"mapping='log' needs positive metric values, the smallest is {m.min():g}; "
+                                  f"use mapping='linear'")
+        x = np.log(m)
+    else:
+        x = m.copy()
+    if not higher_more:
+        x = -x
+    span = x.max() - x.min()
+    u = np.full_like(x, 0.5) if span <= 0 else (x - x.min()) / span
+    s1, s2 = 1.0 - lam, 1.0 + lam
+    return u * (s2 - s1) + s1
+
+
+def erk_factors(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Erdős–Rényi-Kernel raw density factor (n_in + n_out)/(n_in·n_out) of each (out, in) matrix (Evci et al.)."""
+    r = np.asarray(rows, dtype=np.float64)
+    c = np.asarray(cols, dtype=np.float64)
+    return (r + c) / (r * c)
+
+
+def as_numpy_abs(w: Any) -> np.ndarray:
+    """|w| flattened as a float32/float64 numpy array (torch tensors of any float dtype or arrays)."""
+    if hasattr(w, "detach"):  # a torch tensor (torch is imported lazily: the CLI does not need it)
+        import torch
+
+        t = w.detach().cpu()
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.to(torch.float32)
+        return np.abs(t.numpy().ravel())
+    a = np.asarray(w)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32)
+    return np.abs(a.ravel())
+
+
+def lamp_scores_sorted(w: Any) -> np.ndarray:
+    """LAMP scores of one matrix in ascending-|w| order: score(u) = w_u² / Σ_{v≥u} w_v² (float64; 0/0 → 0).
+
+    (Lee et al., ICLR 2021.) The sequence is non-decreasing, the last score is 1.
+    """
+    sq = np.sort(as_numpy_abs(w)).astype(np.float64)  # sort in the input precision (faster), square in fp64
+    np.square(sq, out=sq)
+    suffix = np.cumsum(sq[::-1])[::-1]  # Σ_{v≥u} w_v²: non-increasing, so sq/suffix stays non-decreasing
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(sq, suffix, out=sq)
+    sq[np.isnan(sq)] = 0.0  # 0/0 happens only in an all-zero matrix
+    return sq
+
+
+def _float_key(x: np.ndarray) -> np.ndarray:
+    """Monotone integer key of non-negative floats (their IEEE bit pattern)."""
+    return x.view(np.int32 if x.dtype == np.float32 else np.int64)
+
+
+def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: float,
+                   names: Sequence[str]) -> tuple[np.ndarray, float, Optional[str]]:
+    """One global threshold t over per-matrix ascending score arrays, honouring per-matrix bounds.
+
+    Matrix i prunes clip(#{scores_i < t}, lo·n_i, hi·n_i) entries; t is the smallest data value with enough
+    pruned entries; the remainder up to S·Σn is taken from the entries equal to t, matrix by matrix in input order
+    (= a stable sort of the concatenated scores), fractionally for the last one. Equivalent to greedily pruning
+    the globally lowest scores one at a time and skipping matrices that reached their cap, after first pruning
+    the lo·n_i lowest of each matrix. Returns (sparsities, t, note).
+    """
+    n = np.array([len(s) for s in sorted_scores], dtype=np.float64)
+    N = n.sum()
+    T = S * N
+    lo_n, hi_n = lo * n, hi * n
+    if T < lo_n.sum() - 1e-9 * N or T > hi_n.sum() + 1e-9 * N:
+        raise AllocationError(f"target sparsity {S:g} cannot be met within [{lo:g}, {hi:g}]; "
+                              f"change the target or max_sparsity/min_sparsity")
+    dtype = np.result_type(*[s.dtype for s in sorted_scores])
+    arrays = [s.astype(dtype, copy=False) for s in sorted_scores]
+    if any(a.size and (np.isnan(a).any() or a[0] < 0) for a in arrays):
+        raise AllocationError("scores must be finite and non-negative (NaN weights?)")
+    ikey = np.int32 if dtype == np.float32 else np.int64
+
+    def counts(t, side):
+        return np.array([np.searchsorted(a, t, side=side) for a in arrays], dtype=np.float64)
+
+    def g_le(t):
+        return np.clip(counts(t, "right"), lo_n, hi_n).sum()
+
+    top = max(a[-1] for a in arrays if a.size)
+    if g_le(dtype.type(0.0)) >= T - 1e-9:
+        t = dtype.type(0.0)
+    else:  # smallest key k with g_le(value(k)) >= T; g_le(top) = Σ hi_n >= T
+        a_k, b_k = int(_float_key(np.array([0.0], dtype=dtype))[0]), int(_float_key(np.array([top], dtype=dtype))[0])
+        while b_k - a_k > 1:
+            mid = (a_k + b_k) // 2
+            if g_le(np.array([mid], dtype=ikey).view(dtype)[0]) >= T - 1e-9:
+                b_k = mid
+            else:
+                a_k = mid
+        t = np.array([b_k], dtype=ikey).view(dtype)[0]
+    c_lt, c_le = counts(t, "left"), counts(t, "right")
+    base = np.clip(c_lt, lo_n, hi_n)
+    room = np.clip(c_le, lo_n, hi_n) - base
+    rest = T - base.sum()
+    extra = np.zeros_like(base)
+    for i in range(len(arrays)):
+        if rest <= 0:
+            break
+        take = min(rest, room[i])
+        extra[i] = take
+        rest -= take
+    pruned = base + extra
+    note_parts = []
+    capped = c_lt > hi_n + TOL
+    raised = c_le < lo_n - TOL
+    if capped.any():
+        note_parts.append(f"{int(capped.sum())} matrices capped at max sparsity {hi:g} (e.g. "
+                          f"{names[int(np.argmax(capped))]}); threshold recomputed over the others")
+    if raised.any():
+        note_parts.append(f"{int(raised.sum())} matrices raised to min sparsity {lo:g}")
+    return pruned / n, float(t), ("; ".join(note_parts) or None)
+
+
+# ------------------------------------------------------------------------------------------------------- OWL
+def block_of(longname: str) -> int:
+    """Transformer block index of a module path (same rule as spectra.weights.classify), -1 if none."""
+    from spectra.weights import classify
+
+    return classify(longname)[1]
+
+
+def owl_outlier_ratios(weights: Mapping[str, Any], input_sq_norms: Mapping[str, Any], M: float = 5.0, *,
+                       granularity: str = "block", blocks: Optional[Mapping[str, int]] = None
+                       ) -> dict[Union[int, str], float]:
+    """OWL's layer-wise outlier ratio D: the share of Wanda scores |W_ij|·‖X_j‖₂ above M × their mean.
+
+    ``input_sq_norms[name]`` is Σ_t x_tj² per input feature (‖X_j‖₂²). ``granularity="block"`` (default, what OWL's
+    code does: ``check_outlier_mean`` on the concatenated scores of all linear layers of a decoder block) returns
+    ``{block: D}``; ``"matrix"`` returns ``{longname: D}`` with each matrix's own mean. D is a fraction (OWL's code
+    reports percent; the min-max normalisation in :func:`allocate` removes the scale). OWL's ``scaler_row`` is the
+    per-token mean Σ_t x²/T instead of the sum: a common factor within a block, so D is the same.
+    (Yin et al., "Outlier Weighed Layerwise Sparsity", ICML 2024.)
+    """
+    import torch
+
+    check_choice("granularity", granularity, GRANULARITIES)
+    if M <= 0:
+        raise ValueError(f"M must be positive (OWL's default 5), got {M}")
+    if not weights:
+        raise ValueError("weights is empty; pass {longname: W (out, in)} for the prunable matrices")
+    scores: dict[str, torch.Tensor] = {}
+    for name, W in weights.items():
+        if name not in input_sq_norms:
+            raise ValueError(f"input_sq_norms has no entry for {name!r}; collect Σ x² per input feature for it")
+        W = torch.as_tensor(W).detach().to(torch.float64)
+        x = torch.as_tensor(input_sq_norms[name]).detach().to(torch.float64).reshape(-1)
+        if W.ndim != 2 or x.numel() != W.shape[1]:
+            raise ValueError(f"{name}: input_sq_norms has {x.numel()} entries but W has shape {tuple(W.shape)} "
+                             f"(need one per input column)")
+        scores[name] = W.abs() * x.clamp_min(0).sqrt()[None, :]
+    if granularity == "matrix":
+        return {name: float((s > M * s.mean()).sum().item() / s.numel()) for name, s in scores.items()}
+    groups: dict[int, list[str]] = {}
+    for name in scores:
+        b = int(blocks[name]) if blocks is not None and name in blocks else block_of(name)
+        if b < 0:
+            raise ValueError(f"cannot tell the transformer block of {name!r}; pass blocks={{longname: index}}")
+        groups.setdefault(b, []).append(name)
+    out: dict[Union[int, str], float] = {}
+    for b, names in sorted(groups.items()):
+        total = sum(scores[nm].sum().item() for nm in names)
+        count = sum(scores[nm].numel() for nm in names)
+        thr = M * total / count
+        out[b] = float(sum((scores[nm] > thr).sum().item() for nm in names) / count)
+    return out

@@ -1,0 +1,191 @@
+"""The decoder blocks of a model as the pruning loops see them: each block's prunable linear layers, the inputs of
+block 0 captured once (hidden states plus whatever positional/keyword arguments the architecture passes), a block
+run on those inputs, the input groups of a block, and moving blocks between storage and compute devices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from spectra.weights import decoder_layers, iter_model_weights
+
+
+class StopForward(Exception):
+    """Raised inside a hook to end a forward pass early."""
+
+
+@dataclass
+class Linear:
+    """One prunable linear layer of a block: its module and how its weight is stored."""
+
+    longname: str
+    block: int
+    role: str
+    module: torch.nn.Module
+    transposed: bool  # GPT-2 Conv1D stores (in, out)
+
+    def get(self) -> torch.Tensor:
+        """The weight as an (out, in) float32 copy."""
+        w = self.module.weight.detach()
+        return (w.T if self.transposed else w).to(torch.float32).clone()
+
+    def set(self, W: torch.Tensor) -> None:
+        """Write an (out, in) weight back in the stored layout and dtype."""
+        p = self.module.weight
+        p.data.copy_((W.T if self.transposed else W).to(p.dtype))
+
+
+# ----------------------------------------------------------------------------------------------- model structure
+def block_linears(model: torch.nn.Module) -> list[list[Linear]]:
+    """Prunable linear layers per decoder block, from :func:`spectra.weights.iter_model_weights` (block ≥ 0)."""
+    layers = decoder_layers(model)
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    out: list[list[Linear]] = [[] for _ in layers]
+    for info, _ in iter_model_weights(model):
+        if info.block < 0:
+            continue
+        prefix = names[id(layers[info.block])] + "."
+        if not info.longname.startswith(prefix):
+            raise ValueError(f"{info.longname} is not inside decoder block {info.block} ({prefix[:-1]})")
+        out[info.block].append(Linear(info.longname, info.block, info.role, modules[info.longname], info.transposed))
+    return out
+
+
+def module_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def storage_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live between blocks: the device of its input embeddings (a streamed model's
+    decoder blocks sit on the meta device, its embeddings on the CPU)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return emb.weight.device if emb is not None else module_device(model)
+
+
+def to_device(obj, device):
+    """``obj`` with every tensor inside (tuples, lists, dicts, nested) moved to ``device`` (others unchanged)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+class BlockIO:
+    """How the block loop gets a decoder block's weights and gives them back. The default keeps the whole model in
+    memory (nothing to do); :class:`pruning.stream.StreamedModel` loads block ``b`` from the safetensors shards and
+    writes / frees it afterwards."""
+
+    def load(self, b: int, block: torch.nn.Module) -> None:
+        """Make block ``b``'s weights available on the storage device (no-op in memory)."""
+
+    def release(self, b: int, block: torch.nn.Module) -> None:
+        """Block ``b`` is final (pruned and back on the storage device): persist / free it (no-op in memory)."""
+
+
+def onload(block: torch.nn.Module, b: int, device, io: Optional[BlockIO]) -> None:
+    """Load block ``b`` (``io``) and move it to the compute ``device`` (None: stay where it is)."""
+    if io is not None:
+        io.load(b, block)
+    if device is not None:
+        block.to(device)
+
+
+def offload(block: torch.nn.Module, b: int, storage, io: Optional[BlockIO]) -> None:
+    """Move block ``b`` back to the ``storage`` device and hand it to ``io`` (written and freed when streamed)."""
+    if storage is not None:
+        block.to(storage)
+    if io is not None:
+        io.release(b, block)
+
+
+def first_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@dataclass
+class BlockInputs:
+    """A batch of block inputs with the extra arguments the model passed to its first block."""
+
+    hidden: torch.Tensor
+    args: tuple
+    kwargs: dict
+
+
+@torch.no_grad()
+def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
+                         device=None) -> list[BlockInputs]:
+    """Embed ``calib`` (n, seqlen) and return the inputs of decoder block 0, in batches of ``batch_size`` windows.
+
+    A forward pre-hook on block 0 records ``hidden_states`` and every other argument the model passes (causal mask,
+    position ids, rotary ``position_embeddings``, ...) and raises to stop the forward, like the references' Catcher.
+    The embedding runs where the model's embeddings are stored; ``device`` (the compute device, None = the same)
+    is where the captured tensors are kept.
+    """
+    layers = decoder_layers(model)
+    dev = storage_device(model)
+    chunks: list[BlockInputs] = []
+
+    def hook(module, args, kwargs):
+        kwargs = dict(kwargs)
+        if args:
+            hidden, rest = args[0], tuple(args[1:])
+        else:
+            hidden, rest = kwargs.pop("hidden_states"), ()
+        kwargs["use_cache"] = False
+        if "past_key_values" in kwargs:
+            kwargs["past_key_values"] = None
+        chunk = BlockInputs(hidden.detach(), rest, kwargs)
+        if device is not None and torch.device(device) != hidden.device:
+            chunk = BlockInputs(hidden.detach().to(device), to_device(rest, device), to_device(kwargs, device))
+        chunks.append(chunk)
+        raise StopForward
+
+    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for batch in calib.split(batch_size):
+            try:
+                model(input_ids=batch.to(dev), use_cache=False)
+            except StopForward:
+                pass
+    finally:
+        handle.remove()
+    return chunks
+
+
+def run_block(block: torch.nn.Module, chunk: BlockInputs, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return first_output(block(chunk.hidden if hidden is None else hidden, *chunk.args, **chunk.kwargs))
+
+
+def input_groups(block: torch.nn.Module, linears: list[Linear], chunk: BlockInputs) -> list[list[Linear]]:
+    """Group the block's linear layers by shared input tensor, in call order, via one probe forward."""
+    calls: list[tuple[Linear, torch.Tensor]] = []
+    handles = []
+    for lin in linears:
+        handles.append(lin.module.register_forward_pre_hook(lambda m, a, lin=lin: calls.append((lin, a[0]))))
+    try:
+        with torch.no_grad():
+            run_block(block, chunk)
+    finally:
+        for h in handles:
+            h.remove()
+    seen = {id(lin) for lin, _ in calls}
+    missing = [lin.longname for lin in linears if id(lin) not in seen]
+    if missing:
+        raise ValueError(f"linear layers never called by their block: {missing[:3]}; this architecture is not supported")
+    groups: list[list[Linear]] = []
+    prev = None
+    for lin, x in calls:
+        if any(lin is g for grp in groups for g in grp):
+            continue  # a layer called twice keeps its first position
+        if prev is not None and x is prev and groups:
+            groups[-1].append(lin)
+        else:
+            groups.append([lin])
+        prev = x
+    return groups

@@ -1,0 +1,32 @@
+"""Parsing of the CLI's option values, shared by every sub-command: one-line ``ValueError`` naming the option."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def parse_number(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None,
+                 allow_none: bool = False):
+    """``kind(text)`` checked against ``[lo, hi]``; a one-line ValueError naming ``--name`` otherwise."""
+    if text is None and allow_none:
+        return None
+    try:
+        val = kind(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} must be {'an integer' if kind is int else 'a number'} (got {text!r})") from None
+    if (lo is not None and val < lo) or (hi is not None and val > hi):
+        raise ValueError(f"--{name} must be ≥ {lo} (got {text})" if hi is None else
+                         f"--{name} must lie in [{lo}, {hi}] (got {text})")
+    return val
+
+
+def parse_list(text) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``."""
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def parse_numbers(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None) -> list:
+    """Comma-separated numbers (at least one), each checked as by :func:`parse_number`."""
+    vals = [parse_number(name, t, kind, lo, hi) for t in parse_list(text)]
+    if not vals:
+        raise ValueError(f"--{name} needs at least one value")
+    return vals

@@ -1,0 +1,85 @@
+"""The settings of an analysis (:class:`AnalysisSettings`): validated on construction, recorded in every results
+file, and — the part that changes the numbers plus a hash of the code — the key of the on-disk cache."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import __version__
+from .errors import SpectraError
+from .hill import XMIN_RULES
+from .mp import MP_METHODS
+
+
+@dataclass
+class AnalysisSettings:
+    """Settings of an analysis (all recorded in the results' metadata).
+
+    xmin_rule: ``peak`` (default; corrected peak rule), ``peak_ref`` (= weightwatcher ``xmin_peak`` with the
+    powerlaw package), ``peak_ap`` (= AlphaPruning's ``alpha_peak``), ``ks`` (weightwatcher's default Clauset
+    search), ``median`` (AlphaPruning's ``xmin_mid``) or ``fixed``; giving ``xmin`` implies ``fixed``
+    (see ``spectra.hill``). normalize: use the ESD of WᵀW/N (N = max dim) instead of WᵀW.
+    device: where eigenvalues are computed (``cpu`` / ``cuda``). include_embeddings: also the embedding / LM head
+    matrices. keep_eigs: add an ``evals`` column (ascending eigenvalue arrays). evals_thresh: eigenvalues ≤ this are
+    ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0).
+    min_evals: matrices with fewer eigenvalues fail ("too small").
+    mp_method: Marchenko–Pastur σ² estimator (``trace`` or ``median``, see ``spectra.mp``).
+    eig_batch: matrices of one shape whose eigenvalues are computed in one batched call (``spectra.esd.esd_batch``);
+    None = 8 on CUDA, 1 (the per-matrix float64 LAPACK path) on the CPU.
+    """
+
+    xmin_rule: str = "peak"
+    xmin: Optional[float] = None
+    normalize: bool = False
+    device: str = "cpu"
+    include_embeddings: bool = False
+    keep_eigs: bool = False
+    evals_thresh: float = 1e-5
+    min_evals: int = 8
+    mp_method: str = "trace"
+    eig_batch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.xmin is not None:
+            if not (isinstance(self.xmin, (int, float)) and np.isfinite(self.xmin) and self.xmin > 0):
+                raise SpectraError(f"xmin must be a positive number, got {self.xmin!r}")
+            self.xmin = float(self.xmin)
+            self.xmin_rule = "fixed"
+        if self.xmin_rule not in XMIN_RULES:
+            raise SpectraError(f"unknown xmin rule {self.xmin_rule!r}; choose one of {', '.join(XMIN_RULES)}")
+        if self.xmin_rule == "fixed" and self.xmin is None:
+            raise SpectraError("xmin_rule='fixed' needs xmin=<positive number>")
+        if self.mp_method not in MP_METHODS:
+            raise SpectraError(f"unknown mp_method {self.mp_method!r}; choose one of {', '.join(MP_METHODS)}")
+        if not (self.evals_thresh >= 0):
+            raise SpectraError(f"evals_thresh must be ≥ 0, got {self.evals_thresh}")
+        if self.eig_batch is not None and int(self.eig_batch) < 1:
+            raise SpectraError(f"eig_batch must be ≥ 1, got {self.eig_batch}")
+        if int(self.min_evals) < 2:
+            raise SpectraError(f"min_evals must be ≥ 2, got {self.min_evals}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def numbers_key(self) -> dict:
+        """The cache key part: the settings that change the numbers (device and keep_eigs do not) and a hash of the
+        code that computes them, so that a changed implementation never serves stale cached numbers."""
+        d = self.as_dict()
+        d.pop("device")
+        d.pop("keep_eigs")
+        d.pop("eig_batch")
+        d["code"] = _code_hash()
+        return d
+
+
+def _code_hash() -> str:
+    """sha256 (16 hex) of the source of the modules that compute the numbers."""
+    digest = hashlib.sha256(__version__.encode())
+    for name in ("esd", "hill", "mp", "metrics", "analyze", "weights", "settings"):
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]

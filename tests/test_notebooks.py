@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -63,8 +64,10 @@ def execute(name: str, cwd: Path, params: dict | None = None, probe: str = "", t
                                       f"\nprint({PROBE!r} + _json.dumps(_probe, default=float))"))
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}})
+    # the kernel imports spectra / pruning from this checkout, not from wherever the package is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    client.execute()
+    client.execute(env=env)
     seconds = time.perf_counter() - t0
     print(f"{name}: executed in {seconds:.1f} s")
     result: dict = {}

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install install-dev app test test-fast bench browser clean-cache
+.PHONY: install install-dev app test test-fast bench browser clean-cache notebooks-sync
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,16 @@ test: install-dev browser
 
 test-fast: install-dev
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q -m "not slow and not browser and not ecosystem"
+
+# notebooks/NN_*.py (jupytext percent) are the sources; write their paired .ipynb (cell ids kept), without outputs
+NB_SOURCES := $(wildcard notebooks/[0-9][0-9]_*.py)
+
+notebooks-sync: install-dev
+	$(BIN)/jupytext --quiet --to ipynb --update $(NB_SOURCES)
+	$(BIN)/python -c 'import sys, nbformat as nbf; nbs = {p: nbf.read(p, as_version=4) for p in sys.argv[1:]}; \
+	  cells = [c for nb in nbs.values() for c in nb.cells if c.cell_type == "code"]; \
+	  [c.update(outputs=[], execution_count=None) for c in cells]; [nbf.write(nb, p) for p, nb in nbs.items()]' \
+	  $(NB_SOURCES:.py=.ipynb)
 
 bench: install
 	$(BIN)/python bench/bench_spectra.py

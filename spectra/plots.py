@@ -371,3 +371,33 @@ def metric_histogram_figure(df: pd.DataFrame, metric: str = "alpha", *, by_role:
     fig.update_layout(title=title, height=height, template="plotly_white",
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
+
+
+# ------------------------------------------------------------------------------------------------- fit + figure
+def esd_mp_figure(evals: np.ndarray, fit: Any, rows: int, cols: int, *, method: str = "trace", bins: int = 60,
+                  title: Optional[str] = None, height: int = 460) -> go.Figure:
+    """:func:`esd_figure` of a ``rows`` × ``cols`` matrix's eigenvalues with its Marchenko–Pastur bulk density and
+    edge, σ² estimated from the eigenvalues by ``method`` (:func:`spectra.mp.mp_curve` / :func:`spectra.mp.mp_fit`)."""
+    from .mp import mp_curve, mp_fit
+
+    rows, cols = int(rows), int(cols)
+    return esd_figure(evals, fit, mp=mp_curve(evals, rows, cols, method=method),
+                      mp_edge=mp_fit(evals, rows, cols, method=method).bulk_max, bins=bins, title=title,
+                      height=height)
+
+
+def ks_curve_figure(evals: np.ndarray, fit: Any, xmin_rule: str = "peak", *, title: Optional[str] = None,
+                    height: int = 380) -> go.Figure:
+    """:func:`ks_figure` of ``evals`` under ``xmin_rule``: D and α for every xmin candidate
+    (:func:`spectra.hill.ks_curve`), the xmin chosen by ``fit`` and the rule's candidate window
+    (:func:`spectra.hill.xmin_window`, around ``fit.peak``) shaded.
+
+    The reference rules' window (``peak_ref`` / ``peak_ap``) has in effect no lower bound: it is drawn from the
+    smallest candidate."""
+    from .hill import ks_curve, xmin_window
+
+    xs, alphas, Ds = ks_curve(evals, xmin_rule)
+    window = xmin_window(xmin_rule, float(_get(fit, "peak")))
+    if window is not None and xmin_rule != "peak" and xs.size:
+        window = (max(float(xs[0]), window[0]), window[1])
+    return ks_figure(xs, Ds, alphas, chosen=_get(fit, "xmin", None), window=window, title=title, height=height)

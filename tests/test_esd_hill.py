@@ -16,7 +16,7 @@ from spectra.esd import esd
 from spectra.hill import (best_candidate, candidate_fits, fit_power_law, hill_alpha, ks_distance,
                          log_histogram_peak)
 from spectra.metrics import matrix_entropy, matrix_metrics, matrix_problem, status_for
-from spectra.mp import mp_density, mp_edges, mp_fit, mp_median, mp_sigma2
+from spectra.mp import mp_curve, mp_density, mp_edges, mp_fit, mp_median, mp_sigma2
 
 
 def pareto(rng, alpha, n, xmin=1.0):
@@ -355,3 +355,25 @@ def test_matrix_problems():
     assert "too small" in matrix_problem(torch.randn(4, 30))
     m = matrix_metrics(np.zeros(10), 10, 20)
     assert m["status"] == "failed" and np.isnan(m["alpha"]) and "zero" in m["warning"]
+
+
+def test_ks_curve_figure_and_esd_mp_figure_compose_the_library_calls():
+    """spectra.plots.ks_curve_figure / esd_mp_figure draw exactly ks_figure(ks_curve, xmin_window) and
+    esd_figure(mp_curve, mp_fit edge) (the notebooks' and the app's KS and ESD charts)."""
+    from spectra import plots
+    from spectra.hill import ks_curve, xmin_window
+
+    ev = pareto(np.random.default_rng(3), 2.5, 400)
+    for rule in ("peak", "peak_ref", "ks", "median"):
+        fit = fit_power_law(ev, rule)
+        xs, alphas, Ds = ks_curve(ev, rule)
+        window = xmin_window(rule, fit.peak)
+        if window is not None and rule != "peak":
+            window = (max(float(xs[0]), window[0]), window[1])
+        expected = plots.ks_figure(xs, Ds, alphas, chosen=fit.xmin, window=window, title=rule)
+        assert plots.ks_curve_figure(ev, fit, rule, title=rule).to_json() == expected.to_json(), rule
+    fit = fit_power_law(ev, "peak")
+    for method in ("trace", "median"):
+        expected = plots.esd_figure(ev, fit, mp=mp_curve(ev, 40, 60, method=method),
+                                    mp_edge=mp_fit(ev, 40, 60, method=method).bulk_max, title=method)
+        assert plots.esd_mp_figure(ev, fit, 40, 60, method=method, title=method).to_json() == expected.to_json()

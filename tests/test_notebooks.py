@@ -1,13 +1,16 @@
 """Execute every notebook in quick mode (nbclient, kernel ``python3`` = this interpreter) in a temporary working
 directory, then check its key numbers against independent computations and that its figures and tables exist.
 
-Each notebook runs unchanged except for two cells added in memory: an ``injected-parameters`` cell right after the
-``parameters`` cell (papermill convention) and a final *probe* cell that prints the notebook's key variables as JSON.
+The notebooks are stored as jupytext pairs (``notebooks/NN_name.py`` is the source, see docs/NOTEBOOKS.md); the
+first test checks that each stored .ipynb has its .py's cells and no outputs. Each notebook runs unchanged except for
+two cells added in memory: an ``injected-parameters`` cell right after the ``parameters`` cell (papermill convention)
+and a final *probe* cell that prints the notebook's key variables as JSON.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -61,8 +64,10 @@ def execute(name: str, cwd: Path, params: dict | None = None, probe: str = "", t
                                       f"\nprint({PROBE!r} + _json.dumps(_probe, default=float))"))
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}})
+    # the kernel imports spectra / pruning from this checkout, not from wherever the package is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    client.execute()
+    client.execute(env=env)
     seconds = time.perf_counter() - t0
     print(f"{name}: executed in {seconds:.1f} s")
     result: dict = {}
@@ -77,23 +82,30 @@ def execute(name: str, cwd: Path, params: dict | None = None, probe: str = "", t
     return Run(nb, result, seconds)
 
 
-def test_notebooks_are_generated_and_stored_without_outputs():
-    """The committed notebooks are exactly what notebooks/_build.py generates, with no outputs."""
-    import importlib.util
+def cells(nb) -> list[tuple[str, str, list]]:
+    """(cell type, source, tags) of every cell: what a .py source and its .ipynb must share."""
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
 
-    spec = importlib.util.spec_from_file_location("nb_build", NB_DIR / "_build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    assert sorted(build.NOTEBOOKS) == NOTEBOOKS
+
+def test_notebooks_are_in_sync_with_their_sources_and_stored_without_outputs():
+    """Every notebook is a jupytext pair: ``NN_name.py`` (percent format, the source) and ``NN_name.ipynb`` with the
+    same cells, stored without outputs (``make notebooks-sync`` writes the .ipynb from the .py)."""
+    import jupytext
+
+    assert sorted(p.name for p in NB_DIR.glob("[0-9][0-9]_*.py")) == [n.replace(".ipynb", ".py") for n in NOTEBOOKS]
+    assert sorted(p.name for p in NB_DIR.glob("*.ipynb")) == NOTEBOOKS
     for name in NOTEBOOKS:
+        source = NB_DIR / name.replace(".ipynb", ".py")
+        text = jupytext.read(source, fmt="py:percent")
         nb = nbformat.read(NB_DIR / name, as_version=4)
         nbformat.validate(nb)
-        assert nb.metadata["kernelspec"]["name"] == "python3"
+        for pair in (text, nb):
+            assert pair.metadata["jupytext"]["formats"] == "ipynb,py:percent", f"{name}: not paired"
+            assert pair.metadata["kernelspec"]["name"] == "python3"
         for c in nb.cells:
             if c.cell_type == "code":
                 assert c.outputs == [] and c.execution_count is None, f"{name} is stored with outputs"
-        expected = [(c.cell_type, c.source) for c in build.NOTEBOOKS[name]]
-        assert [(c.cell_type, c.source) for c in nb.cells] == expected, f"{name} is stale: run notebooks/_build.py"
+        assert cells(nb) == cells(text), f"{name} is out of sync with {source.name}: run `make notebooks-sync`"
         params = nb.cells[[c.cell_type for c in nb.cells].index("code")]
         assert "parameters" in params.metadata["tags"]
         assert re.search(r"^QUICK = True\b", params.source, re.M) and re.search(r"^MODEL = None\b", params.source, re.M)

@@ -20,12 +20,13 @@ import torch
 
 from spectra.results import jsonable
 
+from .allocation import SPECTRAL_METHODS
 from .base import NM, get_pruner, parse_nm
 from .masks import check_sparsity, nm_sparsity
 from .sequential import CALIBRATION_FREE, CORRECTIONS, prune_sequential
 
-#: allocations computed from each source (the others need only shapes).
-SPECTRAL = ("alphapruning", "stable_rank")
+#: allocations computed from each source (the others need only shapes): :data:`pruning.allocation.SPECTRAL_METHODS`.
+SPECTRAL = SPECTRAL_METHODS
 #: pruners that produce one N:M pattern only (PrunerSpec has no field for this yet), checked before the slow part.
 ONLY_PATTERN = {"prox24": (2, 4)}
 
@@ -250,7 +251,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     """
     from spectra.weights import iter_model_weights, weight_table
 
-    from .allocation import allocate, load_allocation, owl_outlier_ratios
+    from .allocation import WEIGHT_METHODS, allocate, allocation_options, load_allocation, owl_outlier_ratios
     from .sequential import collect_input_norms
 
     table = weight_table(model)
@@ -272,30 +273,28 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     method = settings.allocation
     if nm is not None:
         S = nm_sparsity(nm)
-    opts: dict[str, Any] = dict(max_sparsity=settings.max_sparsity)
+    weights = ratios = None
+    owl: dict[str, Any] = {}
     if method in SPECTRAL:
         if metrics is None:
             from spectra.analyze import AnalysisSettings, analyze
 
             metrics = analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=progress)
         base = metrics
-        opts.update(granularity=settings.granularity, mapping=settings.mapping, lam=settings.lam)
-        if method == "alphapruning":
-            opts["metric"] = settings.metric
-            opts["exclude_flagged"] = bool(settings.exclude_flagged)
     else:
         base = table
+        if method in WEIGHT_METHODS or method == "owl":
+            weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
         if method == "owl":
             if input_norms is None:
                 if calib is None:
                     raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
                 input_norms = collect_input_norms(model, calib, settings.batch_size, progress=progress)
-            weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
             ratios = owl_outlier_ratios(weights, input_norms, settings.owl_M, granularity=settings.granularity)
-            opts.update(outlier_ratios=ratios, owl_lambda=settings.owl_lambda, owl_M=settings.owl_M,
-                        granularity=settings.granularity)
-        elif method in ("global", "lamp"):
-            opts["weights"] = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
+            owl = dict(owl_lambda=settings.owl_lambda, owl_M=settings.owl_M)
+    opts = allocation_options(method, lam=settings.lam, mapping=settings.mapping, granularity=settings.granularity,
+                              metric=settings.metric, exclude_flagged=bool(settings.exclude_flagged),
+                              max_sparsity=settings.max_sparsity, weights=weights, outlier_ratios=ratios, **owl)
     return allocate(base, method, S, **opts)
 
 

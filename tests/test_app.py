@@ -1,4 +1,4 @@
-"""Streamlit AppTest of every view of ``app.py``: the numbers the app shows equal the library's for the same input.
+"""Streamlit AppTest of every view (page) of ``app.py``: the numbers the app shows equal the library's for the same input.
 
 Each test drives the real script (``streamlit.testing.v1.AppTest``) on the built-in model — the analysis comes from
 the spectra disk cache after the first run — and compares what is displayed (metric tiles, plotly figure data,
@@ -74,9 +74,16 @@ def app(analysis):
     return at
 
 
+#: the page file of each view (app.py's st.navigation; webapp.state.VIEW_PAGES)
+PAGES = {"Model overview": "webapp/overview.py", "ESD explorer": "webapp/esd_explorer.py",
+         "Allocation lab": "webapp/allocation_lab.py", "Prune & evaluate": "webapp/prune_evaluate.py",
+         "Report": "webapp/report.py"}
+
+
 def goto(at, view: str):
-    at.sidebar.radio(key="view").set_value(view).run()
+    at.switch_page(PAGES[view]).run()
     no_failure(at)
+    assert at.session_state["view"] == view
     return at
 
 

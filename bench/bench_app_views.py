@@ -90,7 +90,7 @@ def timed(server: Server, action) -> tuple[float, float]:
 
 
 def visit(page, view: str) -> None:
-    page.locator('[data-testid="stSidebar"] label').filter(has_text=view).first.click()
+    page.locator('[data-testid="stSidebarNav"] [data-testid="stSidebarNavLink"]').filter(has_text=view).first.click()
     page.locator("h2").filter(has_text=view).first.wait_for(timeout=600_000)
     idle(page)
     if view not in ("Prune & evaluate", "Report"):  # these two have charts only after a run

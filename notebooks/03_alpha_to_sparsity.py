@@ -49,7 +49,7 @@ from IPython.display import display
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
 from pruning.allocation import ALLOCATION_METHODS, alphapruning_ratios, allocate
-from pruning.data import get_calibration
+from pruning.evaluation.data import get_calibration
 from pruning.plots import allocation_figure, allocation_summary, block_sparsity, lambda_range_figure
 from pruning.prune import PruneSettings, compute_allocation
 from pruning.sequential import collect_input_norms

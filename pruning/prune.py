@@ -241,7 +241,8 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     """
     from spectra.weights import iter_model_weights, weight_table
 
-    from pruning.allocation import SPECTRAL_METHODS, allocate, load_allocation, owl_outlier_ratios
+    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, allocation_options, load_allocation, \
+        owl_outlier_ratios
     from pruning.sequential import collect_input_norms
 
     table = weight_table(model)
@@ -263,30 +264,28 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     method = settings.allocation
     if nm is not None:
         S = nm_sparsity(nm)
-    opts: dict[str, Any] = dict(max_sparsity=settings.max_sparsity)
+    weights = ratios = None
+    owl: dict[str, Any] = {}
     if method in SPECTRAL_METHODS:
         if metrics is None:
             from spectra.analyze import AnalysisSettings, analyze
 
             metrics = analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=progress)
         base = metrics
-        opts.update(granularity=settings.granularity, mapping=settings.mapping, lam=settings.lam)
-        if method == "alphapruning":
-            opts["metric"] = settings.metric
-            opts["exclude_flagged"] = bool(settings.exclude_flagged)
     else:
         base = table
+        if method in WEIGHT_METHODS or method == "owl":
+            weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
         if method == "owl":
             if input_norms is None:
                 if calib is None:
                     raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
                 input_norms = collect_input_norms(model, calib, settings.batch_size, progress=progress)
-            weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
             ratios = owl_outlier_ratios(weights, input_norms, settings.owl_M, granularity=settings.granularity)
-            opts.update(outlier_ratios=ratios, owl_lambda=settings.owl_lambda, owl_M=settings.owl_M,
-                        granularity=settings.granularity)
-        elif method in ("global", "lamp"):
-            opts["weights"] = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
+            owl = dict(owl_lambda=settings.owl_lambda, owl_M=settings.owl_M)
+    opts = allocation_options(method, lam=settings.lam, mapping=settings.mapping, granularity=settings.granularity,
+                              metric=settings.metric, exclude_flagged=bool(settings.exclude_flagged),
+                              max_sparsity=settings.max_sparsity, weights=weights, outlier_ratios=ratios, **owl)
     return allocate(base, method, S, **opts)
 
 

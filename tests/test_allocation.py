@@ -711,3 +711,35 @@ def test_cli_exclude_flagged(tmp_path, capsys):
     code, _, err = run_cli(["--metrics", str(metrics), "--method", "erk", "--sparsity", "0.6", "--exclude-flagged"],
                            capsys)
     assert code == 2 and err.startswith("error:") and err.count("\n") == 1 and "alphapruning" in err
+
+
+# ------------------------------------------------------------------------------------------ allocation_options
+def test_allocation_options_gives_each_method_the_arguments_it_reads():
+    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocation_options
+
+    assert SPECTRAL_METHODS == ("alphapruning", "stable_rank") and set(WEIGHT_METHODS) == {"global", "lamp"}
+    df = synthetic_table()
+    weights = synthetic_weights(df)
+    common = dict(lam=0.4, mapping="log", granularity="matrix", metric="alpha", exclude_flagged=True,
+                  min_sparsity=0.1, max_sparsity=0.9, weights=weights, outlier_ratios=block_ratios(df))
+    bounds = {"min_sparsity": 0.1, "max_sparsity": 0.9}
+    assert allocation_options("uniform", **common) == bounds
+    assert allocation_options("erk", **common) == bounds
+    assert allocation_options("alphapruning", **common) == {**bounds, "lam": 0.4, "mapping": "log",
+                                                            "granularity": "matrix", "metric": "alpha",
+                                                            "exclude_flagged": True}
+    assert allocation_options("stable_rank", **common) == {**bounds, "lam": 0.4, "mapping": "log",
+                                                           "granularity": "matrix"}
+    assert allocation_options("lamp", **common)["weights"] is weights
+    owl = allocation_options("owl", **{**common, "granularity": "block"}, owl_lambda=0.1)
+    assert owl == {**bounds, "outlier_ratios": block_ratios(df), "granularity": "block", "owl_lambda": 0.1}
+    # the options run: every method meets the target with them
+    for method in ALLOCATION_METHODS:
+        opts = allocation_options(method, **{**common, "granularity": "block"})
+        assert wmean(allocate(df, method, 0.5, **opts)) == pytest.approx(0.5, abs=1e-9), method
+    with pytest.raises(ValueError, match="needs the model's weights"):
+        allocation_options("global")
+    with pytest.raises(ValueError, match="OWL needs calibration"):
+        allocation_options("owl")
+    with pytest.raises(ValueError):
+        allocation_options("nope")

@@ -1,4 +1,4 @@
-"""Streamlit AppTest of every view of ``app.py``: the numbers the app shows equal the library's for the same input.
+"""Streamlit AppTest of every view (page) of ``app.py``: the numbers the app shows equal the library's for the same input.
 
 Each test drives the real script (``streamlit.testing.v1.AppTest``) on the built-in model — the analysis comes from
 the spectra disk cache after the first run — and compares what is displayed (metric tiles, plotly figure data,
@@ -74,9 +74,16 @@ def app(analysis):
     return at
 
 
+#: the page file of each view (app.py's st.navigation; webapp.state.VIEW_PAGES)
+PAGES = {"Model overview": "webapp/overview.py", "ESD explorer": "webapp/esd_explorer.py",
+         "Allocation lab": "webapp/allocation_lab.py", "Prune & evaluate": "webapp/prune_evaluate.py",
+         "Report": "webapp/report.py"}
+
+
 def goto(at, view: str):
-    at.sidebar.radio(key="view").set_value(view).run()
+    at.switch_page(PAGES[view]).run()
     no_failure(at)
+    assert at.session_state["view"] == view
     return at
 
 
@@ -259,7 +266,7 @@ def test_esd_side_by_side_and_after_pruning(app, analysis, builtin):
     app.radio(key="esd_compare").set_value("this matrix after pruning").run()
     app.slider(key="esd_prune_s").set_value(0.7).run()
     no_failure(app)
-    from pruning.base import get_pruner
+    from pruning.pruners.base import get_pruner
 
     W = dict(builtin.model.named_modules())[name].weight.detach().to(torch.float32)
     Wp = get_pruner("magnitude").fn(W.clone(), None, 0.7)
@@ -458,7 +465,7 @@ def test_saved_results_file_as_source(app, analysis, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- prune & evaluate
 def test_prune_and_evaluate_small_run(app, analysis, builtin):
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
 
     run = prune_in_app(app, {"pr_pruner": "magnitude", "pr_alloc": "alphapruning", "pr_S": 0.5},
@@ -512,7 +519,7 @@ def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypa
     memory shown is the whole process's (ru_maxrss), not only the prune phase's."""
     import os
 
-    import pruning.perplexity as P
+    import pruning.evaluation.perplexity as P
     from pruning.report import process_peak_rss_mb
 
     assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"  # set by the app before torch loads (see app.py)
@@ -543,7 +550,7 @@ def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypa
 
 def test_prune_4_8_magnitude_pattern(app, builtin):
     """An N:M pattern from the app (fast: magnitude needs no calibration): uniform, recorded, the library's run."""
-    from pruning.perplexity import perplexity
+    from pruning.evaluation.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
 
     run = prune_in_app(app, {"pr_pruner": "magnitude", "pr_pattern": "4:8"}, {"pr_seqlen": 64, "pr_windows": 2})
@@ -565,8 +572,8 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
     """A 2:4 pattern + masked GD from the app: recorded in the run, labelled, equal to the library's run."""
     from safetensors import safe_open
 
-    from pruning.masks import is_nm
-    from pruning.perplexity import perplexity
+    from pruning.pruners.masks import is_nm
+    from pruning.evaluation.perplexity import perplexity
     from pruning.prune import PruneSettings, prune_model
 
     goto(app, "Prune & evaluate")
@@ -737,9 +744,9 @@ def compute_for_layer(app, prefix: str, name: str) -> None:
 def test_fista_lambda_path_of_one_layer(app, builtin):
     import torch
 
-    from pruning.base import LayerStats
-    from pruning.data import get_calibration
-    from pruning.fista import fista_lambda_path
+    from pruning.pruners.base import LayerStats
+    from pruning.evaluation.data import get_calibration
+    from pruning.pruners.fista import fista_lambda_path
     from pruning.sequential import collect_input_norms
 
     name = "model.layers.1.self_attn.k_proj"

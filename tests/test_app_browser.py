@@ -117,7 +117,8 @@ def _shot(page, name: str) -> Path:
 
 
 def _go(page, view: str) -> None:
-    page.locator('[data-testid="stSidebar"] label').filter(has_text=view).first.click()
+    """Switch to the page of ``view`` through its link in the sidebar navigation."""
+    page.locator('[data-testid="stSidebarNav"] [data-testid="stSidebarNavLink"]').filter(has_text=view).first.click()
     page.locator("h2").filter(has_text=view).first.wait_for()
     _idle(page)
 

@@ -304,7 +304,7 @@ NB04_DENSE_CHECK = """
 import numpy as _np
 import torch as _torch
 from spectra.models import load_model as _lm
-from pruning.data import get_eval_tokens as _tok
+from pruning.evaluation.data import get_eval_tokens as _tok
 _m = _lm(MODEL)
 _ids = _tok(_m.tokenizer, "wikitext2").reshape(-1)[: MAX_WINDOWS * EVAL_SEQLEN].reshape(MAX_WINDOWS, EVAL_SEQLEN)
 with _torch.no_grad():

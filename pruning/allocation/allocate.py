@@ -10,7 +10,8 @@ import pandas as pd
 
 from pruning.allocation.mappings import (GRANULARITIES, MAPPINGS, TOL, AllocationError, alphapruning_ratios, as_numpy_abs,
                                          block_of, bound_note, check_choice, check_direction, check_method,
-                                         check_sparsity, erk_factors, fit_mean, lamp_scores_sorted, threshold_fit)
+                                         check_sparsity, erk_factors, fit_mean, lamp_scores_sorted, threshold_fit,
+                                         SPECTRAL_METHODS, WEIGHT_METHODS)
 
 def _prepare(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Validate the metrics table; return (prunable rows in input order, longnames of excluded non-block rows).
@@ -306,6 +307,32 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
     })
     out.attrs["allocation"] = settings
     return out
+
+
+def allocation_options(method: str, *, lam: float = 0.3, mapping: str = "linear", granularity: str = "block",
+                       metric: Optional[str] = None, exclude_flagged: bool = False, min_sparsity: float = 0.0,
+                       max_sparsity: float = 0.99, weights: Optional[Mapping[str, Any]] = None,
+                       outlier_ratios: Optional[Mapping[Union[str, int], float]] = None,
+                       **owl: float) -> dict[str, Any]:
+    """The keyword arguments of :func:`allocate` that ``method`` reads, from one set of settings: the bounds always;
+    λ / mapping / granularity for :data:`SPECTRAL_METHODS` (+ metric and exclude_flagged for AlphaPruning);
+    ``weights`` for :data:`WEIGHT_METHODS`; ``outlier_ratios``, granularity and ``owl`` (``owl_lambda``, ``owl_M``)
+    for OWL. ValueError (one line) when the method needs ``weights`` or ``outlier_ratios`` and they are None."""
+    method = check_method(method)
+    kw: dict[str, Any] = dict(min_sparsity=min_sparsity, max_sparsity=max_sparsity)
+    if method in SPECTRAL_METHODS:
+        kw.update(lam=lam, mapping=mapping, granularity=granularity)
+        if method == "alphapruning":
+            kw.update(metric=metric, exclude_flagged=bool(exclude_flagged))
+    elif method in WEIGHT_METHODS:
+        if weights is None:
+            raise ValueError(f"{method} needs the model's weights; load a model, not a results file")
+        kw["weights"] = weights
+    elif method == "owl":
+        if outlier_ratios is None:
+            raise ValueError("OWL needs calibration activations; load a model, not a results file")
+        kw.update(outlier_ratios=outlier_ratios, granularity=granularity, **owl)
+    return kw
 
 
 def _lookup(weights: Mapping[str, Any], name: str) -> Any:

@@ -10,8 +10,10 @@ import numpy as np
 
 #: Allocation methods accepted by :func:`allocate`.
 ALLOCATION_METHODS: tuple[str, ...] = ("uniform", "alphapruning", "owl", "erk", "global", "lamp", "stable_rank")
-#: methods whose allocation is computed from spectral metrics (the analysis of :mod:`spectra`).
+#: the spectral allocations: computed from spectra metrics, the only ones that read λ, mapping and metric
 SPECTRAL_METHODS: tuple[str, ...] = ("alphapruning", "stable_rank")
+#: allocations that read every weight of the model (``weights=``)
+WEIGHT_METHODS: tuple[str, ...] = ("global", "lamp")
 GRANULARITIES = ("block", "matrix")
 MAPPINGS = ("linear", "log")
 DIRECTIONS = ("higher_more", "lower_more")

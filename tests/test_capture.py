@@ -1,0 +1,38 @@
+"""pruning.capture.capture_layer_inputs: the inputs a hook on one layer sees, as a whole-model forward gives them."""
+import pytest
+import torch
+import transformers as tf
+
+from pruning.capture import capture_layer_inputs
+from pruning.sequential import collect_input_norms
+
+
+def _tiny():
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return tf.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def test_capture_layer_inputs_equals_a_full_forward():
+    m = _tiny()
+    calib = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(1))
+    name = "model.layers.1.mlp.down_proj"
+    module = m.get_submodule(name)
+    xs = []
+    h = module.register_forward_pre_hook(lambda mod, a: xs.append(a[0].detach().reshape(-1, a[0].shape[-1])))
+    with torch.no_grad():
+        m(input_ids=calib, use_cache=False)
+    h.remove()
+    W, X = capture_layer_inputs(m, name, calib)
+    assert W.dtype == X.dtype == torch.float32 and X.shape == (3 * 16, 128)
+    torch.testing.assert_close(W, module.weight.detach().float())
+    torch.testing.assert_close(X, torch.cat(xs).float(), rtol=1e-5, atol=1e-5)
+    # Σx² per input feature = the norms the OWL allocation reads
+    torch.testing.assert_close((X.double() ** 2).sum(0), collect_input_norms(m, calib)[name], rtol=1e-4, atol=1e-6)
+    assert not module._forward_pre_hooks  # the hook is removed
+
+
+def test_capture_layer_inputs_unknown_layer():
+    with pytest.raises(ValueError, match="no layer 'model.nope'"):
+        capture_layer_inputs(_tiny(), "model.nope", torch.zeros(1, 4, dtype=torch.long))

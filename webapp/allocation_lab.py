@@ -1,0 +1,197 @@
+"""Allocation lab: allocation curves of every method, λ / mapping / granularity / bounds, the λ → perplexity
+search, export JSON / CSV."""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pruning import plots as pplots
+from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, AllocationError, save_allocation
+from spectra.hill import SPURIOUS_ALPHA
+from webapp import state
+from webapp.common import chart, one_line, run_page, show_table
+from webapp.figures import allocation_title, allocations_for
+from webapp.state import METHOD_LABELS, S_RANGE, SLOW_METHODS, Context, bind, selection
+
+SPURIOUS = f"α > {SPURIOUS_ALPHA:g}"
+
+
+def allocation_file_bytes(alloc: pd.DataFrame, suffix: str) -> bytes:
+    """The exact file ``pruning.allocation.save_allocation`` writes (the format the pruning CLI reads)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_allocation(alloc, Path(tmp) / f"allocation{suffix}").read_bytes()
+
+
+def flagged_fits_notice(df: pd.DataFrame, excluded: bool) -> None:
+    """A warning naming the blocks whose AlphaPruning mean α includes fits flagged as likely spurious
+    (``spectra.analyze.spurious_blocks``), largest shift of the mean first; an info line once they are left out."""
+    from spectra.analyze import spurious_blocks
+
+    if "alpha" not in df.columns:
+        return
+    sb = spurious_blocks(df)
+    if sb.empty:
+        return
+    sb = sb.assign(shift=sb["alpha_mean"] - sb["alpha_mean_unflagged"]).sort_values("shift", ascending=False)
+    items = "; ".join(f"block {r.block} ({r.flagged}: mean α {r.alpha_mean:.2f}, {r.alpha_mean_unflagged:.2f} "
+                      f"without)" for r in sb.itertuples())
+    if excluded:
+        st.info(f"Left out of AlphaPruning's block means: the fits flagged as likely spurious ({SPURIOUS}) in "
+                f"{len(sb)} blocks — {items}.")
+    else:
+        st.warning(f"AlphaPruning's block means include fits flagged as likely spurious ({SPURIOUS}, see the ESD "
+                   f"explorer) in {len(sb)} blocks, which therefore get more sparsity: {items}. Tick *leave fits "
+                   f"flagged as likely spurious out of the block mean* to allocate without them.")
+
+
+def lambda_range_table(ctx: Context, settings: dict) -> pd.DataFrame:
+    rows = []
+    for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
+        try:
+            a = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
+                                        **{**settings, "lam": float(lam)})
+        except (AllocationError, ValueError):
+            continue
+        s = a["sparsity"].to_numpy()
+        rows.append({"lam": float(lam), "min": float(s.min()), "max": float(s.max()),
+                     "weighted_mean": pplots.weighted_mean_sparsity(a)})
+    return pd.DataFrame(rows)
+
+
+def render(ctx: Context) -> None:
+    st.header("Allocation lab")
+    st.caption("Per-matrix sparsity from per-matrix metrics: every allocation keeps the parameter-weighted mean "
+               "sparsity at the target. Higher α ⇒ less well trained ⇒ more sparsity (AlphaPruning).")
+    c = st.columns(4)
+    lam_used = any(m in SPECTRAL_METHODS for m in st.session_state.al_methods)
+    c[0].slider("global sparsity S", *S_RANGE, step=0.05, key="al_S", **bind("al_S", "S"))
+    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam", **bind("al_lam", "lam"),
+                disabled=not lam_used,
+                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5); read by "
+                     "AlphaPruning and stable rank only")
+    c[2].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
+    c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
+               help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
+    st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
+                   help="OWL needs a calibration pass through the dense model (about half a minute once, then "
+                        "cached); global and LAMP read every weight (a few seconds once)")
+    c = st.columns(3)
+    c[0].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
+                                                        "entropy") if m in ctx.df.columns], key="al_metric")
+    c[1].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
+    with c[2].popover("bounds"):
+        st.slider("min sparsity", 0.0, 0.9, step=0.05, key="al_min")
+        st.slider("max sparsity", 0.5, 1.0, step=0.01, key="al_max")
+    st.checkbox(f"AlphaPruning: leave fits flagged as likely spurious ({SPURIOUS}) out of the block mean (our option; "
+                "the reference keeps them)", key="al_exclude_flagged",
+                help="pruning.allocation.allocate(..., exclude_flagged=True); also applies to AlphaPruning runs of "
+                     "Prune & evaluate")
+    settings = state.alloc_settings()
+    methods = state.alloc_methods()
+    slow = [m for m in methods if m in SLOW_METHODS]
+    with st.spinner(f"Computing {', '.join(METHOD_LABELS[m] for m in slow)} (needs the model / calibration; "
+                    f"cached afterwards) …" if slow else "Allocating …"):
+        allocs, errors = allocations_for(ctx, methods, settings)
+    for label, msg in errors.items():
+        st.error(f"{label}: {msg}")
+    if "alphapruning" in methods:
+        flagged_fits_notice(ctx.df, settings["exclude_flagged"])
+    if not allocs:
+        return
+    fig = pplots.allocation_figure(allocs, by=state.alloc_plot_by(), target=settings["S"],
+                                   highlight=METHOD_LABELS["alphapruning"], title=allocation_title(settings, ctx))
+    chart(fig, key="al_chart")
+    missing = [METHOD_LABELS[m] for m in ("owl", "lamp", "global") if m not in methods]
+    if missing:
+        st.caption(f"Add {', '.join(missing)} under *methods*: they read every weight or run a calibration pass "
+                   f"through the dense model once (seconds to half a minute), then they are cached.")
+    summary = pplots.allocation_summary(allocs)
+    st.markdown("**Min / max / parameter-weighted mean sparsity**")
+    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}", "spread": "{:.2%}"}),
+               key="al_summary")
+    st.subheader("Effect of λ on AlphaPruning")
+    lam_tab = lambda_range_table(ctx, settings)
+    if not lam_tab.empty:
+        chart(pplots.lambda_range_figure(lam_tab, title="min / max per-matrix sparsity against λ"), key="al_lam_fig")
+    tune_panel(ctx, settings)
+    st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    inv = {v: k for k, v in METHOD_LABELS.items()}
+    choices = [inv[label] for label in allocs]
+    kw = bind("al_export", "method", choices)
+    if st.session_state.get("al_export") not in choices:
+        st.session_state.al_export = choices[0]
+    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get, **kw)
+    chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
+    stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
+    c2.download_button("JSON", allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",
+                       key="al_dl_json", on_click="ignore")
+    c3.download_button("CSV", allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv", key="al_dl_csv",
+                       on_click="ignore")
+    with st.expander("allocation table"):
+        show_table(chosen, key="al_table")
+
+
+def tune_panel(ctx: Context, settings: dict) -> None:
+    """λ → perplexity: :func:`pruning.tune.tune` on a copy of the model, the curve filling in point by point,
+    uniform as the reference line, the chosen λ marked and a button that sends it to Prune & evaluate."""
+    from pruning.calib_stats import CalibSettings
+    from pruning.tune import TuneSettings, tune
+
+    st.subheader("λ → perplexity (tune on held-out text)")
+    st.caption("Every λ is pruned one-shot from cached dense calibration statistics (no forward pass; not the "
+               "sequential protocol of Prune & evaluate) and scored on held-out C4 windows (validation documents "
+               "1000–1999: neither the calibration text nor WikiText-2 test). `python -m pruning tune` does the same.")
+    c = st.columns(4)
+    c[0].selectbox("pruner", ("wanda", "magnitude", "sparsegpt"), key="tu_pruner")
+    c[1].text_input("λ values", key="tu_lams")
+    c[2].number_input("calibration samples", 1, 256, key="tu_nsamples")
+    c[3].number_input("held-out windows", 1, 256, key="tu_windows")
+    s = st.session_state
+    if ctx.model_key is None:
+        st.info("Tuning needs the model itself; load a model, not a results file.")
+        return
+    slot = st.empty()
+    if st.button("Run the λ search", key="tu_run"):
+        seqlen = state.calibration()[1]
+        try:
+            lams = [float(v) for v in str(s.tu_lams).split(",") if v.strip()]
+            ts = TuneSettings(pruner=s.tu_pruner, allocation="alphapruning", sparsity=float(settings["S"]),
+                              lams=lams, calib=CalibSettings(nsamples=int(s.tu_nsamples), seqlen=seqlen),
+                              eval_seqlen=seqlen, eval_windows=int(s.tu_windows),
+                              xmin_rule=ctx.analysis_rule).validate()
+        except ValueError as exc:
+            st.error(one_line(exc))
+            return
+        bar = st.progress(0.0, text="dense calibration statistics (cached after the first run) …")
+        rows: list = []
+
+        def on_row(row: dict) -> None:
+            rows.append(row)
+            bar.progress(len(rows) / len(lams), text=f"λ = {row['lam']:g}: held-out perplexity {row['ppl']:.2f} "
+                                                      f"({len(rows)}/{len(lams)})")
+            slot.plotly_chart(pplots.tune_figure(rows), key=f"tu_live_{len(rows)}")
+
+        model = copy.deepcopy(state.load_model_cached(ctx.model_key))
+        s.tune_result = tune(model, ts, log=lambda m: None, progress_cb=on_row)
+        bar.progress(1.0, text="done")
+    res = s.get("tune_result")
+    if res:
+        best = res["best"]["lam"]
+        slot.plotly_chart(pplots.tune_figure(res["rows"], res["uniform"]["ppl"], best,
+                                             title=f"{res['settings']['pruner']} at S = "
+                                                   f"{res['settings']['sparsity']:.0%}: chosen λ = {best:g}"),
+                          key="tu_fig")
+        if st.button(f"Use λ = {best:g} in Prune & evaluate", key="tu_send"):
+            selection().update(lam=float(best), method="alphapruning", S=float(res["settings"]["sparsity"]))
+            st.success(f"λ = {best:g} (AlphaPruning, S = {res['settings']['sparsity']:.0%}) is set in Prune & "
+                       f"evaluate.")
+
+
+if __name__ == "__main__":
+    run_page(render)

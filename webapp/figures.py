@@ -1,0 +1,111 @@
+"""Figures and tables that several pages draw (the Report rebuilds every view's figures with the same builders)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from pruning import plots as pplots
+from spectra import plots as splots
+from spectra.analyze import block_aggregate
+from spectra.errors import SpectraError
+from spectra.hill import fit_power_law, ks_curve, xmin_window
+from spectra.mp import mp_curve, mp_fit
+from webapp import state
+from webapp.common import one_line
+from webapp.state import METHOD_LABELS, Context
+
+
+def overview_figures(ctx: Context, metric: str, weighted: bool) -> dict:
+    df = ctx.df
+    agg = block_aggregate(df[df["block"] >= 0], metric, weighted).set_index("block")[metric]
+    name = "block mean (parameter-weighted)" if weighted else "block mean"
+    return {
+        f"{metric}_along_depth": splots.metric_depth_figure(df, metric, aggregate=agg, aggregate_name=name,
+                                                            title=f"{metric} along depth, per role — {ctx.label}"),
+        f"{metric}_heatmap": splots.heatmap_figure(df, metric, title=f"{metric}: block × role — {ctx.label}"),
+        f"{metric}_histogram": splots.metric_histogram_figure(df, metric, title=f"distribution of {metric}"),
+    }
+
+
+def evals_of(ctx: Context, name: str) -> np.ndarray:
+    """The eigenvalues of WᵀW of the matrix ``name`` (from the analysis, else from the model)."""
+    row = ctx.df.loc[ctx.df["longname"] == name]
+    if row.empty:
+        raise KeyError(name)
+    ev = row["evals"].iloc[0] if "evals" in row.columns else None
+    if ev is None or (isinstance(ev, float) and np.isnan(ev)):
+        if ctx.model_key is None:
+            raise SpectraError("this results file holds no eigenvalues (save it with --eigs) and its model is not "
+                               "available; open the model itself")
+        from spectra.analyze import matrix_esd
+
+        return matrix_esd(ctx.model_key if ctx.model_key != "builtin" else None, name)
+    return np.asarray(ev, dtype=np.float64)
+
+
+def esd_fit(evals: np.ndarray, rule: str, xmin: Optional[float] = None):
+    if rule == "manual":
+        return fit_power_law(evals, "fixed", xmin=xmin)
+    return fit_power_law(evals, rule)
+
+
+def esd_figure_for(row: pd.Series, evals: np.ndarray, fit, show_mp: bool, bins: int, title: str):
+    mp = mp_curve(evals, int(row["rows"]), int(row["cols"])) if show_mp else None
+    edge = mp_fit(evals, int(row["rows"]), int(row["cols"])).bulk_max if show_mp else None
+    return splots.esd_figure(evals, fit, mp=mp, mp_edge=edge, bins=bins, title=title)
+
+
+def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
+    """D for every xmin candidate (spectra.hill.ks_curve), the rule's candidate window shaded."""
+    xs, alphas, Ds = ks_curve(evals, rule)
+    window = xmin_window(rule, float(getattr(fit, "peak", np.nan)))
+    if window is not None and rule != "peak" and xs.size:  # the references' window has no real lower bound
+        window = (max(float(xs[0]), window[0]), window[1])
+    return splots.ks_figure(xs, Ds, alphas, chosen=fit.xmin, window=window, title=title)
+
+
+def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[dict, dict]:
+    """{label: allocation table} for the methods, and {label: error message} for those that failed."""
+    out, errors = {}, {}
+    for m in methods:
+        try:
+            out[METHOD_LABELS[m]] = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m, **settings)
+        except Exception as exc:  # noqa: BLE001 - reported per method
+            errors[METHOD_LABELS[m]] = one_line(exc)
+    return out, errors
+
+
+def allocation_title(settings: dict, ctx: Context) -> str:
+    """Title of the allocation figure (Allocation lab and Report): granularity, S, λ and the model."""
+    return (f"Sparsity per {state.alloc_plot_by()} at S = {settings['S']:.0%}, λ = {settings['lam']:.2f} — "
+            f"{ctx.label}")
+
+
+def runs_table() -> pd.DataFrame:
+    """The runs of this session, one row each (``label`` = pruner + pattern + GD, ``pruning.runs.run_label``)."""
+    t = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in state.runs()])
+    if len(t):
+        t["eval"] = [f"{d} {w}×{q}" for d, w, q in zip(t["dataset"], t["windows"], t["seqlen"])]
+    return t
+
+
+def runs_for_plots() -> pd.DataFrame:
+    """:func:`runs_table` with the pruner column replaced by the run label, so that N:M and +GD runs are curves of
+    their own (as in ``pruning.runs.normalize_results``)."""
+    t = runs_table()
+    if len(t) and "label" in t.columns:
+        t["pruner"] = t["label"]
+    if len(t) and "exclude_flagged" in t.columns:  # AlphaPruning without the flagged fits: a curve of its own
+        t["allocation"] = [f"{a} (flagged fits left out)" if bool(x) else a
+                           for a, x in zip(t["allocation"], t["exclude_flagged"].fillna(False))]
+    return t
+
+
+def tradeoff_of_runs(title: str = "sparsity / perplexity"):
+    """The trade-off figure of this session's runs (None without runs)."""
+    if not state.runs():
+        return None
+    t = runs_for_plots()
+    return pplots.tradeoff_figure(pplots.readable(t), dense=t["dense_ppl"].iloc[0], title=title)

@@ -1,0 +1,348 @@
+"""Prune & evaluate: prune the loaded model with a pruner × allocation (or an N:M pattern) + masked GD, dense vs
+pruned perplexity, trade-off plots from the runs and from sweep tables, FISTA's λ path and prox24's μ schedule."""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pruning import plots as pplots
+from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
+from spectra.hill import SPURIOUS_ALPHA
+from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
+from webapp import state
+from webapp.common import chart, one_line, run_page, show_error, show_table
+from webapp.figures import runs_for_plots, runs_table
+from webapp.state import METHOD_LABELS, PROX24_SCHEDULE, S_RANGE, Context, bind, selection
+
+#: sparsity patterns offered (N:M: N kept of every M consecutive weights of a row)
+PATTERNS = ("unstructured", "2:4", "4:8")
+#: pruners with a paper-literal variant (pruning.prune.PAPER_LITERAL)
+LITERAL_PRUNERS = ("fista", "prox24")
+
+
+def pruner_names() -> list[str]:
+    from pruning.pruners.base import PRUNERS, get_pruner
+
+    get_pruner("magnitude")  # registers every pruner module
+    order = ["magnitude", "wanda", "sparsegpt", "fista", "prox24"]
+    return [p for p in order if p in PRUNERS] + sorted(p for p in PRUNERS if p not in order)
+
+
+def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
+                   pattern: str = "unstructured", gd_steps: int = 0, gd_precondition: bool = True,
+                   literal: bool = False):
+    """The validated ``pruning.prune.PruneSettings`` of the view's inputs (one-line ValueError when invalid), with
+    the Allocation lab's mapping / granularity / metric / max sparsity. An N:M pattern gives every matrix the same
+    sparsity M−N of M: the allocation is then ``uniform`` and the sparsity is the pattern's."""
+    from pruning.pruners.masks import nm_sparsity
+    from pruning.prune import PAPER_LITERAL, PruneSettings
+
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
+    problem = pattern_problem(pruner, pattern)
+    if problem:
+        raise ValueError(problem)
+    nm = None if pattern == "unstructured" else pattern
+    al = state.alloc_settings()
+    settings = PruneSettings(pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam,
+                             mapping=al["mapping"], granularity=al["granularity"], metric=al["metric"],
+                             xmin_rule=ctx.analysis_rule, max_sparsity=al["hi"], nsamples=nsamples, seqlen=seqlen,
+                             seed=state.CALIB_SEED, gd_steps=int(gd_steps), gd_precondition=bool(gd_precondition),
+                             pruner_options=dict(PAPER_LITERAL.get(pruner, {})) if literal else {})
+    if nm:
+        settings.sparsity = nm_sparsity(settings.nm_tuple())
+    return settings.validate()
+
+
+class PhaseLog:
+    """The progress bar of a prune: ``log(fraction, message)`` moves it and keeps every message (``messages``)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.messages: list[str] = []
+
+    def __call__(self, frac: float, text: str) -> None:
+        self.messages.append(text)
+        self.bar.progress(min(max(frac, 0.0), 1.0), text=text)
+
+
+def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
+              windows: int, dataset: str, pattern: str = "unstructured", gd_steps: int = 0,
+              gd_precondition: bool = True, literal: bool = False) -> dict:
+    """Prune a deep copy of the loaded model (``pruning.prune.prune_model``) and evaluate it
+    (``pruning.evaluation.perplexity.perplexity``); returns the run's row (keys with ``_``: records and phase messages)."""
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.prune import prune_model
+    from pruning.report import process_peak_rss_mb
+
+    if ctx.model_key is None:
+        raise ValueError("pruning needs the model itself; load a model, not a results file")
+    settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition,
+                              literal)
+    method, S = settings.allocation, float(settings.sparsity)
+    al = state.alloc_settings()
+    flagged_out = al["exclude_flagged"] and method == "alphapruning" and settings.nm is None
+    if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
+        alloc = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
+                                        **{**al, "S": S, "lam": float(lam)})
+        settings.allocation_file = str(save_allocation(alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) /
+                                                       "allocation.json"))
+    plabel = run_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition,
+                       is_paper_literal(pruner, settings.pruner_options))
+    t0 = time.perf_counter()
+    status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
+    log = PhaseLog(status.progress(0.0, text="loading the model"))
+    lm = state.load_model_cached(ctx.model_key)
+    log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
+              f"setting, then cached)")
+    dense = state.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
+    norms = calib = None
+    if settings.needs_calibration():
+        log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calib_dataset})")
+        calib = state.calibration_windows(ctx.model_key, nsamples, seqlen)
+    if method == "owl":
+        log(0.04, "OWL: calibration input norms of the dense model (cached later)")
+        norms = state.input_norms(ctx.model_key, nsamples, seqlen)
+    log(0.05, f"allocation ({METHOD_LABELS[method]}"
+              f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"
+              if calib is not None else f"allocation ({METHOD_LABELS[method]})")
+    model = copy.deepcopy(lm.model)
+
+    def cb(done: int, total: int, name: str) -> None:
+        from spectra.weights import classify
+
+        log(0.05 + 0.8 * done / max(total, 1), f"block {classify(name)[1]}: pruned {name} ({done}/{total} matrices)")
+
+    res = prune_model(model, lm.tokenizer, settings, progress_cb=cb, progress=False,
+                      metrics=state.metrics_for_alloc(ctx.df), input_norms=norms,
+                      calib=None if calib is None else calib.clone())
+
+    def cb_ppl(done: int, total: int) -> None:
+        log(0.85 + 0.15 * done / max(total, 1), f"evaluation ({dataset}): window {done}/{total}")
+
+    log(0.85, f"evaluation ({dataset}, {windows} windows of {seqlen} tokens)")
+    ppl = perplexity(model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False,
+                     progress_cb=cb_ppl)
+    log(1.0, "done")
+    status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
+                  state="complete", expanded=False)
+    state.save_pruned(model, ctx.model_key, f"{plabel} + {METHOD_LABELS[method]} {S:.0%}")
+    del model
+    if settings.allocation_file:
+        Path(settings.allocation_file).unlink(missing_ok=True)
+    return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
+            "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
+            "pruner_options": json.dumps(settings.pruner_options, sort_keys=True),
+            "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
+            "lam": lam if method in SPECTRAL_METHODS else np.nan, "dataset": dataset,
+            "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
+            "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
+            "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(process_peak_rss_mb(), 1),
+            "prune_peak_rss_mb": round(res.peak_rss_mb, 1), "_records": res.layers, "_phases": log.messages}
+
+
+def inputs(s) -> tuple:
+    """The run arguments of the widgets (after ``ctx``): pruner, allocation, S, λ, calibration, pattern, GD."""
+    return (s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples), int(s.pr_seqlen),
+            s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre), bool(s.pr_literal) and s.pr_pruner in LITERAL_PRUNERS)
+
+
+def render(ctx: Context) -> None:
+    st.header("Prune & evaluate")
+    st.caption("Prunes a copy of the loaded model block by block on C4 calibration windows, then measures "
+               "WikiText-2 perplexity on the first windows; the progress bar names each phase. Small defaults "
+               "finish in about a minute on 2 free cores.")
+    s = st.session_state
+    nm = s.pr_pattern != "unstructured"
+    c = st.columns(5)
+    c[0].selectbox("pruner", pruner_names(), key="pr_pruner",
+                   help="prox24 (2:4 proximal pruner) produces the 2:4 pattern only")
+    c[1].selectbox("pattern", PATTERNS, key="pr_pattern",
+                   help="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
+                        "of every M consecutive weights, the same pattern in every matrix (allocation uniform)")
+    c[2].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get,
+                   disabled=nm, **bind("pr_alloc", "method", list(ALLOCATION_METHODS)))
+    c[3].slider("sparsity", *S_RANGE, step=0.05, key="pr_S", disabled=nm, **bind("pr_S", "S"))
+    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", **bind("pr_lam", "lam"),
+                disabled=nm or s.pr_alloc not in SPECTRAL_METHODS,
+                help="read by AlphaPruning and stable rank only (greyed out for the other allocations)")
+    c = st.columns(4)
+    c[0].number_input("calibration samples", 1, 256, key="pr_nsamples")
+    c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
+    c[2].number_input("eval windows", 1, 512, key="pr_windows")
+    c[3].selectbox("eval dataset", ("wikitext2", "c4", "ptb"), key="pr_dataset")
+    c = st.columns([1, 1, 1, 2])
+    c[3].checkbox("paper-literal variant", key="pr_literal", disabled=s.pr_pruner not in LITERAL_PRUNERS,
+                  help="FISTAPruner without the least-squares re-fit of the kept weights; prox24 with the paper's "
+                       "plain 1/λmax(H) steps. Off: our defaults, which work on LLM layers (README).")
+    c[0].number_input("masked GD steps", 0, 1000, step=10, key="pr_gd_steps",
+                      help="after the pruner, gradient steps on each layer's loss ½‖W*X* − WX‖F² over the kept "
+                           "weights only: the mask stays, the loss never increases (Kübler et al. 2025)")
+    c[1].checkbox("precondition GD", key="pr_gd_pre", disabled=int(s.pr_gd_steps) == 0,
+                  help="diagonally rescaled steps (1/H_jj per input; ours, the default): still monotone, much "
+                       "faster when a few input features dominate λmax(H). Off: the paper's plain 1/λmax(H) step")
+    if nm:
+        n_keep, m = (int(v) for v in s.pr_pattern.split(":"))
+        c[2].caption(f"Pattern {s.pr_pattern}: every row keeps {n_keep} of every {m} consecutive weights, "
+                     f"{1 - n_keep / m:.0%} sparsity in every matrix, so the allocation is uniform and the "
+                     f"allocation / sparsity / λ inputs are ignored (greyed out).")
+    if state.alloc_settings()["exclude_flagged"] and s.pr_alloc == "alphapruning" and not nm:
+        st.caption(f"AlphaPruning leaves the fits flagged as likely spurious (α > {SPURIOUS_ALPHA:g}) out of its block means (the "
+                   "option is set in the Allocation lab).")
+    args = inputs(s)
+    problem = None
+    if ctx.model_key is not None:
+        try:
+            prune_settings(ctx, *args)
+        except ValueError as exc:
+            problem = one_line(exc)
+            st.error(problem)
+    if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=ctx.model_key is None or
+                 problem is not None):
+        try:
+            run = run_prune(ctx, *args[:6], int(s.pr_windows), s.pr_dataset, *args[6:])
+            s.runs = s.runs + [run]
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc, "pruning failed")
+    if ctx.model_key is None:
+        st.info("A results file is open: load a model in the sidebar to prune it.")
+    if s.runs:
+        last_run(s.runs[-1])
+    tradeoff(ctx)
+
+
+def last_run(last: dict) -> None:
+    c = st.columns(5)
+    c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
+    c[1].metric("pruned perplexity", f"{last['ppl']:.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+.2f}",
+                delta_color="inverse")
+    c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
+    c[3].metric("time", f"{last['seconds']:.0f} s")
+    c[4].metric("peak memory (whole process)", f"{last['peak_rss_mb'] / 1024:.2f} GB",
+                help=f"the largest resident set size of the app's process so far (models, analyses, dense and "
+                     f"pruned evaluation included); the prune phase alone peaked at "
+                     f"{last['prune_peak_rss_mb'] / 1024:.2f} GB")
+    chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['label']} + "
+                                          f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
+          key="pr_achieved")
+    st.markdown("**Runs of this session**")
+    show_table(runs_table(), key="pr_runs")
+
+
+def tradeoff(ctx: Context) -> None:
+    """The sparsity / perplexity trade-off of this session's runs and a sweep table, then the layer sections."""
+    s = st.session_state
+    st.subheader("Sparsity / perplexity trade-off")
+    st.text_input("sweep results table (parquet/CSV from `python -m pruning sweep`)", key="pr_sweep_path")
+    tables = []
+    if s.runs:
+        tables.append(runs_for_plots().assign(origin="this session"))
+    path = (s.pr_sweep_path or "").strip()
+    if path:
+        try:
+            tables.append(read_results_table(path).assign(origin=Path(path).name))
+        except FileNotFoundError as exc:
+            st.caption(one_line(exc))
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc, "sweep table")
+    if not tables:
+        st.info("No results yet: run a prune above, or point to a sweep table.")
+        fista_section(ctx)
+        prox24_section(ctx)
+        return
+    table = pd.concat(tables, ignore_index=True)
+    # runs evaluated differently (this session's small runs vs a full sweep, other windows) are never one curve
+    split = [c for c in ("origin", "eval") if c in table.columns and table[c].nunique() > 1]
+    dense = None
+    if not split and "dense_ppl" in table.columns and table["dense_ppl"].notna().any():
+        dense = float(table["dense_ppl"].dropna().iloc[0])
+    group = tuple(split) + ("allocation", "pruner")
+    table["curve"] = table["allocation"].astype(str)
+    lams = table["lam"].dropna().unique() if "lam" in table.columns else []
+    if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
+        has = table["lam"].notna()
+        table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
+    chart(pplots.tradeoff_figure(pplots.readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
+                                 title="perplexity against sparsity, one curve per allocation × pruner"),
+          key="pr_tradeoff")
+    fista_section(ctx)
+    prox24_section(ctx)
+    if "lam" in table.columns and table["lam"].notna().any():
+        S = st.select_slider("λ effect at sparsity", sorted(table.loc[table["lam"].notna(), "sparsity"].unique()),
+                             key="pr_lam_S")
+        sub = table[(table["sparsity"] == S) & table["lam"].notna()]
+        base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
+        baselines = ({f"uniform + {pplots.pruner_label_readable(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
+                     if base is not None else {})
+        chart(pplots.lambda_effect_figure(pplots.readable(sub), group=group, baselines=baselines,
+                                          title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
+
+
+def layer_request(ctx: Context, prefix: str, button: str) -> Optional[tuple]:
+    """A layer selectbox (``{prefix}_layer``) and a button (``{prefix}_btn``); returns the cache arguments
+    (model key, layer, calibration samples, tokens) when the button was pressed or they were computed before
+    (``{prefix}_done``), else None."""
+    names = ctx.df.loc[ctx.df["block"] >= 0, "longname"].tolist()
+    if st.session_state.get(f"{prefix}_layer") not in names:
+        st.session_state[f"{prefix}_layer"] = names[0]
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("layer", names, key=f"{prefix}_layer")
+    run_it = c2.button(button, key=f"{prefix}_btn")
+    args = (ctx.model_key, st.session_state[f"{prefix}_layer"], *state.calibration())
+    return args if run_it or st.session_state.get(f"{prefix}_done") == args else None
+
+
+def fista_section(ctx: Context) -> None:
+    """FISTAPruner's own λ (the L1 weight): its LASSO path on one layer, on demand."""
+    if ctx.model_key is None:
+        return
+    with st.expander("FISTAPruner: effect of its L1 weight λ on one layer"):
+        st.caption("FISTAPruner solves min ½‖W*X − WX‖F² + λ‖W*‖₁ per layer and searches λ until the solution "
+                   "has the target sparsity. The path below solves it for 10 values of λ on this layer's "
+                   "calibration inputs (the calibration settings above; no error correction).")
+        args = layer_request(ctx, "pr_fista", "Compute the λ path")
+        if args is not None:
+            with st.spinner("Solving the LASSO path (cached afterwards) …"):
+                path = state.fista_path(*args)
+            st.session_state.pr_fista_done = args
+            chart(pplots.fista_path_figure(path, target=float(selection()["S"]),
+                                           title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
+
+
+def prox24_section(ctx: Context) -> None:
+    """The 2:4 proximal pruner's growing regularization μ_t on one layer, on demand (``state.prox24_schedule``)."""
+    if ctx.model_key is None:
+        return
+    with st.expander("2:4 proximal pruner: its regularization schedule on one layer"):
+        cfg = PROX24_SCHEDULE
+        st.caption("prox24 takes proximal-gradient steps W ← prox_{μ_t R}(W − ∇f(W)/L) on the layer's loss "
+                   "f = ½‖W*X − WX‖F², with R = Σ|w_i w_j w_k| over the triples of every group of 4 (zero exactly "
+                   "when the group is 2:4) and a growing strength μ_t = mu0·growth^t / rms(V), until every group "
+                   "of 4 has at most 2 non-zeros; the steps run on the rescaled weights V = W·diag(√H_jj) (ours: "
+                   "the same loss, unit-diagonal curvature). Shown on this layer's calibration inputs (the calibration "
+                   f"settings above; no error correction) with a cheaper schedule than the pruner's default: "
+                   f"mu0 = {cfg['mu0']:g}, growth = {cfg['growth']:g} (default 1.1), {cfg['dtype']} iterates.")
+        args = layer_request(ctx, "pr_prox", "Compute the schedule")
+        if args is not None:
+            with st.spinner("Running the 2:4 proximal pruner on this layer (cached afterwards) …"):
+                sched, meta = state.prox24_schedule(*args)
+            st.session_state.pr_prox_done = args
+            chart(pplots.prox24_schedule_figure(sched, title=f"{args[1]}: 2:4 proximal schedule"),
+                  key="pr_prox_fig")
+            end = ("every group of 4 reached ≤ 2 non-zeros through the prox" if meta["converged"] else
+                   f"{meta['forced_groups']} of {meta['groups']} groups were still not 2:4 after "
+                   f"{cfg['max_steps']} steps and kept their 2 largest weights")
+            st.caption(f"{meta['steps']} proximal steps on {meta['groups']} groups of 4 (rms(W) = "
+                       f"{meta['rms']:.4g}); {end}.")
+
+
+if __name__ == "__main__":
+    run_page(render)

@@ -5,7 +5,8 @@ then an allocation (milliseconds), a one-shot prune from those statistics ("dens
 pass) and a perplexity on held-out windows. The held-out text is C4 validation documents 1000–1999 (the evaluation
 split of :mod:`pruning.evaluation.data`): disjoint from the calibration documents (0–999) and from WikiText-2 test, on which
 final numbers are reported — the AlphaPruning and OWL codes tune on the test set; we never do.
-``final_prune`` then runs the sequential (reference) prune at the chosen value and reports test perplexity apart.
+:func:`final_prune` then runs the sequential (reference) prune at the chosen value and at uniform sparsity and scores
+both on the same held-out windows (the one-shot/sequential gap) and on WikiText-2 test (reported apart).
 
 Search: ``grid`` (every value given) or ``golden`` (golden-section search for the minimum over the range of the
 values given, as many evaluations as values given; assumes one minimum). The JSON written after every candidate
@@ -23,7 +24,7 @@ from typing import Callable, Optional
 
 from pruning.calib_stats import CalibSettings, DenseWeights, dense_stats, prune_from_stats
 
-__all__ = ["TuneSettings", "tune", "golden_points"]
+__all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
 
 TUNABLE = ("alphapruning", "owl")
 SEARCHES = ("grid", "golden")
@@ -224,3 +225,45 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
     m_txt = "" if best["owl_M"] is None else f" M={best['owl_M']:g}"
     log(f"best: λ={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
     return result
+
+
+def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, test_windows: Optional[int] = None,
+                data_path=None, baseline: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Sequential (reference) prunes at the chosen value ``best`` and, with ``baseline``, at uniform sparsity (λ = 0):
+    each scored on the tuning's held-out windows (``val_ppl``: compare with the one-shot ``ppl`` of the same
+    candidate for the one-shot/sequential gap) and on WikiText-2 test (``test_ppl``, ``test_seqlen`` windows, the
+    first ``test_windows`` or all). The model is restored to its dense weights after each prune.
+
+    Returns ``{"chosen": row, "uniform": row}`` with ``settings`` (the PruneSettings), ``achieved_sparsity`` and
+    ``prune_seconds`` in each row.
+    """
+    from pruning.evaluation.perplexity import perplexity
+    from pruning.prune import PruneSettings, prune_model
+
+    dense = DenseWeights(lm.model)
+    runs = {"chosen": best} if not baseline else {"chosen": best, "uniform": {"lam": "uniform"}}
+    out: dict = {}
+    for name, cand in runs.items():
+        ps = PruneSettings(pruner=settings.pruner, allocation=settings.allocation, sparsity=settings.sparsity,
+                           nsamples=settings.calib.nsamples, seqlen=settings.calib.seqlen, seed=settings.calib.seed,
+                           xmin_rule=settings.xmin_rule, max_sparsity=settings.max_sparsity, data_path=data_path)
+        if cand["lam"] == "uniform":
+            ps.allocation = "uniform"
+        elif settings.allocation == "alphapruning":
+            ps.lam = float(cand["lam"])
+        else:
+            ps.owl_lambda, ps.owl_M = float(cand["lam"]), float(cand["owl_M"])
+        res = prune_model(lm, None, ps, progress=False)
+        val = perplexity(lm.model, lm.tokenizer, settings.eval_dataset, seqlen=settings.eval_seqlen,
+                         max_windows=settings.eval_windows, progress=False, path=data_path)
+        test = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=int(test_seqlen), max_windows=test_windows,
+                          progress=False, path=data_path)
+        out[name] = {"mode": "sequential", "lam": cand["lam"], "owl_M": cand.get("owl_M"), "settings": ps.as_dict(),
+                     "val_ppl": val.ppl, "test_ppl": test.ppl, "test_windows": test.nwindows,
+                     "test_seqlen": test.seqlen, "prune_seconds": res.timings["total"],
+                     "achieved_sparsity": res.achieved_sparsity}
+        log(f"sequential {name} ({ps.allocation}{'' if cand['lam'] == 'uniform' else ' λ=' + str(cand['lam'])}): "
+            f"held-out ppl {val.ppl:.3f}, WikiText-2 test ppl {test.ppl:.3f} ({test.nwindows} × {test.seqlen})")
+        dense.restore()
+    return out
+

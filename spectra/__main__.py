@@ -12,13 +12,22 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import json
 import sys
+import time
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .errors import SpectraError
+
+
+def _seconds_since_process_start() -> float:
+    """Seconds since this process started (interpreter start-up and every import so far included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where eigenvalues are computed")
     p.add_argument("--eig-batch", type=int, default=None,
                    help="matrices of one shape per batched eigvalsh (default 8 on cuda, 1 on cpu); float64 always")
+    p.add_argument("--timings", action="store_true",
+                   help="print a 'spectra_timings {json}' line: start-up and imports, reading, eigenvalues, fits, "
+                        "writing (seconds)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="CPU matrices analysed at once (threads; same numbers as 1; set OMP_NUM_THREADS=1 with it)")
     p.add_argument("--eigs", action="store_true", help="keep the raw eigenvalues (an 'evals' column in --out)")
     p.add_argument("--normalize", action="store_true", help="ESD of WᵀW/N instead of WᵀW")
     p.add_argument("--include-embeddings", action="store_true", help="also analyse embedding / LM-head matrices")
@@ -87,12 +101,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             check_output_path(args.out, args.overwrite)  # fail before the work, not after
         settings = AnalysisSettings(xmin_rule=args.xmin, xmin=args.xmin_value, normalize=args.normalize,
                                     device=args.device, include_embeddings=args.include_embeddings,
-                                    keep_eigs=args.eigs, eig_batch=args.eig_batch)
+                                    keep_eigs=args.eigs, eig_batch=args.eig_batch,
+                                    workers=args.workers)
+        t_start = _seconds_since_process_start()
+        t = time.perf_counter()
         df = analyze(args.model, settings, progress=not args.quiet, cache=not args.no_cache)
+        t_analyze = time.perf_counter() - t
         print(summary(df))
+        t = time.perf_counter()
         if args.out:
             path = save_results(df, args.out, overwrite=args.overwrite)
             print(f"wrote {path}")
+        if args.timings:
+            phases = df.attrs["metadata"].get("timings", {})
+            other = t_analyze - sum(phases.values())
+            print("spectra_timings " + json.dumps({"start-up + imports": round(t_start, 3), **phases,
+                                                   "other analysis": round(other, 3),
+                                                   "summary + writing": round(time.perf_counter() - t, 3)}))
     except SpectraError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

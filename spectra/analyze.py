@@ -166,8 +166,29 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
                 progress_cb(row["layer_id"] + 1, total, name)
         pending.clear()
 
+    pool = None
+    if int(settings.workers) > 1 and device.type == "cpu" and batch == 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(int(settings.workers), thread_name_prefix="spectra")
+    running: list = []  # (row, future) in enumeration order
+
+    def done(row: dict, future, numbers: Optional[tuple] = None) -> None:
+        """Finish ``row`` (with the numbers, or the future's) and report progress, in enumeration order."""
+        if future is not None or numbers is not None:
+            ev, metrics = numbers if numbers is not None else future.result()
+            row.update(metrics)
+            row["evals"] = ev
+        if bar is not None:
+            bar.update(1)
+        if progress_cb is not None:
+            progress_cb(row["layer_id"] + 1, total, row["longname"])
+
+    clock = {"read_s": 0.0, "eig_s": 0.0, "fit_s": 0.0}  # phases of the one-thread path (metadata "timings")
     try:
+        t_read = time.perf_counter()
         for i, (info, W) in enumerate(it):
+            clock["read_s"] += time.perf_counter() - t_read
             dtypes.add(str(W.dtype).replace("torch.", ""))
             if digest is not None:
                 from .results import tensor_sha256_update
@@ -188,17 +209,27 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
             if problem is not None:
                 row.update(failed_metrics(problem, settings, row["M"]))
                 row["evals"] = None
+            elif pool is not None:
+                running.append((row, pool.submit(_matrix_numbers, W, info.rows, info.cols, settings, device)))
+                if len(running) >= 2 * int(settings.workers):
+                    done(*running.pop(0))
+                continue
             else:
-                ev = esd(W, normalize=settings.normalize, device=device, check_finite=False)  # checked above
-                row.update(matrix_metrics(ev, info.rows, info.cols, settings))
-                row["evals"] = ev
-            if bar is not None:
-                bar.update(1)
-            if progress_cb is not None:
-                progress_cb(i + 1, total, info.longname)
+                done(row, None, _matrix_numbers(W, info.rows, info.cols, settings, device, clock))
+                t_read = time.perf_counter()
+                continue
+            if running:  # a failed matrix waits for the ones before it, so that progress stays in order
+                running.append((row, None))
+            else:
+                done(row, None)
+            t_read = time.perf_counter()
+        while running:
+            done(*running.pop(0))
         if pending:
             flush()
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
     df = pd.DataFrame(rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS + ["evals"])
@@ -216,6 +247,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         "versions": package_versions(),  # spectra.results.package_versions
         "num_matrices": len(df),
         "elapsed_s": round(time.perf_counter() - t0, 3),
+        "timings": {k: round(v, 3) for k, v in clock.items()} if pool is None and batch == 1 else {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "from_cache": False,
     }
@@ -226,6 +258,20 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     if not settings.keep_eigs:
         df = df.drop(columns="evals")
     return df
+
+
+def _matrix_numbers(W: torch.Tensor, rows: int, cols: int, settings: AnalysisSettings, device,
+                    clock: Optional[dict] = None) -> tuple:
+    """One matrix's eigenvalues and metrics (its finiteness is checked by the caller); adds the seconds spent to
+    ``clock["eig_s"]`` / ``clock["fit_s"]``."""
+    t = time.perf_counter()
+    ev = esd(W, normalize=settings.normalize, device=device, check_finite=False)
+    t1 = time.perf_counter()
+    out = matrix_metrics(ev, rows, cols, settings)
+    if clock is not None:
+        clock["eig_s"] += t1 - t
+        clock["fit_s"] += time.perf_counter() - t1
+    return ev, out
 
 
 def matrix_esd(source: Any, longname: str, normalize: bool = False, device: Optional[str] = None,

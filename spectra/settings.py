@@ -31,6 +31,8 @@ class AnalysisSettings:
     mp_method: Marchenko–Pastur σ² estimator (``trace`` or ``median``, see ``spectra.mp``).
     eig_batch: matrices of one shape whose eigenvalues are computed in one batched call (``spectra.esd.esd_batch``);
     None = 8 on CUDA, 1 (the per-matrix float64 LAPACK path) on the CPU.
+    workers: CPU matrices decomposed and fitted at once by a thread pool (LAPACK releases the GIL); the numbers are
+    those of ``workers=1`` (each matrix is computed by the same single call either way).
     """
 
     xmin_rule: str = "peak"
@@ -43,6 +45,7 @@ class AnalysisSettings:
     min_evals: int = 8
     mp_method: str = "trace"
     eig_batch: Optional[int] = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.xmin is not None:
@@ -60,6 +63,8 @@ class AnalysisSettings:
             raise SpectraError(f"evals_thresh must be ≥ 0, got {self.evals_thresh}")
         if self.eig_batch is not None and int(self.eig_batch) < 1:
             raise SpectraError(f"eig_batch must be ≥ 1, got {self.eig_batch}")
+        if int(self.workers) < 1:
+            raise SpectraError(f"workers must be ≥ 1, got {self.workers}")
         if int(self.min_evals) < 2:
             raise SpectraError(f"min_evals must be ≥ 2, got {self.min_evals}")
 
@@ -73,6 +78,7 @@ class AnalysisSettings:
         d.pop("device")
         d.pop("keep_eigs")
         d.pop("eig_batch")
+        d.pop("workers")
         d["code"] = _code_hash()
         return d
 

@@ -266,7 +266,7 @@ def test_esd_side_by_side_and_after_pruning(app, analysis, builtin):
     app.radio(key="esd_compare").set_value("this matrix after pruning").run()
     app.slider(key="esd_prune_s").set_value(0.7).run()
     no_failure(app)
-    from pruning.pruners.base import get_pruner
+    from pruning.pruners import get_pruner
 
     W = dict(builtin.model.named_modules())[name].weight.detach().to(torch.float32)
     Wp = get_pruner("magnitude").fn(W.clone(), None, 0.7)

@@ -112,3 +112,24 @@ def test_tune_scores_held_out_text_resumes_and_refuses_the_test_set(builtin, tmp
     res2 = tune(builtin, s, str(out), log=lambda m: None)
     assert [r["lam"] for r in res2["rows"]] == [0.0, 0.25, 0.5]
     assert len(calls) == 2  # the uniform reference and λ = 0.5 only
+
+
+def test_final_prune_scores_chosen_and_uniform_sequentially_and_restores_the_model(builtin, tmp_path, monkeypatch):
+    from pruning.tune import final_prune
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
+    s = TuneSettings(pruner="wanda", sparsity=0.6, lams=[0.0], calib=CalibSettings(nsamples=2, seqlen=64),
+                     eval_seqlen=64, eval_windows=2)
+    before = {n: w.clone() for n, w in DenseWeights(builtin.model).saved.items()}
+    one_shot = tune(builtin, s, None, log=lambda m: None)
+    out = final_prune(builtin, s, one_shot["best"], test_seqlen=64, test_windows=2, log=lambda m: None)
+    chosen, uniform = out["chosen"], out["uniform"]
+    assert chosen["settings"]["allocation"] == "alphapruning" and uniform["settings"]["allocation"] == "uniform"
+    assert chosen["achieved_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    # λ = 0 is uniform: the two sequential prunes are the same model
+    assert chosen["val_ppl"] == pytest.approx(uniform["val_ppl"], rel=1e-9)
+    assert chosen["test_ppl"] == pytest.approx(uniform["test_ppl"], rel=1e-9)
+    # the sequential loop (later blocks calibrated on pruned inputs) is not the one-shot prune
+    assert chosen["val_ppl"] != pytest.approx(one_shot["best"]["ppl"], rel=1e-6)
+    after = DenseWeights(builtin.model).saved
+    assert all(torch.equal(before[n], w) for n, w in after.items())  # dense again

@@ -106,7 +106,7 @@ def render(ctx: Context) -> None:
     fig = pplots.allocation_figure(allocs, by=state.alloc_plot_by(), target=settings["S"],
                                    highlight=METHOD_LABELS["alphapruning"], title=allocation_title(settings, ctx))
     chart(fig, key="al_chart")
-    missing = [METHOD_LABELS[m] for m in ("owl", "lamp", "global") if m not in methods]
+    missing = [METHOD_LABELS[m] for m in SLOW_METHODS if m not in methods]
     if missing:
         st.caption(f"Add {', '.join(missing)} under *methods*: they read every weight or run a calibration pass "
                    f"through the dense model once (seconds to half a minute), then they are cached.")

@@ -13,7 +13,7 @@ from spectra.hill import EVALS_THRESH, fit_power_law
 from spectra.mp import mp_fit
 from webapp import state
 from webapp.common import chart, run_page, show_table
-from webapp.figures import esd_figure_for, esd_fit, evals_of, ks_curve_figure
+from webapp.figures import esd_figure_for, esd_fit, evals_of
 from webapp.state import ANALYSIS_RULES, Context, bind, selected_matrix
 
 ESD_RULES = ANALYSIS_RULES + ("manual",)
@@ -91,7 +91,7 @@ def render(ctx: Context) -> None:
         st.subheader("KS distance D against the xmin candidate")
         st.caption("Every eigenvalue (but the largest) as xmin: the `ks` rule takes the smallest D over all of them, "
                    "`peak` only inside the shaded window, `median` takes the middle eigenvalue without a search.")
-        chart(ks_curve_figure(evals, fit, rule, f"{name}: D per xmin candidate"), key="esd_ks")
+        chart(splots.ks_curve_figure(evals, fit, rule, title=f"{name}: D per xmin candidate"), key="esd_ks")
     row = df.loc[df["longname"] == name].drop(columns=["evals"], errors="ignore").T
     with st.expander("All metrics of this matrix (analysis with the sidebar's rule)"):
         show_table(row.astype(str).set_axis(["value"], axis=1), hide_index=False, key="esd_row")
@@ -107,7 +107,7 @@ def after_pruning_panel(ctx: Context, name: str, rule: str, show_mp: bool, bins:
         W = last[1]
         st.caption(f"From the last Prune & evaluate run ({last[0]}).")
     else:
-        from pruning.pruners.base import get_pruner
+        from pruning.pruners import get_pruner
 
         s = st.slider("magnitude-prune this matrix at sparsity", 0.1, 0.95, step=0.05, key="esd_prune_s")
         if ctx.model_key is None:

@@ -10,8 +10,7 @@ from pruning import plots as pplots
 from spectra import plots as splots
 from spectra.analyze import block_aggregate
 from spectra.errors import SpectraError
-from spectra.hill import fit_power_law, ks_curve, xmin_window
-from spectra.mp import mp_curve, mp_fit
+from spectra.hill import fit_power_law
 from webapp import state
 from webapp.common import one_line
 from webapp.state import METHOD_LABELS, Context
@@ -52,18 +51,10 @@ def esd_fit(evals: np.ndarray, rule: str, xmin: Optional[float] = None):
 
 
 def esd_figure_for(row: pd.Series, evals: np.ndarray, fit, show_mp: bool, bins: int, title: str):
-    mp = mp_curve(evals, int(row["rows"]), int(row["cols"])) if show_mp else None
-    edge = mp_fit(evals, int(row["rows"]), int(row["cols"])).bulk_max if show_mp else None
-    return splots.esd_figure(evals, fit, mp=mp, mp_edge=edge, bins=bins, title=title)
-
-
-def ks_curve_figure(evals: np.ndarray, fit, rule: str, title: str):
-    """D for every xmin candidate (spectra.hill.ks_curve), the rule's candidate window shaded."""
-    xs, alphas, Ds = ks_curve(evals, rule)
-    window = xmin_window(rule, float(getattr(fit, "peak", np.nan)))
-    if window is not None and rule != "peak" and xs.size:  # the references' window has no real lower bound
-        window = (max(float(xs[0]), window[0]), window[1])
-    return splots.ks_figure(xs, Ds, alphas, chosen=fit.xmin, window=window, title=title)
+    """The ESD chart of the matrix in ``row``: with its Marchenko–Pastur bulk (``show_mp``) or without."""
+    if show_mp:
+        return splots.esd_mp_figure(evals, fit, int(row["rows"]), int(row["cols"]), bins=bins, title=title)
+    return splots.esd_figure(evals, fit, bins=bins, title=title)
 
 
 def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[dict, dict]:

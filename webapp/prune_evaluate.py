@@ -17,6 +17,7 @@ from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
+from pruning.prune import PAPER_LITERAL
 from webapp import state
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import runs_for_plots, runs_table
@@ -24,16 +25,14 @@ from webapp.state import METHOD_LABELS, PROX24_SCHEDULE, S_RANGE, Context, bind,
 
 #: sparsity patterns offered (N:M: N kept of every M consecutive weights of a row)
 PATTERNS = ("unstructured", "2:4", "4:8")
-#: pruners with a paper-literal variant (pruning.prune.PAPER_LITERAL)
-LITERAL_PRUNERS = ("fista", "prox24")
+#: pruners with a paper-literal variant
+LITERAL_PRUNERS = tuple(PAPER_LITERAL)
 
 
 def pruner_names() -> list[str]:
-    from pruning.pruners.base import PRUNERS, get_pruner
+    from pruning.pruners import PRUNERS
 
-    get_pruner("magnitude")  # registers every pruner module
-    order = ["magnitude", "wanda", "sparsegpt", "fista", "prox24"]
-    return [p for p in order if p in PRUNERS] + sorted(p for p in PRUNERS if p not in order)
+    return list(PRUNERS)  # the registry's order
 
 
 def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,

@@ -7,11 +7,12 @@ from pathlib import Path
 import streamlit as st
 
 from pruning import plots as pplots
+from spectra import plots as splots
 from spectra.analyze import role_summary
 from spectra.html_report import ReportSection, build_html_report
 from webapp import state
 from webapp.common import run_page
-from webapp.figures import (allocation_title, allocations_for, esd_figure_for, esd_fit, evals_of, ks_curve_figure,
+from webapp.figures import (allocation_title, allocations_for, esd_figure_for, esd_fit, evals_of,
                             overview_figures, runs_table, tradeoff_of_runs)
 from webapp.state import Context, selected_matrix, selection
 
@@ -39,7 +40,7 @@ def collect_figures(ctx: Context) -> dict:
         fit = esd_fit(ev, rule)
         row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
         figs[f"esd_{name}"] = esd_figure_for(row, ev, fit, True, bins, f"ESD of {name}, rule {rule}")
-        figs[f"ks_{name}"] = ks_curve_figure(ev, fit, rule, f"{name}: D per xmin candidate")
+        figs[f"ks_{name}"] = splots.ks_curve_figure(ev, fit, rule, title=f"{name}: D per xmin candidate")
     except Exception:  # noqa: BLE001 - a missing ESD only drops that figure
         pass
     settings = state.alloc_settings()

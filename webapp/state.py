@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import allocate, allocation_options
+from pruning.allocation import WEIGHT_METHODS, allocate, allocation_options
 from spectra.analyze import AnalysisSettings, analyze
 from spectra.errors import SpectraError
 from spectra.hill import XMIN_RULES
@@ -58,7 +58,7 @@ SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": 0.6, "lam": 0.3, "met
 #: sparsity range of both S sliders (one range, so that S carries from one view to the other unchanged)
 S_RANGE = (0.05, 0.95)
 #: allocations that need the model's weights or a calibration pass (slow the first time)
-SLOW_METHODS = ("owl", "global", "lamp")
+SLOW_METHODS = ("owl", *WEIGHT_METHODS)  # need a calibration pass or every weight
 
 
 # ============================================================================================== state
@@ -324,7 +324,7 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
                       seqlen: int, exclude_flagged: bool = False) -> pd.DataFrame:
     """``pruning.allocation.allocate`` with the options of the Allocation lab (``allocation_options`` picks those the
     method reads; cached by every setting). The weights and OWL ratios are loaded only for the methods that read them."""
-    weights = model_weights(model_key) if model_key is not None and method in ("global", "lamp") else None
+    weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
     ratios = (owl_ratios(model_key, nsamples, seqlen, granularity) if model_key is not None and method == "owl"
               else None)
     kw = allocation_options(method, lam=lam, mapping=mapping, granularity=granularity, metric=metric,

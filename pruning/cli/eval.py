@@ -19,24 +19,16 @@ __all__ = ["add_parser", "main", "run_eval"]
 
 def _count(text: str) -> int:
     """``N`` (positive) or ``all`` (→ 0 meaning every example)."""
-    if str(text).lower() == "all":
-        return 0
+    return 0 if str(text).lower() == "all" else _positive(text, " or 'all'")
+
+
+def _positive(text: str, alternatives: str = "") -> int:
     try:
         val = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+        val = 0
     if val < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
-    return val
-
-
-def _positive(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if val < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer{alternatives}, got {text!r}")
     return val
 
 

@@ -31,8 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tune-seqlen", default=None, help="held-out window length (default: --seqlen)")
     p.add_argument("--max-windows", default="8", help="held-out windows per candidate (default 8)")
     p.add_argument("--xmin-rule", default="peak", help="Hill-fit xmin rule for AlphaPruning (default peak)")
-    p.add_argument("--final", action="store_true", help="then prune sequentially at the chosen value (the reference "
-                                                        "protocol) and report WikiText-2 test perplexity")
+    p.add_argument("--final", action="store_true",
+                   help="then prune sequentially (the reference loop) at the chosen value and at uniform sparsity, and "
+                        "score both on the held-out windows and on WikiText-2 test")
     p.add_argument("--eval-seqlen", default="512", help="--final: WikiText-2 window length (default 512)")
     p.add_argument("--eval-windows", default=None, help="--final: first N WikiText-2 windows (default all)")
     p.add_argument("--data-dir", default=None, help="folder with the data files (default $SPL_DATA_DIR, ../shared/data)")
@@ -57,41 +58,21 @@ def settings_from_args(args: argparse.Namespace):
     return s.validate()
 
 
-def final_prune(lm, s, best: dict, args) -> dict:
-    """The sequential (reference) prune at the chosen value and its WikiText-2 test perplexity."""
-    from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
-
-    ps = PruneSettings(pruner=s.pruner, allocation=s.allocation, sparsity=s.sparsity,
-                       nsamples=s.calib.nsamples, seqlen=s.calib.seqlen, seed=s.calib.seed, xmin_rule=s.xmin_rule,
-                       data_path=args.data_dir)
-    if s.allocation == "alphapruning":
-        ps.lam = float(best["lam"])
-    else:
-        ps.owl_lambda, ps.owl_M = float(best["lam"]), float(best["owl_M"])
-    res = prune_model(lm, None, ps, progress=True)
-    r = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=int(args.eval_seqlen),
-                   max_windows=int(args.eval_windows) if args.eval_windows else None, path=args.data_dir)
-    return {"mode": "sequential", "settings": ps.as_dict(), "wikitext2_ppl": r.ppl, "nwindows": r.nwindows,
-            "seqlen": r.seqlen, "prune_seconds": res.timings["total"], "achieved_sparsity": res.achieved_sparsity}
-
-
 def main(args: argparse.Namespace) -> int:
     from spectra.models import load_model
 
     from pruning.report import write_json_atomic
-    from pruning.tune import tune
+    from pruning.tune import final_prune, tune
 
     try:
         s = settings_from_args(args)
         lm = load_model(args.model)
         result = tune(lm, s, args.out, data_path=args.data_dir)
         if args.final:
-            result["final"] = final_prune(lm, s, result["best"], args)
+            result["final"] = final_prune(lm, s, result["best"], parse_number("eval-seqlen", args.eval_seqlen, int, lo=1),
+                                          parse_number("eval-windows", args.eval_windows, int, lo=1, allow_none=True),
+                                          data_path=args.data_dir)
             write_json_atomic(args.out, result)
-            f = result["final"]
-            print(f"final (sequential) at the chosen value: WikiText-2 ppl {f['wikitext2_ppl']:.3f} "
-                  f"({f['nwindows']} × {f['seqlen']}), achieved sparsity {f['achieved_sparsity']:.4f}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -63,7 +63,7 @@ import spectra.analyze, spectra.weights, spectra.models, transformers  # the sam
 mode = {mode!r}
 if mode == "prefix":  # what spectra.weights needs to name checkpoint keys: imports the model's modeling module
     import json as _j
-    spectra.weights._base_prefix(_j.loads((spectra.models.builtin_model_dir() / "config.json").read_text()))
+    spectra.weights.base_prefix(_j.loads((spectra.models.builtin_model_dir() / "config.json").read_text()))
 elif mode == "stream":
     df = spectra.analyze.analyze(None, progress=False, cache=False)
 elif mode == "memory":
@@ -171,7 +171,7 @@ def main() -> None:
     stream = child_rss("stream")
     memory = child_rss("memory")
     print(f"\npeak RSS (VmHWM) of fresh processes: imports only {base:.0f} MB; + transformers modeling-module import "
-          f"done by spectra.weights._base_prefix {prefix:.0f} MB; streaming analysis {stream:.0f} MB "
+          f"done by spectra.weights.base_prefix {prefix:.0f} MB; streaming analysis {stream:.0f} MB "
           f"(+{stream - base:.0f} MB over imports, +{stream - prefix:.0f} MB over imports incl. modeling module); "
           f"load whole model + analyse {memory:.0f} MB (+{memory - base:.0f} MB)")
     print(f"largest matrix {n}x{m}: working set ≈ {working_mb:.1f} MB (fp32 W + fp64 copy + Gram/LAPACK + KS block); "

@@ -105,8 +105,10 @@ def main() -> None:
                 line = [ln for ln in out.splitlines() if ln.startswith("spectra_timings ")]
                 if line and (phases is None or wall <= bw):
                     phases = json.loads(line[-1].split(" ", 1)[1])
-    ours = pd.read_csv(ours_csv)
-    ours2 = pd.read_csv(ours2_csv)
+    from spectra.results import load_results
+
+    ours = load_results(ours_csv)
+    ours2 = load_results(ours2_csv)
     peer = pd.DataFrame(json.loads(peer_json.read_text()))
     m = ours.merge(peer, on="longname", suffixes=("", "_ww"))
     rel = {c: (np.abs(m[c] - m[c + "_ww"]) / np.abs(m[c + "_ww"])).to_numpy() for c in ("alpha", "xmin", "D")}

@@ -66,14 +66,14 @@ def _stream_count(directory: Path, include_embeddings: bool) -> Optional[int]:
         import json
 
         config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-        prefix = W._base_prefix(config) if config else ""
+        prefix = W.base_prefix(config) if config else ""
         count = 0
         for f in files:
             for key, shape in W.safetensors_header(f).items():
                 name = key
                 if prefix and not key.startswith(prefix + ".") and not key.startswith("lm_head"):
                     name = f"{prefix}.{key}"
-                count += bool(W._is_candidate(name, shape, include_embeddings))
+                count += bool(W.is_candidate(name, shape, include_embeddings))
         return count
     except Exception:
         return None

@@ -74,7 +74,9 @@ def classify(param: str) -> tuple[str, int, str]:
     return longname, block, role
 
 
-def _is_candidate(param: str, shape: tuple, include_embeddings: bool) -> bool:
+def is_candidate(param: str, shape: tuple, include_embeddings: bool) -> bool:
+    """True for a 2-D ``*.weight`` inside a transformer block (and, with ``include_embeddings``, the embedding /
+    LM-head matrices): the matrices spectra analyses and the pruners prune."""
     if len(shape) != 2 or not param.endswith(".weight"):
         return False
     _, block, role = classify(param)
@@ -108,7 +110,7 @@ def iter_model_weights(model: torch.nn.Module, include_embeddings: bool = False
     modules = dict(model.named_modules())
     found = []
     for param, tensor in model.named_parameters():  # named_parameters de-duplicates tied tensors
-        if not _is_candidate(param, tuple(tensor.shape), include_embeddings):
+        if not is_candidate(param, tuple(tensor.shape), include_embeddings):
             continue
         owner = modules.get(param.rsplit(".", 1)[0])
         transposed = bool(Conv1D) and isinstance(owner, Conv1D)
@@ -121,8 +123,22 @@ def iter_model_weights(model: torch.nn.Module, include_embeddings: bool = False
 
 
 # ----------------------------------------------------------------------------------------------- streaming route
-def _base_prefix(config: dict) -> str:
-    """The base-model prefix the in-memory CausalLM adds to checkpoint keys (e.g. ``transformer`` for GPT-2)."""
+#: ``base_model_prefix`` of the CausalLM class of common ``model_type`` values, so that streaming the checkpoint of
+#: these families never imports transformers' modeling code (seconds); ``tests/test_models_weights.py`` checks every
+#: entry against transformers itself.
+BASE_PREFIXES = {"llama": "model", "mistral": "model", "mixtral": "model", "qwen2": "model", "qwen3": "model",
+                 "gemma": "model", "gemma2": "model", "gemma3_text": "model", "phi3": "model", "olmo2": "model",
+                 "opt": "model", "gpt2": "transformer", "gptj": "transformer", "bloom": "transformer",
+                 "falcon": "transformer", "gpt_neox": "gpt_neox"}
+
+
+def base_prefix(config: dict) -> str:
+    """The base-model prefix the in-memory CausalLM adds to checkpoint keys (e.g. ``transformer`` for GPT-2):
+    :data:`BASE_PREFIXES` for common families, else the CausalLM class's ``base_model_prefix`` (imports its
+    transformers modeling module)."""
+    known = BASE_PREFIXES.get(str(config.get("model_type", "")))
+    if known is not None:
+        return known
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -214,13 +230,13 @@ def iter_safetensors_weights(directory: str | Path, include_embeddings: bool = F
     model_type = config.get("model_type", "")
     conv1d = _CONV1D.get(model_type, ())
     reader = _Reader(files)
-    prefix = _base_prefix(config) if config else ""
+    prefix = base_prefix(config) if config else ""
     items = []
     for key, (_, shape) in reader.index.items():
         name = key
         if prefix and not key.startswith(prefix + ".") and not key.startswith("lm_head"):
             name = f"{prefix}.{key}"
-        if not _is_candidate(name, shape, include_embeddings):
+        if not is_candidate(name, shape, include_embeddings):
             continue
         transposed = name.rsplit(".", 2)[-2] in conv1d
         items.append((_make_info(name, shape, transposed), key))

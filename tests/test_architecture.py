@@ -32,8 +32,9 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path):
     (pkg / "a.py").write_text("def f():\n    from spectra.b import g\n")
     (pkg / "b.py").write_text("from .a import f\n")
     (pkg / "c.py").write_text("from spectra.a import _hidden\n")
+    (pkg / "d.py").write_text("from . import a as A\n\n\ndef g():\n    return A._secret\n")
     assert arch.import_cycles(tmp_path) == [["spectra.a", "spectra.b"]]
-    assert arch.private_imports(tmp_path) == ["spectra.c → spectra.a._hidden"]
+    assert arch.private_imports(tmp_path) == ["spectra.c → spectra.a._hidden", "spectra.d → spectra.a._secret"]
 
 
 def test_no_private_cross_module_import():

@@ -228,3 +228,20 @@ def test_gemma3_builtin_loads_when_installed():
     with torch.no_grad():
         logits = lm.model(ids).logits
     assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all()
+
+
+def test_base_prefix_table_matches_transformers():
+    """spectra.weights.BASE_PREFIXES (read without importing modeling code) equals each family's CausalLM
+    ``base_model_prefix`` as transformers defines it."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from spectra.weights import BASE_PREFIXES, base_prefix
+
+    for model_type, prefix in BASE_PREFIXES.items():
+        cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type])
+        assert cls.base_model_prefix == prefix, model_type
+        assert base_prefix({"model_type": model_type}) == prefix
+    # an unknown family falls back to transformers: a real config of a family outside the table
+    assert "phi" not in BASE_PREFIXES
+    assert base_prefix(transformers.PhiConfig(num_hidden_layers=1).to_dict()) == transformers.PhiForCausalLM.base_model_prefix

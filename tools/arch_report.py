@@ -58,8 +58,27 @@ def imports_of(mod: str, path: Path, known: set[str]) -> list[tuple[str, str | N
     return out
 
 
+def module_aliases(mod: str, path: Path, known: set[str]) -> dict[str, str]:
+    """Local names bound to library modules in ``path`` (``import spectra.weights as W``, ``from . import weights``)."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in known and a.asname:
+                    out[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom):
+            src = _resolve(mod, is_pkg, node.level, node.module) if node.level else node.module
+            for a in node.names:
+                if f"{src}.{a.name}" in known:
+                    out[a.asname or a.name] = f"{src}.{a.name}"
+    return out
+
+
 def private_imports(root: Path) -> list[str]:
-    """``importer → module._name`` for every import of a leading-underscore name from another module."""
+    """``importer → module._name`` for every import of a leading-underscore name from another module, and every
+    ``alias._name`` attribute read through an imported module."""
     files = library_files(root)
     extra = {module_name(root, p): p for p in root.glob("*.py")}
     bad = []
@@ -69,7 +88,12 @@ def private_imports(root: Path) -> list[str]:
                 bad.append(f"{mod} → {src}.{name}")
             if name is None and src.rsplit(".", 1)[-1].startswith("_") and not src.endswith("__main__"):
                 bad.append(f"{mod} → {src}")
-    return bad
+        aliases = module_aliases(mod, path, set(files))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{mod} → {aliases[node.value.id]}.{node.attr}")
+    return sorted(set(bad))
 
 
 def import_cycles(root: Path) -> list[list[str]]:

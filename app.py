@@ -31,6 +31,7 @@ from pathlib import Path
 # instead of 14.7 s. Passive waiting is read when torch loads, so it is set before the imports below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import plotly.io as pio  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from webapp import state  # noqa: E402
@@ -128,6 +129,7 @@ def on_load() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Spectral Pruning Lab", page_icon="📈", layout="wide")
+    pio.templates.default = "plotly_white"  # every chart's template: spectra.plots.new_figure then skips re-validating it
     state.init_state()
     page = st.navigation([st.Page(path, title=title, default=i == 0)
                           for i, (title, path) in enumerate(VIEW_PAGES.items())])

@@ -6,8 +6,9 @@ Chromium with Playwright. For each view it prints the wall time from the click t
 chart drawn, and the CPU seconds the server process used meanwhile (the better estimate on a shared machine), first
 visit and second (cached) visit; then the λ-slider latency, the Allocation lab with OWL / LAMP / global magnitude
 added, and optionally (``--prune``) the default Prune & evaluate run (Wanda + AlphaPruning 60 %, 16 × 256 calibration
-tokens, 8 evaluation windows). Peer measured in the same run: a one-line Streamlit page (the framework's floor for
-one page load on this machine).
+tokens, 8 evaluation windows). Peers measured in the same run: a one-line Streamlit page (the framework's floor for
+one page load on this machine) and a page with one slider and one plotly chart titled by its value (the floor of a
+slider step: key press → rerun → redrawn chart).
 
 Run: ``python bench/bench_app_views.py [--prune] [--cold]`` (needs /usr/bin/chromium and playwright).
 """
@@ -97,6 +98,27 @@ def visit(page, view: str) -> None:
         charts_drawn(page)
 
 
+def slider_steps(page, server: Server, label: str) -> list[tuple]:
+    """λ 0.30 → 0.35 → … → 0.60 with the keyboard: each step timed from the key press to the redrawn chart (its title
+    names the new λ), no fixed waits inside the timed part; rows for the median and the slowest of the six steps."""
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning range)").get_by_role("slider")
+    thumb.focus()
+
+    def move(target: str):
+        thumb.press("ArrowRight")
+        page.wait_for_function("(t) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(d => "
+                               "String((d.layout.title||{}).text||'').includes(t))", arg=target, polling=10)
+
+    steps = []
+    for k in range(6):
+        lam = f"λ = {0.35 + 0.05 * k:.2f}"
+        steps.append(timed(server, lambda t=lam: move(t)))
+        idle(page)
+    walls, cpus = sorted(w for w, _ in steps), sorted(c for _, c in steps)
+    return [(f"{label} (median of 6)", "cached", walls[len(walls) // 2], cpus[len(cpus) // 2]),
+            (f"{label} (slowest of 6)", "cached", walls[-1], cpus[-1])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prune", action="store_true", help="also time the default Prune & evaluate run")
@@ -123,6 +145,21 @@ def main() -> None:
         page.close()
         srv.stop()
 
+        # peer: the framework floor of a slider step — a page with one slider and one plotly chart titled by it
+        slider_page = blank.parent / "slider.py"
+        slider_page.write_text("import streamlit as st, plotly.graph_objects as go\n"
+                               "v = st.slider('λ (AlphaPruning range)', 0.0, 1.0, 0.3, step=0.05)\n"
+                               "st.plotly_chart(go.Figure(go.Scatter(y=[v, 1 - v])).update_layout("
+                               "title=f'λ = {v:.2f}'))\n")
+        srv = Server(slider_page, env)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.url)
+        charts_drawn(page)
+        idle(page)
+        rows += slider_steps(page, srv, "peer: one-slider page, slider step")
+        page.close()
+        srv.stop()
+
         srv = Server(ROOT / "app.py", env)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
@@ -134,27 +171,7 @@ def main() -> None:
             for view in VIEWS:
                 rows.append((view, "cached", *timed(srv, lambda v=view: visit(page, v))))
             visit(page, "Allocation lab")
-            thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning range)").get_by_role(
-                "slider")
-            thumb.focus()
-
-            def move(target: str):
-                thumb.press("ArrowRight")
-                page.wait_for_function("(t) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(d => "
-                                       "String((d.layout.title||{}).text||'').includes(t))", arg=target, polling=10)
-
-            # λ 0.30 → 0.35 → … → 0.60: key press to the redrawn allocation chart (its title names the new λ),
-            # no fixed waits inside the timed part; the median of the six steps is the slider's redraw latency
-            steps = []
-            for k in range(6):
-                lam = f"λ = {0.35 + 0.05 * k:.2f}"
-                steps.append(timed(srv, lambda t=lam: move(t)))
-                idle(page)
-            walls = sorted(w for w, _ in steps)
-            cpus = sorted(c for _, c in steps)
-            rows.append(("Allocation lab: λ slider step (median of 6)", "cached", walls[len(walls) // 2],
-                         cpus[len(cpus) // 2]))
-            rows.append(("Allocation lab: λ slider step (slowest of 6)", "cached", walls[-1], cpus[-1]))
+            rows += slider_steps(page, srv, "Allocation lab: λ slider step")
 
             def add_methods():
                 for label in ("OWL", "LAMP", "global magnitude"):

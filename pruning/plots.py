@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from pruning.prune import PRUNER_NAMES
+from spectra.plots import new_figure
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -101,7 +102,7 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
         raise ValueError(f"by must be 'block' or 'matrix', got {by!r}")
     if not allocations:
         raise ValueError("allocation_figure needs at least one allocation table")
-    fig = go.Figure()
+    fig = new_figure()
     ys = []
     for k, (label, alloc) in enumerate(allocations.items()):
         _check(alloc, ["longname", "block", "num_params", "sparsity"], "allocation_figure")
@@ -130,7 +131,7 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
     fig.update_yaxes(title_text=SPARSITY_LABEL,
                      range=sparsity_axis_range(np.concatenate(ys + ([[100.0 * float(target)]] if target is not None
                                                                    else []))))
-    fig.update_layout(title=title, height=height, template="plotly_white", hovermode="closest",
+    fig.update_layout(title=title, height=height, hovermode="closest",
                       legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
@@ -156,7 +157,7 @@ def lambda_range_figure(table: pd.DataFrame, *, lam_col: str = "lam", title: Opt
     """
     _check(table, [lam_col, "min", "max", "weighted_mean"], "lambda_range_figure")
     t = table.sort_values(lam_col)
-    fig = go.Figure()
+    fig = new_figure()
     fig.add_trace(go.Scatter(x=t[lam_col], y=100 * t["max"], mode="lines", name="max sparsity",
                              line=dict(color=_COLORS[1])))
     fig.add_trace(go.Scatter(x=t[lam_col], y=100 * t["min"], mode="lines", name="min sparsity",
@@ -165,7 +166,7 @@ def lambda_range_figure(table: pd.DataFrame, *, lam_col: str = "lam", title: Opt
                              line=dict(color="#333333", dash="dot")))
     fig.update_xaxes(title_text="λ (AlphaPruning range: ratios in [1 − λ, 1 + λ], dimensionless)")
     fig.update_yaxes(title_text=SPARSITY_LABEL)
-    fig.update_layout(title=title, height=height, template="plotly_white",
+    fig.update_layout(title=title, height=height,
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
 
@@ -176,7 +177,7 @@ def tune_figure(rows: Sequence[dict], uniform_ppl: Optional[float] = None, best_
     scored candidate, in λ order), uniform allocation as a horizontal reference line, the chosen λ marked."""
     t = pd.DataFrame(list(rows), columns=["lam", "ppl"]).dropna()
     t = t[pd.to_numeric(t["lam"], errors="coerce").notna()].astype(float).sort_values("lam")
-    fig = go.Figure()
+    fig = new_figure()
     fig.add_trace(go.Scatter(x=t["lam"], y=t["ppl"], mode="lines+markers", name="held-out perplexity",
                              line=dict(color=_COLORS[0])))
     if best_lam is not None and len(t):
@@ -187,7 +188,7 @@ def tune_figure(rows: Sequence[dict], uniform_ppl: Optional[float] = None, best_
         _hline(fig, float(uniform_ppl), f"uniform {uniform_ppl:.1f}", "#777777", False, "top")
     fig.update_xaxes(title_text="λ (AlphaPruning range, dimensionless)")
     fig.update_yaxes(title_text="perplexity on held-out C4 (one-shot, dense statistics)")
-    fig.update_layout(title=title, height=height, template="plotly_white",
+    fig.update_layout(title=title, height=height,
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
 
@@ -215,7 +216,7 @@ def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl
     """
     group = [g for g in group if g in results.columns] if isinstance(results, pd.DataFrame) else list(group)
     _check(results, [x, y] + list(group), "tradeoff_figure")
-    fig = go.Figure()
+    fig = new_figure()
     if results.empty:
         raise ValueError("the results table is empty; run a sweep or a prune first")
     keys = results[list(group)].astype(str).drop_duplicates().sort_values(list(group)) if group else pd.DataFrame([{}])
@@ -233,7 +234,7 @@ def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl
         _hline(fig, float(dense), f"dense {float(dense):.2f}", "#333333", log_y)
     fig.update_xaxes(title_text=SPARSITY_LABEL if x == "sparsity" else x)
     fig.update_yaxes(title_text=PPL_LABEL if (y == "ppl" and log_y) else y, type="log" if log_y else "linear")
-    fig.update_layout(title=title, height=height, template="plotly_white", showlegend=True,
+    fig.update_layout(title=title, height=height, showlegend=True,
                       legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
@@ -269,7 +270,7 @@ def achieved_sparsity_figure(records: pd.DataFrame, *, target_col: str = "target
     _check(records, ["longname", target_col, achieved_col], "achieved_sparsity_figure")
     x = np.arange(len(records))
     names = records["longname"].to_numpy().reshape(-1, 1)
-    fig = go.Figure()
+    fig = new_figure()
     fig.add_trace(go.Scatter(x=x, y=100 * records[target_col].to_numpy(dtype=np.float64), mode="lines",
                              name="target (allocation)", line=dict(color="#333333", dash="dot"), customdata=names,
                              hovertemplate="%{customdata[0]}<br>target %{y:.2f}%<extra></extra>"))
@@ -280,7 +281,7 @@ def achieved_sparsity_figure(records: pd.DataFrame, *, target_col: str = "target
     fig.update_yaxes(title_text=SPARSITY_LABEL, range=sparsity_axis_range(
         100 * np.concatenate([records[target_col].to_numpy(dtype=np.float64),
                               records[achieved_col].to_numpy(dtype=np.float64)])))
-    fig.update_layout(title=title, height=height, template="plotly_white",
+    fig.update_layout(title=title, height=height,
                       legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
@@ -291,11 +292,11 @@ def perplexity_bar_figure(values: Mapping[str, float], *, title: Optional[str] =
     if not values:
         raise ValueError("perplexity_bar_figure needs at least one value")
     labels = list(values)
-    fig = go.Figure(go.Bar(x=labels, y=[float(values[k]) for k in labels],
+    fig = new_figure(go.Bar(x=labels, y=[float(values[k]) for k in labels],
                            marker_color=[_COLORS[k % len(_COLORS)] for k in range(len(labels))],
                            text=[f"{float(values[k]):.2f}" for k in labels], textposition="outside"))
     fig.update_yaxes(title_text=PPL_LABEL, type="log")
-    fig.update_layout(title=title, height=height, template="plotly_white",
+    fig.update_layout(title=title, height=height,
                       margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     return fig
 
@@ -309,7 +310,7 @@ def fista_path_figure(path: pd.DataFrame, *, target: Optional[float] = None, tit
     """
     _check(path, ["lambda_rel", "sparsity", "rel_error"], "fista_path_figure")
     t = path.sort_values("lambda_rel")
-    fig = go.Figure()
+    fig = new_figure()
     fig.add_trace(go.Scatter(x=t["lambda_rel"], y=100 * t["sparsity"], mode="lines+markers",
                              name="sparsity of the LASSO solution", line=dict(color=_COLORS[0]),
                              hovertemplate="λ/λmax=%{x:.3g}<br>sparsity %{y:.2f}%<extra></extra>"))
@@ -324,7 +325,7 @@ def fista_path_figure(path: pd.DataFrame, *, target: Optional[float] = None, tit
     fig.update_layout(yaxis=dict(title=SPARSITY_LABEL, range=[0, 100]),
                       yaxis2=dict(title="relative output error (dimensionless)", overlaying="y", side="right",
                                   showgrid=False, rangemode="tozero"),
-                      title=title, height=height, template="plotly_white",
+                      title=title, height=height,
                       legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                       margin=dict(l=60, r=60, t=50 if title else 20, b=40))
     return fig

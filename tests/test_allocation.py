@@ -743,3 +743,28 @@ def test_allocation_options_gives_each_method_the_arguments_it_reads():
         allocation_options("owl")
     with pytest.raises(ValueError):
         allocation_options("nope")
+
+
+def test_settings_read_leaves_out_only_settings_that_do_not_change_the_allocation():
+    """For every method, changing a setting outside ``settings_read(method)`` leaves its allocation identical;
+    for AlphaPruning and stable rank λ (read) does change it."""
+    from pruning.allocation import allocation_options, settings_read
+
+    df = synthetic_table()
+    extra = dict(weights=synthetic_weights(df), outlier_ratios=block_ratios(df))
+    base = dict(lam=0.3, mapping="linear", granularity="block", metric="alpha", exclude_flagged=False)
+    other = dict(lam=0.5, mapping="log", granularity="matrix", metric="stable_rank", exclude_flagged=True)
+    for method in ALLOCATION_METHODS:
+        read = settings_read(method)
+        ref = allocate(df, method, 0.5, **allocation_options(method, **base, **extra))["sparsity"].to_numpy()
+        for name, value in other.items():
+            if name in read or (name == "granularity" and method == "owl"):
+                continue
+            got = allocate(df, method, 0.5, **allocation_options(method, **{**base, name: value}, **extra))
+            np.testing.assert_array_equal(got["sparsity"].to_numpy(), ref, err_msg=f"{method}: {name}")
+    for method in ("alphapruning", "stable_rank"):
+        assert "lam" in settings_read(method)
+        a = allocate(df, method, 0.5, **allocation_options(method, **base))["sparsity"].to_numpy()
+        b = allocate(df, method, 0.5, **allocation_options(method, **{**base, "lam": 0.5}))["sparsity"].to_numpy()
+        assert np.max(np.abs(a - b)) > 1e-3
+    assert settings_read("uniform") == frozenset() and settings_read("owl") == {"granularity"}

@@ -996,6 +996,7 @@ def test_text_columns_of_every_table_are_wide_enough(app):
     goto(app, "ESD explorer")
     assert check(app, "ESD explorer") >= 1
     goto(app, "Allocation lab")
+    app.toggle(key="al_show_table").set_value(True).run()  # the allocation table is drawn on demand
     assert check(app, "Allocation lab") >= 2  # method names of the summary, longname of the allocation table
 
 

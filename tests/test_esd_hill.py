@@ -377,3 +377,19 @@ def test_ks_curve_figure_and_esd_mp_figure_compose_the_library_calls():
         expected = plots.esd_figure(ev, fit, mp=mp_curve(ev, 40, 60, method=method),
                                     mp_edge=mp_fit(ev, 40, 60, method=method).bulk_max, title=method)
         assert plots.esd_mp_figure(ev, fit, 40, 60, method=method, title=method).to_json() == expected.to_json()
+
+
+def test_new_figure_has_the_white_template_and_leaves_plotly_defaults_alone():
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from pruning.plots import allocation_summary  # noqa: F401  (pruning.plots builds its charts with it too)
+    from spectra.plots import new_figure
+
+    before = pio.templates.default
+    fig = new_figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    assert pio.templates.default == before
+    assert fig.layout.template == pio.templates["plotly_white"]
+    assert fig.to_plotly_json()["layout"]["template"] == go.Figure().update_layout(
+        template="plotly_white").to_plotly_json()["layout"]["template"]
+    assert list(fig.data[0].y) == [3, 4]

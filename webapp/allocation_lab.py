@@ -6,12 +6,11 @@ import copy
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, AllocationError, save_allocation
+from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
 from spectra.hill import SPURIOUS_ALPHA
 from webapp import state
 from webapp.common import chart, one_line, run_page, show_table
@@ -27,14 +26,12 @@ def allocation_file_bytes(alloc: pd.DataFrame, suffix: str) -> bytes:
         return save_allocation(alloc, Path(tmp) / f"allocation{suffix}").read_bytes()
 
 
-def flagged_fits_notice(df: pd.DataFrame, excluded: bool) -> None:
+def flagged_fits_notice(ctx: Context, excluded: bool) -> None:
     """A warning naming the blocks whose AlphaPruning mean α includes fits flagged as likely spurious
     (``spectra.analyze.spurious_blocks``), largest shift of the mean first; an info line once they are left out."""
-    from spectra.analyze import spurious_blocks
-
-    if "alpha" not in df.columns:
+    if "alpha" not in ctx.df.columns:
         return
-    sb = spurious_blocks(df)
+    sb = state.spurious_blocks(ctx.df, ctx.df_key)
     if sb.empty:
         return
     sb = sb.assign(shift=sb["alpha_mean"] - sb["alpha_mean_unflagged"]).sort_values("shift", ascending=False)
@@ -49,33 +46,14 @@ def flagged_fits_notice(df: pd.DataFrame, excluded: bool) -> None:
                    f"flagged as likely spurious out of the block mean* to allocate without them.")
 
 
-def lambda_range_table(ctx: Context, settings: dict) -> pd.DataFrame:
-    rows = []
-    for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
-        try:
-            a = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
-                                        **{**settings, "lam": float(lam)})
-        except (AllocationError, ValueError):
-            continue
-        s = a["sparsity"].to_numpy()
-        rows.append({"lam": float(lam), "min": float(s.min()), "max": float(s.max()),
-                     "weighted_mean": pplots.weighted_mean_sparsity(a)})
-    return pd.DataFrame(rows)
-
-
 def render(ctx: Context) -> None:
     st.header("Allocation lab")
     st.caption("Per-matrix sparsity from per-matrix metrics: every allocation keeps the parameter-weighted mean "
                "sparsity at the target. Higher α ⇒ less well trained ⇒ more sparsity (AlphaPruning).")
-    c = st.columns(4)
-    lam_used = any(m in SPECTRAL_METHODS for m in st.session_state.al_methods)
+    c = st.columns([2, 1, 1])
     c[0].slider("global sparsity S", *S_RANGE, step=0.05, key="al_S", **bind("al_S", "S"))
-    c[1].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam", **bind("al_lam", "lam"),
-                disabled=not lam_used,
-                help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses 0.2–0.5); read by "
-                     "AlphaPruning and stable rank only")
-    c[2].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
-    c[3].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
+    c[1].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
+    c[2].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
                help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
     st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
                    help="OWL needs a calibration pass through the dense model (about half a minute once, then "
@@ -92,15 +70,37 @@ def render(ctx: Context) -> None:
                 help="pruning.allocation.allocate(..., exclude_flagged=True); also applies to AlphaPruning runs of "
                      "Prune & evaluate")
     settings = state.alloc_settings()
+    if "alphapruning" in state.alloc_methods():
+        flagged_fits_notice(ctx, settings["exclude_flagged"])
+    allocation_curves(ctx)
+    st.subheader("Effect of λ on AlphaPruning")
+    no_lam = tuple(sorted((k, v) for k, v in settings.items() if k != "lam"))
+    lam_fig = state.lambda_range_chart(ctx.df, ctx.df_key, ctx.model_key, no_lam)
+    if lam_fig is not None:
+        chart(lam_fig, key="al_lam_fig")
+    tune_panel(ctx)
+
+
+@st.fragment
+def allocation_curves(ctx: Context) -> None:
+    """The λ slider and everything λ moves (curves, summary, export): a fragment, so that a λ step reruns this part
+    of the page only (not the sidebar, the other controls, the λ-effect chart or the λ search)."""
+    lam_used = any(m in SPECTRAL_METHODS for m in st.session_state.al_methods)
+    st.columns([2, 2])[0].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam",
+                                 **bind("al_lam", "lam"), disabled=not lam_used,
+                                 help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses "
+                                      "0.2–0.5); read by AlphaPruning and stable rank only")
+    settings = state.alloc_settings()
     methods = state.alloc_methods()
     slow = [m for m in methods if m in SLOW_METHODS]
-    with st.spinner(f"Computing {', '.join(METHOD_LABELS[m] for m in slow)} (needs the model / calibration; "
-                    f"cached afterwards) …" if slow else "Allocating …"):
+    if slow:
+        with st.spinner(f"Computing {', '.join(METHOD_LABELS[m] for m in slow)} (needs the model / calibration; "
+                        f"cached afterwards) …"):
+            allocs, errors = allocations_for(ctx, methods, settings)
+    else:  # milliseconds: no spinner element to add and remove on every λ step
         allocs, errors = allocations_for(ctx, methods, settings)
     for label, msg in errors.items():
         st.error(f"{label}: {msg}")
-    if "alphapruning" in methods:
-        flagged_fits_notice(ctx.df, settings["exclude_flagged"])
     if not allocs:
         return
     fig = pplots.allocation_figure(allocs, by=state.alloc_plot_by(), target=settings["S"],
@@ -114,11 +114,6 @@ def render(ctx: Context) -> None:
     st.markdown("**Min / max / parameter-weighted mean sparsity**")
     show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}", "spread": "{:.2%}"}),
                key="al_summary")
-    st.subheader("Effect of λ on AlphaPruning")
-    lam_tab = lambda_range_table(ctx, settings)
-    if not lam_tab.empty:
-        chart(pplots.lambda_range_figure(lam_tab, title="min / max per-matrix sparsity against λ"), key="al_lam_fig")
-    tune_panel(ctx, settings)
     st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
     inv = {v: k for k, v in METHOD_LABELS.items()}
@@ -129,15 +124,16 @@ def render(ctx: Context) -> None:
     c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get, **kw)
     chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
     stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
-    c2.download_button("JSON", allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",
+    # the file is written when the button is clicked (deferred), not on every λ step
+    c2.download_button("JSON", lambda: allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",
                        key="al_dl_json", on_click="ignore")
-    c3.download_button("CSV", allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv", key="al_dl_csv",
-                       on_click="ignore")
-    with st.expander("allocation table"):
+    c3.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
+                       key="al_dl_csv", on_click="ignore")
+    if st.toggle("show the allocation table", key="al_show_table"):  # drawn on demand, not on every λ step
         show_table(chosen, key="al_table")
 
 
-def tune_panel(ctx: Context, settings: dict) -> None:
+def tune_panel(ctx: Context) -> None:
     """λ → perplexity: :func:`pruning.tune.tune` on a copy of the model, the curve filling in point by point,
     uniform as the reference line, the chosen λ marked and a button that sends it to Prune & evaluate."""
     from pruning.calib_stats import CalibSettings
@@ -153,6 +149,7 @@ def tune_panel(ctx: Context, settings: dict) -> None:
     c[2].number_input("calibration samples", 1, 256, key="tu_nsamples")
     c[3].number_input("held-out windows", 1, 256, key="tu_windows")
     s = st.session_state
+    settings = state.alloc_settings()
     if ctx.model_key is None:
         st.info("Tuning needs the model itself; load a model, not a results file.")
         return

@@ -62,7 +62,8 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
     out, errors = {}, {}
     for m in methods:
         try:
-            out[METHOD_LABELS[m]] = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m, **settings)
+            out[METHOD_LABELS[m]] = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m,
+                                                            **state.method_settings(m, settings))
         except Exception as exc:  # noqa: BLE001 - reported per method
             errors[METHOD_LABELS[m]] = one_line(exc)
     return out, errors

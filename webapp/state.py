@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -318,6 +319,23 @@ def metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in ("evals",) if c in df.columns])
 
 
+#: the neutral value of each setting a method does not read (its cache key then does not change with it)
+NEUTRAL_SETTINGS = {"lam": 0.0, "mapping": "linear", "granularity": "block", "metric": "alpha",
+                    "exclude_flagged": False}
+
+
+def method_settings(method: str, settings: dict) -> dict:
+    """``settings`` with those ``method`` does not read (``pruning.allocation.settings_read``; the OWL calibration
+    size for the other methods) set to neutral values: moving λ then re-uses the cached uniform, ERK, OWL, …"""
+    from pruning.allocation import settings_read
+
+    read = settings_read(method)
+    out = {**settings, **{k: v for k, v in NEUTRAL_SETTINGS.items() if k not in read}}
+    if method != "owl":
+        out.update(nsamples=0, seqlen=0)
+    return out
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str, S: float, lam: float,
                       mapping: str, granularity: str, metric: str, lo: float, hi: float, nsamples: int,
@@ -331,6 +349,44 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
                             exclude_flagged=exclude_flagged, min_sparsity=lo, max_sparsity=hi, weights=weights,
                             outlier_ratios=ratios)
     return allocate(metrics_for_alloc(_df), method, S, **kw)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def lambda_range(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], settings: dict) -> pd.DataFrame:
+    """AlphaPruning's min / max / weighted-mean sparsity for λ = 0, 0.05, …, 1 at ``settings`` (λ itself ignored):
+    one cached table per analysis and settings, so that moving λ does not recompute it."""
+    from pruning.allocation import AllocationError
+    from pruning.plots import weighted_mean_sparsity
+
+    rows = []
+    for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
+        try:
+            a = cached_allocation(_df, df_key, model_key, "alphapruning", **{**settings, "lam": float(lam)})
+        except (AllocationError, ValueError):
+            continue
+        sp = a["sparsity"].to_numpy()
+        rows.append({"lam": float(lam), "min": float(sp.min()), "max": float(sp.max()),
+                     "weighted_mean": weighted_mean_sparsity(a)})
+    return pd.DataFrame(rows)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def lambda_range_chart(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], settings_items: tuple):
+    """The plotly figure of :func:`lambda_range` (built once per analysis and settings; never mutated)."""
+    from pruning.plots import lambda_range_figure
+
+    table = lambda_range(_df, df_key, model_key, dict(settings_items))
+    if table.empty:
+        return None
+    return lambda_range_figure(table, title="min / max per-matrix sparsity against λ")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def spurious_blocks(_df: pd.DataFrame, df_key: tuple) -> pd.DataFrame:
+    """:func:`spectra.analyze.spurious_blocks` of the open analysis (cached per analysis)."""
+    from spectra.analyze import spurious_blocks as blocks
+
+    return blocks(_df)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

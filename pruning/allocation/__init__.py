@@ -35,7 +35,7 @@ clipping at all: with λ = 0.5 and S = 0.8 some r_i·scale exceed 1). Two behavi
 Sparsities are real numbers, not integer counts: the layer pruner rounds ``s·numel`` itself. Global / LAMP give the
 weight sitting exactly on the threshold a fractional share so that the mean is S exactly.
 """
-from pruning.allocation.allocate import allocate, allocation_options
+from pruning.allocation.allocate import allocate, allocation_options, settings_read
 from pruning.allocation.io import LoadedAllocation, allocation_to_json, load_allocation, save_allocation
 from pruning.allocation.mappings import (ALLOCATION_METHODS, DIRECTIONS, GRANULARITIES, MAPPINGS, OUTPUT_COLUMNS,
                                          SPECTRAL_METHODS, WEIGHT_METHODS, AllocationError, alphapruning_ratios, erk_factors,
@@ -43,4 +43,4 @@ from pruning.allocation.mappings import (ALLOCATION_METHODS, DIRECTIONS, GRANULA
 
 __all__ = ["ALLOCATION_METHODS", "DIRECTIONS", "GRANULARITIES", "MAPPINGS", "OUTPUT_COLUMNS", "SPECTRAL_METHODS",
            "WEIGHT_METHODS", "AllocationError", "LoadedAllocation", "allocate", "allocation_options", "allocation_to_json", "alphapruning_ratios",
-           "erk_factors", "lamp_scores_sorted", "load_allocation", "owl_outlier_ratios", "save_allocation"]
+           "erk_factors", "lamp_scores_sorted", "load_allocation", "owl_outlier_ratios", "save_allocation", "settings_read"]

@@ -309,6 +309,16 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
     return out
 
 
+def settings_read(method: str) -> frozenset:
+    """The settings among ``lam``, ``mapping``, ``granularity``, ``metric`` and ``exclude_flagged`` that
+    :func:`allocation_options` passes on for ``method`` (the others do not change its allocation)."""
+    method = check_method(method)
+    if method in SPECTRAL_METHODS:
+        return frozenset({"lam", "mapping", "granularity"} | ({"metric", "exclude_flagged"}
+                                                              if method == "alphapruning" else set()))
+    return frozenset({"granularity"}) if method == "owl" else frozenset()
+
+
 def allocation_options(method: str, *, lam: float = 0.3, mapping: str = "linear", granularity: str = "block",
                        metric: Optional[str] = None, exclude_flagged: bool = False, min_sparsity: float = 0.0,
                        max_sparsity: float = 0.99, weights: Optional[Mapping[str, Any]] = None,

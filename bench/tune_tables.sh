@@ -14,6 +14,9 @@ C="--sparsity 0.7 --nsamples 16 --seqlen 256 --max-windows 8 --final --eval-seql
 for pruner in ${PRUNERS:-wanda sparsegpt}; do
   $PY -m pruning tune --pruner $pruner --allocation alphapruning --lams 0,0.1,0.2,0.3,0.4,0.5 $C \
       --out results/tune_${pruner}_alphapruning.json
-  $PY -m pruning tune --pruner $pruner --allocation owl --lams 0.02,0.05,0.08,0.12,0.16,0.2 --owl-ms 3,5,7,10 $C \
+  # OWL: λ × M grid around the paper's defaults (λ 0.08, M 5); SparseGPT's one-shot prune costs seconds per
+  # candidate (its OBS updates), so its grid is smaller
+  if [[ $pruner == sparsegpt ]]; then lams=0.04,0.08,0.12; ms=3,5,7; else lams=0.02,0.05,0.08,0.12,0.16,0.2; ms=3,5,7,10; fi
+  $PY -m pruning tune --pruner $pruner --allocation owl --lams $lams --owl-ms $ms $C \
       --out results/tune_${pruner}_owl.json
 done

@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import plotly.io as pio  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from webapp import state  # noqa: E402
+from webapp import cache, state  # noqa: E402
 from webapp.common import error_text, one_line, show_error  # noqa: E402
 from webapp.state import ANALYSIS_RULES, SOURCE_KINDS, VIEW_PAGES  # noqa: E402
 
@@ -77,7 +77,7 @@ def sidebar_status(slot) -> None:
     """Under the *Load* button: the last load error (one line) and the model now open (after the load ran)."""
     if st.session_state.load_error:
         slot.error(st.session_state.load_error)
-    cur = st.session_state.results_path or state.source_key(st.session_state.source)
+    cur = st.session_state.results_path or cache.source_key(st.session_state.source)
     slot.caption(f"Open: **{cur}**")
 
 

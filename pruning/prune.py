@@ -23,7 +23,7 @@ from spectra.results import jsonable
 
 from pruning.pruners import NM, get_pruner, parse_nm
 from pruning.pruners.masks import check_sparsity, nm_sparsity
-from pruning.sequential import CALIBRATION_FREE, CORRECTIONS, prune_sequential
+from pruning.sequential import CORRECTIONS, prune_sequential
 
 
 
@@ -121,7 +121,7 @@ class PruneSettings:
         return self.correction if self.correction is not None else get_pruner(self.pruner).correction
 
     def needs_calibration(self) -> bool:
-        return (self.pruner not in CALIBRATION_FREE or self.gd_steps > 0
+        return (not get_pruner(self.pruner).calibration_free or self.gd_steps > 0
                 or (self.allocation == "owl" and not self.allocation_file))
 
     def as_dict(self) -> dict:
@@ -318,7 +318,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
         timings["allocation"] = time.perf_counter() - t
         sparsity = (nm_sparsity(nm) if nm else float(settings.sparsity)) if alloc is None else \
             dict(zip(alloc["longname"], alloc["sparsity"].astype(float)))
-        loop_calib = calib if (settings.pruner not in CALIBRATION_FREE or settings.gd_steps) else None
+        loop_calib = calib if (not get_pruner(settings.pruner).calibration_free or settings.gd_steps) else None
         res = prune_sequential(model, loop_calib, sparsity, settings.pruner,
                                nm=nm, pruner_options=settings.pruner_options, correction=settings.correction,
                                sublayer_sequential=settings.sublayer_sequential, gd_steps=settings.gd_steps,

@@ -58,8 +58,6 @@ DENSE_BLOCK_INPUT = frozenset({"none", "intra"})
 SUBLAYER_ORDER = frozenset({"intra", "intra+inter", "intra-pruned"})
 #: modes whose targets (for pruners that need ``K``) come from dense weights
 DENSE_TARGET = frozenset({"intra", "intra+inter", "intra-pruned"})
-#: pruners that use no calibration statistics at all (run without the loop when no calibration is given).
-CALIBRATION_FREE = frozenset({"magnitude"})
 
 ProgressCb = Optional[Callable[[int, int, str], None]]
 
@@ -245,7 +243,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     per_block = block_linears(model)
     total = sum(len(b) for b in per_block)
     if calib is None:
-        if pruner not in CALIBRATION_FREE or gd_steps:
+        if not get_pruner(pruner).calibration_free or gd_steps:
             raise ValueError(f"pruner {pruner!r}{' with gd_steps' if gd_steps else ''} needs calibration windows")
         return prune_weights(model, sparsity, pruner, nm, pruner_options, progress, progress_cb, device, block_io)
 

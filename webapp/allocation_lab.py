@@ -12,7 +12,7 @@ import streamlit as st
 from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
 from spectra.hill import SPURIOUS_ALPHA
-from webapp import state
+from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_table
 from webapp.figures import allocation_title, allocations_for
 from webapp.state import METHOD_LABELS, S_RANGE, SLOW_METHODS, Context, bind, selection
@@ -31,7 +31,7 @@ def flagged_fits_notice(ctx: Context, excluded: bool) -> None:
     (``spectra.analyze.spurious_blocks``), largest shift of the mean first; an info line once they are left out."""
     if "alpha" not in ctx.df.columns:
         return
-    sb = state.spurious_blocks(ctx.df, ctx.df_key)
+    sb = cache.spurious_blocks(ctx.df, ctx.df_key)
     if sb.empty:
         return
     sb = sb.assign(shift=sb["alpha_mean"] - sb["alpha_mean_unflagged"]).sort_values("shift", ascending=False)
@@ -75,7 +75,7 @@ def render(ctx: Context) -> None:
     allocation_curves(ctx)
     st.subheader("Effect of λ on AlphaPruning")
     no_lam = tuple(sorted((k, v) for k, v in settings.items() if k != "lam"))
-    lam_fig = state.lambda_range_chart(ctx.df, ctx.df_key, ctx.model_key, no_lam)
+    lam_fig = cache.lambda_range_chart(ctx.df, ctx.df_key, ctx.model_key, no_lam)
     if lam_fig is not None:
         chart(lam_fig, key="al_lam_fig")
     tune_panel(ctx)
@@ -174,7 +174,7 @@ def tune_panel(ctx: Context) -> None:
                                                       f"({len(rows)}/{len(lams)})")
             slot.plotly_chart(pplots.tune_figure(rows), key=f"tu_live_{len(rows)}")
 
-        model = copy.deepcopy(state.load_model_cached(ctx.model_key))
+        model = copy.deepcopy(cache.load_model_cached(ctx.model_key))
         s.tune_result = tune(model, ts, log=lambda m: None, progress_cb=on_row)
         bar.progress(1.0, text="done")
     res = s.get("tune_result")

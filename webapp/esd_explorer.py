@@ -11,7 +11,7 @@ from spectra import plots as splots
 from spectra.errors import SpectraError
 from spectra.hill import EVALS_THRESH, fit_power_law
 from spectra.mp import mp_fit
-from webapp import state
+from webapp import cache, state
 from webapp.common import chart, run_page, show_table
 from webapp.figures import esd_figure_for, esd_fit, evals_of
 from webapp.state import ANALYSIS_RULES, Context, bind, selected_matrix
@@ -112,7 +112,7 @@ def after_pruning_panel(ctx: Context, name: str, rule: str, show_mp: bool, bins:
         s = st.slider("magnitude-prune this matrix at sparsity", 0.1, 0.95, step=0.05, key="esd_prune_s")
         if ctx.model_key is None:
             raise SpectraError("pruning a matrix needs the model's weights; open the model, not a results file")
-        W = get_pruner("magnitude").fn(state.model_weights(ctx.model_key)[name].float(), None, float(s))
+        W = get_pruner("magnitude").fn(cache.model_weights(ctx.model_key)[name].float(), None, float(s))
         label = f"after magnitude {int(100 * s)}%: "
         st.caption("No pruned model yet: this is the matrix magnitude-pruned on its own (run Prune & evaluate to "
                    "compare with a calibrated pruner).")

@@ -11,7 +11,7 @@ from spectra import plots as splots
 from spectra.analyze import block_aggregate
 from spectra.errors import SpectraError
 from spectra.hill import fit_power_law
-from webapp import state
+from webapp import cache, state
 from webapp.common import one_line
 from webapp.state import METHOD_LABELS, Context
 
@@ -62,8 +62,8 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
     out, errors = {}, {}
     for m in methods:
         try:
-            out[METHOD_LABELS[m]] = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m,
-                                                            **state.method_settings(m, settings))
+            out[METHOD_LABELS[m]] = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m,
+                                                            **cache.method_settings(m, settings))
         except Exception as exc:  # noqa: BLE001 - reported per method
             errors[METHOD_LABELS[m]] = one_line(exc)
     return out, errors

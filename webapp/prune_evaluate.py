@@ -18,10 +18,11 @@ from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_alloca
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
 from pruning.prune import PAPER_LITERAL
-from webapp import state
+from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import runs_for_plots, runs_table
-from webapp.state import METHOD_LABELS, PROX24_SCHEDULE, S_RANGE, Context, bind, selection
+from webapp.cache import PROX24_SCHEDULE
+from webapp.state import METHOD_LABELS, S_RANGE, Context, bind, selection
 
 #: sparsity patterns offered (N:M: N kept of every M consecutive weights of a row)
 PATTERNS = ("unstructured", "2:4", "4:8")
@@ -54,7 +55,7 @@ def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float,
     settings = PruneSettings(pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam,
                              mapping=al["mapping"], granularity=al["granularity"], metric=al["metric"],
                              xmin_rule=ctx.analysis_rule, max_sparsity=al["hi"], nsamples=nsamples, seqlen=seqlen,
-                             seed=state.CALIB_SEED, gd_steps=int(gd_steps), gd_precondition=bool(gd_precondition),
+                             seed=cache.CALIB_SEED, gd_steps=int(gd_steps), gd_precondition=bool(gd_precondition),
                              pruner_options=dict(PAPER_LITERAL.get(pruner, {})) if literal else {})
     if nm:
         settings.sparsity = nm_sparsity(settings.nm_tuple())
@@ -90,7 +91,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     al = state.alloc_settings()
     flagged_out = al["exclude_flagged"] and method == "alphapruning" and settings.nm is None
     if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
-        alloc = state.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
+        alloc = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
                                         **{**al, "S": S, "lam": float(lam)})
         settings.allocation_file = str(save_allocation(alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) /
                                                        "allocation.json"))
@@ -99,17 +100,17 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
     log = PhaseLog(status.progress(0.0, text="loading the model"))
-    lm = state.load_model_cached(ctx.model_key)
+    lm = cache.load_model_cached(ctx.model_key)
     log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
               f"setting, then cached)")
-    dense = state.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
+    dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
     norms = calib = None
     if settings.needs_calibration():
         log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calib_dataset})")
-        calib = state.calibration_windows(ctx.model_key, nsamples, seqlen)
+        calib = cache.calibration_windows(ctx.model_key, nsamples, seqlen)
     if method == "owl":
         log(0.04, "OWL: calibration input norms of the dense model (cached later)")
-        norms = state.input_norms(ctx.model_key, nsamples, seqlen)
+        norms = cache.input_norms(ctx.model_key, nsamples, seqlen)
     log(0.05, f"allocation ({METHOD_LABELS[method]}"
               f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"
               if calib is not None else f"allocation ({METHOD_LABELS[method]})")
@@ -121,7 +122,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
         log(0.05 + 0.8 * done / max(total, 1), f"block {classify(name)[1]}: pruned {name} ({done}/{total} matrices)")
 
     res = prune_model(model, lm.tokenizer, settings, progress_cb=cb, progress=False,
-                      metrics=state.metrics_for_alloc(ctx.df), input_norms=norms,
+                      metrics=cache.metrics_for_alloc(ctx.df), input_norms=norms,
                       calib=None if calib is None else calib.clone())
 
     def cb_ppl(done: int, total: int) -> None:
@@ -310,14 +311,14 @@ def fista_section(ctx: Context) -> None:
         args = layer_request(ctx, "pr_fista", "Compute the λ path")
         if args is not None:
             with st.spinner("Solving the LASSO path (cached afterwards) …"):
-                path = state.fista_path(*args)
+                path = cache.fista_path(*args)
             st.session_state.pr_fista_done = args
             chart(pplots.fista_path_figure(path, target=float(selection()["S"]),
                                            title=f"{args[1]}: LASSO path"), key="pr_fista_fig")
 
 
 def prox24_section(ctx: Context) -> None:
-    """The 2:4 proximal pruner's growing regularization μ_t on one layer, on demand (``state.prox24_schedule``)."""
+    """The 2:4 proximal pruner's growing regularization μ_t on one layer, on demand (``cache.prox24_schedule``)."""
     if ctx.model_key is None:
         return
     with st.expander("2:4 proximal pruner: its regularization schedule on one layer"):
@@ -332,7 +333,7 @@ def prox24_section(ctx: Context) -> None:
         args = layer_request(ctx, "pr_prox", "Compute the schedule")
         if args is not None:
             with st.spinner("Running the 2:4 proximal pruner on this layer (cached afterwards) …"):
-                sched, meta = state.prox24_schedule(*args)
+                sched, meta = cache.prox24_schedule(*args)
             st.session_state.pr_prox_done = args
             chart(pplots.prox24_schedule_figure(sched, title=f"{args[1]}: 2:4 proximal schedule"),
                   key="pr_prox_fig")

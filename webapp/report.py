@@ -10,7 +10,7 @@ from pruning import plots as pplots
 from spectra import plots as splots
 from spectra.analyze import role_summary
 from spectra.html_report import ReportSection, build_html_report
-from webapp import state
+from webapp import cache, state
 from webapp.common import run_page
 from webapp.figures import (allocation_title, allocations_for, esd_figure_for, esd_fit, evals_of,
                             overview_figures, runs_table, tradeoff_of_runs)
@@ -26,7 +26,7 @@ def kaleido_available() -> bool:
 
 
 def figure_image(fig, fmt: str) -> bytes:
-    state.kaleido_server()
+    cache.kaleido_server()
     return fig.to_image(format=fmt, width=1100, height=int(fig.layout.height or 460), scale=2 if fmt == "png" else 1)
 
 

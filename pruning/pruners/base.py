@@ -72,6 +72,7 @@ class PrunerSpec:
     options: tuple = ()  # keyword options the pruner accepts (``--pruner-opt KEY=VALUE``)
     correction: str = "sequential"  # default error-correction mode (pruning.sequential.CORRECTIONS)
     only_nm: NM = None  # the one N:M pattern the pruner produces (prox24: 2:4); None = any sparsity or pattern
+    calibration_free: bool = False  # uses no calibration statistics (magnitude): runs without the loop when none given
 
 
 def parse_nm(text: str | None) -> NM:

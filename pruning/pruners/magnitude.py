@@ -18,4 +18,5 @@ def magnitude(W: torch.Tensor, stats: LayerStats | None, sparsity: float, nm: NM
     return W
 
 
-SPEC = PrunerSpec("magnitude", magnitude, description="smallest |W| per matrix (no calibration needed)")
+SPEC = PrunerSpec("magnitude", magnitude, calibration_free=True,
+                  description="smallest |W| per matrix (no calibration needed)")

@@ -1,0 +1,254 @@
+"""The app's cached heavy work: the model, its analyses and results files, weights, calibration windows and input
+norms, allocations (and the λ-effect table), dense perplexity, one layer's inputs, the FISTA path and the prox24
+schedule. Every function calls :mod:`spectra` / :mod:`pruning`; Streamlit's caches keep the results per process.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pruning.allocation import WEIGHT_METHODS, allocate, allocation_options
+from spectra.analyze import AnalysisSettings, analyze
+from spectra.errors import SpectraError
+
+CALIB_SEED = 0
+#: the FISTA λ path shown: 10 λ from λmax down to 1e-6·λmax (0 → ~100 % sparsity on this model), warm-started,
+#: at most 100 FISTA iterations each, float32 (a few seconds per attention layer on 2 cores)
+FISTA_PATH = {"num": 10, "min_ratio": 1e-6, "max_iter": 100, "tol": 1e-4, "dtype": "float32"}
+#: the prox24 schedule shown: a faster-growing μ_t than the pruner's default (growth 1.1) and float32 iterates
+#: (a few seconds per attention layer on 2 cores)
+PROX24_SCHEDULE = {"mu0": 1e-2, "growth": 1.25, "max_steps": 300, "dtype": "float32"}
+
+
+def source_key(source: Optional[str]) -> str:
+    """The cache key of a model source: ``builtin`` for the default built-in model, else the source as given."""
+    from spectra.models import DEFAULT_MODEL, builtin_name
+
+    return "builtin" if builtin_name(source) == DEFAULT_MODEL else str(source)
+
+
+# ============================================================================================== cached heavy work
+@st.cache_resource(show_spinner=False)
+def _analysis_store() -> dict:
+    """Analyses of this server process, keyed by (source, xmin rule); the spectra disk cache sits below it."""
+    return {}
+
+
+@st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: ~25 s) …",
+                   max_entries=2)
+def load_model_cached(key: str):
+    """The loaded model (shared by all sessions; never modified — pruning works on a deep copy)."""
+    from spectra.models import load_model
+
+    return load_model(None if key == "builtin" else key)
+
+
+def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
+    """Contract 1 table with an ``evals`` column for ``source`` and ``rule``; shows progress on a first analysis."""
+    store = _analysis_store()
+    key = (source_key(source), rule)
+    if key in store:
+        return store[key]
+    bar = st.progress(0.0, text=f"Analysing {key[0]} (xmin rule {rule}) … the first use of a GGUF model (the "
+                                f"built-in one included) converts it to safetensors first, about half a minute")
+
+    def cb(i: int, n: Optional[int], name: str) -> None:
+        frac = min(1.0, i / n) if n else 0.0
+        bar.progress(frac, text=f"Analysing {key[0]}: {i}/{n or '?'} matrices {name}")
+
+    try:
+        df = analyze(source, AnalysisSettings(xmin_rule=rule, keep_eigs=True), progress=False, progress_cb=cb)
+    finally:
+        bar.empty()
+    store[key] = df
+    return df
+
+
+def get_results_file(path: str) -> pd.DataFrame:
+    from spectra.results import load_results
+
+    p = Path(path).expanduser()
+    store = _analysis_store()
+    key = ("results", str(p.resolve()), p.stat().st_mtime_ns if p.is_file() else 0)
+    if key not in store:
+        df = load_results(p)
+        missing = [c for c in ("longname", "block", "role", "num_params", "alpha") if c not in df.columns]
+        if missing:
+            raise SpectraError(f"{p} is not a spectra results table (no column {', '.join(missing)}); "
+                               f"write one with `python -m spectra --out FILE`")
+        store[key] = df
+    return store[key]
+
+
+def model_weights(key: str) -> dict:
+    """{longname: W (out, in)} views of the loaded model's block matrices (for global / LAMP)."""
+    from spectra.weights import iter_model_weights
+
+    lm = load_model_cached(key)
+    return {info.longname: w for info, w in iter_model_weights(lm.model)}
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def calibration_windows(key: str, nsamples: int, seqlen: int):
+    """The C4 calibration windows (``pruning.evaluation.data.get_calibration``, seed :data:`CALIB_SEED`), read once per model
+    and setting."""
+    from pruning.evaluation.data import get_calibration
+
+    lm = load_model_cached(key)
+    return get_calibration(lm.tokenizer, nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
+    """The dense model's calibration input norms Σx² per input feature (``collect_input_norms``), for OWL."""
+    from pruning.sequential import collect_input_norms
+
+    return collect_input_norms(load_model_cached(key).model, calibration_windows(key, nsamples, seqlen).clone())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def owl_ratios(key: str, nsamples: int, seqlen: int, granularity: str = "block") -> dict:
+    """OWL outlier ratio per block (or matrix) (``owl_outlier_ratios``) from the dense model's input norms."""
+    from pruning.allocation import owl_outlier_ratios
+
+    return owl_outlier_ratios(model_weights(key), input_norms(key, nsamples, seqlen), granularity=granularity)
+
+
+def metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
+    """The analysis table without its eigenvalues (what the allocations read)."""
+    return df.drop(columns=[c for c in ("evals",) if c in df.columns])
+
+
+#: the neutral value of each setting a method does not read (its cache key then does not change with it)
+NEUTRAL_SETTINGS = {"lam": 0.0, "mapping": "linear", "granularity": "block", "metric": "alpha",
+                    "exclude_flagged": False}
+
+
+def method_settings(method: str, settings: dict) -> dict:
+    """``settings`` with those ``method`` does not read (``pruning.allocation.settings_read``; the OWL calibration
+    size for the other methods) set to neutral values: moving λ then re-uses the cached uniform, ERK, OWL, …"""
+    from pruning.allocation import settings_read
+
+    read = settings_read(method)
+    out = {**settings, **{k: v for k, v in NEUTRAL_SETTINGS.items() if k not in read}}
+    if method != "owl":
+        out.update(nsamples=0, seqlen=0)
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str, S: float, lam: float,
+                      mapping: str, granularity: str, metric: str, lo: float, hi: float, nsamples: int,
+                      seqlen: int, exclude_flagged: bool = False) -> pd.DataFrame:
+    """``pruning.allocation.allocate`` with the options of the Allocation lab (``allocation_options`` picks those the
+    method reads; cached by every setting). The weights and OWL ratios are loaded only for the methods that read them."""
+    weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
+    ratios = (owl_ratios(model_key, nsamples, seqlen, granularity) if model_key is not None and method == "owl"
+              else None)
+    kw = allocation_options(method, lam=lam, mapping=mapping, granularity=granularity, metric=metric,
+                            exclude_flagged=exclude_flagged, min_sparsity=lo, max_sparsity=hi, weights=weights,
+                            outlier_ratios=ratios)
+    return allocate(metrics_for_alloc(_df), method, S, **kw)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def lambda_range(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], settings: dict) -> pd.DataFrame:
+    """AlphaPruning's min / max / weighted-mean sparsity for λ = 0, 0.05, …, 1 at ``settings`` (λ itself ignored):
+    one cached table per analysis and settings, so that moving λ does not recompute it."""
+    from pruning.allocation import AllocationError
+    from pruning.plots import weighted_mean_sparsity
+
+    rows = []
+    for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
+        try:
+            a = cached_allocation(_df, df_key, model_key, "alphapruning", **{**settings, "lam": float(lam)})
+        except (AllocationError, ValueError):
+            continue
+        sp = a["sparsity"].to_numpy()
+        rows.append({"lam": float(lam), "min": float(sp.min()), "max": float(sp.max()),
+                     "weighted_mean": weighted_mean_sparsity(a)})
+    return pd.DataFrame(rows)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def lambda_range_chart(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], settings_items: tuple):
+    """The plotly figure of :func:`lambda_range` (built once per analysis and settings; never mutated)."""
+    from pruning.plots import lambda_range_figure
+
+    table = lambda_range(_df, df_key, model_key, dict(settings_items))
+    if table.empty:
+        return None
+    return lambda_range_figure(table, title="min / max per-matrix sparsity against λ")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def spurious_blocks(_df: pd.DataFrame, df_key: tuple) -> pd.DataFrame:
+    """:func:`spectra.analyze.spurious_blocks` of the open analysis (cached per analysis)."""
+    from spectra.analyze import spurious_blocks as blocks
+
+    return blocks(_df)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int) -> float:
+    from pruning.evaluation.perplexity import perplexity
+
+    lm = load_model_cached(key)
+    return float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False).ppl)
+
+
+def layer_inputs(key: str, name: str, nsamples: int, seqlen: int):
+    """(W, X) of the layer ``name`` of the dense model on its calibration windows
+    (``pruning.capture.capture_layer_inputs``)."""
+    from pruning.capture import capture_layer_inputs
+
+    lm = load_model_cached(key)
+    return capture_layer_inputs(lm.model, name, calibration_windows(key, nsamples, seqlen))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def fista_path(key: str, name: str, nsamples: int, seqlen: int) -> pd.DataFrame:
+    """``pruning.pruners.fista.fista_lambda_path`` of one layer of the dense model on its calibration inputs (no error
+    correction: X* = X; :func:`layer_inputs`)."""
+    import torch
+
+    from pruning.pruners.base import LayerStats
+    from pruning.pruners.fista import fista_lambda_path
+
+    W, X = layer_inputs(key, name, nsamples, seqlen)
+    opts = {**FISTA_PATH, "dtype": getattr(torch, FISTA_PATH["dtype"])}
+    return fista_lambda_path(W, LayerStats.from_inputs(X), **opts)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def prox24_schedule(key: str, name: str, nsamples: int, seqlen: int) -> tuple[pd.DataFrame, dict]:
+    """The 2:4 proximal pruner on one layer of the dense model (``pruning.pruners.prox24.prox24_prune(record=True)`` with
+    :data:`PROX24_SCHEDULE`, no error correction, inputs from :func:`layer_inputs`): its recorded schedule
+    (``Prox24Info.schedule()``) and a summary (steps, converged, forced groups, groups, rms of W)."""
+    import torch
+
+    from pruning.pruners.base import LayerStats
+    from pruning.pruners.prox24 import prox24_prune
+
+    W, X = layer_inputs(key, name, nsamples, seqlen)
+    opts = {**PROX24_SCHEDULE, "dtype": getattr(torch, PROX24_SCHEDULE["dtype"])}
+    _, info = prox24_prune(W, LayerStats.from_inputs(X), record=True, **opts)
+    meta = {"steps": info.steps, "converged": info.converged, "forced_groups": info.forced_groups,
+            "groups": info.groups, "rms": float(W.to(torch.float64).pow(2).mean().sqrt())}  # of W (V: rescaled)
+    return info.schedule(), meta
+
+
+@st.cache_resource(show_spinner=False)
+def kaleido_server() -> bool:
+    """Start kaleido's image server once per process (PNG / SVG downloads of the Report)."""
+    import kaleido
+
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+        return True
+    except Exception:  # noqa: BLE001
+        return False

@@ -281,3 +281,25 @@ def test_progress_callback_counts_every_matrix():
     analyze(model, progress=False, cache=False, progress_cb=lambda i, n, name: seen.append((i, n, name)))
     assert [s[0] for s in seen] == list(range(1, 15)) and {s[1] for s in seen} == {14}
     assert seen[0][2] == "model.layers.0.self_attn.q_proj"
+
+
+def test_workers_give_the_numbers_of_one_thread_in_order_with_progress():
+    """``workers=2`` (a thread pool over matrices) gives exactly the table of ``workers=1``, rows in enumeration
+    order, failed matrices included, and reports progress in order; the one-thread path records its phases."""
+    model = tiny_llama(hidden=48, seed=3)
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.zero_()  # a failed row between computed ones
+    one = analyze(model, AnalysisSettings(xmin_rule="ks", keep_eigs=True), progress=False, cache=False)
+    seen = []
+    two = analyze(model, AnalysisSettings(xmin_rule="ks", keep_eigs=True, workers=2), progress=False, cache=False,
+                  progress_cb=lambda i, n, name: seen.append(i))
+    assert list(two["longname"]) == list(one["longname"]) and seen == list(range(1, len(one) + 1))
+    assert (one["status"] == "failed").sum() == 1
+    cols = ["alpha", "xmin", "D", "stable_rank", "lambda_max", "status", "warning"]
+    pd.testing.assert_frame_equal(two[cols], one[cols])
+    for a, b in zip(one["evals"], two["evals"]):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    assert set(one.attrs["metadata"]["timings"]) == {"read_s", "eig_s", "fit_s"}
+    assert two.attrs["metadata"]["timings"] == {}
+    with pytest.raises(SpectraError, match="workers"):
+        AnalysisSettings(workers=0)

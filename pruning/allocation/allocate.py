@@ -166,7 +166,7 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
                                   f"raise max_sparsity or lower the target")
         values = np.full(len(df), S)
 
-    elif method in ("alphapruning", "stable_rank"):
+    elif method in SPECTRAL_METHODS:
         if metric not in df.columns:
             avail = [c for c in df.columns if c not in ("longname", "param", "block", "role", "layer_id") and
                      pd.api.types.is_numeric_dtype(df[c])]
@@ -267,7 +267,7 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
             values = raw
         metric_used = k
 
-    elif method in ("global", "lamp"):
+    elif method in WEIGHT_METHODS:
         if weights is None:
             raise ValueError(f"method {method!r} needs the weights: weights={{longname: W}} for every matrix")
         sorted_scores = []
@@ -283,7 +283,7 @@ def allocate(metrics: pd.DataFrame, method: str, sparsity: float, *, metric: Opt
         settings["threshold"] = thr
         raw = values
 
-    if method != "uniform" and not (method in ("global", "lamp") and clip):
+    if method != "uniform" and not (method in WEIGHT_METHODS and clip):
         note = bound_note(raw, lo, hi, names)
         if note and clip:
             at_hi, at_lo = int((values >= hi - TOL).sum()), int((values <= lo + TOL).sum())

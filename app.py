@@ -129,7 +129,8 @@ def on_load() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Spectral Pruning Lab", page_icon="📈", layout="wide")
-    pio.templates.default = "plotly_white"  # every chart's template: spectra.plots.new_figure then skips re-validating it
+    if pio.templates.default != "plotly_white":  # the setter validates the whole template (~35 ms): once per process
+        pio.templates.default = "plotly_white"  # every chart's template: spectra.plots.new_figure then skips it
     state.init_state()
     page = st.navigation([st.Page(path, title=title, default=i == 0)
                           for i, (title, path) in enumerate(VIEW_PAGES.items())])

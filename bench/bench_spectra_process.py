@@ -56,17 +56,16 @@ torch.set_num_threads(1)
 from safetensors import safe_open
 from scipy.linalg import blas
 from spectra.models import builtin_model_dir, weight_files
-n = 0
-for f in weight_files(builtin_model_dir()):
-    with safe_open(str(f), "pt") as fh:
-        for k in fh.keys():
-            if ".layers." not in k or not k.endswith("proj.weight"):
-                continue
-            X = fh.get_tensor(k).to(torch.float64).numpy()
-            G = blas.dsyrk(1.0, X.T, trans=int(X.shape[0] < X.shape[1]), lower=1)
-            np.linalg.eigvalsh(G, UPLO="L")
-            n += 1
-print(n)
+from spectra.weights import checkpoint_matrices, read_config, safetensors_header
+d = builtin_model_dir()
+(f,) = weight_files(d)  # the built-in model: one safetensors file
+keys = [k for _, k in checkpoint_matrices(safetensors_header(f), read_config(d))]  # the 210 matrices analyze reads
+with safe_open(str(f), "pt") as fh:
+    for k in keys:
+        X = fh.get_tensor(k).to(torch.float64).numpy()
+        G = blas.dsyrk(1.0, X.T, trans=int(X.shape[0] < X.shape[1]), lower=1)
+        np.linalg.eigvalsh(G, UPLO="L")
+print(len(keys))
 """
 
 

@@ -120,9 +120,13 @@ class PruneSettings:
         """The error-correction mode this run uses (``correction``, or the pruner's default)."""
         return self.correction if self.correction is not None else get_pruner(self.pruner).correction
 
+    def loop_needs_calibration(self) -> bool:
+        """The pruning loop reads calibration statistics (the pruner is not calibration-free, or masked GD runs)."""
+        return not get_pruner(self.pruner).calibration_free or self.gd_steps > 0
+
     def needs_calibration(self) -> bool:
-        return (not get_pruner(self.pruner).calibration_free or self.gd_steps > 0
-                or (self.allocation == "owl" and not self.allocation_file))
+        """The run needs calibration windows: for the loop, or for OWL's outlier ratios."""
+        return self.loop_needs_calibration() or (self.allocation == "owl" and not self.allocation_file)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -318,7 +322,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
         timings["allocation"] = time.perf_counter() - t
         sparsity = (nm_sparsity(nm) if nm else float(settings.sparsity)) if alloc is None else \
             dict(zip(alloc["longname"], alloc["sparsity"].astype(float)))
-        loop_calib = calib if (not get_pruner(settings.pruner).calibration_free or settings.gd_steps) else None
+        loop_calib = calib if settings.loop_needs_calibration() else None
         res = prune_sequential(model, loop_calib, sparsity, settings.pruner,
                                nm=nm, pruner_options=settings.pruner_options, correction=settings.correction,
                                sublayer_sequential=settings.sublayer_sequential, gd_steps=settings.gd_steps,

@@ -243,7 +243,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     per_block = block_linears(model)
     total = sum(len(b) for b in per_block)
     if calib is None:
-        if not get_pruner(pruner).calibration_free or gd_steps:
+        if not spec.calibration_free or gd_steps:
             raise ValueError(f"pruner {pruner!r}{' with gd_steps' if gd_steps else ''} needs calibration windows")
         return prune_weights(model, sparsity, pruner, nm, pruner_options, progress, progress_cb, device, block_io)
 

@@ -62,19 +62,8 @@ def _stream_count(directory: Path, include_embeddings: bool) -> Optional[int]:
         files = weight_files(directory)
         if not files or any(f.suffix != ".safetensors" for f in files):
             return None
-        cfg_file = directory / "config.json"
-        import json
-
-        config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-        prefix = W.base_prefix(config) if config else ""
-        count = 0
-        for f in files:
-            for key, shape in W.safetensors_header(f).items():
-                name = key
-                if prefix and not key.startswith(prefix + ".") and not key.startswith("lm_head"):
-                    name = f"{prefix}.{key}"
-                count += bool(W.is_candidate(name, shape, include_embeddings))
-        return count
+        shapes = {key: shape for f in files for key, shape in W.safetensors_header(f).items()}
+        return len(W.checkpoint_matrices(shapes, W.read_config(directory), include_embeddings))
     except Exception:
         return None
 

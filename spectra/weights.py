@@ -213,12 +213,33 @@ def _load_bin(path: Path) -> dict:
     return _BIN_CACHE[key]
 
 
+def read_config(directory: str | Path) -> dict:
+    """A weights directory's ``config.json`` as a dict ({} when it has none)."""
+    cfg = Path(directory) / "config.json"
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+
+def checkpoint_matrices(shapes: dict, config: dict, include_embeddings: bool = False) -> list[tuple[WeightInfo, str]]:
+    """``(WeightInfo, checkpoint key)`` of every block matrix among checkpoint ``{key: stored shape}``, in
+    :func:`iter_model_weights`' order: keys get the CausalLM's base prefix when they lack it (GPT-2 checkpoints do),
+    Conv1D weights are marked transposed."""
+    conv1d = _CONV1D.get(config.get("model_type", ""), ())
+    prefix = base_prefix(config) if config else ""
+    items = []
+    for key, shape in shapes.items():
+        name = key
+        if prefix and not key.startswith(prefix + ".") and not key.startswith("lm_head"):
+            name = f"{prefix}.{key}"
+        if is_candidate(name, shape, include_embeddings):
+            items.append((_make_info(name, shape, name.rsplit(".", 2)[-2] in conv1d), key))
+    return sorted(items, key=lambda it: _role_rank(it[0]))
+
+
 def iter_safetensors_weights(directory: str | Path, include_embeddings: bool = False
                              ) -> Iterator[tuple[WeightInfo, torch.Tensor]]:
     """Yield ``(WeightInfo, W)`` from a HF directory's weight files one matrix at a time, no model instantiated.
 
-    Names match :func:`iter_model_weights` on the same model (checkpoint keys get the CausalLM's base prefix when
-    they lack it, as GPT-2 checkpoints do).
+    Names match :func:`iter_model_weights` on the same model (:func:`checkpoint_matrices`).
     """
     from .models import weight_files
 
@@ -226,23 +247,12 @@ def iter_safetensors_weights(directory: str | Path, include_embeddings: bool = F
     files = weight_files(directory)
     if not files:
         raise ModelLoadError(f"no *.safetensors or *.bin weights in {directory}")
-    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
-    model_type = config.get("model_type", "")
-    conv1d = _CONV1D.get(model_type, ())
     reader = _Reader(files)
-    prefix = base_prefix(config) if config else ""
-    items = []
-    for key, (_, shape) in reader.index.items():
-        name = key
-        if prefix and not key.startswith(prefix + ".") and not key.startswith("lm_head"):
-            name = f"{prefix}.{key}"
-        if not is_candidate(name, shape, include_embeddings):
-            continue
-        transposed = name.rsplit(".", 2)[-2] in conv1d
-        items.append((_make_info(name, shape, transposed), key))
+    items = checkpoint_matrices({k: shape for k, (_, shape) in reader.index.items()}, read_config(directory),
+                                include_embeddings)
     if not items:
         raise SpectraError(f"{directory} holds no 2-D weight matrices inside transformer blocks")
-    for info, key in sorted(items, key=lambda it: _role_rank(it[0])):
+    for info, key in items:
         w = reader.get(key)
         yield info, (w.T if info.transposed else w)
 

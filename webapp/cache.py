@@ -155,10 +155,9 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
     return allocate(metrics_for_alloc(_df), method, S, **kw)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def lambda_range(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], settings: dict) -> pd.DataFrame:
-    """AlphaPruning's min / max / weighted-mean sparsity for λ = 0, 0.05, …, 1 at ``settings`` (λ itself ignored):
-    one cached table per analysis and settings, so that moving λ does not recompute it."""
+    """AlphaPruning's min / max / weighted-mean sparsity for λ = 0, 0.05, …, 1 at ``settings`` (λ itself ignored);
+    cached through :func:`lambda_range_chart`, its only reader."""
     from pruning.allocation import AllocationError
     from pruning.plots import weighted_mean_sparsity
 
@@ -176,7 +175,8 @@ def lambda_range(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], set
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def lambda_range_chart(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], settings_items: tuple):
-    """The plotly figure of :func:`lambda_range` (built once per analysis and settings; never mutated)."""
+    """The plotly figure of :func:`lambda_range`, built once per analysis and settings (never mutated), so that
+    moving λ recomputes neither."""
     from pruning.plots import lambda_range_figure
 
     table = lambda_range(_df, df_key, model_key, dict(settings_items))

@@ -208,7 +208,7 @@ def _resolve(key: str, path: str | Path | None) -> Path:
     except DataNotFoundError as exc:
         if path is not None:
             raise
-        cached = _in_dir(cache_dir("data", create=False), key) if cache_dir("data", create=False).is_dir() else None
+        cached = _in_dir(cache_dir("data", create=False), key)  # None when the cache folder does not exist
         if cached is not None:
             return cached
         if offline():

@@ -45,7 +45,8 @@ def main() -> None:
     from pruning.evaluation.data import get_calibration
     from pruning.evaluation.perplexity import perplexity
     from pruning.plots import block_sparsity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
     from spectra.analyze import AnalysisSettings, analyze, spurious_blocks
     from spectra.models import load_model
 
@@ -69,8 +70,9 @@ def main() -> None:
                                    (f"AlphaPruning λ={args.lam}, flagged fits left out", "alphapruning", True)):
             t = time.perf_counter()
             model = copy.deepcopy(lm.model)
-            s = PruneSettings(pruner=args.pruner, allocation=alloc, sparsity=S, lam=args.lam, nsamples=args.nsamples,
-                              seqlen=args.seqlen, xmin_rule=args.xmin_rule, exclude_flagged=excl)
+            s = PruneSettings.from_flat(pruner=args.pruner, allocation=alloc, sparsity=S, lam=args.lam,
+                                        nsamples=args.nsamples, seqlen=args.seqlen, xmin_rule=args.xmin_rule,
+                                        exclude_flagged=excl)
             res = prune_model(model, lm.tokenizer, s, progress=False, metrics=metrics, calib=calib.clone())
             r = ppl(model)
             bs = block_sparsity(res.layers.rename(columns={"target": "sparsity"}))

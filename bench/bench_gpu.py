@@ -47,7 +47,8 @@ def main() -> int:
     args = ap.parse_args()
     from pruning.evaluation.data import get_calibration
     from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
     from pruning.stream import blockwise_perplexity
     from spectra.analyze import analyze
     from spectra.models import load_model
@@ -59,9 +60,10 @@ def main() -> int:
     ppl = dict(dataset="wikitext2", seqlen=1024, max_windows=args.eval_windows)
     out = {"device": name, "nsamples": args.nsamples, "seqlen": args.seqlen, "runs": []}
     for pruner in ("wanda", "sparsegpt"):
+        settings = PruneSettings.from_flat(pruner=pruner, sparsity=0.5)
         ref = copy.deepcopy(base.model)
         t = time.perf_counter()
-        prune_model(ref, base.tokenizer, PruneSettings(pruner=pruner, sparsity=0.5), progress=False, calib=calib)
+        prune_model(ref, base.tokenizer, settings, progress=False, calib=calib)
         cpu_s = time.perf_counter() - t
         ref_ppl = perplexity(ref, base.tokenizer, progress=False, **ppl).ppl
         ref_masks = masks(ref)
@@ -70,8 +72,7 @@ def main() -> int:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            prune_model(m, base.tokenizer, PruneSettings(pruner=pruner, sparsity=0.5), progress=False, calib=calib,
-                        device=dev)
+            prune_model(m, base.tokenizer, settings, progress=False, calib=calib, device=dev)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t

@@ -37,11 +37,12 @@ def run_one(pruner: str, nsamples: int, seqlen: int, eval_windows: int, eval_seq
     from spectra.models import load_model
     from pruning.evaluation.data import get_calibration
     from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
 
     lm = load_model()
     t = time.perf_counter()
-    settings = PruneSettings(pruner=pruner, allocation="uniform", sparsity=sparsity, nm=nm, nsamples=nsamples,
+    settings = PruneSettings.from_flat(pruner=pruner, allocation="uniform", sparsity=sparsity, nm=nm, nsamples=nsamples,
                              seqlen=seqlen, seed=0)
     calib = get_calibration(lm.tokenizer, nsamples, seqlen, 0) if settings.needs_calibration() else None
     calib_s = time.perf_counter() - t

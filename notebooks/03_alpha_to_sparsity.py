@@ -51,7 +51,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progres
 from pruning.allocation import ALLOCATION_METHODS, alphapruning_ratios, allocate
 from pruning.evaluation.data import get_calibration
 from pruning.plots import allocation_figure, allocation_summary, block_sparsity, lambda_range_figure
-from pruning.prune import PruneSettings, compute_allocation
+from pruning.prune import compute_allocation
+from pruning.settings import PruneSettings
 from pruning.sequential import collect_input_norms
 from spectra.analyze import analyze, block_aggregate
 from spectra.models import load_model
@@ -173,7 +174,7 @@ print(f"calibration: {tuple(calib.shape)} tokens (C4); input norms of {len(norms
 
 allocations = {}
 for method in ALLOCATION_METHODS:
-    settings = PruneSettings(allocation=method, sparsity=SPARSITY, lam=LAM, nsamples=NSAMPLES, seqlen=SEQLEN)
+    settings = PruneSettings.from_flat(allocation=method, sparsity=SPARSITY, lam=LAM, nsamples=NSAMPLES, seqlen=SEQLEN)
     allocations[method] = compute_allocation(lm.model, settings, calib=calib, metrics=df, input_norms=norms)
 peers = allocation_summary(allocations)
 peers

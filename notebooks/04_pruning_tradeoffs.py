@@ -54,7 +54,7 @@ import pandas as pd
 from IPython.display import display
 
 from pruning.plots import perplexity_bar_figure, tradeoff_figure, lambda_effect_figure
-from pruning.prune import PruneSettings
+from pruning.settings import PruneSettings
 from pruning.sweep import SweepSpec, cell_key, expand, load_table, run_sweep
 from spectra.models import resolve_source
 from transformers.utils import logging as hf_logging
@@ -86,7 +86,7 @@ else:
         out_dir.mkdir(parents=True, exist_ok=True)
         SWEEP_OUT = out_dir / f"notebook04_{'quick' if QUICK else 'full'}.parquet"
     spec = SweepSpec(model=MODEL, sparsities=SPARSITIES, allocations=ALLOCATIONS, pruners=PRUNERS, lams=[LAM],
-                     base=PruneSettings(nsamples=NSAMPLES, seqlen=SEQLEN, lam=LAM),
+                     base=PruneSettings.from_flat(nsamples=NSAMPLES, seqlen=SEQLEN, lam=LAM),
                      eval_dataset="wikitext2", eval_seqlen=EVAL_SEQLEN, max_windows=MAX_WINDOWS)
     table = run_sweep(spec, SWEEP_OUT, progress=False, log=print)   # finished cells of an earlier run are skipped
     table_source = f"computed into {SWEEP_OUT}"

@@ -17,7 +17,8 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,31 +27,25 @@ import torch
 from pruning.pruners.base import NM, LayerStats
 from pruning.blocks import block_linears
 from pruning.sequential import SequentialResult, dense_layer_stats, prune_weights
+from pruning.settings import CalibrationSettings
 
-__all__ = ["CalibSettings", "DenseStats", "dense_stats", "weights_fingerprint",
+__all__ = ["TUNE_CALIBRATION", "DenseStats", "stats_key", "dense_stats", "weights_fingerprint",
            "prune_from_stats", "DenseWeights"]
 
 #: pruners that can prune from dense statistics alone, with what they need from them
 ONE_SHOT = {"magnitude": frozenset(), "wanda": frozenset(), "sparsegpt": frozenset({"H"})}
 
 
-@dataclass(frozen=True)
-class CalibSettings:
-    """The calibration windows (``nsamples × seqlen`` tokens of ``dataset``, ``seed``) and whether to keep H."""
-
-    nsamples: int = 16
-    seqlen: int = 256
-    seed: int = 0
-    dataset: str = "c4"
-    hessians: bool = False
-    batch_size: int = 8
+#: the tuning's calibration where the caller gives none: 16 × 256 tokens, a few seconds on a laptop CPU
+TUNE_CALIBRATION = CalibrationSettings(nsamples=16, seqlen=256)
 
 
 @dataclass
 class DenseStats:
-    """Per-layer dense statistics {longname: LayerStats} (layers of one input group share their tensors)."""
+    """Per-layer dense statistics {longname: LayerStats} (layers of one input group share their tensors) of the
+    calibration windows ``settings``."""
 
-    settings: CalibSettings
+    settings: CalibrationSettings
     fingerprint: str
     layers: dict
 
@@ -68,10 +63,18 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _cache_file(fingerprint: str, settings: CalibSettings) -> Path:
+def stats_key(settings: CalibrationSettings, hessians: bool) -> dict:
+    """What the statistics depend on besides the weights: the windows (not the folder they are read from) and
+    whether H is kept."""
+    key = dataclasses.asdict(settings)
+    key.pop("data_path")
+    return {**key, "hessians": bool(hessians)}
+
+
+def _cache_file(fingerprint: str, settings: CalibrationSettings, hessians: bool) -> Path:
     from spectra.config import cache_dir
 
-    key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(stats_key(settings, hessians), sort_keys=True).encode()).hexdigest()[:16]
     d = cache_dir() / "calib_stats"
     d.mkdir(parents=True, exist_ok=True)
     return d / f"{fingerprint[:24]}-{key}.safetensors"
@@ -118,32 +121,29 @@ def _load(path: Path) -> dict[str, LayerStats]:
     return out
 
 
-def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibSettings, data_path=None, use_cache: bool = True,
+def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibrationSettings = TUNE_CALIBRATION,
+                hessians: bool = False, use_cache: bool = True,
                 progress_cb: Optional[Callable[[int, int], None]] = None) -> DenseStats:
-    """The dense statistics of ``model`` for ``settings``: read from the cache, else collected and stored.
-
-    A cache entry with Hessians also serves a request without them.
-    """
+    """The dense statistics of ``model`` for the calibration windows ``settings`` (with H when ``hessians``): read
+    from the cache, else collected and stored. A cache entry with Hessians also serves a request without them."""
     from pruning.evaluation.data import get_calibration
 
     fp = weights_fingerprint(model)
-    candidates = [settings] if settings.hessians else [CalibSettings(**{**asdict(settings), "hessians": True}),
-                                                       settings]
     if use_cache:
-        for s in candidates:
-            p = _cache_file(fp, s)
+        for h in ([True] if hessians else [True, False]):
+            p = _cache_file(fp, settings, h)
             if p.exists():
                 try:
                     return DenseStats(settings, fp, _load(p))
                 except Exception:  # a corrupt cache file is recomputed, never trusted
                     pass
     calib = get_calibration(tokenizer, settings.nsamples, settings.seqlen, settings.seed, dataset=settings.dataset,
-                            path=data_path)
-    needs = frozenset({"H"}) if settings.hessians else frozenset()
+                            path=settings.data_path)
+    needs = frozenset({"H"}) if hessians else frozenset()
     layers = dense_layer_stats(model, calib, needs, settings.batch_size, progress_cb=progress_cb)
     if use_cache:
         try:
-            _save(_cache_file(fp, settings), layers)
+            _save(_cache_file(fp, settings, hessians), layers)
         except OSError:  # an unwritable cache never breaks a run
             pass
     return DenseStats(settings, fp, layers)

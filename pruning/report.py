@@ -52,14 +52,14 @@ def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: 
         "command": _command(),
         "model": model_record(lm, fingerprint) if lm is not None else None,
         "method": _label(s),
-        "settings": s.as_dict(),
-        "seed": s.seed,
+        "settings": s.flat(),
+        "seed": s.calibration.seed,
         "versions": package_versions(),
         "target_sparsity": result.target_sparsity,
         "achieved_sparsity": result.achieved_sparsity,
         "allocation": result.allocation_info,
-        "calibration": {"dataset": s.calib_dataset, "shape": list(result.calibration_shape)
-                        if result.calibration_shape else None, "seed": s.seed},
+        "calibration": {"dataset": s.calibration.dataset, "shape": list(result.calibration_shape)
+                        if result.calibration_shape else None, "seed": s.calibration.seed},
         "perplexity": {"dense": dense_ppl or {}, "pruned": pruned_ppl or {}},
         "timings_s": {k: round(float(v), 4) for k, v in result.timings.items()},
         "peak_rss_mb": round(result.peak_rss_mb, 1),

@@ -10,7 +10,6 @@ use it (``alphapruning``, ``stable_rank``); N:M patterns give one ``uniform`` ce
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -22,9 +21,9 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from pruning.pruners.masks import nm_sparsity
 from pruning.allocation import SPECTRAL_METHODS
-from pruning.prune import PruneSettings, prune_model, settings_label
+from pruning.prune import prune_model, settings_label
+from pruning.settings import PruneSettings
 
 #: allocations whose result depends on λ.
 LAM_ALLOCATIONS = SPECTRAL_METHODS
@@ -41,6 +40,8 @@ class SweepSpec:
     lams: list = field(default_factory=lambda: [0.3])
     nms: list = field(default_factory=lambda: [None])
     base: PruneSettings = field(default_factory=PruneSettings)
+    #: pruner options of the sweep, each given to the pruners that accept it
+    pruner_options: dict = field(default_factory=dict)
     eval_dataset: str = "wikitext2"
     eval_seqlen: Optional[int] = None
     max_windows: Optional[int] = None
@@ -52,27 +53,25 @@ class SweepSpec:
 
 
 def expand(spec: SweepSpec) -> list[PruneSettings]:
-    """The cells of ``spec`` in run order (validated; duplicates removed)."""
+    """The cells of ``spec`` in run order (checked on construction; duplicates removed)."""
     from pruning.pruners import get_pruner
 
+    options = {**spec.base.pruner.options, **spec.pruner_options}
     cells: list[PruneSettings] = []
     for nm in spec.nms:
         for pruner in spec.pruners:
             accepted = get_pruner(pruner).options  # pruner options apply to the pruners that accept them
-            base = dataclasses.replace(spec.base, pruner_options={k: v for k, v in spec.base.pruner_options.items()
-                                                                  if k in accepted})
+            base = dict(pruner=pruner, pruner_options={k: v for k, v in options.items() if k in accepted})
             if nm:
-                cells.append(dataclasses.replace(base, pruner=pruner, allocation="uniform",
-                                                 sparsity=nm_sparsity(PruneSettings(nm=nm).nm_tuple()), nm=nm))
+                cells.append(spec.base.replace(**base, allocation="uniform", nm=nm))
                 continue
             for s in spec.sparsities:
                 for alloc in spec.allocations:
-                    for lam in (spec.lams if alloc in LAM_ALLOCATIONS else [spec.base.lam]):
-                        cells.append(dataclasses.replace(base, pruner=pruner, allocation=alloc,
-                                                         sparsity=float(s), nm=None, lam=float(lam)))
+                    for lam in (spec.lams if alloc in LAM_ALLOCATIONS else [spec.base.allocation.lam]):
+                        cells.append(spec.base.replace(**base, allocation=alloc, sparsity=float(s), nm=None,
+                                                       lam=float(lam)))
     out, seen = [], set()
     for c in cells:
-        c.validate()
         k = json.dumps(c.key_dict(), sort_keys=True, default=str)
         if k not in seen:
             seen.add(k)
@@ -147,18 +146,20 @@ def _keys_on_disk(path: Path) -> set:
 
 
 def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **extra) -> dict:
+    f = s.flat() if s else {}
     row = {"key": key, "model": label, "kind": kind,
-           "pruner": s.pruner if s else "dense", "allocation": (s.allocation if not s.allocation_file else "file")
-           if s else "none", "sparsity": (float(s.sparsity) if s else 0.0), "nm": (s.nm or "") if s else "",
-           "lam": float(s.lam) if s and s.allocation in LAM_ALLOCATIONS else float("nan"),
-           "nsamples": s.nsamples if s else 0, "seqlen": s.seqlen if s else 0, "seed": s.seed if s else 0,
-           "gd_steps": s.gd_steps if s else 0, "gd_precondition": bool(s.gd_precondition) if s else False,
+           "pruner": f["pruner"] if s else "dense", "allocation": (f["allocation"] if not f["allocation_file"]
+                                                                   else "file") if s else "none",
+           "sparsity": (float(f["sparsity"]) if s else 0.0), "nm": (f["nm"] or "") if s else "",
+           "lam": float(f["lam"]) if s and f["allocation"] in LAM_ALLOCATIONS else float("nan"),
+           "nsamples": f.get("nsamples", 0), "seqlen": f.get("seqlen", 0), "seed": f.get("seed", 0),
+           "gd_steps": f.get("gd_steps", 0), "gd_precondition": bool(f.get("gd_precondition", False)),
            "correction": s.resolved_correction() if s else "", "method": settings_label(s) if s else "dense",
-           "pruner_options": json.dumps(s.pruner_options if s else {}, sort_keys=True, default=str),
+           "pruner_options": json.dumps(f.get("pruner_options", {}), sort_keys=True, default=str),
            "eval_dataset": ev["dataset"],
            "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] if ev["max_windows"] else 0,
            "ppl": ppl.get("ppl"), "nll": ppl.get("nll"), "ntokens": ppl.get("ntokens"),
-           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps(s.as_dict() if s else {}, default=str),
+           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps(f, default=str),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     row.update(extra)
     return row
@@ -211,28 +212,28 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     norms_cache: dict = {}
     for i, s in enumerate(cells, 1):
         key = cell_key(label, s, ev)
-        name = f"{settings_label(s)} {s.nm or s.allocation} s={s.sparsity:g}" + \
-            (f" λ={s.lam:g}" if s.allocation in LAM_ALLOCATIONS and not s.nm else "")
+        a, cal = s.allocation, s.calibration
+        name = f"{settings_label(s)} {a.nm or a.method} s={a.sparsity:g}" + \
+            (f" λ={a.lam:g}" if a.method in LAM_ALLOCATIONS and not a.nm else "")
         if key in _keys_on_disk(out):  # finished earlier, or meanwhile by another sweep on the same table
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue
         metrics = norms = None
-        if s.allocation in SPECTRAL_METHODS and not s.nm:
-            if s.xmin_rule not in metrics_cache:
+        if a.method in SPECTRAL_METHODS and not a.nm:
+            if a.xmin_rule not in metrics_cache:
                 from spectra.analyze import AnalysisSettings, analyze
 
-                metrics_cache[s.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=s.xmin_rule),
+                metrics_cache[a.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule),
                                                      progress=progress)
-            metrics = metrics_cache[s.xmin_rule]
+            metrics = metrics_cache[a.xmin_rule]
         calib = None
         if s.needs_calibration():
-            calib = get_calibration(dense_lm.tokenizer, s.nsamples, s.seqlen, s.seed, dataset=s.calib_dataset,
-                                    path=s.data_path)
-        if s.allocation == "owl" and not s.nm:
-            nkey = (s.nsamples, s.seqlen, s.seed, s.calib_dataset, s.data_path, s.batch_size)
-            if nkey not in norms_cache:
-                norms_cache[nkey] = collect_input_norms(dense_lm.model, calib, s.batch_size)
-            norms = norms_cache[nkey]
+            calib = get_calibration(dense_lm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
+                                    path=cal.data_path)
+        if a.method == "owl" and not a.nm:
+            if cal not in norms_cache:  # the calibration settings are the key (a frozen dataclass)
+                norms_cache[cal] = collect_input_norms(dense_lm.model, calib, cal.batch_size)
+            norms = norms_cache[cal]
         lm = load_model(spec.model, device=spec.device)
         res = prune_model(lm, None, s, progress=progress, metrics=metrics, input_norms=norms, calib=calib)
         p = ppl_of(lm.model, lm.tokenizer)

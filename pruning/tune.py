@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from pruning.calib_stats import CalibSettings, DenseWeights, dense_stats, prune_from_stats
+from spectra.options import check_options, option, same_as
+
+from pruning.calib_stats import ONE_SHOT, TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
+from pruning.settings import AllocationSettings, CalibrationSettings
 
 __all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
 
@@ -32,41 +35,48 @@ SEARCHES = ("grid", "golden")
 
 @dataclass
 class TuneSettings:
-    """What is tuned and how it is scored (see the module docstring)."""
+    """What is tuned and how it is scored (see the module docstring); checked on construction. The command line
+    (``python -m pruning tune``) and the app's λ search are built from these fields and :attr:`calib`'s."""
 
-    pruner: str = "wanda"
-    allocation: str = "alphapruning"
-    sparsity: float = 0.7
-    lams: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
-    owl_Ms: list = field(default_factory=lambda: [5.0])
-    search: str = "grid"
-    calib: CalibSettings = field(default_factory=CalibSettings)
-    eval_dataset: str = "c4"
-    eval_seqlen: int = 256
-    eval_windows: int = 8
-    xmin_rule: str = "peak"
-    max_sparsity: float = 0.99
+    pruner: str = option("wanda", "one-shot pruner (from the dense statistics)", choices=tuple(ONE_SHOT))
+    allocation: str = option("alphapruning", "allocation to tune: alphapruning (λ) or owl (λ and M)",
+                             choices=TUNABLE)
+    sparsity: float = same_as(AllocationSettings, "sparsity", default=0.7)
+    lams: list = option(help="λ candidates (golden: their range and count)", kind=list, lo=0.0, hi=1.0,
+                        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], label="λ values")
+    owl_Ms: list = option(help="OWL's M candidates", kind=list, lo=0.0, flag="--owl-ms", default_factory=lambda: [5.0])
+    search: str = option("grid", "grid: every value; golden: golden-section search over their range",
+                         choices=SEARCHES)
+    calib: CalibrationSettings = field(default_factory=lambda: TUNE_CALIBRATION)
+    eval_dataset: str = option("c4", "held-out scoring text: c4 (validation documents 1000–1999) or ptb-valid; "
+                               "never wikitext2 (test)", flag="--tune-dataset")
+    eval_seqlen: Optional[int] = option(None, "held-out window length (default: the calibration's --seqlen)",
+                                        kind=int, lo=1, flag="--tune-seqlen")
+    eval_windows: int = option(8, "held-out windows per candidate", lo=1, flag="--max-windows",
+                               label="held-out windows", ui={"lo": 1, "hi": 256})
+    xmin_rule: str = same_as(AllocationSettings, "xmin_rule")
+    max_sparsity: float = same_as(AllocationSettings, "max_sparsity")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> "TuneSettings":
-        from pruning.calib_stats import ONE_SHOT
-
         if self.allocation not in TUNABLE:
             raise ValueError(f"tune: allocation {self.allocation!r} has nothing to tune; choose one of: "
                              f"{', '.join(TUNABLE)}")
         if self.pruner not in ONE_SHOT:
             raise ValueError(f"tune: pruner {self.pruner!r} cannot prune from cached statistics; choose one of: "
                              f"{', '.join(ONE_SHOT)}")
-        if self.search not in SEARCHES:
-            raise ValueError(f"tune: unknown search {self.search!r}; choose one of: {', '.join(SEARCHES)}")
-        if not self.lams or any(not 0.0 <= float(v) <= 1.0 for v in self.lams):
-            raise ValueError(f"tune: λ values must lie in [0, 1] (got {self.lams})")
-        if self.search == "golden" and len(self.lams) < 3:
-            raise ValueError("tune: --search golden needs at least 3 λ values (their range and the budget)")
         if self.eval_dataset in ("wikitext2", "wikitext"):
             raise ValueError("tune: never tune on the test set; score on held-out C4 (--tune-dataset c4) or PTB "
                              "validation (ptb-valid)")
-        if not 0.0 <= float(self.sparsity) < 1.0:
-            raise ValueError(f"tune: sparsity must lie in [0, 1) (got {self.sparsity})")
+        if not isinstance(self.calib, CalibrationSettings):
+            raise TypeError(f"TuneSettings.calib must be a CalibrationSettings (got {type(self.calib).__name__})")
+        check_options(self)
+        if self.eval_seqlen is None:
+            self.eval_seqlen = self.calib.seqlen
+        if self.search == "golden" and len(self.lams) < 3:
+            raise ValueError("tune: --search golden needs at least 3 λ values (their range and the budget)")
         return self
 
     def key(self) -> dict:
@@ -74,6 +84,7 @@ class TuneSettings:
         d = asdict(self)
         for k in ("lams", "owl_Ms", "search"):
             d.pop(k)
+        d["calib"] = stats_key(self.calib, False)
         return d
 
 
@@ -104,7 +115,7 @@ def _write(path: Path, obj: dict) -> None:
     write_json_atomic(path, obj)
 
 
-def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
+def tune(lm, settings: TuneSettings, out: Optional[str] = None,
          log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None) -> dict:
     """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
 
@@ -119,6 +130,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
 
     settings.validate()
     model, tok = lm.model, lm.tokenizer
+    data_path = settings.calib.data_path
     path = Path(out) if out else None
     key = settings.key()
     done: dict = {}
@@ -127,9 +139,10 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             raise ValueError(f"{path} exists but is not a tune JSON; choose another --out") from None
-        if old.get("key") == key:
-            done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
-            log(f"resuming {path}: {len(done)} candidates already scored")
+        if old.get("key") != key:  # never replace the candidates of other settings
+            raise ValueError(f"{path} holds a tune with other settings; choose another --out (or delete it)")
+        done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
+        log(f"resuming {path}: {len(done)} candidates already scored")
 
     result = {"key": key, "settings": {**key, "lams": list(settings.lams), "owl_Ms": list(settings.owl_Ms),
                                        "search": settings.search},
@@ -142,9 +155,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
         return float(r.ppl), time.perf_counter() - t
 
     t = time.perf_counter()
-    stats = dense_stats(model, tok, CalibSettings(**{**asdict(settings.calib),
-                                                      "hessians": settings.pruner == "sparsegpt"}),
-                        data_path=data_path)
+    stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt")
     result["stats_seconds"] = time.perf_counter() - t
     dense_w = DenseWeights(model)
     ppl, secs = evaluate()
@@ -228,7 +239,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, data_path=None,
 
 
 def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, test_windows: Optional[int] = None,
-                data_path=None, baseline: bool = True, log: Callable[[str], None] = print) -> dict:
+                baseline: bool = True, log: Callable[[str], None] = print) -> dict:
     """Sequential (reference) prunes at the chosen value ``best`` and, with ``baseline``, at uniform sparsity (λ = 0):
     each scored on the tuning's held-out windows (``val_ppl``: compare with the one-shot ``ppl`` of the same
     candidate for the one-shot/sequential gap) and on WikiText-2 test (``test_ppl``, ``test_seqlen`` windows, the
@@ -238,31 +249,33 @@ def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, 
     ``prune_seconds`` in each row.
     """
     from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
 
+    data_path = settings.calib.data_path
     dense = DenseWeights(lm.model)
     runs = {"chosen": best} if not baseline else {"chosen": best, "uniform": {"lam": "uniform"}}
     out: dict = {}
     for name, cand in runs.items():
-        ps = PruneSettings(pruner=settings.pruner, allocation=settings.allocation, sparsity=settings.sparsity,
-                           nsamples=settings.calib.nsamples, seqlen=settings.calib.seqlen, seed=settings.calib.seed,
-                           xmin_rule=settings.xmin_rule, max_sparsity=settings.max_sparsity, data_path=data_path)
         if cand["lam"] == "uniform":
-            ps.allocation = "uniform"
+            chosen = {"allocation": "uniform"}
         elif settings.allocation == "alphapruning":
-            ps.lam = float(cand["lam"])
+            chosen = {"allocation": "alphapruning", "lam": float(cand["lam"])}
         else:
-            ps.owl_lambda, ps.owl_M = float(cand["lam"]), float(cand["owl_M"])
+            chosen = {"allocation": "owl", "owl_lambda": float(cand["lam"]), "owl_M": float(cand["owl_M"])}
+        ps = PruneSettings(calibration=settings.calib).replace(
+            pruner=settings.pruner, sparsity=settings.sparsity, xmin_rule=settings.xmin_rule,
+            max_sparsity=settings.max_sparsity, **chosen)
         res = prune_model(lm, None, ps, progress=False)
         val = perplexity(lm.model, lm.tokenizer, settings.eval_dataset, seqlen=settings.eval_seqlen,
                          max_windows=settings.eval_windows, progress=False, path=data_path)
         test = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=int(test_seqlen), max_windows=test_windows,
                           progress=False, path=data_path)
-        out[name] = {"mode": "sequential", "lam": cand["lam"], "owl_M": cand.get("owl_M"), "settings": ps.as_dict(),
+        out[name] = {"mode": "sequential", "lam": cand["lam"], "owl_M": cand.get("owl_M"), "settings": ps.flat(),
                      "val_ppl": val.ppl, "test_ppl": test.ppl, "test_windows": test.nwindows,
                      "test_seqlen": test.seqlen, "prune_seconds": res.timings["total"],
                      "achieved_sparsity": res.achieved_sparsity}
-        log(f"sequential {name} ({ps.allocation}{'' if cand['lam'] == 'uniform' else ' λ=' + str(cand['lam'])}): "
+        log(f"sequential {name} ({ps.allocation.method}{'' if cand['lam'] == 'uniform' else ' λ=' + str(cand['lam'])}): "
             f"held-out ppl {val.ppl:.3f}, WikiText-2 test ppl {test.ppl:.3f} ({test.nwindows} × {test.seqlen})")
         dense.restore()
     return out

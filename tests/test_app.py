@@ -466,7 +466,8 @@ def test_saved_results_file_as_source(app, analysis, tmp_path):
 # ------------------------------------------------------------------------------------------------- prune & evaluate
 def test_prune_and_evaluate_small_run(app, analysis, builtin):
     from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
 
     run = prune_in_app(app, {"pr_pruner": "magnitude", "pr_alloc": "alphapruning", "pr_S": 0.5},
                        {"pr_seqlen": 64, "pr_windows": 2})
@@ -475,8 +476,8 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     lm = builtin
     dense = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
     model = copy.deepcopy(lm.model)
-    res = prune_model(model, lm.tokenizer, PruneSettings(pruner="magnitude", allocation="alphapruning", sparsity=0.5,
-                                                         lam=0.3), progress=False,
+    settings = PruneSettings.from_flat(pruner="magnitude", allocation="alphapruning", sparsity=0.5, lam=0.3)
+    res = prune_model(model, lm.tokenizer, settings, progress=False,
                       metrics=analysis.drop(columns="evals"))
     pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
     assert run["dense_ppl"] == pytest.approx(dense, rel=1e-6)
@@ -551,14 +552,15 @@ def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypa
 def test_prune_4_8_magnitude_pattern(app, builtin):
     """An N:M pattern from the app (fast: magnitude needs no calibration): uniform, recorded, the library's run."""
     from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
 
     run = prune_in_app(app, {"pr_pruner": "magnitude", "pr_pattern": "4:8"}, {"pr_seqlen": 64, "pr_windows": 2})
     assert (run["label"], run["pattern"], run["gd_steps"], run["allocation"], run["sparsity"]) == \
         ("magnitude 4:8", "4:8", 0, "uniform", 0.5)
     lm = builtin
     model = copy.deepcopy(lm.model)
-    res = prune_model(model, lm.tokenizer, PruneSettings(pruner="magnitude", allocation="uniform", nm="4:8"),
+    res = prune_model(model, lm.tokenizer, PruneSettings.from_flat(pruner="magnitude", allocation="uniform", nm="4:8"),
                       progress=False)
     pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
     assert run["ppl"] == pytest.approx(pruned, rel=1e-6)
@@ -574,7 +576,8 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
 
     from pruning.pruners.masks import is_nm
     from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import PruneSettings, prune_model
+    from pruning.prune import prune_model
+    from pruning.settings import PruneSettings
 
     goto(app, "Prune & evaluate")
     app.selectbox(key="pr_pruner").set_value("sparsegpt").run()
@@ -601,7 +604,7 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
 
     lm = builtin
     model = copy.deepcopy(lm.model)
-    res = prune_model(model, lm.tokenizer, PruneSettings(pruner="sparsegpt", allocation="uniform", nm="2:4",
+    res = prune_model(model, lm.tokenizer, PruneSettings.from_flat(pruner="sparsegpt", allocation="uniform", nm="2:4",
                                                          gd_steps=5, nsamples=4, seqlen=64), progress=False)
     pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
     assert run["ppl"] == pytest.approx(pruned, rel=1e-6)

@@ -131,7 +131,7 @@ def test_pruner_options_are_parsed_typed_and_reach_the_settings():
     p = argparse.ArgumentParser()
     add_common_arguments(p)
     s = settings_from_args(p.parse_args(["--pruner", "fista", "--pruner-opt", "search_steps=8"]))
-    assert s.pruner_options == {"search_steps": 8}
+    assert s.pruner.options == {"search_steps": 8}
 
 
 def test_process_peak_rss_is_the_whole_process():
@@ -141,7 +141,7 @@ def test_process_peak_rss_is_the_whole_process():
     import pandas as pd
     import psutil
 
-    from pruning.prune import PruneSettings
+    from pruning.settings import PruneSettings
     from pruning.report import build_report, process_peak_rss_mb
 
     rss = psutil.Process().memory_info().rss / 2**20
@@ -157,15 +157,16 @@ def test_process_peak_rss_is_the_whole_process():
 def test_exclude_flagged_option_reaches_the_settings_and_the_sweep_key():
     from pruning.__main__ import build_parser
     from pruning.cli.prune import settings_from_args
-    from pruning.prune import LATER_FIELDS, PruneSettings
+    from pruning.settings import LATER_FIELDS, PruneSettings
 
     p = build_parser()
     base = ["prune", "--out", "x", "--allocation", "alphapruning"]
-    assert settings_from_args(p.parse_args(base)).exclude_flagged is False  # off by default = the reference
-    assert settings_from_args(p.parse_args(base + ["--exclude-flagged"])).exclude_flagged is True
+    assert settings_from_args(p.parse_args(base)).allocation.exclude_flagged is False  # off by default = the reference
+    assert settings_from_args(p.parse_args(base + ["--exclude-flagged"])).allocation.exclude_flagged is True
     # old sweep keys (written before the field existed) still match a run with the default
     assert LATER_FIELDS["exclude_flagged"] is False and "exclude_flagged" not in PruneSettings().key_dict()
-    assert PruneSettings(allocation="alphapruning", exclude_flagged=True).key_dict()["exclude_flagged"] is True
+    flagged = PruneSettings.from_flat(allocation="alphapruning", exclude_flagged=True)
+    assert flagged.key_dict()["exclude_flagged"] is True
 
 
 def test_compute_allocation_leaves_flagged_fits_out(builtin):
@@ -173,12 +174,13 @@ def test_compute_allocation_leaves_flagged_fits_out(builtin):
     the allocation equals allocate(..., exclude_flagged=True) and differs from the reference."""
     from spectra.analyze import AnalysisSettings, analyze
     from pruning.allocation import allocate
-    from pruning.prune import PruneSettings, compute_allocation
+    from pruning.prune import compute_allocation
+    from pruning.settings import PruneSettings
 
     metrics = analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False)
-    s = PruneSettings(allocation="alphapruning", sparsity=0.6, lam=0.3)
+    s = PruneSettings.from_flat(allocation="alphapruning", sparsity=0.6, lam=0.3)
     ref = compute_allocation(builtin.model, s, metrics=metrics)
-    s.exclude_flagged = True
+    s = s.replace(exclude_flagged=True)
     out = compute_allocation(builtin.model, s, metrics=metrics)
     want = allocate(metrics, "alphapruning", 0.6, lam=0.3, exclude_flagged=True)
     assert out["longname"].tolist() == want["longname"].tolist()

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from pruning.__main__ import main as pruning_main
 from pruning.devices import check_disk, parse_device, parse_dtype
-from pruning.prune import PruneSettings, prune_model
+from pruning.prune import prune_model
+from pruning.settings import PruneSettings
 from pruning.blocks import block_linears
 from pruning.sequential import prune_sequential
 from pruning.stream import ShardWriter, StreamedModel, blockwise_perplexity, stream_source_dir, write_streamed_output
@@ -106,7 +107,7 @@ def tiny_ckpt(tmp_path):
 @pytest.mark.parametrize("pruner,nm", [("wanda", None), ("sparsegpt", None), ("magnitude", "2:4")])
 def test_streamed_tiny_equals_in_memory(tiny_ckpt, tmp_path, calib, pruner, nm):
     model, d = tiny_ckpt
-    settings = PruneSettings(pruner=pruner, sparsity=0.5, nm=nm, batch_size=4)
+    settings = PruneSettings.from_flat(pruner=pruner, sparsity=0.5, nm=nm, batch_size=4)
     prune_model(model, None, settings, progress=False, calib=calib)
     out = tmp_path / "out"
     sm = StreamedModel(d, torch.float32, ShardWriter(out, max_bytes=60_000), tokenizer=False, load_head=False)
@@ -134,7 +135,7 @@ def test_streamed_bfloat16_output_is_stored_in_bfloat16(tiny_ckpt, tmp_path, cal
     _, d = tiny_ckpt
     out = tmp_path / "bf16"
     sm = StreamedModel(d, torch.bfloat16, ShardWriter(out), tokenizer=False)
-    prune_model(sm.model, None, PruneSettings(pruner="wanda", sparsity=0.5, batch_size=4), progress=False,
+    prune_model(sm.model, None, PruneSettings.from_flat(pruner="wanda", sparsity=0.5, batch_size=4), progress=False,
                 calib=calib, block_io=sm)
     write_streamed_output(sm, out)
     got = _state(out)

@@ -34,13 +34,13 @@ def test_expand_sweeps_lambda_only_where_used_and_nm_as_uniform():
                      lams=[0.1, 0.2, 0.3], nms=[None, "2:4"])
     cells = expand(spec)
     assert len(cells) == 2 * (1 + 3 + 1) + 1
-    alpha = [c for c in cells if c.allocation == "alphapruning"]
-    assert sorted({c.lam for c in alpha}) == [0.1, 0.2, 0.3]
-    nm = [c for c in cells if c.nm]
-    assert len(nm) == 1 and nm[0].allocation == "uniform" and nm[0].sparsity == 0.5
+    alpha = [c for c in cells if c.allocation.method == "alphapruning"]
+    assert sorted({c.allocation.lam for c in alpha}) == [0.1, 0.2, 0.3]
+    nm = [c for c in cells if c.allocation.nm]
+    assert len(nm) == 1 and nm[0].allocation.method == "uniform" and nm[0].allocation.sparsity == 0.5
     keys = {cell_key("m", c, spec.eval_settings()) for c in cells}
     assert len(keys) == len(cells)  # every cell has its own key
-    c2 = dataclasses.replace(cells[0], seed=1)
+    c2 = cells[0].replace(seed=1)
     assert cell_key("m", c2, spec.eval_settings()) != cell_key("m", cells[0], spec.eval_settings())
     assert cell_key("m", cells[0], {**spec.eval_settings(), "max_windows": 3}) != \
         cell_key("m", cells[0], spec.eval_settings())
@@ -57,19 +57,19 @@ def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys)
     with pytest.raises(ValueError, match="exactly one dataset"):
         spec_from_args(args)
     args.eval = "wikitext2"
-    cells = {c.pruner: c for c in expand(spec_from_args(args))}
-    assert cells["wanda"].pruner_options == {}
-    assert cells["fista"].pruner_options == {"max_iter": 30}
-    assert cells["sparsegpt"].pruner_options == {"percdamp": 0.05}
+    cells = {c.pruner.name: c for c in expand(spec_from_args(args))}
+    assert cells["wanda"].pruner.options == {}
+    assert cells["fista"].pruner.options == {"max_iter": 30}
+    assert cells["sparsegpt"].pruner.options == {"percdamp": 0.05}
     # a cell without options keeps the key it had before options existed (old sweep tables still resume)
     plain = SweepSpec(pruners=["wanda"])
     assert cell_key("m", expand(plain)[0], plain.eval_settings()) == \
         cell_key("m", cells["wanda"], plain.eval_settings())
     # a field added later (gd_precondition) leaves the key alone at its first default (False: rows written before
     # it existed still resume) and is part of the key otherwise (True is the default now)
-    old_style = dataclasses.replace(cells["wanda"], gd_precondition=False)
+    old_style = cells["wanda"].replace(gd_precondition=False)
     assert cell_key("m", old_style, plain.eval_settings()) != cell_key("m", cells["wanda"], plain.eval_settings())
-    from pruning.prune import LATER_FIELDS
+    from pruning.settings import LATER_FIELDS
 
     old_key = hashlib.sha256(json.dumps({"model": "m", "settings": {k: v for k, v in old_style.as_dict().items()
                                                                    if not (k in LATER_FIELDS and v == LATER_FIELDS[k])},
@@ -80,7 +80,8 @@ def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys)
     args2 = ap.parse_args(["sweep", "--pruners", "prox24", "--nm", "2:4", "--pruner-opt", "growth=1.25",
                            "--out", str(tmp_path / "t.parquet")])
     (cell,) = expand(spec_from_args(args2))
-    assert (cell.pruner, cell.nm, cell.sparsity, cell.pruner_options) == ("prox24", "2:4", 0.5, {"growth": 1.25})
+    f = cell.flat()
+    assert (f["pruner"], f["nm"], f["sparsity"], f["pruner_options"]) == ("prox24", "2:4", 0.5, {"growth": 1.25})
     args.pruner_opt = ["mu0=1"]
     with pytest.raises(ValueError, match="no pruner of --pruners wanda,fista,sparsegpt has option"):
         spec_from_args(args)

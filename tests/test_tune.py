@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from pruning.calib_stats import CalibSettings, DenseStats, DenseWeights, dense_stats, prune_from_stats
+from pruning.calib_stats import DenseStats, DenseWeights, dense_stats, prune_from_stats, stats_key
+from pruning.settings import CalibrationSettings
 from pruning.blocks import block_linears
 from pruning.sequential import dense_layer_stats, prune_sequential
 from pruning.tune import TuneSettings, golden_points, tune
@@ -28,7 +29,7 @@ def test_one_shot_from_dense_statistics_equals_the_loop_in_none_mode(calib, prun
     loop = copy.deepcopy(dense)
     prune_sequential(loop, calib, 0.6, pruner, correction="none", batch_size=4, progress=False)
     one = copy.deepcopy(dense)
-    stats = DenseStats(CalibSettings(), "x", dense_layer_stats(dense, calib, needs, batch_size=4))
+    stats = DenseStats(CalibrationSettings(), "x", dense_layer_stats(dense, calib, needs, batch_size=4))
     prune_from_stats(one, stats, 0.6, pruner)
     for (n, a), b in zip(_weights(loop).items(), _weights(one).values()):
         assert torch.equal(a == 0, b == 0), n
@@ -44,7 +45,7 @@ def test_one_shot_errors_and_dense_weights_restore(calib):
     m = tiny("llama", seed=5)
     before = _weights(m)
     snap = DenseWeights(m)
-    stats = DenseStats(CalibSettings(), "x", dense_layer_stats(m, calib, frozenset(), batch_size=4))
+    stats = DenseStats(CalibrationSettings(), "x", dense_layer_stats(m, calib, frozenset(), batch_size=4))
     with pytest.raises(ValueError, match="Hessians"):
         prune_from_stats(m, stats, 0.5, "sparsegpt")
     with pytest.raises(ValueError, match="cannot prune from dense statistics"):
@@ -57,18 +58,21 @@ def test_one_shot_errors_and_dense_weights_restore(calib):
 
 def test_statistics_cache_round_trip(builtin, tmp_path, monkeypatch):
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
-    s = CalibSettings(nsamples=2, seqlen=32, hessians=True)
-    first = dense_stats(builtin.model, builtin.tokenizer, s)
+    s = CalibrationSettings(nsamples=2, seqlen=32)
+    # the cache key is the one of the files written before the settings were unified (they stay valid)
+    assert stats_key(s, True) == {"nsamples": 2, "seqlen": 32, "seed": 0, "dataset": "c4", "hessians": True,
+                                  "batch_size": 8}
+    first = dense_stats(builtin.model, builtin.tokenizer, s, hessians=True)
     files = list((tmp_path / "calib_stats").glob("*.safetensors"))
     assert len(files) == 1
-    again = dense_stats(builtin.model, builtin.tokenizer, CalibSettings(nsamples=2, seqlen=32))  # H not asked: hit
+    again = dense_stats(builtin.model, builtin.tokenizer, CalibrationSettings(nsamples=2, seqlen=32))  # no H asked: hit
     assert list((tmp_path / "calib_stats").glob("*.safetensors")) == files
     for name, st in first.layers.items():
         assert torch.equal(st.sq_norm, again.layers[name].sq_norm) and torch.equal(st.H, again.layers[name].H)
     q, k = "model.layers.3.self_attn.q_proj", "model.layers.3.self_attn.k_proj"
     assert again.layers[q] is again.layers[k]  # one record per input group
     files[0].write_bytes(b"not a safetensors file")  # corrupt: recomputed, never trusted
-    fresh = dense_stats(builtin.model, builtin.tokenizer, s)
+    fresh = dense_stats(builtin.model, builtin.tokenizer, s, hessians=True)
     assert torch.equal(fresh.layers[q].H, first.layers[q].H)
 
 
@@ -91,7 +95,7 @@ def test_tune_scores_held_out_text_resumes_and_refuses_the_test_set(builtin, tmp
         TuneSettings(eval_dataset="wikitext2").validate()
     with pytest.raises(ValueError, match="nothing to tune"):
         TuneSettings(allocation="uniform").validate()
-    s = TuneSettings(pruner="wanda", sparsity=0.6, lams=[0.0, 0.25], calib=CalibSettings(nsamples=2, seqlen=64),
+    s = TuneSettings(pruner="wanda", sparsity=0.6, lams=[0.0, 0.25], calib=CalibrationSettings(nsamples=2, seqlen=64),
                      eval_seqlen=64, eval_windows=2)
     out = tmp_path / "tune.json"
     res = tune(builtin, s, str(out), log=lambda m: None)
@@ -118,7 +122,7 @@ def test_final_prune_scores_chosen_and_uniform_sequentially_and_restores_the_mod
     from pruning.tune import final_prune
 
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
-    s = TuneSettings(pruner="wanda", sparsity=0.6, lams=[0.0], calib=CalibSettings(nsamples=2, seqlen=64),
+    s = TuneSettings(pruner="wanda", sparsity=0.6, lams=[0.0], calib=CalibrationSettings(nsamples=2, seqlen=64),
                      eval_seqlen=64, eval_windows=2)
     before = {n: w.clone() for n, w in DenseWeights(builtin.model).saved.items()}
     one_shot = tune(builtin, s, None, log=lambda m: None)

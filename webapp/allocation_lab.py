@@ -11,11 +11,14 @@ import streamlit as st
 
 from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
+from pruning.settings import AllocationSettings, CalibrationSettings
+from pruning.tune import TuneSettings
 from spectra.hill import SPURIOUS_ALPHA
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_table
 from webapp.figures import allocation_title, allocations_for
-from webapp.state import METHOD_LABELS, S_RANGE, SLOW_METHODS, Context, bind, selection
+from webapp.state import METHOD_LABELS, SLOW_METHODS, Context, bind, selection
+from webapp.widgets import setting_widget
 
 SPURIOUS = f"α > {SPURIOUS_ALPHA:g}"
 
@@ -51,24 +54,25 @@ def render(ctx: Context) -> None:
     st.caption("Per-matrix sparsity from per-matrix metrics: every allocation keeps the parameter-weighted mean "
                "sparsity at the target. Higher α ⇒ less well trained ⇒ more sparsity (AlphaPruning).")
     c = st.columns([2, 1, 1])
-    c[0].slider("global sparsity S", *S_RANGE, step=0.05, key="al_S", **bind("al_S", "S"))
-    c[1].radio("mapping", ("linear", "log"), key="al_mapping", horizontal=True)
-    c[2].radio("metric granularity", ("block", "matrix"), key="al_gran", horizontal=True,
-               help="block: each matrix gets its block's mean metric (AlphaPruning's default)")
+    setting_widget(c[0], AllocationSettings, "sparsity", "al_S", label="global sparsity S", **bind("al_S", "S"))
+    setting_widget(c[1], AllocationSettings, "mapping", "al_mapping", widget="radio")
+    setting_widget(c[2], AllocationSettings, "granularity", "al_gran", label="metric granularity", widget="radio",
+                   note="block: each matrix gets its block's mean metric")
     st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
                    help="OWL needs a calibration pass through the dense model (about half a minute once, then "
                         "cached); global and LAMP read every weight (a few seconds once)")
     c = st.columns(3)
-    c[0].selectbox("AlphaPruning metric", [m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm",
-                                                        "entropy") if m in ctx.df.columns], key="al_metric")
+    setting_widget(c[0], AllocationSettings, "metric", "al_metric", label="AlphaPruning metric",
+                   choices=[m for m in ("alpha", "alpha_weighted", "log_spectral_norm", "log_norm", "entropy")
+                            if m in ctx.df.columns])
     c[1].radio("plot sparsity per", ("block", "matrix"), key="al_by", horizontal=True)
     with c[2].popover("bounds"):
-        st.slider("min sparsity", 0.0, 0.9, step=0.05, key="al_min")
-        st.slider("max sparsity", 0.5, 1.0, step=0.01, key="al_max")
-    st.checkbox(f"AlphaPruning: leave fits flagged as likely spurious ({SPURIOUS}) out of the block mean (our option; "
-                "the reference keeps them)", key="al_exclude_flagged",
-                help="pruning.allocation.allocate(..., exclude_flagged=True); also applies to AlphaPruning runs of "
-                     "Prune & evaluate")
+        setting_widget(st, AllocationSettings, "min_sparsity", "al_min", note="also used by Prune & evaluate")
+        setting_widget(st, AllocationSettings, "max_sparsity", "al_max", note="also used by Prune & evaluate")
+    setting_widget(st, AllocationSettings, "exclude_flagged", "al_exclude_flagged",
+                   label=f"AlphaPruning: leave fits flagged as likely spurious ({SPURIOUS}) out of the block mean "
+                         f"(our option; the reference keeps them)", note="also applies to AlphaPruning runs of "
+                                                                         "Prune & evaluate")
     settings = state.alloc_settings()
     if "alphapruning" in state.alloc_methods():
         flagged_fits_notice(ctx, settings["exclude_flagged"])
@@ -86,10 +90,9 @@ def allocation_curves(ctx: Context) -> None:
     """The λ slider and everything λ moves (curves, summary, export): a fragment, so that a λ step reruns this part
     of the page only (not the sidebar, the other controls, the λ-effect chart or the λ search)."""
     lam_used = any(m in SPECTRAL_METHODS for m in st.session_state.al_methods)
-    st.columns([2, 2])[0].slider("λ (AlphaPruning range)", 0.0, 1.0, step=0.05, key="al_lam",
-                                 **bind("al_lam", "lam"), disabled=not lam_used,
-                                 help="ratios r ∈ [1 − λ, 1 + λ] before scaling to the target (the paper uses "
-                                      "0.2–0.5); read by AlphaPruning and stable rank only")
+    setting_widget(st.columns([2, 2])[0], AllocationSettings, "lam", "al_lam", label="λ (AlphaPruning range)",
+                   widget="slider", **bind("al_lam", "lam"), disabled=not lam_used,
+                   note="the paper uses 0.2–0.5; read by AlphaPruning and stable rank only")
     settings = state.alloc_settings()
     methods = state.alloc_methods()
     slow = [m for m in methods if m in SLOW_METHODS]
@@ -136,18 +139,17 @@ def allocation_curves(ctx: Context) -> None:
 def tune_panel(ctx: Context) -> None:
     """λ → perplexity: :func:`pruning.tune.tune` on a copy of the model, the curve filling in point by point,
     uniform as the reference line, the chosen λ marked and a button that sends it to Prune & evaluate."""
-    from pruning.calib_stats import CalibSettings
-    from pruning.tune import TuneSettings, tune
+    from pruning.tune import tune
 
     st.subheader("λ → perplexity (tune on held-out text)")
     st.caption("Every λ is pruned one-shot from cached dense calibration statistics (no forward pass; not the "
                "sequential protocol of Prune & evaluate) and scored on held-out C4 windows (validation documents "
                "1000–1999: neither the calibration text nor WikiText-2 test). `python -m pruning tune` does the same.")
     c = st.columns(4)
-    c[0].selectbox("pruner", ("wanda", "magnitude", "sparsegpt"), key="tu_pruner")
-    c[1].text_input("λ values", key="tu_lams")
-    c[2].number_input("calibration samples", 1, 256, key="tu_nsamples")
-    c[3].number_input("held-out windows", 1, 256, key="tu_windows")
+    setting_widget(c[0], TuneSettings, "pruner", "tu_pruner")
+    setting_widget(c[1], TuneSettings, "lams", "tu_lams")
+    setting_widget(c[2], CalibrationSettings, "nsamples", "tu_nsamples")
+    setting_widget(c[3], TuneSettings, "eval_windows", "tu_windows")
     s = st.session_state
     settings = state.alloc_settings()
     if ctx.model_key is None:
@@ -157,11 +159,11 @@ def tune_panel(ctx: Context) -> None:
     if st.button("Run the λ search", key="tu_run"):
         seqlen = state.calibration()[1]
         try:
-            lams = [float(v) for v in str(s.tu_lams).split(",") if v.strip()]
             ts = TuneSettings(pruner=s.tu_pruner, allocation="alphapruning", sparsity=float(settings["S"]),
-                              lams=lams, calib=CalibSettings(nsamples=int(s.tu_nsamples), seqlen=seqlen),
-                              eval_seqlen=seqlen, eval_windows=int(s.tu_windows),
-                              xmin_rule=ctx.analysis_rule).validate()
+                              lams=s.tu_lams, calib=CalibrationSettings(nsamples=s.tu_nsamples, seqlen=seqlen,
+                                                                        seed=cache.CALIB_SEED),
+                              eval_seqlen=seqlen, eval_windows=s.tu_windows, xmin_rule=ctx.analysis_rule)
+            lams = ts.lams
         except ValueError as exc:
             st.error(one_line(exc))
             return

@@ -18,22 +18,20 @@ from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_alloca
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
 from pruning.prune import PAPER_LITERAL
+from pruning.settings import AllocationSettings, CalibrationSettings, EvalSettings, GDSettings, PrunerSettings
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import runs_for_plots, runs_table
 from webapp.cache import PROX24_SCHEDULE
-from webapp.state import METHOD_LABELS, S_RANGE, Context, bind, selection
+from webapp.state import METHOD_LABELS, Context, bind, selection
+from webapp.widgets import setting_widget
 
 #: sparsity patterns offered (N:M: N kept of every M consecutive weights of a row)
 PATTERNS = ("unstructured", "2:4", "4:8")
+#: perplexity datasets offered (the evaluation text of the papers)
+EVAL_DATASETS = ("wikitext2", "c4", "ptb")
 #: pruners with a paper-literal variant
 LITERAL_PRUNERS = tuple(PAPER_LITERAL)
-
-
-def pruner_names() -> list[str]:
-    from pruning.pruners import PRUNERS
-
-    return list(PRUNERS)  # the registry's order
 
 
 def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
@@ -42,8 +40,7 @@ def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float,
     """The validated ``pruning.prune.PruneSettings`` of the view's inputs (one-line ValueError when invalid), with
     the Allocation lab's mapping / granularity / metric / max sparsity. An N:M pattern gives every matrix the same
     sparsity M−N of M: the allocation is then ``uniform`` and the sparsity is the pattern's."""
-    from pruning.pruners.masks import nm_sparsity
-    from pruning.prune import PAPER_LITERAL, PruneSettings
+    from pruning.settings import PruneSettings
 
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
@@ -52,14 +49,11 @@ def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float,
         raise ValueError(problem)
     nm = None if pattern == "unstructured" else pattern
     al = state.alloc_settings()
-    settings = PruneSettings(pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam,
-                             mapping=al["mapping"], granularity=al["granularity"], metric=al["metric"],
-                             xmin_rule=ctx.analysis_rule, max_sparsity=al["hi"], nsamples=nsamples, seqlen=seqlen,
-                             seed=cache.CALIB_SEED, gd_steps=int(gd_steps), gd_precondition=bool(gd_precondition),
-                             pruner_options=dict(PAPER_LITERAL.get(pruner, {})) if literal else {})
-    if nm:
-        settings.sparsity = nm_sparsity(settings.nm_tuple())
-    return settings.validate()
+    return PruneSettings.from_flat(
+        pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam, mapping=al["mapping"],
+        granularity=al["granularity"], metric=al["metric"], xmin_rule=ctx.analysis_rule, min_sparsity=al["lo"],
+        max_sparsity=al["hi"], nsamples=nsamples, seqlen=seqlen, seed=cache.CALIB_SEED, gd_steps=int(gd_steps),
+        gd_precondition=bool(gd_precondition), pruner_options=dict(PAPER_LITERAL.get(pruner, {})) if literal else {})
 
 
 class PhaseLog:
@@ -87,16 +81,16 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
         raise ValueError("pruning needs the model itself; load a model, not a results file")
     settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition,
                               literal)
-    method, S = settings.allocation, float(settings.sparsity)
+    a, gd = settings.allocation, settings.gd
+    method, S = a.method, float(a.sparsity)
     al = state.alloc_settings()
-    flagged_out = al["exclude_flagged"] and method == "alphapruning" and settings.nm is None
+    flagged_out = al["exclude_flagged"] and method == "alphapruning" and a.nm is None
     if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
         alloc = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
                                         **{**al, "S": S, "lam": float(lam)})
-        settings.allocation_file = str(save_allocation(alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) /
-                                                       "allocation.json"))
-    plabel = run_label(pruner, settings.nm, settings.gd_steps, settings.gd_precondition,
-                       is_paper_literal(pruner, settings.pruner_options))
+        settings = settings.replace(allocation_file=str(save_allocation(
+            alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) / "allocation.json")))
+    plabel = run_label(pruner, a.nm, gd.steps, gd.precondition, is_paper_literal(pruner, settings.pruner.options))
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
     log = PhaseLog(status.progress(0.0, text="loading the model"))
@@ -106,7 +100,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
     norms = calib = None
     if settings.needs_calibration():
-        log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calib_dataset})")
+        log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calibration.dataset})")
         calib = cache.calibration_windows(ctx.model_key, nsamples, seqlen)
     if method == "owl":
         log(0.04, "OWL: calibration input norms of the dense model (cached later)")
@@ -136,11 +130,11 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
                   state="complete", expanded=False)
     state.save_pruned(model, ctx.model_key, f"{plabel} + {METHOD_LABELS[method]} {S:.0%}")
     del model
-    if settings.allocation_file:
-        Path(settings.allocation_file).unlink(missing_ok=True)
-    return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": settings.nm or "unstructured",
-            "gd_steps": int(settings.gd_steps), "gd_precondition": bool(settings.gd_precondition),
-            "pruner_options": json.dumps(settings.pruner_options, sort_keys=True),
+    if settings.allocation.file:
+        Path(settings.allocation.file).unlink(missing_ok=True)
+    return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": a.nm or "unstructured",
+            "gd_steps": int(gd.steps), "gd_precondition": bool(gd.precondition),
+            "pruner_options": json.dumps(settings.pruner.options, sort_keys=True),
             "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
             "lam": lam if method in SPECTRAL_METHODS else np.nan, "dataset": dataset,
             "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
@@ -163,32 +157,30 @@ def render(ctx: Context) -> None:
     s = st.session_state
     nm = s.pr_pattern != "unstructured"
     c = st.columns(5)
-    c[0].selectbox("pruner", pruner_names(), key="pr_pruner",
-                   help="prox24 (2:4 proximal pruner) produces the 2:4 pattern only")
-    c[1].selectbox("pattern", PATTERNS, key="pr_pattern",
-                   help="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
+    setting_widget(c[0], PrunerSettings, "name", "pr_pruner",
+                   note="prox24 (2:4 proximal pruner) produces the 2:4 pattern only")
+    setting_widget(c[1], AllocationSettings, "nm", "pr_pattern", choices=PATTERNS,
+                   note="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
                         "of every M consecutive weights, the same pattern in every matrix (allocation uniform)")
-    c[2].selectbox("allocation", list(ALLOCATION_METHODS), key="pr_alloc", format_func=METHOD_LABELS.get,
-                   disabled=nm, **bind("pr_alloc", "method", list(ALLOCATION_METHODS)))
-    c[3].slider("sparsity", *S_RANGE, step=0.05, key="pr_S", disabled=nm, **bind("pr_S", "S"))
-    c[4].slider("λ (AlphaPruning)", 0.0, 1.0, step=0.05, key="pr_lam", **bind("pr_lam", "lam"),
-                disabled=nm or s.pr_alloc not in SPECTRAL_METHODS,
-                help="read by AlphaPruning and stable rank only (greyed out for the other allocations)")
+    setting_widget(c[2], AllocationSettings, "method", "pr_alloc", format_func=METHOD_LABELS.get, disabled=nm,
+                   **bind("pr_alloc", "method", list(ALLOCATION_METHODS)))
+    setting_widget(c[3], AllocationSettings, "sparsity", "pr_S", label="sparsity", disabled=nm, **bind("pr_S", "S"))
+    setting_widget(c[4], AllocationSettings, "lam", "pr_lam", widget="slider", **bind("pr_lam", "lam"),
+                   disabled=nm or s.pr_alloc not in SPECTRAL_METHODS,
+                   note="read by AlphaPruning and stable rank only (greyed out for the other allocations)")
     c = st.columns(4)
-    c[0].number_input("calibration samples", 1, 256, key="pr_nsamples")
-    c[1].number_input("tokens per sample / eval window", 32, 2048, step=32, key="pr_seqlen")
-    c[2].number_input("eval windows", 1, 512, key="pr_windows")
-    c[3].selectbox("eval dataset", ("wikitext2", "c4", "ptb"), key="pr_dataset")
+    setting_widget(c[0], CalibrationSettings, "nsamples", "pr_nsamples")
+    setting_widget(c[1], CalibrationSettings, "seqlen", "pr_seqlen", label="tokens per sample / eval window",
+                   note="also the length of the evaluation windows here")
+    setting_widget(c[2], EvalSettings, "max_windows", "pr_windows")
+    setting_widget(c[3], EvalSettings, "datasets", "pr_dataset", choices=EVAL_DATASETS)
     c = st.columns([1, 1, 1, 2])
     c[3].checkbox("paper-literal variant", key="pr_literal", disabled=s.pr_pruner not in LITERAL_PRUNERS,
                   help="FISTAPruner without the least-squares re-fit of the kept weights; prox24 with the paper's "
                        "plain 1/λmax(H) steps. Off: our defaults, which work on LLM layers (README).")
-    c[0].number_input("masked GD steps", 0, 1000, step=10, key="pr_gd_steps",
-                      help="after the pruner, gradient steps on each layer's loss ½‖W*X* − WX‖F² over the kept "
-                           "weights only: the mask stays, the loss never increases (Kübler et al. 2025)")
-    c[1].checkbox("precondition GD", key="pr_gd_pre", disabled=int(s.pr_gd_steps) == 0,
-                  help="diagonally rescaled steps (1/H_jj per input; ours, the default): still monotone, much "
-                       "faster when a few input features dominate λmax(H). Off: the paper's plain 1/λmax(H) step")
+    setting_widget(c[0], GDSettings, "steps", "pr_gd_steps")
+    setting_widget(c[1], GDSettings, "precondition", "pr_gd_pre", disabled=int(s.pr_gd_steps) == 0,
+                   note="Off: the paper's plain 1/λmax(H) step")
     if nm:
         n_keep, m = (int(v) for v in s.pr_pattern.split(":"))
         c[2].caption(f"Pattern {s.pr_pattern}: every row keeps {n_keep} of every {m} consecutive weights, "

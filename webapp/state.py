@@ -17,8 +17,12 @@ import streamlit as st
 
 from pruning import plots as pplots
 from pruning.allocation import WEIGHT_METHODS
+from pruning.calib_stats import TUNE_CALIBRATION
+from pruning.settings import AllocationSettings, EvalSettings, GDSettings, PrunerSettings
+from pruning.tune import TuneSettings
 from spectra.hill import XMIN_RULES
 from webapp.cache import get_analysis, get_results_file, source_key
+from webapp.widgets import default_of
 
 #: the views, in the order of the navigation, and the page file of each (relative to app.py)
 VIEW_PAGES = {"Model overview": "webapp/overview.py", "ESD explorer": "webapp/esd_explorer.py",
@@ -30,25 +34,33 @@ SOURCE_KINDS = ("Built-in model", "Hugging Face id", "Local directory", ".gguf f
 ANALYSIS_RULES = tuple(["peak"] + [r for r in XMIN_RULES if r not in ("peak", "fixed")])
 METHOD_LABELS = pplots.ALLOCATION_LABELS
 
-#: persistent settings (kept across page switches) and their defaults; ``view`` is the page shown (set by app.py)
+#: where the app starts from other values than the library: a small calibration, so that a first prune on a laptop
+#: CPU takes about a minute (the library's 128 × 512 follow the papers), and a sparsity where the allocations differ
+APP_DEFAULTS = {"nsamples": 16, "seqlen": 256, "sparsity": 0.6, "method": "alphapruning"}
+_A, _G = AllocationSettings, GDSettings
+#: persistent settings (kept across page switches) and their defaults; ``view`` is the page shown (set by app.py).
+#: Those of a pruning setting are its declared default (``pruning.settings``) or :data:`APP_DEFAULTS`.
 DEFAULTS: dict[str, Any] = {
     "view": VIEWS[0], "source_kind": SOURCE_KINDS[0], "source_text": "", "builtin_choice": "smollm2", "rule": "peak",
     "ov_metric": "alpha", "ov_weighted": False,
     "esd_rule": "peak", "esd_mp": True, "esd_compare": "nothing", "esd_bins": 60, "esd_prune_s": 0.6,
-    "al_mapping": "linear", "al_gran": "block", "al_by": "block",
+    "al_mapping": default_of(_A, "mapping"), "al_gran": default_of(_A, "granularity"), "al_by": "block",
     "al_methods": ["uniform", "alphapruning", "erk", "stable_rank"],
-    "al_min": 0.0, "al_max": 0.99, "al_metric": "alpha", "al_exclude_flagged": False,
-    "pr_pruner": "wanda", "pr_nsamples": 16,
-    "pr_seqlen": 256, "pr_windows": 8, "pr_dataset": "wikitext2", "pr_sweep_path": "results/sweep.parquet",
-    "pr_pattern": "unstructured", "pr_gd_steps": 0, "pr_gd_pre": True, "pr_literal": False,
-    "tu_pruner": "wanda", "tu_lams": "0,0.1,0.2,0.3,0.4,0.5", "tu_nsamples": 16, "tu_windows": 8,
+    "al_min": default_of(_A, "min_sparsity"), "al_max": default_of(_A, "max_sparsity"),
+    "al_metric": default_of(_A, "metric"), "al_exclude_flagged": default_of(_A, "exclude_flagged"),
+    "pr_pruner": default_of(PrunerSettings, "name"), "pr_nsamples": APP_DEFAULTS["nsamples"],
+    "pr_seqlen": APP_DEFAULTS["seqlen"], "pr_windows": 8, "pr_dataset": default_of(EvalSettings, "datasets"),
+    "pr_sweep_path": "results/sweep.parquet", "pr_pattern": "unstructured", "pr_gd_steps": default_of(_G, "steps"),
+    "pr_gd_pre": default_of(_G, "precondition"), "pr_literal": False,
+    "tu_pruner": default_of(TuneSettings, "pruner"),
+    "tu_lams": ",".join(f"{v:g}" for v in default_of(TuneSettings, "lams")),
+    "tu_nsamples": TUNE_CALIBRATION.nsamples, "tu_windows": default_of(TuneSettings, "eval_windows"),
 }
 #: the selection every view shares: the matrix looked at (overview pick, ESD explorer, Report), the target sparsity
 #: S, AlphaPruning's λ and the allocation method (Allocation lab export, Prune & evaluate). ``matrix`` None = the
 #: median-α matrix of the open model.
-SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": 0.6, "lam": 0.3, "method": "alphapruning"}
-#: sparsity range of both S sliders (one range, so that S carries from one view to the other unchanged)
-S_RANGE = (0.05, 0.95)
+SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": APP_DEFAULTS["sparsity"], "lam": default_of(_A, "lam"),
+                                      "method": APP_DEFAULTS["method"]}
 #: allocations that need the model's weights or a calibration pass (slow the first time)
 SLOW_METHODS = ("owl", *WEIGHT_METHODS)  # need a calibration pass or every weight
 

@@ -19,87 +19,46 @@ import sys
 import time
 from pathlib import Path
 
-from pruning.cli.common import parse_number
 
 __all__ = ["add_parser", "main", "parse_pruner_options", "run_prune", "settings_from_args"]
 
 
+#: settings a sweep lists itself (``--pruners``, ``--sparsities``, ...) or does not offer
+SWEEP_OWN = ("pruner", "allocation", "sparsity", "nm", "lam", "allocation_file", "exclude_flagged")
+
+
 def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
-    """Options shared by ``prune`` and ``sweep`` (numbers are parsed later so that errors are one line)."""
+    """Options shared by ``prune`` and ``sweep``, built from the fields of :mod:`pruning.settings` (their defaults,
+    choices and help); numbers are checked when the settings are built, so that errors are one line."""
+    from spectra.options import add_options
+
+    from pruning.settings import SECTIONS, EvalSettings, OutputSettings
+
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="built-in alias, HF directory, .gguf file or hub id (default: built-in SmolLM2-135M)")
-    from pruning.allocation import ALLOCATION_METHODS, GRANULARITIES, MAPPINGS
-    from pruning.pruners import PRUNERS
-    from pruning.prune import PruneSettings
-    from spectra.hill import XMIN_RULES
-
-    d = PruneSettings()  # every default below is the settings dataclass's own
-    if not sweep:
-        p.add_argument("--pruner", default=d.pruner, help=f"{', '.join(PRUNERS)} (default {d.pruner})")
-        p.add_argument("--allocation", default=d.allocation,
-                       help=f"{', '.join(ALLOCATION_METHODS)} (default {d.allocation})")
-        p.add_argument("--sparsity", default=str(d.sparsity),
-                       help=f"target global sparsity in [0, 1) (default {d.sparsity})")
-        p.add_argument("--nm", default=d.nm, help="N:M pattern, e.g. 2:4 (needs --allocation uniform)")
-        p.add_argument("--lam", default=str(d.lam), help=f"AlphaPruning's λ (reference 'epsilon', default {d.lam})")
-    p.add_argument("--mapping", default=d.mapping, help=f"AlphaPruning map: {' or '.join(MAPPINGS)} (default "
-                                                         f"{d.mapping}, the reference's)")
-    p.add_argument("--granularity", default=d.granularity,
-                   help=f"{' or '.join(GRANULARITIES)} (default {d.granularity}, the reference's)")
-    p.add_argument("--metric", default=d.metric, help=f"spectral metric column for alphapruning (default {d.metric})")
-    p.add_argument("--xmin-rule", default=d.xmin_rule,
-                   help=f"Hill-fit xmin rule: {', '.join(XMIN_RULES)} (default {d.xmin_rule})")
-    p.add_argument("--owl-lambda", default=str(d.owl_lambda), help=f"OWL's λ (default {d.owl_lambda})")
-    p.add_argument("--owl-m", default=str(d.owl_M), help=f"OWL's outlier multiplier M (default {d.owl_M:g})")
-    p.add_argument("--max-sparsity", default=str(d.max_sparsity),
-                   help=f"cap of every matrix's sparsity (default {d.max_sparsity})")
-    p.add_argument("--nsamples", default=str(d.nsamples), help=f"calibration windows (default {d.nsamples})")
-    p.add_argument("--seqlen", default=str(d.seqlen), help=f"calibration window length in tokens (default {d.seqlen})")
-    p.add_argument("--seed", default=str(d.seed), help=f"calibration seed (default {d.seed})")
-    p.add_argument("--gd-steps", default=str(d.gd_steps),
-                   help=f"masked gradient steps after the pruner (default {d.gd_steps})")
-    p.add_argument("--gd-precondition", dest="gd_rule", action="store_const", const="precond", default="precond",
-                   help="masked GD on diagonally rescaled weights (the default; monotone like plain GD, much faster "
-                        "on LLM inputs; ours)")
-    p.add_argument("--gd-plain", dest="gd_rule", action="store_const", const="plain",
-                   help="masked GD with the paper's plain 1/λ_max(H) steps (near no-ops on LLM layers)")
-    p.add_argument("--pruner-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="pruner option, repeatable (e.g. fista: max_iter=30, search_steps=8, warm_start=sparsegpt; "
-                        "prox24: growth=1.25, dtype=float32; sparsegpt: percdamp=0.01)")
-    p.add_argument("--correction", default=None,
-                   help="error-correction mode: sequential (Wanda/SparseGPT reference loop), none, intra, intra+inter "
-                        "(FISTAPruner's ablation) or intra-pruned (default: the pruner's own — intra for fista, "
-                        "sequential otherwise)")
-    p.add_argument("--batch-size", default=str(d.batch_size),
-                   help=f"calibration windows per block forward (default {d.batch_size})")
-    p.add_argument("--eval", default="wikitext2", help="perplexity dataset(s), comma-separated: wikitext2, c4, ptb, "
-                                                       "or none (default wikitext2)")
-    p.add_argument("--eval-seqlen", default=None, help="evaluation window length (default min(2048, max positions))")
-    p.add_argument("--max-windows", default=None, help="evaluate only the first N windows (default all)")
-    p.add_argument("--data-dir", default=None, help="folder with the data files (default $SPL_DATA_DIR, ../shared/data)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    groups = {}
+    for name, cls in SECTIONS.items():
+        groups[name] = g = p.add_argument_group(f"{name} settings ({cls.__name__})")
+        add_options(g, cls, skip=SWEEP_OWN if sweep else ())
+    groups["pruner"].add_argument("--pruner-opt", action="append", default=[], metavar="KEY=VALUE",
+                                  help="pruner option, repeatable (e.g. fista: max_iter=30, search_steps=8, "
+                                       "warm_start=sparsegpt; prox24: growth=1.25, dtype=float32; sparsegpt: "
+                                       "percdamp=0.01)")
+    add_options(p.add_argument_group("evaluation (EvalSettings)"), EvalSettings)
+    add_options(p, OutputSettings, only=("device",))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``prune`` sub-command; returns its parser."""
+    from spectra.options import add_options
+
+    from pruning.settings import OutputSettings
+
     p = subparsers.add_parser("prune", help="prune a model (allocation × pruner), evaluate it, save it with a report",
                               description=__doc__.splitlines()[0])
     add_common_arguments(p)
-    p.add_argument("--out", required=True, help="output directory for the pruned model and report.json")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    p.add_argument("--dtype", default=None, help="storage and block-compute precision: bfloat16, float16, float32 "
-                                                 "(default float32 on cpu, the checkpoint's dtype on cuda)")
-    p.add_argument("--stream", action="store_true",
-                   help="larger than RAM: read one decoder block at a time from the safetensors shards of MODEL "
-                        "(a local HF folder) and write the pruned model shard by shard")
-    p.add_argument("--shard-size", default="256MB", help="largest output shard with --stream (default 256MB; the "
-                                                         "writer holds one shard in memory)")
-    p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (replaces --allocation)")
-    p.add_argument("--no-dense-eval", action="store_true", help="skip the dense model's perplexity")
-    p.add_argument("--exclude-flagged", action="store_true",
-                   help="alphapruning: leave fits flagged as likely spurious (α > 8) out of their block's mean α "
-                        "(ours; off by default = the reference)")
+    add_options(p.add_argument_group("output (OutputSettings)"), OutputSettings, skip=("device",))
     p.set_defaults(func=main)
     return p
 
@@ -132,50 +91,37 @@ def parse_pruner_options(items) -> dict:
 
 
 def settings_from_args(args: argparse.Namespace, **override):
-    """PruneSettings from parsed options (``override`` replaces fields, e.g. in a sweep); validated."""
-    from pruning.prune import PruneSettings
+    """:class:`pruning.settings.PruneSettings` from parsed options (``override`` replaces settings by their flat
+    names, e.g. in a sweep); checked on construction (one-line ValueError)."""
+    from spectra.options import options_of
 
-    d = PruneSettings()
-    get = lambda k, default=None: override.get(k, getattr(args, k, default))  # noqa: E731
-    sparsity = get("sparsity", d.sparsity)
-    try:
-        sparsity = float(sparsity)
-    except (TypeError, ValueError):
-        raise ValueError(f"--sparsity must be a number in [0, 1) (got {sparsity!r})") from None
-    s = PruneSettings(
-        pruner=str(get("pruner", d.pruner)), allocation=str(get("allocation", d.allocation)), sparsity=sparsity,
-        nm=get("nm"), lam=parse_number("lam", get("lam", d.lam)), mapping=args.mapping, granularity=args.granularity,
-        metric=args.metric, xmin_rule=args.xmin_rule, owl_lambda=parse_number("owl-lambda", args.owl_lambda, lo=0.0),
-        owl_M=parse_number("owl-m", args.owl_m, lo=0.0), max_sparsity=parse_number("max-sparsity", args.max_sparsity, lo=0.0, hi=1.0),
-        nsamples=parse_number("nsamples", args.nsamples, int, lo=1), seqlen=parse_number("seqlen", args.seqlen, int, lo=1),
-        seed=parse_number("seed", args.seed, int), data_path=args.data_dir, gd_steps=parse_number("gd-steps", args.gd_steps, int, lo=0),
-        correction=args.correction, batch_size=parse_number("batch-size", args.batch_size, int, lo=1),
-        allocation_file=get("allocation_file"), exclude_flagged=bool(get("exclude_flagged", False)),
-        gd_precondition=getattr(args, "gd_rule", "precond") != "plain",
-        pruner_options=override["pruner_options"] if "pruner_options" in override
-        else parse_pruner_options(getattr(args, "pruner_opt", [])))
-    from pruning.allocation import GRANULARITIES, MAPPINGS
+    from pruning.settings import SECTIONS, PruneSettings
 
-    for name, choices in (("mapping", MAPPINGS), ("granularity", GRANULARITIES)):
-        if getattr(s, name) not in choices:
-            raise ValueError(f"unknown --{name} {getattr(s, name)!r}; choose one of: {', '.join(choices)}")
-    from spectra.hill import XMIN_RULES
-
-    if s.xmin_rule not in XMIN_RULES:
-        raise ValueError(f"unknown --xmin-rule {s.xmin_rule!r}; choose one of: {', '.join(XMIN_RULES)}")
-    return s.validate()
+    flat = {}
+    for cls in SECTIONS.values():
+        for o in options_of(cls):
+            if o.dest in override:
+                flat[o.dest] = override[o.dest]
+            elif o.flag is not None and hasattr(args, o.dest):
+                flat[o.dest] = getattr(args, o.dest)
+    if "pruner_options" not in flat:
+        flat["pruner_options"] = parse_pruner_options(getattr(args, "pruner_opt", []))
+    return PruneSettings.from_flat(**flat)
 
 
 def eval_options(args: argparse.Namespace) -> dict:
-    """Parsed evaluation options: datasets (list, maybe empty), seqlen, max_windows; data checked to exist."""
-    from pruning.evaluation.data import canonical_name, resolve_data_file
+    """Parsed evaluation options (:class:`pruning.settings.EvalSettings`): datasets (list, maybe empty), seqlen,
+    max_windows; data checked to exist."""
+    from spectra.options import options_from_namespace
 
-    text = (args.eval or "none").strip()
-    datasets = [] if text.lower() == "none" else [canonical_name(t) for t in text.split(",") if t.strip()]
+    from pruning.evaluation.data import resolve_data_file
+    from pruning.settings import EvalSettings
+
+    ev = options_from_namespace(EvalSettings, args)
+    datasets = ev.dataset_list()
     for key in datasets:
-        resolve_data_file(key, args.data_dir)
-    return {"datasets": datasets, "seqlen": parse_number("eval-seqlen", args.eval_seqlen, int, lo=1, allow_none=True),
-            "max_windows": parse_number("max-windows", args.max_windows, int, lo=1, allow_none=True)}
+        resolve_data_file(key, getattr(args, "data_path", None))
+    return {"datasets": datasets, "seqlen": ev.seqlen, "max_windows": ev.max_windows}
 
 
 def evaluate(model, tokenizer, ev: dict, data_dir=None, progress: bool = True) -> dict:
@@ -210,31 +156,33 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 NOT_STREAMABLE = ("owl", "global", "lamp")
 
 
-def _compute_setup(args: argparse.Namespace, settings):
-    """(compute device, storage dtype, safetensors folder or None) from ``--device --dtype --stream``: every check
-    that needs no model (CUDA present, dtype runnable, streamable source, allocation streamable)."""
+def _compute_setup(model: str, o, settings):
+    """(compute device, storage dtype, safetensors folder or None) from the :class:`pruning.settings.OutputSettings`
+    ``o`` (``--device --dtype --stream``): every check that needs no model (CUDA present, dtype runnable,
+    streamable source, allocation streamable)."""
     from pruning.devices import parse_device, parse_dtype
 
-    device = parse_device(getattr(args, "device", "cpu"))
+    device = parse_device(o.device)
     directory = None
     ckpt = None
-    if getattr(args, "stream", False):
+    a = settings.allocation
+    if o.stream:
         from pruning.stream import checkpoint_dtype, stream_source_dir
 
-        if settings.allocation in NOT_STREAMABLE and not settings.allocation_file:
-            raise ValueError(f"--allocation {settings.allocation} reads the whole dense model, which --stream avoids; "
+        if a.method in NOT_STREAMABLE and not a.file:
+            raise ValueError(f"--allocation {a.method} reads the whole dense model, which --stream avoids; "
                              f"use uniform, alphapruning, stable_rank, erk or an --allocation-file")
-        directory = stream_source_dir(args.model)
+        directory = stream_source_dir(model)
         ckpt = checkpoint_dtype(directory)
     elif device.type == "cuda":
         from spectra.models import resolve_source
 
-        src = resolve_source(args.model)
+        src = resolve_source(model)
         if src.kind == "local":
             from pruning.stream import checkpoint_dtype
 
             ckpt = checkpoint_dtype(src.path)
-    return device, parse_dtype(getattr(args, "dtype", None), device, ckpt), directory
+    return device, parse_dtype(o.dtype, device, ckpt), directory
 
 
 def evaluate_on(model, tokenizer, ev: dict, data_dir, progress: bool, device, block_io=None) -> dict:
@@ -269,7 +217,7 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
-def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device, dtype, progress: bool):
+def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, dtype, progress: bool):
     """The ``--stream`` run: dense eval, prune (blocks read from and written to shards into ``tmp``), pruned eval;
     returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
     from spectra.models import LoadedModel, ModelSource
@@ -278,17 +226,18 @@ def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device
     from pruning.prune import prune_model
     from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
 
+    data_dir = settings.calibration.data_path
     dense = {}
-    if not args.no_dense_eval and ev["datasets"]:
+    if o.dense_eval and ev["datasets"]:
         sm = StreamedModel(directory, dtype)
-        dense = evaluate_on(sm.model, sm.tokenizer, ev, args.data_dir, progress, device, sm)
-    sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(getattr(args, "shard_size", "256MB"))),
-                       load_head=False)
+        dense = evaluate_on(sm.model, sm.tokenizer, ev, data_dir, progress, device, sm)
+    sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(o.shard_size)), load_head=False)
     metrics = None
-    if settings.allocation in SPECTRAL_METHODS and not settings.allocation_file and settings.nm is None:
+    a = settings.allocation
+    if a.method in SPECTRAL_METHODS and not a.file and a.nm is None:
         from spectra.analyze import AnalysisSettings, analyze
 
-        metrics = analyze(directory, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=progress)
+        metrics = analyze(directory, AnalysisSettings(xmin_rule=a.xmin_rule), progress=progress)
     result = prune_model(sm.model, sm.tokenizer, settings, progress=progress, metrics=metrics, device=device,
                          block_io=sm)
     t = time.perf_counter()
@@ -297,7 +246,7 @@ def _prune_streamed(args, settings, directory: Path, tmp: Path, ev: dict, device
     pruned = {}
     if ev["datasets"]:
         out_sm = StreamedModel(tmp, dtype)
-        pruned = evaluate_on(out_sm.model, out_sm.tokenizer, ev, args.data_dir, progress, device, out_sm)
+        pruned = evaluate_on(out_sm.model, out_sm.tokenizer, ev, data_dir, progress, device, out_sm)
     n_params = sum(p.numel() for p in sm.model.parameters())
     lm = LoadedModel(None, sm.tokenizer, ModelSource("local", str(directory), path=directory), directory,
                      {"source": str(directory), "kind": "local", "model_type": sm.config.model_type,
@@ -314,13 +263,19 @@ def run_prune(args: argparse.Namespace) -> dict:
     from pruning.prune import prune_model
     from pruning.report import build_report, write_json_atomic
 
+    from spectra.options import options_from_namespace
+
+    from pruning.settings import OutputSettings
+
     settings = settings_from_args(args)
-    out = Path(args.out).expanduser()
-    check_out_dir(out, args.overwrite)
-    device, dtype, directory = _compute_setup(args, settings)
+    o = options_from_namespace(OutputSettings, args)
+    data_dir = settings.calibration.data_path
+    out = Path(o.out).expanduser()
+    check_out_dir(out, o.overwrite)
+    device, dtype, directory = _compute_setup(args.model, o, settings)
     ev = eval_options(args)
     if settings.needs_calibration():
-        resolve_data_file(settings.calib_dataset, args.data_dir)
+        resolve_data_file(settings.calibration.dataset, data_dir)
     progress = not args.quiet
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -328,10 +283,10 @@ def run_prune(args: argparse.Namespace) -> dict:
     if directory is not None:
         from pruning.stream import output_nbytes
 
-        parse_size(getattr(args, "shard_size", "256MB"))
+        parse_size(o.shard_size)
         check_disk(out.parent, output_nbytes(directory, dtype))
         try:
-            lm, result, dense, pruned, save_s = _prune_streamed(args, settings, directory, tmp, ev, device, dtype,
+            lm, result, dense, pruned, save_s = _prune_streamed(o, settings, directory, tmp, ev, device, dtype,
                                                                 progress)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -339,9 +294,9 @@ def run_prune(args: argparse.Namespace) -> dict:
     else:
         lm = load_model(args.model, dtype=dtype, device="cpu")
         check_disk(out.parent, sum(p.numel() * p.element_size() for p in lm.model.parameters()))
-        dense = {} if args.no_dense_eval else evaluate_on(lm.model, lm.tokenizer, ev, args.data_dir, progress, device)
+        dense = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device) if o.dense_eval else {}
         result = prune_model(lm, None, settings, progress=progress, device=None if device.type == "cpu" else device)
-        pruned = evaluate_on(lm.model, lm.tokenizer, ev, args.data_dir, progress, device)
+        pruned = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device)
         t = time.perf_counter()
         lm.model.save_pretrained(tmp, safe_serialization=True)
         lm.tokenizer.save_pretrained(tmp)
@@ -363,7 +318,7 @@ def run_prune(args: argparse.Namespace) -> dict:
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
     from pruning.prune import settings_label
 
-    print(f"pruned {settings_label(settings)} / {settings.nm or settings.allocation}: target {result.target_sparsity:.4f}, "
+    print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: target {result.target_sparsity:.4f}, "
           f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "
           f"peak RSS {result.peak_rss_mb:.0f} MB → {out}")
     return report

@@ -13,7 +13,6 @@ none,2:4`` both. Every user mistake ends with one ``error: ...`` line on stderr 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from pruning.cli.common import parse_list, parse_number
@@ -61,13 +60,13 @@ def spec_from_args(args: argparse.Namespace):
                          f"their options: {', '.join(sorted(known)) or 'none'}")
     base = settings_from_args(args, pruner=pruners[0], allocation="uniform", sparsity=sparsities[0], nm=nms[0],
                               lam=lams[0], allocation_file=None, pruner_options={})
-    base = dataclasses.replace(base, pruner_options=opts)  # each cell keeps the options its pruner accepts
     ev = eval_options(args)
     if len(ev["datasets"]) != 1:
         raise ValueError("a sweep evaluates exactly one dataset; pass --eval wikitext2 (or c4, ptb)")
     spec = SweepSpec(model=args.model, sparsities=sparsities, allocations=allocations, pruners=pruners, lams=lams,
-                     nms=nms, base=base, eval_dataset=ev["datasets"][0], eval_seqlen=ev["seqlen"],
-                     max_windows=ev["max_windows"], data_dir=args.data_dir, device=args.device)
+                     nms=nms, base=base, pruner_options=opts, eval_dataset=ev["datasets"][0],
+                     eval_seqlen=ev["seqlen"], max_windows=ev["max_windows"], data_dir=args.data_path,
+                     device=args.device)
     return spec
 
 

@@ -85,7 +85,7 @@ class AllocationSettings:
                           choices=MAPPINGS)
     granularity: str = option("block", "one sparsity per block (the reference's) or per matrix",
                               choices=GRANULARITIES)
-    metric: str = option("alpha", "spectral metric column the spectral allocations read")
+    metric: str = option("alpha", "metric column AlphaPruning reads (stable_rank reads its own)")
     xmin_rule: str = option("peak", "Hill-fit xmin rule of the spectral metrics", choices=PRUNE_XMIN_RULES,
                             label="xmin rule")
     owl_lambda: float = option(0.08, "OWL's λ (largest deviation from S)", lo=0.0, hi=1.0, label="OWL λ")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 __all__ = ["Option", "option", "same_as", "options_of", "option_named", "check_options", "add_options",
-           "options_from_namespace", "default_help"]
+           "options_from_namespace", "checked_values", "default_help"]
 
 Choices = Union[Sequence[Any], Callable[[], Sequence[Any]], None]
 
@@ -219,11 +219,12 @@ def default_help(o: Option) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: Any, skip: Sequence[str] = (),
-                only: Optional[Sequence[str]] = None, defaults: Optional[dict] = None) -> None:
+                only: Optional[Sequence[str]] = None, defaults: Optional[dict] = None,
+                required: Sequence[str] = ()) -> None:
     """Add the command-line fields of ``cls`` (all, or ``only`` these; not those in ``skip``; by field name or
     dest) to ``parser``. Values stay text here and are checked when the class is built
     (:func:`options_from_namespace`), so a bad value is one error line naming the flag. ``defaults``: this
-    command's own defaults, by dest."""
+    command's own defaults, by dest; ``required``: dests this command must be given."""
     defaults = defaults or {}
     for o in options_of(cls):
         named = {o.name, o.dest}
@@ -239,8 +240,20 @@ def add_options(parser: argparse.ArgumentParser, cls: Any, skip: Sequence[str] =
             continue
         text = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else default
         parser.add_argument(o.flag, dest=o.dest, default=None if default is None else str(text),
-                            required=o.required, metavar=o.flag.lstrip("-").upper().replace("-", "_"),
+                            required=o.required or o.dest in required, metavar=o.flag.lstrip("-").upper().replace("-", "_"),
                             help=default_help(shown))
+
+
+def checked_values(cls: Any, ns: argparse.Namespace, names: Sequence[str]) -> dict:
+    """``{field name: value}`` of the settings ``names`` of ``cls`` in the parsed ``ns``, each converted and checked
+    on its own (bounds, choices; None = not given) — for a command that uses some settings of a class without
+    building it."""
+    out = {}
+    for o in options_of(cls):
+        if o.name in names or o.dest in names:
+            value = getattr(ns, o.dest, None)
+            out[o.name] = None if value is None else o.check(value)
+    return out
 
 
 def options_from_namespace(cls: Any, ns: argparse.Namespace, **override: Any) -> Any:

@@ -190,3 +190,37 @@ def test_min_sparsity_reaches_the_allocation(builtin):
     assert out["sparsity"].min() >= 0.5 - 1e-12
     free = compute_allocation(builtin.model, s.replace(min_sparsity=0.0), metrics=metrics)
     assert free["sparsity"].min() < 0.5  # the floor changed the allocation
+
+
+def test_allocate_and_export_recipe_take_every_allocation_setting(builtin, tmp_path, capsys):
+    """Both commands read the allocation options from AllocationSettings' fields, and the values reach allocate()
+    (export-recipe used to pass λ only: mapping, granularity, bounds and exclude_flagged were ignored)."""
+    import re
+
+    from spectra.analyze import AnalysisSettings, analyze
+    from pruning.__main__ import main as pruning_main
+    from pruning.allocation import allocate
+    from pruning.recipe import block_matrix_names
+
+    metrics = analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False)
+    path = tmp_path / "m.parquet"
+    metrics.drop(columns=[c for c in ("evals",) if c in metrics]).to_parquet(path)
+    opts = ["--sparsity", "0.6", "--lam", "0.4", "--mapping", "log", "--granularity", "matrix", "--min-sparsity",
+            "0.3", "--max-sparsity", "0.9", "--exclude-flagged"]
+    want = allocate(metrics, "alphapruning", 0.6, lam=0.4, mapping="log", granularity="matrix", min_sparsity=0.3,
+                    max_sparsity=0.9, exclude_flagged=True)
+    assert pruning_main(["allocate", "--metrics", str(path), "--method", "alphapruning", *opts]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc["layers"].values()) == want["sparsity"].tolist()
+    assert pruning_main(["export-recipe", "--allocation", "alphapruning", "--metrics", str(path), *opts,
+                         "--out", str(tmp_path / "r.yaml")]) == 0
+    text = (tmp_path / "r.yaml").read_text()
+    values = [float(v) for v in re.search(r"sparsity: \[(.*)\]", text).group(1).split(",")]
+    by_name = dict(zip(want["longname"], want["sparsity"]))
+    assert values == pytest.approx([by_name[n] for n in block_matrix_names()], abs=1e-4)
+    assert min(values) >= 0.3 - 1e-4 and max(values) <= 0.9 + 1e-4
+    capsys.readouterr()
+    assert pruning_main(["allocate", "--metrics", str(path), "--sparsity", "0.6", "--min-sparsity", "0.95",
+                         "--max-sparsity", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--min-sparsity" in err

@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pruning.cli.common import parse_number
+from spectra.options import checked_values
 
-from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, GRANULARITIES, MAPPINGS, allocate, allocation_to_json, \
-    save_allocation
+from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, allocation_to_json, save_allocation
+from pruning.cli.common import ALLOCATE_FIELDS, add_allocation_options, allocate_from_args
+from pruning.settings import AllocationSettings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,24 +37,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    # numbers are parsed in main() so that a bad value gives one 'error:' line, not argparse's usage block
+    # the allocation options are AllocationSettings' fields; values are checked in main() (one 'error:' line)
     p.add_argument("--metrics", required=True, help="spectra results file (.parquet or .csv), one row per matrix")
-    p.add_argument("--method", default="alphapruning", help=f"one of: {', '.join(ALLOCATION_METHODS)}")
-    p.add_argument("--sparsity", required=True, help="target global sparsity S in [0, 1), e.g. 0.7")
-    p.add_argument("--lam", default="0.3", help="AlphaPruning range λ ('epsilon' in its code), default 0.3")
-    p.add_argument("--metric", default=None, help="metric column for alphapruning (default alpha)")
-    p.add_argument("--exclude-flagged", action="store_true",
-                   help="alphapruning: leave fits flagged as likely spurious (α > 8) out of their block's mean "
-                        "(ours; off by default = the reference)")
-    p.add_argument("--granularity", default="block", help=f"{' or '.join(GRANULARITIES)} (default block)")
-    p.add_argument("--mapping", default="linear", help=f"{' or '.join(MAPPINGS)} (default linear)")
+    p.add_argument("--method", default="alphapruning", help=f"one of: {', '.join(ALLOCATION_METHODS)}; "
+                                                             f"default alphapruning")
+    add_allocation_options(p, defaults={"sparsity": None}, required=("sparsity",))
     p.add_argument("--direction", default="higher_more", help=f"{' or '.join(DIRECTIONS)} (default higher_more)")
-    p.add_argument("--max-sparsity", default="0.99", help="cap of every matrix's sparsity (default 0.99)")
-    p.add_argument("--min-sparsity", default="0.0", help="floor of every matrix's sparsity (default 0)")
     p.add_argument("--no-clip", action="store_true",
                    help="faithful reference formula without bounds (values may leave [0, 1])")
-    p.add_argument("--owl-lambda", default="0.08", help="OWL λ (default 0.08)")
-    p.add_argument("--owl-m", default="5", help="OWL M (recorded; the ratios come from --outlier-ratios)")
     p.add_argument("--outlier-ratios", default=None, help="JSON file {block: D} or {longname: D} for --method owl")
     p.add_argument("--model", default=None, help="model source whose weights global/lamp read (e.g. builtin)")
     p.add_argument("--out", default=None, help="write here (.json or .csv) instead of printing")
@@ -122,9 +113,7 @@ def main(args: argparse.Namespace) -> int:
         if args.exclude_flagged and args.method != "alphapruning":
             raise _UserError(f"--exclude-flagged applies to --method alphapruning (its power-law fits), not "
                              f"{args.method!r}")
-        S = parse_number("sparsity", args.sparsity)
-        if not (0.0 <= S < 1.0):
-            raise _UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+        checked_values(AllocationSettings, args, ALLOCATE_FIELDS)  # every value, before the files are read
         out = Path(args.out) if args.out else None
         if out is not None:
             if out.suffix.lower() not in (".json", ".csv"):
@@ -142,12 +131,8 @@ def main(args: argparse.Namespace) -> int:
                 raise _UserError("method 'owl' needs --outlier-ratios FILE (JSON {block: D}) from a calibration "
                                  "pass; see pruning.allocation.owl_outlier_ratios")
             ratios = _load_ratios(args.outlier_ratios)
-        df = allocate(metrics, args.method, S, metric=args.metric, granularity=args.granularity,
-                      mapping=args.mapping, lam=parse_number("lam", args.lam), direction=args.direction,
-                      max_sparsity=parse_number("max-sparsity", args.max_sparsity),
-                      min_sparsity=parse_number("min-sparsity", args.min_sparsity), clip=not args.no_clip,
-                      weights=weights, outlier_ratios=ratios, owl_lambda=parse_number("owl-lambda", args.owl_lambda),
-                      owl_M=parse_number("owl-m", args.owl_m), exclude_flagged=bool(args.exclude_flagged))
+        df = allocate_from_args(metrics, args.method, args, weights=weights, outlier_ratios=ratios,
+                                direction=args.direction, clip=not args.no_clip)
         if out is not None:
             save_allocation(df, out, overwrite=args.overwrite)
             info = df.attrs["allocation"]

@@ -1,7 +1,7 @@
 """Parsing of the CLI's option values, shared by every sub-command: one-line ``ValueError`` naming the option."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 def parse_number(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None,
@@ -30,3 +30,37 @@ def parse_numbers(name: str, text, kind=float, lo: Optional[float] = None, hi: O
     if not vals:
         raise ValueError(f"--{name} needs at least one value")
     return vals
+
+
+#: the allocation settings ``allocate`` and ``export-recipe`` take (fields of pruning.settings.AllocationSettings)
+ALLOCATE_FIELDS = ("sparsity", "lam", "mapping", "granularity", "metric", "min_sparsity", "max_sparsity",
+                   "owl_lambda", "owl_M", "exclude_flagged")
+
+
+def add_allocation_options(p, defaults: Optional[dict] = None, required: tuple = ()) -> None:
+    """The :data:`ALLOCATE_FIELDS` options, built from the fields of ``AllocationSettings``."""
+    from spectra.options import add_options
+
+    from pruning.settings import AllocationSettings
+
+    add_options(p, AllocationSettings, only=ALLOCATE_FIELDS, defaults=defaults, required=required)
+
+
+def allocate_from_args(metrics, method: str, args, weights=None, outlier_ratios=None, **extra: Any):
+    """``allocate(metrics, method, --sparsity, ...)`` with the options ``method`` reads
+    (:func:`pruning.allocation.allocation_options`), each checked by its field; ``extra`` goes to ``allocate``."""
+    from spectra.options import checked_values
+
+    from pruning.allocation import allocate, allocation_options
+    from pruning.settings import AllocationSettings
+
+    v = checked_values(AllocationSettings, args, ALLOCATE_FIELDS)
+    if v["sparsity"] is None:
+        raise ValueError(f"--allocation {method} needs --sparsity S")
+    if v["min_sparsity"] > v["max_sparsity"]:
+        raise ValueError(f"--min-sparsity {v['min_sparsity']:g} is above --max-sparsity {v['max_sparsity']:g}")
+    opts = allocation_options(method, lam=v["lam"], mapping=v["mapping"], granularity=v["granularity"],
+                              metric=v["metric"], exclude_flagged=bool(v["exclude_flagged"]),
+                              min_sparsity=v["min_sparsity"], max_sparsity=v["max_sparsity"], weights=weights,
+                              outlier_ratios=outlier_ratios, owl_lambda=v["owl_lambda"], owl_M=v["owl_M"])
+    return allocate(metrics, method, v["sparsity"], **opts, **extra)

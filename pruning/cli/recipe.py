@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pruning.cli.common import add_allocation_options, allocate_from_args
+
 __all__ = ["add_parser", "main"]
 
 
@@ -28,8 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="model whose config gives the module order (default: built-in); no weights are read")
     p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
     p.add_argument("--allocation", default=None, help="compute one instead: uniform, alphapruning, erk, stable_rank")
-    p.add_argument("--sparsity", default=None, help="target global sparsity (with --allocation)")
-    p.add_argument("--lam", default="0.3", help="AlphaPruning's λ (default 0.3)")
+    add_allocation_options(p, defaults={"sparsity": None})
     p.add_argument("--metrics", default=None, help="spectra results file (python -m spectra --out FILE) for "
                                                    "alphapruning / stable_rank / uniform / erk")
     p.add_argument("--pruner", default="sparsegpt", help="sparsegpt or wanda (default sparsegpt)")
@@ -63,12 +64,9 @@ def _sparsities(args, names: list[str]) -> dict:
         raise ValueError("--allocation needs --sparsity S")
     if not args.metrics:
         raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL --out FILE)")
-    from pruning.allocation import allocate
     from pruning.cli.allocate import load_metrics
-    from pruning.cli.common import parse_number
 
-    df = allocate(load_metrics(args.metrics), args.allocation, parse_number("sparsity", args.sparsity),
-                  lam=parse_number("lam", args.lam))
+    df = allocate_from_args(load_metrics(args.metrics), args.allocation, args)
     return dict(zip(df["longname"], df["sparsity"].astype(float)))
 
 

@@ -62,10 +62,10 @@ class TuneSettings:
 
     def validate(self) -> "TuneSettings":
         if self.allocation not in TUNABLE:
-            raise ValueError(f"tune: allocation {self.allocation!r} has nothing to tune; choose one of: "
+            raise ValueError(f"tune: allocation {self.allocation!r} (--allocation) has nothing to tune; choose one of: "
                              f"{', '.join(TUNABLE)}")
         if self.pruner not in ONE_SHOT:
-            raise ValueError(f"tune: pruner {self.pruner!r} cannot prune from cached statistics; choose one of: "
+            raise ValueError(f"tune: pruner {self.pruner!r} (--pruner) cannot prune from cached statistics; choose one of: "
                              f"{', '.join(ONE_SHOT)}")
         if self.eval_dataset in ("wikitext2", "wikitext"):
             raise ValueError("tune: never tune on the test set; score on held-out C4 (--tune-dataset c4) or PTB "

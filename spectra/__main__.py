@@ -30,26 +30,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .options import add_options
+    from .settings import AnalysisSettings
+
     p = _Parser(prog="python -m spectra", description="HT-SR spectral diagnostics of every weight matrix of an LM.")
     p.add_argument("model", nargs="?", default=None,
                    help="model directory, .gguf file, hub id or 'builtin' (default: built-in SmolLM2-135M-Instruct)")
-    p.add_argument("--xmin", default="peak", choices=["median", "peak", "peak_ref", "peak_ap", "ks"],
-                   help="xmin rule of the power-law fit (default: peak = corrected peak window [0.95p, 1.5p]; "
-                        "peak_ref = weightwatcher xmin_peak; peak_ap = AlphaPruning's alpha_peak; ks = weightwatcher's "
-                        "default Clauset search; median = AlphaPruning's xmin_mid)")
-    p.add_argument("--xmin-value", type=float, default=None, help="use this fixed xmin instead of a rule")
+    add_options(p, AnalysisSettings, argparse_choices=True)  # the analysis settings, from their fields
     p.add_argument("--out", default=None, help="write the per-matrix table to FILE (.parquet or .csv)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where eigenvalues are computed")
-    p.add_argument("--eig-batch", type=int, default=None,
-                   help="matrices of one shape per batched eigvalsh (default 8 on cuda, 1 on cpu); float64 always")
     p.add_argument("--timings", action="store_true",
                    help="print a 'spectra_timings {json}' line: imports, reading, eigenvalues, fits, writing "
                         "(seconds)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="CPU matrices analysed at once (threads; same numbers as 1; set OMP_NUM_THREADS=1 with it)")
-    p.add_argument("--eigs", action="store_true", help="keep the raw eigenvalues (an 'evals' column in --out)")
-    p.add_argument("--normalize", action="store_true", help="ESD of WᵀW/N instead of WᵀW")
-    p.add_argument("--include-embeddings", action="store_true", help="also analyse embedding / LM-head matrices")
     p.add_argument("--no-cache", action="store_true", help="recompute even if a cached analysis exists")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,16 +80,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         t = time.perf_counter()
         from .analyze import AnalysisSettings, analyze
+        from .options import options_from_namespace
         from .results import check_output_path, save_results
 
         t_imports = time.perf_counter() - t
 
         if args.out:
             check_output_path(args.out, args.overwrite)  # fail before the work, not after
-        settings = AnalysisSettings(xmin_rule=args.xmin, xmin=args.xmin_value, normalize=args.normalize,
-                                    device=args.device, include_embeddings=args.include_embeddings,
-                                    keep_eigs=args.eigs, eig_batch=args.eig_batch,
-                                    workers=args.workers)
+        settings = options_from_namespace(AnalysisSettings, args)
         t = time.perf_counter()
         df = analyze(args.model, settings, progress=not args.quiet, cache=not args.no_cache)
         t_analyze = time.perf_counter() - t

@@ -220,11 +220,12 @@ def default_help(o: Option) -> str:
 
 def add_options(parser: argparse.ArgumentParser, cls: Any, skip: Sequence[str] = (),
                 only: Optional[Sequence[str]] = None, defaults: Optional[dict] = None,
-                required: Sequence[str] = ()) -> None:
+                required: Sequence[str] = (), argparse_choices: bool = False) -> None:
     """Add the command-line fields of ``cls`` (all, or ``only`` these; not those in ``skip``; by field name or
     dest) to ``parser``. Values stay text here and are checked when the class is built
     (:func:`options_from_namespace`), so a bad value is one error line naming the flag. ``defaults``: this
-    command's own defaults, by dest; ``required``: dests this command must be given."""
+    command's own defaults, by dest; ``required``: dests this command must be given; ``argparse_choices``: let
+    argparse refuse a value outside a fixed list of choices (for a parser whose ``error`` prints one line)."""
     defaults = defaults or {}
     for o in options_of(cls):
         named = {o.name, o.dest}
@@ -239,7 +240,10 @@ def add_options(parser: argparse.ArgumentParser, cls: Any, skip: Sequence[str] =
                 parser.add_argument(o.off_flag, dest=o.dest, action="store_false", help=o.off_help)
             continue
         text = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else default
+        static = argparse_choices and o.kind is str and o.choices_source is not None and \
+            not callable(o.choices_source)
         parser.add_argument(o.flag, dest=o.dest, default=None if default is None else str(text),
+                            choices=list(o.choices) if static else None,
                             required=o.required or o.dest in required, metavar=o.flag.lstrip("-").upper().replace("-", "_"),
                             help=default_help(shown))
 

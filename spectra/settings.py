@@ -14,6 +14,7 @@ from . import __version__
 from .errors import SpectraError
 from .hill import XMIN_RULES
 from .mp import MP_METHODS
+from .options import check_options, option
 
 
 @dataclass
@@ -35,19 +36,29 @@ class AnalysisSettings:
     those of ``workers=1`` (each matrix is computed by the same single call either way).
     """
 
-    xmin_rule: str = "peak"
-    xmin: Optional[float] = None
-    normalize: bool = False
-    device: str = "cpu"
-    include_embeddings: bool = False
-    keep_eigs: bool = False
-    evals_thresh: float = 1e-5
-    min_evals: int = 8
-    mp_method: str = "trace"
-    eig_batch: Optional[int] = None
-    workers: int = 1
+    xmin_rule: str = option("peak", "xmin rule of the power-law fit: peak = corrected peak window [0.95p, 1.5p]; "
+                            "peak_ref = weightwatcher xmin_peak; peak_ap = AlphaPruning's alpha_peak; ks = "
+                            "weightwatcher's default Clauset search; median = AlphaPruning's xmin_mid; fixed needs "
+                            "--xmin-value", flag="--xmin", choices=XMIN_RULES, label="xmin rule")
+    xmin: Optional[float] = option(None, "use this fixed xmin instead of a rule", kind=float, flag="--xmin-value")
+    normalize: bool = option(False, "ESD of WᵀW/N instead of WᵀW")
+    device: str = option("cpu", "where eigenvalues are computed: cpu or cuda (cuda:N)")
+    include_embeddings: bool = option(False, "also analyse embedding / LM-head matrices")
+    keep_eigs: bool = option(False, "keep the raw eigenvalues (an 'evals' column in --out)", flag="--eigs")
+    evals_thresh: float = option(1e-5, "eigenvalues at or below this are left out of the fit (weightwatcher's)",
+                                 lo=0.0)
+    min_evals: int = option(8, "matrices with fewer eigenvalues fail ('too small')", lo=2)
+    mp_method: str = option("trace", "Marchenko–Pastur σ² estimator", choices=MP_METHODS)
+    eig_batch: Optional[int] = option(None, "matrices of one shape per batched eigvalsh (default 8 on cuda, 1 on "
+                                      "cpu); float64 always", kind=int, lo=1)
+    workers: int = option(1, "CPU matrices analysed at once (threads; same numbers as 1; set OMP_NUM_THREADS=1 "
+                          "with it)", lo=1)
 
     def __post_init__(self) -> None:
+        try:  # types, bounds and choices of every field (one line, as a SpectraError)
+            check_options(self)
+        except ValueError as exc:
+            raise SpectraError(str(exc)) from None
         if self.xmin is not None:
             if not (isinstance(self.xmin, (int, float)) and np.isfinite(self.xmin) and self.xmin > 0):
                 raise SpectraError(f"xmin must be a positive number, got {self.xmin!r}")
@@ -56,7 +67,7 @@ class AnalysisSettings:
         if self.xmin_rule not in XMIN_RULES:
             raise SpectraError(f"unknown xmin rule {self.xmin_rule!r}; choose one of {', '.join(XMIN_RULES)}")
         if self.xmin_rule == "fixed" and self.xmin is None:
-            raise SpectraError("xmin_rule='fixed' needs xmin=<positive number>")
+            raise SpectraError("xmin_rule='fixed' needs xmin=<positive number> (--xmin-value on the command line)")
         if self.mp_method not in MP_METHODS:
             raise SpectraError(f"unknown mp_method {self.mp_method!r}; choose one of {', '.join(MP_METHODS)}")
         if not (self.evals_thresh >= 0):

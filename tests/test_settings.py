@@ -57,7 +57,14 @@ def test_toy_settings_round_trip_through_the_command_line():
         assert needle in str(exc.value) and "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def _tune_and_analysis_settings():
+    from spectra.settings import AnalysisSettings
+    from pruning.tune import TuneSettings
+
+    return [TuneSettings, AnalysisSettings]
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES + _tune_and_analysis_settings(), ids=lambda c: c.__name__)
 def test_every_bound_is_enforced_with_a_one_line_error_naming_the_flag(cls):
     for o in options_of(cls):
         bad = []
@@ -224,3 +231,20 @@ def test_allocate_and_export_recipe_take_every_allocation_setting(builtin, tmp_p
                          "--max-sparsity", "0.9"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--min-sparsity" in err
+
+
+def test_spectra_command_line_is_the_analysis_settings_fields(capsys):
+    from spectra.__main__ import build_parser
+    from spectra.options import options_from_namespace
+    from spectra.settings import AnalysisSettings
+
+    p = build_parser()
+    assert options_from_namespace(AnalysisSettings, p.parse_args([])) == AnalysisSettings()
+    s = options_from_namespace(AnalysisSettings, p.parse_args(["--xmin", "ks", "--workers", "2", "--eigs",
+                                                               "--mp-method", "median", "--min-evals", "4"]))
+    assert (s.xmin_rule, s.workers, s.keep_eigs, s.mp_method, s.min_evals) == ("ks", 2, True, "median", 4)
+    s = options_from_namespace(AnalysisSettings, p.parse_args(["--xmin-value", "0.5"]))
+    assert (s.xmin_rule, s.xmin) == ("fixed", 0.5)
+    help_text = p.format_help()
+    for o in options_of(AnalysisSettings):
+        assert o.flag in help_text

@@ -226,8 +226,11 @@ class PruneSettings:
         return dataclasses.replace(self, **sections)
 
     def flat(self) -> dict:
-        """Every setting under its flat name (the ``settings`` record of reports and the sweep key)."""
-        return {key: getattr(getattr(self, sec), name) for key, (sec, name) in _FLAT.items()}
+        """Every setting under its flat name (the ``settings`` record of reports and the sweep key); a copy, so
+        that changing it never changes these (frozen) settings."""
+        out = {key: getattr(getattr(self, sec), name) for key, (sec, name) in _FLAT.items()}
+        out["pruner_options"] = dict(out["pruner_options"])
+        return out
 
     as_dict = flat
 

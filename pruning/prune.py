@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import torch
@@ -127,8 +127,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     """
     from spectra.weights import iter_model_weights, weight_table
 
-    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, allocation_options, load_allocation, \
-        owl_outlier_ratios
+    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, load_allocation, owl_outlier_ratios
     from pruning.sequential import collect_input_norms
 
     table = weight_table(model)
@@ -148,7 +147,6 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
         return df
     method = a.method
     weights = ratios = None
-    owl: dict[str, Any] = {}
     if method in SPECTRAL_METHODS:
         if metrics is None:
             from spectra.analyze import AnalysisSettings, analyze
@@ -165,12 +163,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
                     raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
                 input_norms = collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress)
             ratios = owl_outlier_ratios(weights, input_norms, a.owl_M, granularity=a.granularity)
-            owl = dict(owl_lambda=a.owl_lambda, owl_M=a.owl_M)
-    opts = allocation_options(method, lam=a.lam, mapping=a.mapping, granularity=a.granularity, metric=a.metric,
-                              exclude_flagged=bool(a.exclude_flagged), min_sparsity=a.min_sparsity,
-                              max_sparsity=a.max_sparsity, weights=weights,
-                              outlier_ratios=ratios, **owl)
-    return allocate(base, method, float(a.sparsity), **opts)
+    return allocate(base, method, float(a.sparsity), **a.allocate_kwargs(weights, ratios))
 
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,

@@ -23,6 +23,7 @@ from typing import Any, Optional
 from spectra.hill import XMIN_RULES
 from spectra.options import check_options, option, options_of
 
+from pruning.allocation import allocation_options
 from pruning.allocation.mappings import ALLOCATION_METHODS, GRANULARITIES, MAPPINGS
 from pruning.pruners import NM, PRUNERS, get_pruner, parse_nm
 from pruning.pruners.masks import nm_sparsity
@@ -126,6 +127,15 @@ class AllocationSettings:
     def nm_tuple(self) -> Optional[NM]:
         """``(N, M)`` of the pattern, or None (unstructured)."""
         return parse_nm(self.nm)
+
+    def allocate_kwargs(self, weights=None, outlier_ratios=None) -> dict:
+        """The keyword arguments of :func:`pruning.allocation.allocate` that this method reads
+        (:func:`pruning.allocation.allocation_options`); ``weights`` / ``outlier_ratios`` for the methods that
+        need them."""
+        return allocation_options(self.method, lam=self.lam, mapping=self.mapping, granularity=self.granularity,
+                                  metric=self.metric, exclude_flagged=self.exclude_flagged,
+                                  min_sparsity=self.min_sparsity, max_sparsity=self.max_sparsity, weights=weights,
+                                  outlier_ratios=outlier_ratios, owl_lambda=self.owl_lambda, owl_M=self.owl_M)
 
     @property
     def is_uniform(self) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 __all__ = ["Option", "option", "same_as", "options_of", "option_named", "check_options", "add_options",
-           "options_from_namespace", "checked_values", "default_help"]
+           "options_from_namespace", "default_help"]
 
 Choices = Union[Sequence[Any], Callable[[], Sequence[Any]], None]
 
@@ -244,20 +244,8 @@ def add_options(parser: argparse.ArgumentParser, cls: Any, skip: Sequence[str] =
             not callable(o.choices_source)
         parser.add_argument(o.flag, dest=o.dest, default=None if default is None else str(text),
                             choices=list(o.choices) if static else None,
-                            required=o.required or o.dest in required, metavar=o.flag.lstrip("-").upper().replace("-", "_"),
-                            help=default_help(shown))
-
-
-def checked_values(cls: Any, ns: argparse.Namespace, names: Sequence[str]) -> dict:
-    """``{field name: value}`` of the settings ``names`` of ``cls`` in the parsed ``ns``, each converted and checked
-    on its own (bounds, choices; None = not given) — for a command that uses some settings of a class without
-    building it."""
-    out = {}
-    for o in options_of(cls):
-        if o.name in names or o.dest in names:
-            value = getattr(ns, o.dest, None)
-            out[o.name] = None if value is None else o.check(value)
-    return out
+                            required=o.required or o.dest in required,
+                            metavar=o.flag.lstrip("-").upper().replace("-", "_"), help=default_help(shown))
 
 
 def options_from_namespace(cls: Any, ns: argparse.Namespace, **override: Any) -> Any:

@@ -18,11 +18,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from spectra.options import checked_values
-
-from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, allocation_to_json, save_allocation
-from pruning.cli.common import ALLOCATE_FIELDS, add_allocation_options, allocate_from_args
-from pruning.settings import AllocationSettings
+from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, allocate, allocation_to_json, save_allocation
+from pruning.cli.common import add_allocation_options, allocation_from_args
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -113,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         if args.exclude_flagged and args.method != "alphapruning":
             raise _UserError(f"--exclude-flagged applies to --method alphapruning (its power-law fits), not "
                              f"{args.method!r}")
-        checked_values(AllocationSettings, args, ALLOCATE_FIELDS)  # every value, before the files are read
+        settings = allocation_from_args(args.method, args)  # every value checked before the files are read
         out = Path(args.out) if args.out else None
         if out is not None:
             if out.suffix.lower() not in (".json", ".csv"):
@@ -131,8 +128,8 @@ def main(args: argparse.Namespace) -> int:
                 raise _UserError("method 'owl' needs --outlier-ratios FILE (JSON {block: D}) from a calibration "
                                  "pass; see pruning.allocation.owl_outlier_ratios")
             ratios = _load_ratios(args.outlier_ratios)
-        df = allocate_from_args(metrics, args.method, args, weights=weights, outlier_ratios=ratios,
-                                direction=args.direction, clip=not args.no_clip)
+        df = allocate(metrics, args.method, settings.sparsity, **settings.allocate_kwargs(weights, ratios),
+                      direction=args.direction, clip=not args.no_clip)
         if out is not None:
             save_allocation(df, out, overwrite=args.overwrite)
             info = df.attrs["allocation"]

@@ -1,7 +1,7 @@
 """Parsing of the CLI's option values, shared by every sub-command: one-line ``ValueError`` naming the option."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 
 def parse_number(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None,
@@ -46,21 +46,11 @@ def add_allocation_options(p, defaults: Optional[dict] = None, required: tuple =
     add_options(p, AllocationSettings, only=ALLOCATE_FIELDS, defaults=defaults, required=required)
 
 
-def allocate_from_args(metrics, method: str, args, weights=None, outlier_ratios=None, **extra: Any):
-    """``allocate(metrics, method, --sparsity, ...)`` with the options ``method`` reads
-    (:func:`pruning.allocation.allocation_options`), each checked by its field; ``extra`` goes to ``allocate``."""
-    from spectra.options import checked_values
+def allocation_from_args(method: str, args):
+    """:class:`pruning.settings.AllocationSettings` of ``method`` with the :data:`ALLOCATE_FIELDS` options of the
+    parsed ``args`` (checked on construction: one-line ValueError naming the flag)."""
+    from spectra.options import options_from_namespace
 
-    from pruning.allocation import allocate, allocation_options
     from pruning.settings import AllocationSettings
 
-    v = checked_values(AllocationSettings, args, ALLOCATE_FIELDS)
-    if v["sparsity"] is None:
-        raise ValueError(f"--allocation {method} needs --sparsity S")
-    if v["min_sparsity"] > v["max_sparsity"]:
-        raise ValueError(f"--min-sparsity {v['min_sparsity']:g} is above --max-sparsity {v['max_sparsity']:g}")
-    opts = allocation_options(method, lam=v["lam"], mapping=v["mapping"], granularity=v["granularity"],
-                              metric=v["metric"], exclude_flagged=bool(v["exclude_flagged"]),
-                              min_sparsity=v["min_sparsity"], max_sparsity=v["max_sparsity"], weights=weights,
-                              outlier_ratios=outlier_ratios, owl_lambda=v["owl_lambda"], owl_M=v["owl_M"])
-    return allocate(metrics, method, v["sparsity"], **opts, **extra)
+    return options_from_namespace(AllocationSettings, args, allocation=method)

@@ -257,14 +257,12 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
 def run_prune(args: argparse.Namespace) -> dict:
     """Do the whole ``prune`` command; returns the report dict."""
     from spectra.models import load_model
-
-    from pruning.evaluation.data import resolve_data_file
-    from pruning.devices import check_disk
-    from pruning.prune import prune_model
-    from pruning.report import build_report, write_json_atomic
-
     from spectra.options import options_from_namespace
 
+    from pruning.devices import check_disk
+    from pruning.evaluation.data import resolve_data_file
+    from pruning.prune import prune_model
+    from pruning.report import build_report, write_json_atomic
     from pruning.settings import OutputSettings
 
     settings = settings_from_args(args)
@@ -318,7 +316,8 @@ def run_prune(args: argparse.Namespace) -> dict:
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
     from pruning.prune import settings_label
 
-    print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: target {result.target_sparsity:.4f}, "
+    print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: "
+          f"target {result.target_sparsity:.4f}, "
           f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "
           f"peak RSS {result.peak_rss_mb:.0f} MB → {out}")
     return report

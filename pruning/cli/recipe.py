@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pruning.cli.common import add_allocation_options, allocate_from_args
+from pruning.cli.common import add_allocation_options, allocation_from_args
 
 __all__ = ["add_parser", "main"]
 
@@ -64,9 +64,11 @@ def _sparsities(args, names: list[str]) -> dict:
         raise ValueError("--allocation needs --sparsity S")
     if not args.metrics:
         raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL --out FILE)")
+    from pruning.allocation import allocate
     from pruning.cli.allocate import load_metrics
 
-    df = allocate_from_args(load_metrics(args.metrics), args.allocation, args)
+    settings = allocation_from_args(args.allocation, args)
+    df = allocate(load_metrics(args.metrics), settings.method, settings.sparsity, **settings.allocate_kwargs())
     return dict(zip(df["longname"], df["sparsity"].astype(float)))
 
 

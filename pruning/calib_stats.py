@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +81,8 @@ def _cache_file(fingerprint: str, settings: CalibrationSettings, hessians: bool)
 def _save(path: Path, layers: dict[str, LayerStats]) -> None:
     from safetensors.torch import save_file
 
+    from spectra.files import atomic_path
+
     tensors, meta, seen = {}, {}, {}
     for name, st in layers.items():
         if id(st) in seen:  # layers of one input group share one record
@@ -93,14 +93,8 @@ def _save(path: Path, layers: dict[str, LayerStats]) -> None:
         if st.H is not None:
             tensors[f"{name}|H"] = st.H.contiguous()
         meta[f"{name}|ntokens"] = str(st.ntokens)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"layers": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"layers": json.dumps(meta)})
 
 
 def _load(path: Path) -> dict[str, LayerStats]:

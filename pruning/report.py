@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -86,13 +85,12 @@ def _command() -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    """Write ``obj`` as indented JSON, whole or not at all (:func:`spectra.files.atomic_path`)."""
+    from spectra.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2, default=_default, allow_nan=True)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _default(x):

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from spectra.errors import ModelLoadError
+from spectra.files import atomic_path
 
 from pruning.blocks import BlockIO, capture_block_inputs, first_output, offload, onload, storage_device
 from spectra.weights import decoder_layers
@@ -146,7 +147,8 @@ class ShardWriter:
             weight_map.update({k: name for k in keys})
         if n > 1:
             index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(weight_map.items()))}
-            (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+            with atomic_path(self.directory / "model.safetensors.index.json") as tmp:
+                tmp.write_text(json.dumps(index, indent=2))
         return names
 
 

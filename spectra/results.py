@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SpectraError
+from .files import atomic_path
 
 META_KEY = b"spectra"
 CSV_PREFIX = "# spectra-metadata: "
@@ -82,27 +83,26 @@ def save_results(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = Fa
     """Write ``df`` (and ``df.attrs['metadata']``) to ``.parquet`` or ``.csv``; refuse to overwrite unless asked."""
     p = check_output_path(path, overwrite)
     meta = json.dumps(jsonable(df.attrs.get("metadata", {})))
-    tmp = p.with_name(p.name + ".tmp")
-    if p.suffix.lower() == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_path(p) as tmp:  # whole or not at all
+        if p.suffix.lower() == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        out = df.copy()
-        if "evals" in out.columns:
-            out["evals"] = [None if v is None else np.asarray(v, dtype=np.float64) for v in out["evals"]]
-        out.attrs = {}
-        table = pa.Table.from_pandas(out, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: meta.encode()})
-        pq.write_table(table, tmp)
-    else:
-        out = df.copy()
-        if "evals" in out.columns:
-            out["evals"] = [None if v is None else json.dumps(np.asarray(v, dtype=np.float64).tolist())
-                            for v in out["evals"]]
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(CSV_PREFIX + meta + "\n")
-            out.to_csv(fh, index=False)
-    tmp.replace(p)
+            out = df.copy()
+            if "evals" in out.columns:
+                out["evals"] = [None if v is None else np.asarray(v, dtype=np.float64) for v in out["evals"]]
+            out.attrs = {}
+            table = pa.Table.from_pandas(out, preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: meta.encode()})
+            pq.write_table(table, tmp)
+        else:
+            out = df.copy()
+            if "evals" in out.columns:
+                out["evals"] = [None if v is None else json.dumps(np.asarray(v, dtype=np.float64).tolist())
+                                for v in out["evals"]]
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                fh.write(CSV_PREFIX + meta + "\n")
+                out.to_csv(fh, index=False)
     return p
 
 
@@ -170,10 +170,9 @@ def files_sha256(paths: Iterable[Path]) -> str:
         return memo[key]
     digest = files_fingerprint(paths)
     memo[key] = digest
-    tmp = memo_file.with_name(memo_file.name + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(memo))
-        tmp.replace(memo_file)
+        with atomic_path(memo_file) as tmp:
+            tmp.write_text(json.dumps(memo))
     except OSError:
         pass
     return digest

@@ -543,10 +543,19 @@ def test_prune_reports_every_phase_caches_dense_and_process_memory(app, monkeypa
     # a second run: the dense perplexity comes from the cache, only the pruned model is evaluated
     n_first = len(calls)
     assert n_first in (1, 2)  # 2 unless an earlier test of this process cached the dense value
+    first_file = Path(app.session_state["pruned"]["path"])
     app.selectbox(key="pr_alloc").set_value("uniform").run()
     app.button(key="pr_run").click().run()
     no_failure(app)
     assert len(calls) == n_first + 1 and app.session_state["runs"][-1]["dense_ppl"] == run["dense_ppl"]
+    # the pruned model kept for the ESD explorer is a bounded scratch file that the next run replaces (it once went
+    # to /tmp and stayed there: 131 files of 406 MB filled the disk)
+    from spectra.config import cache_dir
+    from webapp.state import PRUNED_KEEP
+
+    second_file = Path(app.session_state["pruned"]["path"])
+    assert not first_file.exists() and second_file.is_file() and second_file != first_file
+    assert second_file.parent == cache_dir("scratch/pruned") and len(list(second_file.parent.iterdir())) <= PRUNED_KEEP
 
 
 def test_prune_4_8_magnitude_pattern(app, builtin):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -15,6 +14,7 @@ import streamlit as st
 
 from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
+from spectra.files import scratch_file
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
 from pruning.prune import PAPER_LITERAL
@@ -32,6 +32,7 @@ PATTERNS = ("unstructured", "2:4", "4:8")
 EVAL_DATASETS = ("wikitext2", "c4", "ptb")
 #: pruners with a paper-literal variant
 LITERAL_PRUNERS = tuple(PAPER_LITERAL)
+ALLOCATION_KEEP = 16  # allocation files handed to runs, kept in the scratch folder (all sessions together)
 
 
 def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
@@ -89,7 +90,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
         alloc = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
                                         **{**al, "S": S, "lam": float(lam)})
         settings = settings.replace(allocation_file=str(save_allocation(
-            alloc, Path(tempfile.mkdtemp(prefix="spl-alloc-")) / "allocation.json")))
+            alloc, scratch_file("allocations", ".json", keep=ALLOCATION_KEEP))))
     plabel = run_label(pruner, a.nm, gd.steps, gd.precondition, is_paper_literal(pruner, settings.pruner.options))
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)

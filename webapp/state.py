@@ -7,8 +7,6 @@ a metric, an allocation or a perplexity itself: the cached loaders call :mod:`sp
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,6 +61,7 @@ SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": APP_DEFAULTS["sparsit
                                       "method": APP_DEFAULTS["method"]}
 #: allocations that need the model's weights or a calibration pass (slow the first time)
 SLOW_METHODS = ("owl", *WEIGHT_METHODS)  # need a calibration pass or every weight
+PRUNED_KEEP = 4  # last pruned models kept on disk for the ESD explorer, all sessions together (~4 × 0.4 GB, 135M)
 
 
 # ============================================================================================== state
@@ -225,19 +224,21 @@ def context() -> Optional[Context]:
 
 # ------------------------------------------------------------------ the last pruned model (Prune & evaluate → ESD)
 def save_pruned(model, model_key: str, label: str) -> None:
-    """Keep the pruned block matrices of this session's last run in a temporary safetensors file (read back one at
-    a time by the ESD explorer, so a session does not hold a second model in memory)."""
+    """Keep the pruned block matrices of this session's last run in a scratch safetensors file (read back one at
+    a time by the ESD explorer, so a session does not hold a second model in memory). The scratch folder keeps the
+    newest :data:`PRUNED_KEEP` such files of all sessions (``spectra.files.scratch_file``); the file of a session
+    whose run was pushed out is simply gone, and the ESD explorer then shows no pruned overlay."""
     from safetensors.torch import save_file
 
+    from spectra.files import remove_scratch, scratch_file
     from spectra.weights import iter_model_weights
 
-    old = st.session_state.get("pruned")
-    if old and Path(old["path"]).exists():
-        Path(old["path"]).unlink()
-    fd, path = tempfile.mkstemp(prefix="spl-pruned-", suffix=".safetensors")
-    os.close(fd)
-    save_file({i.longname: w.detach().contiguous() for i, w in iter_model_weights(model)}, path)
-    st.session_state.pruned = {"model_key": model_key, "label": label, "path": path}
+    old = st.session_state.pop("pruned", None)
+    if old:
+        remove_scratch(old["path"])
+    path = scratch_file("pruned", ".safetensors", keep=PRUNED_KEEP)
+    save_file({i.longname: w.detach().contiguous() for i, w in iter_model_weights(model)}, str(path))
+    st.session_state.pruned = {"model_key": model_key, "label": label, "path": str(path)}
 
 
 def last_pruned(model_key: Optional[str], name: str):

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Union
 
 import pandas as pd
 
+from spectra.files import atomic_path
 from spectra.results import jsonable
 
 from pruning.allocation.mappings import OUTPUT_COLUMNS
@@ -37,13 +38,14 @@ def save_allocation(df: pd.DataFrame, path: Union[str, Path], overwrite: bool = 
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) or choose another path")
     doc = allocation_to_json(df)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".json":
-        path.write_text(json.dumps(doc, indent=1) + "\n")
-    else:
-        header = {k: doc[k] for k in ("method", "sparsity", "settings")}
-        with open(path, "w", newline="") as fh:
-            fh.write("# " + json.dumps(header) + "\n")
-            df[[c for c in OUTPUT_COLUMNS if c in df.columns]].to_csv(fh, index=False)
+    with atomic_path(path) as tmp:
+        if suffix == ".json":
+            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        else:
+            header = {k: doc[k] for k in ("method", "sparsity", "settings")}
+            with open(tmp, "w", newline="") as fh:
+                fh.write("# " + json.dumps(header) + "\n")
+                df[[c for c in OUTPUT_COLUMNS if c in df.columns]].to_csv(fh, index=False)
     return path
 
 

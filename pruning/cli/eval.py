@@ -57,7 +57,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                  "checkpoint's dtype on cuda)")
     p.add_argument("--stream", action="store_true", help="read one decoder block at a time from the safetensors "
                                                          "shards of a local folder (larger than RAM)")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON to OUT (an existing "
+                   "file is kept unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -86,8 +88,9 @@ def run_eval(args: argparse.Namespace) -> dict:
         datasets.append("piqa")
     if not datasets:
         raise ValueError("nothing to evaluate: --dataset none and neither --lambada nor --piqa; pick one")
-    for key in datasets:  # fail on missing data before the (slow) model load
+    for key in datasets:  # fail on missing data and on a bad --json before the (slow) model load
         resolve_data_file(key, args.data_dir)
+    _check_json_out(args)
     device, dtype, directory = _compute_setup(args)
     if (directory is not None or device.type != "cpu") and (args.lambada is not None or args.piqa is not None):
         raise ValueError("--lambada / --piqa run in memory on the CPU; drop --stream / --device cuda for them")
@@ -117,12 +120,27 @@ def run_eval(args: argparse.Namespace) -> dict:
         print(f"piqa acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  (n={res.n})")
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["python"] = platform.python_version()
-    if args.json:
-        target = Path(args.json)
-        if target.parent and not target.parent.exists():
-            raise ValueError(f"--json folder {target.parent} does not exist; create it or pick another path")
-        target.write_text(json.dumps(out, indent=2, default=str))
+    _write_json(args, out)
     return out
+
+
+def _check_json_out(args: argparse.Namespace) -> None:
+    """A ``--json`` path must be in an existing folder and, without ``--overwrite``, not exist yet."""
+    if not args.json:
+        return
+    target = Path(args.json).expanduser()
+    if not target.parent.is_dir():
+        raise ValueError(f"--json folder {target.parent} does not exist; create it or pick another path")
+    if target.exists() and not getattr(args, "overwrite", False):
+        raise ValueError(f"--json {target} already exists; pass --overwrite to replace it or pick another path")
+
+
+def _write_json(args: argparse.Namespace, out: dict) -> None:
+    if args.json:
+        from spectra.files import atomic_path
+
+        with atomic_path(Path(args.json).expanduser()) as tmp:
+            tmp.write_text(json.dumps(out, indent=2, default=str))
 
 
 def _compute_setup(args: argparse.Namespace):
@@ -161,8 +179,7 @@ def _run_blockwise(args: argparse.Namespace, device, dtype, directory, progress:
     out = {"model": label, "perplexity": res.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
            "settings": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "stream": io is not None},
            "python": platform.python_version()}
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    _write_json(args, out)
     return out
 
 

@@ -13,8 +13,6 @@ and weight hash). An existing DIR is never replaced without ``--overwrite``. Eve
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -256,6 +254,7 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
 
 def run_prune(args: argparse.Namespace) -> dict:
     """Do the whole ``prune`` command; returns the report dict."""
+    from spectra.files import atomic_path
     from spectra.models import load_model
     from spectra.options import options_from_namespace
 
@@ -275,38 +274,31 @@ def run_prune(args: argparse.Namespace) -> dict:
     if settings.needs_calibration():
         resolve_data_file(settings.calibration.dataset, data_dir)
     progress = not args.quiet
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    if directory is not None:
-        from pruning.stream import output_nbytes
+    with atomic_path(out, directory=True) as tmp:  # the folder appears under --out only once complete
+        if directory is not None:
+            from pruning.stream import output_nbytes
 
-        parse_size(o.shard_size)
-        check_disk(out.parent, output_nbytes(directory, dtype))
-        try:
+            parse_size(o.shard_size)
+            check_disk(out.parent, output_nbytes(directory, dtype))
             lm, result, dense, pruned, save_s = _prune_streamed(o, settings, directory, tmp, ev, device, dtype,
                                                                 progress)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    else:
-        lm = load_model(args.model, dtype=dtype, device="cpu")
-        check_disk(out.parent, sum(p.numel() * p.element_size() for p in lm.model.parameters()))
-        dense = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device) if o.dense_eval else {}
-        result = prune_model(lm, None, settings, progress=progress, device=None if device.type == "cpu" else device)
-        pruned = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device)
-        t = time.perf_counter()
-        lm.model.save_pretrained(tmp, safe_serialization=True)
-        lm.tokenizer.save_pretrained(tmp)
-        save_s = time.perf_counter() - t
-    report = build_report(result, lm, dense, pruned, extra={
-        "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"]},
-        "saved": {"dir": str(out), "seconds": round(save_s, 3)},
-        "compute": {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "stream": directory is not None}})
-    write_json_atomic(tmp / "report.json", report)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        else:
+            lm = load_model(args.model, dtype=dtype, device="cpu")
+            check_disk(out.parent, sum(p.numel() * p.element_size() for p in lm.model.parameters()))
+            dense = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device) if o.dense_eval else {}
+            result = prune_model(lm, None, settings, progress=progress,
+                                 device=None if device.type == "cpu" else device)
+            pruned = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device)
+            t = time.perf_counter()
+            lm.model.save_pretrained(tmp, safe_serialization=True)
+            lm.tokenizer.save_pretrained(tmp)
+            save_s = time.perf_counter() - t
+        report = build_report(result, lm, dense, pruned, extra={
+            "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"]},
+            "saved": {"dir": str(out), "seconds": round(save_s, 3)},
+            "compute": {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                        "stream": directory is not None}})
+        write_json_atomic(tmp / "report.json", report)
     for ds in ev["datasets"]:
         d = dense.get(ds, {}).get("ppl")
         p = pruned.get(ds)

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spectra.files import atomic_path
+
 from pruning.cli.common import add_allocation_options, allocation_from_args
 
 __all__ = ["add_parser", "main"]
@@ -86,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"the folder of --out ({out.parent}) does not exist")
         names = block_matrix_names(args.model)
         recipe = build_recipe(names, _sparsities(args, names), args.pruner, args.nm)
-        out.write_text(to_yaml(recipe) + "\n")
+        with atomic_path(out) as tmp:
+            tmp.write_text(to_yaml(recipe) + "\n")
         values = next(iter(recipe["sparsity_stage"]["sparsity_modifiers"].values()))["sparsity"]
         print(f"wrote {out}: {MODIFIERS[args.pruner]}, {len(values)} matrices, sparsity {min(values):.4f}–"
               f"{max(values):.4f}; run it with llm-compressor (in its own environment):\n")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from spectra.config import cache_dir, data_dirs, offline
+from spectra.files import atomic_path
 
 __all__ = [
     "DataNotFoundError",
@@ -175,9 +176,8 @@ def _download(key: str) -> Path:
         import pandas as pd
 
         rows = pd.read_parquet(fetched[0])["text"].tolist()
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text("".join(r if r else " \n" for r in rows), encoding="utf-8")
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            tmp.write_text("".join(r if r else " \n" for r in rows), encoding="utf-8")
         fetched[0].unlink()
     elif key == "c4":
         import pandas as pd
@@ -188,9 +188,8 @@ def _download(key: str) -> Path:
                 docs.append(json.loads(line))
                 if len(docs) == _C4_TOTAL_DOCS:
                     break
-        tmp = target.with_suffix(".tmp")
-        pd.DataFrame(docs).to_parquet(tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            pd.DataFrame(docs).to_parquet(tmp)
         fetched[0].unlink()
     elif key == "piqa":
         fetched[0].replace(target.parent / "valid.jsonl")

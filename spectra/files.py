@@ -1,0 +1,98 @@
+"""Files the project writes: whole or not at all, and short-lived handover files kept to a bound.
+
+* :func:`atomic_path` — every result, cache and report file is written under a temporary name in its own folder and
+  renamed over the target only once complete (``os.replace`` is atomic on one file system), so an interrupted write
+  never leaves a half file under the real name and never destroys the previous one.
+* :func:`scratch_file` — a new file under ``<cache>/scratch/<kind>/`` for data one process hands to itself later
+  (the app's last pruned model, an allocation handed to a prune). The folder keeps at most ``keep`` files, none older
+  than ``max_age_s``, and a process removes its own scratch files when it exits: a killed app cannot fill the disk.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator, Union
+
+from spectra.config import cache_dir
+
+PathLike = Union[str, "os.PathLike[str]"]
+SCRATCH_MAX_AGE_S = 24 * 3600.0
+_OWN_SCRATCH: set[Path] = set()
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (not yet created unless ``directory``); when the block ends normally
+    it replaces ``path`` (``os.replace``; a folder target is removed first), when it raises the temporary is removed
+    and ``path`` is untouched. The parent folder must exist."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if directory and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def scratch_file(kind: str, suffix: str = "", keep: int = 4, max_age_s: float = SCRATCH_MAX_AGE_S) -> Path:
+    """The path of a new (not yet existing) file in ``<cache>/scratch/<kind>/``, after removing the files there
+    older than ``max_age_s`` and all but the ``keep - 1`` newest, so the folder holds at most ``keep`` once it is
+    written. It is removed when this process exits; a reader must allow it to be gone (another process's bound)."""
+    if keep < 1:
+        raise ValueError(f"keep={keep}: a scratch folder keeps at least 1 file")
+    folder = cache_dir(f"scratch/{kind}")
+    prune_scratch(folder, keep - 1, max_age_s)
+    path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+    _OWN_SCRATCH.add(path)
+    return path
+
+
+def prune_scratch(folder: Path, keep: int, max_age_s: float = SCRATCH_MAX_AGE_S) -> list[Path]:
+    """Remove from ``folder`` the entries older than ``max_age_s`` seconds and all but the ``keep`` newest;
+    returns what was removed (oldest first)."""
+    now = time.time()
+    entries = sorted((p for p in folder.iterdir()), key=_mtime)
+    old = [p for p in entries if now - _mtime(p) > max_age_s]
+    young = [p for p in entries if p not in old]
+    removed = old + young[:max(0, len(young) - keep)]
+    for p in removed:
+        _remove(p)
+    return removed
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def remove_scratch(path: PathLike) -> None:
+    """Remove one scratch file now (a newer one replaces it)."""
+    p = Path(path)
+    _remove(p)
+    _OWN_SCRATCH.discard(p)
+
+
+@atexit.register
+def _remove_own_scratch() -> None:
+    for p in list(_OWN_SCRATCH):
+        _remove(p)
+    _OWN_SCRATCH.clear()

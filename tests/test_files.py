@@ -1,0 +1,73 @@
+"""spectra.files: writes are whole or not at all; scratch folders stay bounded and a process removes its own."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spectra.files import atomic_path, prune_scratch, scratch_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "table.json"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and not tmp.exists() and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # not visible before the block ends
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]
+
+
+def test_atomic_path_directory_replaces_the_folder(tmp_path):
+    out = tmp_path / "pruned"
+    out.mkdir()
+    (out / "stale.bin").write_text("x")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(out, directory=True) as tmp:
+            (tmp / "model.safetensors").write_text("half")
+            raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.iterdir()] == ["pruned"] and (out / "stale.bin").exists()
+    with atomic_path(out, directory=True) as tmp:
+        assert tmp.is_dir()
+        (tmp / "model.safetensors").write_text("w")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pruned"]
+
+
+def test_scratch_folder_is_bounded_by_count_and_age(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
+    made, base = [], time.time() - 100
+    for i in range(6):
+        p = scratch_file("toy", ".bin", keep=3)
+        p.write_bytes(b"x" * 10)
+        os.utime(p, (base + i, base + i))  # strictly increasing ages, however fast the loop
+        made.append(p)
+    folder = tmp_path / "scratch" / "toy"
+    assert made[0].parent == folder
+    assert sorted(folder.iterdir()) == sorted(made[3:])  # the newest 3: each new file pushed out the oldest
+    now = time.time()
+    os.utime(made[3], (now - 7200, now - 7200))
+    os.utime(made[4], (now - 60, now - 60))
+    os.utime(made[5], (now, now))
+    assert prune_scratch(folder, keep=10, max_age_s=3600) == [made[3]]  # older than an hour, however many are kept
+    assert sorted(folder.iterdir()) == sorted(made[4:])
+    with pytest.raises(ValueError, match="keep=0"):
+        scratch_file("toy", keep=0)
+
+
+def test_a_process_removes_its_own_scratch_files_at_exit(tmp_path):
+    code = ("from spectra.files import scratch_file\n"
+            "p = scratch_file('toy', '.bin'); p.write_bytes(b'x'); print(p, flush=True)")
+    env = {**os.environ, "SPL_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert Path(out).parent == tmp_path / "scratch" / "toy" and not Path(out).exists()

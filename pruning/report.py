@@ -25,11 +25,11 @@ def model_record(lm, fingerprint: bool = True) -> dict:
     if wdir is not None:
         rec["weights_dir"] = str(wdir)
         if fingerprint:
-            from spectra.models import files_fingerprint, weight_files
+            from spectra.models import files_sha256, weight_files
 
             files = weight_files(Path(wdir))
             if files:
-                rec["weights_sha256"] = files_fingerprint(files)
+                rec["weights_sha256"] = files_sha256(files)  # memoised: a report does not re-read the weights
     return rec
 
 

@@ -79,11 +79,11 @@ def _iterate(src: _Source, settings: AnalysisSettings) -> tuple[Iterator, Option
 
 
 def _fingerprint(src: _Source, settings: AnalysisSettings) -> Optional[str]:
-    from .results import files_sha256, tensor_sha256_update
+    from .results import tensor_sha256_update
     from .weights import iter_model_weights
 
     if src.kind == "stream":
-        from .models import weight_files
+        from .models import files_sha256, weight_files
 
         return files_sha256(weight_files(src.directory))
     digest = hashlib.sha256()

@@ -16,11 +16,13 @@ weights are read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -264,10 +266,9 @@ def _load_from_gguf(directory: Path, gguf_file: str, dtype, trust_remote_code: b
 
 
 def gguf_cache_dir(gguf_path: Path) -> Path:
-    """Cache directory of the safetensors conversion of a GGUF file (keyed by its name, size and mtime)."""
-    st = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
+    """Cache directory of the safetensors conversion of a GGUF file, keyed by the file's content
+    (:func:`files_sha256`): every install of the same GGUF (one per virtual environment) shares one conversion."""
+    return cache_dir("models") / f"{gguf_path.stem}-{files_sha256([gguf_path])[:16]}"
 
 
 def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Path:
@@ -287,7 +288,23 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "spl_source.json").write_text(json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}))
+    remove_orphan_conversions(target.parent)
     return target
+
+
+def remove_orphan_conversions(models_dir: Path) -> list[Path]:
+    """Remove the GGUF conversions in ``models_dir`` whose source file (``spl_source.json``) no longer exists (a
+    removed virtual environment's copy of the built-in model, say); returns what was removed."""
+    removed = []
+    for d in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            source = Path(json.loads((d / "spl_source.json").read_text())["gguf"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a conversion of ours (or one being written): leave it
+        if not source.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def builtin_model_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -373,7 +390,7 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
 
 
 def files_fingerprint(paths: list[Path]) -> str:
-    """sha256 over the bytes of the given files (sorted by name): identifies weights by content."""
+    """sha256 over the names and bytes of the given files (sorted by name): identifies weights by content."""
     digest = hashlib.sha256()
     for p in sorted(paths, key=lambda q: q.name):
         digest.update(p.name.encode())
@@ -381,3 +398,22 @@ def files_fingerprint(paths: list[Path]) -> str:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """:func:`files_fingerprint`, memoised in ``<cache>/spectra/fingerprints.json`` by (resolved path, size,
+    mtime_ns), so that unchanged files are read once."""
+    paths = sorted((Path(p) for p in paths), key=lambda q: q.name)
+    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+    memo_file = cache_dir("spectra") / "fingerprints.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    key = hashlib.sha256(stamp.encode()).hexdigest()
+    if key not in memo:
+        memo[key] = files_fingerprint(paths)
+        with contextlib.suppress(OSError):  # a read-only cache only costs the re-read next time
+            with atomic_path(memo_file) as tmp:
+                tmp.write_text(json.dumps(memo))
+    return memo[key]

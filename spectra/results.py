@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -148,34 +148,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
 def _spectra_cache_dir() -> Path:
     from .config import cache_dir
 
-    d = cache_dir() / "spectra"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def files_sha256(paths: Iterable[Path]) -> str:
-    """sha256 over the weight files' names and bytes (``spectra.models.files_fingerprint``), memoised on disk by
-    (resolved path, size, mtime_ns) so that re-analysing unchanged files does not re-read them."""
-    from .models import files_fingerprint
-
-    paths = sorted((Path(p) for p in paths), key=lambda q: q.name)
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
-    memo_file = _spectra_cache_dir() / "fingerprints.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    key = hashlib.sha256(stamp.encode()).hexdigest()
-    if key in memo:
-        return memo[key]
-    digest = files_fingerprint(paths)
-    memo[key] = digest
-    try:
-        with atomic_path(memo_file) as tmp:
-            tmp.write_text(json.dumps(memo))
-    except OSError:
-        pass
-    return digest
+    return cache_dir("spectra")
 
 
 def tensor_sha256_update(digest: "hashlib._Hash", name: str, tensor: Any) -> None:

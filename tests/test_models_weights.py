@@ -245,3 +245,33 @@ def test_base_prefix_table_matches_transformers():
     # an unknown family falls back to transformers: a real config of a family outside the table
     assert "phi" not in BASE_PREFIXES
     assert base_prefix(transformers.PhiConfig(num_hidden_layers=1).to_dict()) == transformers.PhiForCausalLM.base_model_prefix
+
+
+def test_gguf_conversion_is_keyed_by_content_and_orphans_are_removed(tmp_path, monkeypatch):
+    """Every virtual environment installs its own copy of the built-in GGUF. The conversion cache was keyed by the
+    copy's path, so each new environment (each CI run) added another 0.5 GB conversion of the same bytes; it is keyed
+    by content now, and conversions whose source file is gone are removed."""
+    import json
+    import shutil
+
+    from spectra.models import files_fingerprint, gguf_cache_dir, remove_orphan_conversions
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
+    a = tmp_path / "venv-a" / "m.gguf"
+    b = tmp_path / "venv-b" / "m.gguf"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    a.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    shutil.copy(a, b)
+    assert gguf_cache_dir(a) == gguf_cache_dir(b)
+    assert gguf_cache_dir(a).name == "m-" + files_fingerprint([a])[:16]
+    b.write_bytes(b"GGUF" + bytes(range(256)) * 63)  # other bytes: another conversion
+    assert gguf_cache_dir(b) != gguf_cache_dir(a)
+
+    models = tmp_path / "cache" / "models"
+    for name, source in (("kept", a), ("orphan", tmp_path / "gone" / "m.gguf")):
+        (models / name).mkdir(parents=True)
+        (models / name / "spl_source.json").write_text(json.dumps({"gguf": str(source), "size": 1}))
+    (models / "foreign").mkdir()  # no spl_source.json: not ours, never touched
+    assert remove_orphan_conversions(models) == [models / "orphan"]
+    assert sorted(p.name for p in models.iterdir()) == ["foreign", "kept"]

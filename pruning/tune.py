@@ -173,8 +173,14 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
 
         table = weight_table(model)
         table = table[table["block"] >= 0].reset_index(drop=True)
-        weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}  # (out, in) copies
+        # OWL needs the dense weights only for its outlier ratios: computed once per M here, so that no second copy
+        # of the weights (DenseWeights holds one) lives through the search and no candidate recomputes them
+        t0 = time.perf_counter()
+        weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}  # (out, in)
         norms = {name: st.sq_norm for name, st in stats.layers.items()}
+        owl_ratios = {float(M): owl_outlier_ratios(weights, norms, float(M)) for M in settings.owl_Ms}
+        del weights
+        result["owl_ratio_seconds"] = round(time.perf_counter() - t0, 3)
 
     def score(alloc_sparsity, label: dict) -> dict:
         t0 = time.perf_counter()
@@ -196,8 +202,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
                 alloc = allocate(metrics, "alphapruning", settings.sparsity, lam=lam,
                                  max_sparsity=settings.max_sparsity)
             else:
-                ratios = owl_outlier_ratios(weights, norms, M)
-                alloc = allocate(table, "owl", settings.sparsity, outlier_ratios=ratios, owl_lambda=lam, owl_M=M,
+                alloc = allocate(table, "owl", settings.sparsity, outlier_ratios=owl_ratios[M], owl_lambda=lam, owl_M=M,
                                  max_sparsity=settings.max_sparsity)
             alloc_s = time.perf_counter() - t0
             row = score(dict(zip(alloc["longname"], alloc["sparsity"].astype(float))), {"lam": lam, "owl_M": M})

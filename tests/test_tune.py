@@ -118,6 +118,38 @@ def test_tune_scores_held_out_text_resumes_and_refuses_the_test_set(builtin, tmp
     assert len(calls) == 2  # the uniform reference and λ = 0.5 only
 
 
+def test_tune_owl_scores_the_owl_allocation_of_the_dense_weights(builtin, tmp_path, monkeypatch):
+    """OWL's (λ, M) search: every candidate prunes with ``allocate(..., "owl")`` on the outlier ratios of the *dense*
+    weights and the dense statistics; the ratios are computed once per M, not once per candidate."""
+    import pruning.allocation as allocation_mod
+    import pruning.tune as tune_mod
+    from pruning.allocation import allocate, owl_outlier_ratios
+    from spectra.weights import weight_table
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
+    s = TuneSettings(allocation="owl", pruner="wanda", sparsity=0.6, lams=[0.05, 0.1], owl_Ms=[3.0, 5.0],
+                     calib=CalibrationSettings(nsamples=2, seqlen=64), eval_seqlen=64, eval_windows=2)
+    ratio_calls, pruned_with = [], []
+    monkeypatch.setattr(allocation_mod, "owl_outlier_ratios",
+                        lambda *a, **k: ratio_calls.append(a[2]) or owl_outlier_ratios(*a, **k))
+    real = tune_mod.prune_from_stats
+    monkeypatch.setattr(tune_mod, "prune_from_stats", lambda *a, **k: pruned_with.append(a[2]) or real(*a, **k))
+    res = tune(builtin, s, None, log=lambda m: None)
+    assert ratio_calls == [3.0, 5.0]
+    assert [(r["lam"], r["owl_M"]) for r in res["rows"]] == [(0.05, 3.0), (0.1, 3.0), (0.05, 5.0), (0.1, 5.0)]
+    assert pruned_with[0] == 0.6  # the uniform reference first
+    stats = dense_stats(builtin.model, builtin.tokenizer, s.calib)  # from the cache tune wrote
+    norms = {name: st.sq_norm for name, st in stats.layers.items()}
+    dense = _weights(builtin.model)  # tune leaves the model dense
+    table = weight_table(builtin.model)
+    table = table[table["block"] >= 0].reset_index(drop=True)
+    for (lam, M), used in zip([(0.05, 3.0), (0.1, 3.0), (0.05, 5.0), (0.1, 5.0)], pruned_with[1:]):
+        ref = allocate(table, "owl", 0.6, outlier_ratios=owl_outlier_ratios(dense, norms, M), owl_lambda=lam,
+                       owl_M=M, max_sparsity=s.max_sparsity)
+        assert used == dict(zip(ref["longname"], ref["sparsity"].astype(float)))
+    assert len(set(map(lambda d: tuple(sorted(d.items())), pruned_with[1:]))) == 4  # λ and M both matter
+
+
 def test_final_prune_scores_chosen_and_uniform_sequentially_and_restores_the_model(builtin, tmp_path, monkeypatch):
     from pruning.tune import final_prune
 

@@ -67,10 +67,10 @@ def scratch_file(kind: str, suffix: str = "", keep: int = 4, max_age_s: float = 
 def prune_scratch(folder: Path, keep: int, max_age_s: float = SCRATCH_MAX_AGE_S) -> list[Path]:
     """Remove from ``folder`` the entries older than ``max_age_s`` seconds and all but the ``keep`` newest;
     returns what was removed (oldest first)."""
-    now = time.time()
-    entries = sorted((p for p in folder.iterdir()), key=_mtime)
-    old = [p for p in entries if now - _mtime(p) > max_age_s]
-    young = [p for p in entries if p not in old]
+    oldest_kept = time.time() - max_age_s
+    entries = sorted((_mtime(p), p) for p in folder.iterdir())
+    old = [p for t, p in entries if t < oldest_kept]
+    young = [p for t, p in entries if t >= oldest_kept]
     removed = old + young[:max(0, len(young) - keep)]
     for p in removed:
         _remove(p)
@@ -80,7 +80,7 @@ def prune_scratch(folder: Path, keep: int, max_age_s: float = SCRATCH_MAX_AGE_S)
 def _mtime(p: Path) -> float:
     try:
         return p.stat().st_mtime
-    except FileNotFoundError:
+    except FileNotFoundError:  # removed meanwhile (another process's bound): counts as oldest
         return 0.0
 
 

@@ -52,7 +52,6 @@ EIG_LABEL = "eigenvalue λ of WᵀW (squared singular value, log scale)"
 DENSITY_LABEL = "density (1/λ, log scale)"
 
 
-
 def new_figure(*data: Any) -> go.Figure:
     """``go.Figure(*data)`` with the ``plotly_white`` template of every chart here.
 

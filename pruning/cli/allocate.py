@@ -107,10 +107,7 @@ def main(args: argparse.Namespace) -> int:
         if args.method not in ALLOCATION_METHODS:
             raise _UserError(f"unknown allocation method {args.method!r}; choose one of: "
                              f"{', '.join(ALLOCATION_METHODS)}")
-        if args.exclude_flagged and args.method != "alphapruning":
-            raise _UserError(f"--exclude-flagged applies to --method alphapruning (its power-law fits), not "
-                             f"{args.method!r}")
-        settings = allocation_from_args(args.method, args)  # every value checked before the files are read
+        settings = allocation_from_args(args.method, args)  # every value (and --exclude-flagged's method) checked
         out = Path(args.out) if args.out else None
         if out is not None:
             if out.suffix.lower() not in (".json", ".csv"):

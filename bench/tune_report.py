@@ -37,10 +37,11 @@ def main(paths: list[str]) -> None:
     for p in paths:
         r = json.loads(Path(p).read_text())
         dense = r["dense"]["ppl"]
+        windows = f"{r['settings']['eval_windows']} × {r['settings']['eval_seqlen']}"  # as the search ran
         for line in rows(Path(p)):
             print(line)
     if dense is not None:
-        print(f"\ndense held-out C4 (8 × 256) perplexity: {dense:.2f}")
+        print(f"\ndense held-out C4 ({windows}) perplexity: {dense:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 14's closing-note table: the tuned allocation at 70 % on the built-in model, for Wanda and SparseGPT, with
+# bench/RESULTS_tune.md: the tuned allocation at 70 % on the built-in model, for Wanda and SparseGPT, with
 # AlphaPruning (λ) and OWL (λ, M). Each run: dense C4 statistics (16 × 256 calibration tokens, seed 0), every
 # candidate pruned one-shot from them and scored on 8 × 256 held-out C4 validation windows (documents 1000–1999),
 # then --final: the sequential (reference) prune at the chosen value and at uniform, each scored on the same

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, allocate, allocation_to_json, save_allocation
-from pruning.cli.common import add_allocation_options, allocation_from_args
+from pruning.cli.common import add_allocation_options, allocation_from_args, one_line_errors
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -103,7 +103,7 @@ def _load_weights(source: str) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``allocate``; returns the exit status (0 ok, 2 user error with one ``error:`` line on stderr)."""
-    try:
+    def run() -> None:
         if args.method not in ALLOCATION_METHODS:
             raise _UserError(f"unknown allocation method {args.method!r}; choose one of: "
                              f"{', '.join(ALLOCATION_METHODS)}")
@@ -134,11 +134,8 @@ def main(args: argparse.Namespace) -> int:
                   f"{info['mean_sparsity']:.6f}" + (f" ({info['note']})" if "note" in info else ""))
         else:
             print(json.dumps(allocation_to_json(df), indent=1))
-        return 0
-    except (_UserError, ValueError, FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+
+    return one_line_errors(run, (_UserError, ValueError, OSError))
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:

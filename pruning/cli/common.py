@@ -1,7 +1,8 @@
 """Parsing of the CLI's option values, shared by every sub-command: one-line ``ValueError`` naming the option."""
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
 
 def parse_number(name: str, text, kind=float, lo: Optional[float] = None, hi: Optional[float] = None,
@@ -54,3 +55,23 @@ def allocation_from_args(method: str, args):
     from pruning.settings import AllocationSettings
 
     return options_from_namespace(AllocationSettings, args, allocation=method)
+
+
+def one_line_errors(run: Callable[[], object], errors: tuple = (ValueError, OSError)) -> int:
+    """Run a sub-command's ``run()`` (its return value is ignored); a user mistake (one of ``errors``;
+    SpectraError, DataNotFoundError and AllocationError are ValueErrors) prints one ``error: ...`` line (the
+    message's first line) on stderr.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 2 after a mistake.
+    """
+    try:
+        run()
+    except errors as exc:
+        lines = str(exc).strip().splitlines()
+        msg = " ".join(lines[0].split()) if lines else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0

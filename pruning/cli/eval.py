@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from pruning.evaluation.data import EVAL_DATASETS, DataNotFoundError, canonical_name, resolve_data_file
+from pruning.cli.common import one_line_errors
+from pruning.evaluation.data import EVAL_DATASETS, canonical_name, resolve_data_file
 
 __all__ = ["add_parser", "main", "run_eval"]
 
@@ -185,15 +186,7 @@ def _run_blockwise(args: argparse.Namespace, device, dtype, directory, progress:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning eval``; returns the exit status (2 with one error line on mistakes)."""
-    from spectra.errors import SpectraError
-
-    try:
-        run_eval(args)
-    except (DataNotFoundError, SpectraError, ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    return 0
+    return one_line_errors(lambda: run_eval(args))
 
 
 if __name__ == "__main__":  # python -m pruning.cli.eval ... (same options as `python -m pruning eval`)

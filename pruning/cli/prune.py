@@ -13,9 +13,10 @@ and weight hash). An existing DIR is never replaced without ``--overwrite``. Eve
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+
+from pruning.cli.common import one_line_errors
 
 
 __all__ = ["add_parser", "main", "parse_pruner_options", "run_prune", "settings_from_args"]
@@ -317,10 +318,4 @@ def run_prune(args: argparse.Namespace) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning prune``; 0 on success, 2 with one ``error:`` line on user mistakes."""
-    try:
-        run_prune(args)
-    except (ValueError, OSError) as exc:  # SpectraError, DataNotFoundError, AllocationError are ValueErrors
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    return 0
+    return one_line_errors(lambda: run_prune(args))

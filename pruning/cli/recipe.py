@@ -14,12 +14,11 @@ order of its modules. Every user mistake ends with one ``error: ...`` line on st
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from spectra.files import atomic_path
 
-from pruning.cli.common import add_allocation_options, allocation_from_args
+from pruning.cli.common import add_allocation_options, allocation_from_args, one_line_errors
 
 __all__ = ["add_parser", "main"]
 
@@ -78,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning export-recipe``; 0 on success, 2 with one ``error:`` line."""
     from pruning.recipe import MODIFIERS, block_matrix_names, build_recipe, oneshot_snippet, to_yaml
 
-    try:
+    def run() -> None:
         if args.pruner not in MODIFIERS:
             raise ValueError(f"--pruner must be one of: {', '.join(MODIFIERS)} (llm-compressor's modifiers)")
         out = Path(args.out).expanduser()
@@ -98,8 +97,5 @@ def main(args: argparse.Namespace) -> int:
         src = resolve_source(args.model)
         model = src.ref if src.kind == "hub" else str(weights_dir(src))
         print(oneshot_snippet(model, str(out)))
-        return 0
-    except (ValueError, OSError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+
+    return one_line_errors(run)

@@ -13,9 +13,8 @@ none,2:4`` both. Every user mistake ends with one ``error: ...`` line on stderr 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from pruning.cli.common import parse_list, parse_number
+from pruning.cli.common import one_line_errors, parse_list, parse_number
 from pruning.cli.prune import add_common_arguments, eval_options, parse_pruner_options, settings_from_args
 
 __all__ = ["add_parser", "main", "spec_from_args"]
@@ -74,17 +73,14 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning sweep``; 0 on success, 2 with one ``error:`` line on user mistakes."""
     from pruning.sweep import expand, run_sweep
 
-    try:
+    def run() -> None:
         spec = spec_from_args(args)
         cells = expand(spec)
         print(f"sweep: {len(cells)} cells (+ dense) → {args.out}", flush=True)
         table = run_sweep(spec, args.out, progress=not args.quiet, log=lambda m: print(m, flush=True))
-    except (ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    cols = [c for c in ("kind", "pruner", "allocation", "sparsity", "nm", "lam", "ppl", "achieved_sparsity")
-            if c in table]
-    print(table[cols].to_string(index=False))
-    return 0
+        cols = [c for c in ("kind", "pruner", "allocation", "sparsity", "nm", "lam", "ppl", "achieved_sparsity")
+                if c in table]
+        print(table[cols].to_string(index=False))
+
+    return one_line_errors(run)
 

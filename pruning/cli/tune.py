@@ -6,9 +6,10 @@ User mistakes print one ``error: ...`` line on stderr and exit with 2, before an
 from __future__ import annotations
 
 import argparse
-import sys
 
-from pruning.cli.common import parse_number
+from typing import Optional
+
+from pruning.cli.common import one_line_errors, parse_number
 
 __all__ = ["add_parser", "main"]
 
@@ -31,8 +32,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--final", action="store_true",
                    help="then prune sequentially (the reference loop) at the chosen value and at uniform sparsity, and "
                         "score both on the held-out windows and on WikiText-2 test")
-    p.add_argument("--eval-seqlen", default="512", help="--final: WikiText-2 window length (default 512)")
-    p.add_argument("--eval-windows", default=None, help="--final: first N WikiText-2 windows (default all)")
+    # own destinations: TuneSettings' eval_seqlen / eval_windows are the held-out --tune-seqlen / --max-windows
+    p.add_argument("--eval-seqlen", dest="final_seqlen", default=None,
+                   help="--final: WikiText-2 window length (default 512)")
+    p.add_argument("--eval-windows", dest="final_windows", default=None,
+                   help="--final: first N WikiText-2 windows (default all)")
     p.add_argument("--out", required=True, help="tune JSON to write (resumed when its settings match)")
     p.set_defaults(func=main)
     return p
@@ -49,21 +53,31 @@ def settings_from_args(args: argparse.Namespace):
     return options_from_namespace(TuneSettings, args, calib=calib)
 
 
+def final_from_args(args: argparse.Namespace) -> Optional[tuple[int, Optional[int]]]:
+    """``(WikiText-2 window length, first N windows or None)`` of ``--final``, or None without ``--final``;
+    checked here, before the search (one-line ValueError naming the flag)."""
+    if not args.final:
+        if args.final_seqlen is not None or args.final_windows is not None:
+            raise ValueError("--eval-seqlen / --eval-windows set the WikiText-2 windows of --final; add --final (the "
+                             "held-out windows of the search are --max-windows and --tune-seqlen)")
+        return None
+    seqlen = parse_number("eval-seqlen", "512" if args.final_seqlen is None else args.final_seqlen, int, lo=1)
+    return seqlen, parse_number("eval-windows", args.final_windows, int, lo=1, allow_none=True)
+
+
 def main(args: argparse.Namespace) -> int:
     from spectra.models import load_model
 
     from pruning.report import write_json_atomic
     from pruning.tune import final_prune, tune
 
-    try:
+    def run() -> None:
         s = settings_from_args(args)
+        final = final_from_args(args)
         lm = load_model(args.model)
         result = tune(lm, s, args.out)
-        if args.final:
-            result["final"] = final_prune(lm, s, result["best"], parse_number("eval-seqlen", args.eval_seqlen, int, lo=1),
-                                          parse_number("eval-windows", args.eval_windows, int, lo=1, allow_none=True))
+        if final is not None:
+            result["final"] = final_prune(lm, s, result["best"], *final)
             write_json_atomic(args.out, result)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    return 0
+
+    return one_line_errors(run)

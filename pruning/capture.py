@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import torch
 
+from spectra.weights import stores_in_out
 
-class StopForward(Exception):
-    """Raised by a capture hook to end a forward pass once the inputs it wants are recorded."""
+from pruning.blocks import StopForward
 
 
 @torch.no_grad()
 def capture_layer_inputs(model: torch.nn.Module, name: str, calib: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, X) of the layer ``name`` of ``model``: its weight (out, in) and its inputs on the calibration windows
-    ``calib`` (n, seqlen), one row per token, both float32.
+    """(W, X) of the layer ``name`` of ``model``: its weight (out, in), also for GPT-2's (in, out) ``Conv1D``, and
+    its inputs on the calibration windows ``calib`` (n, seqlen), one row per token, both float32.
 
     A forward pre-hook on the layer records its input and raises :class:`StopForward`, so each window (one forward
     pass each, in order) runs only up to that layer. ValueError when the model has no layer ``name`` with a weight.
@@ -42,4 +42,5 @@ def capture_layer_inputs(model: torch.nn.Module, name: str, calib: torch.Tensor)
         handle.remove()
     if not captured:
         raise ValueError(f"layer {name!r} was not reached by a forward pass")
-    return module.weight.detach().to(torch.float32), torch.cat(captured)
+    W = module.weight.detach()
+    return (W.T if stores_in_out(module) else W).to(torch.float32), torch.cat(captured)

@@ -97,23 +97,27 @@ def _make_info(param: str, stored_shape: tuple, transposed: bool) -> WeightInfo:
 
 
 # ----------------------------------------------------------------------------------------------- in-memory route
+def stores_in_out(module: Optional[torch.nn.Module]) -> bool:
+    """True when ``module`` stores its weight as (in, out): GPT-2's ``Conv1D`` (``nn.Linear`` stores (out, in))."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers always has it
+        return False
+    return isinstance(module, Conv1D)
+
+
 def iter_model_weights(model: torch.nn.Module, include_embeddings: bool = False
                        ) -> Iterator[tuple[WeightInfo, torch.Tensor]]:
     """Yield ``(WeightInfo, W)`` for every 2-D block weight of an in-memory model, W detached in (out, in) layout.
 
     Tied weights (e.g. an LM head tied to the embeddings) are reported once.
     """
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except Exception:  # pragma: no cover - transformers always has it
-        Conv1D = ()
     modules = dict(model.named_modules())
     found = []
     for param, tensor in model.named_parameters():  # named_parameters de-duplicates tied tensors
         if not is_candidate(param, tuple(tensor.shape), include_embeddings):
             continue
-        owner = modules.get(param.rsplit(".", 1)[0])
-        transposed = bool(Conv1D) and isinstance(owner, Conv1D)
+        transposed = stores_in_out(modules.get(param.rsplit(".", 1)[0]))
         found.append((_make_info(param, tuple(tensor.shape), transposed), tensor))
     if not found:
         raise SpectraError("the model has no 2-D weight matrices inside transformer blocks; is it a transformer LM?")

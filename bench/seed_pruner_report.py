@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pruning.prune import method_label as _method_label  # noqa: E402
+from pruning.labels import method_label as _method_label  # noqa: E402
 
 
 def method_label(row: pd.Series) -> str:
-    """The library's label of the row's method (:func:`pruning.prune.method_label`)."""
+    """The library's label of the row's method (:func:`pruning.labels.method_label`)."""
     return _method_label(row["pruner"], json.loads(row.get("pruner_options") or "{}"), row.get("correction") or None,
                          int(row.get("gd_steps") or 0), bool(row.get("gd_precondition", True)))
 

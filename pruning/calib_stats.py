@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
+from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.pruners.base import NM, LayerStats
 from pruning.blocks import block_linears
 from pruning.sequential import SequentialResult, dense_layer_stats, prune_weights
@@ -29,10 +30,6 @@ from pruning.settings import CalibrationSettings
 
 __all__ = ["TUNE_CALIBRATION", "DenseStats", "stats_key", "dense_stats", "weights_fingerprint",
            "prune_from_stats", "DenseWeights"]
-
-#: pruners that can prune from dense statistics alone, with what they need from them
-ONE_SHOT = {"magnitude": frozenset(), "wanda": frozenset(), "sparsegpt": frozenset({"H"})}
-
 
 #: the tuning's calibration where the caller gives none: 16 × 256 tokens, a few seconds on a laptop CPU
 TUNE_CALIBRATION = CalibrationSettings(nsamples=16, seqlen=256)
@@ -156,18 +153,18 @@ class DenseWeights:
 
 
 @torch.no_grad()
-def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner: str = "wanda", nm: NM = None,
-                     pruner_options: Optional[dict] = None) -> SequentialResult:
+def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner: str = DEFAULT_PRUNER,
+                     nm: NM = None, pruner_options: Optional[dict] = None) -> SequentialResult:
     """One-shot pruning of every block linear layer from dense statistics (no forward pass).
 
-    ``sparsity``: one float or {longname: sparsity}. ``pruner`` must be one of :data:`ONE_SHOT` (SparseGPT needs
-    statistics collected with ``hessians=True``). Labelled "one-shot (dense statistics)"; not the sequential
+    ``sparsity``: one float or {longname: sparsity}. ``pruner`` must be one-shot (``PrunerSpec.one_shot``; one that
+    needs ``H``, SparseGPT, needs statistics collected with ``hessians=True``). Labelled "one-shot (dense statistics)"; not the sequential
     reference protocol (module docstring).
     """
-    if pruner not in ONE_SHOT:
-        raise ValueError(f"pruner {pruner!r} cannot prune from dense statistics; use one of {', '.join(ONE_SHOT)} "
-                         f"(or the sequential loop)")
-    if not stats.needs_ok(ONE_SHOT[pruner]):
+    if pruner not in one_shot_pruners():
+        raise ValueError(f"pruner {pruner!r} cannot prune from dense statistics; use one of "
+                         f"{', '.join(one_shot_pruners())} (or the sequential loop)")
+    if not stats.needs_ok(get_pruner(pruner).needs):
         raise ValueError(f"pruner {pruner!r} needs the Hessians in the dense statistics; collect them with "
                          f"hessians=True (--hessians)")
     return prune_weights(model, sparsity, pruner, nm, pruner_options, stats=stats.layers)

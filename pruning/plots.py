@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from pruning.prune import PRUNER_NAMES
 from spectra.plots import new_figure
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -21,38 +20,8 @@ _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star")
 SPARSITY_LABEL = "sparsity (% of weights set to zero)"
 PPL_LABEL = "perplexity (exp of mean token NLL; lower is better, log scale)"
-#: readable names of the allocation methods (legends, tables, the app's pickers)
-ALLOCATION_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
-                     "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
-#: readable names of the layer pruners (the first word of a run label such as ``wanda 2:4 +GD100``)
-PRUNER_LABELS = PRUNER_NAMES
 #: the smallest span (percentage points) of a sparsity axis, so that rounding noise never fills the plot
 MIN_SPARSITY_SPAN = 2.0
-
-
-def allocation_label(method: Any) -> str:
-    """``alphapruning`` → ``AlphaPruning``; a curve name such as ``alphapruning λ=0.2`` keeps its suffix; unknown
-    names are returned unchanged."""
-    text = str(method)
-    head, _, rest = text.partition(" ")
-    return ALLOCATION_LABELS.get(head, head) + (f" {rest}" if rest else "")
-
-
-def pruner_label_readable(label: Any) -> str:
-    """``wanda 2:4 +GD100`` → ``Wanda 2:4 +GD100`` (the pruner's readable name, the rest of the label kept)."""
-    text = str(label)
-    head, _, rest = text.partition(" ")
-    return PRUNER_LABELS.get(head, head) + (f" {rest}" if rest else "")
-
-
-def readable(results: pd.DataFrame, columns: Sequence[str] = ("allocation", "curve", "pruner")) -> pd.DataFrame:
-    """A copy of a results table whose allocation / curve / pruner columns hold readable labels
-    (:func:`allocation_label`, :func:`pruner_label_readable`), e.g. for the legend ``AlphaPruning + Wanda``."""
-    out = results.copy()
-    for c in columns:
-        if c in out.columns:
-            out[c] = [pruner_label_readable(v) if c == "pruner" else allocation_label(v) for v in out[c]]
-    return out
 
 
 def sparsity_axis_range(values_percent: Any, min_span: float = MIN_SPARSITY_SPAN) -> Optional[list[float]]:

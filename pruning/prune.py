@@ -22,43 +22,8 @@ from spectra.results import jsonable
 from pruning.sequential import prune_sequential
 from pruning.settings import LATER_FIELDS, PruneSettings
 
-__all__ = ["PruneSettings", "PruneResult", "LATER_FIELDS", "compute_allocation", "prune_model", "method_label",
-           "settings_label", "PAPER_LITERAL", "PRUNER_NAMES", "PeakRSS"]
+__all__ = ["PruneSettings", "PruneResult", "LATER_FIELDS", "compute_allocation", "prune_model", "PeakRSS"]
 
-
-
-def method_label(pruner: str, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
-                 gd_steps: int = 0, gd_precondition: bool = True) -> str:
-    """Readable name of a pruning method that says which variant ran, e.g. ``FISTAPruner (re-fit) [intra]``,
-    ``FISTAPruner (paper-literal, no re-fit) [intra]``, ``prox24 (plain step) + GD100``, ``Wanda + GD100 (plain)``.
-
-    The error-correction mode is shown when it is not the Wanda/SparseGPT reference loop (``sequential``) or the
-    pruner fits targets (FISTAPruner); the ``(ours)`` variants are the defaults, see the README."""
-    opts = dict(pruner_options or {})
-    name = PRUNER_NAMES.get(pruner, pruner)
-    if pruner == "fista":
-        name += " (paper-literal, no re-fit)" if opts.pop("refit", "cg") == "none" else " (re-fit)"
-    elif pruner == "prox24":
-        name += " (plain step)" if opts.pop("precondition", True) in (False, "false") else " (rescaled)"
-    name += "".join(f" {k}={v}" for k, v in sorted(opts.items()))
-    if correction and (pruner == "fista" or correction != "sequential"):
-        name += f" [{correction}]"
-    if gd_steps:
-        name += f" + GD{int(gd_steps)}" + ("" if gd_precondition else " (plain)")
-    return name
-
-
-#: pruner options that select each seed pruner's paper-literal variant (the defaults are ours; README)
-PAPER_LITERAL = {"fista": {"refit": "none"}, "prox24": {"precondition": False}}
-
-#: display names of the registered pruners
-PRUNER_NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "fista": "FISTAPruner",
-                "prox24": "prox24"}
-
-
-def settings_label(s: "PruneSettings") -> str:
-    """:func:`method_label` of a run's settings (its resolved correction mode)."""
-    return method_label(s.pruner.name, s.pruner.options, s.resolved_correction(), s.gd.steps, s.gd.precondition)
 
 
 @dataclass

@@ -12,8 +12,12 @@ import json
 import re
 from typing import Optional
 
-#: our pruner name → llm-compressor modifier class
-MODIFIERS = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
+from pruning.pruners import PRUNERS
+
+
+def modifiers() -> dict:
+    """Our pruner name → llm-compressor's modifier class of the same method (``PrunerSpec.llmc_modifier``)."""
+    return {name: spec.llmc_modifier for name, spec in PRUNERS.items() if spec.llmc_modifier}
 
 
 def block_matrix_names(source=None) -> list[str]:
@@ -55,15 +59,16 @@ def build_recipe(names: list[str], sparsity: dict, pruner: str, nm: Optional[str
                  head: str = "lm_head", options: Optional[dict] = None) -> dict:
     """The recipe dict: one stage, one modifier with ``sparsity`` = [sparsity[n] for n in names] (``names`` in
     ``named_modules()`` order), ``targets`` = :func:`targets_regex`, ``ignore`` = [head], ``mask_structure``."""
-    if pruner not in MODIFIERS:
-        raise ValueError(f"llm-compressor has no modifier for pruner {pruner!r}; choose one of: {', '.join(MODIFIERS)}")
+    known = modifiers()
+    if pruner not in known:
+        raise ValueError(f"llm-compressor has no modifier for pruner {pruner!r}; choose one of: {', '.join(known)}")
     missing = [n for n in names if n not in sparsity]
     if missing:
         raise ValueError(f"the allocation has no sparsity for {missing[0]} (and {len(missing) - 1} more); "
                          f"was it made for another model?")
     mod = {"sparsity": [round(float(sparsity[n]), 6) for n in names], "mask_structure": nm or "0:0",
            "targets": [targets_regex(names)], "ignore": [head], **(options or {})}
-    return {"sparsity_stage": {"sparsity_modifiers": {MODIFIERS[pruner]: mod}}}
+    return {"sparsity_stage": {"sparsity_modifiers": {known[pruner]: mod}}}
 
 
 def _yaml_scalar(v) -> str:

@@ -72,7 +72,7 @@ def build_report(result, lm=None, dense_ppl: Optional[dict] = None, pruned_ppl: 
 
 
 def _label(s) -> str:
-    from pruning.prune import settings_label
+    from pruning.labels import settings_label
 
     return settings_label(s)
 

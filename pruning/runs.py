@@ -1,53 +1,21 @@
-"""Pruning runs as the app and the notebooks show them: short run labels, pattern checks and sweep tables reshaped
-into one row per pruned model.
-
-The short run label (``sparsegpt 2:4 +GD100``, :func:`run_label`) keeps the pruner's id as its first word, so that
-:func:`pruning.plots.readable` turns it into the readable name of :data:`pruning.prune.PRUNER_NAMES`
-(``SparseGPT 2:4 +GD100``); the sweep log spells the same runs in full with :func:`pruning.prune.method_label`.
+"""Pruning runs as the app and the notebooks show them: pattern checks and sweep tables reshaped into one row per
+pruned model, each named by its short run label (:func:`pruning.labels.run_label`).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import numpy as np
 import pandas as pd
 
-from pruning.prune import PAPER_LITERAL
+from pruning.labels import is_paper_literal, run_label
 from pruning.pruners import get_pruner
 
 #: column spellings :func:`normalize_results` renames to ``allocation / pruner / sparsity / lam / ppl``
 RESULT_COLUMN_ALIASES = {"allocation": ("allocation", "method", "alloc"), "pruner": ("pruner",),
                          "sparsity": ("sparsity", "target_sparsity", "S"), "lam": ("lam", "lambda", "epsilon"),
                          "ppl": ("ppl", "perplexity", "wikitext2_ppl", "ppl_wikitext2")}
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
-
-
-def run_label(pruner: str, nm: Optional[str] = None, gd_steps: Optional[int] = 0, gd_precondition: bool = True,
-              literal: bool = False) -> str:
-    """A run's pruner as shown in tables and curves: ``sparsegpt 2:4 +GD100`` (`` plain`` after the GD steps for the
-    paper's plain GD step, ``(paper-literal)`` for FISTA without re-fit / prox24 with plain steps,
-    :data:`pruning.prune.PAPER_LITERAL`). ``nm`` None / "" / "unstructured" / NaN and ``gd_steps`` None / NaN / 0
-    add nothing."""
-    nm = "" if _missing(nm) or nm in ("", "unstructured") else str(nm)
-    steps = 0 if _missing(gd_steps) else int(gd_steps)
-    return (f"{pruner}" + (" (paper-literal)" if literal else "") + (f" {nm}" if nm else "") +
-            (f" +GD{steps}{'' if bool(gd_precondition) else ' plain'}" if steps else ""))
-
-
-def is_paper_literal(pruner: str, options: Any) -> bool:
-    """True when ``options`` (a dict, or its JSON text) select ``pruner``'s paper-literal variant
-    (:data:`pruning.prune.PAPER_LITERAL`; values compared case-insensitively as text)."""
-    if isinstance(options, str):
-        options = json.loads(options or "{}")
-    lit = PAPER_LITERAL.get(pruner)
-    options = options or {}
-    return bool(lit) and all(k in options and str(options[k]).lower() == str(v).lower() for k, v in lit.items())
 
 
 def pattern_problem(pruner: str, pattern: str) -> Optional[str]:

@@ -48,7 +48,7 @@ from spectra.weights import decoder_layers
 
 from pruning.blocks import (BlockInputs, BlockIO, Linear, StopForward, block_linears, capture_block_inputs, input_groups,
                             module_device, offload, onload, run_block, storage_device)
-from pruning.pruners import NM, LayerStats, get_pruner
+from pruning.pruners import BASELINE_PRUNER, DEFAULT_PRUNER, NM, LayerStats, get_pruner
 from pruning.pruners.masks import achieved_sparsity, check_sparsity, nm_sparsity
 
 CORRECTIONS = ("sequential", "none", "intra", "intra+inter", "intra-pruned")
@@ -207,7 +207,7 @@ def _masked_gd(W_new, W_dense, stats, steps, options):
 
 
 @torch.no_grad()
-def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = "wanda",
+def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = DEFAULT_PRUNER,
                      nm: NM = None, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
                      sublayer_sequential: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
                      batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None,
@@ -315,7 +315,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
 
 
 @torch.no_grad()
-def prune_weights(model: torch.nn.Module, sparsity, pruner: str = "magnitude", nm: NM = None,
+def prune_weights(model: torch.nn.Module, sparsity, pruner: str = BASELINE_PRUNER, nm: NM = None,
                   pruner_options: Optional[dict] = None, progress: bool = False,
                   progress_cb: ProgressCb = None, device=None, block_io: Optional[BlockIO] = None,
                   stats: Optional[dict] = None) -> SequentialResult:

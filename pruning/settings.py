@@ -25,7 +25,7 @@ from spectra.options import check_options, option, options_of
 
 from pruning.allocation import allocation_options
 from pruning.allocation.mappings import ALLOCATION_METHODS, GRANULARITIES, MAPPINGS
-from pruning.pruners import NM, PRUNERS, get_pruner, parse_nm
+from pruning.pruners import DEFAULT_PRUNER, NM, PRUNERS, get_pruner, parse_nm
 from pruning.pruners.masks import nm_sparsity
 from pruning.sequential import CORRECTIONS
 
@@ -44,7 +44,7 @@ def _pruner_names() -> tuple:
 class PrunerSettings:
     """Which layer pruner runs and how (see :mod:`pruning.pruners` and :func:`pruning.sequential.prune_sequential`)."""
 
-    name: str = option("wanda", "layer pruner", dest="pruner", flag="--pruner", choices=_pruner_names,
+    name: str = option(DEFAULT_PRUNER, "layer pruner", dest="pruner", flag="--pruner", choices=_pruner_names,
                        label="pruner")
     options: dict = option(help="the pruner's own options (--pruner-opt KEY=VALUE)", kind=dict, flag=None,
                            dest="pruner_options", default_factory=dict)

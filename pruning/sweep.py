@@ -23,7 +23,9 @@ import pandas as pd
 from spectra.files import atomic_path
 
 from pruning.allocation import SPECTRAL_METHODS
-from pruning.prune import prune_model, settings_label
+from pruning.labels import settings_label
+from pruning.prune import prune_model
+from pruning.pruners import DEFAULT_PRUNER
 from pruning.settings import PruneSettings
 
 #: allocations whose result depends on λ.
@@ -37,7 +39,7 @@ class SweepSpec:
     model: Optional[str] = None
     sparsities: list = field(default_factory=lambda: [0.5])
     allocations: list = field(default_factory=lambda: ["uniform"])
-    pruners: list = field(default_factory=lambda: ["wanda"])
+    pruners: list = field(default_factory=lambda: [DEFAULT_PRUNER])
     lams: list = field(default_factory=lambda: [0.3])
     nms: list = field(default_factory=lambda: [None])
     base: PruneSettings = field(default_factory=PruneSettings)

@@ -24,7 +24,8 @@ from typing import Callable, Optional
 
 from spectra.options import check_options, option, same_as
 
-from pruning.calib_stats import ONE_SHOT, TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
+from pruning.calib_stats import TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
+from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.settings import AllocationSettings, CalibrationSettings
 
 __all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
@@ -38,7 +39,7 @@ class TuneSettings:
     """What is tuned and how it is scored (see the module docstring); checked on construction. The command line
     (``python -m pruning tune``) and the app's λ search are built from these fields and :attr:`calib`'s."""
 
-    pruner: str = option("wanda", "one-shot pruner (from the dense statistics)", choices=tuple(ONE_SHOT))
+    pruner: str = option(DEFAULT_PRUNER, "one-shot pruner (from the dense statistics)", choices=one_shot_pruners)
     allocation: str = option("alphapruning", "allocation to tune: alphapruning (λ) or owl (λ and M)",
                              choices=TUNABLE)
     sparsity: float = same_as(AllocationSettings, "sparsity", default=0.7)
@@ -64,9 +65,9 @@ class TuneSettings:
         if self.allocation not in TUNABLE:
             raise ValueError(f"tune: allocation {self.allocation!r} (--allocation) has nothing to tune; choose one of: "
                              f"{', '.join(TUNABLE)}")
-        if self.pruner not in ONE_SHOT:
-            raise ValueError(f"tune: pruner {self.pruner!r} (--pruner) cannot prune from cached statistics; choose one of: "
-                             f"{', '.join(ONE_SHOT)}")
+        if self.pruner not in one_shot_pruners():
+            raise ValueError(f"tune: pruner {self.pruner!r} (--pruner) cannot prune from cached statistics; choose one "
+                             f"of: {', '.join(one_shot_pruners())}")
         if self.eval_dataset in ("wikitext2", "wikitext"):
             raise ValueError("tune: never tune on the test set; score on held-out C4 (--tune-dataset c4) or PTB "
                              "validation (ptb-valid)")
@@ -155,7 +156,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
         return float(r.ppl), time.perf_counter() - t
 
     t = time.perf_counter()
-    stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt")
+    stats = dense_stats(model, tok, settings.calib, hessians="H" in get_pruner(settings.pruner).needs)
     result["stats_seconds"] = time.perf_counter() - t
     dense_w = DenseWeights(model)
     ppl, secs = evaluate()

@@ -894,11 +894,12 @@ def test_readable_labels_axis_ranges_and_styles():
     """Issue 12 §7: readable legends, no rounding noise on a flat sparsity axis, one λ readable, coinciding
     allocation curves distinguishable."""
     from pruning import plots as pplots
+    from pruning.labels import readable
 
     t = pd.DataFrame({"allocation": ["alphapruning", "uniform", "alphapruning λ=0.2"],
                       "pruner": ["wanda", "sparsegpt 2:4 +GD5", "magnitude"], "sparsity": [0.6, 0.6, 0.6],
                       "ppl": [180.0, 200.0, 190.0]})
-    names = [tr.name for tr in pplots.tradeoff_figure(pplots.readable(t)).data]
+    names = [tr.name for tr in pplots.tradeoff_figure(readable(t)).data]
     assert set(names) == {"AlphaPruning + Wanda", "uniform + SparseGPT 2:4 +GD5", "AlphaPruning λ=0.2 + magnitude"}
     # a uniform run: target 60 % everywhere, achieved 60 % ± one weight → the axis is not 59.9998–60.0001
     rec = pd.DataFrame({"longname": list("abcd"), "target": [0.6] * 4,

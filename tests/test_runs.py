@@ -5,10 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning.plots import readable
-from pruning.prune import PAPER_LITERAL
+from pruning.labels import is_paper_literal, readable, run_label
 from pruning.pruners import PRUNERS, get_pruner
-from pruning.runs import is_paper_literal, normalize_results, pattern_problem, read_results_table, run_label
+from pruning.runs import normalize_results, pattern_problem, read_results_table
+
+PAPER_LITERAL = {name: spec.paper_literal for name, spec in PRUNERS.items() if spec.paper_literal}
 
 
 def test_run_label_spells_pattern_variant_and_gd():

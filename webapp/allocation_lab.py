@@ -11,13 +11,14 @@ import streamlit as st
 
 from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
+from pruning.labels import ALLOCATION_LABELS
 from pruning.settings import AllocationSettings, CalibrationSettings
 from pruning.tune import TuneSettings
 from spectra.hill import SPURIOUS_ALPHA
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_table
 from webapp.figures import allocation_title, allocations_for
-from webapp.state import METHOD_LABELS, SLOW_METHODS, Context, bind, selection
+from webapp.state import SLOW_METHODS, Context, bind, selection
 from webapp.widgets import setting_widget
 
 SPURIOUS = f"α > {SPURIOUS_ALPHA:g}"
@@ -58,7 +59,7 @@ def render(ctx: Context) -> None:
     setting_widget(c[1], AllocationSettings, "mapping", "al_mapping", widget="radio")
     setting_widget(c[2], AllocationSettings, "granularity", "al_gran", label="metric granularity", widget="radio",
                    note="block: each matrix gets its block's mean metric")
-    st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=METHOD_LABELS.get,
+    st.multiselect("methods", list(ALLOCATION_METHODS), key="al_methods", format_func=ALLOCATION_LABELS.get,
                    help="OWL needs a calibration pass through the dense model (about half a minute once, then "
                         "cached); global and LAMP read every weight (a few seconds once)")
     c = st.columns(3)
@@ -97,7 +98,7 @@ def allocation_curves(ctx: Context) -> None:
     methods = state.alloc_methods()
     slow = [m for m in methods if m in SLOW_METHODS]
     if slow:
-        with st.spinner(f"Computing {', '.join(METHOD_LABELS[m] for m in slow)} (needs the model / calibration; "
+        with st.spinner(f"Computing {', '.join(ALLOCATION_LABELS[m] for m in slow)} (needs the model / calibration; "
                         f"cached afterwards) …"):
             allocs, errors = allocations_for(ctx, methods, settings)
     else:  # milliseconds: no spinner element to add and remove on every λ step
@@ -107,9 +108,9 @@ def allocation_curves(ctx: Context) -> None:
     if not allocs:
         return
     fig = pplots.allocation_figure(allocs, by=state.alloc_plot_by(), target=settings["S"],
-                                   highlight=METHOD_LABELS["alphapruning"], title=allocation_title(settings, ctx))
+                                   highlight=ALLOCATION_LABELS["alphapruning"], title=allocation_title(settings, ctx))
     chart(fig, key="al_chart")
-    missing = [METHOD_LABELS[m] for m in SLOW_METHODS if m not in methods]
+    missing = [ALLOCATION_LABELS[m] for m in SLOW_METHODS if m not in methods]
     if missing:
         st.caption(f"Add {', '.join(missing)} under *methods*: they read every weight or run a calibration pass "
                    f"through the dense model once (seconds to half a minute), then they are cached.")
@@ -119,13 +120,13 @@ def allocation_curves(ctx: Context) -> None:
                key="al_summary")
     st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
-    inv = {v: k for k, v in METHOD_LABELS.items()}
+    inv = {v: k for k, v in ALLOCATION_LABELS.items()}
     choices = [inv[label] for label in allocs]
     kw = bind("al_export", "method", choices)
     if st.session_state.get("al_export") not in choices:
         st.session_state.al_export = choices[0]
-    c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get, **kw)
-    chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
+    c1.selectbox("allocation to export", choices, key="al_export", format_func=ALLOCATION_LABELS.get, **kw)
+    chosen = allocs[ALLOCATION_LABELS[st.session_state.al_export]]
     stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
     # the file is written when the button is clicked (deferred), not on every λ step
     c2.download_button("JSON", lambda: allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",

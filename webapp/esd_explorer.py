@@ -107,12 +107,12 @@ def after_pruning_panel(ctx: Context, name: str, rule: str, show_mp: bool, bins:
         W = last[1]
         st.caption(f"From the last Prune & evaluate run ({last[0]}).")
     else:
-        from pruning.pruners import get_pruner
+        from pruning.pruners import BASELINE_PRUNER, get_pruner
 
         s = st.slider("magnitude-prune this matrix at sparsity", 0.1, 0.95, step=0.05, key="esd_prune_s")
         if ctx.model_key is None:
             raise SpectraError("pruning a matrix needs the model's weights; open the model, not a results file")
-        W = get_pruner("magnitude").fn(cache.model_weights(ctx.model_key)[name].float(), None, float(s))
+        W = get_pruner(BASELINE_PRUNER).fn(cache.model_weights(ctx.model_key)[name].float(), None, float(s))
         label = f"after magnitude {int(100 * s)}%: "
         st.caption("No pruned model yet: this is the matrix magnitude-pruned on its own (run Prune & evaluate to "
                    "compare with a calibrated pruner).")

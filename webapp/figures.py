@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 
 from pruning import plots as pplots
+from pruning.labels import ALLOCATION_LABELS, readable
 from spectra import plots as splots
 from spectra.analyze import block_aggregate
 from spectra.errors import SpectraError
 from spectra.hill import fit_power_law
 from webapp import cache, state
 from webapp.common import one_line
-from webapp.state import METHOD_LABELS, Context
+from webapp.state import Context
 
 
 def overview_figures(ctx: Context, metric: str, weighted: bool) -> dict:
@@ -62,10 +63,10 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
     out, errors = {}, {}
     for m in methods:
         try:
-            out[METHOD_LABELS[m]] = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m,
+            out[ALLOCATION_LABELS[m]] = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m,
                                                             **cache.method_settings(m, settings))
         except Exception as exc:  # noqa: BLE001 - reported per method
-            errors[METHOD_LABELS[m]] = one_line(exc)
+            errors[ALLOCATION_LABELS[m]] = one_line(exc)
     return out, errors
 
 
@@ -100,4 +101,4 @@ def tradeoff_of_runs(title: str = "sparsity / perplexity"):
     if not state.runs():
         return None
     t = runs_for_plots()
-    return pplots.tradeoff_figure(pplots.readable(t), dense=t["dense_ppl"].iloc[0], title=title)
+    return pplots.tradeoff_figure(readable(t), dense=t["dense_ppl"].iloc[0], title=title)

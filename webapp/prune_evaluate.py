@@ -16,22 +16,21 @@ from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
 from spectra.files import scratch_file
 from spectra.hill import SPURIOUS_ALPHA
-from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
-from pruning.prune import PAPER_LITERAL
+from pruning.labels import ALLOCATION_LABELS, is_paper_literal, readable, readable_run, run_label
+from pruning.pruners import get_pruner, literal_pruners
+from pruning.runs import pattern_problem, read_results_table
 from pruning.settings import AllocationSettings, CalibrationSettings, EvalSettings, GDSettings, PrunerSettings
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import runs_for_plots, runs_table
 from webapp.cache import PROX24_SCHEDULE
-from webapp.state import METHOD_LABELS, Context, bind, selection
+from webapp.state import Context, bind, selection
 from webapp.widgets import setting_widget
 
 #: sparsity patterns offered (N:M: N kept of every M consecutive weights of a row)
 PATTERNS = ("unstructured", "2:4", "4:8")
 #: perplexity datasets offered (the evaluation text of the papers)
 EVAL_DATASETS = ("wikitext2", "c4", "ptb")
-#: pruners with a paper-literal variant
-LITERAL_PRUNERS = tuple(PAPER_LITERAL)
 ALLOCATION_KEEP = 16  # allocation files handed to runs, kept in the scratch folder (all sessions together)
 
 
@@ -54,7 +53,7 @@ def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float,
         pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam, mapping=al["mapping"],
         granularity=al["granularity"], metric=al["metric"], xmin_rule=ctx.analysis_rule, min_sparsity=al["lo"],
         max_sparsity=al["hi"], nsamples=nsamples, seqlen=seqlen, seed=cache.CALIB_SEED, gd_steps=int(gd_steps),
-        gd_precondition=bool(gd_precondition), pruner_options=dict(PAPER_LITERAL.get(pruner, {})) if literal else {})
+        gd_precondition=bool(gd_precondition), pruner_options=dict(get_pruner(pruner).paper_literal) if literal else {})
 
 
 class PhaseLog:
@@ -93,7 +92,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
             alloc, scratch_file("allocations", ".json", keep=ALLOCATION_KEEP))))
     plabel = run_label(pruner, a.nm, gd.steps, gd.precondition, is_paper_literal(pruner, settings.pruner.options))
     t0 = time.perf_counter()
-    status = st.status(f"Pruning with {plabel} + {METHOD_LABELS[method]} at {S:.0%} …", expanded=True)
+    status = st.status(f"Pruning with {plabel} + {ALLOCATION_LABELS[method]} at {S:.0%} …", expanded=True)
     log = PhaseLog(status.progress(0.0, text="loading the model"))
     lm = cache.load_model_cached(ctx.model_key)
     log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
@@ -106,9 +105,9 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     if method == "owl":
         log(0.04, "OWL: calibration input norms of the dense model (cached later)")
         norms = cache.input_norms(ctx.model_key, nsamples, seqlen)
-    log(0.05, f"allocation ({METHOD_LABELS[method]}"
+    log(0.05, f"allocation ({ALLOCATION_LABELS[method]}"
               f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"
-              if calib is not None else f"allocation ({METHOD_LABELS[method]})")
+              if calib is not None else f"allocation ({ALLOCATION_LABELS[method]})")
     model = copy.deepcopy(lm.model)
 
     def cb(done: int, total: int, name: str) -> None:
@@ -129,7 +128,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     log(1.0, "done")
     status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
                   state="complete", expanded=False)
-    state.save_pruned(model, ctx.model_key, f"{plabel} + {METHOD_LABELS[method]} {S:.0%}")
+    state.save_pruned(model, ctx.model_key, f"{plabel} + {ALLOCATION_LABELS[method]} {S:.0%}")
     del model
     if settings.allocation.file:
         Path(settings.allocation.file).unlink(missing_ok=True)
@@ -147,7 +146,7 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
 def inputs(s) -> tuple:
     """The run arguments of the widgets (after ``ctx``): pruner, allocation, S, λ, calibration, pattern, GD."""
     return (s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples), int(s.pr_seqlen),
-            s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre), bool(s.pr_literal) and s.pr_pruner in LITERAL_PRUNERS)
+            s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre), bool(s.pr_literal) and s.pr_pruner in literal_pruners())
 
 
 def render(ctx: Context) -> None:
@@ -163,7 +162,7 @@ def render(ctx: Context) -> None:
     setting_widget(c[1], AllocationSettings, "nm", "pr_pattern", choices=PATTERNS,
                    note="unstructured: any weight may go (sparsity and allocation below); N:M: every row keeps N "
                         "of every M consecutive weights, the same pattern in every matrix (allocation uniform)")
-    setting_widget(c[2], AllocationSettings, "method", "pr_alloc", format_func=METHOD_LABELS.get, disabled=nm,
+    setting_widget(c[2], AllocationSettings, "method", "pr_alloc", format_func=ALLOCATION_LABELS.get, disabled=nm,
                    **bind("pr_alloc", "method", list(ALLOCATION_METHODS)))
     setting_widget(c[3], AllocationSettings, "sparsity", "pr_S", label="sparsity", disabled=nm, **bind("pr_S", "S"))
     setting_widget(c[4], AllocationSettings, "lam", "pr_lam", widget="slider", **bind("pr_lam", "lam"),
@@ -176,7 +175,7 @@ def render(ctx: Context) -> None:
     setting_widget(c[2], EvalSettings, "max_windows", "pr_windows")
     setting_widget(c[3], EvalSettings, "datasets", "pr_dataset", choices=EVAL_DATASETS)
     c = st.columns([1, 1, 1, 2])
-    c[3].checkbox("paper-literal variant", key="pr_literal", disabled=s.pr_pruner not in LITERAL_PRUNERS,
+    c[3].checkbox("paper-literal variant", key="pr_literal", disabled=s.pr_pruner not in literal_pruners(),
                   help="FISTAPruner without the least-squares re-fit of the kept weights; prox24 with the paper's "
                        "plain 1/λmax(H) steps. Off: our defaults, which work on LLM layers (README).")
     setting_widget(c[0], GDSettings, "steps", "pr_gd_steps")
@@ -224,7 +223,7 @@ def last_run(last: dict) -> None:
                      f"pruned evaluation included); the prune phase alone peaked at "
                      f"{last['prune_peak_rss_mb'] / 1024:.2f} GB")
     chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['label']} + "
-                                          f"{METHOD_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
+                                          f"{ALLOCATION_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
           key="pr_achieved")
     st.markdown("**Runs of this session**")
     show_table(runs_table(), key="pr_runs")
@@ -263,7 +262,7 @@ def tradeoff(ctx: Context) -> None:
     if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
         has = table["lam"].notna()
         table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
-    chart(pplots.tradeoff_figure(pplots.readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
+    chart(pplots.tradeoff_figure(readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
                                  title="perplexity against sparsity, one curve per allocation × pruner"),
           key="pr_tradeoff")
     fista_section(ctx)
@@ -273,9 +272,9 @@ def tradeoff(ctx: Context) -> None:
                              key="pr_lam_S")
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
-        baselines = ({f"uniform + {pplots.pruner_label_readable(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
+        baselines = ({f"uniform + {readable_run(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
                      if base is not None else {})
-        chart(pplots.lambda_effect_figure(pplots.readable(sub), group=group, baselines=baselines,
+        chart(pplots.lambda_effect_figure(readable(sub), group=group, baselines=baselines,
                                           title=f"perplexity against λ at {S:.0%} sparsity"), key="pr_lam_fig")
 
 

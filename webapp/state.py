@@ -13,7 +13,6 @@ from typing import Any, Optional
 import pandas as pd
 import streamlit as st
 
-from pruning import plots as pplots
 from pruning.allocation import WEIGHT_METHODS
 from pruning.calib_stats import TUNE_CALIBRATION
 from pruning.settings import AllocationSettings, EvalSettings, GDSettings, PrunerSettings
@@ -30,7 +29,6 @@ VIEWS = tuple(VIEW_PAGES)
 SOURCE_KINDS = ("Built-in model", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
 #: xmin rules offered (spectra.hill.XMIN_RULES without "fixed", AlphaPruning's default first)
 ANALYSIS_RULES = tuple(["peak"] + [r for r in XMIN_RULES if r not in ("peak", "fixed")])
-METHOD_LABELS = pplots.ALLOCATION_LABELS
 
 #: where the app starts from other values than the library: a small calibration, so that a first prune on a laptop
 #: CPU takes about a minute (the library's 128 × 512 follow the papers), and a sparsity where the allocations differ

@@ -307,7 +307,7 @@ def run_prune(args: argparse.Namespace) -> dict:
             continue
         print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
-    from pruning.prune import settings_label
+    from pruning.labels import settings_label
 
     print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: "
           f"target {result.target_sparsity:.4f}, "

@@ -25,6 +25,9 @@ __all__ = ["add_parser", "main"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``export-recipe`` sub-command; returns its parser."""
+    from pruning.pruners import DEFAULT_RECIPE_PRUNER
+    from pruning.recipe import modifiers
+
     p = subparsers.add_parser("export-recipe", help="write an allocation as an llm-compressor recipe YAML",
                               description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
@@ -34,7 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_allocation_options(p, defaults={"sparsity": None})
     p.add_argument("--metrics", default=None, help="spectra results file (python -m spectra --out FILE) for "
                                                    "alphapruning / stable_rank / uniform / erk")
-    p.add_argument("--pruner", default="sparsegpt", help="sparsegpt or wanda (default sparsegpt)")
+    p.add_argument("--pruner", default=DEFAULT_RECIPE_PRUNER,
+                   help=f"{' or '.join(modifiers())} (default {DEFAULT_RECIPE_PRUNER})")
     p.add_argument("--nm", default=None, help="N:M mask structure, e.g. 2:4 (every matrix n/m sparse)")
     p.add_argument("--out", required=True, help="recipe file to write (.yaml)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -75,11 +79,12 @@ def _sparsities(args, names: list[str]) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``python -m pruning export-recipe``; 0 on success, 2 with one ``error:`` line."""
-    from pruning.recipe import MODIFIERS, block_matrix_names, build_recipe, oneshot_snippet, to_yaml
+    from pruning.recipe import block_matrix_names, build_recipe, modifiers, oneshot_snippet, to_yaml
 
     def run() -> None:
-        if args.pruner not in MODIFIERS:
-            raise ValueError(f"--pruner must be one of: {', '.join(MODIFIERS)} (llm-compressor's modifiers)")
+        known = modifiers()
+        if args.pruner not in known:
+            raise ValueError(f"--pruner must be one of: {', '.join(known)} (llm-compressor's modifiers)")
         out = Path(args.out).expanduser()
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
@@ -90,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
         with atomic_path(out) as tmp:
             tmp.write_text(to_yaml(recipe) + "\n")
         values = next(iter(recipe["sparsity_stage"]["sparsity_modifiers"].values()))["sparsity"]
-        print(f"wrote {out}: {MODIFIERS[args.pruner]}, {len(values)} matrices, sparsity {min(values):.4f}–"
+        print(f"wrote {out}: {known[args.pruner]}, {len(values)} matrices, sparsity {min(values):.4f}–"
               f"{max(values):.4f}; run it with llm-compressor (in its own environment):\n")
         from spectra.models import resolve_source, weights_dir
 

@@ -16,6 +16,7 @@ import argparse
 
 from pruning.cli.common import one_line_errors, parse_list, parse_number
 from pruning.cli.prune import add_common_arguments, eval_options, parse_pruner_options, settings_from_args
+from pruning.pruners import DEFAULT_PRUNER
 
 __all__ = ["add_parser", "main", "spec_from_args"]
 
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_common_arguments(p, sweep=True)
     p.add_argument("--sparsities", default="0.5", help="comma-separated target sparsities (default 0.5)")
     p.add_argument("--allocations", default="uniform", help="comma-separated allocations (default uniform)")
-    p.add_argument("--pruners", default="wanda", help="comma-separated pruners (default wanda)")
+    p.add_argument("--pruners", default=DEFAULT_PRUNER, help=f"comma-separated pruners (default {DEFAULT_PRUNER})")
     p.add_argument("--lams", default="0.3", help="comma-separated AlphaPruning λ values (default 0.3)")
     p.add_argument("--nm", default="none", help="comma-separated N:M patterns, 'none' = unstructured (default none)")
     p.add_argument("--out", required=True, help="parquet table to create or resume")

@@ -19,6 +19,24 @@ PRUNERS: dict[str, PrunerSpec] = {spec.name: spec for spec in (
 )}
 
 
+#: the pruner a run uses when none is named (the Wanda/SparseGPT reference loop's cheap pruner)
+DEFAULT_PRUNER = wanda.SPEC.name
+#: the calibration-free baseline (the ESD explorer's "after pruning" preview, ``prune_weights``' default)
+BASELINE_PRUNER = magnitude.SPEC.name
+#: the pruner ``export-recipe`` writes when none is named
+DEFAULT_RECIPE_PRUNER = sparsegpt.SPEC.name
+
+
+def one_shot_pruners() -> tuple:
+    """Names of the pruners that can prune from dense statistics alone (``PrunerSpec.one_shot``; ``tune``)."""
+    return tuple(name for name, spec in PRUNERS.items() if spec.one_shot)
+
+
+def literal_pruners() -> tuple:
+    """Names of the pruners with a paper-literal variant (``PrunerSpec.paper_literal``)."""
+    return tuple(name for name, spec in PRUNERS.items() if spec.paper_literal)
+
+
 def get_pruner(name: str) -> PrunerSpec:
     """Return the registered pruner ``name`` or raise a one-line ValueError listing the known ones."""
     if name not in PRUNERS:
@@ -26,4 +44,5 @@ def get_pruner(name: str) -> PrunerSpec:
     return PRUNERS[name]
 
 
-__all__ = ["NM", "PRUNERS", "LayerStats", "PrunerSpec", "get_pruner", "parse_nm"]
+__all__ = ["NM", "PRUNERS", "DEFAULT_PRUNER", "BASELINE_PRUNER", "DEFAULT_RECIPE_PRUNER", "LayerStats", "PrunerSpec",
+           "get_pruner", "literal_pruners", "one_shot_pruners", "parse_nm"]

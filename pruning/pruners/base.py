@@ -7,7 +7,7 @@ declares in ``needs`` (see :class:`LayerStats`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 
 import torch
 
@@ -30,7 +30,6 @@ class LayerStats:
             so that ½‖W* X* − W X‖² has gradient ``W* H − W K``.
         D: ``Σ_t d_t d_tᵀ``, shape (in, in), float64 (needs "D"): makes the objective's constant term (the loss
             value, relative errors) computable; the optimisation itself does not need it.
-        X: optional raw inputs (T, in) for debugging/tests; never required by a pruner.
     """
 
     ntokens: int
@@ -38,10 +37,10 @@ class LayerStats:
     H: Optional[torch.Tensor] = None
     K: Optional[torch.Tensor] = None
     D: Optional[torch.Tensor] = None
-    X: Optional[torch.Tensor] = None
 
     @classmethod
-    def from_inputs(cls, X: torch.Tensor, dense: Optional[torch.Tensor] = None, needs: frozenset = frozenset({"H", "K"})) -> "LayerStats":
+    def from_inputs(cls, X: torch.Tensor, dense: Optional[torch.Tensor] = None,
+                    needs: frozenset = frozenset({"H", "K"})) -> "LayerStats":
         """Build statistics directly from input rows ``X`` (T, in) (and dense inputs ``dense`` (T, in))."""
         X64 = X.reshape(-1, X.shape[-1]).to(torch.float64)
         D64 = X64 if dense is None else dense.reshape(-1, dense.shape[-1]).to(torch.float64)
@@ -54,15 +53,14 @@ class LayerStats:
         )
 
 
-class LayerPruner(Protocol):
-    def __call__(self, W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor: ...
-
-
 @dataclass(frozen=True)
 class PrunerSpec:
-    """A layer pruner as the registry (:data:`pruning.pruners.PRUNERS`) lists it: its function, the statistics it
-    needs, a one-line description, the keyword options it accepts, its default error-correction mode and, for a
-    pruner bound to one N:M pattern, that pattern."""
+    """A layer pruner as the registry (:data:`pruning.pruners.PRUNERS`) lists it — everything the rest of the
+    package knows about it: its function, the statistics it needs, a one-line description, the keyword options it
+    accepts, its default error-correction mode, for a pruner bound to one N:M pattern that pattern, its display
+    label and variant names, the options of its paper-literal variant, whether it can prune one-shot from dense
+    statistics (:func:`pruning.calib_stats.prune_from_stats`, so ``tune`` may use it) and llm-compressor's modifier
+    of the same method (``export-recipe``)."""
 
     name: str
     fn: Callable[..., torch.Tensor]
@@ -73,6 +71,17 @@ class PrunerSpec:
     correction: str = "sequential"  # default error-correction mode (pruning.sequential.CORRECTIONS)
     only_nm: NM = None  # the one N:M pattern the pruner produces (prox24: 2:4); None = any sparsity or pattern
     calibration_free: bool = False  # uses no calibration statistics (magnitude): runs without the loop when none given
+    label: str = ""  # display name (``Wanda``); the name when empty
+    paper_literal: dict = field(default_factory=dict, hash=False)  # options selecting the paper's literal variant
+    variant: Optional[Callable[[dict], str]] = None  # options → the variant's name in labels ("re-fit")
+    variant_options: tuple = ()  # options ``variant`` names (not repeated as key=value in labels)
+    one_shot: bool = False  # can prune from dense statistics alone (its ``needs`` ⊆ {"H"}): ``tune`` may use it
+    llmc_modifier: str = ""  # llm-compressor's modifier of this method (``export-recipe``); "" when none
+
+    @property
+    def display(self) -> str:
+        """The display label (``label``, or ``name`` when it has none)."""
+        return self.label or self.name
 
 
 def parse_nm(text: str | None) -> NM:

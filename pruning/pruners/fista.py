@@ -386,8 +386,14 @@ def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = N
         raise ValueError(f"unknown fista option(s) {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
     return fista_prune(W, stats, sparsity, nm, **options)[0]
 
+def _variant(options: dict) -> str:
+    return "paper-literal, no re-fit" if options.get("refit", "cg") == "none" else "re-fit"
+
+
 SPEC = PrunerSpec("fista", fista_pruner, needs=frozenset({"H", "K"}), options=_OPTIONS, correction="intra",
-                  description="FISTAPruner: per-layer LASSO on ½‖W*X*−WX‖² by FISTA, λ searched (Zhao et al. 2024)")
+                  description="FISTAPruner: per-layer LASSO on ½‖W*X*−WX‖² by FISTA, λ searched (Zhao et al. 2024)",
+                  label="FISTAPruner", paper_literal={"refit": "none"}, variant=_variant, variant_options=("refit",))
+
 
 def fista_lambda_path(W: torch.Tensor, stats: LayerStats, lambdas=None, *, num: int = 12,
                       min_ratio: float = 1e-3, max_iter: int = 300, tol: float = 1e-6,

@@ -18,5 +18,5 @@ def magnitude(W: torch.Tensor, stats: LayerStats | None, sparsity: float, nm: NM
     return W
 
 
-SPEC = PrunerSpec("magnitude", magnitude, calibration_free=True,
+SPEC = PrunerSpec("magnitude", magnitude, calibration_free=True, one_shot=True,
                   description="smallest |W| per matrix (no calibration needed)")

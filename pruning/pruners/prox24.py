@@ -456,5 +456,10 @@ def prox24_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = 
     return prox24_prune(W, stats, **options)[0]
 
 
+def _variant(options: dict) -> str:
+    return "plain step" if options.get("precondition", True) in (False, "false") else "rescaled"
+
+
 SPEC = PrunerSpec("prox24", prox24_pruner, needs=frozenset({"H", "K"}), options=_OPTIONS, only_nm=(2, 4),
-                  description="2:4 proximal pruner: prox of Σ|w_i w_j w_k| with growing strength (Kübler et al. 2025)")
+                  description="2:4 proximal pruner: prox of Σ|w_i w_j w_k| with growing strength (Kübler et al. 2025)",
+                  paper_literal={"precondition": False}, variant=_variant, variant_options=("precondition",))

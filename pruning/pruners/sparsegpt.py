@@ -85,4 +85,5 @@ def sparsegpt(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None
 
 
 SPEC = PrunerSpec("sparsegpt", sparsegpt, needs=frozenset({"H"}), options=("blocksize", "percdamp"),
-                  description="blocked OBS with weight updates (Frantar & Alistarh 2023)")
+                  description="blocked OBS with weight updates (Frantar & Alistarh 2023)", label="SparseGPT",
+                  one_shot=True, llmc_modifier="SparseGPTModifier")

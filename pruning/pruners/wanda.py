@@ -31,4 +31,5 @@ def wanda(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **
     return W
 
 
-SPEC = PrunerSpec("wanda", wanda, description="|W|·‖X‖₂ compared per output row (Sun et al. 2024)")
+SPEC = PrunerSpec("wanda", wanda, description="|W|·‖X‖₂ compared per output row (Sun et al. 2024)", label="Wanda",
+                  one_shot=True, llmc_modifier="WandaPruningModifier")

@@ -40,7 +40,7 @@ CONFIGS = (
 def block_stats(block: int, nsamples: int, seqlen: int):
     """(linear layer, LayerStats) of every matrix of ``block`` from the dense model's calibration inputs."""
     from pruning.evaluation.data import get_calibration
-    from pruning.sequential import block_layer_stats
+    from pruning.block_loop import block_layer_stats
     from spectra.models import load_model
 
     lm = load_model()

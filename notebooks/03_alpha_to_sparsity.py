@@ -53,7 +53,7 @@ from pruning.evaluation.data import get_calibration
 from pruning.plots import allocation_figure, allocation_summary, block_sparsity, lambda_range_figure
 from pruning.prune import compute_allocation
 from pruning.settings import PruneSettings
-from pruning.sequential import collect_input_norms
+from pruning.block_loop import collect_input_norms
 from spectra.analyze import analyze, block_aggregate
 from spectra.models import load_model
 from transformers.utils import logging as hf_logging

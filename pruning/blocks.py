@@ -1,11 +1,12 @@
 """The decoder blocks of a model as the pruning loops see them: each block's prunable linear layers, the inputs of
 block 0 captured once (hidden states plus whatever positional/keyword arguments the architecture passes), a block
-run on those inputs, the input groups of a block, and moving blocks between storage and compute devices.
+run on those inputs, the input groups of a block, moving blocks between storage and compute devices, and the one
+walk over the blocks that every loop uses (:func:`walk_blocks`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -102,6 +103,42 @@ def offload(block: torch.nn.Module, b: int, storage, io: Optional[BlockIO]) -> N
         block.to(storage)
     if io is not None:
         io.release(b, block)
+
+
+def walk_blocks(model: torch.nn.Module, device=None, block_io: Optional[BlockIO] = None,
+                last: Optional[int] = None) -> Iterator[tuple[int, torch.nn.Module]]:
+    """The one block walk of every loop: yield ``(b, block)`` for decoder blocks 0 … ``last`` (default: all), in order.
+
+    Before each yield the block is loaded (``block_io.load``, a streamed block read from its shards) and moved to the
+    compute ``device`` (:func:`onload`); when the caller's step returns it goes back to the storage device and is
+    handed to ``block_io.release`` (:func:`offload`: written and freed when streamed). ``device=None,
+    block_io=None`` walks an in-memory model where it is. Consume the walk to the end (a ``break`` leaves the
+    current block loaded); an exception inside a step leaves the block unreleased, so a streamed run never writes a
+    half-pruned block.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The CausalLM (its decoder blocks from :func:`spectra.weights.decoder_layers`).
+    device : torch.device or str, optional
+        Compute device (None: where the weights are).
+    block_io : BlockIO, optional
+        Loads and releases the blocks of a streamed model (:class:`pruning.stream.StreamedModel`).
+    last : int, optional
+        Index of the last block to visit.
+
+    Yields
+    ------
+    tuple of (int, torch.nn.Module)
+        The block's index and the block, loaded on ``device``.
+    """
+    storage = storage_device(model)
+    blocks = decoder_layers(model)
+    stop = len(blocks) - 1 if last is None else last
+    for b, block in enumerate(blocks[:stop + 1]):
+        onload(block, b, device, block_io)
+        yield b, block
+        offload(block, b, storage, block_io)
 
 
 def first_output(out):

@@ -3,7 +3,7 @@
 One pass of the *dense* model over the calibration windows records, for every block linear layer, what the
 allocation and one-shot pruning need: ``Σ_t x_t²`` per input feature (Wanda's ‖X_j‖₂², OWL's outlier ratios) and,
 optionally, ``H = Σ_t x_t x_tᵀ`` (SparseGPT). The inputs are the dense model's own (the ``none`` error-correction
-mode of :mod:`pruning.sequential`), so any allocation can then be pruned without running the model again —
+mode of :mod:`pruning.block_loop`), so any allocation can then be pruned without running the model again —
 the basis of the λ search in :mod:`pruning.tune`. This is **not** the sequential reference protocol of Wanda /
 SparseGPT (where each block sees the already-pruned earlier blocks): results are labelled "one-shot (dense
 statistics)" and the tune command re-runs the sequential prune at the chosen λ (``--final``).
@@ -25,7 +25,7 @@ import torch
 from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.pruners.base import NM, LayerStats
 from pruning.blocks import block_linears
-from pruning.sequential import SequentialResult, dense_layer_stats, prune_weights
+from pruning.block_loop import LoopResult, dense_layer_stats, prune_weights
 from pruning.settings import CalibrationSettings
 
 __all__ = ["TUNE_CALIBRATION", "DenseStats", "stats_key", "dense_stats", "weights_fingerprint",
@@ -154,7 +154,7 @@ class DenseWeights:
 
 @torch.no_grad()
 def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner: str = DEFAULT_PRUNER,
-                     nm: NM = None, pruner_options: Optional[dict] = None) -> SequentialResult:
+                     nm: NM = None, pruner_options: Optional[dict] = None) -> LoopResult:
     """One-shot pruning of every block linear layer from dense statistics (no forward pass).
 
     ``sparsity``: one float or {longname: sparsity}. ``pruner`` must be one-shot (``PrunerSpec.one_shot``; one that

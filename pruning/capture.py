@@ -1,6 +1,6 @@
 """Inputs of one linear layer of a dense model on calibration windows.
 
-:func:`pruning.sequential.capture_block_inputs` catches the inputs of decoder block 0 (the start of the block-by-block
+:func:`pruning.block_loop.capture_block_inputs` catches the inputs of decoder block 0 (the start of the block-by-block
 loop); :func:`capture_layer_inputs` catches the inputs of any one named layer of the whole dense model, for looking
 at a single layer (FISTAPruner's λ path and prox24's schedule in the app). Both stop each forward pass at the hook.
 """

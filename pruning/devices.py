@@ -2,7 +2,7 @@
 
 The weights are *stored* on the CPU (or streamed from disk); ``--device`` is where each decoder block is computed.
 ``--dtype`` is the storage and block-compute precision: default float32 on the CPU, the checkpoint's own dtype on
-CUDA. Statistics accumulate in float64 whatever the dtype (:class:`pruning.sequential._Acc`).
+CUDA. Statistics accumulate in float64 whatever the dtype (:class:`pruning.block_loop._Acc`).
 """
 from __future__ import annotations
 

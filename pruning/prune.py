@@ -2,8 +2,8 @@
 
 ``prune_model(model, tokenizer, PruneSettings(...))`` computes the per-matrix sparsities — spectral metrics of the
 dense model (:func:`spectra.analyze.analyze`) for ``alphapruning`` / ``stable_rank``, the dense model's input norms
-(:func:`pruning.sequential.collect_input_norms`) for ``owl``, the weights for ``global`` / ``lamp``, shapes for ``erk``
-— then runs :func:`pruning.sequential.prune_sequential` (Wanda/SparseGPT reference protocol: C4 calibration windows,
+(:func:`pruning.block_loop.collect_input_norms`) for ``owl``, the weights for ``global`` / ``lamp``, shapes for ``erk``
+— then runs :func:`pruning.block_loop.prune_blocks` (Wanda/SparseGPT reference protocol: C4 calibration windows,
 block by block). The model is pruned in place.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from spectra.models import model_and_tokenizer
 from spectra.results import jsonable
 
-from pruning.sequential import prune_sequential
+from pruning.block_loop import prune_blocks
 from pruning.settings import LATER_FIELDS, PruneSettings
 
 __all__ = ["PruneSettings", "PruneResult", "LATER_FIELDS", "compute_allocation", "prune_model", "PeakRSS"]
@@ -82,18 +82,54 @@ class PeakRSS:
         return False
 
 
+def owl_ratios(model: torch.nn.Module, settings: PruneSettings, calib: Optional[torch.Tensor] = None,
+               input_norms: Optional[dict] = None, progress: bool = False, device=None, block_io=None) -> dict:
+    """OWL's outlier ratios of the dense ``model`` (:func:`pruning.allocation.owl_outlier_ratios` with the
+    settings' ``owl_M`` and granularity), computed one block at a time while the block is loaded.
+
+    Without ``input_norms`` one walk over the blocks collects the calibration input norms (``calib``) and reads each
+    block's weights (:func:`pruning.block_loop.collect_input_norms` with ``on_block``); a streamed model's
+    ``block_io`` must then free the blocks it releases without writing them (a ``StreamedModel`` without writer).
+    The ratios are the same as those of all weights at once: OWL's ratio of a block (or matrix) reads only its own
+    weights and norms.
+    """
+    from pruning.allocation import owl_outlier_ratios
+    from pruning.blocks import block_linears, walk_blocks
+    from pruning.block_loop import collect_input_norms
+
+    a = settings.allocation
+    ratios: dict = {}
+
+    def add(linears, norms: dict) -> None:
+        weights = {lin.longname: lin.get() for lin in linears}
+        ratios.update(owl_outlier_ratios(weights, {n: norms[n] for n in weights}, a.owl_M,
+                                         granularity=a.granularity))
+
+    if input_norms is not None:
+        per_block = block_linears(model)
+        for b, _ in walk_blocks(model, device, block_io):
+            add(per_block[b], input_norms)
+        return ratios
+    if calib is None:
+        raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
+    collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress, device=device,
+                        block_io=block_io,
+                        on_block=lambda b, linears, stats: add(linears, {n: st.sq_norm for n, st in stats.items()}))
+    return ratios
+
+
 def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: Optional[torch.Tensor] = None,
                        metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
-                       progress: bool = False) -> pd.DataFrame:
+                       progress: bool = False, outlier_ratios: Optional[dict] = None) -> pd.DataFrame:
     """Contract 2 allocation DataFrame (``longname block role num_params metric sparsity``) for the dense ``model``.
 
-    ``metrics`` (a spectra DataFrame of this model) and ``input_norms`` (from ``collect_input_norms``) may be given
-    to skip recomputing them (the sweep does so).
+    ``metrics`` (a spectra DataFrame of this model), ``input_norms`` (from ``collect_input_norms``) and OWL's
+    ``outlier_ratios`` (:func:`owl_ratios`; a streamed model's come from a read-only walk) may be given to skip
+    recomputing them (the sweep does so).
     """
     from spectra.weights import iter_model_weights, weight_table
 
-    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, load_allocation, owl_outlier_ratios
-    from pruning.sequential import collect_input_norms
+    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, load_allocation
 
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
@@ -120,24 +156,22 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
         base = metrics
     else:
         base = table
-        if method in WEIGHT_METHODS or method == "owl":
+        if method in WEIGHT_METHODS:
             weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
         if method == "owl":
-            if input_norms is None:
-                if calib is None:
-                    raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
-                input_norms = collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress)
-            ratios = owl_outlier_ratios(weights, input_norms, a.owl_M, granularity=a.granularity)
+            ratios = outlier_ratios if outlier_ratios is not None else \
+                owl_ratios(model, settings, calib, input_norms, progress)
     return allocate(base, method, float(a.sparsity), **a.allocate_kwargs(weights, ratios))
 
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,
                 progress: bool = True, metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
-                calib: Optional[torch.Tensor] = None, device=None, block_io=None) -> PruneResult:
+                calib: Optional[torch.Tensor] = None, device=None, block_io=None,
+                outlier_ratios: Optional[dict] = None) -> PruneResult:
     """Allocate and prune ``model`` (a CausalLM or a ``LoadedModel``) in place; returns a :class:`PruneResult`.
 
     ``progress_cb(done, total, longname)`` after every pruned matrix. ``calib`` overrides the C4 windows (tests).
-    ``device`` (compute device) and ``block_io`` (streamed blocks) go to :func:`pruning.sequential.prune_sequential`.
+    ``device`` (compute device) and ``block_io`` (streamed blocks) go to :func:`pruning.block_loop.prune_blocks`.
     """
     from pruning.evaluation.data import get_calibration
 
@@ -156,13 +190,13 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
         timings["calibration"] = time.perf_counter() - t
         t = time.perf_counter()
         alloc = None if settings.allocation.is_uniform else compute_allocation(model, settings, calib, metrics,
-                                                                                input_norms, progress)
+                                                                                input_norms, progress, outlier_ratios)
         timings["allocation"] = time.perf_counter() - t
         sparsity = float(settings.allocation.sparsity) if alloc is None else \
             dict(zip(alloc["longname"], alloc["sparsity"].astype(float)))
         loop_calib = calib if settings.loop_needs_calibration() else None
-        res = prune_sequential(model, loop_calib, sparsity, pr.name, nm=nm, pruner_options=pr.options,
-                               correction=pr.correction, sublayer_sequential=pr.sublayer_sequential,
+        res = prune_blocks(model, loop_calib, sparsity, pr.name, nm=nm, pruner_options=pr.options,
+                               correction=pr.correction, sublayers_in_order=pr.sublayers_in_order,
                                gd_steps=settings.gd.steps, gd_options={"precondition": bool(settings.gd.precondition)},
                                batch_size=cal.batch_size, progress=progress, progress_cb=progress_cb,
                                device=device, block_io=block_io)

@@ -27,7 +27,7 @@ from pruning.allocation import allocation_options
 from pruning.allocation.mappings import ALLOCATION_METHODS, GRANULARITIES, MAPPINGS
 from pruning.pruners import DEFAULT_PRUNER, NM, PRUNERS, get_pruner, parse_nm
 from pruning.pruners.masks import nm_sparsity
-from pruning.sequential import CORRECTIONS
+from pruning.block_loop import CORRECTIONS
 
 __all__ = ["PrunerSettings", "AllocationSettings", "CalibrationSettings", "GDSettings", "PruneSettings",
            "EvalSettings", "OutputSettings", "LATER_FIELDS", "SECTIONS"]
@@ -42,7 +42,7 @@ def _pruner_names() -> tuple:
 
 @dataclass(frozen=True)
 class PrunerSettings:
-    """Which layer pruner runs and how (see :mod:`pruning.pruners` and :func:`pruning.sequential.prune_sequential`)."""
+    """Which layer pruner runs and how (see :mod:`pruning.pruners` and :func:`pruning.block_loop.prune_blocks`)."""
 
     name: str = option(DEFAULT_PRUNER, "layer pruner", dest="pruner", flag="--pruner", choices=_pruner_names,
                        label="pruner")
@@ -52,8 +52,11 @@ class PrunerSettings:
                                        "none, intra, intra+inter (FISTAPruner's ablation) or intra-pruned; default: "
                                        "the pruner's own (intra for fista, sequential otherwise)", kind=str,
                                        choices=CORRECTIONS)
-    sublayer_sequential: Optional[bool] = option(None, "prune the layers of a block one input group at a time "
-                                                 "(default: the pruner's own)", kind=bool, flag=None)
+    # flat name ``sublayer_sequential`` (its name before "sequential" came to mean the correction mode only): sweep
+    # keys and reports written before the rename keep resuming and reading
+    sublayers_in_order: Optional[bool] = option(None, "prune the layers of a block one input group at a time, in "
+                                                "call order (default: the pruner's own)", kind=bool, flag=None,
+                                                dest="sublayer_sequential")
 
     def __post_init__(self) -> None:
         check_options(self)

@@ -23,7 +23,7 @@ import torch
 from spectra.errors import ModelLoadError
 from spectra.files import atomic_path
 
-from pruning.blocks import BlockIO, capture_block_inputs, first_output, offload, onload, storage_device
+from pruning.blocks import BlockIO, capture_block_inputs, first_output, storage_device, walk_blocks
 from spectra.weights import decoder_layers
 
 #: files copied from the source folder next to the written weights (tokenizer, chat template, generation config)
@@ -354,22 +354,18 @@ def blockwise_hidden(model: torch.nn.Module, windows: torch.Tensor, batch_size: 
                      block_io: Optional[BlockIO] = None, progress: bool = False) -> tuple[list, bool]:
     """Outputs of the last decoder block for ``windows`` (n, seqlen), one block at a time on ``device`` (loaded by
     ``block_io`` when streamed); returns (per-batch chunks, whether the blocks return tuples)."""
-    storage = storage_device(model)
-    blocks = decoder_layers(model)
     chunks = capture_block_inputs(model, windows, batch_size, device)
     as_tuple = False
-    it = enumerate(blocks)
+    it = walk_blocks(model, device, block_io)
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, total=len(blocks), desc="blocks", unit="block", leave=False)
-    for b, block in it:
-        onload(block, b, device, block_io)
+        it = tqdm(it, total=len(decoder_layers(model)), desc="blocks", unit="block", leave=False)
+    for _, block in it:
         for chunk in chunks:
             out = block(chunk.hidden, *chunk.args, **chunk.kwargs)
             as_tuple = isinstance(out, (tuple, list))
             chunk.hidden = first_output(out)
-        offload(block, b, storage, block_io)
     return chunks, as_tuple
 
 

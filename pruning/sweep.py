@@ -172,7 +172,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     from pruning.evaluation.data import get_calibration
     from pruning.evaluation.perplexity import perplexity
     from pruning.report import package_versions
-    from pruning.sequential import collect_input_norms
+    from pruning.block_loop import collect_input_norms
 
     out = Path(out)
     if not out.parent.exists():

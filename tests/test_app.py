@@ -759,7 +759,7 @@ def test_fista_lambda_path_of_one_layer(app, builtin):
     from pruning.pruners.base import LayerStats
     from pruning.evaluation.data import get_calibration
     from pruning.pruners.fista import fista_lambda_path
-    from pruning.sequential import collect_input_norms
+    from pruning.block_loop import collect_input_norms
 
     name = "model.layers.1.self_attn.k_proj"
     compute_for_layer(app, "pr_fista", name)

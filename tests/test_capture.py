@@ -4,7 +4,7 @@ import torch
 import transformers as tf
 
 from pruning.capture import capture_layer_inputs
-from pruning.sequential import collect_input_norms
+from pruning.block_loop import collect_input_norms
 
 
 def _tiny():

@@ -14,9 +14,9 @@ from pruning.devices import check_disk, parse_device, parse_dtype
 from pruning.prune import prune_model
 from pruning.settings import PruneSettings
 from pruning.blocks import block_linears
-from pruning.sequential import prune_sequential
+from pruning.block_loop import prune_blocks
 from pruning.stream import ShardWriter, StreamedModel, blockwise_perplexity, stream_source_dir, write_streamed_output
-from test_sequential import VOCAB, tiny
+from test_block_loop import VOCAB, tiny
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def _state(directory: Path) -> dict:
 @pytest.mark.parametrize("pruner", ["wanda", "sparsegpt"])
 def test_explicit_cpu_device_is_bit_identical(pruner, calib):
     a, b = tiny("llama"), tiny("llama")
-    prune_sequential(a, calib, 0.5, pruner, batch_size=4, progress=False)
-    prune_sequential(b, calib, 0.5, pruner, batch_size=4, progress=False, device="cpu")
+    prune_blocks(a, calib, 0.5, pruner, batch_size=4, progress=False)
+    prune_blocks(b, calib, 0.5, pruner, batch_size=4, progress=False, device="cpu")
     wa, wb = _weights(a), _weights(b)
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
 
@@ -49,8 +49,8 @@ def test_explicit_cpu_device_is_bit_identical(pruner, calib):
 def test_bfloat16_masks_agree_with_float32(pruner, calib):
     f32 = tiny("llama")
     bf16 = copy.deepcopy(f32).to(torch.bfloat16)
-    prune_sequential(f32, calib, 0.5, pruner, batch_size=4, progress=False)
-    res = prune_sequential(bf16, calib, 0.5, pruner, batch_size=4, progress=False, device="cpu")
+    prune_blocks(f32, calib, 0.5, pruner, batch_size=4, progress=False)
+    res = prune_blocks(bf16, calib, 0.5, pruner, batch_size=4, progress=False, device="cpu")
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
     assert all(abs(r["achieved"] - 0.5) < 1e-3 for r in res.layers)
     wa, wb = _weights(f32), _weights(bf16)
@@ -152,11 +152,11 @@ def _cli(argv, capsys):
     return rc, cap.out, cap.err
 
 
-@pytest.mark.parametrize("allocation", ["uniform", "alphapruning"])
+@pytest.mark.parametrize("allocation", ["uniform", "alphapruning", "owl"])
 def test_streamed_builtin_equals_in_memory_cli(tmp_path, capsys, allocation):
     """On the built-in model the streamed CLI run writes exactly the in-memory run's weights (float32); with
     AlphaPruning the streamed run's metrics come from the shards (spectra's streaming route), the in-memory run's
-    from the loaded model."""
+    from the loaded model; with OWL its outlier ratios come from a read-only walk over the shards."""
     common = ["prune", "--pruner", "wanda", "--sparsity", "0.5", "--nsamples", "4", "--seqlen", "64", "--eval", "none",
               "--no-dense-eval", "--quiet", "--allocation", allocation]
     rc, _, err = _cli(common + ["--out", str(tmp_path / "mem")], capsys)
@@ -222,8 +222,9 @@ def test_stream_refuses_non_safetensors_sources(tmp_path, capsys):
         stream_source_dir("meta-llama/Llama-2-7b-hf")
     rc, _, err = _cli(["prune", "meta-llama/Llama-2-7b-hf", "--stream", "--out", str(tmp_path / "o")], capsys)
     assert rc == 2 and "huggingface-cli download" in err and err.count("\n") == 1
-    rc, _, err = _cli(["prune", "--stream", "--allocation", "owl", "--out", str(tmp_path / "o")], capsys)
-    assert rc == 2 and "--allocation owl reads the whole dense model" in err
+    # OWL streams (its ratios are per block, tests/test_stream_walk.py); LAMP reads every weight at once
+    rc, _, err = _cli(["prune", "--stream", "--allocation", "lamp", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "--allocation lamp reads the whole dense model" in err
 
 
 def test_cli_refuses_too_little_disk(tmp_path, capsys, monkeypatch):

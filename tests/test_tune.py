@@ -8,9 +8,9 @@ import torch
 from pruning.calib_stats import DenseStats, DenseWeights, dense_stats, prune_from_stats, stats_key
 from pruning.settings import CalibrationSettings
 from pruning.blocks import block_linears
-from pruning.sequential import dense_layer_stats, prune_sequential
+from pruning.block_loop import dense_layer_stats, prune_blocks
 from pruning.tune import TuneSettings, golden_points, tune
-from test_sequential import VOCAB, tiny
+from test_block_loop import VOCAB, tiny
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_one_shot_from_dense_statistics_equals_the_loop_in_none_mode(calib, prun
     """Pruning from the cached dense statistics is the sequential loop's ``none`` mode without the forwards."""
     dense = tiny("llama", seed=4)
     loop = copy.deepcopy(dense)
-    prune_sequential(loop, calib, 0.6, pruner, correction="none", batch_size=4, progress=False)
+    prune_blocks(loop, calib, 0.6, pruner, correction="none", batch_size=4, progress=False)
     one = copy.deepcopy(dense)
     stats = DenseStats(CalibrationSettings(), "x", dense_layer_stats(dense, calib, needs, batch_size=4))
     prune_from_stats(one, stats, 0.6, pruner)
@@ -36,7 +36,7 @@ def test_one_shot_from_dense_statistics_equals_the_loop_in_none_mode(calib, prun
         assert torch.allclose(a, b, atol=1e-6), n
     # and it differs from the reference (sequential) loop, where later blocks see pruned inputs
     seq = copy.deepcopy(dense)
-    prune_sequential(seq, calib, 0.6, pruner, batch_size=4, progress=False)
+    prune_blocks(seq, calib, 0.6, pruner, batch_size=4, progress=False)
     later = [n for n in _weights(seq) if ".layers.0." not in n]
     assert any(not torch.equal(_weights(seq)[n] == 0, _weights(one)[n] == 0) for n in later)
 

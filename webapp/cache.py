@@ -105,7 +105,7 @@ def calibration_windows(key: str, nsamples: int, seqlen: int):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
     """The dense model's calibration input norms Σx² per input feature (``collect_input_norms``), for OWL."""
-    from pruning.sequential import collect_input_norms
+    from pruning.block_loop import collect_input_norms
 
     return collect_input_norms(load_model_cached(key).model, calibration_windows(key, nsamples, seqlen).clone())
 

@@ -151,8 +151,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
                          f"(not a pruned-model folder); choose another --out")
 
 
-#: allocations that read every weight or run the dense model, refused under --stream
-NOT_STREAMABLE = ("owl", "global", "lamp")
+#: allocations that read every weight at once, refused under --stream (OWL streams: its ratios are per block)
+NOT_STREAMABLE = ("global", "lamp")
 
 
 def _compute_setup(model: str, o, settings):
@@ -170,7 +170,7 @@ def _compute_setup(model: str, o, settings):
 
         if a.method in NOT_STREAMABLE and not a.file:
             raise ValueError(f"--allocation {a.method} reads the whole dense model, which --stream avoids; "
-                             f"use uniform, alphapruning, stable_rank, erk or an --allocation-file")
+                             f"use uniform, alphapruning, stable_rank, erk, owl or an --allocation-file")
         directory = stream_source_dir(model)
         ckpt = checkpoint_dtype(directory)
     elif device.type == "cuda":
@@ -231,14 +231,24 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
         sm = StreamedModel(directory, dtype)
         dense = evaluate_on(sm.model, sm.tokenizer, ev, data_dir, progress, device, sm)
     sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(o.shard_size)), load_head=False)
-    metrics = None
+    metrics = ratios = calib = None
     a = settings.allocation
     if a.method in SPECTRAL_METHODS and not a.file and a.nm is None:
         from spectra.analyze import AnalysisSettings, analyze
 
         metrics = analyze(directory, AnalysisSettings(xmin_rule=a.xmin_rule), progress=progress)
+    if a.method == "owl" and not a.file and a.nm is None:  # its ratios from a read-only walk over the shards
+        from pruning.evaluation.data import get_calibration
+        from pruning.prune import owl_ratios
+
+        cal = settings.calibration
+        calib = get_calibration(sm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
+                                path=cal.data_path)
+        reader = StreamedModel(directory, dtype, tokenizer=False, load_head=False)  # no writer: blocks only freed
+        ratios = owl_ratios(reader.model, settings, calib, progress=progress, device=device, block_io=reader)
+        del reader
     result = prune_model(sm.model, sm.tokenizer, settings, progress=progress, metrics=metrics, device=device,
-                         block_io=sm)
+                         block_io=sm, calib=calib, outlier_ratios=ratios)
     t = time.perf_counter()
     write_streamed_output(sm, tmp)
     save_s = time.perf_counter() - t

@@ -1,7 +1,7 @@
 """The contract between the sequential calibration loop and the layer pruners.
 
 A *layer pruner* turns one linear layer's dense weight ``W`` (out, in) and the statistics of its calibration
-inputs into a pruned weight. The loop in :mod:`pruning.sequential` collects only the statistics a pruner
+inputs into a pruned weight. The loop in :mod:`pruning.block_loop` collects only the statistics a pruner
 declares in ``needs`` (see :class:`LayerStats`).
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ class PrunerSpec:
     description: str = ""
     supports_nm: bool = True
     options: tuple = ()  # keyword options the pruner accepts (``--pruner-opt KEY=VALUE``)
-    correction: str = "sequential"  # default error-correction mode (pruning.sequential.CORRECTIONS)
+    correction: str = "sequential"  # default error-correction mode (pruning.block_loop.CORRECTIONS)
     only_nm: NM = None  # the one N:M pattern the pruner produces (prox24: 2:4); None = any sparsity or pattern
     calibration_free: bool = False  # uses no calibration statistics (magnitude): runs without the loop when none given
     label: str = ""  # display name (``Wanda``); the name when empty

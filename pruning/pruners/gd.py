@@ -51,7 +51,7 @@ class LocalObjective:
 def _stats_matrices(stats: LayerStats, n_in: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(H, K, D) with the no-correction defaults ``K = D = H`` when ``K`` was not collected."""
     if stats is None or stats.H is None:
-        raise ValueError("this pruner needs the input Gram matrix stats.H; run it through pruning.sequential "
+        raise ValueError("this pruner needs the input Gram matrix stats.H; run it through pruning.block_loop "
                          "(or build LayerStats.from_inputs(X))")
     H = stats.H
     if H.shape != (n_in, n_in):

@@ -40,7 +40,7 @@ def sparsegpt(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None
               percdamp: float = 0.01, **options) -> torch.Tensor:
     """Prune ``W`` (out, in) to ``sparsity`` (or N:M) with SparseGPT's OBS updates; returns the new weight."""
     if stats is None or stats.H is None:
-        raise ValueError("sparsegpt needs the input Gram matrix stats.H; run it through pruning.sequential")
+        raise ValueError("sparsegpt needs the input Gram matrix stats.H; run it through pruning.block_loop")
     W = W.to(torch.float32).clone()
     rows, cols = W.shape
     if stats.H.shape != (cols, cols):

@@ -23,7 +23,7 @@ def wanda_scores(W: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
 def wanda(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:
     """Prune by Wanda scores: per output row (unstructured; exact matrix total) or the lowest ``M−N`` per M-group."""
     if stats is None:
-        raise ValueError("wanda needs calibration statistics (stats.sq_norm); run it through pruning.sequential")
+        raise ValueError("wanda needs calibration statistics (stats.sq_norm); run it through pruning.block_loop")
     if stats.sq_norm.shape[0] != W.shape[1]:
         raise ValueError(f"wanda: sq_norm has {stats.sq_norm.shape[0]} features but W has {W.shape[1]} inputs")
     W = W.to(torch.float32).clone()

@@ -9,7 +9,7 @@ Memory holds one block's activations (two with a dense stream).
 
 Sub-layer order: linear layers of a block that read the *same* input tensor form one *input group*
 (Llama: q,k,v → o → gate,up → down; OPT: q,k,v → out_proj → fc1 → fc2; GPT-2: c_attn → c_proj → c_fc → c_proj);
-groups are found by a probe forward. ``sublayer_sequential=False`` (reference behaviour for Wanda/SparseGPT) collects
+groups are found by a probe forward. ``sublayers_in_order=False`` (reference behaviour for Wanda/SparseGPT) collects
 every group's statistics from one pass and then prunes; ``True`` prunes group by group, recomputing the inputs of
 later groups with the earlier groups already pruned (FISTAPruner's intra-layer error correction).
 
@@ -46,8 +46,8 @@ import torch
 
 from spectra.weights import decoder_layers
 
-from pruning.blocks import (BlockInputs, BlockIO, Linear, StopForward, block_linears, capture_block_inputs, input_groups,
-                            module_device, offload, onload, run_block, storage_device)
+from pruning.blocks import (BlockInputs, BlockIO, Linear, StopForward, block_linears, capture_block_inputs,
+                            input_groups, module_device, run_block, walk_blocks)
 from pruning.pruners import BASELINE_PRUNER, DEFAULT_PRUNER, NM, LayerStats, get_pruner
 from pruning.pruners.masks import achieved_sparsity, check_sparsity, nm_sparsity
 
@@ -63,7 +63,7 @@ ProgressCb = Optional[Callable[[int, int, str], None]]
 
 
 @dataclass
-class SequentialResult:
+class LoopResult:
     """Per-layer records (longname, block, role, rows, cols, num_params, target, achieved, seconds) and timings."""
 
     layers: list[dict] = field(default_factory=list)
@@ -200,6 +200,13 @@ def layer_targets(linears: list[Linear], sparsity, nm: NM) -> dict[str, float]:
     return {n: check_sparsity(sparsity[n]) for n in names}
 
 
+def layer_record(lin: Linear, W: torch.Tensor, W_new: torch.Tensor, target: float, seconds: float) -> dict:
+    """The per-layer record of a pruned matrix (``longname block role rows cols num_params target achieved
+    seconds``; :class:`LoopResult`'s ``layers``)."""
+    return {"longname": lin.longname, "block": lin.block, "role": lin.role, "rows": W.shape[0], "cols": W.shape[1],
+            "num_params": W.numel(), "target": target, "achieved": achieved_sparsity(W_new), "seconds": seconds}
+
+
 def _masked_gd(W_new, W_dense, stats, steps, options):
     from pruning.pruners import gd  # written by another module owner; imported lazily
 
@@ -207,17 +214,17 @@ def _masked_gd(W_new, W_dense, stats, steps, options):
 
 
 @torch.no_grad()
-def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = DEFAULT_PRUNER,
+def prune_blocks(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = DEFAULT_PRUNER,
                      nm: NM = None, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
-                     sublayer_sequential: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
+                     sublayers_in_order: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
                      batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None,
-                     device=None, block_io: Optional[BlockIO] = None) -> SequentialResult:
+                     device=None, block_io: Optional[BlockIO] = None) -> LoopResult:
     """Prune every block linear layer of ``model`` in place, block by block on the calibration windows ``calib``.
 
     ``sparsity``: one float for all layers or {longname: sparsity} (ignored under ``nm``). ``calib`` may be None
     only for calibration-free pruners (magnitude) without ``gd_steps``. ``correction``: one of
     :data:`CORRECTIONS` (module docstring; None = the pruner's default, :attr:`PrunerSpec.correction`).
-    ``sublayer_sequential`` defaults to True for the modes that prune sublayers in call order.
+    ``sublayers_in_order`` defaults to True for the modes that prune sublayers in call order.
     ``progress_cb(done, total, longname)`` is called after every pruned matrix.
     ``device``: the compute device (None = where the weights are). The weights stay on their storage device; each
     block is moved to ``device``, its statistics gathered and its layers pruned there, its outputs recomputed, and it
@@ -233,10 +240,10 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
     if gd_steps < 0:
         raise ValueError(f"gd_steps must be ≥ 0 (got {gd_steps})")
     needs = frozenset(spec.needs) | (frozenset({"H"}) if gd_steps else frozenset())
-    if sublayer_sequential is None:
-        sublayer_sequential = correction in SUBLAYER_ORDER
-    if correction in ("intra", "intra-pruned") and not sublayer_sequential:
-        raise ValueError(f"correction={correction!r} needs sublayer_sequential=True (sublayers pruned in order)")
+    if sublayers_in_order is None:
+        sublayers_in_order = correction in SUBLAYER_ORDER
+    if correction in ("intra", "intra-pruned") and not sublayers_in_order:
+        raise ValueError(f"correction={correction!r} needs sublayers_in_order=True (sublayers pruned in order)")
     dense_input = correction in DENSE_BLOCK_INPUT
     want_dense_copy = "K" in needs and correction in DENSE_TARGET
     pruner_options = dict(pruner_options or {})
@@ -249,7 +256,6 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
 
     t0 = time.perf_counter()
     timings = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "gd": 0.0, "forward": 0.0}
-    storage = storage_device(model)
     chunks = capture_block_inputs(model, calib, batch_size, device)
     timings["capture"] = time.perf_counter() - t0
     dense_hidden = [c.hidden for c in chunks] if correction == "intra+inter" and want_dense_copy else None
@@ -260,13 +266,12 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"prune {pruner}", unit="matrix")
-    for b, block in enumerate(decoder_layers(model)):
+    for b, block in walk_blocks(model, device, block_io):
         linears = per_block[b]
         targets = layer_targets(linears, sparsity, nm)
-        onload(block, b, device, block_io)
         dense = _dense_copy(block, linears) if want_dense_copy else None
         groups = _groups_cached(block, linears, chunks[0], cache)
-        stages = [[g] for g in groups] if sublayer_sequential else [groups]
+        stages = [[g] for g in groups] if sublayers_in_order else [groups]
         next_hidden = None
         if dense_input:  # the next block reads this block's dense outputs: compute them before pruning it
             t = time.perf_counter()
@@ -290,9 +295,7 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
                         W_new = _masked_gd(W_new, W, st, gd_steps, gd_options or {})
                         timings["gd"] += time.perf_counter() - t
                     lin.set(W_new)
-                    records.append({"longname": lin.longname, "block": b, "role": lin.role, "rows": W.shape[0],
-                                    "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],
-                                    "achieved": achieved_sparsity(W_new), "seconds": dt})
+                    records.append(layer_record(lin, W, W_new, targets[lin.longname], dt))
                     if bar is not None:
                         bar.update(1)
                     if progress_cb is not None:
@@ -307,76 +310,76 @@ def prune_sequential(model: torch.nn.Module, calib: Optional[torch.Tensor], spar
             chunk.hidden = run_block(block, chunk)
         timings["forward"] += time.perf_counter() - t
         del dense
-        offload(block, b, storage, block_io)
     if bar is not None:
         bar.close()
     timings["total"] = time.perf_counter() - t0
-    return SequentialResult(records, timings)
+    return LoopResult(records, timings)
 
 
 @torch.no_grad()
 def prune_weights(model: torch.nn.Module, sparsity, pruner: str = BASELINE_PRUNER, nm: NM = None,
                   pruner_options: Optional[dict] = None, progress: bool = False,
                   progress_cb: ProgressCb = None, device=None, block_io: Optional[BlockIO] = None,
-                  stats: Optional[dict] = None) -> SequentialResult:
+                  stats: Optional[dict] = None) -> LoopResult:
     """Prune every block linear layer without running the model: from its weights alone (calibration-free
     pruners such as magnitude) or from given statistics ``stats`` {longname: LayerStats} (one-shot pruning from
     dense statistics, :func:`pruning.calib_stats.prune_from_stats`), block by block on the compute ``device``
-    (``block_io``: see :func:`prune_sequential`)."""
+    (``block_io``: see :func:`prune_blocks`)."""
     spec = get_pruner(pruner)
     per_block = block_linears(model)
     linears = [l for blk in per_block for l in blk]
     targets = layer_targets(linears, sparsity, nm)
-    storage = storage_device(model)
-    blocks = decoder_layers(model)
     t0 = time.perf_counter()
     records = []
-    for lin in linears:
-        if lin is per_block[lin.block][0]:
-            onload(blocks[lin.block], lin.block, device, block_io)
-        t = time.perf_counter()
-        W = lin.get()
-        W_new = spec.fn(W, None if stats is None else stats[lin.longname], targets[lin.longname], nm,
-                        **(pruner_options or {}))
-        lin.set(W_new)
-        records.append({"longname": lin.longname, "block": lin.block, "role": lin.role, "rows": W.shape[0],
-                        "cols": W.shape[1], "num_params": W.numel(), "target": targets[lin.longname],
-                        "achieved": achieved_sparsity(W_new), "seconds": time.perf_counter() - t})
-        if progress_cb is not None:
-            progress_cb(len(records), len(linears), lin.longname)
-        if lin is per_block[lin.block][-1]:
-            offload(blocks[lin.block], lin.block, storage, block_io)
+    for b, _ in walk_blocks(model, device, block_io):
+        for lin in per_block[b]:
+            t = time.perf_counter()
+            W = lin.get()
+            W_new = spec.fn(W, None if stats is None else stats[lin.longname], targets[lin.longname], nm,
+                            **(pruner_options or {}))
+            lin.set(W_new)
+            records.append(layer_record(lin, W, W_new, targets[lin.longname], time.perf_counter() - t))
+            if progress_cb is not None:
+                progress_cb(len(records), len(linears), lin.longname)
     total = time.perf_counter() - t0
-    return SequentialResult(records, {"capture": 0.0, "stats": 0.0, "prune": total, "gd": 0.0, "forward": 0.0,
+    return LoopResult(records, {"capture": 0.0, "stats": 0.0, "prune": total, "gd": 0.0, "forward": 0.0,
                                       "total": total})
 
 
 @torch.no_grad()
 def dense_layer_stats(model: torch.nn.Module, calib: torch.Tensor, needs: frozenset = frozenset(),
                       batch_size: int = 8, blocks: Optional[set] = None,
-                      progress_cb: Optional[Callable[[int, int], None]] = None) -> dict[str, LayerStats]:
+                      progress_cb: Optional[Callable[[int, int], None]] = None, device=None,
+                      block_io: Optional[BlockIO] = None,
+                      on_block: Optional[Callable[[int, list, dict], None]] = None) -> dict[str, LayerStats]:
     """{longname: :class:`LayerStats`} of the block linear layers from the *dense* model's inputs on ``calib``
     (the ``none`` mode: no error correction, ``K = D = H`` when needed); layers of one input group share one record.
 
     ``needs`` ⊆ {"H", "K", "D"} (``sq_norm`` always); ``blocks``: only these block indices (the walk stops after
     the last one). One forward per block; ``progress_cb(done, total)`` after each. The model is not changed.
+    ``device`` / ``block_io``: as in :func:`prune_blocks` (a streamed model's ``block_io`` must not write the
+    blocks it releases, e.g. :class:`pruning.stream.StreamedModel` without a writer). ``on_block(b, linears,
+    stats)`` is called while block ``b`` is loaded, with its linear layers and their statistics (OWL's outlier
+    ratios read the block's weights there, so that a streamed model never holds more than one block).
     """
     per_block = block_linears(model)
-    layers = decoder_layers(model)
-    last = len(layers) - 1 if blocks is None else max(blocks)
-    if blocks is not None and not all(0 <= b < len(layers) for b in blocks):
-        raise ValueError(f"block out of range: the model has {len(layers)} decoder blocks (asked {sorted(blocks)})")
-    chunks = capture_block_inputs(model, calib, batch_size)
+    n_blocks = len(decoder_layers(model))
+    last = n_blocks - 1 if blocks is None else max(blocks)
+    if blocks is not None and not all(0 <= b < n_blocks for b in blocks):
+        raise ValueError(f"block out of range: the model has {n_blocks} decoder blocks (asked {sorted(blocks)})")
+    chunks = capture_block_inputs(model, calib, batch_size, device)
     cache: dict = {}
     out: dict[str, LayerStats] = {}
-    for b in range(last + 1):
+    for b, block in walk_blocks(model, device, block_io, last):
         if blocks is None or b in blocks:
-            groups = _groups_cached(layers[b], per_block[b], chunks[0], cache)
-            for g, st in zip(groups, _group_stats(layers[b], None, groups, chunks, None, frozenset(needs), "none")):
+            groups = _groups_cached(block, per_block[b], chunks[0], cache)
+            for g, st in zip(groups, _group_stats(block, None, groups, chunks, None, frozenset(needs), "none")):
                 out.update({lin.longname: st for lin in g})
+            if on_block is not None:
+                on_block(b, per_block[b], out)
         if b < last:
             for chunk in chunks:
-                chunk.hidden = run_block(layers[b], chunk)
+                chunk.hidden = run_block(block, chunk)
         if progress_cb is not None:
             progress_cb(b + 1, last + 1)
     return out
@@ -395,9 +398,11 @@ def block_layer_stats(model: torch.nn.Module, calib: torch.Tensor, block: int,
 
 
 def collect_input_norms(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
-                        progress: bool = False) -> dict[str, torch.Tensor]:
+                        progress: bool = False, device=None, block_io: Optional[BlockIO] = None,
+                        on_block: Optional[Callable[[int, list, dict], None]] = None) -> dict[str, torch.Tensor]:
     """Dense model's ``Σ_t x_t²`` per input feature (float64) of every block linear layer, keyed by longname
-    (OWL's ‖X_j‖₂² for its outlier ratios; :func:`dense_layer_stats`)."""
+    (OWL's ‖X_j‖₂² for its outlier ratios; :func:`dense_layer_stats`, whose ``device`` / ``block_io`` /
+    ``on_block`` it takes)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -405,7 +410,8 @@ def collect_input_norms(model: torch.nn.Module, calib: torch.Tensor, batch_size:
         bar = tqdm(total=len(decoder_layers(model)), desc="input norms", unit="block")
     cb = (lambda done, total: bar.update(1)) if bar is not None else None  # noqa: E731
     try:
-        stats = dense_layer_stats(model, calib, frozenset(), batch_size, progress_cb=cb)
+        stats = dense_layer_stats(model, calib, frozenset(), batch_size, progress_cb=cb, device=device,
+                                  block_io=block_io, on_block=on_block)
     finally:
         if bar is not None:
             bar.close()

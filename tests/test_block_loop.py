@@ -7,7 +7,7 @@ import transformers as tf
 
 from pruning.pruners import PRUNERS, LayerStats, PrunerSpec, get_pruner
 from pruning.blocks import block_linears, capture_block_inputs, input_groups
-from pruning.sequential import collect_input_norms, prune_sequential
+from pruning.block_loop import collect_input_norms, prune_blocks
 
 VOCAB = 300
 
@@ -101,7 +101,7 @@ def _compare(a, b, min_agree=0.999):
 def test_next_block_sees_pruned_outputs(arch, pruner, sub, calib):
     dense = tiny(arch)
     ours = copy.deepcopy(dense)
-    res = prune_sequential(ours, calib, 0.5, pruner, sublayer_sequential=sub, batch_size=4, progress=False)
+    res = prune_blocks(ours, calib, 0.5, pruner, sublayers_in_order=sub, batch_size=4, progress=False)
     assert all(abs(r["achieved"] - r["target"]) < 1e-3 for r in res.layers)
     manual = _manual(copy.deepcopy(dense), calib, 0.5, pruner, _groups if sub else _one_stage)
     _compare(ours, manual)
@@ -177,7 +177,7 @@ def test_error_correction_statistics(correction, calib, recording_pruner):
     pruned_input, in_order, target = MODES[correction]
     dense = tiny("llama", seed=2)
     final = copy.deepcopy(dense)
-    prune_sequential(final, calib, 0.6, recording_pruner, correction=correction, batch_size=4, progress=False)
+    prune_blocks(final, calib, 0.6, recording_pruner, correction=correction, batch_size=4, progress=False)
     k = 0
     for b, lins in enumerate(block_linears(final)):
         stages = _groups(lins) if in_order else _one_stage(lins)
@@ -216,44 +216,44 @@ def test_default_correction_per_pruner():
 
 def test_intra_correction_requires_sublayer_order(calib, recording_pruner):
     for mode in ("intra", "intra-pruned"):
-        with pytest.raises(ValueError, match="sublayer_sequential=True"):
-            prune_sequential(tiny("llama"), calib, 0.5, recording_pruner, correction=mode, sublayer_sequential=False,
+        with pytest.raises(ValueError, match="sublayers_in_order=True"):
+            prune_blocks(tiny("llama"), calib, 0.5, recording_pruner, correction=mode, sublayers_in_order=False,
                              progress=False)
     with pytest.raises(ValueError, match="unknown correction"):
-        prune_sequential(tiny("llama"), calib, 0.5, recording_pruner, correction="inter", progress=False)
+        prune_blocks(tiny("llama"), calib, 0.5, recording_pruner, correction="inter", progress=False)
 
 
 def test_magnitude_without_calibration_and_progress_callback():
     dense = tiny("opt")
     m = copy.deepcopy(dense)
     calls = []
-    res = prune_sequential(m, None, 0.4, "magnitude", progress=False, progress_cb=lambda d, t, n: calls.append((d, t, n)))
+    res = prune_blocks(m, None, 0.4, "magnitude", progress=False, progress_cb=lambda d, t, n: calls.append((d, t, n)))
     names = [l.longname for l in _layers(m)]
     assert [c[2] for c in calls] == names and calls[-1][:2] == (len(names), len(names))
     for ld, lm_ in zip(_layers(dense), _layers(m)):
         assert torch.equal(_W(lm_), get_pruner("magnitude").fn(_W(ld), None, 0.4))
     assert len(res.layers) == len(names)
     with pytest.raises(ValueError, match="needs calibration"):
-        prune_sequential(tiny("opt"), None, 0.4, "wanda", progress=False)
+        prune_blocks(tiny("opt"), None, 0.4, "wanda", progress=False)
 
 
 def test_allocation_dict_and_missing_layer(calib):
     m = tiny("llama")
     names = [l.longname for l in _layers(m)]
     alloc = {n: (0.3 if i % 2 else 0.6) for i, n in enumerate(names)}
-    res = prune_sequential(m, calib, alloc, "wanda", batch_size=3, progress=False)
+    res = prune_blocks(m, calib, alloc, "wanda", batch_size=3, progress=False)
     for r in res.layers:
         assert r["target"] == alloc[r["longname"]] and abs(r["achieved"] - r["target"]) <= 0.5 / r["num_params"]
     alloc.pop(names[4])
     with pytest.raises(ValueError, match="no sparsity for"):
-        prune_sequential(tiny("llama"), calib, alloc, "wanda", progress=False)
+        prune_blocks(tiny("llama"), calib, alloc, "wanda", progress=False)
 
 
 def test_masked_gd_keeps_the_mask_and_lowers_block0_error(calib):
     dense = tiny("llama", seed=3)
     plain, gd = copy.deepcopy(dense), copy.deepcopy(dense)
-    prune_sequential(plain, calib, 0.6, "wanda", progress=False)
-    prune_sequential(gd, calib, 0.6, "wanda", gd_steps=20, progress=False)
+    prune_blocks(plain, calib, 0.6, "wanda", progress=False)
+    prune_blocks(gd, calib, 0.6, "wanda", gd_steps=20, progress=False)
     b0 = [l for l in _layers(dense) if l.block == 0]
     X = _inputs(dense, calib, [l.longname for l in b0])  # block-0 inputs are the same dense embeddings in both runs
     for ld, lp, lg in zip(b0, [l for l in _layers(plain) if l.block == 0], [l for l in _layers(gd) if l.block == 0]):

@@ -316,6 +316,25 @@ def prune_blocks(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity
     return LoopResult(records, timings)
 
 
+def prune_linears(linears: list[Linear], spec, targets: dict, nm: NM = None, pruner_options: Optional[dict] = None,
+                  stats: Optional[dict] = None, records: Optional[list] = None,
+                  done: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Prune ``linears`` (loaded) in place with the registered pruner ``spec`` at ``targets`` {longname: sparsity},
+    from their weights alone or from ``stats`` {longname: LayerStats}; appends each :func:`layer_record` to
+    ``records`` (returned) and calls ``done(longname)`` after each layer."""
+    records = [] if records is None else records
+    for lin in linears:
+        t = time.perf_counter()
+        W = lin.get()
+        W_new = spec.fn(W, None if stats is None else stats[lin.longname], targets[lin.longname], nm,
+                        **(pruner_options or {}))
+        lin.set(W_new)
+        records.append(layer_record(lin, W, W_new, targets[lin.longname], time.perf_counter() - t))
+        if done is not None:
+            done(lin.longname)
+    return records
+
+
 @torch.no_grad()
 def prune_weights(model: torch.nn.Module, sparsity, pruner: str = BASELINE_PRUNER, nm: NM = None,
                   pruner_options: Optional[dict] = None, progress: bool = False,
@@ -330,17 +349,10 @@ def prune_weights(model: torch.nn.Module, sparsity, pruner: str = BASELINE_PRUNE
     linears = [l for blk in per_block for l in blk]
     targets = layer_targets(linears, sparsity, nm)
     t0 = time.perf_counter()
-    records = []
+    records: list[dict] = []
     for b, _ in walk_blocks(model, device, block_io):
-        for lin in per_block[b]:
-            t = time.perf_counter()
-            W = lin.get()
-            W_new = spec.fn(W, None if stats is None else stats[lin.longname], targets[lin.longname], nm,
-                            **(pruner_options or {}))
-            lin.set(W_new)
-            records.append(layer_record(lin, W, W_new, targets[lin.longname], time.perf_counter() - t))
-            if progress_cb is not None:
-                progress_cb(len(records), len(linears), lin.longname)
+        prune_linears(per_block[b], spec, targets, nm, pruner_options, stats, records,
+                      None if progress_cb is None else lambda name: progress_cb(len(records), len(linears), name))
     total = time.perf_counter() - t0
     return LoopResult(records, {"capture": 0.0, "stats": 0.0, "prune": total, "gd": 0.0, "forward": 0.0,
                                       "total": total})

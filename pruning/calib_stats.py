@@ -24,12 +24,12 @@ import torch
 
 from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.pruners.base import NM, LayerStats
-from pruning.blocks import block_linears
-from pruning.block_loop import LoopResult, dense_layer_stats, prune_weights
+from pruning.block_loop import LoopResult, dense_layer_stats, layer_targets, prune_linears, prune_weights
+from pruning.blocks import BlockIO, block_linears
 from pruning.settings import CalibrationSettings
 
 __all__ = ["TUNE_CALIBRATION", "DenseStats", "stats_key", "dense_stats", "weights_fingerprint",
-           "prune_from_stats", "DenseWeights"]
+           "prune_from_stats", "DenseWeights", "PruneOnLoad"]
 
 #: the tuning's calibration where the caller gives none: 16 × 256 tokens, a few seconds on a laptop CPU
 TUNE_CALIBRATION = CalibrationSettings(nsamples=16, seqlen=256)
@@ -114,12 +114,16 @@ def _load(path: Path) -> dict[str, LayerStats]:
 
 def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibrationSettings = TUNE_CALIBRATION,
                 hessians: bool = False, use_cache: bool = True,
-                progress_cb: Optional[Callable[[int, int], None]] = None) -> DenseStats:
+                progress_cb: Optional[Callable[[int, int], None]] = None, block_io=None) -> DenseStats:
     """The dense statistics of ``model`` for the calibration windows ``settings`` (with H when ``hessians``): read
-    from the cache, else collected and stored. A cache entry with Hessians also serves a request without them."""
+    from the cache, else collected and stored. A cache entry with Hessians also serves a request without them.
+
+    ``block_io``: a streamed model's read-only block loader (a :class:`pruning.stream.StreamedModel` without writer);
+    its blocks are read one at a time and the cache key is the hash of its shard files.
+    """
     from pruning.evaluation.data import get_calibration
 
-    fp = weights_fingerprint(model)
+    fp = weights_fingerprint(model) if block_io is None else block_io.fingerprint()
     if use_cache:
         for h in ([True] if hessians else [True, False]):
             p = _cache_file(fp, settings, h)
@@ -131,7 +135,7 @@ def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibrationSettings
     calib = get_calibration(tokenizer, settings.nsamples, settings.seqlen, settings.seed, dataset=settings.dataset,
                             path=settings.data_path)
     needs = frozenset({"H"}) if hessians else frozenset()
-    layers = dense_layer_stats(model, calib, needs, settings.batch_size, progress_cb=progress_cb)
+    layers = dense_layer_stats(model, calib, needs, settings.batch_size, progress_cb=progress_cb, block_io=block_io)
     if use_cache:
         try:
             _save(_cache_file(fp, settings, hessians), layers)
@@ -152,6 +156,15 @@ class DenseWeights:
             lin.module.weight.data.copy_(self.saved[lin.longname])
 
 
+def _check_one_shot(stats: DenseStats, pruner: str) -> None:
+    if pruner not in one_shot_pruners():
+        raise ValueError(f"pruner {pruner!r} cannot prune from dense statistics; use one of "
+                         f"{', '.join(one_shot_pruners())} (or the sequential loop)")
+    if not stats.needs_ok(get_pruner(pruner).needs):
+        raise ValueError(f"pruner {pruner!r} needs the Hessians in the dense statistics; collect them with "
+                         f"hessians=True (--hessians)")
+
+
 @torch.no_grad()
 def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner: str = DEFAULT_PRUNER,
                      nm: NM = None, pruner_options: Optional[dict] = None) -> LoopResult:
@@ -161,10 +174,26 @@ def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner
     needs ``H``, SparseGPT, needs statistics collected with ``hessians=True``). Labelled "one-shot (dense statistics)"; not the sequential
     reference protocol (module docstring).
     """
-    if pruner not in one_shot_pruners():
-        raise ValueError(f"pruner {pruner!r} cannot prune from dense statistics; use one of "
-                         f"{', '.join(one_shot_pruners())} (or the sequential loop)")
-    if not stats.needs_ok(get_pruner(pruner).needs):
-        raise ValueError(f"pruner {pruner!r} needs the Hessians in the dense statistics; collect them with "
-                         f"hessians=True (--hessians)")
+    _check_one_shot(stats, pruner)
     return prune_weights(model, sparsity, pruner, nm, pruner_options, stats=stats.layers)
+
+
+class PruneOnLoad(BlockIO):
+    """A streamed model pruned one-shot from dense statistics as its blocks are read: ``load(b)`` reads block ``b``
+    through ``io`` (read-only, e.g. a :class:`pruning.stream.StreamedModel` without writer) and prunes its linear
+    layers as :func:`prune_from_stats` would; ``release`` hands it back to ``io`` (freed). A blockwise evaluation
+    through it (:func:`pruning.stream.blockwise_perplexity`) scores the pruned model without holding it."""
+
+    def __init__(self, model: torch.nn.Module, io: BlockIO, stats: DenseStats, sparsity, pruner: str = DEFAULT_PRUNER,
+                 nm: NM = None, pruner_options: Optional[dict] = None):
+        _check_one_shot(stats, pruner)
+        self.io, self.stats, self.spec, self.nm, self.options = io, stats, get_pruner(pruner), nm, pruner_options
+        self.per_block = block_linears(model)
+        self.targets = layer_targets([lin for blk in self.per_block for lin in blk], sparsity, nm)
+
+    def load(self, b: int, block: torch.nn.Module) -> None:
+        self.io.load(b, block)
+        prune_linears(self.per_block[b], self.spec, self.targets, self.nm, self.options, self.stats.layers)
+
+    def release(self, b: int, block: torch.nn.Module) -> None:
+        self.io.release(b, block)

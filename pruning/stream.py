@@ -291,6 +291,12 @@ class StreamedModel(BlockIO):
         block.to("meta")
         trim_heap()
 
+    def fingerprint(self) -> str:
+        """sha256 of the checkpoint's safetensors files (the cache key of statistics of the streamed model)."""
+        from spectra.models import files_sha256
+
+        return files_sha256(sorted(self.directory.glob("*.safetensors")))
+
     def write_rest(self) -> None:
         """Queue every parameter outside the decoder blocks (a tied head is not written: it is the embedding)."""
         inside = tuple(n + "." for n in self.block_names)

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 from spectra.options import check_options, option, same_as
 
 from pruning.calib_stats import TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
+from pruning.blocks import block_linears
 from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.settings import AllocationSettings, CalibrationSettings
 
@@ -110,119 +111,202 @@ def golden_points(lo: float, hi: float, f: Callable[[float], float], n: int) -> 
     return best[1]
 
 
-def _write(path: Path, obj: dict) -> None:
+def _write(path: Optional[Path], obj: dict) -> None:
     from pruning.report import write_json_atomic
 
-    write_json_atomic(path, obj)
+    if path is not None:
+        write_json_atomic(path, obj)
 
 
-def tune(lm, settings: TuneSettings, out: Optional[str] = None,
-         log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None) -> dict:
-    """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
+def _resume(path: Optional[Path], key: dict, log: Callable[[str], None]) -> dict:
+    """{(λ, M): row} of the candidates already scored in ``path`` with the same settings (``key``)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{path} exists but is not a tune JSON; choose another --out") from None
+    if old.get("key") != key:  # never replace the candidates of other settings
+        raise ValueError(f"{path} holds a tune with other settings; choose another --out (or delete it)")
+    done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
+    log(f"resuming {path}: {len(done)} candidates already scored")
+    return done
 
-    ``progress_cb(row)`` after every candidate (the app's live curve). Keys: ``settings``, ``versions``,
-    ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the same sparsity everywhere),
-    ``rows`` (one per candidate) and ``best``.
+
+class _Scorer:
+    """The dense statistics of a model and one-shot candidates scored on the held-out windows.
+
+    In memory the model is pruned in place from the statistics and restored from a copy of its dense weights
+    between candidates; a streamed model (``block_io``, read-only) is pruned block by block as the evaluation reads
+    it (:class:`pruning.calib_stats.PruneOnLoad`), so it is never held whole.
     """
-    from pruning.allocation import allocate, owl_outlier_ratios
-    from pruning.evaluation.perplexity import perplexity
-    from pruning.report import package_versions
-    from pruning.blocks import block_linears
 
-    settings.validate()
-    model, tok = lm.model, lm.tokenizer
-    data_path = settings.calib.data_path
-    path = Path(out) if out else None
-    key = settings.key()
-    done: dict = {}
-    if path is not None and path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise ValueError(f"{path} exists but is not a tune JSON; choose another --out") from None
-        if old.get("key") != key:  # never replace the candidates of other settings
-            raise ValueError(f"{path} holds a tune with other settings; choose another --out (or delete it)")
-        done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
-        log(f"resuming {path}: {len(done)} candidates already scored")
-
-    result = {"key": key, "settings": {**key, "lams": list(settings.lams), "owl_Ms": list(settings.owl_Ms),
-                                       "search": settings.search},
-              "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
-
-    def evaluate() -> tuple[float, float]:
+    def __init__(self, lm, settings: TuneSettings, block_io=None):
+        self.model, self.tokenizer, self.s, self.io = lm.model, lm.tokenizer, settings, block_io
         t = time.perf_counter()
-        r = perplexity(model, tok, settings.eval_dataset, seqlen=settings.eval_seqlen,
-                       max_windows=settings.eval_windows, progress=False, path=data_path)
+        self.stats = dense_stats(self.model, self.tokenizer, settings.calib,
+                                 hessians="H" in get_pruner(settings.pruner).needs, block_io=block_io)
+        self.stats_seconds = time.perf_counter() - t
+        self.dense_w = DenseWeights(self.model) if block_io is None else None
+
+    def evaluate(self, io=None) -> tuple[float, float]:
+        """(held-out perplexity, seconds) of the model as it is (in memory) or as ``io`` reads it (streamed)."""
+        from pruning.evaluation.perplexity import perplexity
+        from pruning.stream import blockwise_perplexity
+
+        s, t = self.s, time.perf_counter()
+        if self.io is None:
+            r = perplexity(self.model, self.tokenizer, s.eval_dataset, seqlen=s.eval_seqlen,
+                           max_windows=s.eval_windows, progress=False, path=s.calib.data_path)
+        else:
+            r = blockwise_perplexity(self.model, self.tokenizer, s.eval_dataset, seqlen=s.eval_seqlen,
+                                     max_windows=s.eval_windows, block_io=io or self.io, path=s.calib.data_path)
         return float(r.ppl), time.perf_counter() - t
 
-    t = time.perf_counter()
-    stats = dense_stats(model, tok, settings.calib, hessians="H" in get_pruner(settings.pruner).needs)
-    result["stats_seconds"] = time.perf_counter() - t
-    dense_w = DenseWeights(model)
-    ppl, secs = evaluate()
-    result["dense"] = {"ppl": ppl, "seconds": secs}
-    log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
-        f"windows, {secs:.1f} s); statistics {result['stats_seconds']:.1f} s")
-    table = None
-    metrics = None
+    def score(self, sparsity, label: dict) -> dict:
+        """The row of one candidate: prune one-shot at ``sparsity`` (float or {longname: s}) and score it."""
+        from pruning.calib_stats import PruneOnLoad
+
+        t0 = time.perf_counter()
+        io = None
+        if self.io is None:
+            self.dense_w.restore()
+            prune_from_stats(self.model, self.stats, sparsity, self.s.pruner)
+        else:
+            io = PruneOnLoad(self.model, self.io, self.stats, sparsity, self.s.pruner)
+        t1 = time.perf_counter()
+        p, es = self.evaluate(io)
+        return {**label, "ppl": p, "prune_seconds": t1 - t0, "eval_seconds": es, "seconds": time.perf_counter() - t0}
+
+    def restore(self) -> None:
+        """Leave an in-memory model dense (a streamed one never changed)."""
+        if self.dense_w is not None:
+            self.dense_w.restore()
+
+
+def _owl_ratios(model, stats, Ms: list, block_io=None) -> dict:
+    """{M: OWL outlier ratios} of the dense weights, once per M (in memory: one call over all weights; streamed:
+    block by block as each is read, the same ratios since a block's ratio reads only its own weights)."""
+    from pruning.allocation import owl_outlier_ratios
+    from pruning.blocks import walk_blocks
+
+    norms = {name: st.sq_norm for name, st in stats.layers.items()}
+    per_block = block_linears(model)
+    if block_io is None:
+        # the dense weights only for the ratios: no second copy of them lives through the search
+        weights = {lin.longname: lin.get() for blk in per_block for lin in blk}  # (out, in)
+        return {float(M): owl_outlier_ratios(weights, norms, float(M)) for M in Ms}
+    out: dict = {float(M): {} for M in Ms}
+    for b, _ in walk_blocks(model, None, block_io):
+        weights = {lin.longname: lin.get() for lin in per_block[b]}
+        for M in out:
+            out[M].update(owl_outlier_ratios(weights, {n: norms[n] for n in weights}, M))
+    return out
+
+
+def _allocator(model, settings: TuneSettings, stats, block_io, result: dict) -> Callable:
+    """``alloc(λ, M) -> {longname: sparsity}`` of the tuned allocation (its inputs computed once here)."""
+    from pruning.allocation import allocate
+
     if settings.allocation == "alphapruning":
         from spectra.analyze import AnalysisSettings, analyze
 
-        metrics = analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=False)
+        source = model if block_io is None else block_io.directory  # streamed: spectra reads the shards
+        metrics = analyze(source, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=False)
+
+        def alloc(lam, M):
+            return allocate(metrics, "alphapruning", settings.sparsity, lam=lam, max_sparsity=settings.max_sparsity)
     else:
         from spectra.weights import weight_table
 
         table = weight_table(model)
         table = table[table["block"] >= 0].reset_index(drop=True)
-        # OWL needs the dense weights only for its outlier ratios: computed once per M here, so that no second copy
-        # of the weights (DenseWeights holds one) lives through the search and no candidate recomputes them
         t0 = time.perf_counter()
-        weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}  # (out, in)
-        norms = {name: st.sq_norm for name, st in stats.layers.items()}
-        owl_ratios = {float(M): owl_outlier_ratios(weights, norms, float(M)) for M in settings.owl_Ms}
-        del weights
+        ratios = _owl_ratios(model, stats, settings.owl_Ms, block_io)
         result["owl_ratio_seconds"] = round(time.perf_counter() - t0, 3)
 
-    def score(alloc_sparsity, label: dict) -> dict:
-        t0 = time.perf_counter()
-        dense_w.restore()
-        prune_from_stats(model, stats, alloc_sparsity, settings.pruner)
-        t1 = time.perf_counter()
-        p, es = evaluate()
-        return {**label, "ppl": p, "prune_seconds": t1 - t0, "eval_seconds": es,
-                "seconds": time.perf_counter() - t0}
+        def alloc(lam, M):
+            return allocate(table, "owl", settings.sparsity, outlier_ratios=ratios[M], owl_lambda=lam, owl_M=M,
+                            max_sparsity=settings.max_sparsity)
+
+    def sparsities(lam, M) -> dict:
+        df = alloc(lam, M)
+        return dict(zip(df["longname"], df["sparsity"].astype(float)))
+
+    return sparsities
+
+
+def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[str], None] = print,
+         progress_cb: Optional[Callable[[dict], None]] = None, block_io=None) -> dict:
+    """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
+
+    Parameters
+    ----------
+    lm : LoadedModel or StreamedModel
+        The dense model (``.model``, ``.tokenizer``); left dense afterwards.
+    settings : TuneSettings
+        What is tuned and how it is scored.
+    out : str, optional
+        The tune JSON, rewritten after every candidate and resumed when its settings match.
+    log, progress_cb : callable, optional
+        A line per step; ``progress_cb(row)`` after every candidate (the app's live curve).
+    block_io : BlockIO, optional
+        A streamed model's read-only block loader (``StreamedModel`` without writer, also passed as ``lm``): the
+        statistics, OWL's ratios and every candidate's evaluation then read one block at a time.
+
+    Returns
+    -------
+    dict
+        ``settings``, ``versions``, ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the
+        same sparsity everywhere), ``rows`` (one per candidate) and ``best``.
+    """
+    from pruning.report import package_versions
+
+    settings.validate()
+    path = Path(out) if out else None
+    key = settings.key()
+    done = _resume(path, key, log)
+    result = {"key": key, "settings": {**key, "lams": list(settings.lams), "owl_Ms": list(settings.owl_Ms),
+                                       "search": settings.search},
+              "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
+    scorer = _Scorer(lm, settings, block_io)
+    result["stats_seconds"] = scorer.stats_seconds
+    ppl, secs = scorer.evaluate()
+    result["dense"] = {"ppl": ppl, "seconds": secs}
+    log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
+        f"windows, {secs:.1f} s); statistics {result['stats_seconds']:.1f} s")
+    alloc = _allocator(lm.model, settings, scorer.stats, block_io, result)
 
     def candidate(lam: float, M: Optional[float] = None) -> float:
         lam = round(float(lam), 6)
-        k = (lam, M)
-        if k in done:
-            row = done[k]
-        else:
+        if (lam, M) not in done:
             t0 = time.perf_counter()
-            if settings.allocation == "alphapruning":
-                alloc = allocate(metrics, "alphapruning", settings.sparsity, lam=lam,
-                                 max_sparsity=settings.max_sparsity)
-            else:
-                alloc = allocate(table, "owl", settings.sparsity, outlier_ratios=owl_ratios[M], owl_lambda=lam, owl_M=M,
-                                 max_sparsity=settings.max_sparsity)
+            sparsity = alloc(lam, M)
             alloc_s = time.perf_counter() - t0
-            row = score(dict(zip(alloc["longname"], alloc["sparsity"].astype(float))), {"lam": lam, "owl_M": M})
+            row = scorer.score(sparsity, {"lam": lam, "owl_M": M})
             row["alloc_seconds"] = alloc_s
             row["seconds"] += alloc_s
-            done[k] = row
+            done[(lam, M)] = row
+        row = done[(lam, M)]
         if row not in result["rows"]:
             result["rows"].append(row)
             log(f"λ={lam:g}{'' if M is None else f' M={M:g}'}: held-out ppl {row['ppl']:.3f} "
                 f"({row['seconds']:.1f} s = {row['seconds'] / result['dense']['seconds']:.2f}× one dense evaluation)")
-            if path is not None:
-                _write(path, result)
+            _write(path, result)
             if progress_cb is not None:
                 progress_cb(row)
         return row["ppl"]
 
-    result["uniform"] = done.get(("uniform", None)) or score(float(settings.sparsity), {"lam": "uniform"})
+    result["uniform"] = done.get(("uniform", None)) or scorer.score(float(settings.sparsity), {"lam": "uniform"})
     done[("uniform", None)] = result["uniform"]
     log(f"uniform {settings.sparsity:.0%}: held-out ppl {result['uniform']['ppl']:.3f}")
+    _search(settings, candidate)
+    _finish(result, scorer, path, log)
+    return result
+
+
+def _search(settings: TuneSettings, candidate: Callable) -> None:
+    """Score the candidates: every λ (grid) or a golden-section search over their range, for every M."""
     Ms = [None] if settings.allocation == "alphapruning" else [float(m) for m in settings.owl_Ms]
     for M in Ms:
         if settings.search == "grid":
@@ -231,17 +315,18 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
         else:
             lo, hi = min(map(float, settings.lams)), max(map(float, settings.lams))
             golden_points(lo, hi, lambda x, M=M: candidate(x, M), len(settings.lams))
+
+
+def _finish(result: dict, scorer: _Scorer, path: Optional[Path], log: Callable[[str], None]) -> None:
     best = min(result["rows"], key=lambda r: r["ppl"])
     result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"]}
     later = result["rows"][1:]
     if later:
         result["cost_per_extra_candidate"] = sum(r["seconds"] for r in later) / len(later) / result["dense"]["seconds"]
-    dense_w.restore()
-    if path is not None:
-        _write(path, result)
+    scorer.restore()
+    _write(path, result)
     m_txt = "" if best["owl_M"] is None else f" M={best['owl_M']:g}"
     log(f"best: λ={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
-    return result
 
 
 def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, test_windows: Optional[int] = None,

@@ -100,3 +100,45 @@ def test_streamed_owl_prune_equals_in_memory(ckpt, tmp_path, calib):
     targets = ref.layers.groupby("block")["target"].mean()
     assert targets.max() - targets.min() > 0.01  # OWL really gave the blocks different sparsities
     assert res.layers["target"].tolist() == ref.layers["target"].tolist()
+
+
+def test_tune_on_a_streamed_checkpoint_equals_in_memory(tmp_path, monkeypatch):
+    """``tune`` on a streamed model (statistics, OWL's ratios and every candidate read one block at a time, each
+    candidate pruned as its blocks are read) scores what the in-memory search scores; the shards are never
+    written and the in-memory model is left dense."""
+    from types import SimpleNamespace
+
+    import transformers as tf
+
+    from spectra.models import builtin_model_dir
+    from pruning.blocks import block_linears
+    from pruning.settings import CalibrationSettings
+    from pruning.tune import TuneSettings, tune
+
+    tok = tf.AutoTokenizer.from_pretrained(str(builtin_model_dir()))  # the shared cache: converted once
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))  # this test's statistics
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    d = tmp_path / "ckpt"
+    model.save_pretrained(d, safe_serialization=True, max_shard_size="2MB")
+    tok.save_pretrained(d)
+    stamps = {p: p.stat().st_mtime_ns for p in d.glob("*.safetensors")}
+    assert len(stamps) > 1
+    s = TuneSettings(allocation="owl", pruner="wanda", sparsity=0.6, lams=[0.05, 0.2], owl_Ms=[3.0, 5.0],
+                     calib=CalibrationSettings(nsamples=2, seqlen=32), eval_seqlen=32, eval_windows=2)
+    dense = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}
+    mem = tune(SimpleNamespace(model=model, tokenizer=tok), s, None, log=lambda m: None)
+    reader = StreamedModel(d, torch.float32)
+    streamed = tune(reader, s, str(tmp_path / "t.json"), log=lambda m: None, block_io=reader)
+    assert [(r["lam"], r["owl_M"]) for r in streamed["rows"]] == [(r["lam"], r["owl_M"]) for r in mem["rows"]]
+    for a, b in zip([mem["dense"], mem["uniform"], *mem["rows"]],
+                    [streamed["dense"], streamed["uniform"], *streamed["rows"]]):
+        assert b["ppl"] == pytest.approx(a["ppl"], rel=1e-5)
+    assert len({round(r["ppl"], 6) for r in mem["rows"]}) > 1  # the candidates differ (not vacuous)
+    assert mem["uniform"]["ppl"] != pytest.approx(mem["dense"]["ppl"], rel=1e-4)  # the candidates were pruned
+    assert streamed["best"]["lam"] == mem["best"]["lam"] and streamed["best"]["owl_M"] == mem["best"]["owl_M"]
+    assert all(p.device.type == "meta" for p in reader.blocks.parameters())  # every block freed
+    assert {p: p.stat().st_mtime_ns for p in d.glob("*.safetensors")} == stamps  # nothing written
+    assert all(torch.equal(w, lin.get()) for blk in block_linears(model) for lin in blk for w in [dense[lin.longname]])

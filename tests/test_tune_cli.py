@@ -69,3 +69,9 @@ def test_bad_values_fail_before_the_model_loads(recorded, tmp_path, capsys, argv
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and flag in err, err
     assert "load" not in calls and "tune" not in calls
+
+
+def test_final_with_stream_fails_before_the_model_loads(recorded, tmp_path, capsys):
+    rc, calls = recorded("--final", "--stream", "--out", str(tmp_path / "t.json"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "--final prunes the whole model in memory" in err and "load" not in calls

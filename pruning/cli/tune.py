@@ -37,6 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="--final: WikiText-2 window length (default 512)")
     p.add_argument("--eval-windows", dest="final_windows", default=None,
                    help="--final: first N WikiText-2 windows (default all)")
+    p.add_argument("--stream", action="store_true",
+                   help="read one decoder block at a time from the safetensors shards (larger-than-memory models; "
+                        "not with --final)")
     p.add_argument("--out", required=True, help="tune JSON to write (resumed when its settings match)")
     p.set_defaults(func=main)
     return p
@@ -56,6 +59,9 @@ def settings_from_args(args: argparse.Namespace):
 def final_from_args(args: argparse.Namespace) -> Optional[tuple[int, Optional[int]]]:
     """``(WikiText-2 window length, first N windows or None)`` of ``--final``, or None without ``--final``;
     checked here, before the search (one-line ValueError naming the flag)."""
+    if args.final and args.stream:
+        raise ValueError("--final prunes the whole model in memory; with --stream, prune at the chosen value with "
+                         "python -m pruning prune --stream")
     if not args.final:
         if args.final_seqlen is not None or args.final_windows is not None:
             raise ValueError("--eval-seqlen / --eval-windows set the WikiText-2 windows of --final; add --final (the "
@@ -74,6 +80,12 @@ def main(args: argparse.Namespace) -> int:
     def run() -> None:
         s = settings_from_args(args)
         final = final_from_args(args)
+        if args.stream:
+            from pruning.stream import StreamedModel, stream_source_dir
+
+            reader = StreamedModel(stream_source_dir(args.model))  # no writer: blocks are only read and freed
+            tune(reader, s, args.out, block_io=reader)
+            return
         lm = load_model(args.model)
         result = tune(lm, s, args.out)
         if final is not None:

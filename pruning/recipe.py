@@ -61,7 +61,8 @@ def build_recipe(names: list[str], sparsity: dict, pruner: str, nm: Optional[str
     ``named_modules()`` order), ``targets`` = :func:`targets_regex`, ``ignore`` = [head], ``mask_structure``."""
     known = modifiers()
     if pruner not in known:
-        raise ValueError(f"llm-compressor has no modifier for pruner {pruner!r}; choose one of: {', '.join(known)}")
+        raise ValueError(f"llm-compressor has no modifier for pruner {pruner!r}; choose one of: "
+                         f"{', '.join(sorted(known))}")
     missing = [n for n in names if n not in sparsity]
     if missing:
         raise ValueError(f"the allocation has no sparsity for {missing[0]} (and {len(missing) - 1} more); "

@@ -1,21 +1,65 @@
-"""Pruning runs as the app and the notebooks show them: pattern checks and sweep tables reshaped into one row per
-pruned model, each named by its short run label (:func:`pruning.labels.run_label`).
+"""Pruning runs as the app, the sweep and the notebooks record and show them: the one run record
+(:func:`run_record`: a sweep row and an app run are the same columns), pattern checks and sweep tables reshaped into
+one row per pruned model, each named by its short run label (:func:`pruning.labels.run_label`).
 """
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
-from pruning.labels import is_paper_literal, run_label
+from pruning.labels import is_paper_literal, run_label, settings_label
 from pruning.pruners import get_pruner
 
 #: column spellings :func:`normalize_results` renames to ``allocation / pruner / sparsity / lam / ppl``
 RESULT_COLUMN_ALIASES = {"allocation": ("allocation", "method", "alloc"), "pruner": ("pruner",),
                          "sparsity": ("sparsity", "target_sparsity", "S"), "lam": ("lam", "lambda", "epsilon"),
                          "ppl": ("ppl", "perplexity", "wikitext2_ppl", "ppl_wikitext2")}
+
+
+def run_record(settings, eval_dataset: str, eval_seqlen: Optional[int], max_windows: Optional[int], ppl: dict,
+               **extra) -> dict:
+    """The record of one pruning run, the same columns for a sweep row and a run of the app.
+
+    Parameters
+    ----------
+    settings : pruning.settings.PruneSettings
+        The run's settings (recorded flat, plus ``settings_json``).
+    eval_dataset, eval_seqlen, max_windows
+        How the perplexity was measured (``max_windows`` None or 0: every window).
+    ppl : dict
+        :meth:`pruning.evaluation.perplexity.PerplexityResult.to_dict` (``ppl``, ``nll``, ``ntokens``, ...).
+    **extra
+        Further columns (timings, memory, the dense perplexity, ...).
+
+    Returns
+    -------
+    dict
+        ``pruner allocation sparsity nm pattern lam exclude_flagged nsamples seqlen seed gd_steps gd_precondition
+        correction method label pruner_options eval_dataset eval_seqlen max_windows ppl nll ntokens nwindows
+        settings_json finished`` and ``extra``.
+    """
+    from pruning.allocation import SPECTRAL_METHODS
+
+    f = settings.flat()
+    row = {"pruner": f["pruner"], "allocation": f["allocation"] if not f["allocation_file"] else "file",
+           "sparsity": float(f["sparsity"]), "nm": f["nm"] or "", "pattern": f["nm"] or "unstructured",
+           "lam": float(f["lam"]) if f["allocation"] in SPECTRAL_METHODS else float("nan"),
+           "exclude_flagged": bool(f["exclude_flagged"]), "nsamples": f["nsamples"], "seqlen": f["seqlen"],
+           "seed": f["seed"], "gd_steps": f["gd_steps"], "gd_precondition": bool(f["gd_precondition"]),
+           "correction": settings.resolved_correction(), "method": settings_label(settings),
+           "label": run_label(f["pruner"], f["nm"], f["gd_steps"], f["gd_precondition"],
+                              is_paper_literal(f["pruner"], f["pruner_options"])),
+           "pruner_options": json.dumps(f["pruner_options"], sort_keys=True, default=str),
+           "eval_dataset": eval_dataset, "eval_seqlen": eval_seqlen, "max_windows": max_windows or 0,
+           "ppl": ppl.get("ppl"), "nll": ppl.get("nll"), "ntokens": ppl.get("ntokens"), "nwindows": ppl.get("nwindows"),
+           "settings_json": json.dumps(f, default=str), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    row.update(extra)
+    return row
 
 
 def pattern_problem(pruner: str, pattern: str) -> Optional[str]:
@@ -64,6 +108,9 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
         opts = t["pruner_options"].fillna("{}") if "pruner_options" in t.columns else pd.Series("{}", index=t.index)
         t["pruner"] = [run_label(str(p), n, g, c, is_paper_literal(str(p), o))
                        for p, n, g, c, o in zip(t["pruner"], nm, gd, pre, opts)]
+    if "exclude_flagged" in t.columns:  # AlphaPruning without the flagged fits: a curve of its own
+        flagged = t["exclude_flagged"].astype("boolean").fillna(False).astype(bool)
+        t["allocation"] = [f"{a} (flagged fits left out)" if x else a for a, x in zip(t["allocation"], flagged)]
     if t.empty:
         raise ValueError("the results table holds no pruned run yet")
     return t.reset_index(drop=True)

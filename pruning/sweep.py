@@ -25,6 +25,7 @@ from spectra.files import atomic_path
 from pruning.allocation import SPECTRAL_METHODS
 from pruning.labels import settings_label
 from pruning.prune import prune_model
+from pruning.runs import run_record
 from pruning.pruners import DEFAULT_PRUNER
 from pruning.settings import PruneSettings
 
@@ -142,21 +143,16 @@ def _keys_on_disk(path: Path) -> set:
 
 
 def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **extra) -> dict:
-    f = s.flat() if s else {}
-    row = {"key": key, "model": label, "kind": kind,
-           "pruner": f["pruner"] if s else "dense", "allocation": (f["allocation"] if not f["allocation_file"]
-                                                                   else "file") if s else "none",
-           "sparsity": (float(f["sparsity"]) if s else 0.0), "nm": (f["nm"] or "") if s else "",
-           "lam": float(f["lam"]) if s and f["allocation"] in LAM_ALLOCATIONS else float("nan"),
-           "nsamples": f.get("nsamples", 0), "seqlen": f.get("seqlen", 0), "seed": f.get("seed", 0),
-           "gd_steps": f.get("gd_steps", 0), "gd_precondition": bool(f.get("gd_precondition", False)),
-           "correction": s.resolved_correction() if s else "", "method": settings_label(s) if s else "dense",
-           "pruner_options": json.dumps(f.get("pruner_options", {}), sort_keys=True, default=str),
-           "eval_dataset": ev["dataset"],
-           "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] if ev["max_windows"] else 0,
+    """A sweep row: the run record (:func:`pruning.runs.run_record`) of a pruned cell, or the dense row."""
+    if s is not None:
+        return run_record(s, ev["dataset"], ppl.get("seqlen"), ev["max_windows"], ppl, key=key, model=label,
+                          kind=kind, **extra)
+    row = {"key": key, "model": label, "kind": kind, "pruner": "dense", "allocation": "none", "sparsity": 0.0,
+           "nm": "", "lam": float("nan"), "nsamples": 0, "seqlen": 0, "seed": 0, "gd_steps": 0,
+           "gd_precondition": False, "correction": "", "method": "dense", "pruner_options": "{}",
+           "eval_dataset": ev["dataset"], "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] or 0,
            "ppl": ppl.get("ppl"), "nll": ppl.get("nll"), "ntokens": ppl.get("ntokens"),
-           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps(f, default=str),
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps({}), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     row.update(extra)
     return row
 

@@ -77,23 +77,21 @@ def allocation_title(settings: dict, ctx: Context) -> str:
 
 
 def runs_table() -> pd.DataFrame:
-    """The runs of this session, one row each (``label`` = pruner + pattern + GD, ``pruning.runs.run_label``)."""
+    """The runs of this session, one record each (``pruning.runs.run_record``, the columns of a sweep row; ``label``
+    = pruner + pattern + GD, ``pruning.labels.run_label``)."""
     t = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in state.runs()])
     if len(t):
-        t["eval"] = [f"{d} {w}×{q}" for d, w, q in zip(t["dataset"], t["windows"], t["seqlen"])]
+        t["eval"] = [f"{d} {w}×{q}" for d, w, q in zip(t["eval_dataset"], t["max_windows"], t["eval_seqlen"])]
     return t
 
 
 def runs_for_plots() -> pd.DataFrame:
-    """:func:`runs_table` with the pruner column replaced by the run label, so that N:M and +GD runs are curves of
-    their own (as in ``pruning.runs.normalize_results``)."""
-    t = runs_table()
-    if len(t) and "label" in t.columns:
-        t["pruner"] = t["label"]
-    if len(t) and "exclude_flagged" in t.columns:  # AlphaPruning without the flagged fits: a curve of its own
-        t["allocation"] = [f"{a} (flagged fits left out)" if bool(x) else a
-                           for a, x in zip(t["allocation"], t["exclude_flagged"].fillna(False))]
-    return t
+    """:func:`runs_table` as sweep tables are plotted (``pruning.runs.normalize_results``): the pruner column is the
+    run label, so that N:M, +GD and paper-literal runs are curves of their own, and AlphaPruning without the flagged
+    fits is an allocation of its own."""
+    from pruning.runs import normalize_results
+
+    return normalize_results(runs_table())
 
 
 def tradeoff_of_runs(title: str = "sparsity / perplexity"):

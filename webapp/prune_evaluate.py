@@ -3,23 +3,21 @@ pruned perplexity, trade-off plots from the runs and from sweep tables, FISTA's 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
-from spectra.files import scratch_file
+from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.labels import ALLOCATION_LABELS, is_paper_literal, readable, readable_run, run_label
 from pruning.pruners import get_pruner, literal_pruners
-from pruning.runs import pattern_problem, read_results_table
-from pruning.settings import AllocationSettings, CalibrationSettings, EvalSettings, GDSettings, PrunerSettings
+from pruning.runs import pattern_problem, read_results_table, run_record
+from pruning.settings import (AllocationSettings, CalibrationSettings, EvalSettings, GDSettings, PruneSettings,
+                              PrunerSettings)
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import runs_for_plots, runs_table
@@ -31,29 +29,35 @@ from webapp.widgets import setting_widget
 PATTERNS = ("unstructured", "2:4", "4:8")
 #: perplexity datasets offered (the evaluation text of the papers)
 EVAL_DATASETS = ("wikitext2", "c4", "ptb")
-ALLOCATION_KEEP = 16  # allocation files handed to runs, kept in the scratch folder (all sessions together)
 
 
-def prune_settings(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
-                   pattern: str = "unstructured", gd_steps: int = 0, gd_precondition: bool = True,
-                   literal: bool = False):
-    """The validated ``pruning.prune.PruneSettings`` of the view's inputs (one-line ValueError when invalid), with
-    the Allocation lab's mapping / granularity / metric / max sparsity. An N:M pattern gives every matrix the same
+def prune_settings(ctx: Context, s) -> PruneSettings:
+    """The validated :class:`pruning.settings.PruneSettings` of the view's widgets ``s`` (the session state; one-line
+    ValueError when invalid), with the Allocation lab's mapping / granularity / metric / bounds and its choice to
+    leave flagged fits out of AlphaPruning (``exclude_flagged``). An N:M pattern gives every matrix the same
     sparsity M−N of M: the allocation is then ``uniform`` and the sparsity is the pattern's."""
-    from pruning.settings import PruneSettings
-
+    pattern, pruner = s.pr_pattern, s.pr_pruner
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; choose one of: {', '.join(PATTERNS)}")
     problem = pattern_problem(pruner, pattern)
     if problem:
         raise ValueError(problem)
     nm = None if pattern == "unstructured" else pattern
+    method = "uniform" if nm else s.pr_alloc
+    literal = bool(s.pr_literal) and pruner in literal_pruners()
     al = state.alloc_settings()
     return PruneSettings.from_flat(
-        pruner=pruner, allocation="uniform" if nm else method, sparsity=S, nm=nm, lam=lam, mapping=al["mapping"],
-        granularity=al["granularity"], metric=al["metric"], xmin_rule=ctx.analysis_rule, min_sparsity=al["lo"],
-        max_sparsity=al["hi"], nsamples=nsamples, seqlen=seqlen, seed=cache.CALIB_SEED, gd_steps=int(gd_steps),
-        gd_precondition=bool(gd_precondition), pruner_options=dict(get_pruner(pruner).paper_literal) if literal else {})
+        pruner=pruner, allocation=method, sparsity=float(s.pr_S), nm=nm, lam=float(s.pr_lam),
+        mapping=al["mapping"], granularity=al["granularity"], metric=al["metric"], xmin_rule=ctx.analysis_rule,
+        min_sparsity=al["lo"], max_sparsity=al["hi"], exclude_flagged=bool(al["exclude_flagged"]) and
+        method == "alphapruning", nsamples=int(s.pr_nsamples), seqlen=int(s.pr_seqlen), seed=cache.CALIB_SEED,
+        gd_steps=int(s.pr_gd_steps), gd_precondition=bool(s.pr_gd_pre),
+        pruner_options=dict(get_pruner(pruner).paper_literal) if literal else {})
+
+
+def eval_settings(s) -> EvalSettings:
+    """The evaluation of the view's widgets: the first ``pr_windows`` windows of ``pr_seqlen`` tokens."""
+    return EvalSettings(datasets=s.pr_dataset, seqlen=int(s.pr_seqlen), max_windows=int(s.pr_windows))
 
 
 class PhaseLog:
@@ -68,29 +72,21 @@ class PhaseLog:
         self.bar.progress(min(max(frac, 0.0), 1.0), text=text)
 
 
-def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsamples: int, seqlen: int,
-              windows: int, dataset: str, pattern: str = "unstructured", gd_steps: int = 0,
-              gd_precondition: bool = True, literal: bool = False) -> dict:
+def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
     """Prune a deep copy of the loaded model (``pruning.prune.prune_model``) and evaluate it
-    (``pruning.evaluation.perplexity.perplexity``); returns the run's row (keys with ``_``: records and phase messages)."""
+    (``pruning.evaluation.perplexity.perplexity``); returns the run's record (:func:`pruning.runs.run_record`;
+    keys with ``_``: per-layer records and phase messages)."""
     from pruning.evaluation.perplexity import perplexity
     from pruning.prune import prune_model
     from pruning.report import process_peak_rss_mb
 
     if ctx.model_key is None:
         raise ValueError("pruning needs the model itself; load a model, not a results file")
-    settings = prune_settings(ctx, pruner, method, S, lam, nsamples, seqlen, pattern, gd_steps, gd_precondition,
-                              literal)
-    a, gd = settings.allocation, settings.gd
+    a, cal = settings.allocation, settings.calibration
     method, S = a.method, float(a.sparsity)
-    al = state.alloc_settings()
-    flagged_out = al["exclude_flagged"] and method == "alphapruning" and a.nm is None
-    if flagged_out:  # the Allocation lab's allocation without the flagged fits, handed over as an allocation file
-        alloc = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, "alphapruning",
-                                        **{**al, "S": S, "lam": float(lam)})
-        settings = settings.replace(allocation_file=str(save_allocation(
-            alloc, scratch_file("allocations", ".json", keep=ALLOCATION_KEEP))))
-    plabel = run_label(pruner, a.nm, gd.steps, gd.precondition, is_paper_literal(pruner, settings.pruner.options))
+    (dataset,), seqlen, windows = ev.dataset_list(), ev.seqlen, ev.max_windows
+    plabel = run_label(settings.pruner.name, a.nm, settings.gd.steps, settings.gd.precondition,
+                       is_paper_literal(settings.pruner.name, settings.pruner.options))
     t0 = time.perf_counter()
     status = st.status(f"Pruning with {plabel} + {ALLOCATION_LABELS[method]} at {S:.0%} …", expanded=True)
     log = PhaseLog(status.progress(0.0, text="loading the model"))
@@ -100,14 +96,14 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
     norms = calib = None
     if settings.needs_calibration():
-        log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calibration.dataset})")
-        calib = cache.calibration_windows(ctx.model_key, nsamples, seqlen)
+        log(0.03, f"calibration windows ({cal.nsamples} × {cal.seqlen} tokens of {cal.dataset})")
+        calib = cache.calibration_windows(ctx.model_key, cal.nsamples, cal.seqlen)
     if method == "owl":
         log(0.04, "OWL: calibration input norms of the dense model (cached later)")
-        norms = cache.input_norms(ctx.model_key, nsamples, seqlen)
-    log(0.05, f"allocation ({ALLOCATION_LABELS[method]}"
-              f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"
-              if calib is not None else f"allocation ({ALLOCATION_LABELS[method]})")
+        norms = cache.input_norms(ctx.model_key, cal.nsamples, cal.seqlen)
+    flagged = ", flagged fits left out" if a.exclude_flagged else ""
+    log(0.05, f"allocation ({ALLOCATION_LABELS[method]}{flagged}), then the calibration inputs of block 0"
+              if calib is not None else f"allocation ({ALLOCATION_LABELS[method]}{flagged})")
     model = copy.deepcopy(lm.model)
 
     def cb(done: int, total: int, name: str) -> None:
@@ -130,23 +126,11 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
                   state="complete", expanded=False)
     state.save_pruned(model, ctx.model_key, f"{plabel} + {ALLOCATION_LABELS[method]} {S:.0%}")
     del model
-    if settings.allocation.file:
-        Path(settings.allocation.file).unlink(missing_ok=True)
-    return {"model": ctx.label, "label": plabel, "pruner": pruner, "pattern": a.nm or "unstructured",
-            "gd_steps": int(gd.steps), "gd_precondition": bool(gd.precondition),
-            "pruner_options": json.dumps(settings.pruner.options, sort_keys=True),
-            "allocation": method, "exclude_flagged": flagged_out, "sparsity": S,
-            "lam": lam if method in SPECTRAL_METHODS else np.nan, "dataset": dataset,
-            "seqlen": seqlen, "windows": windows, "nsamples": nsamples if res.calibration_shape else 0,
-            "dense_ppl": dense, "ppl": float(ppl.ppl), "achieved_sparsity": res.achieved_sparsity,
-            "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(process_peak_rss_mb(), 1),
-            "prune_peak_rss_mb": round(res.peak_rss_mb, 1), "_records": res.layers, "_phases": log.messages}
-
-
-def inputs(s) -> tuple:
-    """The run arguments of the widgets (after ``ctx``): pruner, allocation, S, λ, calibration, pattern, GD."""
-    return (s.pr_pruner, s.pr_alloc, float(s.pr_S), float(s.pr_lam), int(s.pr_nsamples), int(s.pr_seqlen),
-            s.pr_pattern, int(s.pr_gd_steps), bool(s.pr_gd_pre), bool(s.pr_literal) and s.pr_pruner in literal_pruners())
+    return run_record(settings, dataset, seqlen, windows, ppl.to_dict(), model=ctx.label,
+                      nsamples=cal.nsamples if res.calibration_shape else 0, dense_ppl=dense,
+                      achieved_sparsity=res.achieved_sparsity, seconds=round(time.perf_counter() - t0, 1),
+                      peak_rss_mb=round(process_peak_rss_mb(), 1), prune_peak_rss_mb=round(res.peak_rss_mb, 1),
+                      _records=res.layers, _phases=log.messages)
 
 
 def render(ctx: Context) -> None:
@@ -189,18 +173,16 @@ def render(ctx: Context) -> None:
     if state.alloc_settings()["exclude_flagged"] and s.pr_alloc == "alphapruning" and not nm:
         st.caption(f"AlphaPruning leaves the fits flagged as likely spurious (α > {SPURIOUS_ALPHA:g}) out of its block means (the "
                    "option is set in the Allocation lab).")
-    args = inputs(s)
-    problem = None
+    settings = problem = None
     if ctx.model_key is not None:
         try:
-            prune_settings(ctx, *args)
+            settings = prune_settings(ctx, s)
         except ValueError as exc:
             problem = one_line(exc)
             st.error(problem)
-    if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=ctx.model_key is None or
-                 problem is not None):
+    if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=settings is None):
         try:
-            run = run_prune(ctx, *args[:6], int(s.pr_windows), s.pr_dataset, *args[6:])
+            run = run_prune(ctx, settings, eval_settings(s))
             s.runs = s.runs + [run]
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "pruning failed")

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help="spectra results file (python -m spectra --out FILE) for "
                                                    "alphapruning / stable_rank / uniform / erk")
     p.add_argument("--pruner", default=DEFAULT_RECIPE_PRUNER,
-                   help=f"{' or '.join(modifiers())} (default {DEFAULT_RECIPE_PRUNER})")
+                   help=f"{' or '.join(sorted(modifiers()))} (default {DEFAULT_RECIPE_PRUNER})")
     p.add_argument("--nm", default=None, help="N:M mask structure, e.g. 2:4 (every matrix n/m sparse)")
     p.add_argument("--out", required=True, help="recipe file to write (.yaml)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     def run() -> None:
         known = modifiers()
         if args.pruner not in known:
-            raise ValueError(f"--pruner must be one of: {', '.join(known)} (llm-compressor's modifiers)")
+            raise ValueError(f"--pruner must be one of: {', '.join(sorted(known))} (llm-compressor's modifiers)")
         out = Path(args.out).expanduser()
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} already exists; pass --overwrite to replace it or choose another --out")

@@ -1,4 +1,5 @@
-"""Effect of leaving AlphaPruning's flagged fits (α > 8, "likely spurious") out of the block mean (issue 12 §5).
+"""Effect of leaving AlphaPruning's flagged fits (α > 8, "likely spurious") out of the block mean (the Allocation
+lab's "leave flagged fits out" option).
 
 For each model: dense WikiText-2 perplexity, then three prunes of a fresh copy of the dense model with the same
 calibration windows — uniform, AlphaPruning (λ = 0.3, the reference: every fit in the block mean) and AlphaPruning

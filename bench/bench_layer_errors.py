@@ -3,7 +3,7 @@
 For each pruner, pattern (50 % unstructured, 2:4) and refinement (none, masked GD, preconditioned masked GD) prints
 the mean over the block's matrices of the relative error ``‖(W − Ŵ)X‖F / ‖WX‖F`` (from ``H = XXᵀ``) and the CPU
 seconds of the pruner itself. Statistics come from the dense model's calibration inputs of that block (no error
-correction, ``K = D = H``). One thread. Example (the numbers of the issue-6 closing note)::
+correction, ``K = D = H``). One thread. Example (the block and calibration the masked-GD comparison used)::
 
     python bench/bench_layer_errors.py --block 15 --nsamples 16 --seqlen 256
 """

@@ -10,7 +10,7 @@ to Wanda measured in the same run.
     python bench/bench_pruners.py --pruners wanda,sparsegpt --nsamples 32 --eval-windows 8 --json out.json
     python bench/bench_pruners.py --layer-bench 0      # per-matrix time / error of every pruner on block 0
     python bench/bench_pruners.py --pruners sparsegpt,fista,prox24 --nm 2:4 --ref sparsegpt --nsamples 64 \
-        --eval-windows -1                              # issue 10's speed target: each seed pruner vs SparseGPT
+        --eval-windows -1                              # the speed target: each seed pruner vs SparseGPT
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Benchmark: the whole ``python -m spectra`` command against a whole weightwatcher script, same run, same matrices.
 
-Issue 14 §6. Every measurement is a fresh process (imports, model reading, eigenvalues, fits, writing included):
+The end-to-end speed claim against weightwatcher. Every measurement is a fresh process (imports, model reading,
+eigenvalues, fits, writing included):
 
 * ours: ``python -m spectra --xmin ks --no-cache --quiet --out F.csv`` on the built-in model (210 block matrices,
   streamed from the cached safetensors), one thread (``OMP_NUM_THREADS=1``), and the same with ``--workers 2`` (matrix

@@ -1,4 +1,4 @@
-"""Print the issue-10 table from one or more sweep tables (``bench/seed_pruner_tables.sh`` writes them).
+"""Print the seed pruners' perplexity table from one or more sweep tables (``bench/seed_pruner_tables.sh`` writes them).
 
 One row per pruned cell: pattern, method (pruner, its non-default options, error-correction mode, masked GD),
 allocation, WikiText-2 perplexity, achieved sparsity, prune wall seconds and the run's peak RSS; the dense row first.

@@ -1,6 +1,6 @@
 #!/bin/bash
-# The issue-10 perplexity table: built-in model, 64 × 512 C4 calibration tokens (seed 0), WikiText-2 raw test at
-# seqlen 512, first 32 windows — the same for every row. One resumable sweep table (finished cells are skipped on a
+# The seed pruners' perplexity table (FISTAPruner, prox24 and their references): built-in model, 64 × 512 C4
+# calibration tokens (seed 0), WikiText-2 raw test at seqlen 512, first 32 windows — the same for every row. One resumable sweep table (finished cells are skipped on a
 # rerun); one thread per process. Print it with:  python bench/seed_pruner_report.py $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."

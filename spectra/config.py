@@ -6,6 +6,7 @@
   ``<cwd>/../shared/data``.
 * ``$SPL_OFFLINE`` (or Hugging Face's ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) — never download, neither models
   nor data; a missing file is then a one-line error that says what to pass instead.
+* ``$HF_ENDPOINT`` — the Hugging Face Hub (or mirror) that models and data are downloaded from.
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def _truthy(value: Optional[str]) -> bool:
 def offline() -> bool:
     """True when any of :data:`OFFLINE_VARIABLES` is set to a true value: no model or data download is attempted."""
     return any(_truthy(os.environ.get(v)) for v in OFFLINE_VARIABLES)
+
+
+def hf_endpoint() -> str:
+    """The Hugging Face Hub address: ``$HF_ENDPOINT`` (a mirror), default ``https://huggingface.co``; no trailing
+    slash."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
 def cache_dir(sub: Optional[str] = None, create: bool = True) -> Path:

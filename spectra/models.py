@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import cache_dir, offline
+from .config import cache_dir, hf_endpoint, offline
 from .errors import ModelLoadError
 from .files import atomic_path
 
@@ -230,7 +230,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     if offline():
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = urlparse(hf_endpoint()).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True

@@ -642,7 +642,7 @@ def test_real_model_global_lamp_erk_means():
 
 # ----------------------------------------------------------------------------------------- flagged (spurious) fits
 def test_exclude_flagged_keeps_a_planted_spurious_fit_out_of_its_block_mean():
-    """Issue 12 §5: a planted α = 18 (flagged "likely spurious", α > 8) drives its block to the largest sparsity in
+    """A planted α = 18 (flagged "likely spurious", α > 8) drives its block to the largest sparsity in
     AlphaPruning's reference block mean; with exclude_flagged (our option, off by default) the block's metric is the
     mean of its other fits and the block no longer gets the largest sparsity."""
     from pruning.plots import block_sparsity

@@ -144,7 +144,7 @@ KS_AXIS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).f
 
 
 def _check_ks_axis(page) -> None:
-    """Issue 12 §1: the KS chart as drawn spans the decades of its xmin candidates (it ran to 10^32)."""
+    """The KS chart as drawn spans the decades of its xmin candidates (it ran to 10^32)."""
     _wait_chart(page, "D per xmin candidate")
     (ks,) = page.evaluate(KS_AXIS_JS)
     cand = np.asarray([t for t in ks["traces"] if t["name"] == "KS distance D"][0]["x"], dtype=np.float64)
@@ -236,8 +236,8 @@ def test_every_view_and_the_lambda_slider(page):
     assert abs(float(shown) - alpha_ks) < 1e-4, (shown, alpha_ks)
     _check_ks_axis(page)
 
-    # ---- one shared selection (issue 12 §3): a matrix opened from the overview is still the ESD explorer's after
-    # a visit to the Allocation lab, and λ set there is Prune & evaluate's λ
+    # ---- one shared selection (every view shows the same matrix): a matrix opened from the overview is still the
+    # ESD explorer's after a visit to the Allocation lab, and λ set there is Prune & evaluate's λ
     picked = "model.layers.10.self_attn.v_proj"
     _go(page, "Model overview")
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Matrix (click a point").click()

@@ -52,6 +52,6 @@ def test_every_pruner_module_is_in_the_registry():
 
 def test_environment_is_read_in_one_place():
     readers = sorted(str(p.relative_to(ROOT)) for pkg in ("spectra", "pruning") for p in (ROOT / pkg).rglob("*.py")
-                     if re.search(r"\b(SPL_CACHE_DIR|SPL_DATA_DIR|SPL_OFFLINE|HF_HUB_OFFLINE)\b\"",
+                     if re.search(r"\b(SPL_CACHE_DIR|SPL_DATA_DIR|SPL_OFFLINE|HF_HUB_OFFLINE|HF_ENDPOINT)\b\"",
                                   p.read_text()))
     assert readers == ["spectra/config.py"]

@@ -193,7 +193,7 @@ def test_bin_weights_load_with_weights_only(tmp_path):
 
 
 def test_builtin_names_and_hub_ids():
-    """Issue 12 §4/§6: every built-in alias resolves to its entry; hub ids are checked before anything is fetched."""
+    """Every built-in alias resolves to its entry; hub ids are checked before anything is fetched."""
     from spectra.models import BUILTIN_MODELS, builtin_available, builtin_name, is_valid_hub_id
 
     assert builtin_name(None) == builtin_name("builtin") == builtin_name("smollm2") == "smollm2"

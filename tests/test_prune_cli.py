@@ -135,7 +135,7 @@ def test_pruner_options_are_parsed_typed_and_reach_the_settings():
 
 
 def test_process_peak_rss_is_the_whole_process():
-    """Issue 12 §8: the report's process peak is ru_maxrss (every phase), never below the RSS measured before."""
+    """The report's process peak is ru_maxrss (every phase), never below the RSS measured before."""
     import types
 
     import pandas as pd

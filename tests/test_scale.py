@@ -1,4 +1,4 @@
-"""Scale features (issue 13): compute device ≠ storage device, half-precision storage, streamed pruning / evaluation
+"""Scale features: compute device ≠ storage device, half-precision storage, streamed pruning / evaluation
 from safetensors shards, and the one-line refusals of bad input."""
 import copy
 import json

@@ -1,4 +1,4 @@
-"""One source for every setting (issue 11 §4): the nested settings dataclasses check themselves, and the command
+"""One source for every setting: the nested settings dataclasses check themselves, and the command
 line and the app's widgets are built from their fields (spectra.options, pruning.settings, webapp.widgets)."""
 import argparse
 import dataclasses

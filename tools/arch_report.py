@@ -1,5 +1,5 @@
 """Architecture figures of the library: lines per module, the largest module, import cycles and imports of another
-module's ``_private`` names (issue 11's before/after table; ``tests/test_architecture.py`` holds the limits).
+module's ``_private`` names, for before/after tables of a clean-up (``tests/test_architecture.py`` holds the limits).
 
 Usage: ``python tools/arch_report.py [ROOT]`` prints a JSON summary; every import statement counts, including those
 inside functions (a lazy import still couples two modules).

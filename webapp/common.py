@@ -34,7 +34,7 @@ def chart(fig, key: str, **kw):
 def text_column_widths(data) -> dict:
     """``column_config`` for :func:`show_table`: every text column (and a text index) gets a pixel width that fits its
     longest entry (80–640 px, ≈ 7.5 px per character), so that matrix names, run labels and warnings are not cut
-    to Streamlit's default width; the full text also shows on hover (issue 12 §7)."""
+    to Streamlit's default width (they were unreadable there); the full text also shows on hover."""
     frame = getattr(data, "data", data)  # a pandas Styler holds its frame in .data
     if not isinstance(frame, pd.DataFrame):
         return {}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spectra.config import cache_dir, data_dirs, offline
+from spectra.config import cache_dir, data_dirs, hf_endpoint, offline
 from spectra.files import atomic_path
 
 __all__ = [
@@ -164,7 +163,7 @@ def _download(key: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fetched: list[Path] = []
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    endpoint = hf_endpoint()
     for kind, loc, fname in _REMOTE[key]:
         # one plain HTTPS GET per file (no retry loop: offline fails in well under a second)
         url = f"{endpoint}/datasets/{loc}/resolve/main/{fname}" if kind == "hf" else loc

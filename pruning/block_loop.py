@@ -38,9 +38,10 @@ is).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -213,107 +214,166 @@ def _masked_gd(W_new, W_dense, stats, steps, options):
     return gd.masked_gd(W_new, W_dense, stats, steps=steps, **options)
 
 
-@torch.no_grad()
-def prune_blocks(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = DEFAULT_PRUNER,
-                     nm: NM = None, pruner_options: Optional[dict] = None, correction: Optional[str] = None,
-                     sublayers_in_order: Optional[bool] = None, gd_steps: int = 0, gd_options: Optional[dict] = None,
-                     batch_size: int = 8, progress: bool = True, progress_cb: ProgressCb = None,
-                     device=None, block_io: Optional[BlockIO] = None) -> LoopResult:
-    """Prune every block linear layer of ``model`` in place, block by block on the calibration windows ``calib``.
+@dataclass
+class LoopOptions:
+    """How :func:`prune_blocks` runs, besides the pruner and the sparsity: the error-correction mode
+    (:data:`CORRECTIONS`; None = the pruner's default, :attr:`PrunerSpec.correction`), whether the sublayers are
+    pruned one input group at a time in call order (None: True for the modes that need it), masked GD steps after
+    the pruner (``gd_options``: :func:`pruning.pruners.gd.masked_gd`'s), the calibration batch size, a progress bar
+    and ``progress_cb(done, total, longname)`` after every pruned matrix."""
 
-    ``sparsity``: one float for all layers or {longname: sparsity} (ignored under ``nm``). ``calib`` may be None
-    only for calibration-free pruners (magnitude) without ``gd_steps``. ``correction``: one of
-    :data:`CORRECTIONS` (module docstring; None = the pruner's default, :attr:`PrunerSpec.correction`).
-    ``sublayers_in_order`` defaults to True for the modes that prune sublayers in call order.
-    ``progress_cb(done, total, longname)`` is called after every pruned matrix.
-    ``device``: the compute device (None = where the weights are). The weights stay on their storage device; each
-    block is moved to ``device``, its statistics gathered and its layers pruned there, its outputs recomputed, and it
-    goes back; the calibration activations live on ``device``. ``block_io`` loads / persists the blocks of a
-    streamed model (:mod:`pruning.stream`).
-    """
-    spec = get_pruner(pruner)
+    correction: Optional[str] = None
+    sublayers_in_order: Optional[bool] = None
+    gd_steps: int = 0
+    gd_options: Optional[dict] = None
+    batch_size: int = 8
+    progress: bool = True
+    progress_cb: ProgressCb = None
+
+
+@dataclass
+class _Run:
+    """What every block of one :func:`prune_blocks` run shares."""
+
+    spec: Any
+    nm: NM
+    pruner_options: dict
+    o: LoopOptions
+    correction: str
+    needs: frozenset
+    in_order: bool
+    chunks: list
+    total: int
+    dense_hidden: Optional[list] = None
+    timings: dict = field(default_factory=lambda: {"capture": 0.0, "stats": 0.0, "prune": 0.0, "gd": 0.0,
+                                                    "forward": 0.0})
+    records: list = field(default_factory=list)
+    cache: dict = field(default_factory=dict)
+    bar: Any = None
+
+    @property
+    def want_dense_copy(self) -> bool:
+        return "K" in self.needs and self.correction in DENSE_TARGET
+
+
+def _resolve(spec, nm: NM, o: LoopOptions) -> tuple[str, frozenset, bool]:
+    """(correction mode, statistics needed, sublayers in order) of a run; one-line ValueError for a bad one."""
     if nm is not None and not spec.supports_nm:
-        raise ValueError(f"pruner {pruner!r} does not support N:M patterns; use an unstructured sparsity")
-    correction = spec.correction if correction is None else correction
+        raise ValueError(f"pruner {spec.name!r} does not support N:M patterns; use an unstructured sparsity")
+    correction = spec.correction if o.correction is None else o.correction
     if correction not in CORRECTIONS:
         raise ValueError(f"unknown correction {correction!r}; choose one of: {', '.join(CORRECTIONS)}")
-    if gd_steps < 0:
-        raise ValueError(f"gd_steps must be ≥ 0 (got {gd_steps})")
-    needs = frozenset(spec.needs) | (frozenset({"H"}) if gd_steps else frozenset())
-    if sublayers_in_order is None:
-        sublayers_in_order = correction in SUBLAYER_ORDER
-    if correction in ("intra", "intra-pruned") and not sublayers_in_order:
+    if o.gd_steps < 0:
+        raise ValueError(f"gd_steps must be ≥ 0 (got {o.gd_steps})")
+    needs = frozenset(spec.needs) | (frozenset({"H"}) if o.gd_steps else frozenset())
+    in_order = correction in SUBLAYER_ORDER if o.sublayers_in_order is None else o.sublayers_in_order
+    if correction in ("intra", "intra-pruned") and not in_order:
         raise ValueError(f"correction={correction!r} needs sublayers_in_order=True (sublayers pruned in order)")
-    dense_input = correction in DENSE_BLOCK_INPUT
-    want_dense_copy = "K" in needs and correction in DENSE_TARGET
-    pruner_options = dict(pruner_options or {})
-    per_block = block_linears(model)
-    total = sum(len(b) for b in per_block)
-    if calib is None:
-        if not spec.calibration_free or gd_steps:
-            raise ValueError(f"pruner {pruner!r}{' with gd_steps' if gd_steps else ''} needs calibration windows")
-        return prune_weights(model, sparsity, pruner, nm, pruner_options, progress, progress_cb, device, block_io)
+    return correction, needs, in_order
 
+
+@torch.no_grad()
+def prune_blocks(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity, pruner: str = DEFAULT_PRUNER,
+                 nm: NM = None, pruner_options: Optional[dict] = None, device=None, block_io: Optional[BlockIO] = None,
+                 options: Optional[LoopOptions] = None, **loop_options) -> LoopResult:
+    """Prune every block linear layer of ``model`` in place, block by block on the calibration windows ``calib``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The CausalLM, pruned in place.
+    calib : torch.Tensor or None
+        Calibration windows (n, seqlen); None only for calibration-free pruners (magnitude) without GD steps.
+    sparsity : float or dict
+        One sparsity for all layers or {longname: sparsity} (ignored under ``nm``).
+    pruner, nm, pruner_options
+        The registered pruner, an N:M pattern, the pruner's own options.
+    device, block_io
+        The compute device (None = where the weights are; each block is moved there, pruned, its outputs
+        recomputed, and moved back; the calibration activations live there) and the loader of a streamed model's
+        blocks (:mod:`pruning.stream`); see :func:`pruning.blocks.walk_blocks`.
+    options, **loop_options
+        :class:`LoopOptions` (correction mode, sublayer order, GD steps, batch size, progress), or its fields.
+
+    Returns
+    -------
+    LoopResult
+        One :func:`layer_record` per pruned matrix and the timings.
+    """
+    o = dataclasses.replace(options or LoopOptions(), **loop_options)
+    spec = get_pruner(pruner)
+    correction, needs, in_order = _resolve(spec, nm, o)
+    per_block = block_linears(model)
+    if calib is None:
+        if not spec.calibration_free or o.gd_steps:
+            raise ValueError(f"pruner {pruner!r}{' with gd_steps' if o.gd_steps else ''} needs calibration windows")
+        return prune_weights(model, sparsity, pruner, nm, pruner_options, o.progress, o.progress_cb, device, block_io)
     t0 = time.perf_counter()
-    timings = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "gd": 0.0, "forward": 0.0}
-    chunks = capture_block_inputs(model, calib, batch_size, device)
-    timings["capture"] = time.perf_counter() - t0
-    dense_hidden = [c.hidden for c in chunks] if correction == "intra+inter" and want_dense_copy else None
-    records: list[dict] = []
-    cache: dict = {}
-    bar = None
-    if progress:
+    run = _Run(spec, nm, dict(pruner_options or {}), o, correction, needs, in_order,
+               capture_block_inputs(model, calib, o.batch_size, device), sum(len(b) for b in per_block))
+    run.timings["capture"] = time.perf_counter() - t0
+    if correction == "intra+inter" and run.want_dense_copy:
+        run.dense_hidden = [c.hidden for c in run.chunks]
+    if o.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=f"prune {pruner}", unit="matrix")
+        run.bar = tqdm(total=run.total, desc=f"prune {pruner}", unit="matrix")
     for b, block in walk_blocks(model, device, block_io):
-        linears = per_block[b]
-        targets = layer_targets(linears, sparsity, nm)
-        dense = _dense_copy(block, linears) if want_dense_copy else None
-        groups = _groups_cached(block, linears, chunks[0], cache)
-        stages = [[g] for g in groups] if sublayers_in_order else [groups]
-        next_hidden = None
-        if dense_input:  # the next block reads this block's dense outputs: compute them before pruning it
-            t = time.perf_counter()
-            next_hidden = [run_block(block, chunk) for chunk in chunks]
-            timings["forward"] += time.perf_counter() - t
-        for stage in stages:
-            t = time.perf_counter()
-            stats = _group_stats(block, dense, stage, chunks, dense_hidden, needs, correction,
-                                 block_untouched=stage is stages[0])
-            timings["stats"] += time.perf_counter() - t
-            for group, st_group in zip(stage, stats):
-                for j, lin in enumerate(group):
-                    st = st_group if j == len(group) - 1 else _copy_stats(st_group)  # pruners may modify stats
-                    t = time.perf_counter()
-                    W = lin.get()
-                    W_new = spec.fn(W.clone(), st, targets[lin.longname], nm, **pruner_options)
-                    dt = time.perf_counter() - t
-                    timings["prune"] += dt
-                    if gd_steps:
-                        t = time.perf_counter()
-                        W_new = _masked_gd(W_new, W, st, gd_steps, gd_options or {})
-                        timings["gd"] += time.perf_counter() - t
-                    lin.set(W_new)
-                    records.append(layer_record(lin, W, W_new, targets[lin.longname], dt))
-                    if bar is not None:
-                        bar.update(1)
-                    if progress_cb is not None:
-                        progress_cb(len(records), total, lin.longname)
+        _prune_block(run, block, per_block[b], layer_targets(per_block[b], sparsity, nm))
+    if run.bar is not None:
+        run.bar.close()
+    run.timings["total"] = time.perf_counter() - t0
+    return LoopResult(run.records, run.timings)
+
+
+def _prune_block(run: _Run, block: torch.nn.Module, linears: list[Linear], targets: dict) -> None:
+    """One block of :func:`prune_blocks`: statistics per stage, its layers pruned, its outputs recomputed."""
+    timings, chunks = run.timings, run.chunks
+    dense = _dense_copy(block, linears) if run.want_dense_copy else None
+    groups = _groups_cached(block, linears, chunks[0], run.cache)
+    stages = [[g] for g in groups] if run.in_order else [groups]
+    next_hidden = None
+    if run.correction in DENSE_BLOCK_INPUT:  # the next block reads this block's dense outputs: compute them first
         t = time.perf_counter()
-        for c, chunk in enumerate(chunks):
-            if next_hidden is not None:
-                chunk.hidden = next_hidden[c]
-                continue
-            if dense_hidden is not None:
-                dense_hidden[c] = run_block(dense.block, chunk, dense_hidden[c])
-            chunk.hidden = run_block(block, chunk)
+        next_hidden = [run_block(block, chunk) for chunk in chunks]
         timings["forward"] += time.perf_counter() - t
-        del dense
-    if bar is not None:
-        bar.close()
-    timings["total"] = time.perf_counter() - t0
-    return LoopResult(records, timings)
+    for stage in stages:
+        t = time.perf_counter()
+        stats = _group_stats(block, dense, stage, chunks, run.dense_hidden, run.needs, run.correction,
+                             block_untouched=stage is stages[0])
+        timings["stats"] += time.perf_counter() - t
+        for group, st_group in zip(stage, stats):
+            for j, lin in enumerate(group):
+                st = st_group if j == len(group) - 1 else _copy_stats(st_group)  # pruners may modify stats
+                _prune_layer(run, lin, st, targets[lin.longname])
+    t = time.perf_counter()
+    for c, chunk in enumerate(chunks):
+        if next_hidden is not None:
+            chunk.hidden = next_hidden[c]
+            continue
+        if run.dense_hidden is not None:
+            run.dense_hidden[c] = run_block(dense.block, chunk, run.dense_hidden[c])
+        chunk.hidden = run_block(block, chunk)
+    timings["forward"] += time.perf_counter() - t
+
+
+def _prune_layer(run: _Run, lin: Linear, st: LayerStats, target: float) -> None:
+    """Prune one layer (then masked GD) and record it."""
+    t = time.perf_counter()
+    W = lin.get()
+    W_new = run.spec.fn(W.clone(), st, target, run.nm, **run.pruner_options)
+    dt = time.perf_counter() - t
+    run.timings["prune"] += dt
+    if run.o.gd_steps:
+        t = time.perf_counter()
+        W_new = _masked_gd(W_new, W, st, run.o.gd_steps, run.o.gd_options or {})
+        run.timings["gd"] += time.perf_counter() - t
+    lin.set(W_new)
+    run.records.append(layer_record(lin, W, W_new, target, dt))
+    if run.bar is not None:
+        run.bar.update(1)
+    if run.o.progress_cb is not None:
+        run.o.progress_cb(len(run.records), run.total, lin.longname)
 
 
 def prune_linears(linears: list[Linear], spec, targets: dict, nm: NM = None, pruner_options: Optional[dict] = None,

@@ -116,12 +116,22 @@ def normalize_results(t: pd.DataFrame) -> pd.DataFrame:
     return t.reset_index(drop=True)
 
 
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The sweep table at ``path`` (empty DataFrame when the file does not exist yet)."""
+    p = Path(path)
+    if not p.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # a foreign or corrupt file must not be silently overwritten
+        raise ValueError(f"cannot read the sweep table {p} ({type(exc).__name__}); move it away or pick another "
+                         f"--out") from None
+
+
 def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A sweep results table (``pruning.sweep.load_table`` for parquet; CSV also accepted, ``#`` comment lines
+    """A sweep results table (:func:`load_table` for parquet; CSV also accepted, ``#`` comment lines
     skipped), through :func:`normalize_results`. FileNotFoundError naming the sweep command when absent, ValueError
     for another file type."""
-    from pruning.sweep import load_table
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"sweep table not found: {p}; produce one with `python -m pruning sweep --out {p}`")

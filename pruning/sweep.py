@@ -25,7 +25,7 @@ from spectra.files import atomic_path
 from pruning.allocation import SPECTRAL_METHODS
 from pruning.labels import settings_label
 from pruning.prune import prune_model
-from pruning.runs import run_record
+from pruning.runs import load_table, run_record
 from pruning.pruners import DEFAULT_PRUNER
 from pruning.settings import PruneSettings
 
@@ -87,18 +87,6 @@ def cell_key(model_label: str, settings: Optional[PruneSettings], eval_settings:
     """16-hex key of (model, full settings or None for the dense row, evaluation settings)."""
     payload = {"model": model_label, "settings": settings.key_dict() if settings else "dense", "eval": eval_settings}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """The sweep table at ``path`` (empty DataFrame when the file does not exist yet)."""
-    p = Path(path)
-    if not p.exists():
-        return pd.DataFrame()
-    try:
-        return pd.read_parquet(p)
-    except Exception as exc:  # a foreign or corrupt file must not be silently overwritten
-        raise ValueError(f"cannot read the sweep table {p} ({type(exc).__name__}); move it away or pick another "
-                         f"--out") from None
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:

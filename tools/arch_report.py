@@ -139,13 +139,51 @@ def line_counts(root: Path) -> dict[str, int]:
     return {m: len(p.read_text().splitlines()) for m, p in files.items()}
 
 
+#: the function caps of docs/ARCHITECTURE.md (lines of a function, its named parameters)
+MAX_FUNCTION_LINES = 80
+MAX_PARAMETERS = 12
+
+
+def function_sizes(root: Path) -> dict[str, tuple[int, int]]:
+    """``{module.qualname: (lines, parameters)}`` of every function and method of the library and of the top-level
+    scripts; lines from ``def`` to the function's last line, parameters = the named ones (``self`` / ``cls`` and
+    ``*args`` / ``**kwargs`` not counted)."""
+    files = {**library_files(root), **{module_name(root, p): p for p in root.glob("*.py")}}
+    out = {}
+    for mod, path in files.items():
+        def visit(node, prefix: str) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    a = child.args
+                    names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg not in ("self", "cls")]
+                    out[f"{mod}.{prefix}{child.name}"] = (child.end_lineno - child.lineno + 1, len(names))
+                    visit(child, f"{prefix}{child.name}.")
+                elif isinstance(child, ast.ClassDef):
+                    visit(child, f"{prefix}{child.name}.")
+
+        visit(ast.parse(path.read_text()), "")
+    return out
+
+
+def oversized_functions(root: Path) -> dict[str, tuple[int, int]]:
+    """The functions over :data:`MAX_FUNCTION_LINES` lines or :data:`MAX_PARAMETERS` parameters."""
+    return {name: size for name, size in function_sizes(root).items()
+            if size[0] > MAX_FUNCTION_LINES or size[1] > MAX_PARAMETERS}
+
+
 def summary(root: Path) -> dict:
     lines = line_counts(root)
     largest = max(lines, key=lines.get)
+    sizes = function_sizes(root)
+    longest = max(sizes, key=lambda k: sizes[k][0])
+    most = max(sizes, key=lambda k: sizes[k][1])
     return {"modules": len(lines), "total_lines": sum(lines.values()),
             "median_lines": sorted(lines.values())[len(lines) // 2],
             "largest": [largest, lines[largest]], "over_500": sorted(m for m, n in lines.items() if n > 500),
-            "import_cycles": import_cycles(root), "private_imports": private_imports(root)}
+            "import_cycles": import_cycles(root), "private_imports": private_imports(root),
+            "functions": len(sizes), "longest_function": [longest, sizes[longest][0]],
+            "most_parameters": [most, sizes[most][1]],
+            "over_function_caps": {k: list(v) for k, v in sorted(oversized_functions(root).items())}}
 
 
 if __name__ == "__main__":

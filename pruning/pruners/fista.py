@@ -37,9 +37,10 @@ paper-literal variant.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import pandas as pd
 import torch
@@ -50,7 +51,7 @@ from pruning.pruners.masks import check_sparsity, nm_mask, nm_sparsity, unstruct
 from pruning.pruners.sparsegpt import sparsegpt
 from pruning.pruners.wanda import wanda
 
-__all__ = ["soft_threshold", "FistaResult", "fista_lasso", "FistaInfo", "fista_prune", "fista_pruner",
+__all__ = ["soft_threshold", "FistaResult", "fista_lasso", "FistaInfo", "FistaOptions", "fista_prune", "fista_pruner",
            "fista_lambda_path", "WARM_STARTS", "PROJECTIONS"]
 
 WARM_STARTS = ("wanda", "sparsegpt", "dense", "zero")
@@ -203,16 +204,185 @@ def _projection_scores(Z: torch.Tensor, stats: LayerStats, projection: str) -> t
     raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
 
 
-def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, *,
-                warm_start="wanda", lambda_scope: str = "layer", max_iter: int = 10, tol: float = 1e-5,
-                search_steps: int = 4, sparsity_tol: float = 0.01, lambda_rtol: float = 0.02,
-                warm_from_best: bool = True, projection: str = "magnitude", select: str = "sparsity",
-                restart: bool = False, precondition: bool = True, min_iter: int = 10, fill: str = "dense",
-                refit: str = "cg", refit_damp: float = 0.01,
-                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FistaInfo]:
+@dataclass(frozen=True, eq=False)
+class FistaOptions:
+    """The options of :func:`fista_prune` (the registry's ``--pruner-opt KEY=VALUE`` names); see its docstring."""
+
+    warm_start: Any = "wanda"
+    lambda_scope: str = "layer"
+    max_iter: int = 10
+    tol: float = 1e-5
+    search_steps: int = 4
+    sparsity_tol: float = 0.01
+    lambda_rtol: float = 0.02
+    warm_from_best: bool = True
+    projection: str = "magnitude"
+    select: str = "sparsity"
+    fill: str = "dense"
+    restart: bool = False
+    precondition: bool = True
+    min_iter: int = 10
+    refit: str = "cg"
+    refit_damp: float = 0.01
+    dtype: torch.dtype = torch.float32
+
+    def check(self) -> "FistaOptions":
+        """One-line ValueError naming the first bad option; returns self."""
+        for name, allowed in (("lambda_scope", LAMBDA_SCOPES), ("projection", PROJECTIONS), ("fill", FILLS),
+                              ("refit", REFITS), ("select", SELECTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"fista: unknown {name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
+        if self.search_steps < 1 or not 0 <= self.sparsity_tol < 1 or self.lambda_rtol <= 0:
+            raise ValueError(f"fista: need search_steps ≥ 1, 0 ≤ sparsity_tol < 1 and lambda_rtol > 0 "
+                             f"(got {self.search_steps}, {self.sparsity_tol}, {self.lambda_rtol})")
+        return self
+
+
+def _projector(W32: torch.Tensor, stats: LayerStats, o: FistaOptions, nm: NM, target: float, per_row: bool,
+               device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The projection of a LASSO solution onto the target pattern (``projection`` scores; ``fill``)."""
+    dense_scores = W_fill = None
+    if o.fill == "dense":  # rank of the LASSO's zeros when a kept position must be filled: dense Wanda score
+        dense_scores = (W32.abs() * torch.sqrt(torch.diagonal(stats.H).clamp_min(0.0)).to(torch.float32)
+                        .unsqueeze(0)).to(device)
+        dense_scores = dense_scores / dense_scores.max().clamp_min(1e-30)  # in [0, 1]
+        W_fill = W32.to(device=device, dtype=o.dtype)
+
+    def project(Zc: torch.Tensor) -> torch.Tensor:
+        scores = _projection_scores(Zc, stats, o.projection).to(torch.float32)
+        if dense_scores is not None:  # every non-zero of Zc above every zero, zeros ordered by the dense score
+            scores = torch.where(Zc != 0, 2.0 + scores / scores.max().clamp_min(1e-30), dense_scores)
+        prune = nm_mask(scores, *nm) if nm is not None else unstructured_mask(scores, target, per_row=per_row)
+        prune = prune.to(Zc.device)
+        out = Zc.masked_fill(prune, 0.0)
+        if dense_scores is not None:
+            out = torch.where(~prune & (Zc == 0), W_fill, out)
+        return out
+
+    return project
+
+
+@dataclass
+class _Search:
+    """The state of the λ search: bracket, best solution at/below the target (per unit), best projected
+    solution by local loss (``select="loss"``)."""
+
+    lam: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    done: torch.Tensor
+    best: torch.Tensor
+    best_gap: torch.Tensor
+    best_lam: torch.Tensor
+    last: torch.Tensor
+    best_proj: torch.Tensor
+    best_loss: torch.Tensor
+
+
+def _keep_best(st: _Search, Z: torch.Tensor, gap: torch.Tensor, per_row: bool) -> None:
+    improve = (gap >= -1e-12) & (gap < st.best_gap)
+    if per_row:
+        st.best[improve] = Z[improve]
+    elif bool(improve[0]):
+        st.best = Z.clone()
+    st.best_gap = torch.where(improve, gap, st.best_gap)
+    st.best_lam = torch.where(improve, st.lam, st.best_lam)
+
+
+def _keep_best_loss(st: _Search, P: torch.Tensor, rl: torch.Tensor, gap: torch.Tensor, nm: NM, per_row: bool) -> None:
+    eligible = torch.ones_like(gap, dtype=torch.bool) if nm is not None else gap >= -1e-12
+    if per_row:
+        better = eligible & (rl < st.best_loss)
+        st.best_proj[better], st.best_loss[better] = P[better], rl[better]
+    elif bool(eligible[0]) and float(rl.sum()) < float(st.best_loss.sum()):
+        st.best_proj, st.best_loss = P, rl
+
+
+def _next_lambda(st: _Search, gap: torch.Tensor, o: FistaOptions) -> bool:
+    """Narrow the bracket from this solve's ``gap`` (target − sparsity); the next λ; True when every unit is done."""
+    st.done |= (gap >= -1e-12) & (gap <= o.sparsity_tol)
+    dense_side = (gap > o.sparsity_tol) & ~st.done  # too few zeros: raise λ
+    sparse_side = (gap < -1e-12) & ~st.done  # too many zeros: lower λ
+    st.lo = torch.where(dense_side, st.lam, st.lo)
+    st.hi = torch.where(sparse_side, st.lam, st.hi)
+    st.done |= (st.lo > 0) & (st.hi <= st.lo * (1.0 + o.lambda_rtol))  # bracket narrower than the λ resolution
+    if bool(st.done.all()):
+        return True
+    bracketed = (st.lo > 0) & torch.isfinite(st.hi)
+    new = torch.where(bracketed, torch.sqrt(st.lo * torch.where(torch.isfinite(st.hi), st.hi, st.lo)),
+                      torch.where(torch.isfinite(st.hi), st.hi / 4, st.lo * 4))
+    st.lam = torch.where(st.done, st.lam, new)
+    return False
+
+
+def _lambda_search(obj: LocalObjective, Z: torch.Tensor, L, target: float, nm: NM, o: FistaOptions,
+                   project: Callable, info: FistaInfo, per_row: bool) -> _Search:
+    """Solve the LASSO for λ values bracketing the target sparsity (geometric bisection), from the warm start
+    ``Z``; records the path in ``info``."""
+    H, G = obj.H, obj.G
+    rows = Z.shape[0]
+    units = rows if per_row else 1
+    # initial λ: target-quantile of the one-coordinate thresholds at the warm start
+    thresh = (G - Z @ H + Z * torch.diagonal(H).unsqueeze(0)).abs()
+    lam = _quantile(thresh, target, per_row).to(torch.float64).clamp_min(1e-30)
+    lo = torch.zeros(units, dtype=torch.float64, device=G.device)
+    st = _Search(lam=lam, lo=lo, hi=torch.full_like(lo, math.inf),
+                 done=torch.zeros(units, dtype=torch.bool, device=G.device), best=torch.zeros_like(Z),
+                 best_gap=torch.full_like(lo, math.inf), best_lam=lam.clone(), last=Z, best_proj=torch.zeros_like(Z),
+                 best_loss=torch.full((rows,), math.inf, dtype=torch.float64, device=G.device))
+    for _ in range(o.search_steps):
+        lam_rows = st.lam.to(o.dtype).unsqueeze(1).expand(rows, 1) if per_row else float(st.lam[0])
+        res = fista_lasso(H, G, lam_rows, Z, L=L, max_iter=o.max_iter, tol=o.tol, restart=o.restart,
+                          precondition=o.precondition, min_iter=min(o.min_iter, o.max_iter))
+        Z = st.last = res.W
+        info.search_steps += 1
+        info.fista_iters += res.iters
+        s = _zero_fraction(Z, per_row)
+        info.path.append({"lambda": float(st.lam.median()), "sparsity": float(s.mean()), "iters": res.iters})
+        gap = target - s
+        _keep_best(st, Z, gap, per_row)
+        if o.select == "loss":  # candidate: this solution projected; N:M projections are valid whatever the sparsity
+            P = project(Z)
+            _keep_best_loss(st, P, row_losses(obj, P), gap, nm, per_row)
+        if _next_lambda(st, gap, o):
+            break
+        if o.warm_from_best:  # next solve starts from the closest solution at/below the target (else the last one)
+            have = torch.isfinite(st.best_gap)
+            if per_row:
+                Z = torch.where(have.unsqueeze(1), st.best, st.last)
+            elif bool(have[0]):
+                Z = st.best
+    return st
+
+
+def _chosen(st: _Search, project: Callable, info: FistaInfo, o: FistaOptions, per_row: bool) -> torch.Tensor:
+    """The projected solution: the best at/below the target (the last one where none was), or by local loss."""
+    missed = ~torch.isfinite(st.best_gap)
+    info.units_missed = int(missed.sum())
+    best = st.best
+    if per_row:
+        best[missed] = st.last[missed]
+    elif bool(missed[0]):
+        best = st.last
+    best_lam = torch.where(missed, st.lam, st.best_lam)
+    info.lam = best_lam.clone() if per_row else float(best_lam[0])
+    info.lasso_sparsity = float((best == 0).to(torch.float64).mean())
+    out = project(best)
+    if o.select == "loss":
+        chosen = torch.isfinite(st.best_loss)
+        if per_row:
+            out = torch.where(chosen.unsqueeze(1), st.best_proj, out)
+        elif bool(chosen.all()):
+            out = st.best_proj
+    return out
+
+
+def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None,
+                options: Optional[FistaOptions] = None, **overrides) -> tuple[torch.Tensor, FistaInfo]:
     """FISTAPruner on one layer; returns (pruned W (out, in) float32 with exact zeros, :class:`FistaInfo`).
 
-    ``sparsity``: target zero fraction (ignored when ``nm`` is given: target ``1 − n/m``). Options:
+    ``sparsity``: target zero fraction (ignored when ``nm`` is given: target ``1 − n/m``). Options
+    (:class:`FistaOptions`, ``options`` and/or keyword ``overrides``):
     ``warm_start`` — start of the first solve: ``"wanda"``/``"sparsegpt"`` (that pruner's result at the target),
     ``"dense"``, ``"zero"`` or a tensor; budget defaults (10 FISTA iterations, 4 λ values) measured with the
     re-fit on block 15 of the built-in model (C4 statistics): larger budgets (30/8, 100/16) gave *higher* local
@@ -238,21 +408,9 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     paper-literal projected LASSO solution; ``dtype`` — iterate precision
     (statistics stay float64 until cast).
     """
+    o = dataclasses.replace(options or FistaOptions(), **overrides).check()
     if W.ndim != 2:
         raise ValueError(f"fista: expected a 2-D (out, in) weight, got shape {tuple(W.shape)}")
-    if lambda_scope not in LAMBDA_SCOPES:
-        raise ValueError(f"fista: unknown lambda_scope {lambda_scope!r}; choose one of: {', '.join(LAMBDA_SCOPES)}")
-    if projection not in PROJECTIONS:
-        raise ValueError(f"fista: unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}")
-    if fill not in FILLS:
-        raise ValueError(f"fista: unknown fill {fill!r}; choose one of: {', '.join(FILLS)}")
-    if refit not in REFITS:
-        raise ValueError(f"fista: unknown refit {refit!r}; choose one of: {', '.join(REFITS)}")
-    if select not in SELECTS:
-        raise ValueError(f"fista: unknown select {select!r}; choose one of: {', '.join(SELECTS)}")
-    if search_steps < 1 or not 0 <= sparsity_tol < 1 or lambda_rtol <= 0:
-        raise ValueError(f"fista: need search_steps ≥ 1, 0 ≤ sparsity_tol < 1 and lambda_rtol > 0 "
-                         f"(got {search_steps}, {sparsity_tol}, {lambda_rtol})")
     target = nm_sparsity(nm) if nm is not None else check_sparsity(sparsity)
     if nm is not None and W.shape[1] % nm[1]:
         raise ValueError(f"fista: N:M {nm[0]}:{nm[1]} needs the input dimension ({W.shape[1]}) "
@@ -261,112 +419,17 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     info = FistaInfo()
     if target == 0.0:
         return W32.clone(), info
-    obj: LocalObjective = local_objective(W32, stats, dtype=dtype)
-    H, G = obj.H, obj.G
-    L = fista_lipschitz(H, precondition)  # once per layer (each λ of the search reuses it)
-    Z = _warm_start(warm_start, W32, stats, target, nm).to(device=G.device, dtype=dtype)
-    pruned_start = isinstance(warm_start, torch.Tensor) or warm_start in ("wanda", "sparsegpt")
-    start_W = Z.to(device=W.device, dtype=torch.float32).clone() if pruned_start and refit != "none" else None
-    per_row = lambda_scope == "row"
-    units = W.shape[0] if per_row else 1
-
-    # initial λ: target-quantile of the one-coordinate thresholds at the warm start
-    thresh = (G - Z @ H + Z * torch.diagonal(H).unsqueeze(0)).abs()
-    lam = _quantile(thresh, target, per_row).to(torch.float64).clamp_min(1e-30)
-    lo = torch.zeros(units, dtype=torch.float64, device=G.device)
-    hi = torch.full_like(lo, math.inf)
-    done = torch.zeros(units, dtype=torch.bool, device=G.device)
-    best = torch.zeros_like(Z)
-    best_gap = torch.full_like(lo, math.inf)
-    best_lam = lam.clone()
-    last = Z
-
-    dense_scores = None
-    if fill == "dense":  # rank of the LASSO's zeros when a kept position must be filled: dense Wanda score
-        dense_scores = (W32.abs() * torch.sqrt(torch.diagonal(stats.H).clamp_min(0.0)).to(torch.float32)
-                        .unsqueeze(0)).to(G.device)
-        dense_scores = dense_scores / dense_scores.max().clamp_min(1e-30)  # in [0, 1]
-        W_fill = W32.to(device=G.device, dtype=dtype)
-
-    def project(Zc: torch.Tensor) -> torch.Tensor:
-        scores = _projection_scores(Zc, stats, projection).to(torch.float32)
-        if dense_scores is not None:  # every non-zero of Zc above every zero, zeros ordered by the dense score
-            scores = torch.where(Zc != 0, 2.0 + scores / scores.max().clamp_min(1e-30), dense_scores)
-        prune = nm_mask(scores, *nm) if nm is not None else unstructured_mask(scores, target, per_row=per_row)
-        prune = prune.to(Zc.device)
-        out = Zc.masked_fill(prune, 0.0)
-        if dense_scores is not None:
-            out = torch.where(~prune & (Zc == 0), W_fill, out)
-        return out
-
-
-    by_loss = select == "loss"
-    best_proj = torch.zeros_like(Z)
-    best_loss = torch.full((W.shape[0],), math.inf, dtype=torch.float64, device=G.device)
-    for step in range(search_steps):
-        lam_rows = lam.to(dtype).unsqueeze(1).expand(W.shape[0], 1) if per_row else float(lam[0])
-        res = fista_lasso(H, G, lam_rows, Z, L=L, max_iter=max_iter, tol=tol, restart=restart,
-                          precondition=precondition, min_iter=min(min_iter, max_iter))
-        Z = last = res.W
-        info.search_steps += 1
-        info.fista_iters += res.iters
-        s = _zero_fraction(Z, per_row)
-        info.path.append({"lambda": float(lam.median()), "sparsity": float(s.mean()), "iters": res.iters})
-        gap = target - s
-        improve = (gap >= -1e-12) & (gap < best_gap)
-        if per_row:
-            best[improve] = Z[improve]
-        elif bool(improve[0]):
-            best = Z.clone()
-        best_gap = torch.where(improve, gap, best_gap)
-        best_lam = torch.where(improve, lam, best_lam)
-        if by_loss:  # candidate: this solution projected; N:M projections are valid whatever the sparsity
-            P = project(Z)
-            rl = row_losses(obj, P)
-            eligible = torch.ones_like(gap, dtype=torch.bool) if nm is not None else gap >= -1e-12
-            if per_row:
-                better = eligible & (rl < best_loss)
-                best_proj[better], best_loss[better] = P[better], rl[better]
-            elif bool(eligible[0]) and float(rl.sum()) < float(best_loss.sum()):
-                best_proj, best_loss = P, rl
-        done |= (gap >= -1e-12) & (gap <= sparsity_tol)
-        dense_side = (gap > sparsity_tol) & ~done  # too few zeros: raise λ
-        sparse_side = (gap < -1e-12) & ~done  # too many zeros: lower λ
-        lo = torch.where(dense_side, lam, lo)
-        hi = torch.where(sparse_side, lam, hi)
-        done |= (lo > 0) & (hi <= lo * (1.0 + lambda_rtol))  # bracket narrower than the λ resolution
-        if bool(done.all()):
-            break
-        bracketed = (lo > 0) & torch.isfinite(hi)
-        new = torch.where(bracketed, torch.sqrt(lo * torch.where(torch.isfinite(hi), hi, lo)),
-                          torch.where(torch.isfinite(hi), hi / 4, lo * 4))
-        lam = torch.where(done, lam, new)
-        if warm_from_best:  # next solve starts from the closest solution at/below the target (else the last one)
-            have = torch.isfinite(best_gap)
-            if per_row:
-                Z = torch.where(have.unsqueeze(1), best, last)
-            elif bool(have[0]):
-                Z = best
-    missed = ~torch.isfinite(best_gap)
-    info.units_missed = int(missed.sum())
-    if per_row:
-        best[missed] = last[missed]
-    elif bool(missed[0]):
-        best = last
-    best_lam = torch.where(missed, lam, best_lam)
-    info.lam = best_lam.clone() if per_row else float(best_lam[0])
-    info.lasso_sparsity = float((best == 0).to(torch.float64).mean())
-
-    out = project(best)
-    if by_loss:
-        chosen = torch.isfinite(best_loss)
-        if per_row:
-            out = torch.where(chosen.unsqueeze(1), best_proj, out)
-        elif bool(chosen.all()):
-            out = best_proj
-    out = out.to(device=W.device, dtype=torch.float32)
-    if refit != "none":
-        out = refit_support(out, W32, stats, damp=refit_damp, mask_keep=out != 0, solver=refit)
+    obj: LocalObjective = local_objective(W32, stats, dtype=o.dtype)
+    L = fista_lipschitz(obj.H, o.precondition)  # once per layer (each λ of the search reuses it)
+    Z = _warm_start(o.warm_start, W32, stats, target, nm).to(device=obj.G.device, dtype=o.dtype)
+    pruned_start = isinstance(o.warm_start, torch.Tensor) or o.warm_start in ("wanda", "sparsegpt")
+    start_W = Z.to(device=W.device, dtype=torch.float32).clone() if pruned_start and o.refit != "none" else None
+    per_row = o.lambda_scope == "row"
+    project = _projector(W32, stats, o, nm, target, per_row, obj.G.device)
+    st = _lambda_search(obj, Z, L, target, nm, o, project, info, per_row)
+    out = _chosen(st, project, info, o, per_row).to(device=W.device, dtype=torch.float32)
+    if o.refit != "none":
+        out = refit_support(out, W32, stats, damp=o.refit_damp, mask_keep=out != 0, solver=o.refit)
         if start_W is not None:  # never worse than a pruned warm start (same pattern constraint)
             obj64 = local_objective(W32, stats, dtype=torch.float64, device=out.device)
             if float(row_losses(obj64, start_W).sum()) < float(row_losses(obj64, out).sum()):
@@ -374,9 +437,7 @@ def fista_prune(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = No
     return out, info
 
 
-_OPTIONS = ("warm_start", "lambda_scope", "max_iter", "tol", "search_steps", "sparsity_tol", "lambda_rtol",
-            "warm_from_best", "projection", "select", "fill",
-            "restart", "precondition", "min_iter", "refit", "refit_damp", "dtype")
+_OPTIONS = tuple(f.name for f in dataclasses.fields(FistaOptions))
 
 
 def fista_pruner(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None, **options) -> torch.Tensor:

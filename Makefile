@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install install-dev app test test-fast bench browser clean-cache notebooks-sync
+.PHONY: install install-dev app lint test test-fast bench browser clean-cache notebooks-sync
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,8 +35,13 @@ browser:
 app: install
 	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
-test: install-dev browser
-	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q
+# lint and format check first (settings in pyproject.toml), then the suite with its 15 slowest tests listed
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install-dev browser lint
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q --durations=15
 
 test-fast: install-dev
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q -m "not slow and not browser and not ecosystem"

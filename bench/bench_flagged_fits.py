@@ -61,7 +61,7 @@ def main() -> None:
         metrics = analyze(lm.model, AnalysisSettings(xmin_rule=args.xmin_rule), progress=False)
         flagged = spurious_blocks(metrics)
         calib = get_calibration(lm.tokenizer, args.nsamples, args.seqlen, 0)
-        ppl = lambda m: perplexity(m, lm.tokenizer, "wikitext2", seqlen=args.eval_seqlen,  # noqa: E731
+        ppl = lambda m, tok=lm.tokenizer: perplexity(m, tok, "wikitext2", seqlen=args.eval_seqlen,  # noqa: E731
                                    max_windows=args.eval_windows, progress=False)
         dense = ppl(lm.model)
         rows.append(dict(model=name, S=S, allocation="dense", ppl=dense.ppl, windows=dense.nwindows))

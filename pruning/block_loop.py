@@ -3,7 +3,8 @@
 The calibration windows are embedded, the inputs of decoder block 0 are captured (a pre-hook on the first block
 stores its positional and keyword arguments — attention mask, position ids / rotary embeddings, whatever the
 architecture passes — and stops the forward), then for every block: forward pre-hooks on its linear layers
-accumulate :class:`~pruning.pruners.base.LayerStats` while the samples run through the block, every linear layer is pruned
+accumulate :class:`~pruning.pruners.base.LayerStats` while the samples run through the block, every linear layer is
+pruned
 with its allocated sparsity, the block outputs are recomputed with the pruned weights and fed to the next block.
 Memory holds one block's activations (two with a dense stream).
 

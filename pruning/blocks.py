@@ -214,7 +214,8 @@ def input_groups(block: torch.nn.Module, linears: list[Linear], chunk: BlockInpu
     seen = {id(lin) for lin, _ in calls}
     missing = [lin.longname for lin in linears if id(lin) not in seen]
     if missing:
-        raise ValueError(f"linear layers never called by their block: {missing[:3]}; this architecture is not supported")
+        raise ValueError(f"linear layers never called by their block: {missing[:3]}; this architecture is not "
+                         f"supported")
     groups: list[list[Linear]] = []
     prev = None
     for lin, x in calls:

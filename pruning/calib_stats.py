@@ -171,7 +171,8 @@ def prune_from_stats(model: torch.nn.Module, stats: DenseStats, sparsity, pruner
     """One-shot pruning of every block linear layer from dense statistics (no forward pass).
 
     ``sparsity``: one float or {longname: sparsity}. ``pruner`` must be one-shot (``PrunerSpec.one_shot``; one that
-    needs ``H``, SparseGPT, needs statistics collected with ``hessians=True``). Labelled "one-shot (dense statistics)"; not the sequential
+    needs ``H``, SparseGPT, needs statistics collected with ``hessians=True``). Labelled "one-shot (dense
+    statistics)"; not the sequential
     reference protocol (module docstring).
     """
     _check_one_shot(stats, pruner)

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 
 def package_versions() -> dict:
-    """Versions of Python, ``spectra``, ``pruning`` and the numerical packages (:func:`spectra.results.package_versions`)."""
+    """Versions of Python, ``spectra``, ``pruning`` and the numerical packages
+    (:func:`spectra.results.package_versions`)."""
     import pruning
     from spectra.results import package_versions as _versions
 

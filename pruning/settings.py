@@ -216,11 +216,11 @@ class PruneSettings:
 
     # ------------------------------------------------------------------ flat view
     @classmethod
-    def from_flat(cls, **flat: Any) -> "PruneSettings":
+    def from_flat(cls, **flat: Any) -> PruneSettings:
         """Settings from flat names (:meth:`flat`'s keys); the others keep their defaults."""
         return cls().replace(**flat)
 
-    def replace(self, **flat: Any) -> "PruneSettings":
+    def replace(self, **flat: Any) -> PruneSettings:
         """A copy with the given flat-named settings changed (checked; one-line ValueError naming an unknown one)."""
         unknown = sorted(set(flat) - set(_FLAT))
         if unknown:
@@ -257,7 +257,7 @@ class PruneSettings:
         return d
 
     # ------------------------------------------------------------------ rules and derived values
-    def validate(self) -> "PruneSettings":
+    def validate(self) -> PruneSettings:
         """The rules between sections (each section checked itself); returns self."""
         spec = get_pruner(self.pruner.name)
         nm = self.allocation.nm_tuple()

@@ -96,7 +96,7 @@ class ShardIndex:
 
         total = 0
         for f in sorted(set(self.file.values())):
-            for k, shape in safetensors_header(f).items():
+            for shape in safetensors_header(f).values():
                 n = 1
                 for s in shape:
                     n *= int(s)
@@ -379,7 +379,8 @@ def blockwise_hidden(model: torch.nn.Module, windows: torch.Tensor, batch_size: 
 def blockwise_perplexity(model: torch.nn.Module, tokenizer, dataset: str = "wikitext2", seqlen: Optional[int] = None,
                          max_windows: Optional[int] = None, batch_size: int = 1, add_bos: Optional[bool] = None,
                          device=None, block_io: Optional[BlockIO] = None, path=None, progress: bool = False):
-    """:func:`pruning.evaluation.perplexity.perplexity` (same windows, same NLL) computed block by block: every window's hidden
+    """:func:`pruning.evaluation.perplexity.perplexity` (same windows, same NLL) computed block by block: every
+    window's hidden
     state goes through block 0, then block 1, ... (each moved to ``device`` once, loaded by ``block_io`` when
     streamed); the embeddings, final norm and head then run on ``device`` with the blocks replaced by stand-ins."""
     import math

@@ -3,7 +3,8 @@
 Every cell is keyed by a hash of the model source, the full :class:`~pruning.prune.PruneSettings` and the evaluation
 settings. The table is rewritten atomically (temporary file + ``os.replace``) after every finished cell, so an
 interrupted sweep keeps its finished cells and a rerun skips them. Several sweeps may share one table: each save
-re-reads the table under a file lock and appends to what is on disk, and a cell another sweep finished is skipped. The dense model's perplexity is one row
+re-reads the table under a file lock and appends to what is on disk, and a cell another sweep finished is skipped. The
+dense model's perplexity is one row
 (``kind == "dense"``) computed once per model and evaluation settings. λ is swept only for the allocations that
 use it (``alphapruning``, ``stable_rank``); N:M patterns give one ``uniform`` cell per pruner.
 """
@@ -140,7 +141,8 @@ def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **ex
            "gd_precondition": False, "correction": "", "method": "dense", "pruner_options": "{}",
            "eval_dataset": ev["dataset"], "eval_seqlen": ppl.get("seqlen"), "max_windows": ev["max_windows"] or 0,
            "ppl": ppl.get("ppl"), "nll": ppl.get("nll"), "ntokens": ppl.get("ntokens"),
-           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps({}), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+           "nwindows": ppl.get("nwindows"), "settings_json": json.dumps({}),
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     row.update(extra)
     return row
 

@@ -3,7 +3,8 @@
 The dense calibration statistics are collected once (and cached, :mod:`pruning.calib_stats`); every candidate is
 then an allocation (milliseconds), a one-shot prune from those statistics ("dense statistics" mode, no forward
 pass) and a perplexity on held-out windows. The held-out text is C4 validation documents 1000–1999 (the evaluation
-split of :mod:`pruning.evaluation.data`): disjoint from the calibration documents (0–999) and from WikiText-2 test, on which
+split of :mod:`pruning.evaluation.data`): disjoint from the calibration documents (0–999) and from WikiText-2 test, on
+which
 final numbers are reported — the AlphaPruning and OWL codes tune on the test set; we never do.
 :func:`final_prune` then runs the sequential (reference) prune at the chosen value and at uniform sparsity and scores
 both on the same held-out windows (the one-shot/sequential gap) and on WikiText-2 test (reported apart).
@@ -62,7 +63,7 @@ class TuneSettings:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> "TuneSettings":
+    def validate(self) -> TuneSettings:
         if self.allocation not in TUNABLE:
             raise ValueError(f"tune: allocation {self.allocation!r} (--allocation) has nothing to tune; choose one of: "
                              f"{', '.join(TUNABLE)}")

@@ -180,7 +180,8 @@ def _looks_like_hub_id(text: str) -> bool:
 
 
 def resolve_source(source: Any = None, revision: Optional[str] = None) -> ModelSource:
-    """Classify ``source`` (see module docstring) without loading anything; raise :class:`ModelLoadError` if unusable."""
+    """Classify ``source`` (see module docstring) without loading anything; raise :class:`ModelLoadError` if
+    unusable."""
     if isinstance(source, ModelSource):
         return source
     if isinstance(source, os.PathLike):

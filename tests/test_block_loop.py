@@ -65,7 +65,7 @@ def _manual(model, calib, sparsity, pruner, stages_of_block, dense_inputs=False)
     spec = get_pruner(pruner)
     dense = copy.deepcopy(model)
     by_block = block_linears(model)
-    for b, lins in enumerate(by_block):
+    for lins in by_block:
         for stage in stages_of_block(lins):
             X = _inputs(dense if dense_inputs else model, calib, [l.longname for l in stage])
             for lin in stage:

@@ -1,6 +1,7 @@
 """Every command-line parser of ``python -m pruning`` (each sub-command) and ``python -m spectra``: no two options
 write one argparse destination, except flags that each write their own constant (``--x`` / ``--no-x``: store_true
-and store_false, or store_const with distinct values). Two options on one destination silently overwrite each other: ``tune``'s held-out
+and store_false, or store_const with distinct values). Two options on one destination silently overwrite each other:
+``tune``'s held-out
 ``--max-windows`` was once overwritten by ``--final``'s ``--eval-windows``."""
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from pruning.evaluation import data
 from spectra import config
 from pruning.evaluation.zeroshot import encode_pair, lambada_accuracy, loglikelihoods, piqa_accuracy
 

@@ -149,19 +149,20 @@ def function_sizes(root: Path) -> dict[str, tuple[int, int]]:
     scripts; lines from ``def`` to the function's last line, parameters = the named ones (``self`` / ``cls`` and
     ``*args`` / ``**kwargs`` not counted)."""
     files = {**library_files(root), **{module_name(root, p): p for p in root.glob("*.py")}}
-    out = {}
-    for mod, path in files.items():
-        def visit(node, prefix: str) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    a = child.args
-                    names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg not in ("self", "cls")]
-                    out[f"{mod}.{prefix}{child.name}"] = (child.end_lineno - child.lineno + 1, len(names))
-                    visit(child, f"{prefix}{child.name}.")
-                elif isinstance(child, ast.ClassDef):
-                    visit(child, f"{prefix}{child.name}.")
+    out: dict[str, tuple[int, int]] = {}
 
-        visit(ast.parse(path.read_text()), "")
+    def visit(node, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = child.args
+                names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg not in ("self", "cls")]
+                out[f"{prefix}{child.name}"] = (child.end_lineno - child.lineno + 1, len(names))
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+
+    for mod, path in files.items():
+        visit(ast.parse(path.read_text()), f"{mod}.")
     return out
 
 

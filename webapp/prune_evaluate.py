@@ -171,7 +171,8 @@ def render(ctx: Context) -> None:
                      f"{1 - n_keep / m:.0%} sparsity in every matrix, so the allocation is uniform and the "
                      f"allocation / sparsity / λ inputs are ignored (greyed out).")
     if state.alloc_settings()["exclude_flagged"] and s.pr_alloc == "alphapruning" and not nm:
-        st.caption(f"AlphaPruning leaves the fits flagged as likely spurious (α > {SPURIOUS_ALPHA:g}) out of its block means (the "
+        st.caption(f"AlphaPruning leaves the fits flagged as likely spurious (α > {SPURIOUS_ALPHA:g}) out of its block "
+                   f"means (the "
                    "option is set in the Allocation lab).")
     settings = problem = None
     if ctx.model_key is not None:

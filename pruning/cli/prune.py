@@ -143,7 +143,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
             raise ValueError(f"the parent folder of --out ({out.parent}) does not exist; create it first")
         return
     if not overwrite:
-        raise ValueError(f"output directory {out} already exists; pass --overwrite to replace it or choose another --out")
+        raise ValueError(f"output directory {out} already exists; pass --overwrite to replace it or choose another "
+                         f"--out")
     if not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory; remove it or choose another --out")
     if any(out.iterdir()) and not ((out / "report.json").is_file() or (out / "config.json").is_file()):

@@ -32,7 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="model whose config gives the module order (default: built-in); no weights are read")
-    p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
+    p.add_argument("--allocation-file", default=None,
+                   help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
     p.add_argument("--allocation", default=None, help="compute one instead: uniform, alphapruning, erk, stable_rank")
     add_allocation_options(p, defaults={"sparsity": None})
     p.add_argument("--metrics", default=None, help="spectra results file (python -m spectra --out FILE) for "

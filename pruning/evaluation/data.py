@@ -247,7 +247,7 @@ def load_c4_documents(split: str = "calibration", path: str | Path | None = None
     try:
         docs = pd.read_parquet(p, columns=["text"])["text"].astype(str).tolist()
     except Exception as exc:  # noqa: BLE001
-        raise DataNotFoundError(f"cannot read C4 parquet {p}: {exc}; pass the c4-validation-2k.parquet file")
+        raise DataNotFoundError(f"cannot read C4 parquet {p}: {exc}; pass the c4-validation-2k.parquet file") from None
     if len(docs) < 2:
         raise DataNotFoundError(f"C4 file {p} holds {len(docs)} documents; need at least 2")
     cut = min(C4_CALIBRATION_DOCS, len(docs) // 2)

@@ -40,7 +40,7 @@ class LayerStats:
 
     @classmethod
     def from_inputs(cls, X: torch.Tensor, dense: Optional[torch.Tensor] = None,
-                    needs: frozenset = frozenset({"H", "K"})) -> "LayerStats":
+                    needs: frozenset = frozenset({"H", "K"})) -> LayerStats:
         """Build statistics directly from input rows ``X`` (T, in) (and dense inputs ``dense`` (T, in))."""
         X64 = X.reshape(-1, X.shape[-1]).to(torch.float64)
         D64 = X64 if dense is None else dense.reshape(-1, dense.shape[-1]).to(torch.float64)

@@ -226,7 +226,7 @@ class FistaOptions:
     refit_damp: float = 0.01
     dtype: torch.dtype = torch.float32
 
-    def check(self) -> "FistaOptions":
+    def check(self) -> FistaOptions:
         """One-line ValueError naming the first bad option; returns self."""
         for name, allowed in (("lambda_scope", LAMBDA_SCOPES), ("projection", PROJECTIONS), ("fill", FILLS),
                               ("refit", REFITS), ("select", SELECTS)):

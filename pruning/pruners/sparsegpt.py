@@ -9,7 +9,8 @@ the columns after the block (lazy batch update). Follows the reference ``SparseG
 Unstructured target — a deliberate difference from the reference: the reference prunes, in every block, the entries
 at or below the block's ``int(s · block numel)``-th score (floor, ties included), so a matrix's achieved sparsity
 drifts from the target. Here each block prunes exactly its share of ``round(s · numel)`` (cumulative rounding,
-:func:`pruning.pruners.masks.split_counts`) ranked by the same score, so the matrix's achieved sparsity equals the target.
+:func:`pruning.pruners.masks.split_counts`) ranked by the same score, so the matrix's achieved sparsity equals the
+target.
 The per-block (adaptive) mask choice itself is the reference's. Cholesky/inverse in float64, the sweep in float32.
 """
 from __future__ import annotations
@@ -48,7 +49,8 @@ def sparsegpt(W: torch.Tensor, stats: LayerStats, sparsity: float, nm: NM = None
     if nm is not None:
         n, m = nm
         if cols % m or blocksize % m:
-            raise ValueError(f"sparsegpt N:M {n}:{m} needs inputs ({cols}) and blocksize ({blocksize}) divisible by {m}")
+            raise ValueError(f"sparsegpt N:M {n}:{m} needs inputs ({cols}) and blocksize ({blocksize}) divisible by "
+                             f"{m}")
     H = stats.H.to(torch.float64) * (2.0 / max(stats.ntokens, 1))
     U64, dead = inverse_hessian_factor(H, percdamp)
     U = U64.to(torch.float32)

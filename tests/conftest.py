@@ -14,3 +14,24 @@ def builtin():
     from spectra.models import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def analysis():
+    """The built-in model's analysis with the default (peak) rule and eigenvalues — what the app shows (computed once
+    for every app test file)."""
+    from spectra.analyze import AnalysisSettings, analyze
+
+    return analyze(None, AnalysisSettings(xmin_rule="peak", keep_eigs=True), progress=False)
+
+
+@pytest.fixture()
+def app(analysis):
+    """A fresh streamlit AppTest of app.py, run once, with nothing failed (tests/app_helpers.py reads it)."""
+    from app_helpers import APP, no_failure
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    no_failure(at)
+    return at

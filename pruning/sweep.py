@@ -147,6 +147,31 @@ def _row(key, label, kind, s: Optional[PruneSettings], ev: dict, ppl: dict, **ex
     return row
 
 
+def _cell_inputs(s: PruneSettings, dense_lm, caches: dict, progress: bool) -> tuple:
+    """(spectral metrics, calibration windows, OWL input norms) of one cell, each None where the cell reads none;
+    the metrics (per xmin rule) and norms (per calibration) of the dense model are computed once (``caches``)."""
+    from pruning.block_loop import collect_input_norms
+    from pruning.evaluation.data import get_calibration
+
+    a, cal = s.allocation, s.calibration
+    metrics = calib = norms = None
+    if a.method in SPECTRAL_METHODS and not a.nm:
+        if a.xmin_rule not in caches["metrics"]:
+            from spectra.analyze import AnalysisSettings, analyze
+
+            caches["metrics"][a.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule),
+                                                     progress=progress)
+        metrics = caches["metrics"][a.xmin_rule]
+    if s.needs_calibration():
+        calib = get_calibration(dense_lm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
+                                path=cal.data_path)
+    if a.method == "owl" and not a.nm:
+        if cal not in caches["norms"]:  # the calibration settings are the key (a frozen dataclass)
+            caches["norms"][cal] = collect_input_norms(dense_lm.model, calib, cal.batch_size)
+        norms = caches["norms"][cal]
+    return metrics, calib, norms
+
+
 def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
               log: Callable[[str], None] = print) -> pd.DataFrame:
     """Run every unfinished cell of ``spec`` (and the dense row), appending to the parquet table ``out``.
@@ -155,10 +180,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
     """
     from spectra.models import load_model
 
-    from pruning.evaluation.data import get_calibration
     from pruning.evaluation.perplexity import perplexity
     from pruning.report import package_versions
-    from pruning.block_loop import collect_input_norms
 
     out = Path(out)
     if not out.parent.exists():
@@ -190,32 +213,16 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
         save(_row(dkey, label, "dense", None, ev, d, dense_ppl=dense_ppl, eval_seconds=d["seconds"],
                   versions=versions))
         log(f"[dense] {ev['dataset']} ppl {dense_ppl:.4f} ({d['nwindows']} windows × {d['seqlen']})")
-    metrics_cache: dict = {}
-    norms_cache: dict = {}
+    caches: dict = {"metrics": {}, "norms": {}}  # the dense model's, shared by the cells
     for i, s in enumerate(cells, 1):
         key = cell_key(label, s, ev)
-        a, cal = s.allocation, s.calibration
+        a = s.allocation
         name = f"{settings_label(s)} {a.nm or a.method} s={a.sparsity:g}" + \
             (f" λ={a.lam:g}" if a.method in LAM_ALLOCATIONS and not a.nm else "")
         if key in _keys_on_disk(out):  # finished earlier, or meanwhile by another sweep on the same table
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue
-        metrics = norms = None
-        if a.method in SPECTRAL_METHODS and not a.nm:
-            if a.xmin_rule not in metrics_cache:
-                from spectra.analyze import AnalysisSettings, analyze
-
-                metrics_cache[a.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule),
-                                                     progress=progress)
-            metrics = metrics_cache[a.xmin_rule]
-        calib = None
-        if s.needs_calibration():
-            calib = get_calibration(dense_lm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
-                                    path=cal.data_path)
-        if a.method == "owl" and not a.nm:
-            if cal not in norms_cache:  # the calibration settings are the key (a frozen dataclass)
-                norms_cache[cal] = collect_input_norms(dense_lm.model, calib, cal.batch_size)
-            norms = norms_cache[cal]
+        metrics, calib, norms = _cell_inputs(s, dense_lm, caches, progress)
         lm = load_model(spec.model, device=spec.device)
         res = prune_model(lm, None, s, progress=progress, metrics=metrics, input_norms=norms, calib=calib)
         p = ppl_of(lm.model, lm.tokenizer)

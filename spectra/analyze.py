@@ -119,124 +119,35 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         settings = AnalysisSettings(**overrides)
     elif overrides:
         settings = dataclasses.replace(settings, **overrides)
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device)  # a device this machine lacks is an error, cached result or not
     src = _resolve(source)
     t0 = time.perf_counter()
     key = settings.numbers_key()
     fingerprint = _fingerprint(src, settings) if (cache or src.kind == "stream") else None
     if cache:
-        from .results import cache_load
-
-        hit = cache_load(fingerprint, key)
+        hit = _from_cache(fingerprint, key, settings, progress_cb)
         if hit is not None:
-            if not settings.keep_eigs and "evals" in hit.columns:
-                hit = hit.drop(columns="evals")
-            hit.attrs["metadata"] = {**hit.attrs.get("metadata", {}), "from_cache": True,
-                                     "settings": settings.as_dict()}
-            if progress_cb is not None:
-                progress_cb(len(hit), len(hit), "")
             return hit
     it, total = _iterate(src, settings)
-    bar = _progress(total, progress)
-    rows = []
-    dtypes: set = set()
-    digest = hashlib.sha256() if fingerprint is None else None
-    batch = settings.eig_batch or (8 if device.type == "cuda" else 1)
-    pending: list = []  # (row, W, longname) waiting for one batched eigvalsh
-
-    def flush():
-        evs = esd_batch([w for _, w, _ in pending], normalize=settings.normalize, device=device)
-        for (row, _, name), ev in zip(pending, evs):
-            row.update(matrix_metrics(ev, row["rows"], row["cols"], settings))
-            row["evals"] = ev
-            if bar is not None:
-                bar.update(1)
-            if progress_cb is not None:
-                progress_cb(row["layer_id"] + 1, total, name)
-        pending.clear()
-
-    pool = None
-    if int(settings.workers) > 1 and device.type == "cpu" and batch == 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(int(settings.workers), thread_name_prefix="spectra")
-    running: list = []  # (row, future) in enumeration order
-
-    def done(row: dict, future, numbers: Optional[tuple] = None) -> None:
-        """Finish ``row`` (with the numbers, or the future's) and report progress, in enumeration order."""
-        if future is not None or numbers is not None:
-            ev, metrics = numbers if numbers is not None else future.result()
-            row.update(metrics)
-            row["evals"] = ev
-        if bar is not None:
-            bar.update(1)
-        if progress_cb is not None:
-            progress_cb(row["layer_id"] + 1, total, row["longname"])
-
-    clock = {"read_s": 0.0, "eig_s": 0.0, "fit_s": 0.0}  # phases of the one-thread path (metadata "timings")
-    try:
-        t_read = time.perf_counter()
-        for i, (info, W) in enumerate(it):
-            clock["read_s"] += time.perf_counter() - t_read
-            dtypes.add(str(W.dtype).replace("torch.", ""))
-            if digest is not None:
-                from .results import tensor_sha256_update
-
-                tensor_sha256_update(digest, info.param, W)
-            row = {"layer_id": i, "longname": info.longname, "param": info.param, "block": info.block,
-                   "role": info.role, "rows": info.rows, "cols": info.cols, "N": max(info.rows, info.cols),
-                   "M": min(info.rows, info.cols), "num_params": info.num_params}
-            problem = matrix_problem(W, settings.min_evals)
-            rows.append(row)
-            if problem is None and batch > 1:
-                if pending and tuple(pending[0][1].shape) != tuple(W.shape):
-                    flush()
-                pending.append((row, W, info.longname))
-                if len(pending) >= batch:
-                    flush()
-                continue
-            if problem is not None:
-                row.update(failed_metrics(problem, settings, row["M"]))
-                row["evals"] = None
-            elif pool is not None:
-                running.append((row, pool.submit(_matrix_numbers, W, info.rows, info.cols, settings, device)))
-                if len(running) >= 2 * int(settings.workers):
-                    done(*running.pop(0))
-                continue
-            else:
-                done(row, None, _matrix_numbers(W, info.rows, info.cols, settings, device, clock))
-                t_read = time.perf_counter()
-                continue
-            if running:  # a failed matrix waits for the ones before it, so that progress stays in order
-                running.append((row, None))
-            else:
-                done(row, None)
-            t_read = time.perf_counter()
-        while running:
-            done(*running.pop(0))
-        if pending:
-            flush()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if bar is not None:
-            bar.close()
-    df = pd.DataFrame(rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS + ["evals"])
+    runner = _Runner(settings, device, total, _progress(total, progress), progress_cb, fingerprint is None)
+    runner.run(it)
+    df = pd.DataFrame(runner.rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS + ["evals"])
     df["warning"] = df["warning"].fillna("")
-    if digest is not None:
-        fingerprint = digest.hexdigest()
+    if runner.digest is not None:
+        fingerprint = runner.digest.hexdigest()
     df.attrs["metadata"] = {
         "model": src.label,
         "route": "safetensors-stream" if src.kind == "stream" else "in-memory",
         "weights_dir": str(src.directory) if src.directory else None,
         "weights_sha256": fingerprint,
-        "dtype": ",".join(sorted(dtypes)),
+        "dtype": ",".join(sorted(runner.dtypes)),
         "xmin_rule": settings.xmin_rule,
         "settings": settings.as_dict(),
         "versions": package_versions(),  # spectra.results.package_versions
         "num_matrices": len(df),
         "elapsed_s": round(time.perf_counter() - t0, 3),
-        "timings": {k: round(v, 3) for k, v in clock.items()} if pool is None and batch == 1 else {},
+        "timings": {k: round(v, 3) for k, v in runner.clock.items()} if runner.pool is None and runner.batch == 1
+        else {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "from_cache": False,
     }
@@ -247,6 +158,120 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     if not settings.keep_eigs:
         df = df.drop(columns="evals")
     return df
+
+
+def _from_cache(fingerprint: str, key: dict, settings: AnalysisSettings,
+                progress_cb: Optional[ProgressCb]) -> Optional[pd.DataFrame]:
+    """The cached analysis of these weights and settings, or None."""
+    from .results import cache_load
+
+    hit = cache_load(fingerprint, key)
+    if hit is None:
+        return None
+    if not settings.keep_eigs and "evals" in hit.columns:
+        hit = hit.drop(columns="evals")
+    hit.attrs["metadata"] = {**hit.attrs.get("metadata", {}), "from_cache": True, "settings": settings.as_dict()}
+    if progress_cb is not None:
+        progress_cb(len(hit), len(hit), "")
+    return hit
+
+
+class _Runner:
+    """The matrices of one analysis, in enumeration order: one thread, a thread pool (``workers``) or batched
+    eigenvalues of same-shape matrices (``eig_batch``, CUDA); progress is reported in enumeration order."""
+
+    def __init__(self, settings: AnalysisSettings, device, total, bar, progress_cb: Optional[ProgressCb],
+                 hash_weights: bool):
+        self.settings, self.device, self.total, self.bar, self.progress_cb = settings, device, total, bar, progress_cb
+        self.batch = settings.eig_batch or (8 if self.device.type == "cuda" else 1)
+        self.rows: list = []
+        self.dtypes: set = set()
+        self.digest = hashlib.sha256() if hash_weights else None
+        self.pending: list = []  # (row, W, longname) waiting for one batched eigvalsh
+        self.running: list = []  # (row, future) in enumeration order
+        self.pool = None
+        if int(settings.workers) > 1 and self.device.type == "cpu" and self.batch == 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(int(settings.workers), thread_name_prefix="spectra")
+        self.clock = {"read_s": 0.0, "eig_s": 0.0, "fit_s": 0.0}  # phases of the one-thread path ("timings")
+
+    def run(self, it) -> None:
+        """Every ``(info, W)`` of ``it`` analysed into :attr:`rows`."""
+        try:
+            t_read = time.perf_counter()
+            for i, (info, W) in enumerate(it):
+                self.clock["read_s"] += time.perf_counter() - t_read
+                self.add(i, info, W)
+                t_read = time.perf_counter()
+            while self.running:
+                self.done(*self.running.pop(0))
+            if self.pending:
+                self.flush()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
+            if self.bar is not None:
+                self.bar.close()
+
+    def add(self, i: int, info, W: torch.Tensor) -> None:
+        settings = self.settings
+        self.dtypes.add(str(W.dtype).replace("torch.", ""))
+        if self.digest is not None:
+            from .results import tensor_sha256_update
+
+            tensor_sha256_update(self.digest, info.param, W)
+        row = {"layer_id": i, "longname": info.longname, "param": info.param, "block": info.block,
+               "role": info.role, "rows": info.rows, "cols": info.cols, "N": max(info.rows, info.cols),
+               "M": min(info.rows, info.cols), "num_params": info.num_params}
+        problem = matrix_problem(W, settings.min_evals)
+        self.rows.append(row)
+        if problem is None and self.batch > 1:
+            if self.pending and tuple(self.pending[0][1].shape) != tuple(W.shape):
+                self.flush()
+            self.pending.append((row, W, info.longname))
+            if len(self.pending) >= self.batch:
+                self.flush()
+            return
+        if problem is not None:
+            row.update(failed_metrics(problem, settings, row["M"]))
+            row["evals"] = None
+        elif self.pool is not None:
+            self.running.append((row, self.pool.submit(_matrix_numbers, W, info.rows, info.cols, settings,
+                                                       self.device)))
+            if len(self.running) >= 2 * int(settings.workers):
+                self.done(*self.running.pop(0))
+            return
+        else:
+            self.done(row, None, _matrix_numbers(W, info.rows, info.cols, settings, self.device, self.clock))
+            return
+        if self.running:  # a failed matrix waits for the ones before it, so that progress stays in order
+            self.running.append((row, None))
+        else:
+            self.done(row, None)
+
+    def flush(self) -> None:
+        """The pending same-shape matrices' eigenvalues in one batched call, then their metrics."""
+        evs = esd_batch([w for _, w, _ in self.pending], normalize=self.settings.normalize, device=self.device)
+        for (row, _, name), ev in zip(self.pending, evs):
+            row.update(matrix_metrics(ev, row["rows"], row["cols"], self.settings))
+            row["evals"] = ev
+            self._report(row["layer_id"], name)
+        self.pending.clear()
+
+    def done(self, row: dict, future, numbers: Optional[tuple] = None) -> None:
+        """Finish ``row`` (with the numbers, or the future's) and report progress, in enumeration order."""
+        if future is not None or numbers is not None:
+            ev, metrics = numbers if numbers is not None else future.result()
+            row.update(metrics)
+            row["evals"] = ev
+        self._report(row["layer_id"], row["longname"])
+
+    def _report(self, layer_id: int, name: str) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.progress_cb is not None:
+            self.progress_cb(layer_id + 1, self.total, name)
 
 
 def _matrix_numbers(W: torch.Tensor, rows: int, cols: int, settings: AnalysisSettings, device,

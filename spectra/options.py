@@ -137,12 +137,15 @@ class Option:
                                                         not isinstance(self.default, bool) else "")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, kind: Optional[type] = None,
-           flag: Optional[str] = "", dest: Optional[str] = None, lo: Optional[float] = None,
-           hi: Optional[float] = None, hi_open: bool = False, choices: Choices = None, optional: bool = False,
-           label: str = "", ui: Optional[dict] = None, off_flag: Optional[str] = None, off_help: str = "",
-           required: bool = False, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field that describes itself.
+#: the keywords :func:`option` takes besides ``default``, ``help`` and ``default_factory``, with their defaults
+OPTION_KEYWORDS: dict = {"kind": None, "flag": "", "dest": None, "lo": None, "hi": None, "hi_open": False,
+                         "choices": None, "optional": False, "label": "", "ui": None, "off_flag": None,
+                         "off_help": "", "required": False}
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
+           **spec: Any) -> Any:
+    """A dataclass field that describes itself (``spec``: the keywords of :data:`OPTION_KEYWORDS`).
 
     ``flag``: the command-line option ("" = ``--`` + the dest with dashes; None = not on the command line).
     ``dest``: the name of the setting in flat records and parsed namespaces (default: the field name).
@@ -152,11 +155,13 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, kind: Optional
     for the app's widget. A bool option with ``off_flag`` gets a second flag that sets it False (``--gd-plain``
     next to ``--gd-precondition``). ``kind=list``: numbers, given as a list or as comma-separated text.
     """
+    unknown = sorted(set(spec) - set(OPTION_KEYWORDS))
+    if unknown:
+        raise TypeError(f"option() got unknown keyword(s) {', '.join(unknown)}; known: {', '.join(OPTION_KEYWORDS)}")
+    meta = {"help": help, **OPTION_KEYWORDS, **spec}
     sample = default_factory() if default_factory is not dataclasses.MISSING else default
-    kind = kind or (type(sample) if sample is not None and sample is not dataclasses.MISSING else str)
-    meta = {"help": help, "kind": kind, "flag": flag, "dest": dest, "lo": lo, "hi": hi, "hi_open": hi_open,
-            "choices": choices, "optional": optional or default is None, "label": label, "ui": ui,
-            "off_flag": off_flag, "off_help": off_help, "required": required}
+    meta["kind"] = meta["kind"] or (type(sample) if sample is not None and sample is not dataclasses.MISSING else str)
+    meta["optional"] = meta["optional"] or default is None
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata={"option": meta})
     return dataclasses.field(default=default, metadata={"option": meta})

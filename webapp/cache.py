@@ -141,11 +141,15 @@ def method_settings(method: str, settings: dict) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str, S: float, lam: float,
-                      mapping: str, granularity: str, metric: str, lo: float, hi: float, nsamples: int,
-                      seqlen: int, exclude_flagged: bool = False) -> pd.DataFrame:
-    """``pruning.allocation.allocate`` with the options of the Allocation lab (``allocation_options`` picks those the
-    method reads; cached by every setting). The weights and OWL ratios are loaded only for the methods that read them."""
+def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], method: str,
+                      settings: dict) -> pd.DataFrame:
+    """``pruning.allocation.allocate`` with the options of the Allocation lab (``settings``: ``S lam mapping
+    granularity metric lo hi nsamples seqlen`` and optionally ``exclude_flagged``; ``allocation_options`` picks those
+    the method reads; cached by every setting). The weights and OWL ratios are loaded only for the methods that read
+    them."""
+    s = {"exclude_flagged": False, **settings}
+    S, lam, mapping, granularity, metric = s["S"], s["lam"], s["mapping"], s["granularity"], s["metric"]
+    lo, hi, nsamples, seqlen, exclude_flagged = s["lo"], s["hi"], s["nsamples"], s["seqlen"], s["exclude_flagged"]
     weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
     ratios = (owl_ratios(model_key, nsamples, seqlen, granularity) if model_key is not None and method == "owl"
               else None)
@@ -164,7 +168,7 @@ def lambda_range(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], set
     rows = []
     for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
         try:
-            a = cached_allocation(_df, df_key, model_key, "alphapruning", **{**settings, "lam": float(lam)})
+            a = cached_allocation(_df, df_key, model_key, "alphapruning", {**settings, "lam": float(lam)})
         except (AllocationError, ValueError):
             continue
         sp = a["sparsity"].to_numpy()

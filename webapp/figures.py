@@ -64,7 +64,7 @@ def allocations_for(ctx: Context, methods: list[str], settings: dict) -> tuple[d
     for m in methods:
         try:
             out[ALLOCATION_LABELS[m]] = cache.cached_allocation(ctx.df, ctx.df_key, ctx.model_key, m,
-                                                            **cache.method_settings(m, settings))
+                                                                cache.method_settings(m, settings))
         except Exception as exc:  # noqa: BLE001 - reported per method
             errors[ALLOCATION_LABELS[m]] = one_line(exc)
     return out, errors

@@ -61,8 +61,10 @@ def main() -> None:
         metrics = analyze(lm.model, AnalysisSettings(xmin_rule=args.xmin_rule), progress=False)
         flagged = spurious_blocks(metrics)
         calib = get_calibration(lm.tokenizer, args.nsamples, args.seqlen, 0)
-        ppl = lambda m, tok=lm.tokenizer: perplexity(m, tok, "wikitext2", seqlen=args.eval_seqlen,  # noqa: E731
-                                   max_windows=args.eval_windows, progress=False)
+        def ppl(m, tok=lm.tokenizer):
+            return perplexity(m, tok, "wikitext2", seqlen=args.eval_seqlen, max_windows=args.eval_windows,
+                              progress=False)
+
         dense = ppl(lm.model)
         rows.append(dict(model=name, S=S, allocation="dense", ppl=dense.ppl, windows=dense.nwindows))
         print(f"{name}: dense {dense.ppl:.3f} ({dense.nwindows} × {dense.seqlen}); flagged blocks: "

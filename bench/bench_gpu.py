@@ -1,5 +1,6 @@
 """The GPU check of the compute-device and half-precision paths, as one prepared script (a few minutes of GPU
-time): the built-in model pruned with Wanda and SparseGPT on the compute device in float32 and bfloat16 against the CPU float32 run (mask agreement, WikiText-2
+time): the built-in model pruned with Wanda and SparseGPT on the compute device in float32 and bfloat16 against the
+CPU float32 run (mask agreement, WikiText-2
 perplexity), and the spectra path on the device (batched float64 eigenvalues) against the CPU path.
 
     python bench/bench_gpu.py                    # --device cuda

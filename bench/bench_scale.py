@@ -161,7 +161,8 @@ def main() -> int:
             bpx = block_params(h, i, H, K)
             total = L * bpx + 2 * V * h
             mem = max(fixed, base_mb * 2**20) + 2 * V * h * 2 + parse_size(args.shard_size) + 3 * bpx * 2
-            print(f"extrapolated {name} ({total / 1e9:.1f}B, bf16 {2 * total / 1e9:.0f} GB): {per_block * bpx / bp:.1f} s "
+            print(f"extrapolated {name} ({total / 1e9:.1f}B, bf16 {2 * total / 1e9:.0f} GB): "
+                  f"{per_block * bpx / bp:.1f} s "
                   f"per block × {L} = {per_block * bpx / bp * L / 60:.1f} min on this CPU (Wanda, same calibration); "
                   f"peak RSS ≈ {mem / 2**30:.1f} GiB")
     finally:

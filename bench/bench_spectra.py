@@ -14,7 +14,8 @@ Prints, for the same matrices in the same run:
 
 CPU time (``time.process_time``) is reported next to wall time because the benchmark machine may be shared: with
 one thread, CPU time is the better estimate of the work done. Every timing is the best of ``REPEATS`` rounds; each
-round runs every measurement once (floors, ours, weightwatcher's, interleaved) so that load changes hit all alike. Run: ``python bench/bench_spectra.py [REPEATS]`` (default 3).
+round runs every measurement once (floors, ours, weightwatcher's, interleaved) so that load changes hit all alike.
+Run: ``python bench/bench_spectra.py [REPEATS]`` (default 3).
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ eigenvalues, fits, writing included):
 Rounds are interleaved (ours, ours ×2, peer, floor in every round); each figure is the best of the rounds: wall
 seconds and CPU seconds (user + system of the child). α, xmin and D of ours and the peer are compared matrix by
 matrix (relative difference ≤ 1e-6). Ours also reports its phases (``spectra_timings`` line: imports, reading,
-eigenvalues, fits, writing; the rest of the process wall time is interpreter start-up, the CLI's own imports and exit). Run: ``python bench/bench_spectra_process.py [ROUNDS]`` (default 3) on a quiet machine.
+eigenvalues, fits, writing; the rest of the process wall time is interpreter start-up, the CLI's own imports and
+exit). Run: ``python bench/bench_spectra_process.py [ROUNDS]`` (default 3) on a quiet machine.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Plain functions: DataFrames in (Contract 2 allocation tables, the sweep results table), a
 :class:`plotly.graph_objects.Figure` out, with labelled axes and units. Nothing here computes an allocation or a
-perplexity; the numbers come from :mod:`pruning.allocation`, :mod:`pruning.evaluation.perplexity` and :mod:`pruning.sweep`.
+perplexity; the numbers come from :mod:`pruning.allocation`, :mod:`pruning.evaluation.perplexity` and
+:mod:`pruning.sweep`.
 """
 from __future__ import annotations
 

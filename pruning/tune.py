@@ -367,7 +367,8 @@ def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, 
                      "val_ppl": val.ppl, "test_ppl": test.ppl, "test_windows": test.nwindows,
                      "test_seqlen": test.seqlen, "prune_seconds": res.timings["total"],
                      "achieved_sparsity": res.achieved_sparsity}
-        log(f"sequential {name} ({ps.allocation.method}{'' if cand['lam'] == 'uniform' else ' λ=' + str(cand['lam'])}): "
+        lam_txt = "" if cand["lam"] == "uniform" else f" λ={cand['lam']}"
+        log(f"sequential {name} ({ps.allocation.method}{lam_txt}): "
             f"held-out ppl {val.ppl:.3f}, WikiText-2 test ppl {test.ppl:.3f} ({test.nwindows} × {test.seqlen})")
         dense.restore()
     return out

@@ -62,7 +62,8 @@ def esd(W: ArrayLike, normalize: bool = False, device: Optional[Union[str, torch
     """Ascending eigenvalues of WᵀW (the squared singular values of W), ``min(rows, cols)`` of them, as float64.
 
     Computed as ``eigvalsh`` of the smaller Gram matrix in ``dtype`` (float64 by default; float32 is faster but
-    loses ~1e-7·λ_max of absolute accuracy) on ``device`` (None = CPU, or CUDA when requested and available); tiny negative
+    loses ~1e-7·λ_max of absolute accuracy) on ``device`` (None = CPU, or CUDA when requested and available); tiny
+    negative
     round-off values are clipped to 0. ``normalize=True`` divides by N = max(rows, cols), i.e. returns the
     eigenvalues of WᵀW/N (weightwatcher's ``normalize`` convention), whose Marchenko–Pastur bulk is
     σ²(1 ± √(M/N))² for i.i.d. entries of variance σ².

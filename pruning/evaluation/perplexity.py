@@ -1,13 +1,15 @@
 """Perplexity with the protocol of the pruning literature (SparseGPT, Wanda, AlphaPruning ``eval_ppl``).
 
-The evaluation text (:func:`pruning.evaluation.data.load_text`) is tokenised once and cut into non-overlapping windows of
+The evaluation text (:func:`pruning.evaluation.data.load_text`) is tokenised once and cut into non-overlapping
+windows of
 ``seqlen`` tokens (the remainder is dropped, as the references do); PPL = exp(mean token NLL over every predicted
 token of every window).  Each window predicts its own tokens 2..seqlen from the ones before (no context from the
 previous window), so there are ``seqlen - 1`` predicted tokens per window.  C4 keeps the first 256 windows, as the
 references do (``valenc[:, :256 * seqlen]``).
 
 BOS: when the tokenizer adds a BOS token by default (Llama-2, Gemma; detected by
-:func:`pruning.evaluation.data.tokenizer_adds_bos`), every window is ``[BOS] + seqlen - 1`` text tokens — the model input stays
+:func:`pruning.evaluation.data.tokenizer_adds_bos`), every window is ``[BOS] + seqlen - 1`` text tokens — the model
+input stays
 ``seqlen`` positions long and every text token of the window is predicted (the first one from BOS); consecutive
 windows then hold ``seqlen - 1`` text tokens each.  Without BOS (SmolLM2, GPT-2) a window is ``seqlen`` text
 tokens.  ``add_bos`` overrides the detection.  (The reference codes tokenise the whole text with the tokenizer's

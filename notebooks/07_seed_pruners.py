@@ -63,7 +63,7 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 from plotly.subplots import make_subplots
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
+from transformers.utils import logging as hf_logging
 
 from pruning.capture import capture_layer_inputs
 from pruning.evaluation.data import get_calibration
@@ -80,8 +80,8 @@ from pruning.pruners.wanda import wanda, wanda_scores
 from pruning.toy_problems import correlated_pairs_layer
 from spectra.models import load_model
 from spectra.weights import iter_model_weights
-from transformers.utils import logging as hf_logging
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 hf_logging.disable_progress_bar()
 NSAMPLES = NSAMPLES or (8 if QUICK else 32)
 SEQLEN = SEQLEN or (128 if QUICK else 512)
@@ -128,7 +128,7 @@ fig = fista_path_figure(path, target=SPARSITY,
                         title=f"FISTA λ path of {LAYER}: sparsity and output error against λ")
 fig.add_trace(go.Scatter(x=search["λ/λmax"], y=100 * search["sparsity"], mode="markers+text",
                          text=[str(i + 1) for i in search.index], textposition="top center",
-                         marker=dict(symbol="x", size=11, color="#333333"),
+                         marker={"symbol": "x", "size": 11, "color": "#333333"},
                          name="λ search of the pruner (10 warm-started FISTA iterations per λ)"))
 fig.show()
 print(f"λ_max = {lam_max:.4g}; the search ends at λ = {info.lam:.4g} (λ/λmax = {info.lam / lam_max:.2e}) with "
@@ -173,7 +173,7 @@ fig.update_yaxes(title_text="relative error (dimensionless)", row=1, col=1)
 fig.update_yaxes(title_text="output scale (dimensionless)", range=[0.9 * stage_table.iloc[:, 2].min(), 1.02],
                  row=1, col=2)
 fig.update_layout(title=f"{SPARSITY:.0%} unstructured on {LAYER}: the re-fit removes the LASSO's shrinkage",
-                  height=520, template="plotly_white", margin=dict(b=160))
+                  height=520, template="plotly_white", margin={"b": 160})
 fig.show()
 
 # %%
@@ -183,9 +183,9 @@ pick = rng.choice(int(kept.sum()), size=min(3000, int(kept.sum())), replace=Fals
 x_refit = W_fista.flatten()[kept].numpy()[pick]
 y_lit = W_lit.flatten()[kept].numpy()[pick]
 lim = float(np.abs(x_refit).max())
-fig = go.Figure([go.Scatter(x=x_refit, y=y_lit, mode="markers", marker=dict(size=3, opacity=0.5),
+fig = go.Figure([go.Scatter(x=x_refit, y=y_lit, mode="markers", marker={"size": 3, "opacity": 0.5},
                             name=f"kept weights ({len(pick)} sampled)"),
-                 go.Scatter(x=[-lim, lim], y=[-lim, lim], mode="lines", line=dict(color="#999", dash="dot"),
+                 go.Scatter(x=[-lim, lim], y=[-lim, lim], mode="lines", line={"color": "#999", "dash": "dot"},
                             name="y = x (no shrinkage)")])
 fig.update_layout(title="Kept weights: LASSO value (paper-literal) against the re-fitted value",
                   xaxis_title="re-fitted weight (default; weight units)",
@@ -215,9 +215,9 @@ display(cond.to_frame())
 order = torch.argsort(H_diag, descending=True).numpy()
 fig = go.Figure(go.Scatter(x=np.arange(1, len(order) + 1), y=H_diag.numpy()[order], mode="lines",
                            name="H_jj = Σ_t x_tj² (sorted)"))
-fig.add_hline(y=L_plain, line=dict(color="#d62728", dash="dash"), annotation_text="λ_max(H)",
+fig.add_hline(y=L_plain, line={"color": "#d62728", "dash": "dash"}, annotation_text="λ_max(H)",
               annotation_position="top right")
-fig.add_hline(y=float(H_diag.median()), line=dict(color="#2ca02c", dash="dot"), annotation_text="median H_jj",
+fig.add_hline(y=float(H_diag.median()), line={"color": "#2ca02c", "dash": "dot"}, annotation_text="median H_jj",
               annotation_position="bottom left")
 fig.update_yaxes(type="log", title_text="H_jj (squared activation units, log scale)")
 fig.update_xaxes(title_text="input feature j, by decreasing H_jj (rank)")
@@ -246,11 +246,11 @@ for pre, name in ((False, "plain step 1/λ_max(H) (paper)"), (True, "rescaled st
 W_w24_ls = refit_support(W_w24, W, stats, damp=0.0, solver="cholesky")
 ls_error = relative_error(W_w24_ls, W, stats)
 fig = go.Figure([go.Scatter(x=np.arange(GD_STEPS + 1), y=h, mode="lines", name=n) for n, (_, h) in gd_runs.items()])
-fig.add_hline(y=ls_error, line=dict(color="#333333", dash="dot"),
+fig.add_hline(y=ls_error, line={"color": "#333333", "dash": "dot"},
               annotation_text="least squares on the mask (optimum)", annotation_position="bottom right")
 fig.update_layout(title=f"Masked GD from the Wanda 2:4 mask of {LAYER}: error against step",
                   xaxis_title="gradient step", yaxis_title="relative output error ‖ŴX − WX‖F/‖WX‖F",
-                  template="plotly_white", height=420, legend=dict(orientation="h", y=-0.25))
+                  template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25})
 fig.show()
 gd_table = pd.DataFrame({n: {"start": h[0], f"after {GD_STEPS} steps": h[-1],
                              "share of the gap to the optimum closed": (h[0] - h[-1]) / (h[0] - ls_error)}
@@ -271,13 +271,13 @@ for p, name, dash in ((path, "rescaled step (ours, default)", "solid"),
                       (path_plain, "plain step 1/λ_max(H) (paper)", "dash")):
     for col, y in ((1, 100 * p["sparsity"]), (2, p["rel_error"])):
         fig.add_trace(go.Scatter(x=p["lambda_rel"], y=y, mode="lines+markers", showlegend=col == 1,
-                                 line=dict(dash=dash, color="#2ca02c" if "rescaled" in name else "#d62728"),
+                                 line={"dash": dash, "color": "#2ca02c" if "rescaled" in name else "#d62728"},
                                  name=f"{name}, ≤ {PATH_ITERS} iterations per λ"), row=1, col=col)
         fig.update_xaxes(type="log", title_text="λ / λmax (log scale)", exponentformat="power", row=1, col=col)
 fig.update_yaxes(title_text="zeros (%)", range=[0, 100], row=1, col=1)
 fig.update_yaxes(title_text="‖ŴX − WX‖F/‖WX‖F (dimensionless)", rangemode="tozero", row=1, col=2)
 fig.update_layout(title="FISTA λ path with the same iteration budget: plain vs rescaled step",
-                  template="plotly_white", height=440, legend=dict(orientation="h", y=-0.25))
+                  template="plotly_white", height=440, legend={"orientation": "h", "y": -0.25})
 fig.show()
 
 # %% [markdown]
@@ -319,7 +319,7 @@ labels = ["{" + ",".join(str(i + 1) for i in s) + "}" for s in table["support"]]
 best = int(table["objective"].idxmin())
 fig = go.Figure(go.Bar(x=labels, y=table["objective"], name="minimum over the support (brute force)",
                        marker_color=["#2ca02c" if i == best else "#9ecae1" for i in range(len(table))]))
-fig.add_hline(y=float(F_prox[example]), line=dict(color="#d62728", dash="dash"),
+fig.add_hline(y=float(F_prox[example]), line={"color": "#d62728", "dash": "dash"},
               annotation_text="prox24's objective", annotation_position="top left")
 fig.update_layout(title=f"Group {example}: ½‖z − y‖² + μR(z) minimised on each support (green: the lowest)",
                   xaxis_title="support of z (positions 1–4 allowed to be non-zero)",
@@ -407,14 +407,14 @@ fig = go.Figure()
 for i, name in enumerate(toy_methods):
     t = toy_mean.loc[name]
     color = ["#1f77b4", "#ff7f0e", "#2ca02c"][i]
-    fig.add_trace(go.Scatter(x=t.index, y=t["mask + least squares"], mode="lines+markers", line=dict(color=color),
+    fig.add_trace(go.Scatter(x=t.index, y=t["mask + least squares"], mode="lines+markers", line={"color": color},
                              name=f"{name}: its mask + least squares"))
-    fig.add_trace(go.Scatter(x=t.index, y=t["as pruned"], mode="lines+markers", line=dict(color=color, dash="dash"),
+    fig.add_trace(go.Scatter(x=t.index, y=t["as pruned"], mode="lines+markers", line={"color": color, "dash": "dash"},
                              name=f"{name}: as pruned"))
 fig.update_layout(title="Toy 2:4 problem with a correlated pair in every group of 4: error against correlation",
                   xaxis_title="correlation ρ of the pair (dimensionless)",
                   yaxis_title="relative output error ‖ŴX − WX‖F/‖WX‖F", template="plotly_white", height=480,
-                  legend=dict(orientation="h", y=-0.25))
+                  legend={"orientation": "h", "y": -0.25})
 fig.show()
 toy_mean.unstack("method")
 

@@ -7,10 +7,11 @@ notebook's statistics.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
-
 from test_notebooks import execute
 
 NB07_PROBE = """
@@ -66,7 +67,7 @@ def test_nb07_fista_layer_numbers_match_the_library_and_the_raw_inputs(nb07):
     from pruning.pruners.fista import fista_prune
     from pruning.pruners.gd import relative_error
 
-    run, p, t = nb07
+    _run, p, t = nb07
     assert p["layer"] == "model.layers.15.self_attn.k_proj" and p["shape"] == [192, 576]
     assert p["ntokens"] == 8 * 128
     W, X = t["W"], t["X"]
@@ -96,11 +97,11 @@ def test_nb07_fista_layer_numbers_match_the_library_and_the_raw_inputs(nb07):
     H = X.double().T @ X.double()
     assert p["lam_max"] == pytest.approx(float((W.double() @ H).abs().max()), rel=1e-6)
     sp = p["path"]["sparsity"]
-    assert sp[0] == 1.0 and sp[-1] < 0.5 and all(a >= b - 0.01 for a, b in zip(sp, sp[1:]))
+    assert sp[0] == 1.0 and sp[-1] < 0.5 and all(a >= b - 0.01 for a, b in itertools.pairwise(sp))
 
 
 def test_nb07_conditioning_and_masked_gd(nb07):
-    run, p, t = nb07
+    _run, p, t = nb07
     W, X = t["W"], t["X"]
     H = X.double().numpy().T @ X.double().numpy()
     cond = p["cond"]
@@ -118,7 +119,7 @@ def test_nb07_conditioning_and_masked_gd(nb07):
     (plain, h_plain), (pre, h_pre) = p["gd"].items()
     assert "plain" in plain and "rescaled" in pre
     for name, h in p["gd"].items():
-        assert len(h) == p["gd_steps"] + 1 and all(b <= a + 1e-12 for a, b in zip(h, h[1:])), name
+        assert len(h) == p["gd_steps"] + 1 and all(b <= a + 1e-12 for a, b in itertools.pairwise(h)), name
         assert h[0] == pytest.approx(_rel(t["W_w24"], W, X), rel=1e-6)
         assert h[-1] == pytest.approx(_rel(t["gd"][name], W, X), rel=1e-4)  # the returned weights, float32
         assert h[-1] >= ls * (1 - 1e-6)
@@ -134,7 +135,7 @@ def test_nb07_prox_is_exact_and_the_schedule_ends_2_4(nb07):
     from pruning.pruners.masks import is_nm
     from pruning.pruners.prox24 import prox24
 
-    run, p, t = nb07
+    _run, p, t = nb07
     ex = p["exactness"]
     n = int(ex["groups"])
     assert n == 150 and int(ex["groups with the same support"]) == n
@@ -174,7 +175,7 @@ def test_nb07_toy_problem_prox_mask_beats_wanda_and_sparsegpt(nb07):
     from pruning.pruners.wanda import wanda
     from pruning.toy_problems import correlated_pairs_layer
 
-    run, p, t = nb07
+    _run, p, _t = nb07
     toy = pd.DataFrame(p["toy"]).groupby(["method", "rho"])[["as pruned", "mask + least squares"]].mean()
     rhos = p["toy_rhos"]
     assert len(rhos) >= 3 and max(rhos) >= 0.9
@@ -201,7 +202,7 @@ def test_nb07_toy_problem_prox_mask_beats_wanda_and_sparsegpt(nb07):
 
 
 def test_nb07_variants_side_by_side_and_figures_readable(nb07):
-    run, p, t = nb07
+    run, p, _t = nb07
     v = p["variants"]
     labels = set(v["paper-literal"]) | set(v["default (ours)"])
     assert {"FISTAPruner (paper-literal, no re-fit)", "FISTAPruner (re-fit)", "prox24 (plain step)",
@@ -229,3 +230,10 @@ def test_nb07_variants_side_by_side_and_figures_readable(nb07):
         if len(shown) > 1:
             assert all(tr.get("name") for tr in shown), title
     assert len(run.html_tables) >= 6
+
+
+def test_nb07_is_listed_in_the_notebooks_doc():
+    from test_notebooks import NOTEBOOKS, ROOT
+
+    assert "07_seed_pruners.ipynb" in NOTEBOOKS  # the pair-sync test covers it
+    assert "`07_seed_pruners.ipynb`" in (ROOT / "docs" / "NOTEBOOKS.md").read_text(encoding="utf-8")

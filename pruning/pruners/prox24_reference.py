@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-__all__ = ["SUPPORTS", "support_minima", "prox24_brute_force"]
+__all__ = ["SUPPORTS", "prox24_brute_force", "support_minima"]
 
 #: every subset of the 4 positions of a group, by size
 SUPPORTS: tuple = tuple(s for k in range(5) for s in itertools.combinations(range(4), k))
@@ -73,7 +73,7 @@ def _minimise_on(support: tuple, a: np.ndarray, mu: float, grid: int, starts: in
     for z0 in best_pts + [full]:
         r = minimize(lambda v: _objective(_embed(v, s), a, mu), z0[s], method="L-BFGS-B",
                      jac=lambda v: _gradient(_embed(v, s), a, mu)[s], bounds=[(0.0, a[i]) for i in s],
-                     options=dict(ftol=1e-16, gtol=1e-14, maxiter=5000))
+                     options={"ftol": 1e-16, "gtol": 1e-14, "maxiter": 5000})
         if best is None or r.fun < best.fun:
             best = r
     return _polish(_embed(best.x, s), a, mu, s)

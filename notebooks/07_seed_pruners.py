@@ -326,11 +326,11 @@ fig.update_layout(title=f"Group {example}: ½‖z − y‖² + μR(z) minimised 
                   yaxis_title="objective (squared weight units)", template="plotly_white", height=420,
                   showlegend=True)
 fig.show()
-mus = np.geomspace(1e-3, 1e2, 120) / max(float(np.abs(Y[example]).max()) ** 2, 1e-12)
+mus = np.geomspace(1e-2, 1e2, 120) / max(float(np.abs(Y[example]).max()), 1e-12)   # μ·|y| is dimensionless
 Zmu = prox24(torch.tensor(np.repeat(Y[example][None], len(mus), 0)), torch.tensor(mus)).numpy()
 fig = go.Figure([go.Scatter(x=mus, y=Zmu[:, i], mode="lines", name=f"z_{i + 1} (y_{i + 1} = {Y[example][i]:.3g})")
                  for i in range(4)])
-fig.update_xaxes(type="log", title_text="regularisation strength μ (1/weight², log scale)", exponentformat="power")
+fig.update_xaxes(type="log", title_text="regularisation strength μ (1/weight units, log scale)", exponentformat="power")
 fig.update_yaxes(title_text="prox_μR(y) entry (weight units)")
 fig.update_layout(title=f"The 2:4 prox of group {example} as μ grows: two entries leave, two stay",
                   template="plotly_white", height=420)

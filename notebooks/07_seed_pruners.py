@@ -113,8 +113,11 @@ print(f"{LAYER}: W {tuple(W.shape)}, {X.shape[0]} calibration tokens ({NSAMPLES}
 #
 # The LASSO min ½‖ŴX − WX‖F² + λ‖Ŵ‖₁ has the all-zero solution for λ ≥ λ_max = max|WH| and the dense least-squares
 # solution at λ = 0. In between, every λ gives a solution with some sparsity and some output error. On an LLM
-# layer the target (here 50 %) sits at a tiny λ/λ_max: most of the path is spent removing the last few weights.
-# Solved by FISTA, warm-started along the path (`fista_lambda_path`); the markers are the pruner's own λ search.
+# layer a few outlier inputs make λ_max huge, so a target like 50 % sits at a tiny λ/λ_max (about 10⁻⁵ here).
+# The path is solved by FISTA, warm-started from λ_max downwards (`fista_lambda_path`). The crosses are the
+# pruner's own λ search (bisection on log λ, in order 1, 2, …): each solve starts from the Wanda result or the best
+# solution so far and runs only 10 iterations, so its points lie off the converged path — the search only needs
+# the zero fraction to bracket the target; the solution closest to it from below is then projected.
 
 # %%
 path = fista_lambda_path(W, stats, num=12, min_ratio=1e-6, max_iter=PATH_ITERS, tol=1e-5, dtype=torch.float32)
@@ -422,7 +425,9 @@ toy_mean.unstack("method")
 # ## 4 · Paper-literal variants next to our defaults
 #
 # Each default differs from its paper in one documented way (README, "Where we differ from the papers on
-# purpose"); the literal variant stays one option away (`pruning.prune.PAPER_LITERAL`, `--gd-plain`). On this layer:
+# purpose"); the literal variant stays one option away (`pruning.prune.PAPER_LITERAL`: FISTA `refit="none"`, prox24
+# `precondition=False`; masked GD `precondition=False`, `--gd-plain`). Each pair differs in that one option only
+# (the literal FISTA keeps the rescaled FISTA steps; section 2 shows the plain ones). On this layer:
 
 # %%
 gd_names = list(gd_runs)

@@ -466,5 +466,7 @@ variants
 # `bench/RESULTS_seed_pruners.md`). Plain 1/λ_max(H) steps are too short on LLM layers: masked GD, FISTA and the
 # prox then barely move the weights, and the prox's mask follows magnitude; the rescaled variables fix the
 # conditioning without changing the problem. The 2:4 prox is exact, and where inputs are strongly correlated its
-# mask is better than Wanda's and SparseGPT's even after an optimal re-fit of theirs. Quick-mode numbers come from
+# mask is better than Wanda's and SparseGPT's even after an optimal re-fit of theirs. On the real layer that
+# advantage need not show: compare the 2:4 table (SparseGPT + masked GD is the best 2:4 method on the built-in
+# model in `bench/RESULTS_seed_pruners.md`, at the layer and in perplexity). Quick-mode numbers come from
 # 1,024 calibration tokens and short budgets: the orderings are the point, not the third digit.

@@ -94,6 +94,21 @@ def relative_error(W_new: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats
     return (loss / obj.const) ** 0.5 if obj.const and obj.const > 0 else 0.0
 
 
+def output_scale(W_new: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats) -> float:
+    """``‖W_new X*‖F / ‖W_dense X‖F`` from the statistics: ``√(tr(W_new H W_newᵀ) / tr(W_dense D W_denseᵀ))``.
+
+    Below 1 when the pruned layer's outputs shrink as a whole (the L1 shrinkage of FISTAPruner's kept weights
+    without a re-fit); ``D = H`` without error correction. NaN when the dense output is 0.
+    """
+    H, _, D = _stats_matrices(stats, W_dense.shape[1])
+    D = H if D is None else D
+    Wn = W_new.to(device=H.device, dtype=torch.float64)
+    Wd = W_dense.to(device=H.device, dtype=torch.float64)
+    num = float(((Wn @ H.to(torch.float64)) * Wn).sum())
+    den = float(((Wd @ D.to(torch.float64)) * Wd).sum())
+    return (max(num, 0.0) / den) ** 0.5 if den > 0 else float("nan")
+
+
 def lipschitz(H: torch.Tensor) -> float:
     """``L = λ_max(H)``: Lipschitz constant of ``∇f`` (exact symmetric eigenvalue, float64)."""
     return float(torch.linalg.eigvalsh(H.to(torch.float64))[-1].clamp_min(0.0))

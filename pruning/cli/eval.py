@@ -86,15 +86,15 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise ValueError("nothing to evaluate: --dataset none and no --tasks; pick one")
     if dataset != "none":  # fail on missing data and on a bad --json before the (slow) model load
         resolve_data_file(canonical_name(dataset), args.data_dir)
+    if tasks and getattr(args, "stream", False):
+        raise ValueError("--tasks need the whole model in memory (lm-eval runs the full forward) and --stream reads "
+                         "one block at a time; drop --stream for --tasks")
     if tasks:
         from pruning.evaluation.lmeval import check_tasks
 
         check_tasks(tasks, args.data_dir)
     _check_json_out(args)
     device, dtype, directory = _compute_setup(args)
-    if tasks and directory is not None:
-        raise ValueError("--tasks need the whole model in memory (lm-eval runs the full forward) and --stream reads "
-                         "one block at a time; drop --stream for --tasks")
     progress = not args.quiet
     if not tasks and (directory is not None or device.type != "cpu"):
         return _run_blockwise(args, dataset, device, dtype, directory, progress)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as python -m pruning and the app (before torch loads)
 
 
 def ours(model, tok, n: int, batch_size: int) -> dict:
@@ -129,7 +130,8 @@ def main() -> None:
 
     lm = load_model()
     out = {"versions": package_versions(), "threads": torch.get_num_threads(), "python": platform.python_version(),
-           "omp": os.environ.get("OMP_NUM_THREADS"), "runs": []}
+           "omp": os.environ.get("OMP_NUM_THREADS"), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "command": " ".join(sys.argv), "runs": []}
     out["runs"].append(run("dense", lm.model, lm.tokenizer, args.n, args.batch_size))
     settings = PruneSettings.from_flat(pruner="wanda", allocation="uniform", sparsity=0.5, nsamples=16, seqlen=256,
                                        seed=0)

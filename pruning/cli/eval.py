@@ -3,7 +3,8 @@
 MODEL_OR_DIR is anything :func:`spectra.models.load_model` accepts (default: the built-in SmolLM2-135M).
 ``--tasks lambada_openai,piqa[,...]`` runs EleutherAI's lm-evaluation-harness on the loaded model
 (:mod:`pruning.evaluation.lmeval`; ``--limit N`` = its first N documents per task); perplexity then runs only when
-``--dataset`` is given. User mistakes (missing data, bad model, bad option) print one ``error: ...`` line on stderr and exit with 2.
+``--dataset`` is given. User mistakes (missing data, bad model, bad option) print one ``error: ...`` line on stderr
+and exit with 2.
 """
 from __future__ import annotations
 

@@ -27,10 +27,21 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-__all__ = ["OFFLINE_TASKS", "LM_EVAL_REQUIREMENT", "TaskResult", "ZeroShotResult", "parse_tasks", "check_tasks",
-           "evaluate_tasks", "lm_eval_version", "offline_task_folder", "use_local_tasks", "check_in_memory"]
+__all__ = [
+    "LM_EVAL_REQUIREMENT",
+    "OFFLINE_TASKS",
+    "TaskResult",
+    "ZeroShotResult",
+    "check_in_memory",
+    "check_tasks",
+    "evaluate_tasks",
+    "lm_eval_version",
+    "offline_task_folder",
+    "parse_tasks",
+    "use_local_tasks",
+]
 
 #: tasks shipped as YAMLs over the local data: lm-eval task name -> data loader key
 OFFLINE_TASKS = {"lambada_openai": "lambada", "piqa": "piqa"}
@@ -47,15 +58,15 @@ class TaskResult:
     """One task's lm-eval result: ``metrics`` (e.g. ``acc``, ``acc_norm``, ``perplexity``) and their ``stderr``."""
 
     task: str
-    version: Optional[str]
+    version: str | None
     n: int
-    n_total: Optional[int]
+    n_total: int | None
     metrics: dict
     stderr: dict
     source: str  # "local" (the shipped YAML over the local data) or "lm-eval" (lm-eval's own task, Hub data)
 
     @property
-    def acc(self) -> Optional[float]:
+    def acc(self) -> float | None:
         return self.metrics.get("acc")
 
 
@@ -64,13 +75,13 @@ class ZeroShotResult:
     """lm-eval results of several tasks, with lm-eval's version and the run's settings."""
 
     tasks: dict
-    lm_eval_version: Optional[str]
-    limit: Optional[int]
+    lm_eval_version: str | None
+    limit: int | None
     batch_size: int
     seconds: float
     bootstrap_iters: int = BOOTSTRAP_ITERS
     #: lm-eval's per-example records (``log_samples``), only when asked for; not written to reports
-    samples: Optional[dict] = field(default=None, repr=False)
+    samples: dict | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -113,7 +124,7 @@ def parse_tasks(text) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def lm_eval_version() -> Optional[str]:
+def lm_eval_version() -> str | None:
     """The installed lm-eval's version (without importing it), or None."""
     try:
         return importlib.metadata.version("lm_eval")
@@ -134,7 +145,7 @@ def use_local_tasks() -> bool:
     return not hub_reachable()
 
 
-def check_tasks(tasks: Sequence[str], data_dir=None, local: Optional[bool] = None) -> bool:
+def check_tasks(tasks: Sequence[str], data_dir=None, local: bool | None = None) -> bool:
     """Fail early (one-line ValueError) when ``tasks`` cannot run: lm-eval missing, a local data file missing, or,
     offline, a task that is not shipped (the message names the dataset it needs). Returns whether the local YAMLs
     are used."""
@@ -158,20 +169,20 @@ def _offline_error(name: str) -> str:
             f"offline tasks: {', '.join(OFFLINE_TASKS)}")
 
 
-def _hub_dataset(name: str) -> Optional[str]:
+def _hub_dataset(name: str) -> str | None:
     """The ``dataset_path`` of lm-eval's own task ``name`` (read from its YAML), or None when unknown."""
     import lm_eval
 
     root = Path(lm_eval.__file__).resolve().parent / "tasks"
     for path in root.rglob("*.yaml"):
         text = path.read_text(encoding="utf-8", errors="replace")
-        if re.search(rf"^task:\s*['\"]?{re.escape(name)}['\"]?\s*$", text, re.M):
-            m = re.search(r"^dataset_path:\s*(\S+)", text, re.M)
+        if re.search(rf"^task:\s*['\"]?{re.escape(name)}['\"]?\s*$", text, re.MULTILINE):
+            m = re.search(r"^dataset_path:\s*(\S+)", text, re.MULTILINE)
             if m:
                 return m.group(1).strip("'\"")
-            inc = re.search(r"^include:\s*(\S+)", text, re.M)
+            inc = re.search(r"^include:\s*(\S+)", text, re.MULTILINE)
             if inc and (path.parent / inc.group(1)).is_file():
-                m = re.search(r"^dataset_path:\s*(\S+)", (path.parent / inc.group(1)).read_text(), re.M)
+                m = re.search(r"^dataset_path:\s*(\S+)", (path.parent / inc.group(1)).read_text(), re.MULTILINE)
                 return m.group(1).strip("'\"") if m else None
     return None
 
@@ -251,7 +262,7 @@ def _load_tasks(tasks: Sequence[str], local: bool, data_dir):
                          f"(offline tasks: {', '.join(OFFLINE_TASKS)})")
     try:
         return tm, tm.load(list(tasks))["tasks"]
-    except Exception as exc:  # noqa: BLE001 -- a dataset that cannot be fetched becomes one line
+    except Exception as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         if local:
             raise ValueError(f"cannot read the local task data ({reason}); check the data folder (SPL_DATA_DIR)") \
@@ -261,9 +272,9 @@ def _load_tasks(tasks: Sequence[str], local: bool, data_dir):
             from None
 
 
-def evaluate_tasks(model, tokenizer, tasks: Sequence[str], limit: Optional[int] = None, batch_size: int = 8,
+def evaluate_tasks(model, tokenizer, tasks: Sequence[str], limit: int | None = None, batch_size: int = 8,
                    data_dir=None, log_samples: bool = False, quiet: bool = True,
-                   local: Optional[bool] = None) -> ZeroShotResult:
+                   local: bool | None = None) -> ZeroShotResult:
     """lm-eval zero-shot results of the in-memory ``model`` on ``tasks`` (lm-eval names).
 
     ``limit``: lm-eval's first N documents per task (None = all). ``local``: use the shipped offline YAMLs (default:

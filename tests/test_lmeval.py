@@ -147,7 +147,7 @@ def test_eval_cli_tasks_offline(tiny_dir, tmp_path, capsys):
     assert "piqa: acc" in capsys.readouterr().out
 
 
-def test_eval_cli_task_errors_are_one_line(tiny_dir, monkeypatch, capsys):
+def test_eval_cli_task_errors_are_one_line(tiny_dir, tmp_path, monkeypatch, capsys):
     base = ["eval", str(tiny_dir), "--quiet"]
     assert pruning_main(base + ["--tasks", "hellaswag"]) == 2
     err = capsys.readouterr().err
@@ -158,6 +158,13 @@ def test_eval_cli_task_errors_are_one_line(tiny_dir, monkeypatch, capsys):
     assert "--limit applies to --tasks" in capsys.readouterr().err
     assert pruning_main(base + ["--tasks", "piqa", "--data-dir", str(tiny_dir)]) == 2
     assert "piqa data file" in capsys.readouterr().err
+    assert pruning_main(["prune", str(tiny_dir), "--stream", "--eval", "none", "--eval-tasks", "piqa", "--out",
+                         str(tmp_path / "o")]) == 2
+    assert "--eval-tasks need the whole model in memory" in capsys.readouterr().err
+    assert pruning_main(["prune", str(tiny_dir), "--eval", "none", "--eval-limit", "3", "--out",
+                         str(tmp_path / "o")]) == 2
+    assert "--eval-limit applies to --eval-tasks" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     monkeypatch.setattr(lmeval, "lm_eval_version", lambda: None)
     assert pruning_main(base + ["--tasks", "piqa"]) == 2
     assert "pip install 'spectral-pruning-lab[eval]'" in capsys.readouterr().err

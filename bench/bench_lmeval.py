@@ -6,7 +6,8 @@ calibration) it scores the first ``--n`` LAMBADA passages and PIQA questions wit
 their difference, the per-example disagreements (and the largest log-likelihood difference) and the times.
 Both run with batch size 8 in the same process on the same threads; each is warmed up first on 2 examples.
 
-    flock /tmp/heavy.lock nice -n 5 python bench/bench_lmeval.py --n 500 --json bench/lmeval.json
+    flock /tmp/heavy.lock nice -n 5 python bench/bench_lmeval.py --n 100 --json bench/lmeval_crosscheck.json
+    flock /tmp/heavy.lock nice -n 5 python bench/bench_lmeval.py --n 50 --repeat 3 --json bench/lmeval_timing.json
 
 The hand-written scorer was removed from the package after this check; the script needs a checkout that still
 has ``pruning/evaluation/zeroshot.py`` (the commit named in bench/RESULTS_lmeval.md).
@@ -114,11 +115,37 @@ def run(label: str, model, tok, n: int, batch_size: int) -> dict:
             "lmeval": b["results"], "lm_eval_version": b["lm_eval_version"]}
 
 
+def timing(model, tok, n: int, batch_size: int, repeat: int) -> dict:
+    """Times only: ``repeat`` rounds of (ours, lm-eval) on the same examples, the order swapped every other round
+    (the machine is shared: a single pair is noisy); the ratio of the medians and the min ratio."""
+    import statistics
+
+    ours(model, tok, 2, batch_size)
+    theirs(model, tok, 2, batch_size)
+    times: dict = {"ours": [], "lmeval": []}
+    for r in range(repeat):
+        order = [("ours", ours), ("lmeval", theirs)]
+        for name, fn in (order if r % 2 == 0 else order[::-1]):
+            times[name].append(fn(model, tok, n, batch_size)["seconds"])
+    out = {"n": n, "repeat": repeat, "times": times}
+    for task in ("lambada_openai", "piqa"):
+        a = [t[task] for t in times["ours"]]
+        b = [t[task] for t in times["lmeval"]]
+        out[task] = {"ours_median": statistics.median(a), "lmeval_median": statistics.median(b),
+                     "ratio_of_medians": statistics.median(b) / statistics.median(a),
+                     "ratios": [y / x for x, y in zip(a, b)]}
+        print(f"  {task:20s} ours {[round(x, 1) for x in a]} s  lm-eval {[round(y, 1) for y in b]} s  ratio of "
+              f"medians {out[task]['ratio_of_medians']:.2f}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500, help="first N examples of each task (default 500)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--repeat", type=int, default=0, help="timing only: R rounds of (ours, lm-eval) on the dense "
+                    "model, order alternating (no cross-check, no prune)")
     args = ap.parse_args()
     import torch
 
@@ -132,6 +159,11 @@ def main() -> None:
     out = {"versions": package_versions(), "threads": torch.get_num_threads(), "python": platform.python_version(),
            "omp": os.environ.get("OMP_NUM_THREADS"), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "command": " ".join(sys.argv), "runs": []}
+    if args.repeat:
+        out["timing"] = timing(lm.model, lm.tokenizer, args.n, args.batch_size, args.repeat)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+        return
     out["runs"].append(run("dense", lm.model, lm.tokenizer, args.n, args.batch_size))
     settings = PruneSettings.from_flat(pruner="wanda", allocation="uniform", sparsity=0.5, nsamples=16, seqlen=256,
                                        seed=0)

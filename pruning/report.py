@@ -1,5 +1,6 @@
 """The JSON report of a pruning run: settings, seed, package versions, model source and weight hash, per-matrix
-target / achieved sparsity, perplexities (dense and pruned), timings and peak memory."""
+target / achieved sparsity, perplexities (dense and pruned), lm-eval zero-shot results (``zeroshot``: dense and pruned,
+with lm-eval's and each task's version, when tasks were asked for), timings and peak memory."""
 from __future__ import annotations
 
 import json

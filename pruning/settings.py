@@ -286,7 +286,8 @@ class PruneSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Perplexity evaluation around a run (:func:`pruning.evaluation.perplexity.perplexity`)."""
+    """Evaluation around a run: perplexity (:func:`pruning.evaluation.perplexity.perplexity`) and lm-eval zero-shot
+    tasks (:func:`pruning.evaluation.lmeval.evaluate_tasks`)."""
 
     datasets: str = option("wikitext2", "perplexity dataset(s), comma-separated: wikitext2, c4, ptb, or none",
                            dest="eval", flag="--eval", label="eval dataset")
@@ -294,6 +295,12 @@ class EvalSettings:
                                    kind=int, lo=1, dest="eval_seqlen", flag="--eval-seqlen")
     max_windows: Optional[int] = option(None, "evaluate only the first N windows (default all)", kind=int, lo=1,
                                         label="eval windows", ui={"lo": 1, "hi": 512})
+    tasks: Optional[str] = option(None, "lm-eval zero-shot tasks after the prune, comma-separated (e.g. "
+                                  "lambada_openai,piqa: offline from the local data; needs the eval extra)", kind=str,
+                                  dest="eval_tasks", flag="--eval-tasks", label="zero-shot tasks (lm-eval)")
+    task_limit: Optional[int] = option(None, "lm-eval's first N documents of each --eval-tasks task (default all)",
+                                       kind=int, lo=1, dest="eval_limit", flag="--eval-limit",
+                                       label="documents per task", ui={"lo": 1, "hi": 5153})
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -304,6 +311,12 @@ class EvalSettings:
 
         text = (self.datasets or "none").strip()
         return [] if text.lower() == "none" else [canonical_name(t) for t in text.split(",") if t.strip()]
+
+    def task_list(self) -> list[str]:
+        """The lm-eval task names of ``tasks`` (empty when none); imports no lm-eval."""
+        from pruning.evaluation.lmeval import parse_tasks
+
+        return parse_tasks(self.tasks)
 
 
 @dataclass(frozen=True)

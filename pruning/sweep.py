@@ -52,9 +52,16 @@ class SweepSpec:
     max_windows: Optional[int] = None
     data_dir: Optional[str] = None
     device: str = "cpu"
+    #: lm-eval zero-shot tasks of every cell (and the dense row) and lm-eval's first N documents per task
+    eval_tasks: list = field(default_factory=list)
+    eval_limit: Optional[int] = None
 
     def eval_settings(self) -> dict:
-        return {"dataset": self.eval_dataset, "seqlen": self.eval_seqlen, "max_windows": self.max_windows}
+        """The evaluation part of the cell keys; the tasks only when there are some (older tables keep resuming)."""
+        ev = {"dataset": self.eval_dataset, "seqlen": self.eval_seqlen, "max_windows": self.max_windows}
+        if self.eval_tasks:
+            ev.update(tasks=list(self.eval_tasks), limit=self.eval_limit)
+        return ev
 
 
 def expand(spec: SweepSpec) -> list[PruneSettings]:
@@ -199,6 +206,15 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
                        progress=progress, path=spec.data_dir)
         return {**r.to_dict(), "seconds": time.perf_counter() - t}
 
+    def tasks_of(model, tok) -> dict:
+        """lm-eval columns (``piqa_acc``, ``piqa_acc_stderr``, ...) of the cell, {} without tasks."""
+        if not spec.eval_tasks:
+            return {}
+        from pruning.evaluation.lmeval import evaluate_tasks
+
+        r = evaluate_tasks(model, tok, spec.eval_tasks, limit=spec.eval_limit, data_dir=spec.data_dir)
+        return {**r.flat(), "tasks_seconds": r.seconds}
+
     def save(row):
         nonlocal table
         table = append_row(out, row)
@@ -211,7 +227,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
         d = ppl_of(dense_lm.model, dense_lm.tokenizer)
         dense_ppl = d["ppl"]
         save(_row(dkey, label, "dense", None, ev, d, dense_ppl=dense_ppl, eval_seconds=d["seconds"],
-                  versions=versions))
+                  versions=versions, **tasks_of(dense_lm.model, dense_lm.tokenizer)))
         log(f"[dense] {ev['dataset']} ppl {dense_ppl:.4f} ({d['nwindows']} windows × {d['seqlen']})")
     caches: dict = {"metrics": {}, "norms": {}}  # the dense model's, shared by the cells
     for i, s in enumerate(cells, 1):
@@ -230,7 +246,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
                   achieved_sparsity=res.achieved_sparsity, prune_seconds=res.timings["total"],
                   prune_cpu_seconds=res.timings.get("cpu_total"),
                   eval_seconds=p["seconds"], peak_rss_mb=res.peak_rss_mb,
-                  allocation_note=str(res.allocation_info.get("note", "")), versions=versions))
+                  allocation_note=str(res.allocation_info.get("note", "")), versions=versions,
+                  **tasks_of(lm.model, lm.tokenizer)))
         log(f"[{i}/{len(cells)}] {name}: ppl {p['ppl']:.4f} (dense {dense_ppl:.4f}; achieved sparsity "
             f"{res.achieved_sparsity:.4f}; prune {res.timings['total']:.0f} s, eval {p['seconds']:.0f} s)")
         del lm

@@ -192,12 +192,12 @@ def test_cli_eval_writes_json(lm, tmp_path, capsys):
     import json
 
     out = tmp_path / "r.json"
-    assert _cli(["--seqlen", "16", "--max-windows", "2", "--lambada", "2", "--json", str(out), "--quiet"]) == 0
+    assert _cli(["--seqlen", "16", "--max-windows", "2", "--json", str(out), "--quiet"]) == 0
     got = json.loads(out.read_text())
     ref = perplexity(lm, seqlen=16, max_windows=2, progress=False)
     assert got["perplexity"]["ppl"] == pytest.approx(ref.ppl, rel=1e-6)
     assert (got["perplexity"]["nwindows"], got["perplexity"]["ntokens"]) == (2, 30)
-    assert got["lambada"]["n"] == 2 and got["model"] == "builtin:smollm2"
+    assert got["model"] == "builtin:smollm2" and got["settings"]["dataset"] == "wikitext2" and "zeroshot" not in got
     assert "wikitext2 perplexity" in capsys.readouterr().out
 
 

@@ -272,5 +272,5 @@ def test_eval_cli_stream_equals_in_memory(tmp_path, capsys):
     assert b["settings"]["stream"] is True and b["perplexity"]["ntokens"] == a["ntokens"]
     assert b["perplexity"]["ppl"] == pytest.approx(a["ppl"], rel=1e-6)
     capsys.readouterr()
-    assert pruning_main(base + ["--stream", "--lambada", "5"]) == 2
-    assert "--lambada / --piqa run in memory" in capsys.readouterr().err
+    assert pruning_main(base + ["--stream", "--tasks", "piqa"]) == 2
+    assert "--tasks need the whole model in memory" in capsys.readouterr().err

@@ -206,6 +206,15 @@ def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int) -> float
     return float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False).ppl)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def dense_zero_shot(key: str, tasks: tuple, limit: Optional[int]) -> dict:
+    """lm-eval columns (``piqa_acc``, ...) of the dense model on ``tasks`` (``pruning.evaluation.lmeval``)."""
+    from pruning.evaluation.lmeval import evaluate_tasks
+
+    lm = load_model_cached(key)
+    return evaluate_tasks(lm.model, lm.tokenizer, list(tasks), limit=limit).flat()
+
+
 def layer_inputs(key: str, name: str, nsamples: int, seqlen: int):
     """(W, X) of the layer ``name`` of the dense model on its calibration windows
     (``pruning.capture.capture_layer_inputs``)."""

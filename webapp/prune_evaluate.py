@@ -121,6 +121,7 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
     log(0.85, f"evaluation ({dataset}, {windows} windows of {seqlen} tokens)")
     ppl = perplexity(model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False,
                      progress_cb=cb_ppl)
+    zs = zero_shot(ctx, model, lm.tokenizer, log)
     log(1.0, "done")
     status.update(label=f"Done in {time.perf_counter() - t0:.0f} s: perplexity {dense:.2f} → {ppl.ppl:.2f}",
                   state="complete", expanded=False)
@@ -130,7 +131,26 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
                       nsamples=cal.nsamples if res.calibration_shape else 0, dense_ppl=dense,
                       achieved_sparsity=res.achieved_sparsity, seconds=round(time.perf_counter() - t0, 1),
                       peak_rss_mb=round(process_peak_rss_mb(), 1), prune_peak_rss_mb=round(res.peak_rss_mb, 1),
-                      _records=res.layers, _phases=log.messages)
+                      _records=res.layers, _phases=log.messages, **zs)
+
+
+def zero_shot(ctx: Context, model, tokenizer, log) -> dict:
+    """lm-eval accuracies of the pruned ``model`` (``piqa_acc``, ...) and of the dense model (``dense_piqa_acc``,
+    cached) on the tasks chosen on the page (``pr_tasks``, first ``pr_task_limit`` documents); {} when none."""
+    s = st.session_state
+    tasks = tuple(s.get("pr_tasks") or ())
+    if not tasks:
+        return {}
+    from pruning.evaluation.lmeval import evaluate_tasks
+
+    limit = int(s.pr_task_limit) if s.get("pr_task_limit") else None
+    what = f"{', '.join(tasks)}, first {limit} documents each" if limit else ", ".join(tasks)
+    log(0.9, f"lm-eval zero-shot of the dense model ({what}; computed once per model and setting, then cached)")
+    dense = cache.dense_zero_shot(ctx.model_key, tasks, limit)
+    log(0.95, f"lm-eval zero-shot of the pruned model ({what})")
+    pruned = evaluate_tasks(model, tokenizer, list(tasks), limit=limit).flat()
+    return {**pruned, **{f"dense_{k}": v for k, v in dense.items() if k != "lm_eval_version"}}
+
 
 
 def render(ctx: Context) -> None:
@@ -158,6 +178,7 @@ def render(ctx: Context) -> None:
                    note="also the length of the evaluation windows here")
     setting_widget(c[2], EvalSettings, "max_windows", "pr_windows")
     setting_widget(c[3], EvalSettings, "datasets", "pr_dataset", choices=EVAL_DATASETS)
+    zero_shot_inputs()
     c = st.columns([1, 1, 1, 2])
     c[3].checkbox("paper-literal variant", key="pr_literal", disabled=s.pr_pruner not in literal_pruners(),
                   help="FISTAPruner without the least-squares re-fit of the kept weights; prox24 with the paper's "
@@ -194,6 +215,21 @@ def render(ctx: Context) -> None:
     tradeoff(ctx)
 
 
+def zero_shot_inputs() -> None:
+    """The lm-eval task choice (off by default) and its number of documents per task."""
+    from pruning.evaluation.lmeval import LM_EVAL_REQUIREMENT, OFFLINE_TASKS, lm_eval_version
+
+    c = st.columns([3, 1])
+    missing = lm_eval_version() is None
+    setting_widget(c[0], EvalSettings, "tasks", "pr_tasks", widget="multiselect", choices=list(OFFLINE_TASKS),
+                   disabled=missing, note="lm-evaluation-harness on the dense and the pruned model (its task "
+                   "names, prompts and metrics; the local LAMBADA / PIQA files when offline); off when empty")
+    setting_widget(c[1], EvalSettings, "task_limit", "pr_task_limit", disabled=missing or not st.session_state.pr_tasks)
+    if missing:
+        c[0].caption(f"Zero-shot tasks need lm-evaluation-harness: pip install '{LM_EVAL_REQUIREMENT}' "
+                     f"(the eval extra), then restart the app.")
+
+
 def last_run(last: dict) -> None:
     c = st.columns(5)
     c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
@@ -205,6 +241,13 @@ def last_run(last: dict) -> None:
                 help=f"the largest resident set size of the app's process so far (models, analyses, dense and "
                      f"pruned evaluation included); the prune phase alone peaked at "
                      f"{last['prune_peak_rss_mb'] / 1024:.2f} GB")
+    accs = [k for k in last if k.endswith("_acc") and not k.startswith("dense_")]
+    if accs:
+        c = st.columns(len(accs))
+        for col, k in zip(c, accs):
+            dense = last.get(f"dense_{k}")
+            col.metric(f"{k[:-4]} accuracy (lm-eval, n={last.get(k[:-4] + '_n')})", f"{last[k]:.1%}",
+                       delta=None if dense is None else f"{100 * (last[k] - dense):+.1f} pts vs dense")
     chart(pplots.achieved_sparsity_figure(last["_records"], title=f"Per-matrix sparsity — {last['label']} + "
                                           f"{ALLOCATION_LABELS[last['allocation']]} {last['sparsity']:.0%}"),
           key="pr_achieved")

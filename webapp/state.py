@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "pr_pruner": default_of(PrunerSettings, "name"), "pr_nsamples": APP_DEFAULTS["nsamples"],
     "pr_seqlen": APP_DEFAULTS["seqlen"], "pr_windows": 8, "pr_dataset": default_of(EvalSettings, "datasets"),
     "pr_sweep_path": "results/sweep.parquet", "pr_pattern": "unstructured", "pr_gd_steps": default_of(_G, "steps"),
-    "pr_gd_pre": default_of(_G, "precondition"), "pr_literal": False,
+    "pr_gd_pre": default_of(_G, "precondition"), "pr_literal": False, "pr_tasks": [], "pr_task_limit": 100,
     "tu_pruner": default_of(TuneSettings, "pruner"),
     "tu_lams": ",".join(f"{v:g}" for v in default_of(TuneSettings, "lams")),
     "tu_nsamples": TUNE_CALIBRATION.nsamples, "tu_windows": default_of(TuneSettings, "eval_windows"),

@@ -1,7 +1,10 @@
-"""``python -m pruning eval MODEL_OR_DIR``: perplexity (WikiText-2 / C4 / PTB) and optional LAMBADA / PIQA.
+"""``python -m pruning eval MODEL_OR_DIR``: perplexity (WikiText-2 / C4 / PTB) and lm-eval zero-shot tasks.
 
 MODEL_OR_DIR is anything :func:`spectra.models.load_model` accepts (default: the built-in SmolLM2-135M).
-User mistakes (missing data, bad model, bad option) print one ``error: ...`` line on stderr and exit with 2.
+``--tasks lambada_openai,piqa[,...]`` runs EleutherAI's lm-evaluation-harness on the loaded model
+(:mod:`pruning.evaluation.lmeval`; ``--limit N`` = its first N documents per task); perplexity then runs only when
+``--dataset`` is given. User mistakes (missing data, bad model, bad option) print one ``error: ...`` line on stderr
+and exit with 2.
 """
 from __future__ import annotations
 
@@ -18,11 +21,6 @@ from pruning.evaluation.data import EVAL_DATASETS, canonical_name, resolve_data_
 __all__ = ["add_parser", "main", "run_eval"]
 
 
-def _count(text: str) -> int:
-    """``N`` (positive) or ``all`` (→ 0 meaning every example)."""
-    return 0 if str(text).lower() == "all" else _positive(text, " or 'all'")
-
-
 def _positive(text: str, alternatives: str = "") -> int:
     try:
         val = int(text)
@@ -36,16 +34,18 @@ def _positive(text: str, alternatives: str = "") -> int:
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, metavar="MODEL_OR_DIR",
                    help="built-in alias (smollm2, gemma3), HF directory, .gguf file or hub id (default: built-in)")
-    p.add_argument("--dataset", default="wikitext2", choices=[*EVAL_DATASETS, "none"],
-                   help="perplexity text (default wikitext2; 'none' skips perplexity)")
+    p.add_argument("--dataset", default=None, choices=[*EVAL_DATASETS, "none"],
+                   help="perplexity text (default wikitext2 without --tasks, none with --tasks; 'none' skips it)")
     p.add_argument("--seqlen", type=_positive, default=None, help="window length (default min(2048, max positions))")
     p.add_argument("--max-windows", type=_positive, default=None,
                    help="evaluate only the first N windows (default all; C4: 256 like the references)")
     p.add_argument("--batch-size", type=_positive, default=1, help="windows per forward pass (default 1)")
-    p.add_argument("--lambada", type=_count, default=None, metavar="N",
-                   help="also LAMBADA last-word accuracy on the first N passages ('all' = 5,153)")
-    p.add_argument("--piqa", type=_count, default=None, metavar="N",
-                   help="also PIQA acc / acc_norm on the first N examples ('all' = 1,838)")
+    p.add_argument("--tasks", default=None, metavar="TASK,...",
+                   help="lm-eval zero-shot tasks, comma-separated (lm-eval names: lambada_openai, piqa offline from "
+                        "the local data; any other lm-eval task when the Hugging Face Hub is reachable)")
+    p.add_argument("--limit", type=_positive, default=None, metavar="N",
+                   help="lm-eval's first N documents of each task (default all)")
+    p.add_argument("--task-batch-size", type=_positive, default=8, help="lm-eval requests per forward (default 8)")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (default: $SPL_DATA_DIR, "
                                                    "../shared/data)")
     bos = p.add_mutually_exclusive_group()
@@ -67,9 +67,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``eval`` sub-command on an ``argparse`` subparsers object; returns the sub-parser."""
-    p = subparsers.add_parser("eval", help="perplexity / LAMBADA / PIQA of a (pruned) model",
+    p = subparsers.add_parser("eval", help="perplexity / lm-eval zero-shot tasks of a (pruned) model",
                               description="Perplexity (WikiText-2 / C4 / PTB, literature protocol) and optional "
-                                          "LAMBADA / PIQA zero-shot accuracy of a model or pruned-model folder.")
+                                          "lm-evaluation-harness zero-shot accuracy (--tasks lambada_openai,piqa) of "
+                                          "a model or pruned-model folder.")
     _configure(p)
     p.set_defaults(func=main)
     return p
@@ -80,49 +81,60 @@ def run_eval(args: argparse.Namespace) -> dict:
     from spectra.models import load_model
 
     from pruning.evaluation.perplexity import perplexity
-    from pruning.evaluation.zeroshot import lambada_accuracy, piqa_accuracy
 
-    datasets = [] if args.dataset == "none" else [canonical_name(args.dataset)]
-    if args.lambada is not None:
-        datasets.append("lambada")
-    if args.piqa is not None:
-        datasets.append("piqa")
-    if not datasets:
-        raise ValueError("nothing to evaluate: --dataset none and neither --lambada nor --piqa; pick one")
-    for key in datasets:  # fail on missing data and on a bad --json before the (slow) model load
-        resolve_data_file(key, args.data_dir)
+    tasks = _tasks_of(args)
+    dataset = args.dataset or ("none" if tasks else "wikitext2")
+    if dataset == "none" and not tasks:
+        raise ValueError("nothing to evaluate: --dataset none and no --tasks; pick one")
+    if dataset != "none":  # fail on missing data and on a bad --json before the (slow) model load
+        resolve_data_file(canonical_name(dataset), args.data_dir)
+    if tasks and getattr(args, "stream", False):
+        raise ValueError("--tasks need the whole model in memory (lm-eval runs the full forward) and --stream reads "
+                         "one block at a time; drop --stream for --tasks")
+    if tasks:
+        from pruning.evaluation.lmeval import check_tasks
+
+        check_tasks(tasks, args.data_dir)
     _check_json_out(args)
     device, dtype, directory = _compute_setup(args)
-    if (directory is not None or device.type != "cpu") and (args.lambada is not None or args.piqa is not None):
-        raise ValueError("--lambada / --piqa run in memory on the CPU; drop --stream / --device cuda for them")
     progress = not args.quiet
-    if directory is not None or device.type != "cpu":
-        return _run_blockwise(args, device, dtype, directory, progress)
-    lm = load_model(args.model, dtype=dtype, device="cpu")
+    if not tasks and (directory is not None or device.type != "cpu"):
+        return _run_blockwise(args, dataset, device, dtype, directory, progress)
+    lm = load_model(args.model, dtype=dtype, device=str(device))  # lm-eval: the whole model on the device
     out: dict = {"model": lm.source.label, "info": lm.info, "settings": {
-        k: getattr(args, k) for k in ("dataset", "seqlen", "max_windows", "batch_size", "lambada", "piqa",
-                                      "add_bos", "device", "data_dir")}}
+        **{k: getattr(args, k) for k in ("seqlen", "max_windows", "batch_size", "limit", "task_batch_size",
+                                         "add_bos", "device", "data_dir")}, "dataset": dataset, "tasks": tasks}}
     t0 = time.perf_counter()
-    if args.dataset != "none":
-        res = perplexity(lm.model, lm.tokenizer, args.dataset, seqlen=args.seqlen, max_windows=args.max_windows,
+    if dataset != "none":
+        res = perplexity(lm.model, lm.tokenizer, dataset, seqlen=args.seqlen, max_windows=args.max_windows,
                          batch_size=args.batch_size, add_bos=args.add_bos, progress=progress, path=args.data_dir)
         out["perplexity"] = res.to_dict()
         print(f"{res.dataset} perplexity {res.ppl:.4f}  (nll {res.nll:.5f}, {res.nwindows} windows × {res.seqlen} "
               f"tokens, {res.ntokens} predicted tokens, bos={res.bos})")
-    if args.lambada is not None:
-        res = lambada_accuracy(lm.model, lm.tokenizer, n=args.lambada or None, path=args.data_dir,
-                               add_bos=args.add_bos, progress=progress)
-        out["lambada"] = res.to_dict()
-        print(f"lambada_openai acc {res.accuracy:.4f}  ppl {res.ppl:.3f}  (n={res.n})")
-    if args.piqa is not None:
-        res = piqa_accuracy(lm.model, lm.tokenizer, n=args.piqa or None, path=args.data_dir,
-                            add_bos=args.add_bos, progress=progress)
-        out["piqa"] = res.to_dict()
-        print(f"piqa acc {res.acc:.4f}  acc_norm {res.acc_norm:.4f}  (n={res.n})")
+    if tasks:
+        from pruning.evaluation.lmeval import evaluate_tasks
+
+        zs = evaluate_tasks(lm.model, lm.tokenizer, tasks, limit=args.limit, batch_size=args.task_batch_size,
+                            data_dir=args.data_dir)
+        out["zeroshot"] = zs.to_dict()
+        print(zs.summary())
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["python"] = platform.python_version()
     _write_json(args, out)
     return out
+
+
+def _tasks_of(args: argparse.Namespace) -> list:
+    if args.tasks is None:
+        if args.limit is not None:
+            raise ValueError("--limit applies to --tasks; pass --tasks lambada_openai,piqa (or drop --limit)")
+        return []
+    from pruning.evaluation.lmeval import parse_tasks
+
+    tasks = parse_tasks(args.tasks)
+    if not tasks:
+        raise ValueError("--tasks is empty; pass lm-eval task names, e.g. --tasks lambada_openai,piqa")
+    return tasks
 
 
 def _check_json_out(args: argparse.Namespace) -> None:
@@ -158,7 +170,7 @@ def _compute_setup(args: argparse.Namespace):
     return device, parse_dtype(getattr(args, "dtype", None), device, ckpt), directory
 
 
-def _run_blockwise(args: argparse.Namespace, device, dtype, directory, progress: bool) -> dict:
+def _run_blockwise(args: argparse.Namespace, dataset: str, device, dtype, directory, progress: bool) -> dict:
     """Perplexity block by block on ``device`` (streamed from ``directory`` when given, else the model in memory)."""
     from spectra.models import load_model
 
@@ -171,7 +183,7 @@ def _run_blockwise(args: argparse.Namespace, device, dtype, directory, progress:
         lm = load_model(args.model, dtype=dtype, device="cpu")
         model, tok, io, label = lm.model, lm.tokenizer, None, lm.source.label
     t0 = time.perf_counter()
-    res = blockwise_perplexity(model, tok, args.dataset, seqlen=args.seqlen, max_windows=args.max_windows,
+    res = blockwise_perplexity(model, tok, dataset, seqlen=args.seqlen, max_windows=args.max_windows,
                                batch_size=args.batch_size, add_bos=args.add_bos, device=device, block_io=io,
                                path=args.data_dir, progress=progress)
     print(f"{res.dataset} perplexity {res.ppl:.4f}  (nll {res.nll:.5f}, {res.nwindows} windows × {res.seqlen} "

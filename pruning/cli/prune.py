@@ -120,7 +120,26 @@ def eval_options(args: argparse.Namespace) -> dict:
     datasets = ev.dataset_list()
     for key in datasets:
         resolve_data_file(key, getattr(args, "data_path", None))
-    return {"datasets": datasets, "seqlen": ev.seqlen, "max_windows": ev.max_windows}
+    out = {"datasets": datasets, "seqlen": ev.seqlen, "max_windows": ev.max_windows}
+    tasks = ev.task_list()
+    if tasks:  # lm-eval installed, offline data present, or the task's hub dataset reachable: checked now
+        from pruning.evaluation.lmeval import check_tasks
+
+        check_tasks(tasks, getattr(args, "data_path", None))
+        out.update(tasks=tasks, limit=ev.task_limit)
+    elif ev.task_limit is not None:
+        raise ValueError("--eval-limit applies to --eval-tasks; pass --eval-tasks lambada_openai,piqa or drop it")
+    return out
+
+
+def zeroshot(model, tokenizer, ev: dict, data_dir=None) -> dict:
+    """lm-eval results of ``ev["tasks"]`` (:func:`pruning.evaluation.lmeval.evaluate_tasks`) as a dict; {} when no
+    task is asked for."""
+    if not ev.get("tasks"):
+        return {}
+    from pruning.evaluation.lmeval import evaluate_tasks
+
+    return evaluate_tasks(model, tokenizer, ev["tasks"], limit=ev.get("limit"), data_dir=data_dir).to_dict()
 
 
 def evaluate(model, tokenizer, ev: dict, data_dir=None, progress: bool = True) -> dict:
@@ -283,6 +302,10 @@ def run_prune(args: argparse.Namespace) -> dict:
     check_out_dir(out, o.overwrite)
     device, dtype, directory = _compute_setup(args.model, o, settings)
     ev = eval_options(args)
+    if ev.get("tasks") and directory is not None:
+        raise ValueError("--eval-tasks need the whole model in memory (lm-eval runs the full forward) and --stream "
+                         "reads one block at a time; drop --eval-tasks and run `python -m pruning eval OUT --tasks "
+                         "...` where the pruned model fits")
     if settings.needs_calibration():
         resolve_data_file(settings.calibration.dataset, data_dir)
     progress = not args.quiet
@@ -294,19 +317,24 @@ def run_prune(args: argparse.Namespace) -> dict:
             check_disk(out.parent, output_nbytes(directory, dtype))
             lm, result, dense, pruned, save_s = _prune_streamed(o, settings, directory, tmp, ev, device, dtype,
                                                                 progress)
+            zs = {}
         else:
             lm = load_model(args.model, dtype=dtype, device="cpu")
             check_disk(out.parent, sum(p.numel() * p.element_size() for p in lm.model.parameters()))
             dense = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device) if o.dense_eval else {}
+            zs = {"dense": zeroshot(lm.model, lm.tokenizer, ev, data_dir)} if o.dense_eval else {}
             result = prune_model(lm, None, settings, progress=progress,
                                  device=None if device.type == "cpu" else device)
             pruned = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device)
+            zs["pruned"] = zeroshot(lm.model, lm.tokenizer, ev, data_dir)
             t = time.perf_counter()
             lm.model.save_pretrained(tmp, safe_serialization=True)
             lm.tokenizer.save_pretrained(tmp)
             save_s = time.perf_counter() - t
         report = build_report(result, lm, dense, pruned, extra={
-            "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"]},
+            "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"],
+                     "tasks": ev.get("tasks", []), "limit": ev.get("limit")},
+            "zeroshot": {k: v for k, v in zs.items() if v},
             "saved": {"dir": str(out), "seconds": round(save_s, 3)},
             "compute": {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
                         "stream": directory is not None}})
@@ -318,6 +346,10 @@ def run_prune(args: argparse.Namespace) -> dict:
             continue
         print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
               f"({p['nwindows']} windows × {p['seqlen']} tokens)")
+    for which, z in report["zeroshot"].items():
+        for task, r in z["tasks"].items():
+            print(f"{task} ({which}, lm-eval {z['lm_eval_version']}, n={r['n']}): "
+                  + ", ".join(f"{m} {v:.4f}" for m, v in r["metrics"].items()))
     from pruning.labels import settings_label
 
     print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: "

@@ -6,6 +6,9 @@ Example::
         --pruners wanda,sparsegpt --nsamples 32 --seqlen 512 --eval wikitext2 --eval-seqlen 512 \\
         --max-windows 40 --out results/sweep.parquet
 
+``--eval-tasks lambada_openai,piqa [--eval-limit N]`` adds lm-eval zero-shot columns to every row (``piqa_acc``,
+``piqa_acc_stderr``, ``piqa_acc_norm``, ``piqa_n``, ``piqa_version``, ``lm_eval_version``, ...).
+
 The table is rewritten after every finished cell; rerunning the same command skips finished cells (keyed by the
 model, every setting and the evaluation settings). ``--nm 2:4`` sweeps N:M cells (uniform allocation); ``--nm
 none,2:4`` both. Every user mistake ends with one ``error: ...`` line on stderr and exit status 2.
@@ -66,7 +69,7 @@ def spec_from_args(args: argparse.Namespace):
     spec = SweepSpec(model=args.model, sparsities=sparsities, allocations=allocations, pruners=pruners, lams=lams,
                      nms=nms, base=base, pruner_options=opts, eval_dataset=ev["datasets"][0],
                      eval_seqlen=ev["seqlen"], max_windows=ev["max_windows"], data_dir=args.data_path,
-                     device=args.device)
+                     device=args.device, eval_tasks=ev.get("tasks", []), eval_limit=ev.get("limit"))
     return spec
 
 
@@ -79,8 +82,9 @@ def main(args: argparse.Namespace) -> int:
         cells = expand(spec)
         print(f"sweep: {len(cells)} cells (+ dense) → {args.out}", flush=True)
         table = run_sweep(spec, args.out, progress=not args.quiet, log=lambda m: print(m, flush=True))
-        cols = [c for c in ("kind", "pruner", "allocation", "sparsity", "nm", "lam", "ppl", "achieved_sparsity")
-                if c in table]
+        task_cols = [f"{t}_{m}" for t in spec.eval_tasks for m in ("acc", "acc_norm")]
+        cols = [c for c in ("kind", "pruner", "allocation", "sparsity", "nm", "lam", "ppl", "achieved_sparsity",
+                            *task_cols) if c in table]
         print(table[cols].to_string(index=False))
 
     return one_line_errors(run)

@@ -34,8 +34,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                   "seqlen": TUNE_CALIBRATION.seqlen})
     p.add_argument("--final", action="store_true",
                    help="then prune each method sequentially at its tuned value; score held-out and WikiText-2 test")
-    p.add_argument("--eval-seqlen", default="512", help="--final: WikiText-2 window length (default 512)")
-    p.add_argument("--eval-windows", default=None, help="--final: first N WikiText-2 windows (default all)")
+    # own destinations: TuneSettings' held-out window length is ``eval_seqlen`` (--tune-seqlen)
+    p.add_argument("--eval-seqlen", dest="test_seqlen", default="512",
+                   help="--final: WikiText-2 window length (default 512)")
+    p.add_argument("--eval-windows", dest="test_windows", default=None,
+                   help="--final: first N WikiText-2 windows (default all)")
     p.add_argument("--out", required=True, help="compare JSON to write (resumed when its settings match)")
     p.set_defaults(func=main)
     return p
@@ -52,8 +55,8 @@ def settings_from_args(args: argparse.Namespace):
     calib = options_from_namespace(CalibrationSettings, args)
     tune = options_from_namespace(TuneSettings, args, calib=calib)
     return CompareSettings(allocations=args.allocations, tune=tune, final=bool(args.final),
-                           test_seqlen=parse_number("eval-seqlen", args.eval_seqlen, int, lo=1),
-                           test_windows=parse_number("eval-windows", args.eval_windows, int, lo=1, allow_none=True))
+                           test_seqlen=parse_number("eval-seqlen", args.test_seqlen, int, lo=1),
+                           test_windows=parse_number("eval-windows", args.test_windows, int, lo=1, allow_none=True))
 
 
 def main(args: argparse.Namespace) -> int:

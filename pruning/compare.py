@@ -100,7 +100,8 @@ def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[d
            "param": spec.params[0].name if spec.params else None,
            "tuned_value": None if method == "uniform" else best["lam"], "owl_M": best.get("owl_M"),
            "heldout_ppl_one_shot": best["ppl"], "dense_heldout_ppl": baseline["dense"]["ppl"],
-           "candidates": [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
+           "candidates": [] if method == "uniform" else
+           [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
            "tune_seconds": round(time.perf_counter() - t0, 2)}
     if settings.final:
         fin = final_prune(lm, ts, best, settings.test_seqlen, settings.test_windows, baseline=False,

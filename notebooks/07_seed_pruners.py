@@ -68,7 +68,8 @@ from transformers.utils import logging as hf_logging
 from pruning.capture import capture_layer_inputs
 from pruning.evaluation.data import get_calibration
 from pruning.plots import fista_path_figure, prox24_schedule_figure
-from pruning.prune import PAPER_LITERAL, method_label
+from pruning.labels import method_label
+from pruning.pruners import PRUNERS
 from pruning.pruners.base import LayerStats
 from pruning.pruners.fista import fista_lambda_path, fista_lipschitz, fista_prune
 from pruning.pruners.gd import lipschitz, local_objective, masked_gd, output_scale, refit_support, relative_error
@@ -80,6 +81,9 @@ from pruning.pruners.wanda import wanda, wanda_scores
 from pruning.toy_problems import correlated_pairs_layer
 from spectra.models import load_model
 from spectra.weights import iter_model_weights
+
+#: the paper-literal options of each pruner that has them (its registry spec says which)
+PAPER_LITERAL = {name: spec.paper_literal for name, spec in PRUNERS.items() if spec.paper_literal}
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 hf_logging.disable_progress_bar()
@@ -425,7 +429,7 @@ toy_mean.unstack("method")
 # ## 4 · Paper-literal variants next to our defaults
 #
 # Each default differs from its paper in one documented way (README, "Where we differ from the papers on
-# purpose"); the literal variant stays one option away (`pruning.prune.PAPER_LITERAL`: FISTA `refit="none"`, prox24
+# purpose"); the literal variant stays one option away (each pruner spec's `paper_literal`: FISTA `refit="none"`, prox24
 # `precondition=False`; masked GD `precondition=False`, `--gd-plain`). Each pair differs in that one option only
 # (the literal FISTA keeps the rescaled FISTA steps; section 2 shows the plain ones). On this layer:
 

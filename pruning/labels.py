@@ -18,14 +18,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from pruning.allocation.registry import METHOD_LABELS
 from pruning.pruners import PRUNERS
 
 __all__ = ["ALLOCATION_LABELS", "allocation_label", "pruner_label", "readable_run", "readable", "method_label",
            "settings_label", "run_label", "is_paper_literal"]
 
-#: readable names of the allocation methods (legends, tables, the app's pickers)
-ALLOCATION_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
-                     "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
+#: readable names of the allocation methods (legends, tables, the app's pickers), from their registry specs
+ALLOCATION_LABELS = METHOD_LABELS
 
 
 def _missing(v: Any) -> bool:

@@ -82,54 +82,58 @@ class PeakRSS:
         return False
 
 
-def owl_ratios(model: torch.nn.Module, settings: PruneSettings, calib: Optional[torch.Tensor] = None,
-               input_norms: Optional[dict] = None, progress: bool = False, device=None, block_io=None) -> dict:
-    """OWL's outlier ratios of the dense ``model`` (:func:`pruning.allocation.owl_outlier_ratios` with the
-    settings' ``owl_M`` and granularity), computed one block at a time while the block is loaded.
+def calibration_signal(model: torch.nn.Module, settings: PruneSettings, calib: Optional[torch.Tensor] = None,
+                       input_norms: Optional[dict] = None, progress: bool = False, device=None,
+                       block_io=None) -> dict:
+    """The calibration signal of the settings' allocation (OWL's outlier ratios, DLP's block scores: the spec's
+    ``signal(weights, input_sq_norms, settings)``) for the dense ``model``, computed one block at a time while the
+    block is loaded.
 
     Without ``input_norms`` one walk over the blocks collects the calibration input norms (``calib``) and reads each
     block's weights (:func:`pruning.block_loop.collect_input_norms` with ``on_block``); a streamed model's
     ``block_io`` must then free the blocks it releases without writing them (a ``StreamedModel`` without writer).
-    The ratios are the same as those of all weights at once: OWL's ratio of a block (or matrix) reads only its own
-    weights and norms.
+    The signal equals that of all weights at once: each block's value reads only its own weights and norms.
     """
-    from pruning.allocation import owl_outlier_ratios
-    from pruning.blocks import block_linears, walk_blocks
+    from pruning.allocation import get_allocation
     from pruning.block_loop import collect_input_norms
+    from pruning.blocks import block_linears, walk_blocks
 
     a = settings.allocation
-    ratios: dict = {}
+    spec = get_allocation(a.method)
+    if spec.signal is None:
+        raise ValueError(f"{spec.label} (--allocation {a.method}) reads no calibration signal")
+    out: dict = {}
 
     def add(linears, norms: dict) -> None:
         weights = {lin.longname: lin.get() for lin in linears}
-        ratios.update(owl_outlier_ratios(weights, {n: norms[n] for n in weights}, a.owl_M,
-                                         granularity=a.granularity))
+        out.update(spec.signal(weights, {n: norms[n] for n in weights}, a))
 
     if input_norms is not None:
         per_block = block_linears(model)
         for b, _ in walk_blocks(model, device, block_io):
             add(per_block[b], input_norms)
-        return ratios
+        return out
     if calib is None:
-        raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
+        raise ValueError(f"{spec.label} (--allocation {a.method}) needs calibration windows (it reads the calibration "
+                         f"input norms); give calibration data (--nsamples > 0, --data-dir)")
     collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress, device=device,
                         block_io=block_io,
                         on_block=lambda b, linears, stats: add(linears, {n: st.sq_norm for n, st in stats.items()}))
-    return ratios
+    return out
 
 
 def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: Optional[torch.Tensor] = None,
                        metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
-                       progress: bool = False, outlier_ratios: Optional[dict] = None) -> pd.DataFrame:
+                       progress: bool = False, signal: Optional[dict] = None) -> pd.DataFrame:
     """Contract 2 allocation DataFrame (``longname block role num_params metric sparsity``) for the dense ``model``.
 
-    ``metrics`` (a spectra DataFrame of this model), ``input_norms`` (from ``collect_input_norms``) and OWL's
-    ``outlier_ratios`` (:func:`owl_ratios`; a streamed model's come from a read-only walk) may be given to skip
-    recomputing them (the sweep does so).
+    ``metrics`` (a spectra DataFrame of this model), ``input_norms`` (from ``collect_input_norms``) and the
+    calibration ``signal`` (:func:`calibration_signal`; a streamed model's comes from a read-only walk) may be given
+    to skip recomputing them (the sweep does so).
     """
-    from spectra.weights import iter_model_weights, weight_table
+    from spectra.weights import weight_table
 
-    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, load_allocation
+    from pruning.allocation import load_allocation
 
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
@@ -146,28 +150,38 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
         df.attrs["allocation"] = {"method": getattr(loaded, "method", None) or "file",
                                   "file": str(a.file), "settings": getattr(loaded, "settings", {})}
         return df
-    method = a.method
-    weights = ratios = None
-    if method in SPECTRAL_METHODS:
-        if metrics is None:
+    return _registered_allocation(model, settings, table, calib, metrics, input_norms, progress, signal)
+
+
+def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, calib, metrics, input_norms,
+                           progress: bool, signal: Optional[dict] = None) -> pd.DataFrame:
+    """The allocation of a registered method: reads what its spec says (spectral metrics, the weights, the
+    calibration input norms) and dispatches to :func:`pruning.allocation.allocate`."""
+    from spectra.weights import iter_model_weights
+
+    from pruning.allocation import allocate, get_allocation
+
+    a = settings.allocation
+    spec = get_allocation(a.method)
+    weights = None
+    base = table
+    if spec.reads == "metrics":
+        if metrics is None or (spec.analysis.get("farms") and "alpha_farms" not in metrics.columns):
             from spectra.analyze import AnalysisSettings, analyze
 
-            metrics = analyze(model, AnalysisSettings(xmin_rule=a.xmin_rule), progress=progress)
+            metrics = analyze(model, AnalysisSettings(xmin_rule=a.xmin_rule, **spec.analysis), progress=progress)
         base = metrics
-    else:
-        base = table
-        if method in WEIGHT_METHODS:
-            weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
-        if method == "owl":
-            ratios = outlier_ratios if outlier_ratios is not None else \
-                owl_ratios(model, settings, calib, input_norms, progress)
-    return allocate(base, method, float(a.sparsity), **a.allocate_kwargs(weights, ratios))
+    elif spec.reads == "weights":
+        weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
+    if spec.needs_calibration and signal is None:
+        signal = calibration_signal(model, settings, calib, input_norms, progress)
+    return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal))
 
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,
                 progress: bool = True, metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
                 calib: Optional[torch.Tensor] = None, device=None, block_io=None,
-                outlier_ratios: Optional[dict] = None) -> PruneResult:
+                signal: Optional[dict] = None) -> PruneResult:
     """Allocate and prune ``model`` (a CausalLM or a ``LoadedModel``) in place; returns a :class:`PruneResult`.
 
     ``progress_cb(done, total, longname)`` after every pruned matrix. ``calib`` overrides the C4 windows (tests).
@@ -190,7 +204,7 @@ def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional
         timings["calibration"] = time.perf_counter() - t
         t = time.perf_counter()
         alloc = None if settings.allocation.is_uniform else compute_allocation(model, settings, calib, metrics,
-                                                                                input_norms, progress, outlier_ratios)
+                                                                                input_norms, progress, signal)
         timings["allocation"] = time.perf_counter() - t
         sparsity = float(settings.allocation.sparsity) if alloc is None else \
             dict(zip(alloc["longname"], alloc["sparsity"].astype(float)))

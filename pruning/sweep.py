@@ -23,11 +23,11 @@ import pandas as pd
 
 from spectra.files import atomic_path
 
-from pruning.allocation import SPECTRAL_METHODS
+from pruning.allocation import SPECTRAL_METHODS, get_allocation
 from pruning.labels import settings_label
 from pruning.prune import prune_model
-from pruning.runs import load_table, run_record
 from pruning.pruners import DEFAULT_PRUNER
+from pruning.runs import load_table, run_record
 from pruning.settings import PruneSettings
 
 #: allocations whose result depends on λ.
@@ -162,17 +162,19 @@ def _cell_inputs(s: PruneSettings, dense_lm, caches: dict, progress: bool) -> tu
 
     a, cal = s.allocation, s.calibration
     metrics = calib = norms = None
-    if a.method in SPECTRAL_METHODS and not a.nm:
-        if a.xmin_rule not in caches["metrics"]:
+    aspec = get_allocation(a.method)
+    if aspec.reads == "metrics" and not a.nm:
+        mkey = (a.xmin_rule, tuple(sorted(aspec.analysis.items())))
+        if mkey not in caches["metrics"]:
             from spectra.analyze import AnalysisSettings, analyze
 
-            caches["metrics"][a.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule),
-                                                     progress=progress)
-        metrics = caches["metrics"][a.xmin_rule]
+            caches["metrics"][mkey] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule, **aspec.analysis),
+                                              progress=progress)
+        metrics = caches["metrics"][mkey]
     if s.needs_calibration():
         calib = get_calibration(dense_lm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
                                 path=cal.data_path)
-    if a.method == "owl" and not a.nm:
+    if aspec.needs_calibration and not a.nm:
         if cal not in caches["norms"]:  # the calibration settings are the key (a frozen dataclass)
             caches["norms"][cal] = collect_input_norms(dense_lm.model, calib, cal.batch_size)
         norms = caches["norms"][cal]

@@ -16,6 +16,7 @@ values given, as many evaluations as values given; assumes one minimum). The JSO
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -25,14 +26,14 @@ from typing import Callable, Optional
 
 from spectra.options import check_options, option, same_as
 
+from pruning.allocation.registry import TUNABLE_METHODS, get_allocation
 from pruning.calib_stats import TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
-from pruning.blocks import block_linears
 from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.settings import AllocationSettings, CalibrationSettings
 
 __all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
 
-TUNABLE = ("alphapruning", "owl")
+TUNABLE = TUNABLE_METHODS  # every registered method with a tunable parameter
 SEARCHES = ("grid", "golden")
 
 
@@ -42,11 +43,15 @@ class TuneSettings:
     (``python -m pruning tune``) and the app's λ search are built from these fields and :attr:`calib`'s."""
 
     pruner: str = option(DEFAULT_PRUNER, "one-shot pruner (from the dense statistics)", choices=one_shot_pruners)
-    allocation: str = option("alphapruning", "allocation to tune: alphapruning (λ) or owl (λ and M)",
+    allocation: str = option("alphapruning", "allocation to tune (its first tunable parameter, from the allocation "
+                             "registry: λ for alphapruning/farms/stable_rank, OWL's λ (and M), DLP's α, ATP's β)",
                              choices=TUNABLE)
     sparsity: float = same_as(AllocationSettings, "sparsity", default=0.7)
-    lams: list = option(help="λ candidates (golden: their range and count)", kind=list, lo=0.0, hi=1.0,
-                        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], label="λ values")
+    lams: Optional[list] = option(None, "candidates of the method's parameter (golden: their range and count); "
+                                  "default: --candidates evenly spaced over the range its registry spec gives",
+                                  kind=list, lo=0.0, hi=1.0, label="λ values")
+    candidates: int = option(6, "candidates when --lams is not given (the same budget for every method)", lo=1,
+                             flag="--candidates")
     owl_Ms: list = option(help="OWL's M candidates", kind=list, lo=0.0, flag="--owl-ms", default_factory=lambda: [5.0])
     search: str = option("grid", "grid: every value; golden: golden-section search over their range",
                          choices=SEARCHES)
@@ -78,17 +83,72 @@ class TuneSettings:
         check_options(self)
         if self.eval_seqlen is None:
             self.eval_seqlen = self.calib.seqlen
-        if self.search == "golden" and len(self.lams) < 3:
+        if self.search == "golden" and len(self.lams or [0] * self.candidates) < 3:
             raise ValueError("tune: --search golden needs at least 3 λ values (their range and the budget)")
         return self
 
     def key(self) -> dict:
         """The settings that change a candidate's number (the resume key)."""
         d = asdict(self)
-        for k in ("lams", "owl_Ms", "search"):
+        for k in ("lams", "owl_Ms", "search", "candidates"):
             d.pop(k)
         d["calib"] = stats_key(self.calib, False)
         return d
+
+
+def allocation_settings(settings: TuneSettings, value: float, M: Optional[float] = None) -> AllocationSettings:
+    """The :class:`AllocationSettings` of one candidate: the method's first tunable parameter (its registry spec)
+    at ``value`` (and OWL's M at ``M``), the tuning's target, bounds and xmin rule."""
+    spec = get_allocation(settings.allocation)
+    extra = {spec.params[0].name: float(value)}
+    if M is not None:
+        extra["owl_M"] = float(M)
+    return AllocationSettings(method=settings.allocation, sparsity=settings.sparsity, xmin_rule=settings.xmin_rule,
+                              max_sparsity=settings.max_sparsity, **extra)
+
+
+def candidate_values(settings: TuneSettings, base) -> list:
+    """The values of the method's first tunable parameter to score: ``lams`` when given, else ``candidates`` values
+    evenly spaced over the range of its registry spec (ATP's upper end depends on S and the number of blocks)."""
+    if settings.lams:
+        return [round(float(v), 6) for v in settings.lams]
+    n_blocks = int(base["block"].nunique()) if "block" in base.columns else 1
+    return get_allocation(settings.allocation).params[0].grid(settings.sparsity, n_blocks, settings.candidates)
+
+
+def _allocation_inputs(model, settings: TuneSettings, stats, block_io=None) -> tuple:
+    """(the table the method's allocation reads, {M or None: calibration signal}) — computed once before the search:
+    spectral metrics for a metrics method; for a calibration method its signal from the dense statistics' input
+    norms (once per OWL M), so that no candidate recomputes it. The weights are read one block at a time (a block's
+    signal reads only its own weights and norms), so no second copy of them lives through the search and a streamed
+    model (``block_io``) works the same."""
+    from spectra.weights import weight_table
+
+    from pruning.blocks import block_linears, walk_blocks
+
+    spec = get_allocation(settings.allocation)
+    if spec.reads == "metrics":
+        from spectra.analyze import AnalysisSettings, analyze
+
+        source = model if block_io is None else block_io.directory  # streamed: spectra reads the shards
+        metrics = analyze(source, AnalysisSettings(xmin_rule=settings.xmin_rule, **spec.analysis), progress=False)
+        return metrics, {None: None}
+    table = weight_table(model)
+    table = table[table["block"] >= 0].reset_index(drop=True)
+    if not spec.needs_calibration:
+        return table, {None: None}
+    t0 = time.perf_counter()
+    norms = {name: st.sq_norm for name, st in stats.layers.items()}
+    Ms = [float(m) for m in settings.owl_Ms] if "owl_M" in {p.name for p in spec.params} else [None]
+    per_M = {M: allocation_settings(settings, spec.params[0].default, M) for M in Ms}
+    signals: dict = {M: {} for M in Ms}
+    per_block = block_linears(model)
+    for b, _ in walk_blocks(model, None, block_io):
+        weights = {lin.longname: lin.get() for lin in per_block[b]}  # (out, in)
+        for M in Ms:
+            signals[M].update(spec.signal(weights, {n: norms[n] for n in weights}, per_M[M]))
+    signals["seconds"] = round(time.perf_counter() - t0, 3)
+    return table, signals
 
 
 def golden_points(lo: float, hi: float, f: Callable[[float], float], n: int) -> float:
@@ -185,60 +245,8 @@ class _Scorer:
             self.dense_w.restore()
 
 
-def _owl_ratios(model, stats, Ms: list, block_io=None) -> dict:
-    """{M: OWL outlier ratios} of the dense weights, once per M (in memory: one call over all weights; streamed:
-    block by block as each is read, the same ratios since a block's ratio reads only its own weights)."""
-    from pruning.allocation import owl_outlier_ratios
-    from pruning.blocks import walk_blocks
-
-    norms = {name: st.sq_norm for name, st in stats.layers.items()}
-    per_block = block_linears(model)
-    if block_io is None:
-        # the dense weights only for the ratios: no second copy of them lives through the search
-        weights = {lin.longname: lin.get() for blk in per_block for lin in blk}  # (out, in)
-        return {float(M): owl_outlier_ratios(weights, norms, float(M)) for M in Ms}
-    out: dict = {float(M): {} for M in Ms}
-    for b, _ in walk_blocks(model, None, block_io):
-        weights = {lin.longname: lin.get() for lin in per_block[b]}
-        for M in out:
-            out[M].update(owl_outlier_ratios(weights, {n: norms[n] for n in weights}, M))
-    return out
-
-
-def _allocator(model, settings: TuneSettings, stats, block_io, result: dict) -> Callable:
-    """``alloc(λ, M) -> {longname: sparsity}`` of the tuned allocation (its inputs computed once here)."""
-    from pruning.allocation import allocate
-
-    if settings.allocation == "alphapruning":
-        from spectra.analyze import AnalysisSettings, analyze
-
-        source = model if block_io is None else block_io.directory  # streamed: spectra reads the shards
-        metrics = analyze(source, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=False)
-
-        def alloc(lam, M):
-            return allocate(metrics, "alphapruning", settings.sparsity, lam=lam, max_sparsity=settings.max_sparsity)
-    else:
-        from spectra.weights import weight_table
-
-        table = weight_table(model)
-        table = table[table["block"] >= 0].reset_index(drop=True)
-        t0 = time.perf_counter()
-        ratios = _owl_ratios(model, stats, settings.owl_Ms, block_io)
-        result["owl_ratio_seconds"] = round(time.perf_counter() - t0, 3)
-
-        def alloc(lam, M):
-            return allocate(table, "owl", settings.sparsity, outlier_ratios=ratios[M], owl_lambda=lam, owl_M=M,
-                            max_sparsity=settings.max_sparsity)
-
-    def sparsities(lam, M) -> dict:
-        df = alloc(lam, M)
-        return dict(zip(df["longname"], df["sparsity"].astype(float)))
-
-    return sparsities
-
-
 def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[str], None] = print,
-         progress_cb: Optional[Callable[[dict], None]] = None, block_io=None) -> dict:
+         progress_cb: Optional[Callable[[dict], None]] = None, block_io=None, baseline: Optional[dict] = None) -> dict:
     """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
 
     Parameters
@@ -253,45 +261,59 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
         A line per step; ``progress_cb(row)`` after every candidate (the app's live curve).
     block_io : BlockIO, optional
         A streamed model's read-only block loader (``StreamedModel`` without writer, also passed as ``lm``): the
-        statistics, OWL's ratios and every candidate's evaluation then read one block at a time.
+        statistics, the calibration signal and every candidate's evaluation then read one block at a time.
+    baseline : dict, optional
+        ``{"dense": ..., "uniform": ...}`` of an earlier tune with the same settings but the allocation (``compare``):
+        skips those two evaluations.
 
     Returns
     -------
     dict
         ``settings``, ``versions``, ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the
-        same sparsity everywhere), ``rows`` (one per candidate) and ``best``.
+        same sparsity everywhere), ``rows`` (one per candidate) and ``best`` (``lam`` holds the value of the
+        method's first tunable parameter, named in ``param``).
     """
+    from pruning.allocation import allocate
     from pruning.report import package_versions
 
     settings.validate()
     path = Path(out) if out else None
     key = settings.key()
     done = _resume(path, key, log)
-    result = {"key": key, "settings": {**key, "lams": list(settings.lams), "owl_Ms": list(settings.owl_Ms),
-                                       "search": settings.search},
+    result = {"key": key, "settings": {**key, "lams": settings.lams, "owl_Ms": list(settings.owl_Ms),
+                                       "search": settings.search, "candidates": settings.candidates},
               "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
     scorer = _Scorer(lm, settings, block_io)
     result["stats_seconds"] = scorer.stats_seconds
-    ppl, secs = scorer.evaluate()
+    if baseline is not None:
+        ppl, secs = baseline["dense"]["ppl"], baseline["dense"]["seconds"]
+        done[("uniform", None)] = baseline["uniform"]
+    else:
+        ppl, secs = scorer.evaluate()
     result["dense"] = {"ppl": ppl, "seconds": secs}
     log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
         f"windows, {secs:.1f} s); statistics {result['stats_seconds']:.1f} s")
-    alloc = _allocator(lm.model, settings, scorer.stats, block_io, result)
+    base, signals = _allocation_inputs(lm.model, settings, scorer.stats, block_io)
+    result["signal_seconds"] = signals.pop("seconds", 0.0)
+    values = candidate_values(settings, base)
+    param = get_allocation(settings.allocation).params[0]
+    result["settings"].update(param=param.name, values=values)
 
     def candidate(lam: float, M: Optional[float] = None) -> float:
         lam = round(float(lam), 6)
         if (lam, M) not in done:
             t0 = time.perf_counter()
-            sparsity = alloc(lam, M)
+            a = allocation_settings(settings, lam, M)
+            alloc = allocate(base, a.method, a.sparsity, **a.allocate_kwargs(signal=signals.get(M)))
             alloc_s = time.perf_counter() - t0
-            row = scorer.score(sparsity, {"lam": lam, "owl_M": M})
+            row = scorer.score(dict(zip(alloc["longname"], alloc["sparsity"].astype(float))), {"lam": lam, "owl_M": M})
             row["alloc_seconds"] = alloc_s
             row["seconds"] += alloc_s
             done[(lam, M)] = row
         row = done[(lam, M)]
         if row not in result["rows"]:
             result["rows"].append(row)
-            log(f"λ={lam:g}{'' if M is None else f' M={M:g}'}: held-out ppl {row['ppl']:.3f} "
+            log(f"{param.label}={lam:g}{'' if M is None else f' M={M:g}'}: held-out ppl {row['ppl']:.3f} "
                 f"({row['seconds']:.1f} s = {row['seconds'] / result['dense']['seconds']:.2f}× one dense evaluation)")
             _write(path, result)
             if progress_cb is not None:
@@ -301,33 +323,32 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
     result["uniform"] = done.get(("uniform", None)) or scorer.score(float(settings.sparsity), {"lam": "uniform"})
     done[("uniform", None)] = result["uniform"]
     log(f"uniform {settings.sparsity:.0%}: held-out ppl {result['uniform']['ppl']:.3f}")
-    _search(settings, candidate)
-    _finish(result, scorer, path, log)
+    _search(settings, values, list(signals), candidate)
+    _finish(result, scorer, path, param.label, log)
     return result
 
 
-def _search(settings: TuneSettings, candidate: Callable) -> None:
-    """Score the candidates: every λ (grid) or a golden-section search over their range, for every M."""
-    Ms = [None] if settings.allocation == "alphapruning" else [float(m) for m in settings.owl_Ms]
+def _search(settings: TuneSettings, values: list, Ms: list, candidate: Callable) -> None:
+    """Score the candidates: every value (grid) or a golden-section search over their range, for every M."""
     for M in Ms:
         if settings.search == "grid":
-            for lam in settings.lams:
+            for lam in values:
                 candidate(lam, M)
         else:
-            lo, hi = min(map(float, settings.lams)), max(map(float, settings.lams))
-            golden_points(lo, hi, lambda x, M=M: candidate(x, M), len(settings.lams))
+            golden_points(min(values), max(values), lambda x, M=M: candidate(x, M), len(values))
 
 
-def _finish(result: dict, scorer: _Scorer, path: Optional[Path], log: Callable[[str], None]) -> None:
+def _finish(result: dict, scorer: _Scorer, path: Optional[Path], plabel: str, log: Callable[[str], None]) -> None:
     best = min(result["rows"], key=lambda r: r["ppl"])
-    result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"]}
+    result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"],
+                      "param": result["settings"]["param"]}
     later = result["rows"][1:]
     if later:
         result["cost_per_extra_candidate"] = sum(r["seconds"] for r in later) / len(later) / result["dense"]["seconds"]
     scorer.restore()
     _write(path, result)
     m_txt = "" if best["owl_M"] is None else f" M={best['owl_M']:g}"
-    log(f"best: λ={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
+    log(f"best: {plabel}={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
 
 
 def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, test_windows: Optional[int] = None,
@@ -350,14 +371,11 @@ def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, 
     out: dict = {}
     for name, cand in runs.items():
         if cand["lam"] == "uniform":
-            chosen = {"allocation": "uniform"}
-        elif settings.allocation == "alphapruning":
-            chosen = {"allocation": "alphapruning", "lam": float(cand["lam"])}
+            alloc = dataclasses.replace(allocation_settings(settings, 0.0, None), method="uniform")
         else:
-            chosen = {"allocation": "owl", "owl_lambda": float(cand["lam"]), "owl_M": float(cand["owl_M"])}
-        ps = PruneSettings(calibration=settings.calib).replace(
-            pruner=settings.pruner, sparsity=settings.sparsity, xmin_rule=settings.xmin_rule,
-            max_sparsity=settings.max_sparsity, **chosen)
+            alloc = allocation_settings(settings, float(cand["lam"]), cand.get("owl_M"))
+        ps = dataclasses.replace(PruneSettings(calibration=settings.calib).replace(pruner=settings.pruner),
+                                 allocation=alloc).validate()
         res = prune_model(lm, None, ps, progress=False)
         val = perplexity(lm.model, lm.tokenizer, settings.eval_dataset, seqlen=settings.eval_seqlen,
                          max_windows=settings.eval_windows, progress=False, path=data_path)
@@ -367,7 +385,7 @@ def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, 
                      "val_ppl": val.ppl, "test_ppl": test.ppl, "test_windows": test.nwindows,
                      "test_seqlen": test.seqlen, "prune_seconds": res.timings["total"],
                      "achieved_sparsity": res.achieved_sparsity}
-        lam_txt = "" if cand["lam"] == "uniform" else f" λ={cand['lam']}"
+        lam_txt = "" if cand["lam"] == "uniform" else f" {cand['lam']}"
         log(f"sequential {name} ({ps.allocation.method}{lam_txt}): "
             f"held-out ppl {val.ppl:.3f}, WikiText-2 test ppl {test.ppl:.3f} ({test.nwindows} × {test.seqlen})")
         dense.restore()

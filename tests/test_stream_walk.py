@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pruning.blocks import walk_blocks
-from pruning.prune import owl_ratios, prune_model
+from pruning.prune import calibration_signal as owl_ratios, prune_model
 from pruning.block_loop import collect_input_norms, dense_layer_stats
 from pruning.settings import PruneSettings
 from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
@@ -93,7 +93,7 @@ def test_streamed_owl_prune_equals_in_memory(ckpt, tmp_path, calib):
     ratios = owl_ratios(reader.model, s, calib, block_io=reader)
     out = tmp_path / "out"
     sm = StreamedModel(d, torch.float32, ShardWriter(out, max_bytes=60_000), tokenizer=False, load_head=False)
-    res = prune_model(sm.model, None, s, progress=False, calib=calib, block_io=sm, outlier_ratios=ratios)
+    res = prune_model(sm.model, None, s, progress=False, calib=calib, block_io=sm, signal=ratios)
     write_streamed_output(sm, out)
     got, want = _state(out), model.state_dict()
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning.allocation import WEIGHT_METHODS, allocate, allocation_options
+from pruning.allocation import CALIBRATION_METHODS, WEIGHT_METHODS, allocate, allocation_options
 from spectra.analyze import AnalysisSettings, analyze
 from spectra.errors import SpectraError
 
@@ -119,6 +119,20 @@ def owl_ratios(key: str, nsamples: int, seqlen: int, granularity: str = "block")
     return owl_outlier_ratios(model_weights(key), input_norms(key, nsamples, seqlen), granularity=granularity)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def calibration_signal(key: str, method: str, nsamples: int, seqlen: int, granularity: str = "block") -> dict:
+    """The calibration signal of ``method`` (OWL's outlier ratios, DLP's block scores: its spec's ``signal``) from
+    the dense model's input norms."""
+    from pruning.allocation import get_allocation
+    from pruning.settings import AllocationSettings
+
+    if method == "owl":
+        return owl_ratios(key, nsamples, seqlen, granularity)
+    spec = get_allocation(method)
+    return spec.signal(model_weights(key), input_norms(key, nsamples, seqlen),
+                       AllocationSettings(method=method, granularity=granularity))
+
+
 def metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
     """The analysis table without its eigenvalues (what the allocations read)."""
     return df.drop(columns=[c for c in ("evals",) if c in df.columns])
@@ -136,7 +150,7 @@ def method_settings(method: str, settings: dict) -> dict:
 
     read = settings_read(method)
     out = {**settings, **{k: v for k, v in NEUTRAL_SETTINGS.items() if k not in read}}
-    if method != "owl":
+    if method not in CALIBRATION_METHODS:
         out.update(nsamples=0, seqlen=0)
     return out
 
@@ -152,8 +166,8 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
     S, lam, mapping, granularity, metric = s["S"], s["lam"], s["mapping"], s["granularity"], s["metric"]
     lo, hi, nsamples, seqlen, exclude_flagged = s["lo"], s["hi"], s["nsamples"], s["seqlen"], s["exclude_flagged"]
     weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
-    ratios = (owl_ratios(model_key, nsamples, seqlen, granularity) if model_key is not None and method == "owl"
-              else None)
+    ratios = (calibration_signal(model_key, method, nsamples, seqlen, granularity)
+              if model_key is not None and method in CALIBRATION_METHODS else None)
     kw = allocation_options(method, lam=lam, mapping=mapping, granularity=granularity, metric=metric,
                             exclude_flagged=exclude_flagged, min_sparsity=lo, max_sparsity=hi, weights=weights,
                             outlier_ratios=ratios)
@@ -267,3 +281,20 @@ def kaleido_server() -> bool:
         return True
     except Exception:  # noqa: BLE001
         return False
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def farms_table(key: str, rule: str) -> pd.DataFrame:
+    """FARMS α next to α (``analyze(..., farms=True)``; cached on disk by spectra) of the model ``key``."""
+    from spectra.farms import FARMS_COLUMNS
+
+    df = analyze(None if key == "builtin" else key, AnalysisSettings(xmin_rule=rule, farms=True), progress=False)
+    return df[["longname", "block", "role", "rows", "cols", "alpha", *FARMS_COLUMNS]]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def farms_evals(key: str, name: str) -> np.ndarray:
+    """The pooled FARMS ESD of one matrix (``spectra.analyze.matrix_farms_esd``, default windows)."""
+    from spectra.analyze import matrix_farms_esd
+
+    return matrix_farms_esd(None if key == "builtin" else key, name)

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS
+from pruning.allocation import ALLOCATION_METHODS, CALIBRATION_METHODS, SPECTRAL_METHODS
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.labels import ALLOCATION_LABELS, is_paper_literal, readable, readable_run, run_label
 from pruning.pruners import get_pruner, literal_pruners
@@ -98,8 +98,8 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
     if settings.needs_calibration():
         log(0.03, f"calibration windows ({cal.nsamples} × {cal.seqlen} tokens of {cal.dataset})")
         calib = cache.calibration_windows(ctx.model_key, cal.nsamples, cal.seqlen)
-    if method == "owl":
-        log(0.04, "OWL: calibration input norms of the dense model (cached later)")
+    if method in CALIBRATION_METHODS:
+        log(0.04, f"{ALLOCATION_LABELS[method]}: calibration input norms of the dense model (cached later)")
         norms = cache.input_norms(ctx.model_key, cal.nsamples, cal.seqlen)
     flagged = ", flagged fits left out" if a.exclude_flagged else ""
     log(0.05, f"allocation ({ALLOCATION_LABELS[method]}{flagged}), then the calibration inputs of block 0"

@@ -171,8 +171,9 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
                          f"(not a pruned-model folder); choose another --out")
 
 
-#: allocations that read every weight at once, refused under --stream (OWL streams: its ratios are per block)
-NOT_STREAMABLE = ("global", "lamp")
+#: allocations that read every weight at once, refused under --stream (calibration signals stream: per block)
+NOT_STREAMABLE = tuple(n for n, s in __import__("pruning.allocation", fromlist=["ALLOCATIONS"]).ALLOCATIONS.items()
+                       if s.reads == "weights")
 
 
 def _compute_setup(model: str, o, settings):
@@ -241,7 +242,7 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
     returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
     from spectra.models import LoadedModel, ModelSource
 
-    from pruning.allocation import SPECTRAL_METHODS
+    from pruning.allocation import SPECTRAL_METHODS, get_allocation
     from pruning.prune import prune_model
     from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
 
@@ -251,24 +252,26 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
         sm = StreamedModel(directory, dtype)
         dense = evaluate_on(sm.model, sm.tokenizer, ev, data_dir, progress, device, sm)
     sm = StreamedModel(directory, dtype, ShardWriter(tmp, parse_size(o.shard_size)), load_head=False)
-    metrics = ratios = calib = None
+    metrics = signal = calib = None
     a = settings.allocation
     if a.method in SPECTRAL_METHODS and not a.file and a.nm is None:
         from spectra.analyze import AnalysisSettings, analyze
 
-        metrics = analyze(directory, AnalysisSettings(xmin_rule=a.xmin_rule), progress=progress)
-    if a.method == "owl" and not a.file and a.nm is None:  # its ratios from a read-only walk over the shards
+        metrics = analyze(directory, AnalysisSettings(xmin_rule=a.xmin_rule, **get_allocation(a.method).analysis),
+                          progress=progress)
+    if get_allocation(a.method).needs_calibration and not a.file and a.nm is None:
+        # the signal (OWL's ratios, DLP's scores) from a read-only walk over the shards
         from pruning.evaluation.data import get_calibration
-        from pruning.prune import owl_ratios
+        from pruning.prune import calibration_signal
 
         cal = settings.calibration
         calib = get_calibration(sm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
                                 path=cal.data_path)
         reader = StreamedModel(directory, dtype, tokenizer=False, load_head=False)  # no writer: blocks only freed
-        ratios = owl_ratios(reader.model, settings, calib, progress=progress, device=device, block_io=reader)
+        signal = calibration_signal(reader.model, settings, calib, progress=progress, device=device, block_io=reader)
         del reader
     result = prune_model(sm.model, sm.tokenizer, settings, progress=progress, metrics=metrics, device=device,
-                         block_io=sm, calib=calib, outlier_ratios=ratios)
+                         block_io=sm, calib=calib, signal=signal)
     t = time.perf_counter()
     write_streamed_output(sm, tmp)
     save_s = time.perf_counter() - t

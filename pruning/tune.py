@@ -239,6 +239,14 @@ class _Scorer:
         p, es = self.evaluate(io)
         return {**label, "ppl": p, "prune_seconds": t1 - t0, "eval_seconds": es, "seconds": time.perf_counter() - t0}
 
+    def dense(self, baseline: Optional[dict], done: dict) -> tuple[float, float]:
+        """(held-out perplexity, seconds) of the dense model, or ``baseline``'s (its uniform row then goes in
+        ``done``)."""
+        if baseline is None:
+            return self.evaluate()
+        done[("uniform", None)] = baseline["uniform"]
+        return baseline["dense"]["ppl"], baseline["dense"]["seconds"]
+
     def restore(self) -> None:
         """Leave an in-memory model dense (a streamed one never changed)."""
         if self.dense_w is not None:
@@ -285,11 +293,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
               "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
     scorer = _Scorer(lm, settings, block_io)
     result["stats_seconds"] = scorer.stats_seconds
-    if baseline is not None:
-        ppl, secs = baseline["dense"]["ppl"], baseline["dense"]["seconds"]
-        done[("uniform", None)] = baseline["uniform"]
-    else:
-        ppl, secs = scorer.evaluate()
+    ppl, secs = scorer.dense(baseline, done)
     result["dense"] = {"ppl": ppl, "seconds": secs}
     log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
         f"windows, {secs:.1f} s); statistics {result['stats_seconds']:.1f} s")

@@ -10,7 +10,8 @@ Both run with batch size 8 in the same process on the same threads; each is warm
     flock /tmp/heavy.lock nice -n 5 python bench/bench_lmeval.py --n 50 --repeat 3 --json bench/lmeval_timing.json
 
 The hand-written scorer was removed from the package after this check; the script needs a checkout that still
-has ``pruning/evaluation/zeroshot.py`` (the commit named in bench/RESULTS_lmeval.md).
+has ``pruning/evaluation/zeroshot.py`` (commit 455ecc4, with this script copied into its bench/; see
+bench/RESULTS_lmeval.md).
 """
 from __future__ import annotations
 

@@ -5,28 +5,10 @@ import json
 
 import pandas as pd
 import pytest
-import torch
-import transformers as tf
 
 from pruning.__main__ import main
 from pruning.pruners import PRUNERS, PrunerSpec, get_pruner
 from pruning.sweep import SweepSpec, append_row, cell_key, expand, load_table
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A 2-block random Llama with the built-in model's tokenizer, saved as a local HF directory."""
-    from spectra.models import load_model
-
-    tok = load_model().tokenizer
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def test_expand_sweeps_lambda_only_where_used_and_nm_as_uniform():

@@ -101,7 +101,7 @@ def visit(page, view: str) -> None:
 def slider_steps(page, server: Server, label: str) -> list[tuple]:
     """λ 0.30 → 0.35 → … → 0.60 with the keyboard: each step timed from the key press to the redrawn chart (its title
     names the new λ), no fixed waits inside the timed part; rows for the median and the slowest of the six steps."""
-    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning range)").get_by_role("slider")
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (allocation range)").get_by_role("slider")
     thumb.focus()
 
     def move(target: str):
@@ -148,7 +148,7 @@ def main() -> None:
         # peer: the framework floor of a slider step — a page with one slider and one plotly chart titled by it
         slider_page = blank.parent / "slider.py"
         slider_page.write_text("import streamlit as st, plotly.graph_objects as go\n"
-                               "v = st.slider('λ (AlphaPruning range)', 0.0, 1.0, 0.3, step=0.05)\n"
+                               "v = st.slider('λ (allocation range)', 0.0, 1.0, 0.3, step=0.05)\n"
                                "st.plotly_chart(go.Figure(go.Scatter(y=[v, 1 - v])).update_layout("
                                "title=f'λ = {v:.2f}'))\n")
         srv = Server(slider_page, env)

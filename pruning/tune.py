@@ -116,10 +116,12 @@ def _write(path: Path, obj: dict) -> None:
 
 
 def tune(lm, settings: TuneSettings, out: Optional[str] = None,
-         log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None) -> dict:
+         log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None,
+         phase_cb: Optional[Callable[[str], None]] = None) -> dict:
     """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
 
-    ``progress_cb(row)`` after every candidate (the app's live curve). Keys: ``settings``, ``versions``,
+    ``progress_cb(row)`` after every candidate (the app's live curve); ``phase_cb(text)`` while the dense statistics
+    (block by block) and every held-out evaluation (window by window) run. Keys: ``settings``, ``versions``,
     ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the same sparsity everywhere),
     ``rows`` (one per candidate) and ``best``.
     """
@@ -150,12 +152,15 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
 
     def evaluate() -> tuple[float, float]:
         t = time.perf_counter()
+        cb = None if phase_cb is None else (lambda i, n: phase_cb(f"held-out evaluation: window {i}/{n}"))
         r = perplexity(model, tok, settings.eval_dataset, seqlen=settings.eval_seqlen,
-                       max_windows=settings.eval_windows, progress=False, path=data_path)
+                       max_windows=settings.eval_windows, progress=False, path=data_path, progress_cb=cb)
         return float(r.ppl), time.perf_counter() - t
 
     t = time.perf_counter()
-    stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt")
+    stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt",
+                        progress_cb=None if phase_cb is None else
+                        (lambda i, n: phase_cb(f"dense calibration statistics: block {i}/{n}")))
     result["stats_seconds"] = time.perf_counter() - t
     dense_w = DenseWeights(model)
     ppl, secs = evaluate()

@@ -102,13 +102,15 @@ def _progress(total: Optional[int], enabled: bool):
 
 
 def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, progress: bool = True,
-            cache: bool = True, progress_cb: Optional[ProgressCb] = None, **overrides: Any) -> pd.DataFrame:
+            cache: bool = True, progress_cb: Optional[ProgressCb] = None,
+            on_row: Optional[Callable[[dict], None]] = None, **overrides: Any) -> pd.DataFrame:
     """Analyse every block weight matrix of ``source``; one row per matrix (Contract 1), ``attrs['metadata']``.
 
     ``source``: ``None`` (built-in model), a path / GGUF / hub id (anything ``spectra.models`` accepts), a
     ``LoadedModel`` or an in-memory ``torch.nn.Module``. ``settings`` (or keyword overrides of its fields, e.g.
     ``xmin_rule="ks"``) choose the fit. ``progress`` shows a tqdm bar; ``progress_cb(i, n, longname)`` is called
-    after each matrix (n may be None when unknown). With ``cache`` the result is read from / written to the
+    after each matrix (n may be None when unknown); ``on_row(row)`` with each finished row (a dict of Contract 1's
+    columns), in enumeration order, so that a caller can draw the table as it grows. With ``cache`` the result is read from / written to the
     content-keyed cache. Bad matrices (NaN/Inf, all-zero, too small) give ``status='failed'`` rows with the reason.
     """
     fields = {f.name for f in dataclasses.fields(AnalysisSettings)}
@@ -151,6 +153,8 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
             row["evals"] = ev
             if bar is not None:
                 bar.update(1)
+            if on_row is not None:
+                on_row(row)
             if progress_cb is not None:
                 progress_cb(row["layer_id"] + 1, total, name)
         pending.clear()
@@ -170,6 +174,8 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
             row["evals"] = ev
         if bar is not None:
             bar.update(1)
+        if on_row is not None:
+            on_row(row)
         if progress_cb is not None:
             progress_cb(row["layer_id"] + 1, total, row["longname"])
 

@@ -38,7 +38,7 @@ def _analysis_store() -> dict:
     return {}
 
 
-@st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: ~25 s) …",
+@st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: a few seconds) …",
                    max_entries=2)
 def load_model_cached(key: str):
     """The loaded model (shared by all sessions; never modified — pruning works on a deep copy)."""
@@ -47,25 +47,54 @@ def load_model_cached(key: str):
     return load_model(None if key == "builtin" else key)
 
 
+#: seconds between two redraws of the growing depth chart while a model is analysed
+LIVE_CHART_EVERY_S = 0.8
+
+
 def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
-    """Contract 1 table with an ``evals`` column for ``source`` and ``rule``; shows progress on a first analysis."""
+    """Contract 1 table with an ``evals`` column for ``source`` and ``rule``. A first analysis runs on every core
+    (``AnalysisSettings.workers``; same numbers as one thread) with a progress bar and draws α along depth as the
+    rows arrive (:data:`LIVE_CHART_EVERY_S`)."""
+    import os
+    import time
+
     store = _analysis_store()
     key = (source_key(source), rule)
     if key in store:
         return store[key]
     bar = st.progress(0.0, text=f"Analysing {key[0]} (xmin rule {rule}) … the first use of a GGUF model (the "
-                                f"built-in one included) converts it to safetensors first, about half a minute")
+                                f"built-in one included) converts it to safetensors first, a few seconds")
+    live = st.empty()
+    rows: list = []
+    last = [0.0]
+
+    def on_row(row: dict) -> None:
+        rows.append({k: row.get(k) for k in ("layer_id", "longname", "block", "role", "alpha")})
+        if time.perf_counter() - last[0] >= LIVE_CHART_EVERY_S:
+            last[0] = time.perf_counter()
+            live_chart(live, pd.DataFrame(rows), key[0])
 
     def cb(i: int, n: Optional[int], name: str) -> None:
         frac = min(1.0, i / n) if n else 0.0
         bar.progress(frac, text=f"Analysing {key[0]}: {i}/{n or '?'} matrices {name}")
 
     try:
-        df = analyze(source, AnalysisSettings(xmin_rule=rule, keep_eigs=True), progress=False, progress_cb=cb)
+        settings = AnalysisSettings(xmin_rule=rule, keep_eigs=True, workers=max(1, os.cpu_count() or 1))
+        df = analyze(source, settings, progress=False, progress_cb=cb, on_row=on_row)
     finally:
         bar.empty()
+        live.empty()
     store[key] = df
     return df
+
+
+def live_chart(slot, rows: pd.DataFrame, label: str) -> None:
+    """α along depth of the rows analysed so far, drawn in ``slot`` (replaced by the overview when done)."""
+    from spectra.plots import metric_depth_figure
+
+    fig = metric_depth_figure(rows, "alpha", title=f"α along depth, per role — {label} (analysing: {len(rows)} "
+                                                   f"matrices so far)")
+    slot.plotly_chart(fig, width="stretch", config={"displaylogo": False})
 
 
 def get_results_file(path: str) -> pd.DataFrame:

@@ -75,11 +75,18 @@ def allocation_title(settings: dict, ctx: Context) -> str:
             f"{ctx.label}")
 
 
+#: the columns the runs table opens with (the answer first: perplexities, then what the run was)
+RUNS_FIRST = ("ppl", "dense_ppl", "allocation", "label", "sparsity", "lam", "eval", "achieved_sparsity")
+
+
 def runs_table() -> pd.DataFrame:
-    """The runs of this session, one row each (``label`` = pruner + pattern + GD, ``pruning.runs.run_label``)."""
+    """The runs of this session, one row each (``label`` = pruner + pattern + GD, ``pruning.runs.run_label``),
+    perplexities first (:data:`RUNS_FIRST`); ``eval`` names the evaluation protocol (dataset windows×tokens)."""
     t = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in state.runs()])
     if len(t):
         t["eval"] = [f"{d} {w}×{q}" for d, w, q in zip(t["dataset"], t["windows"], t["seqlen"])]
+        first = [c for c in RUNS_FIRST if c in t.columns]
+        t = t[first + [c for c in t.columns if c not in first]]
     return t
 
 
@@ -100,4 +107,6 @@ def tradeoff_of_runs(title: str = "sparsity / perplexity"):
     if not state.runs():
         return None
     t = runs_for_plots()
-    return pplots.tradeoff_figure(pplots.readable(t), dense=t["dense_ppl"].iloc[0], title=title)
+    one_protocol = t["eval"].nunique() == 1
+    return pplots.tradeoff_figure(pplots.readable(t), group=("allocation", "pruner", "eval"),
+                                  dense=t["dense_ppl"].iloc[0] if one_protocol else None, title=title)

@@ -213,9 +213,14 @@ def render(ctx: Context) -> None:
 
 
 def last_run(last: dict) -> None:
+    from pruning.collapse import collapse_note, record_sparsities
+
+    note = collapse_note(last["ppl"], last["dense_ppl"], record_sparsities(last.get("_records")))
+    if note:
+        st.warning(note[0].upper() + note[1:], icon="⚠️")
     c = st.columns(5)
     c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
-    c[1].metric("pruned perplexity", f"{last['ppl']:.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+.2f}",
+    c[1].metric("pruned perplexity", f"{last['ppl']:,.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+,.2f}",
                 delta_color="inverse")
     c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
     c[3].metric("time", f"{last['seconds']:.0f} s")
@@ -253,9 +258,11 @@ def tradeoff(ctx: Context) -> None:
         return
     table = pd.concat(tables, ignore_index=True)
     # runs evaluated differently (this session's small runs vs a full sweep, other windows) are never one curve
-    split = [c for c in ("origin", "eval") if c in table.columns and table[c].nunique() > 1]
+    # the evaluation protocol is always part of a series' name (a run on 2 windows never passes for one on 8)
+    split = [c for c in ("origin", "eval") if c in table.columns and (c == "eval" or table[c].nunique() > 1)]
     dense = None
-    if not split and "dense_ppl" in table.columns and table["dense_ppl"].notna().any():
+    if table.get("eval", pd.Series(dtype=str)).nunique() <= 1 and "dense_ppl" in table.columns \
+            and table["dense_ppl"].notna().any():
         dense = float(table["dense_ppl"].dropna().iloc[0])
     group = tuple(split) + ("allocation", "pruner")
     table["curve"] = table["allocation"].astype(str)
@@ -263,8 +270,8 @@ def tradeoff(ctx: Context) -> None:
     if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
         has = table["lam"].notna()
         table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
-    chart(pplots.tradeoff_figure(pplots.readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
-                                 title="perplexity against sparsity, one curve per allocation × pruner"),
+    chart(pplots.tradeoff_figure(pplots.readable(table), group=("curve", "pruner") + tuple(split), dense=dense,
+                                 title="perplexity against sparsity, one curve per allocation × pruner × evaluation"),
           key="pr_tradeoff")
     fista_section(ctx)
     prox24_section(ctx)
@@ -272,6 +279,10 @@ def tradeoff(ctx: Context) -> None:
         S = st.select_slider("λ effect at sparsity", sorted(table.loc[table["lam"].notna(), "sparsity"].unique()),
                              key="pr_lam_S")
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
+        if sub["lam"].nunique() < 2:
+            st.caption(f"λ effect: only one λ was run at {S:.0%} sparsity; run AlphaPruning at another λ (same "
+                       f"sparsity) to see how perplexity changes with λ.")
+            return
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
         baselines = ({f"uniform + {pplots.pruner_label_readable(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
                      if base is not None else {})

@@ -1,0 +1,74 @@
+"""The newcomer's view of results (issue 22): the collapse rule, the trade-off plot's labels and stable series
+styles, log-axis ticks, the runs table's column order."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from pruning import plots as pplots
+from pruning.collapse import MATRIX_SPARSITY, PPL_FACTOR, collapse_note, record_sparsities
+
+
+def test_collapse_note_perplexity_rule():
+    dense = 20.0
+    assert collapse_note(PPL_FACTOR * dense, dense) is None  # exactly at the bound: not flagged
+    note = collapse_note(12_858_651.62, dense)
+    assert note is not None and "collapsed" in note and "12,858,651.62" in note  # the full number, not "1285865…"
+    assert f"{12_858_651.62 / dense:,.0f}×" in note
+    assert collapse_note(math.inf, dense) is not None
+    assert collapse_note(25.0, dense) is None
+
+
+def test_collapse_note_matrix_rule():
+    sp = {"model.layers.0.mlp.up_proj": 0.0, "model.layers.5.mlp.up_proj": 0.99, "model.layers.6.mlp.up_proj": 0.985}
+    note = collapse_note(25.0, 20.0, sp)
+    assert note is not None and "2 matrices above 98%" in note and "model.layers.5.mlp.up_proj at 99.00%" in note
+    assert collapse_note(25.0, 20.0, {"a": MATRIX_SPARSITY}) is None
+    records = pd.DataFrame({"longname": ["a", "b"], "achieved": [0.5, 0.995]})
+    assert record_sparsities(records) == {"a": 0.5, "b": 0.995}
+    assert record_sparsities(None) == {}
+
+
+def runs(rows):
+    return pd.DataFrame(rows, columns=["allocation", "pruner", "eval", "sparsity", "ppl"])
+
+
+def test_tradeoff_labels_name_allocation_pruner_and_protocol():
+    t = runs([("AlphaPruning", "Wanda", "wikitext2 8×256", 0.6, 45.21),
+              ("uniform", "Wanda", "wikitext2 8×256", 0.6, 61.37),
+              ("uniform", "Wanda", "wikitext2 2×256", 0.6, 40.0)])
+    fig = pplots.tradeoff_figure(t, group=("allocation", "pruner", "eval"))
+    names = {tr.name for tr in fig.data}
+    assert names == {"AlphaPruning + Wanda + wikitext2 8×256", "uniform + Wanda + wikitext2 8×256",
+                     "uniform + Wanda + wikitext2 2×256"}
+    texts = {tuple(tr.text) for tr in fig.data}
+    assert ("AlphaPruning + Wanda + wikitext2 8×256: 45.21",) in texts
+    assert ("uniform + Wanda + wikitext2 2×256: 40.00",) in texts
+    # the two protocols of one series differ in marker, the two allocations in colour
+    style = {tr.name: (tr.line.color, tr.marker.symbol) for tr in fig.data}
+    assert style["uniform + Wanda + wikitext2 8×256"][0] != style["AlphaPruning + Wanda + wikitext2 8×256"][0]
+    assert style["uniform + Wanda + wikitext2 8×256"][1] != style["uniform + Wanda + wikitext2 2×256"][1]
+
+
+def test_series_keep_their_style_when_runs_are_added():
+    first = runs([("uniform", "Wanda", "wikitext2 8×256", 0.6, 61.0)])
+    more = runs([("AlphaPruning", "Wanda", "wikitext2 8×256", 0.6, 45.0), ("ERK", "SparseGPT", "c4 8×256", 0.5, 30.0),
+                 ("uniform", "Wanda", "wikitext2 8×256", 0.6, 61.0)])
+    style = {}
+    for t in (first, more):
+        fig = pplots.tradeoff_figure(t, group=("allocation", "pruner", "eval"))
+        for tr in fig.data:
+            s = (tr.line.color, tr.line.dash, tr.marker.symbol)
+            assert style.setdefault(tr.name, s) == s
+
+
+@pytest.mark.parametrize("lo, hi", [(40.0, 220.0), (45.2, 61.3), (20.0, 12_858_651.62)])
+def test_log_ticks_cover_range_with_full_numbers(lo, hi):
+    ticks = pplots.log_ticks([lo, hi])
+    assert 1 <= len(ticks) <= 12 and ticks == sorted(ticks)
+    assert min(ticks) <= lo * 1.5 and max(ticks) >= hi / 1.5
+    fig = pplots.tradeoff_figure(runs([("uniform", "Wanda", "w 8×256", 0.5, lo), ("uniform", "Wanda", "w 8×256", 0.6,
+                                                                                  hi)]))
+    assert list(fig.layout.yaxis.ticktext) == [f"{t:,.10g}" for t in ticks]  # "200", never a bare "2"

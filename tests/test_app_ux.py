@@ -72,3 +72,55 @@ def test_log_ticks_cover_range_with_full_numbers(lo, hi):
     fig = pplots.tradeoff_figure(runs([("uniform", "Wanda", "w 8×256", 0.5, lo), ("uniform", "Wanda", "w 8×256", 0.6,
                                                                                   hi)]))
     assert list(fig.layout.yaxis.ticktext) == [f"{t:,.10g}" for t in ticks]  # "200", never a bare "2"
+
+
+def test_prune_queue_bounds_concurrent_runs_and_reports_waiters():
+    import threading
+    import time
+
+    from webapp.cache import PruneQueue
+
+    q = PruneQueue(2)
+    now, peak, waits = [0], [0], []
+    lock = threading.Lock()
+
+    def job():
+        with q.slot(lambda running, waiting: waits.append((running, waiting))):
+            with lock:
+                now[0] += 1
+                peak[0] = max(peak[0], now[0])
+            time.sleep(1.5)
+            with lock:
+                now[0] -= 1
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2 and q.running == 0 and q.waiting == 0
+    assert waits and all(r == 2 and w >= 1 for r, w in waits)  # the third saw two running while it waited
+
+
+def test_two_sessions_keep_separate_state():
+    """Two browser sessions are two AppTest sessions on one process: a selection or a run in one is not seen by the
+    other, while the model's analysis is shared (one entry in the process-wide store)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app_file = str(Path(__file__).resolve().parent.parent / "app.py")
+    a, b = AppTest.from_file(app_file, default_timeout=240), AppTest.from_file(app_file, default_timeout=240)
+    a.run()
+    b.run()
+    assert not a.exception and not b.exception
+    a.switch_page("webapp/allocation_lab.py").run()
+    b.switch_page("webapp/allocation_lab.py").run()
+    a.slider(key="al_lam").set_value(0.7).run()
+    a.session_state["runs"] = [{"ppl": 50.0}]
+    b.run()
+    assert a.session_state["selection"]["lam"] == pytest.approx(0.7)
+    assert b.session_state["selection"]["lam"] == pytest.approx(0.3) and b.slider(key="al_lam").value == \
+        pytest.approx(0.3)
+    assert b.session_state["runs"] == []
+    assert a.session_state["context"].df is b.session_state["context"].df  # one analysis per server, shared

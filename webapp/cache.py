@@ -31,6 +31,57 @@ def source_key(source: Optional[str]) -> str:
     return "builtin" if builtin_name(source) == DEFAULT_MODEL else str(source)
 
 
+#: prunes that may run at once in one server process (all sessions together); a further one waits in a queue
+#: (:class:`PruneQueue`). Each holds a deep copy of the model, its calibration activations and an evaluation:
+#: ≈1 GB of peak memory per run of the built-in model (bench/RESULTS_app_load.md).
+PRUNE_SLOTS = 4
+
+
+class PruneQueue:
+    """A bounded, process-wide queue for prunes: :meth:`slot` waits (calling ``on_wait(running, waiting)`` about once a
+    second, so that the page can say so) until one of :data:`PRUNE_SLOTS` is free."""
+
+    def __init__(self, slots: int = PRUNE_SLOTS):
+        import threading
+
+        self.slots = int(slots)
+        self._sem = threading.BoundedSemaphore(self.slots)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.waiting = 0
+
+    def slot(self, on_wait=None):
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            with self._lock:
+                self.waiting += 1
+            try:
+                while not self._sem.acquire(timeout=1.0):
+                    if on_wait is not None:
+                        on_wait(self.running, self.waiting)
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+            with self._lock:
+                self.running += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.running -= 1
+                self._sem.release()
+
+        return held()
+
+
+@st.cache_resource(show_spinner=False)
+def prune_queue() -> PruneQueue:
+    """The one :class:`PruneQueue` of this server process."""
+    return PruneQueue(PRUNE_SLOTS)
+
+
 # ============================================================================================== cached heavy work
 @st.cache_resource(show_spinner=False)
 def _analysis_store() -> dict:

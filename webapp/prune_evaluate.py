@@ -201,7 +201,16 @@ def render(ctx: Context) -> None:
     if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=ctx.model_key is None or
                  problem is not None):
         try:
-            run = run_prune(ctx, *args[:6], int(s.pr_windows), s.pr_dataset, *args[6:])
+            queue = cache.prune_queue()
+            note = st.empty()
+
+            def waiting(running: int, waiting: int) -> None:
+                note.info(f"Waiting in the queue: {running} prunes are running on this server (at most "
+                          f"{queue.slots} at once), {waiting} waiting; this one starts when one finishes.", icon="⏳")
+
+            with queue.slot(waiting):
+                note.empty()
+                run = run_prune(ctx, *args[:6], int(s.pr_windows), s.pr_dataset, *args[6:])
             s.runs = s.runs + [run]
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "pruning failed")

@@ -116,7 +116,7 @@ def allocation_curves(ctx: Context) -> None:
                    f"through the dense model once (seconds to half a minute), then they are cached.")
     summary = pplots.allocation_summary(allocs)
     st.markdown("**Min / max / parameter-weighted mean sparsity**")
-    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}", "spread": "{:.2%}"}),
+    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.2%}", "spread": "{:.2%}"}),
                key="al_summary")
     st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
@@ -127,13 +127,18 @@ def allocation_curves(ctx: Context) -> None:
         st.session_state.al_export = choices[0]
     c1.selectbox("allocation to export", choices, key="al_export", format_func=METHOD_LABELS.get, **kw)
     chosen = allocs[METHOD_LABELS[st.session_state.al_export]]
-    stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
+    exported = st.session_state.al_export
+    stem = (f"allocation-{exported}-S{settings['S']:.2f}"  # every setting the method reads is in the name
+            + (f"-lam{settings['lam']:.2f}" if exported in SPECTRAL_METHODS else "")
+            + (f"-{settings['mapping']}-{settings['granularity']}" if exported in SPECTRAL_METHODS else ""))
     # the file is written when the button is clicked (deferred), not on every λ step
     c2.download_button("JSON", lambda: allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",
                        key="al_dl_json", on_click="ignore")
     c3.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
                        key="al_dl_csv", on_click="ignore")
     if st.toggle("show the allocation table", key="al_show_table"):  # drawn on demand, not on every λ step
+        st.caption("One row per matrix (what the prune reads); the chart above shows "
+                   f"{'the parameter-weighted mean of each block' if state.alloc_plot_by() == 'block' else 'each matrix'}.")
         show_table(chosen, key="al_table")
 
 

@@ -212,6 +212,7 @@ def render(ctx: Context) -> None:
                 note.empty()
                 run = run_prune(ctx, *args[:6], int(s.pr_windows), s.pr_dataset, *args[6:])
             s.runs = s.runs + [run]
+            s.load_error = None  # the open model just pruned fine: an older load error no longer applies
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "pruning failed")
     if ctx.model_key is None:

@@ -317,6 +317,17 @@ def ensure_tokenizer(directory: Path, gguf_path: Optional[Path]) -> None:
         raise ModelLoadError(f"cannot build the tokenizer of {gguf_path}: {str(exc).splitlines()[0][:200]}") from None
 
 
+def source_tokenizer_ready(source: Any = None) -> None:
+    """Build and cache the tokenizer of a GGUF source (built-in or a ``.gguf`` file) now, so that a later
+    :func:`load_model` does not wait for it (the app calls this in the background once the analysis is shown);
+    other sources need nothing."""
+    src = resolve_source(source)
+    if src.kind == "builtin":
+        ensure_tokenizer(weights_dir(src), builtin_gguf_path(src.builtin))
+    elif src.kind == "gguf":
+        ensure_tokenizer(weights_dir(src), src.path / src.gguf_file)
+
+
 def remove_orphan_conversions(models_dir: Path) -> list[Path]:
     """Remove the GGUF conversions in ``models_dir`` whose source file (``spl_source.json``) no longer exists (a
     removed virtual environment's copy of the built-in model, say); returns what was removed."""

@@ -136,7 +136,24 @@ def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
         bar.empty()
         live.empty()
     store[key] = df
+    warm_tokenizer(source)
     return df
+
+
+def warm_tokenizer(source: Optional[str]) -> None:
+    """Build a GGUF model's tokenizer in a background thread (``spectra.models.source_tokenizer_ready``), so that
+    the first prune, OWL or λ search does not wait for it; a failure is left to the load that needs it."""
+    import threading
+
+    from spectra.models import source_tokenizer_ready
+
+    def run() -> None:
+        try:
+            source_tokenizer_ready(source)
+        except Exception:  # noqa: BLE001 - load_model reports it when the tokenizer is needed
+            pass
+
+    threading.Thread(target=run, name="spl-tokenizer", daemon=True).start()
 
 
 def live_chart(slot, rows: pd.DataFrame, label: str) -> None:

@@ -92,9 +92,13 @@ def _analysis_store() -> dict:
 @st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: a few seconds) …",
                    max_entries=2)
 def load_model_cached(key: str):
-    """The loaded model (shared by all sessions; never modified — pruning works on a deep copy)."""
+    """The loaded model (shared by all sessions; never modified — pruning works on a deep copy). Each load is
+    logged on stderr (``spl: loading model …``), so that a server log shows it happened once."""
+    import sys
+
     from spectra.models import load_model
 
+    print(f"spl: loading model {key} (once per server process)", file=sys.stderr, flush=True)
     return load_model(None if key == "builtin" else key)
 
 

@@ -119,7 +119,7 @@ def main() -> None:
     args = ap.parse_args()
     load0 = os.getloadavg()
     port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - the server writes it
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -152,7 +152,7 @@ def main() -> None:
             time.sleep(0.3)
         threading.Thread(target=sample, daemon=True).start()
         n = args.sessions + args.extra
-        results = [dict() for _ in range(n)]
+        results = [{} for _ in range(n)]
         start = threading.Barrier(n)
         gate = threading.Event()
         threads = [threading.Thread(target=session, args=(i, url, results[i], start,
@@ -180,12 +180,12 @@ def main() -> None:
     log.seek(0)
     loads = len(re.findall(r"spl: loading model builtin", log.read()))
     load1 = os.getloadavg()
-    lines = [f"machine: {os.cpu_count()} cores, {platform.python_version()}; load average (1 min / 5 min) "
-             f"{load0[0]:.2f} / {load0[1]:.2f} at start, {load1[0]:.2f} / {load1[1]:.2f} at end",
-             f"{args.sessions} sessions + {args.extra} extra prune(s) at once; all done in {total:.1f} s; server peak "
-             f"RSS {peak[0] / 2**30:.2f} GiB; model loaded {loads} time(s) by the server",
-             "", "| session | λ set | first chart s | overview + λ s | prune s (incl. queue) | wall s | saw queue | "
-                 "own λ shown | runs in its plot | error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [(f"machine: {os.cpu_count()} cores, {platform.python_version()}; load average (1 min / 5 min) "
+              f"{load0[0]:.2f} / {load0[1]:.2f} at start, {load1[0]:.2f} / {load1[1]:.2f} at end"),
+             (f"{args.sessions} sessions + {args.extra} extra prune(s) at once; all done in {total:.1f} s; server peak "
+              f"RSS {peak[0] / 2**30:.2f} GiB; model loaded {loads} time(s) by the server"),
+             "", ("| session | λ set | first chart s | overview + λ s | prune s (incl. queue) | wall s | saw queue | "
+                  "own λ shown | runs in its plot | error |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.get('session')}{' (extra)' if r.get('session', 0) >= args.sessions else ''} | "
                      f"{r.get('lam')} | {r.get('first_chart_s', float('nan')):.1f} | "

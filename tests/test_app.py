@@ -45,6 +45,11 @@ def trace(fig: dict, name: str) -> dict:
     raise AssertionError(f"no trace {name!r} in {[t.get('name') for t in fig['data']]}")
 
 
+def PROTOCOL(run: dict) -> str:  # noqa: N802 - reads as the suffix it is
+    """The evaluation-protocol part of a session run's trade-off series name (`` + wikitext2 2×64``)."""
+    return f" + {run['dataset']} {run['windows']}×{run['seqlen']}"
+
+
 def metric(at, label: str) -> str:
     hits = [m for m in at.metric if m.label == label]
     assert hits, f"no metric {label!r}; have {[m.label for m in at.metric]}"
@@ -491,7 +496,7 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     np.testing.assert_allclose(trace(fig, "target (allocation)")["y"], 100 * res.layers["target"].to_numpy())
     np.testing.assert_allclose(trace(fig, "achieved (exact zeros)")["y"], 100 * res.layers["achieved"].to_numpy())
     # the trade-off plot holds this run
-    t = trace(figure(app, "pr_tradeoff"), "AlphaPruning + magnitude")
+    t = trace(figure(app, "pr_tradeoff"), "AlphaPruning + magnitude" + PROTOCOL(run))  # + the evaluation protocol
     np.testing.assert_allclose(t["x"], [50.0])
     np.testing.assert_allclose(t["y"], [pruned], rtol=1e-9)
 
@@ -574,7 +579,7 @@ def test_prune_4_8_magnitude_pattern(app, builtin):
     pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
     assert run["ppl"] == pytest.approx(pruned, rel=1e-6)
     assert run["achieved_sparsity"] == pytest.approx(res.achieved_sparsity, abs=1e-12)
-    np.testing.assert_allclose(trace(figure(app, "pr_tradeoff"), "uniform + magnitude 4:8")["y"], [pruned],
+    np.testing.assert_allclose(trace(figure(app, "pr_tradeoff"), "uniform + magnitude 4:8" + PROTOCOL(run))["y"], [pruned],
                                rtol=1e-6)
 
 
@@ -608,7 +613,7 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
     table = [d.value for d in app.dataframe if "label" in d.value.columns][0]
     assert table.iloc[-1][["label", "pattern", "gd_steps"]].tolist() == ["sparsegpt 2:4 +GD5", "2:4", 5]
     # its own curve in the trade-off plot
-    t = trace(figure(app, "pr_tradeoff"), "uniform + SparseGPT 2:4 +GD5")
+    t = trace(figure(app, "pr_tradeoff"), "uniform + SparseGPT 2:4 +GD5" + PROTOCOL(run))
     np.testing.assert_allclose(t["x"], [50.0])
 
     lm = builtin

@@ -294,12 +294,28 @@ def spurious_blocks(_df: pd.DataFrame, df_key: tuple) -> pd.DataFrame:
     return blocks(_df)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int) -> float:
+@st.cache_resource(show_spinner=False)
+def _dense_store() -> dict:
+    """Dense perplexities of this server process, keyed by (model, dataset, window length, windows)."""
+    return {}
+
+
+DENSE_KEEP = 16  # dense perplexities kept per process
+
+
+def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int, progress_cb=None) -> float:
+    """The dense model's perplexity, computed once per (model, dataset, window length, windows) and server process;
+    ``progress_cb(done, total)`` after every window of that first computation (the prune's progress bar)."""
     from pruning.evaluation.perplexity import perplexity
 
-    lm = load_model_cached(key)
-    return float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False).ppl)
+    store, k = _dense_store(), (key, dataset, int(seqlen), int(windows))
+    if k not in store:
+        lm = load_model_cached(key)
+        store[k] = float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows,
+                                    progress=False, progress_cb=progress_cb).ppl)
+        while len(store) > DENSE_KEEP:
+            store.pop(next(iter(store)))
+    return store[k]
 
 
 def layer_inputs(key: str, name: str, nsamples: int, seqlen: int):

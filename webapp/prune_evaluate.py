@@ -98,7 +98,8 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     lm = cache.load_model_cached(ctx.model_key)
     log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
               f"setting, then cached)")
-    dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
+    dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows, progress_cb=lambda i, n: log(
+        0.01 + 0.02 * i / max(n, 1), f"dense perplexity ({dataset}): window {i}/{n} (computed once, then cached)"))
     norms = calib = None
     if settings.needs_calibration():
         log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calibration.dataset})")

@@ -124,3 +124,32 @@ def test_two_sessions_keep_separate_state():
         pytest.approx(0.3)
     assert b.session_state["runs"] == []
     assert a.session_state["context"].df is b.session_state["context"].df  # one analysis per server, shared
+
+
+def test_report_holds_the_run_figures_and_the_app_warns_of_collapse():
+    """After two small runs (magnitude at 60 % and 95 %, uniform; 2 windows of 64 tokens) the Report offers the
+    trade-off, the last run's per-matrix sparsity, min / max against λ and the before / after ESD of the selected
+    matrix; the 95 % run shows the collapse warning (perplexity far above 10 × dense)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("webapp/prune_evaluate.py").run()
+    at.selectbox(key="pr_pruner").set_value("magnitude").run()
+    at.selectbox(key="pr_alloc").set_value("uniform").run()
+    at.number_input(key="pr_seqlen").set_value(64).run()
+    at.number_input(key="pr_windows").set_value(2).run()
+    at.button(key="pr_run").click().run()
+    at.slider(key="pr_S").set_value(0.95).run()
+    at.button(key="pr_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = at.session_state["runs"]
+    assert len(runs) == 2 and runs[1]["ppl"] > 10 * runs[1]["dense_ppl"]
+    assert any("collapsed" in w.value for w in at.warning)
+    at.switch_page("webapp/report.py").run()
+    assert not at.exception and not at.error
+    listed = " ".join(m.value for m in at.markdown)
+    for key in ("`tradeoff`", "`achieved_sparsity`", "`lambda_min_max`", "`esd_before_after_"):
+        assert key in listed, key

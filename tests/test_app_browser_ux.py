@@ -44,7 +44,7 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path_factory.mktemp("streamlit") / "streamlit.log", "w+")
+    log = open(tmp_path_factory.mktemp("streamlit") / "streamlit.log", "w+")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.address", "127.0.0.1", "--server.port", str(port),
                              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],

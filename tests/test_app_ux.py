@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 
 from pruning import plots as pplots
-from pruning.collapse import MATRIX_SPARSITY, PPL_FACTOR, collapse_note, record_sparsities
+from pruning.collapse import (
+    MATRIX_SPARSITY,
+    PPL_FACTOR,
+    collapse_note,
+    record_sparsities,
+)
 
 
 def test_collapse_note_perplexity_rule():

@@ -8,6 +8,7 @@ Results are cached by weight content (``spectra.results``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -180,6 +181,8 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
             progress_cb(row["layer_id"] + 1, total, row["longname"])
 
     clock = {"read_s": 0.0, "eig_s": 0.0, "fit_s": 0.0}  # phases of the one-thread path (metadata "timings")
+    blas = one_blas_thread() if device.type == "cpu" else contextlib.nullcontext()
+    blas.__enter__()
     try:
         t_read = time.perf_counter()
         for i, (info, W) in enumerate(it):
@@ -223,6 +226,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         if pending:
             flush()
     finally:
+        blas.__exit__(None, None, None)
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         if bar is not None:
@@ -253,6 +257,21 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     if not settings.keep_eigs:
         df = df.drop(columns="evals")
     return df
+
+
+def one_blas_thread():
+    """A context in which BLAS, LAPACK and OpenMP (numpy, scipy, torch) use one thread each (``threadpoolctl``; a
+    no-op without it).
+
+    Each matrix is one ``dsyrk`` + ``syevd``; parallelism comes from ``AnalysisSettings.workers`` (whole matrices
+    at once). OpenBLAS's own threads busy-wait: on two cores that other processes also use, the built-in model's
+    analysis took 104 s with 2 BLAS threads × 2 workers and 8.4 s with 1 × 2 (load average 7)."""
+    try:
+        import scipy.linalg  # noqa: F401 - loads scipy's own OpenBLAS now, so that the limit reaches it too
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 def _matrix_numbers(W: torch.Tensor, rows: int, cols: int, settings: AnalysisSettings, device,

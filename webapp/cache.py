@@ -140,13 +140,14 @@ def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
         bar.empty()
         live.empty()
     store[key] = df
-    warm_tokenizer(source)
+    warm_model(source)
     return df
 
 
-def warm_tokenizer(source: Optional[str]) -> None:
-    """Build a GGUF model's tokenizer in a background thread (``spectra.models.source_tokenizer_ready``), so that
-    the first prune, OWL or λ search does not wait for it; a failure is left to the load that needs it."""
+def warm_model(source: Optional[str]) -> None:
+    """Once the analysis is shown: build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``) and
+    load the model (:func:`load_model_cached`, shared by every session) in a background thread, so that the first
+    prune, OWL allocation or λ search does not wait for them; a failure is left to the load that needs it."""
     import threading
 
     from spectra.models import source_tokenizer_ready
@@ -154,10 +155,11 @@ def warm_tokenizer(source: Optional[str]) -> None:
     def run() -> None:
         try:
             source_tokenizer_ready(source)
-        except Exception:  # noqa: BLE001 - load_model reports it when the tokenizer is needed
+            load_model_cached(source_key(source))
+        except Exception:  # noqa: BLE001 - the page that needs the model reports it
             pass
 
-    threading.Thread(target=run, name="spl-tokenizer", daemon=True).start()
+    threading.Thread(target=run, name="spl-warm-model", daemon=True).start()
 
 
 def live_chart(slot, rows: pd.DataFrame, label: str) -> None:

@@ -158,3 +158,15 @@ def test_report_holds_the_run_figures_and_the_app_warns_of_collapse():
     listed = " ".join(m.value for m in at.markdown)
     for key in ("`tradeoff`", "`achieved_sparsity`", "`lambda_min_max`", "`esd_before_after_"):
         assert key in listed, key
+
+
+def test_prune_cli_prints_the_collapse_warning(tmp_path, capsys):
+    """`python -m pruning prune` says what the app says: magnitude at 95 % collapses the built-in model."""
+    from pruning.__main__ import main
+
+    rc = main(["prune", "--pruner", "magnitude", "--sparsity", "0.95", "--eval", "wikitext2", "--max-windows", "1",
+               "--eval-seqlen", "64", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc in (0, None)
+    line = [s for s in out.splitlines() if s.startswith("warning: the pruned model collapsed")]
+    assert len(line) == 1 and "× the dense" in line[0], out[-600:]

@@ -265,7 +265,8 @@ def one_blas_thread():
 
     Each matrix is one ``dsyrk`` + ``syevd``; parallelism comes from ``AnalysisSettings.workers`` (whole matrices
     at once). OpenBLAS's own threads busy-wait: on two cores that other processes also use, the built-in model's
-    analysis took 104 s with 2 BLAS threads × 2 workers and 8.4 s with 1 × 2 (load average 7)."""
+    analysis took 104 s with 2 BLAS threads × 2 workers and 8.1 s with 1 × 2 (load average 7–9). The limit is
+    process-wide while the analysis runs (other threads of the process, e.g. another app session, share it)."""
     try:
         import scipy.linalg  # noqa: F401 - loads scipy's own OpenBLAS now, so that the limit reaches it too
         from threadpoolctl import threadpool_limits

@@ -84,11 +84,16 @@ def _select(page, label: str, option: str) -> None:
     _idle(page)
 
 
+POINTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(d => String((d.layout &&
+  d.layout.title && (d.layout.title.text || d.layout.title)) || '').includes('perplexity against sparsity'))
+  .map(d => (d._fullData || d.data || []).reduce((n, t) => n + Array.from(t.x || []).length, 0))[0] || 0"""
+
+
 def _prune(page) -> None:
-    n = page.locator('[data-testid="stAlert"]').count()
+    """Click *Prune and evaluate* and wait until the trade-off plot holds one more point (the run is recorded)."""
+    before = page.evaluate(POINTS_JS)
     page.get_by_role("button", name="Prune and evaluate").click()
-    page.wait_for_function("(n) => document.querySelectorAll('[data-testid=\"stStatusWidget\"]').length > 0 || "
-                           "document.querySelectorAll('[data-testid=\"stAlert\"]').length !== n", arg=n)
+    page.wait_for_function(f"() => ({POINTS_JS})() > {before}", timeout=600_000)
     _idle(page, 600_000)
 
 
@@ -129,6 +134,10 @@ def test_scenario_answer_labels_and_collapse_note(server):
         header = [h.strip() for h in header if h.strip()]
         assert header[:3] == ["ppl", "dense_ppl", "allocation"], header  # the answer first
         assert page.get_by_text("collapsed").count() == 0
+        answer = page.locator('[data-testid="stAlert"]').filter(has_text="lowest perplexity").inner_text()
+        assert "At 60% with Wanda (wikitext2 2×64" in answer and "AlphaPruning" in answer and "uniform" in answer
+        box = page.locator('[data-testid="stAlert"]').filter(has_text="lowest perplexity").bounding_box()
+        assert box["y"] + box["height"] <= 1000, box  # on the first screen, no scrolling
 
         thumb = page.locator('[data-testid="stSlider"]').filter(has_text="sparsity").first.get_by_role("slider")
         thumb.focus()

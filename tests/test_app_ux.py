@@ -170,3 +170,17 @@ def test_prune_cli_prints_the_collapse_warning(tmp_path, capsys):
     assert rc in (0, None)
     line = [s for s in out.splitlines() if s.startswith("warning: the pruned model collapsed")]
     assert len(line) == 1 and "× the dense" in line[0], out[-600:]
+
+
+def test_comparison_line_ranks_allocations_of_the_same_protocol():
+    from webapp.figures import comparison_line
+
+    base = {"label": "wanda", "sparsity": 0.6, "dataset": "wikitext2", "windows": 8, "seqlen": 256, "model": "builtin",
+            "dense_ppl": 36.64, "lam": float("nan")}
+    runs = [{**base, "allocation": "alphapruning", "lam": 0.3, "ppl": 202.74},
+            {**base, "allocation": "uniform", "ppl": 222.65, "windows": 2},  # another protocol: not compared
+            {**base, "allocation": "uniform", "ppl": 222.65}]
+    line = comparison_line(runs)
+    assert line == ("At 60% with Wanda (wikitext2 8×256, dense 36.64): AlphaPruning λ=0.3 202.74 · uniform 222.65 — "
+                    "lowest perplexity: **AlphaPruning λ=0.3**.")
+    assert comparison_line(runs[:2]) is None

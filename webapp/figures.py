@@ -90,6 +90,31 @@ def runs_table() -> pd.DataFrame:
     return t
 
 
+def comparison_line(runs: list[dict]) -> Optional[str]:
+    """The answer of "this allocation or another?" for the last run: every allocation run with the same pruner,
+    sparsity and evaluation protocol (its latest run each), lowest perplexity first; None without such a peer."""
+    if not runs:
+        return None
+    last = runs[-1]
+
+    def same(r: dict) -> bool:
+        return all(r.get(k) == last.get(k) for k in ("label", "sparsity", "dataset", "windows", "seqlen", "model"))
+
+    latest = {}
+    for r in runs:
+        if same(r):
+            latest[(r["allocation"], r.get("lam") if r.get("lam") == r.get("lam") else None)] = r
+    if len({a for a, _ in latest}) < 2:
+        return None
+    ranked = sorted(latest.values(), key=lambda r: r["ppl"])
+    names = [pplots.allocation_label(r["allocation"]) + (f" λ={r['lam']:g}" if r.get("lam") == r.get("lam") and
+                                                          r.get("lam") is not None else "") for r in ranked]
+    items = " · ".join(f"{n} {r['ppl']:,.2f}" for n, r in zip(names, ranked))
+    return (f"At {last['sparsity']:.0%} with {pplots.pruner_label_readable(last['label'])} ({last['dataset']} "
+            f"{last['windows']}×{last['seqlen']}, dense {last['dense_ppl']:,.2f}): {items} — lowest perplexity: "
+            f"**{names[0]}**.")
+
+
 def runs_for_plots() -> pd.DataFrame:
     """:func:`runs_table` with the pruner column replaced by the run label, so that N:M and +GD runs are curves of
     their own (as in ``pruning.runs.normalize_results``)."""

@@ -21,7 +21,7 @@ from pruning.prune import PAPER_LITERAL
 from pruning.settings import AllocationSettings, CalibrationSettings, EvalSettings, GDSettings, PrunerSettings
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_error, show_table
-from webapp.figures import runs_for_plots, runs_table
+from webapp.figures import comparison_line, runs_for_plots, runs_table
 from webapp.cache import PROX24_SCHEDULE
 from webapp.state import METHOD_LABELS, Context, bind, selection
 from webapp.widgets import setting_widget
@@ -226,6 +226,9 @@ def render(ctx: Context) -> None:
 def last_run(last: dict) -> None:
     from pruning.collapse import collapse_note, record_sparsities
 
+    answer = comparison_line(state.runs())
+    if answer:  # the scenario's answer on the first screen (the trade-off plot below shows every run)
+        st.info(answer)
     note = collapse_note(last["ppl"], last["dense_ppl"], record_sparsities(last.get("_records")))
     if note:
         st.warning(note[0].upper() + note[1:], icon="⚠️")

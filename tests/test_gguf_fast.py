@@ -10,7 +10,7 @@ import torch
 from spectra import gguf_convert
 from spectra.models import _load_from_gguf, builtin_available, builtin_gguf_path
 
-MODELS = [pytest.param("smollm2"),
+MODELS = [pytest.param("smollm2", marks=pytest.mark.slow),  # transformers' own conversion takes ~30 s
           pytest.param("gemma3", marks=[pytest.mark.slow, pytest.mark.skipif(not builtin_available("gemma3"),
                                                                               reason="gemma3 not installed")])]
 

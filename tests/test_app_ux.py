@@ -184,3 +184,10 @@ def test_comparison_line_ranks_allocations_of_the_same_protocol():
     assert line == ("At 60% with Wanda (wikitext2 8×256, dense 36.64): AlphaPruning λ=0.3 202.74 · uniform 222.65 — "
                     "lowest perplexity: **AlphaPruning λ=0.3**.")
     assert comparison_line(runs[:2]) is None
+
+
+def test_read_ahead_calibration_is_the_app_default():
+    from webapp.cache import WARM_CALIBRATION
+    from webapp.state import APP_DEFAULTS
+
+    assert WARM_CALIBRATION == (APP_DEFAULTS["nsamples"], APP_DEFAULTS["seqlen"])

@@ -144,10 +144,16 @@ def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
     return df
 
 
+#: the calibration windows read ahead with the model (the app's default prune and OWL use them; the same values as
+#: ``webapp.state.APP_DEFAULTS``, checked by tests/test_app_ux.py)
+WARM_CALIBRATION = (16, 256)
+
+
 def warm_model(source: Optional[str]) -> None:
-    """Once the analysis is shown: build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``) and
-    load the model (:func:`load_model_cached`, shared by every session) in a background thread, so that the first
-    prune, OWL allocation or λ search does not wait for them; a failure is left to the load that needs it."""
+    """Once the analysis is shown: build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``), load
+    the model (:func:`load_model_cached`, shared by every session) and read the default calibration windows
+    (:data:`WARM_CALIBRATION`) in a background thread, so that the first prune, OWL allocation or λ search does not
+    wait for them; a failure is left to the page that needs them."""
     import threading
 
     from spectra.models import source_tokenizer_ready
@@ -156,6 +162,7 @@ def warm_model(source: Optional[str]) -> None:
         try:
             source_tokenizer_ready(source)
             load_model_cached(source_key(source))
+            calibration_windows(source_key(source), *WARM_CALIBRATION)
         except Exception:  # noqa: BLE001 - the page that needs the model reports it
             pass
 

@@ -54,16 +54,17 @@ def sidebar_model():
     sb = st.sidebar
     sb.title("Spectral Pruning Lab")
     sb.subheader("Model")
-    kind = sb.selectbox("Source", SOURCE_KINDS, key="source_kind")
+    kind = sb.selectbox("Source", SOURCE_KINDS, key="source_kind", on_change=clear_load_error)
     placeholder = {SOURCE_KINDS[1]: "org/name", SOURCE_KINDS[2]: "/path/to/hf-model-dir",
                    SOURCE_KINDS[3]: "/path/to/model.gguf", SOURCE_KINDS[4]: "results/analysis.parquet"}
     if kind == SOURCE_KINDS[0]:
-        name = sb.selectbox("Built-in model", list(BUILTIN_MODELS), key="builtin_choice", format_func=builtin_label)
+        name = sb.selectbox("Built-in model", list(BUILTIN_MODELS), key="builtin_choice", format_func=builtin_label,
+                            on_change=clear_load_error)
         if not builtin_available(name):
             sb.caption(f"{builtin_label(name)} is not installed; install it with:")
             sb.code(BUILTIN_MODELS[name]["pip"], language="bash", wrap_lines=True)
     else:
-        sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""))
+        sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""), on_change=clear_load_error)
     sb.button("Load", key="load_btn", on_click=on_load, type="primary")
     status = sb.container()
     sb.selectbox("xmin rule of the analysis", ANALYSIS_RULES, key="rule",
@@ -71,6 +72,11 @@ def sidebar_model():
                       "search; median: AlphaPruning's xmin_mid; peak_ref / peak_ap: the reference implementations' "
                       "quirky window (weightwatcher / AlphaPruning code)")
     return status
+
+
+def clear_load_error() -> None:
+    """A load error concerns the source it was about: another source (or a successful run) clears it."""
+    st.session_state.load_error = None
 
 
 def sidebar_status(slot) -> None:

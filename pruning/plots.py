@@ -134,10 +134,11 @@ def lambda_range_figure(table: pd.DataFrame, *, lam_col: str = "lam", title: Opt
                              line=dict(color=_COLORS[0]), fill="tonexty", fillcolor="rgba(31,119,180,0.10)"))
     fig.add_trace(go.Scatter(x=t[lam_col], y=100 * t["weighted_mean"], mode="lines", name="weighted mean",
                              line=dict(color="#333333", dash="dot")))
-    fig.update_xaxes(title_text="λ (AlphaPruning range: ratios in [1 − λ, 1 + λ], dimensionless)")
+    fig.update_xaxes(title_text="λ (ratios spread over [1 − λ, 1 + λ], then rescaled to the mean S: "
+                                "a matrix can get more than (1 + λ)·S)")
     fig.update_yaxes(title_text=SPARSITY_LABEL)
     fig.update_layout(title=title, height=height,
-                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+                      margin=dict(l=60, r=20, t=70 if title else 20, b=50))
     return fig
 
 
@@ -176,19 +177,53 @@ def _group_label(row: pd.Series, group: Sequence[str]) -> str:
     return " + ".join(str(row[g]) for g in group)
 
 
+def _stable_index(value: Any, known: Sequence[str], n: int) -> int:
+    """A position in a palette of ``n`` for ``value`` that depends only on the value (its place in ``known``, else a
+    crc32 of its text), so that a series keeps its colour / dash / marker whatever other series are drawn."""
+    import zlib
+
+    text = str(value)
+    head = text.partition(" ")[0]
+    for k, name in enumerate(known):
+        if text == name or head == name:
+            return k % n
+    return zlib.crc32(text.encode()) % n
+
+
+def series_style(key: Mapping[str, Any], group: Sequence[str]) -> dict:
+    """Colour by allocation (``allocation`` / ``curve``; a fixed colour per method), dash by pruner, marker by the
+    rest of the key (evaluation protocol, origin): the same series is drawn the same way in every figure and after
+    every new run."""
+    alloc_col = next((g for g in ("curve", "allocation") if g in group), None)
+    others = [g for g in group if g not in ("curve", "allocation", "pruner")]
+    allocs = list(ALLOCATION_LABELS.values()) + list(ALLOCATION_LABELS)
+    color = _COLORS[_stable_index(key[alloc_col], allocs, len(_COLORS))] if alloc_col else _COLORS[0]
+    if alloc_col and " λ=" in str(key[alloc_col]):  # one curve per λ: the λ picks the shade of the method's colour
+        color = _COLORS[_stable_index(str(key[alloc_col]), (), len(_COLORS))]
+    dash = _DASHES[_stable_index(key["pruner"], list(PRUNER_LABELS.values()), len(_DASHES))] if "pruner" in group \
+        else "solid"
+    symbol = _SYMBOLS[_stable_index(" ".join(str(key[g]) for g in others), (), len(_SYMBOLS))] if others else "circle"
+    return {"color": color, "dash": dash, "symbol": symbol}
+
+
 def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl",
                     group: Sequence[str] = ("allocation", "pruner"), dense: Optional[float] = None,
-                    log_y: bool = True, title: Optional[str] = None, height: int = 460) -> go.Figure:
+                    log_y: bool = True, title: Optional[str] = None, height: int = 460,
+                    label_points: Optional[bool] = None) -> go.Figure:
     """Sparsity / perplexity trade-off: ``y`` against ``x``, one curve per combination of the ``group`` columns.
 
     Rows with the same group and x (e.g. several λ) are drawn as separate points (no averaging). ``dense``: the
-    dense model's perplexity (dotted horizontal line).
+    dense model's perplexity (dotted horizontal line). Each series keeps its style (:func:`series_style`).
+    ``label_points`` (default: when at most 12 points) writes each point's series and value beside it, so that two
+    runs at one sparsity are told apart without the legend.
     """
     group = [g for g in group if g in results.columns] if isinstance(results, pd.DataFrame) else list(group)
     _check(results, [x, y] + list(group), "tradeoff_figure")
     fig = new_figure()
     if results.empty:
         raise ValueError("the results table is empty; run a sweep or a prune first")
+    if label_points is None:
+        label_points = len(results) <= 12
     keys = results[list(group)].astype(str).drop_duplicates().sort_values(list(group)) if group else pd.DataFrame([{}])
     for k, (_, key) in enumerate(keys.iterrows()):
         mask = np.ones(len(results), dtype=bool)
@@ -196,18 +231,46 @@ def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl
             mask &= results[g].astype(str).to_numpy() == key[g]
         d = results[mask].sort_values(x)
         label = _group_label(key, group) if group else y
+        style = series_style(key, group) if group else {"color": _COLORS[0], "dash": "solid", "symbol": "circle"}
         scale = 100.0 if x == "sparsity" else 1.0
-        fig.add_trace(go.Scatter(x=scale * d[x].to_numpy(dtype=np.float64), y=d[y], mode="lines+markers", name=label,
-                                 line=dict(color=_COLORS[k % len(_COLORS)], dash=_DASHES[(k // len(_COLORS)) % 6]),
-                                 hovertemplate=f"{label}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
+        yv = d[y].to_numpy(dtype=np.float64)
+        fig.add_trace(go.Scatter(
+            x=scale * d[x].to_numpy(dtype=np.float64), y=yv, name=label,
+            mode="lines+markers+text" if label_points else "lines+markers",
+            text=[f"{label}: {v:,.2f}" for v in yv] if label_points else None,
+            textposition="top right" if k % 2 == 0 else "bottom right", textfont=dict(size=11, color=style["color"]),
+            marker=dict(size=9, symbol=style["symbol"], color=style["color"]),
+            line=dict(color=style["color"], dash=style["dash"]),
+            hovertemplate=f"{label}<br>{x}=%{{x:.4g}}<br>{y}=%{{y:.4g}}<extra></extra>"))
     if dense is not None and np.isfinite(dense):
         _hline(fig, float(dense), f"dense {float(dense):.2f}", "#333333", log_y)
     fig.update_xaxes(title_text=SPARSITY_LABEL if x == "sparsity" else x)
     fig.update_yaxes(title_text=PPL_LABEL if (y == "ppl" and log_y) else y, type="log" if log_y else "linear")
+    if log_y:
+        ticks = log_ticks(results[y])
+        if ticks:  # full numbers at 1-2-5 steps: plotly's own log ticks read "…9 10 2 3"
+            fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:,.10g}" for t in ticks])
     fig.update_layout(title=title, height=height, showlegend=True,
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
-                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
+                      margin=dict(l=70, r=30, t=70 if title else 20, b=60))
     return fig
+
+
+def log_ticks(values: Any, extra: Sequence[float] = ()) -> list[float]:
+    """Tick values m × 10^k (m = 1…9, else 1, 2, 5, else 1, 3) covering the positive finite ``values`` (and ``extra``), at most about 12 of them
+    (1 and 10^k only when the values span many decades); empty when there is nothing to place."""
+    v = np.asarray(pd.to_numeric(pd.Series([*np.ravel(np.asarray(values, dtype=object)), *extra]), errors="coerce"),
+                   dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return []
+    lo, hi = float(np.floor(np.log10(v.min()))), float(np.ceil(np.log10(v.max())))
+    for mantissas in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0 ** e for e in range(int(lo), int(hi) + 1) for m in mantissas]
+        ticks = [t for t in ticks if v.min() / 1.5 <= t <= v.max() * 1.5]
+        if len(ticks) <= 12:
+            return ticks
+    return [10.0 ** e for e in range(int(lo), int(hi) + 1, max(1, int((hi - lo) // 10)))]
 
 
 def lambda_effect_figure(results: pd.DataFrame, *, lam: str = "lam", y: str = "ppl",

@@ -202,11 +202,13 @@ class _Scorer:
     it (:class:`pruning.calib_stats.PruneOnLoad`), so it is never held whole.
     """
 
-    def __init__(self, lm, settings: TuneSettings, block_io=None):
-        self.model, self.tokenizer, self.s, self.io = lm.model, lm.tokenizer, settings, block_io
+    def __init__(self, lm, settings: TuneSettings, block_io=None, phase_cb: Optional[Callable[[str], None]] = None):
+        self.model, self.tokenizer, self.s, self.io, self.phase_cb = lm.model, lm.tokenizer, settings, block_io, phase_cb
         t = time.perf_counter()
         self.stats = dense_stats(self.model, self.tokenizer, settings.calib,
-                                 hessians="H" in get_pruner(settings.pruner).needs, block_io=block_io)
+                                 hessians="H" in get_pruner(settings.pruner).needs, block_io=block_io,
+                                 progress_cb=None if phase_cb is None else
+                                 (lambda i, n: phase_cb(f"dense calibration statistics: block {i}/{n}")))
         self.stats_seconds = time.perf_counter() - t
         self.dense_w = DenseWeights(self.model) if block_io is None else None
 
@@ -217,8 +219,9 @@ class _Scorer:
 
         s, t = self.s, time.perf_counter()
         if self.io is None:
+            cb = None if self.phase_cb is None else (lambda i, n: self.phase_cb(f"held-out evaluation: window {i}/{n}"))
             r = perplexity(self.model, self.tokenizer, s.eval_dataset, seqlen=s.eval_seqlen,
-                           max_windows=s.eval_windows, progress=False, path=s.calib.data_path)
+                           max_windows=s.eval_windows, progress=False, path=s.calib.data_path, progress_cb=cb)
         else:
             r = blockwise_perplexity(self.model, self.tokenizer, s.eval_dataset, seqlen=s.eval_seqlen,
                                      max_windows=s.eval_windows, block_io=io or self.io, path=s.calib.data_path)
@@ -254,7 +257,8 @@ class _Scorer:
 
 
 def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[str], None] = print,
-         progress_cb: Optional[Callable[[dict], None]] = None, block_io=None, baseline: Optional[dict] = None) -> dict:
+         progress_cb: Optional[Callable[[dict], None]] = None, block_io=None, baseline: Optional[dict] = None,
+         phase_cb: Optional[Callable[[str], None]] = None) -> dict:
     """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
 
     Parameters
@@ -265,8 +269,9 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
         What is tuned and how it is scored.
     out : str, optional
         The tune JSON, rewritten after every candidate and resumed when its settings match.
-    log, progress_cb : callable, optional
-        A line per step; ``progress_cb(row)`` after every candidate (the app's live curve).
+    log, progress_cb, phase_cb : callable, optional
+        A line per step; ``progress_cb(row)`` after every candidate (the app's live curve); ``phase_cb(text)``
+        while the dense statistics (block by block) and every held-out evaluation (window by window) run.
     block_io : BlockIO, optional
         A streamed model's read-only block loader (``StreamedModel`` without writer, also passed as ``lm``): the
         statistics, the calibration signal and every candidate's evaluation then read one block at a time.
@@ -291,7 +296,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
     result = {"key": key, "settings": {**key, "lams": settings.lams, "owl_Ms": list(settings.owl_Ms),
                                        "search": settings.search, "candidates": settings.candidates},
               "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
-    scorer = _Scorer(lm, settings, block_io)
+    scorer = _Scorer(lm, settings, block_io, phase_cb)
     result["stats_seconds"] = scorer.stats_seconds
     ppl, secs = scorer.dense(baseline, done)
     result["dense"] = {"ppl": ppl, "seconds": secs}
@@ -352,7 +357,8 @@ def _finish(result: dict, scorer: _Scorer, path: Optional[Path], plabel: str, lo
     scorer.restore()
     _write(path, result)
     m_txt = "" if best["owl_M"] is None else f" M={best['owl_M']:g}"
-    log(f"best: {plabel}={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
+    log(f"best: {plabel}={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; "
+        f"uniform {result['uniform']['ppl']:.3f})")
 
 
 def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, test_windows: Optional[int] = None,

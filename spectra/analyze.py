@@ -8,6 +8,7 @@ Results are cached by weight content (``spectra.results``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -103,13 +104,15 @@ def _progress(total: Optional[int], enabled: bool):
 
 
 def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, progress: bool = True,
-            cache: bool = True, progress_cb: Optional[ProgressCb] = None, **overrides: Any) -> pd.DataFrame:
+            cache: bool = True, progress_cb: Optional[ProgressCb] = None,
+            on_row: Optional[Callable[[dict], None]] = None, **overrides: Any) -> pd.DataFrame:
     """Analyse every block weight matrix of ``source``; one row per matrix (Contract 1), ``attrs['metadata']``.
 
     ``source``: ``None`` (built-in model), a path / GGUF / hub id (anything ``spectra.models`` accepts), a
     ``LoadedModel`` or an in-memory ``torch.nn.Module``. ``settings`` (or keyword overrides of its fields, e.g.
     ``xmin_rule="ks"``) choose the fit. ``progress`` shows a tqdm bar; ``progress_cb(i, n, longname)`` is called
-    after each matrix (n may be None when unknown). With ``cache`` the result is read from / written to the
+    after each matrix (n may be None when unknown); ``on_row(row)`` with each finished row (a dict of Contract 1's
+    columns), in enumeration order, so that a caller can draw the table as it grows. With ``cache`` the result is read from / written to the
     content-keyed cache. Bad matrices (NaN/Inf, all-zero, too small) give ``status='failed'`` rows with the reason.
     """
     fields = {f.name for f in dataclasses.fields(AnalysisSettings)}
@@ -130,8 +133,9 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         if hit is not None:
             return hit
     it, total = _iterate(src, settings)
-    runner = _Runner(settings, device, total, _progress(total, progress), progress_cb, fingerprint is None)
-    runner.run(it)
+    runner = _Runner(settings, device, total, _progress(total, progress), progress_cb, fingerprint is None, on_row)
+    with one_blas_thread() if device.type == "cpu" else contextlib.nullcontext():
+        runner.run(it)
     df = pd.DataFrame(runner.rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS
                       + (FARMS_COLUMNS if settings.farms else []) + ["evals"])
     df["warning"] = df["warning"].fillna("")
@@ -183,8 +187,9 @@ class _Runner:
     eigenvalues of same-shape matrices (``eig_batch``, CUDA); progress is reported in enumeration order."""
 
     def __init__(self, settings: AnalysisSettings, device, total, bar, progress_cb: Optional[ProgressCb],
-                 hash_weights: bool):
+                 hash_weights: bool, on_row: Optional[Callable[[dict], None]] = None):
         self.settings, self.device, self.total, self.bar, self.progress_cb = settings, device, total, bar, progress_cb
+        self.on_row = on_row
         self.batch = settings.eig_batch or (8 if self.device.type == "cuda" else 1)
         self.rows: list = []
         self.dtypes: set = set()
@@ -262,7 +267,7 @@ class _Runner:
             if self.settings.farms:
                 row.update(farms_metrics(w, self.settings))
             row["evals"] = ev
-            self._report(row["layer_id"], name)
+            self._report(row)
         self.pending.clear()
 
     def done(self, row: dict, future, numbers: Optional[tuple] = None) -> None:
@@ -271,13 +276,32 @@ class _Runner:
             ev, metrics = numbers if numbers is not None else future.result()
             row.update(metrics)
             row["evals"] = ev
-        self._report(row["layer_id"], row["longname"])
+        self._report(row)
 
-    def _report(self, layer_id: int, name: str) -> None:
+    def _report(self, row: dict) -> None:
+        """A finished row, in enumeration order: the bar, ``on_row(row)`` and ``progress_cb(i, n, longname)``."""
         if self.bar is not None:
             self.bar.update(1)
+        if self.on_row is not None:
+            self.on_row(row)
         if self.progress_cb is not None:
-            self.progress_cb(layer_id + 1, self.total, name)
+            self.progress_cb(row["layer_id"] + 1, self.total, row["longname"])
+
+
+def one_blas_thread():
+    """A context in which BLAS, LAPACK and OpenMP (numpy, scipy, torch) use one thread each (``threadpoolctl``; a
+    no-op without it).
+
+    Each matrix is one ``dsyrk`` + ``syevd``; parallelism comes from ``AnalysisSettings.workers`` (whole matrices
+    at once). OpenBLAS's own threads busy-wait: on two cores that other processes also use, the built-in model's
+    analysis took 104 s with 2 BLAS threads × 2 workers and 8.1 s with 1 × 2 (load average 7–9). The limit is
+    process-wide while the analysis runs (other threads of the process, e.g. another app session, share it)."""
+    try:
+        import scipy.linalg  # noqa: F401 - loads scipy's own OpenBLAS now, so that the limit reaches it too
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 def _matrix_numbers(W: torch.Tensor, rows: int, cols: int, settings: AnalysisSettings, device,

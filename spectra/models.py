@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -276,22 +277,57 @@ def gguf_cache_dir(gguf_path: Path) -> Path:
 def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Path:
     """Dequantize a GGUF file once and cache it as an fp32 safetensors HF directory; return that directory.
 
-    The directory is written to a temporary sibling and renamed, so an interrupted conversion never leaves a
-    half-written cache behind.
+    Architectures of :data:`spectra.gguf_convert.FAST_ARCHITECTURES` (the built-in SmolLM2 and Gemma-3) are converted
+    by :func:`spectra.gguf_convert.convert` (≈3 s for the built-in model, no model built; the tokenizer follows on
+    first need, :func:`ensure_tokenizer`), the others by transformers' GGUF loader. The directory is written to a
+    temporary sibling and renamed, so an interrupted conversion never leaves a half-written cache behind.
     """
     import torch
+
+    from . import gguf_convert
 
     target = gguf_cache_dir(gguf_path)
     if (target / "config.json").is_file() and weight_files(target):
         return target
-    model, tok = _load_from_gguf(gguf_path.parent, gguf_path.name, torch.float32, trust_remote_code)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, directory=True) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        try:
+            gguf_convert.convert(gguf_path, tmp)
+        except ValueError:  # an architecture (or a file) the fast path does not cover: transformers' loader
+            for p in tmp.iterdir():
+                p.unlink()
+            model, tok = _load_from_gguf(gguf_path.parent, gguf_path.name, torch.float32, trust_remote_code)
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        except (OSError, struct.error) as exc:
+            raise ModelLoadError(f"cannot read GGUF file {gguf_path}: {exc} — is the file complete?") from None
         (tmp / "spl_source.json").write_text(json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}))
     remove_orphan_conversions(target.parent)
     return target
+
+
+def ensure_tokenizer(directory: Path, gguf_path: Optional[Path]) -> None:
+    """Give a GGUF conversion its tokenizer files (built from the GGUF once, :func:`spectra.gguf_convert.write_tokenizer`;
+    a no-op when ``tokenizer_config.json`` is there or there is no GGUF)."""
+    if gguf_path is None or (Path(directory) / "tokenizer_config.json").is_file():
+        return
+    from . import gguf_convert
+
+    try:
+        gguf_convert.write_tokenizer(gguf_path, directory)
+    except Exception as exc:  # noqa: BLE001 - one line for the user
+        raise ModelLoadError(f"cannot build the tokenizer of {gguf_path}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def source_tokenizer_ready(source: Any = None) -> None:
+    """Build and cache the tokenizer of a GGUF source (built-in or a ``.gguf`` file) now, so that a later
+    :func:`load_model` does not wait for it (the app calls this in the background once the analysis is shown);
+    other sources need nothing."""
+    src = resolve_source(source)
+    if src.kind == "builtin":
+        ensure_tokenizer(weights_dir(src), builtin_gguf_path(src.builtin))
+    elif src.kind == "gguf":
+        ensure_tokenizer(weights_dir(src), src.path / src.gguf_file)
 
 
 def remove_orphan_conversions(models_dir: Path) -> list[Path]:
@@ -351,6 +387,7 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
     wdir: Optional[Path] = None
     if src.kind in ("builtin", "gguf"):
         wdir = weights_dir(src)
+        ensure_tokenizer(wdir, builtin_gguf_path(src.builtin) if src.kind == "builtin" else src.path / src.gguf_file)
         path, kwargs = str(wdir), {}
     elif src.kind == "local":
         wdir, path, kwargs = src.path, str(src.path), {}

@@ -261,15 +261,17 @@ def ks_figure(xmins: np.ndarray, Ds: np.ndarray, alphas: Optional[np.ndarray] = 
                                  fillcolor="rgba(44,160,44,0.12)", line=dict(width=0), name="rule's candidates",
                                  hoverinfo="skip"))
         # the window's label ends at its left edge, the chosen xmin's starts at its line: they never overlap
-        fig.add_annotation(x=float(np.log10(x0)), y=top, xref="x", yref="y", text="rule's candidates",
-                           showarrow=False, xanchor="right", yanchor="bottom", font=dict(size=11, color="#2ca02c"))
+        fig.add_annotation(x=float(np.log10(x0)), y=1.0, xref="x", yref="paper", text="rule's candidates",
+                           showarrow=False, xanchor="right", yanchor="bottom", xshift=-4,
+                           font=dict(size=11, color="#2ca02c"))
         span += [x0, x1]
     if chosen is not None and np.isfinite(chosen) and chosen > 0:
         fig.add_trace(go.Scatter(x=[float(chosen), float(chosen)], y=[0, top], mode="lines", name="chosen xmin",
                                  line=dict(color="#333333", dash="dot"), hoverinfo="skip"))
-        fig.add_annotation(x=float(np.log10(chosen)), y=top, xref="x", yref="y",
+        # above the plot area (paper coordinates), beside its line: never on a tick label of either y axis
+        fig.add_annotation(x=float(np.log10(chosen)), y=1.0, xref="x", yref="paper",
                            text=f"chosen xmin={chosen:.4g}", showarrow=False, xanchor="left", yanchor="bottom",
-                           font=dict(size=11))
+                           xshift=4, font=dict(size=11))
         span.append(float(chosen))
     fig.update_xaxes(type="log", title_text="xmin candidate (eigenvalue of WᵀW, log scale)", exponentformat="power",
                      range=log_axis_range(span))
@@ -277,7 +279,7 @@ def ks_figure(xmins: np.ndarray, Ds: np.ndarray, alphas: Optional[np.ndarray] = 
                       yaxis2=dict(title="α (dimensionless)", overlaying="y", side="right", showgrid=False),
                       title=title, height=height,
                       legend=dict(orientation="h", yanchor="top", y=-0.25, x=0),
-                      margin=dict(l=60, r=60, t=60 if title else 30, b=40))
+                      margin=dict(l=60, r=60, t=85 if title else 40, b=40))
     return fig
 
 

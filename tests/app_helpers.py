@@ -101,3 +101,8 @@ def ks_axis_problems(fig: dict) -> list[str]:
         if x.size and not (np.log10(x.min()) >= lo - 0.5 and np.log10(x.max()) <= hi + 0.5):
             out.append(f"trace {t.get('name')!r} reaches x = {x.min():.4g}…{x.max():.4g}")
     return out
+
+
+def protocol(run: dict) -> str:
+    """The evaluation-protocol part of a session run's trade-off series name (`` + wikitext2 2×64``)."""
+    return f" + {run['eval_dataset']} {run['max_windows']}×{run['eval_seqlen']}"

@@ -194,7 +194,7 @@ def test_every_view_and_the_lambda_slider(page):
     ap0, uni0 = _trace(before, "AlphaPruning"), _trace(before, "uniform")
     np.testing.assert_allclose(ap0, _expected_alphapruning(0.3), rtol=1e-9, atol=1e-9)
     _shot(page, "allocation_lab")
-    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning range)").get_by_role("slider")
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (allocation range)").get_by_role("slider")
     thumb.focus()
     for _ in range(4):  # step 0.05
         thumb.press("ArrowRight")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_helpers import compute_for_layer, figure, goto, metric, no_failure, prune_in_app, trace
+from app_helpers import compute_for_layer, figure, goto, metric, no_failure, protocol, prune_in_app, trace
 
 
 # ------------------------------------------------------------------------------------------------- prune & evaluate
@@ -38,7 +38,7 @@ def test_prune_and_evaluate_small_run(app, analysis, builtin):
     np.testing.assert_allclose(trace(fig, "target (allocation)")["y"], 100 * res.layers["target"].to_numpy())
     np.testing.assert_allclose(trace(fig, "achieved (exact zeros)")["y"], 100 * res.layers["achieved"].to_numpy())
     # the trade-off plot holds this run
-    t = trace(figure(app, "pr_tradeoff"), "AlphaPruning + magnitude")
+    t = trace(figure(app, "pr_tradeoff"), "AlphaPruning + magnitude" + protocol(run))  # + the evaluation protocol
     np.testing.assert_allclose(t["x"], [50.0])
     np.testing.assert_allclose(t["y"], [pruned], rtol=1e-9)
 
@@ -121,8 +121,8 @@ def test_prune_4_8_magnitude_pattern(app, builtin):
     pruned = perplexity(model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=2, progress=False).ppl
     assert run["ppl"] == pytest.approx(pruned, rel=1e-6)
     assert run["achieved_sparsity"] == pytest.approx(res.achieved_sparsity, abs=1e-12)
-    np.testing.assert_allclose(trace(figure(app, "pr_tradeoff"), "uniform + magnitude 4:8")["y"], [pruned],
-                               rtol=1e-6)
+    np.testing.assert_allclose(trace(figure(app, "pr_tradeoff"), "uniform + magnitude 4:8" + protocol(run))["y"],
+                               [pruned], rtol=1e-6)
 
 
 @pytest.mark.slow  # two full sparsegpt + GD prunes of the model: ~3.5 min on one busy thread
@@ -155,7 +155,7 @@ def test_prune_2_4_sparsegpt_with_masked_gd(app, builtin):
     table = [d.value for d in app.dataframe if "label" in d.value.columns][0]
     assert table.iloc[-1][["label", "pattern", "gd_steps"]].tolist() == ["sparsegpt 2:4 +GD5", "2:4", 5]
     # its own curve in the trade-off plot
-    t = trace(figure(app, "pr_tradeoff"), "uniform + SparseGPT 2:4 +GD5")
+    t = trace(figure(app, "pr_tradeoff"), "uniform + SparseGPT 2:4 +GD5" + protocol(run))
     np.testing.assert_allclose(t["x"], [50.0])
 
     lm = builtin

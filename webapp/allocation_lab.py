@@ -92,9 +92,10 @@ def allocation_curves(ctx: Context) -> None:
     """The λ slider and everything λ moves (curves, summary, export): a fragment, so that a λ step reruns this part
     of the page only (not the sidebar, the other controls, the λ-effect chart or the λ search)."""
     lam_used = any(m in SPECTRAL_METHODS for m in st.session_state.al_methods)
-    setting_widget(st.columns([2, 2])[0], AllocationSettings, "lam", "al_lam", label="λ (AlphaPruning range)",
+    setting_widget(st.columns([2, 2])[0], AllocationSettings, "lam", "al_lam", label="λ (allocation range)",
                    widget="slider", **bind("al_lam", "lam"), disabled=not lam_used,
-                   note="the paper uses 0.2–0.5; read by AlphaPruning and stable rank only")
+                   note="the paper uses 0.2–0.5; read by AlphaPruning and stable rank (both spread their ratios "
+                        "over [1−λ, 1+λ] before the mean is rescaled to S)")
     settings = state.alloc_settings()
     methods = state.alloc_methods()
     slow = [m for m in methods if m in SLOW_METHODS]
@@ -117,7 +118,7 @@ def allocation_curves(ctx: Context) -> None:
                    f"through the dense model once (seconds to half a minute), then they are cached.")
     summary = pplots.allocation_summary(allocs)
     st.markdown("**Min / max / parameter-weighted mean sparsity**")
-    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.4%}", "spread": "{:.2%}"}),
+    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.2%}", "spread": "{:.2%}"}),
                key="al_summary")
     st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
@@ -128,13 +129,18 @@ def allocation_curves(ctx: Context) -> None:
         st.session_state.al_export = choices[0]
     c1.selectbox("allocation to export", choices, key="al_export", format_func=ALLOCATION_LABELS.get, **kw)
     chosen = allocs[ALLOCATION_LABELS[st.session_state.al_export]]
-    stem = f"allocation-{st.session_state.al_export}-S{settings['S']:.2f}"
+    exported = st.session_state.al_export
+    stem = (f"allocation-{exported}-S{settings['S']:.2f}"  # every setting the method reads is in the name
+            + (f"-lam{settings['lam']:.2f}" if exported in SPECTRAL_METHODS else "")
+            + (f"-{settings['mapping']}-{settings['granularity']}" if exported in SPECTRAL_METHODS else ""))
     # the file is written when the button is clicked (deferred), not on every λ step
     c2.download_button("JSON", lambda: allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",
                        key="al_dl_json", on_click="ignore")
     c3.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
                        key="al_dl_csv", on_click="ignore")
     if st.toggle("show the allocation table", key="al_show_table"):  # drawn on demand, not on every λ step
+        st.caption("One row per matrix (what the prune reads); the chart above shows "
+                   f"{'the parameter-weighted mean of each block' if state.alloc_plot_by() == 'block' else 'each matrix'}.")
         show_table(chosen, key="al_table")
 
 
@@ -178,8 +184,11 @@ def tune_panel(ctx: Context) -> None:
                                                       f"({len(rows)}/{len(lams)})")
             slot.plotly_chart(pplots.tune_figure(rows), key=f"tu_live_{len(rows)}")
 
+        def on_phase(text: str) -> None:  # the dense statistics and each evaluation move the bar too
+            bar.progress(len(rows) / len(lams), text=f"{text} ({len(rows)}/{len(lams)} λ scored)")
+
         model = copy.deepcopy(cache.load_model_cached(ctx.model_key))
-        s.tune_result = tune(model, ts, log=lambda m: None, progress_cb=on_row)
+        s.tune_result = tune(model, ts, log=lambda m: None, progress_cb=on_row, phase_cb=on_phase)
         bar.progress(1.0, text="done")
     res = s.get("tune_result")
     if res:
@@ -188,10 +197,20 @@ def tune_panel(ctx: Context) -> None:
                                              title=f"{res['settings']['pruner']} at S = "
                                                    f"{res['settings']['sparsity']:.0%}: chosen λ = {best:g}"),
                           key="tu_fig")
-        if st.button(f"Use λ = {best:g} in Prune & evaluate", key="tu_send"):
-            selection().update(lam=float(best), method="alphapruning", S=float(res["settings"]["sparsity"]))
-            st.success(f"λ = {best:g} (AlphaPruning, S = {res['settings']['sparsity']:.0%}) is set in Prune & "
-                       f"evaluate.")
+        S = float(res["settings"]["sparsity"])
+        # a callback: the shared selection changes before the page reruns, so this page's slider and charts show it
+        st.button(f"Use λ = {best:g} and S = {S:.0%} (AlphaPruning) on every page", key="tu_send",
+                  on_click=use_tuned, args=(float(best), S),
+                  help="sets the shared λ, S and allocation that this page, Prune & evaluate and the Report read")
+        if s.get("tu_sent") == (float(best), S):
+            st.success(f"λ = {best:g}, S = {S:.0%} and AlphaPruning are now the shared selection: the λ slider and "
+                       f"charts above and Prune & evaluate use them.")
+
+
+def use_tuned(lam: float, S: float) -> None:
+    """The *Use λ* button: the tuned λ, its S and AlphaPruning become the shared selection (every page)."""
+    selection().update(lam=lam, method="alphapruning", S=S)
+    st.session_state.tu_sent = (lam, S)
 
 
 @st.cache_resource(show_spinner=False)

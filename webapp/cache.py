@@ -31,6 +31,57 @@ def source_key(source: Optional[str]) -> str:
     return "builtin" if builtin_name(source) == DEFAULT_MODEL else str(source)
 
 
+#: prunes that may run at once in one server process (all sessions together); a further one waits in a queue
+#: (:class:`PruneQueue`). Each holds a deep copy of the model, its calibration activations and an evaluation:
+#: ≈1 GB of peak memory per run of the built-in model (bench/RESULTS_app_load.md).
+PRUNE_SLOTS = 4
+
+
+class PruneQueue:
+    """A bounded, process-wide queue for prunes: :meth:`slot` waits (calling ``on_wait(running, waiting)`` about once a
+    second, so that the page can say so) until one of :data:`PRUNE_SLOTS` is free."""
+
+    def __init__(self, slots: int = PRUNE_SLOTS):
+        import threading
+
+        self.slots = int(slots)
+        self._sem = threading.BoundedSemaphore(self.slots)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.waiting = 0
+
+    def slot(self, on_wait=None):
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            with self._lock:
+                self.waiting += 1
+            try:
+                while not self._sem.acquire(timeout=1.0):
+                    if on_wait is not None:
+                        on_wait(self.running, self.waiting)
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+            with self._lock:
+                self.running += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.running -= 1
+                self._sem.release()
+
+        return held()
+
+
+@st.cache_resource(show_spinner=False)
+def prune_queue() -> PruneQueue:
+    """The one :class:`PruneQueue` of this server process."""
+    return PruneQueue(PRUNE_SLOTS)
+
+
 # ============================================================================================== cached heavy work
 @st.cache_resource(show_spinner=False)
 def _analysis_store() -> dict:
@@ -38,34 +89,93 @@ def _analysis_store() -> dict:
     return {}
 
 
-@st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: ~25 s) …",
+@st.cache_resource(show_spinner="Loading the model (the built-in one's first use converts its GGUF: a few seconds) …",
                    max_entries=2)
 def load_model_cached(key: str):
-    """The loaded model (shared by all sessions; never modified — pruning works on a deep copy)."""
+    """The loaded model (shared by all sessions; never modified — pruning works on a deep copy). Each load is
+    logged on stderr (``spl: loading model …``), so that a server log shows it happened once."""
+    import sys
+
     from spectra.models import load_model
 
+    print(f"spl: loading model {key} (once per server process)", file=sys.stderr, flush=True)
     return load_model(None if key == "builtin" else key)
 
 
+#: seconds between two redraws of the growing depth chart while a model is analysed
+LIVE_CHART_EVERY_S = 0.8
+
+
 def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
-    """Contract 1 table with an ``evals`` column for ``source`` and ``rule``; shows progress on a first analysis."""
+    """Contract 1 table with an ``evals`` column for ``source`` and ``rule``. A first analysis runs on every core
+    (``AnalysisSettings.workers``; same numbers as one thread) with a progress bar and draws α along depth as the
+    rows arrive (:data:`LIVE_CHART_EVERY_S`)."""
+    import os
+    import time
+
     store = _analysis_store()
     key = (source_key(source), rule)
     if key in store:
         return store[key]
     bar = st.progress(0.0, text=f"Analysing {key[0]} (xmin rule {rule}) … the first use of a GGUF model (the "
-                                f"built-in one included) converts it to safetensors first, about half a minute")
+                                f"built-in one included) converts it to safetensors first, a few seconds")
+    live = st.empty()
+    rows: list = []
+    last = [0.0]
+
+    def on_row(row: dict) -> None:
+        rows.append({k: row.get(k) for k in ("layer_id", "longname", "block", "role", "alpha")})
+        if time.perf_counter() - last[0] >= LIVE_CHART_EVERY_S:
+            last[0] = time.perf_counter()
+            live_chart(live, pd.DataFrame(rows), key[0])
 
     def cb(i: int, n: Optional[int], name: str) -> None:
         frac = min(1.0, i / n) if n else 0.0
         bar.progress(frac, text=f"Analysing {key[0]}: {i}/{n or '?'} matrices {name}")
 
     try:
-        df = analyze(source, AnalysisSettings(xmin_rule=rule, keep_eigs=True), progress=False, progress_cb=cb)
+        settings = AnalysisSettings(xmin_rule=rule, keep_eigs=True, workers=max(1, os.cpu_count() or 1))
+        df = analyze(source, settings, progress=False, progress_cb=cb, on_row=on_row)
     finally:
         bar.empty()
+        live.empty()
     store[key] = df
+    warm_model(source)
     return df
+
+
+#: the calibration windows read ahead with the model (the app's default prune and OWL use them; the same values as
+#: ``webapp.state.APP_DEFAULTS``, checked by tests/test_app_ux.py)
+WARM_CALIBRATION = (16, 256)
+
+
+def warm_model(source: Optional[str]) -> None:
+    """Once the analysis is shown: build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``), load
+    the model (:func:`load_model_cached`, shared by every session) and read the default calibration windows
+    (:data:`WARM_CALIBRATION`) in a background thread, so that the first prune, OWL allocation or λ search does not
+    wait for them; a failure is left to the page that needs them."""
+    import threading
+
+    from spectra.models import source_tokenizer_ready
+
+    def run() -> None:
+        try:
+            source_tokenizer_ready(source)
+            load_model_cached(source_key(source))
+            calibration_windows(source_key(source), *WARM_CALIBRATION)
+        except Exception:  # noqa: BLE001 - the page that needs the model reports it
+            pass
+
+    threading.Thread(target=run, name="spl-warm-model", daemon=True).start()
+
+
+def live_chart(slot, rows: pd.DataFrame, label: str) -> None:
+    """α along depth of the rows analysed so far, drawn in ``slot`` (replaced by the overview when done)."""
+    from spectra.plots import metric_depth_figure
+
+    fig = metric_depth_figure(rows, "alpha", title=f"α along depth, per role — {label} (analysing: {len(rows)} "
+                                                   f"matrices so far)")
+    slot.plotly_chart(fig, width="stretch", config={"displaylogo": False})
 
 
 def get_results_file(path: str) -> pd.DataFrame:
@@ -212,12 +322,28 @@ def spurious_blocks(_df: pd.DataFrame, df_key: tuple) -> pd.DataFrame:
     return blocks(_df)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int) -> float:
+@st.cache_resource(show_spinner=False)
+def _dense_store() -> dict:
+    """Dense perplexities of this server process, keyed by (model, dataset, window length, windows)."""
+    return {}
+
+
+DENSE_KEEP = 16  # dense perplexities kept per process
+
+
+def dense_perplexity(key: str, dataset: str, seqlen: int, windows: int, progress_cb=None) -> float:
+    """The dense model's perplexity, computed once per (model, dataset, window length, windows) and server process;
+    ``progress_cb(done, total)`` after every window of that first computation (the prune's progress bar)."""
     from pruning.evaluation.perplexity import perplexity
 
-    lm = load_model_cached(key)
-    return float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows, progress=False).ppl)
+    store, k = _dense_store(), (key, dataset, int(seqlen), int(windows))
+    if k not in store:
+        lm = load_model_cached(key)
+        store[k] = float(perplexity(lm.model, lm.tokenizer, dataset, seqlen=seqlen, max_windows=windows,
+                                    progress=False, progress_cb=progress_cb).ppl)
+        while len(store) > DENSE_KEEP:
+            store.pop(next(iter(store)))
+    return store[k]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

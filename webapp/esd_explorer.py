@@ -140,6 +140,12 @@ def after_pruning_panel(ctx: Context, name: str, rule: str, show_mp: bool, bins:
         label = f"after magnitude {int(100 * s)}%: "
         st.caption("No pruned model yet: this is the matrix magnitude-pruned on its own (run Prune & evaluate to "
                    "compare with a calibrated pruner).")
+    from pruning.collapse import MATRIX_SPARSITY
+
+    zeros = float((W == 0).float().mean())
+    if zeros > MATRIX_SPARSITY:
+        st.warning(f"{zeros:.2%} of this matrix is zero (above {MATRIX_SPARSITY:.0%}): it keeps too few weights for "
+                   f"its ESD fit (α, spikes) to describe a trained layer — read these numbers as a collapse.")
     ev2 = esd(W)
     esd_panel(ctx, name, ev2, rule if rule != "manual" else "peak", None, show_mp, bins, "esd_b", label)
     return label.rstrip(": "), ev2

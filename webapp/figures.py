@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pruning import plots as pplots
-from pruning.labels import ALLOCATION_LABELS, readable
+from pruning.labels import ALLOCATION_LABELS, allocation_label, readable, readable_run
 from spectra import plots as splots
 from spectra.analyze import block_aggregate
 from spectra.errors import SpectraError
@@ -76,13 +76,46 @@ def allocation_title(settings: dict, ctx: Context) -> str:
             f"{ctx.label}")
 
 
+#: the columns the runs table opens with (the answer first: perplexities, then what the run was)
+RUNS_FIRST = ("ppl", "dense_ppl", "allocation", "label", "sparsity", "lam", "eval", "achieved_sparsity")
+
+
 def runs_table() -> pd.DataFrame:
     """The runs of this session, one record each (``pruning.runs.run_record``, the columns of a sweep row; ``label``
-    = pruner + pattern + GD, ``pruning.labels.run_label``)."""
+    = pruner + pattern + GD, ``pruning.labels.run_label``), perplexities first (:data:`RUNS_FIRST`); ``eval`` names
+    the evaluation protocol (dataset windows×tokens)."""
     t = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in state.runs()])
     if len(t):
         t["eval"] = [f"{d} {w}×{q}" for d, w, q in zip(t["eval_dataset"], t["max_windows"], t["eval_seqlen"])]
+        first = [c for c in RUNS_FIRST if c in t.columns]
+        t = t[first + [c for c in t.columns if c not in first]]
     return t
+
+
+def comparison_line(runs: list[dict]) -> Optional[str]:
+    """The answer of "this allocation or another?" for the last run: every allocation run with the same pruner,
+    sparsity and evaluation protocol (its latest run each), lowest perplexity first; None without such a peer."""
+    if not runs:
+        return None
+    last = runs[-1]
+
+    def same(r: dict) -> bool:
+        return all(r.get(k) == last.get(k) for k in ("label", "sparsity", "eval_dataset", "max_windows", "eval_seqlen",
+                                                      "model"))
+
+    latest = {}
+    for r in runs:
+        if same(r):
+            latest[(r["allocation"], r.get("lam") if r.get("lam") == r.get("lam") else None)] = r
+    if len({a for a, _ in latest}) < 2:
+        return None
+    ranked = sorted(latest.values(), key=lambda r: r["ppl"])
+    names = [allocation_label(r["allocation"]) + (f" λ={r['lam']:g}" if r.get("lam") == r.get("lam") and
+                                                          r.get("lam") is not None else "") for r in ranked]
+    items = " · ".join(f"{n} {r['ppl']:,.2f}" for n, r in zip(names, ranked))
+    return (f"At {last['sparsity']:.0%} with {readable_run(last['label'])} ({last['eval_dataset']} "
+            f"{last['max_windows']}×{last['eval_seqlen']}, dense {last['dense_ppl']:,.2f}): {items} — lowest perplexity: "
+            f"**{names[0]}**.")
 
 
 def runs_for_plots() -> pd.DataFrame:
@@ -99,4 +132,6 @@ def tradeoff_of_runs(title: str = "sparsity / perplexity"):
     if not state.runs():
         return None
     t = runs_for_plots()
-    return pplots.tradeoff_figure(readable(t), dense=t["dense_ppl"].iloc[0], title=title)
+    one_protocol = t["eval"].nunique() == 1
+    return pplots.tradeoff_figure(readable(t), group=("allocation", "pruner", "eval"),
+                                  dense=t["dense_ppl"].iloc[0] if one_protocol else None, title=title)

@@ -20,7 +20,7 @@ from pruning.settings import (AllocationSettings, CalibrationSettings, EvalSetti
                               PrunerSettings)
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_error, show_table
-from webapp.figures import runs_for_plots, runs_table
+from webapp.figures import comparison_line, runs_for_plots, runs_table
 from webapp.cache import PROX24_SCHEDULE
 from webapp.state import Context, bind, selection
 from webapp.widgets import setting_widget
@@ -93,7 +93,8 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
     lm = cache.load_model_cached(ctx.model_key)
     log(0.01, f"dense perplexity ({dataset}, {windows} windows of {seqlen} tokens; computed once per model and "
               f"setting, then cached)")
-    dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows)
+    dense = cache.dense_perplexity(ctx.model_key, dataset, seqlen, windows, progress_cb=lambda i, n: log(
+        0.01 + 0.02 * i / max(n, 1), f"dense perplexity ({dataset}): window {i}/{n} (computed once, then cached)"))
     norms = calib = None
     if settings.needs_calibration():
         log(0.03, f"calibration windows ({cal.nsamples} × {cal.seqlen} tokens of {cal.dataset})")
@@ -204,8 +205,18 @@ def render(ctx: Context) -> None:
             st.error(problem)
     if st.button("Prune and evaluate", type="primary", key="pr_run", disabled=settings is None):
         try:
-            run = run_prune(ctx, settings, eval_settings(s))
+            queue = cache.prune_queue()
+            note = st.empty()
+
+            def waiting(running: int, waiting: int) -> None:
+                note.info(f"Waiting in the queue: {running} prunes are running on this server (at most "
+                          f"{queue.slots} at once), {waiting} waiting; this one starts when one finishes.", icon="⏳")
+
+            with queue.slot(waiting):
+                note.empty()
+                run = run_prune(ctx, settings, eval_settings(s))
             s.runs = s.runs + [run]
+            s.load_error = None  # the open model just pruned fine: an older load error no longer applies
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "pruning failed")
     if ctx.model_key is None:
@@ -231,9 +242,17 @@ def zero_shot_inputs() -> None:
 
 
 def last_run(last: dict) -> None:
+    from pruning.collapse import collapse_note, record_sparsities
+
+    answer = comparison_line(state.runs())
+    if answer:  # the scenario's answer on the first screen (the trade-off plot below shows every run)
+        st.info(answer)
+    note = collapse_note(last["ppl"], last["dense_ppl"], record_sparsities(last.get("_records")))
+    if note:
+        st.warning(note[0].upper() + note[1:], icon="⚠️")
     c = st.columns(5)
     c[0].metric("dense perplexity", f"{last['dense_ppl']:.2f}")
-    c[1].metric("pruned perplexity", f"{last['ppl']:.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+.2f}",
+    c[1].metric("pruned perplexity", f"{last['ppl']:,.2f}", delta=f"{last['ppl'] - last['dense_ppl']:+,.2f}",
                 delta_color="inverse")
     c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
     c[3].metric("time", f"{last['seconds']:.0f} s")
@@ -278,9 +297,11 @@ def tradeoff(ctx: Context) -> None:
         return
     table = pd.concat(tables, ignore_index=True)
     # runs evaluated differently (this session's small runs vs a full sweep, other windows) are never one curve
-    split = [c for c in ("origin", "eval") if c in table.columns and table[c].nunique() > 1]
+    # the evaluation protocol is always part of a series' name (a run on 2 windows never passes for one on 8)
+    split = [c for c in ("origin", "eval") if c in table.columns and (c == "eval" or table[c].nunique() > 1)]
     dense = None
-    if not split and "dense_ppl" in table.columns and table["dense_ppl"].notna().any():
+    if table.get("eval", pd.Series(dtype=str)).nunique() <= 1 and "dense_ppl" in table.columns \
+            and table["dense_ppl"].notna().any():
         dense = float(table["dense_ppl"].dropna().iloc[0])
     group = tuple(split) + ("allocation", "pruner")
     table["curve"] = table["allocation"].astype(str)
@@ -288,8 +309,8 @@ def tradeoff(ctx: Context) -> None:
     if len(lams) > 1:  # several λ: one curve per λ (else a curve would jump between λ at one sparsity)
         has = table["lam"].notna()
         table.loc[has, "curve"] = [f"{a} λ={v:g}" for a, v in zip(table.loc[has, "allocation"], table.loc[has, "lam"])]
-    chart(pplots.tradeoff_figure(readable(table), group=tuple(split) + ("curve", "pruner"), dense=dense,
-                                 title="perplexity against sparsity, one curve per allocation × pruner"),
+    chart(pplots.tradeoff_figure(readable(table), group=("curve", "pruner") + tuple(split), dense=dense,
+                                 title="perplexity against sparsity, one curve per allocation × pruner × evaluation"),
           key="pr_tradeoff")
     fista_section(ctx)
     prox24_section(ctx)
@@ -297,6 +318,10 @@ def tradeoff(ctx: Context) -> None:
         S = st.select_slider("λ effect at sparsity", sorted(table.loc[table["lam"].notna(), "sparsity"].unique()),
                              key="pr_lam_S")
         sub = table[(table["sparsity"] == S) & table["lam"].notna()]
+        if sub["lam"].nunique() < 2:
+            st.caption(f"λ effect: only one λ was run at {S:.0%} sparsity; run AlphaPruning at another λ (same "
+                       f"sparsity) to see how perplexity changes with λ.")
+            return
         base = table[(table["sparsity"] == S) & (table["allocation"] == "uniform")] if "allocation" in table else None
         baselines = ({f"uniform + {readable_run(r['pruner'])}": r["ppl"] for _, r in base.iterrows()}
                      if base is not None else {})

@@ -48,10 +48,72 @@ def collect_figures(ctx: Context) -> dict:
     if allocs:
         figs["allocation_curves"] = pplots.allocation_figure(allocs, by=state.alloc_plot_by(), target=settings["S"],
                                                              title=allocation_title(settings, ctx))
+    no_lam = tuple(sorted((k, v) for k, v in settings.items() if k != "lam"))
+    lam_range = cache.lambda_range_chart(ctx.df, ctx.df_key, ctx.model_key, no_lam)
+    if lam_range is not None:
+        figs["lambda_min_max"] = lam_range
+    figs.update(run_figures(ctx, name))
+    return figs
+
+
+def run_figures(ctx: Context, name: str) -> dict:
+    """The figures of this session's runs: the trade-off (one curve per allocation × pruner × evaluation protocol),
+    the last run's per-matrix achieved sparsity, the λ effect (where one sparsity was run at two λ or more), the λ →
+    perplexity search and the selected matrix's ESD before / after the last run."""
+    figs = {}
     tradeoff = tradeoff_of_runs()
     if tradeoff is not None:
         figs["tradeoff"] = tradeoff
+    runs = state.runs()
+    if runs:
+        last = runs[-1]
+        figs["achieved_sparsity"] = pplots.achieved_sparsity_figure(
+            last["_records"], title=f"Per-matrix sparsity of the last run — {last['label']} + "
+                                    f"{pplots.allocation_label(last['allocation'])} {last['sparsity']:.0%}")
+        t = runs_table()
+        lam_runs = t[t["lam"].notna()] if "lam" in t.columns else t.iloc[:0]
+        for S, sub in lam_runs.groupby("sparsity"):
+            if sub["lam"].nunique() >= 2:
+                figs[f"lambda_effect_{S:.2f}"] = pplots.lambda_effect_figure(
+                    pplots.readable(sub), group=("allocation", "label", "eval"),
+                    title=f"perplexity against λ at {S:.0%} sparsity")
+    res = st.session_state.get("tune_result")
+    if res:
+        figs["lambda_to_perplexity"] = pplots.tune_figure(
+            res["rows"], res["uniform"]["ppl"], res["best"]["lam"],
+            title=f"λ → held-out perplexity ({res['settings']['pruner']}, S = {res['settings']['sparsity']:.0%})")
+    after = state.last_pruned(ctx.model_key, name)
+    if after is not None:
+        from spectra.esd import esd
+
+        try:
+            ev = evals_of(ctx, name)
+            ev2 = esd(after[1])
+            series = [("dense", ev, esd_fit(ev, "peak")), (f"after {after[0]}", ev2, esd_fit(ev2, "peak"))]
+            figs[f"esd_before_after_{name}"] = splots.esd_overlay_figure(series, title=f"{name}: before and after "
+                                                                                       f"pruning")
+        except Exception:  # noqa: BLE001 - a missing ESD only drops that figure
+            pass
     return figs
+
+
+#: the columns of the runs table in the report (perplexities first; the CSV download keeps every column)
+REPORT_RUN_COLUMNS = ("ppl", "dense_ppl", "allocation", "label", "sparsity", "lam", "eval", "achieved_sparsity",
+                      "nsamples", "seconds")
+
+
+def runs_text() -> list[str]:
+    """The runs section's paragraphs: how runs are compared, and the collapse note of every run that collapsed."""
+    from pruning.collapse import collapse_note, record_sparsities
+
+    text = ["Each curve is one allocation × pruner × evaluation protocol (dataset, windows × tokens): runs scored on "
+            "different windows are never one curve."]
+    for i, r in enumerate(state.runs(), 1):
+        note = collapse_note(r["ppl"], r["dense_ppl"], record_sparsities(r.get("_records")))
+        if note:
+            text.append(f"Run {i} ({r['label']} + {pplots.allocation_label(r['allocation'])} {r['sparsity']:.0%}): "
+                        f"{note}")
+    return text
 
 
 def collect_tables(ctx: Context) -> dict:
@@ -75,12 +137,18 @@ def render(ctx: Context) -> None:
                               [f for k, f in figs.items() if "depth" in k or "heatmap" in k or "histogram" in k],
                               [("per role", tables["role_summary"])]),
                 ReportSection(f"ESD of {selected_matrix(ctx.df)}", "",
-                              [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))]),
+                              [f for k, f in figs.items() if k.startswith(("esd_", "ks_"))
+                               and not k.startswith("esd_before_after_")]),
                 ReportSection(f"Allocation at S = {sel['S']:.0%}, λ = {sel['lam']:.2f}", "",
                               [f for k, f in figs.items() if k == "allocation_curves"],
                               [(k, v) for k, v in tables.items() if k.startswith("allocation_")]),
-                ReportSection("Pruning runs", "", [f for k, f in figs.items() if k == "tradeoff"],
-                              [("runs", tables["runs"])] if "runs" in tables else []),
+                ReportSection("Allocation against λ", "", [f for k, f in figs.items() if k in ("lambda_min_max",
+                                                                                                  "lambda_to_perplexity")]),
+                ReportSection("Pruning runs", runs_text() if "runs" in tables else "",
+                              [f for k, f in figs.items() if k in ("tradeoff", "achieved_sparsity")
+                               or k.startswith(("lambda_effect_", "esd_before_after_"))],
+                              [("runs", tables["runs"][[c for c in REPORT_RUN_COLUMNS if c in tables["runs"]]])]
+                              if "runs" in tables else []),
                 ReportSection("All metrics", "", [], [("analysis", tables["analysis"])])]
     meta = ctx.df.attrs.get("metadata", {})
     info = {k: meta.get(k) for k in ("model", "weights_sha256", "dtype", "xmin_rule", "created") if k in meta}

@@ -353,8 +353,14 @@ def run_prune(args: argparse.Namespace) -> dict:
         for task, r in z["tasks"].items():
             print(f"{task} ({which}, lm-eval {z['lm_eval_version']}, n={r['n']}): "
                   + ", ".join(f"{m} {v:.4f}" for m, v in r["metrics"].items()))
+    from pruning.collapse import collapse_note, record_sparsities
     from pruning.labels import settings_label
 
+    notes = {collapse_note(pruned[ds]["ppl"], dense.get(ds, {}).get("ppl"), record_sparsities(result.layers))
+             for ds in ev["datasets"] if pruned.get(ds) is not None} or {collapse_note(None, None,
+                                                                                        record_sparsities(result.layers))}
+    for note in sorted(n for n in notes if n):
+        print(f"warning: {note}")
     print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: "
           f"target {result.target_sparsity:.4f}, "
           f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "

@@ -196,6 +196,8 @@ def series_style(key: Mapping[str, Any], group: Sequence[str]) -> dict:
     every new run."""
     alloc_col = next((g for g in ("curve", "allocation") if g in group), None)
     others = [g for g in group if g not in ("curve", "allocation", "pruner")]
+    from pruning.labels import ALLOCATION_LABELS
+
     allocs = list(ALLOCATION_LABELS.values()) + list(ALLOCATION_LABELS)
     color = _COLORS[_stable_index(key[alloc_col], allocs, len(_COLORS))] if alloc_col else _COLORS[0]
     if alloc_col and " λ=" in str(key[alloc_col]):  # one curve per λ: the λ picks the shade of the method's colour

@@ -119,9 +119,9 @@ def candidate_values(settings: TuneSettings, base) -> list:
 def _allocation_inputs(model, settings: TuneSettings, stats, block_io=None) -> tuple:
     """(the table the method's allocation reads, {M or None: calibration signal}) — computed once before the search:
     spectral metrics for a metrics method; for a calibration method its signal from the dense statistics' input
-    norms (once per OWL M), so that no candidate recomputes it. The weights are read one block at a time (a block's
-    signal reads only its own weights and norms), so no second copy of them lives through the search and a streamed
-    model (``block_io``) works the same."""
+    norms (once per OWL M), so that no candidate recomputes it and no second copy of the weights lives through the
+    search; a streamed model (``block_io``) is read one block at a time (a block's signal reads only its own
+    weights and norms)."""
     from spectra.weights import weight_table
 
     from pruning.blocks import block_linears, walk_blocks
@@ -141,12 +141,17 @@ def _allocation_inputs(model, settings: TuneSettings, stats, block_io=None) -> t
     norms = {name: st.sq_norm for name, st in stats.layers.items()}
     Ms = [float(m) for m in settings.owl_Ms] if "owl_M" in {p.name for p in spec.params} else [None]
     per_M = {M: allocation_settings(settings, spec.params[0].default, M) for M in Ms}
-    signals: dict = {M: {} for M in Ms}
     per_block = block_linears(model)
-    for b, _ in walk_blocks(model, None, block_io):
-        weights = {lin.longname: lin.get() for lin in per_block[b]}  # (out, in)
-        for M in Ms:
-            signals[M].update(spec.signal(weights, {n: norms[n] for n in weights}, per_M[M]))
+    if block_io is None:  # one call per M over every weight (the signal's own cost once per M, not per block)
+        weights = {lin.longname: lin.get() for blk in per_block for lin in blk}  # (out, in)
+        signals: dict = {M: spec.signal(weights, norms, per_M[M]) for M in Ms}
+        del weights
+    else:  # streamed: block by block as each is read (a block's signal reads only its own weights and norms)
+        signals = {M: {} for M in Ms}
+        for b, _ in walk_blocks(model, None, block_io):
+            weights = {lin.longname: lin.get() for lin in per_block[b]}
+            for M in Ms:
+                signals[M].update(spec.signal(weights, {n: norms[n] for n in weights}, per_M[M]))
     signals["seconds"] = round(time.perf_counter() - t0, 3)
     return table, signals
 

@@ -314,15 +314,15 @@ def measure(lm, settings: SensitivitySettings, out=None, signals: Optional[pd.Da
     settings.validate()
     model, tok = lm.model, lm.tokenizer
     path = Path(out) if out else None
-    key = settings.key()
+    t = time.perf_counter()
+    stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt")
+    stats_seconds = round(time.perf_counter() - t, 3)
+    key = {**settings.key(), "weights_sha256": stats.fingerprint}
     done, old_meta = _resume(path, key)
     meta = {"key": json.loads(json.dumps(key, default=str)), "versions": package_versions(),
             "mode": settings.mode, "label": f"{settings.pruner} one-shot (dense statistics), {settings.mode}",
-            "model": getattr(getattr(lm, "source", None), "label", None),
+            "model": getattr(getattr(lm, "source", None), "label", None), "stats_seconds": stats_seconds,
             "permutations": settings.permutations, "seed": settings.seed}
-    t = time.perf_counter()
-    stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt")
-    meta["stats_seconds"] = round(time.perf_counter() - t, 3)
     if with_signals:
         from pruning.signals import block_signals
 

@@ -22,8 +22,7 @@ _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star")
 SPARSITY_LABEL = "sparsity (% of weights set to zero)"
 PPL_LABEL = "perplexity (exp of mean token NLL; lower is better, log scale)"
 #: readable names of the allocation methods (legends, tables, the app's pickers)
-ALLOCATION_LABELS = {"uniform": "uniform", "alphapruning": "AlphaPruning", "owl": "OWL", "erk": "ERK",
-                     "global": "global magnitude", "lamp": "LAMP", "stable_rank": "stable rank"}
+ALLOCATION_LABELS = dict(__import__("pruning.allocation", fromlist=["METHOD_LABELS"]).METHOD_LABELS)
 #: readable names of the layer pruners (the first word of a run label such as ``wanda 2:4 +GD100``)
 PRUNER_LABELS = PRUNER_NAMES
 #: the smallest span (percentage points) of a sparsity axis, so that rounding noise never fills the plot

@@ -125,10 +125,9 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     ``metrics`` (a spectra DataFrame of this model) and ``input_norms`` (from ``collect_input_norms``) may be given
     to skip recomputing them (the sweep does so).
     """
-    from spectra.weights import iter_model_weights, weight_table
+    from spectra.weights import weight_table
 
-    from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocate, load_allocation, owl_outlier_ratios
-    from pruning.sequential import collect_input_norms
+    from pruning.allocation import load_allocation
 
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
@@ -145,25 +144,38 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
         df.attrs["allocation"] = {"method": getattr(loaded, "method", None) or "file",
                                   "file": str(a.file), "settings": getattr(loaded, "settings", {})}
         return df
-    method = a.method
-    weights = ratios = None
-    if method in SPECTRAL_METHODS:
+    return _registered_allocation(model, settings, table, calib, metrics, input_norms, progress)
+
+
+def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, calib, metrics, input_norms,
+                           progress: bool) -> pd.DataFrame:
+    """The allocation of a registered method: reads what its spec says (spectral metrics, the weights, the
+    calibration input norms) and dispatches to :func:`pruning.allocation.allocate`."""
+    from spectra.weights import iter_model_weights
+
+    from pruning.allocation import allocate, get_allocation
+    from pruning.sequential import collect_input_norms
+
+    a = settings.allocation
+    spec = get_allocation(a.method)
+    weights = signal = None
+    base = table
+    if spec.reads == "metrics":
         if metrics is None:
             from spectra.analyze import AnalysisSettings, analyze
 
-            metrics = analyze(model, AnalysisSettings(xmin_rule=a.xmin_rule), progress=progress)
+            metrics = analyze(model, AnalysisSettings(xmin_rule=a.xmin_rule, **spec.analysis), progress=progress)
         base = metrics
-    else:
-        base = table
-        if method in WEIGHT_METHODS or method == "owl":
-            weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
-        if method == "owl":
-            if input_norms is None:
-                if calib is None:
-                    raise ValueError("OWL needs calibration windows (its outlier ratios use input norms)")
-                input_norms = collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress)
-            ratios = owl_outlier_ratios(weights, input_norms, a.owl_M, granularity=a.granularity)
-    return allocate(base, method, float(a.sparsity), **a.allocate_kwargs(weights, ratios))
+    elif spec.reads in ("weights", "input_norms"):
+        weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
+    if spec.needs_calibration:
+        if input_norms is None:
+            if calib is None:
+                raise ValueError(f"{spec.label} (--allocation {a.method}) needs calibration windows (it reads the "
+                                 f"calibration input norms); give calibration data (--nsamples > 0, --data-dir)")
+            input_norms = collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress)
+        signal = spec.signal(weights, input_norms, a)
+    return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal))
 
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,

@@ -24,7 +24,8 @@ from spectra.hill import XMIN_RULES
 from spectra.options import check_options, option, options_of
 
 from pruning.allocation import allocation_options
-from pruning.allocation.mappings import ALLOCATION_METHODS, GRANULARITIES, MAPPINGS
+from pruning.allocation.mappings import GRANULARITIES, MAPPINGS
+from pruning.allocation.registry import ALLOCATION_METHODS, CALIBRATION_METHODS
 from pruning.pruners import NM, PRUNERS, get_pruner, parse_nm
 from pruning.pruners.masks import nm_sparsity
 from pruning.sequential import CORRECTIONS
@@ -91,6 +92,9 @@ class AllocationSettings:
                             label="xmin rule")
     owl_lambda: float = option(0.08, "OWL's λ (largest deviation from S)", lo=0.0, hi=1.0, label="OWL λ")
     owl_M: float = option(5.0, "OWL's outlier multiplier M", lo=0.0, flag="--owl-m", label="OWL M")
+    atp_beta: float = option(0.0, "ATP's β: block i gets S − β(L−1)/2 + β·i (0 = uniform; at most "
+                             "min(2S, 2(1−S))/(L−1))", lo=0.0, hi=1.0, label="ATP β", ui={"step": 0.001})
+    dlp_alpha: float = option(0.15, "DLP's α (largest deviation from S)", lo=0.0, hi=1.0, label="DLP α")
     min_sparsity: float = option(0.0, "floor of every matrix's sparsity", lo=0.0, hi=1.0, hi_open=True,
                                  label="min sparsity", ui={"lo": 0.0, "hi": 0.9, "step": 0.05})
     max_sparsity: float = option(0.99, "cap of every matrix's sparsity", lo=0.0, hi=1.0,
@@ -128,14 +132,14 @@ class AllocationSettings:
         """``(N, M)`` of the pattern, or None (unstructured)."""
         return parse_nm(self.nm)
 
-    def allocate_kwargs(self, weights=None, outlier_ratios=None) -> dict:
+    def allocate_kwargs(self, weights=None, outlier_ratios=None, signal=None) -> dict:
         """The keyword arguments of :func:`pruning.allocation.allocate` that this method reads
-        (:func:`pruning.allocation.allocation_options`); ``weights`` / ``outlier_ratios`` for the methods that
-        need them."""
-        return allocation_options(self.method, lam=self.lam, mapping=self.mapping, granularity=self.granularity,
-                                  metric=self.metric, exclude_flagged=self.exclude_flagged,
-                                  min_sparsity=self.min_sparsity, max_sparsity=self.max_sparsity, weights=weights,
-                                  outlier_ratios=outlier_ratios, owl_lambda=self.owl_lambda, owl_M=self.owl_M)
+        (:func:`pruning.allocation.allocation_options`); ``weights`` / the calibration ``signal`` (OWL's
+        ``outlier_ratios``, DLP's block scores) for the methods that need them."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("method", "sparsity", "nm", "xmin_rule", "file", "min_sparsity", "max_sparsity")}
+        return allocation_options(self.method, min_sparsity=self.min_sparsity, max_sparsity=self.max_sparsity,
+                                  weights=weights, signal=signal if signal is not None else outlier_ratios, **fields)
 
     @property
     def is_uniform(self) -> bool:
@@ -186,7 +190,8 @@ SECTIONS = {"pruner": PrunerSettings, "allocation": AllocationSettings, "calibra
 _FLAT = {o.dest: (sec, o.name) for sec, cls in SECTIONS.items() for o in options_of(cls)}
 #: fields added after sweep tables existed, with the value tables written before them ran with
 #: (see :meth:`PruneSettings.key_dict`)
-LATER_FIELDS = {"gd_precondition": False, "exclude_flagged": False, "min_sparsity": 0.0}
+LATER_FIELDS = {"gd_precondition": False, "exclude_flagged": False, "min_sparsity": 0.0, "atp_beta": 0.0,
+                "dlp_alpha": 0.15}
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,8 @@ class PruneSettings:
 
     def needs_calibration(self) -> bool:
         """The run needs calibration windows: for the loop, or for OWL's outlier ratios."""
-        return self.loop_needs_calibration() or (self.allocation.method == "owl" and not self.allocation.file)
+        return self.loop_needs_calibration() or (self.allocation.method in CALIBRATION_METHODS and
+                                                  not self.allocation.file)
 
 
 @dataclass(frozen=True)

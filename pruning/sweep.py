@@ -22,7 +22,7 @@ import pandas as pd
 
 from spectra.files import atomic_path
 
-from pruning.allocation import SPECTRAL_METHODS
+from pruning.allocation import SPECTRAL_METHODS, get_allocation
 from pruning.prune import prune_model, settings_label
 from pruning.settings import PruneSettings
 
@@ -213,18 +213,20 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
             log(f"[{i}/{len(cells)}] {name}: done already, skipped")
             continue
         metrics = norms = None
-        if a.method in SPECTRAL_METHODS and not a.nm:
-            if a.xmin_rule not in metrics_cache:
+        aspec = get_allocation(a.method)
+        if aspec.reads == "metrics" and not a.nm:
+            mkey = (a.xmin_rule, tuple(sorted(aspec.analysis.items())))
+            if mkey not in metrics_cache:
                 from spectra.analyze import AnalysisSettings, analyze
 
-                metrics_cache[a.xmin_rule] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule),
-                                                     progress=progress)
-            metrics = metrics_cache[a.xmin_rule]
+                metrics_cache[mkey] = analyze(dense_lm.model, AnalysisSettings(xmin_rule=a.xmin_rule,
+                                                                               **aspec.analysis), progress=progress)
+            metrics = metrics_cache[mkey]
         calib = None
         if s.needs_calibration():
             calib = get_calibration(dense_lm.tokenizer, cal.nsamples, cal.seqlen, cal.seed, dataset=cal.dataset,
                                     path=cal.data_path)
-        if a.method == "owl" and not a.nm:
+        if aspec.needs_calibration and not a.nm:
             if cal not in norms_cache:  # the calibration settings are the key (a frozen dataclass)
                 norms_cache[cal] = collect_input_norms(dense_lm.model, calib, cal.batch_size)
             norms = norms_cache[cal]

@@ -21,6 +21,7 @@ import torch
 
 from .errors import SpectraError
 from .esd import esd, esd_batch, resolve_device
+from .farms import FARMS_COLUMNS, farms_esd, farms_metrics
 from .hill import likely_spurious
 from .metrics import METRIC_COLUMNS, failed_metrics, matrix_metrics, matrix_problem
 from .results import package_versions
@@ -146,8 +147,10 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
 
     def flush():
         evs = esd_batch([w for _, w, _ in pending], normalize=settings.normalize, device=device)
-        for (row, _, name), ev in zip(pending, evs):
+        for (row, w, name), ev in zip(pending, evs):
             row.update(matrix_metrics(ev, row["rows"], row["cols"], settings))
+            if settings.farms:
+                row.update(farms_metrics(w, settings))
             row["evals"] = ev
             if bar is not None:
                 bar.update(1)
@@ -197,6 +200,8 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
                 continue
             if problem is not None:
                 row.update(failed_metrics(problem, settings, row["M"]))
+                if settings.farms:
+                    row.update({c: float("nan") for c in FARMS_COLUMNS})
                 row["evals"] = None
             elif pool is not None:
                 running.append((row, pool.submit(_matrix_numbers, W, info.rows, info.cols, settings, device)))
@@ -221,7 +226,8 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
             pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
-    df = pd.DataFrame(rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS + ["evals"])
+    df = pd.DataFrame(rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS + (FARMS_COLUMNS if settings.farms else [])
+                      + ["evals"])
     df["warning"] = df["warning"].fillna("")
     if digest is not None:
         fingerprint = digest.hexdigest()
@@ -257,6 +263,8 @@ def _matrix_numbers(W: torch.Tensor, rows: int, cols: int, settings: AnalysisSet
     ev = esd(W, normalize=settings.normalize, device=device, check_finite=False)
     t1 = time.perf_counter()
     out = matrix_metrics(ev, rows, cols, settings)
+    if settings.farms:
+        out.update(farms_metrics(W, settings))
     if clock is not None:
         clock["eig_s"] += t1 - t
         clock["fit_s"] += time.perf_counter() - t1
@@ -289,6 +297,21 @@ def matrix_esd(source: Any, longname: str, normalize: bool = False, device: Opti
         names.append(info.longname)
     hint = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     raise SpectraError(f"no weight matrix named {longname!r} in {src.label}; names look like: {hint}")
+
+
+def matrix_farms_esd(source: Any, longname: str, window: int = 2000, ops: int = 10, q: float = 1.0,
+                     device: Optional[str] = None) -> np.ndarray:
+    """The pooled FARMS ESD (:func:`spectra.farms.farms_esd`) of one matrix (by ``longname`` or ``param``) of
+    ``source``, for the ESD explorer (fit it with :func:`spectra.hill.fit_power_law`)."""
+    src = _resolve(source)
+    it, _ = _iterate(src, AnalysisSettings(include_embeddings=True))
+    for info, W in it:
+        if longname in (info.longname, info.param):
+            problem = matrix_problem(W, 1)
+            if problem is not None:
+                raise SpectraError(f"{longname}: {problem}")
+            return farms_esd(W, window, ops, q, device)
+    raise SpectraError(f"no weight matrix named {longname!r} in {src.label}")
 
 
 # ----------------------------------------------------------------------------------------------- aggregation

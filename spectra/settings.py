@@ -29,6 +29,8 @@ class AnalysisSettings:
     matrices. keep_eigs: add an ``evals`` column (ascending eigenvalue arrays). evals_thresh: eigenvalues ≤ this are
     ignored by the fit (weightwatcher's 1e-5; the AlphaPruning rules median / peak_ap keep all λ > 0).
     min_evals: matrices with fewer eigenvalues fail ("too small").
+    farms: also fit FARMS α on the pooled ESD of ``farms_window`` × int(``farms_q``·n′) windows, at most ``farms_ops``
+    per dimension (``spectra.farms``; columns ``alpha_farms``, ``D_farms``, ``xmin_farms``, ``num_pl_spikes_farms``).
     mp_method: Marchenko–Pastur σ² estimator (``trace`` or ``median``, see ``spectra.mp``).
     eig_batch: matrices of one shape whose eigenvalues are computed in one batched call (``spectra.esd.esd_batch``);
     None = 8 on CUDA, 1 (the per-matrix float64 LAPACK path) on the CPU.
@@ -53,12 +55,21 @@ class AnalysisSettings:
                                       "cpu); float64 always", kind=int, lo=1)
     workers: int = option(1, "CPU matrices analysed at once (threads; same numbers as 1; set OMP_NUM_THREADS=1 "
                           "with it)", lo=1)
+    farms: bool = option(False, "also fit FARMS α (alpha_farms, D_farms, xmin_farms, num_pl_spikes_farms): one "
+                         "power-law fit of the pooled ESD of equally shaped windows (Hu et al., ICML 2025)",
+                         label="FARMS α")
+    farms_window: int = option(2000, "FARMS: window rows n′ = min(window, rows, cols)", label="FARMS window")
+    farms_ops: int = option(10, "FARMS: windows per dimension (at most)", label="FARMS windows per dimension")
+    farms_q: float = option(1.0, "FARMS: window columns = int(q·n′) (1 = square windows)", label="FARMS q")
 
     def __post_init__(self) -> None:
         try:  # types, bounds and choices of every field (one line, as a SpectraError)
             check_options(self)
         except ValueError as exc:
             raise SpectraError(str(exc)) from None
+        from .farms import check_farms
+
+        check_farms(self.farms_window, self.farms_ops, self.farms_q)
         if self.xmin is not None:
             if not (isinstance(self.xmin, (int, float)) and np.isfinite(self.xmin) and self.xmin > 0):
                 raise SpectraError(f"xmin must be a positive number, got {self.xmin!r}")
@@ -78,6 +89,9 @@ class AnalysisSettings:
         d.pop("keep_eigs")
         d.pop("eig_batch")
         d.pop("workers")
+        if not d["farms"]:  # the plain analysis' numbers do not depend on the FARMS windows
+            for k in ("farms_window", "farms_ops", "farms_q"):
+                d.pop(k)
         d["code"] = _code_hash()
         return d
 
@@ -85,6 +99,6 @@ class AnalysisSettings:
 def _code_hash() -> str:
     """sha256 (16 hex) of the source of the modules that compute the numbers."""
     digest = hashlib.sha256(__version__.encode())
-    for name in ("esd", "hill", "mp", "metrics", "analyze", "weights", "settings"):
+    for name in ("esd", "hill", "mp", "metrics", "analyze", "weights", "settings", "farms"):
         digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]

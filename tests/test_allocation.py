@@ -37,6 +37,7 @@ def synthetic_table(seed: int = 0) -> pd.DataFrame:
                              alpha=float(rng.uniform(2.0, 7.0)), stable_rank=float(rng.uniform(1.5, 30.0))))
     df = pd.DataFrame(rows)
     df["num_params"] = df["rows"] * df["cols"]
+    df["alpha_farms"] = df["alpha"] * 0.8 + 1.0 + 0.3 * (df.index % 3)
     return df
 
 
@@ -65,6 +66,10 @@ def kwargs_for(method: str, df: pd.DataFrame, weights) -> dict:
         return {"weights": weights}
     if method == "owl":
         return {"outlier_ratios": block_ratios(df)}
+    if method == "dlp":
+        return {"block_scores": {b: 1.0 + v for b, v in block_ratios(df).items()}, "dlp_alpha": 0.15}
+    if method == "atp":
+        return {"atp_beta": 0.9 * 0.2 / (NBLOCKS - 1)}
     return {}
 
 
@@ -105,7 +110,7 @@ def test_random_tables_mean_and_bounds():
                 r, c = int(rng.integers(1, 40)), int(rng.integers(1, 40))
                 rows.append(dict(longname=f"model.layers.{b}.m{j}", block=b, role="x", rows=r, cols=c,
                                  num_params=r * c, alpha=float(rng.uniform(1, 8)),
-                                 stable_rank=float(rng.uniform(1, 20))))
+                                 alpha_farms=float(rng.uniform(1, 8)), stable_rank=float(rng.uniform(1, 20))))
         df = pd.DataFrame(rows)
         g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
         W = {r.longname: torch.randn(r.rows, r.cols, generator=g) * float(rng.uniform(0.01, 3))
@@ -121,6 +126,13 @@ def test_random_tables_mean_and_bounds():
             if method == "owl":
                 kw.update(outlier_ratios={b: float(rng.uniform(0, 0.1)) for b in range(nb)},
                           owl_lambda=float(rng.uniform(0, 0.3)))
+            if method == "dlp":
+                kw.update(block_scores={b: float(rng.uniform(0, 1)) for b in range(nb)},
+                          dlp_alpha=float(rng.uniform(0, 0.3)), granularity="block")
+            if method == "atp":
+                from pruning.allocation import atp_bound
+
+                kw["atp_beta"] = float(rng.uniform(0, 1)) * atp_bound(S, nb)
             out = allocate(df, method, S, **kw)
             s = out.sparsity.to_numpy()
             assert abs(wmean(out) - S) < 1e-9, (method, S, lo, hi)
@@ -717,7 +729,7 @@ def test_cli_exclude_flagged(tmp_path, capsys):
 def test_allocation_options_gives_each_method_the_arguments_it_reads():
     from pruning.allocation import SPECTRAL_METHODS, WEIGHT_METHODS, allocation_options
 
-    assert SPECTRAL_METHODS == ("alphapruning", "stable_rank") and set(WEIGHT_METHODS) == {"global", "lamp"}
+    assert SPECTRAL_METHODS == ("alphapruning", "stable_rank", "farms") and set(WEIGHT_METHODS) == {"global", "lamp"}
     df = synthetic_table()
     weights = synthetic_weights(df)
     common = dict(lam=0.4, mapping="log", granularity="matrix", metric="alpha", exclude_flagged=True,

@@ -109,7 +109,7 @@ def test_flat_view_keeps_the_sweep_keys_of_the_flat_release():
     assert PruneSettings().key_dict() == FLAT_RELEASE_KEY
     s = PruneSettings.from_flat(pruner="sparsegpt", allocation="alphapruning", sparsity=0.7, lam=0.2, nsamples=32)
     assert PruneSettings.from_flat(**s.flat()) == s
-    assert set(s.flat()) == set(FLAT_RELEASE_KEY) | {"exclude_flagged", "min_sparsity"}
+    assert set(s.flat()) == set(FLAT_RELEASE_KEY) | {"exclude_flagged", "min_sparsity", "atp_beta", "dlp_alpha"}
     assert json.dumps(s.flat(), default=str)  # reports record it as JSON
     # an N:M pattern gives its own sparsity, whatever was asked
     assert PruneSettings.from_flat(nm="1:4", sparsity=0.3).allocation.sparsity == 0.75

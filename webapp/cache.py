@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning.allocation import WEIGHT_METHODS, allocate, allocation_options
+from pruning.allocation import CALIBRATION_METHODS, WEIGHT_METHODS, allocate, allocation_options
 from spectra.analyze import AnalysisSettings, analyze
 from spectra.errors import SpectraError
 
@@ -118,6 +118,20 @@ def owl_ratios(key: str, nsamples: int, seqlen: int, granularity: str = "block")
     return owl_outlier_ratios(model_weights(key), input_norms(key, nsamples, seqlen), granularity=granularity)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def calibration_signal(key: str, method: str, nsamples: int, seqlen: int, granularity: str = "block") -> dict:
+    """The calibration signal of ``method`` (OWL's outlier ratios, DLP's block scores: its spec's ``signal``) from
+    the dense model's input norms."""
+    from pruning.allocation import get_allocation
+    from pruning.settings import AllocationSettings
+
+    if method == "owl":
+        return owl_ratios(key, nsamples, seqlen, granularity)
+    spec = get_allocation(method)
+    return spec.signal(model_weights(key), input_norms(key, nsamples, seqlen),
+                       AllocationSettings(method=method, granularity=granularity))
+
+
 def metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
     """The analysis table without its eigenvalues (what the allocations read)."""
     return df.drop(columns=[c for c in ("evals",) if c in df.columns])
@@ -135,7 +149,7 @@ def method_settings(method: str, settings: dict) -> dict:
 
     read = settings_read(method)
     out = {**settings, **{k: v for k, v in NEUTRAL_SETTINGS.items() if k not in read}}
-    if method != "owl":
+    if method not in CALIBRATION_METHODS:
         out.update(nsamples=0, seqlen=0)
     return out
 
@@ -147,8 +161,8 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
     """``pruning.allocation.allocate`` with the options of the Allocation lab (``allocation_options`` picks those the
     method reads; cached by every setting). The weights and OWL ratios are loaded only for the methods that read them."""
     weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
-    ratios = (owl_ratios(model_key, nsamples, seqlen, granularity) if model_key is not None and method == "owl"
-              else None)
+    ratios = (calibration_signal(model_key, method, nsamples, seqlen, granularity)
+              if model_key is not None and method in CALIBRATION_METHODS else None)
     kw = allocation_options(method, lam=lam, mapping=mapping, granularity=granularity, metric=metric,
                             exclude_flagged=exclude_flagged, min_sparsity=lo, max_sparsity=hi, weights=weights,
                             outlier_ratios=ratios)

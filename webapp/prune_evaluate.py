@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import ALLOCATION_METHODS, SPECTRAL_METHODS, save_allocation
+from pruning.allocation import ALLOCATION_METHODS, CALIBRATION_METHODS, SPECTRAL_METHODS, save_allocation
 from spectra.files import scratch_file
 from spectra.hill import SPURIOUS_ALPHA
 from pruning.runs import is_paper_literal, pattern_problem, read_results_table, run_label
@@ -103,8 +103,8 @@ def run_prune(ctx: Context, pruner: str, method: str, S: float, lam: float, nsam
     if settings.needs_calibration():
         log(0.03, f"calibration windows ({nsamples} × {seqlen} tokens of {settings.calibration.dataset})")
         calib = cache.calibration_windows(ctx.model_key, nsamples, seqlen)
-    if method == "owl":
-        log(0.04, "OWL: calibration input norms of the dense model (cached later)")
+    if method in CALIBRATION_METHODS:
+        log(0.04, f"{METHOD_LABELS[method]}: calibration input norms of the dense model (cached later)")
         norms = cache.input_norms(ctx.model_key, nsamples, seqlen)
     log(0.05, f"allocation ({METHOD_LABELS[method]}"
               f"{', flagged fits left out' if flagged_out else ''}), then the calibration inputs of block 0"

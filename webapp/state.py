@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import WEIGHT_METHODS
+from pruning.allocation import CALIBRATION_METHODS, WEIGHT_METHODS
 from pruning.calib_stats import TUNE_CALIBRATION
 from pruning.settings import AllocationSettings, EvalSettings, GDSettings, PrunerSettings
 from pruning.tune import TuneSettings
@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
 SELECTION_DEFAULTS: dict[str, Any] = {"matrix": None, "S": APP_DEFAULTS["sparsity"], "lam": default_of(_A, "lam"),
                                       "method": APP_DEFAULTS["method"]}
 #: allocations that need the model's weights or a calibration pass (slow the first time)
-SLOW_METHODS = ("owl", *WEIGHT_METHODS)  # need a calibration pass or every weight
+SLOW_METHODS = (*CALIBRATION_METHODS, *WEIGHT_METHODS)  # need a calibration pass or every weight
 PRUNED_KEEP = 4  # last pruned models kept on disk for the ESD explorer, all sessions together (~4 × 0.4 GB, 135M)
 
 

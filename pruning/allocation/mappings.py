@@ -8,12 +8,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 
-#: Allocation methods accepted by :func:`allocate`.
-ALLOCATION_METHODS: tuple[str, ...] = ("uniform", "alphapruning", "owl", "erk", "global", "lamp", "stable_rank")
-#: the spectral allocations: computed from spectra metrics, the only ones that read λ, mapping and metric
-SPECTRAL_METHODS: tuple[str, ...] = ("alphapruning", "stable_rank")
-#: allocations that read every weight of the model (``weights=``)
-WEIGHT_METHODS: tuple[str, ...] = ("global", "lamp")
 GRANULARITIES = ("block", "matrix")
 MAPPINGS = ("linear", "log")
 DIRECTIONS = ("higher_more", "lower_more")
@@ -35,12 +29,6 @@ def check_sparsity(sparsity: Any) -> float:
     if not (0.0 <= s < 1.0):
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}; e.g. 0.7 for 70% of the weights removed")
     return s
-
-
-def check_method(method: Any) -> str:
-    if method not in ALLOCATION_METHODS:
-        raise ValueError(f"unknown allocation method {method!r}; choose one of: {', '.join(ALLOCATION_METHODS)}")
-    return method
 
 
 def check_direction(direction: Union[str, bool]) -> bool:

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pruning.allocation import ALLOCATION_METHODS, DIRECTIONS, allocate, allocation_to_json, save_allocation
+from pruning.allocation import (ALLOCATION_METHODS, DIRECTIONS, allocate, allocation_to_json, get_allocation,
+                                save_allocation)
 from pruning.cli.common import add_allocation_options, allocation_from_args
 
 
@@ -42,7 +43,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", default="higher_more", help=f"{' or '.join(DIRECTIONS)} (default higher_more)")
     p.add_argument("--no-clip", action="store_true",
                    help="faithful reference formula without bounds (values may leave [0, 1])")
-    p.add_argument("--outlier-ratios", default=None, help="JSON file {block: D} or {longname: D} for --method owl")
+    p.add_argument("--outlier-ratios", "--signal", dest="outlier_ratios", default=None,
+                   help="JSON file {block: value} or {longname: value}: the calibration signal of --method owl "
+                        "(outlier ratios D) or dlp (block scores)")
     p.add_argument("--model", default=None, help="model source whose weights global/lamp read (e.g. builtin)")
     p.add_argument("--out", default=None, help="write here (.json or .csv) instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -116,14 +119,16 @@ def main(args: argparse.Namespace) -> int:
                 raise _UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
         metrics = load_metrics(args.metrics)
         weights = ratios = None
-        if args.method in ("global", "lamp"):
+        spec = get_allocation(args.method)
+        if spec.reads == "weights":
             if not args.model:
                 raise _UserError(f"method {args.method!r} needs the weights: pass --model SOURCE (e.g. builtin)")
             weights = _load_weights(args.model)
-        if args.method == "owl":
+        if spec.needs_calibration:
             if not args.outlier_ratios:
-                raise _UserError("method 'owl' needs --outlier-ratios FILE (JSON {block: D}) from a calibration "
-                                 "pass; see pruning.allocation.owl_outlier_ratios")
+                raise _UserError(f"method {args.method!r} needs calibration data: pass --outlier-ratios FILE (JSON "
+                                 f"{{block: value}}: OWL's outlier ratios, DLP's block scores) from a calibration pass, "
+                                 f"or prune with a model and calibration data (python -m pruning prune)")
             ratios = _load_ratios(args.outlier_ratios)
         df = allocate(metrics, args.method, settings.sparsity, **settings.allocate_kwargs(weights, ratios),
                       direction=args.direction, clip=not args.no_clip)

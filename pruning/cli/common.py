@@ -34,7 +34,7 @@ def parse_numbers(name: str, text, kind=float, lo: Optional[float] = None, hi: O
 
 #: the allocation settings ``allocate`` and ``export-recipe`` take (fields of pruning.settings.AllocationSettings)
 ALLOCATE_FIELDS = ("sparsity", "lam", "mapping", "granularity", "metric", "min_sparsity", "max_sparsity",
-                   "owl_lambda", "owl_M", "exclude_flagged")
+                   "owl_lambda", "owl_M", "exclude_flagged", "atp_beta", "dlp_alpha")
 
 
 def add_allocation_options(p, defaults: Optional[dict] = None, required: tuple = ()) -> None:

@@ -151,7 +151,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 #: allocations that read every weight or run the dense model, refused under --stream
-NOT_STREAMABLE = ("owl", "global", "lamp")
+NOT_STREAMABLE = tuple(n for n, s in __import__("pruning.allocation", fromlist=["ALLOCATIONS"]).ALLOCATIONS.items()
+                       if s.reads in ("weights", "input_norms"))
 
 
 def _compute_setup(model: str, o, settings):
@@ -220,7 +221,7 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
     returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
     from spectra.models import LoadedModel, ModelSource
 
-    from pruning.allocation import SPECTRAL_METHODS
+    from pruning.allocation import SPECTRAL_METHODS, get_allocation
     from pruning.prune import prune_model
     from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
 
@@ -235,7 +236,8 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
     if a.method in SPECTRAL_METHODS and not a.file and a.nm is None:
         from spectra.analyze import AnalysisSettings, analyze
 
-        metrics = analyze(directory, AnalysisSettings(xmin_rule=a.xmin_rule), progress=progress)
+        metrics = analyze(directory, AnalysisSettings(xmin_rule=a.xmin_rule, **get_allocation(a.method).analysis),
+                          progress=progress)
     result = prune_model(sm.model, sm.tokenizer, settings, progress=progress, metrics=metrics, device=device,
                          block_io=sm)
     t = time.perf_counter()

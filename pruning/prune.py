@@ -132,7 +132,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
     a = settings.allocation
-    if a.file:
+    if a.file and not _reads_table(a.method):
         loaded = load_allocation(a.file)
         missing = [n for n in table["longname"] if n not in loaded]
         if missing:
@@ -168,6 +168,15 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
         base = metrics
     elif spec.reads in ("weights", "input_norms"):
         weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
+    extra = {}
+    if spec.reads == "table":  # a measured table (python -m pruning sensitivity) named by --allocation-file
+        if not a.file:
+            raise ValueError(f"{spec.label} (--allocation {a.method}) reads a measured table; pass it with "
+                             f"--allocation-file (python -m pruning sensitivity MODEL --out sens.parquet)")
+        from pruning.sensitivity import read_table
+        from pruning.signals import measured_costs
+
+        extra["table"] = measured_costs(read_table(a.file))
     if spec.needs_calibration:
         if input_norms is None:
             if calib is None:
@@ -175,7 +184,13 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
                                  f"calibration input norms); give calibration data (--nsamples > 0, --data-dir)")
             input_norms = collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress)
         signal = spec.signal(weights, input_norms, a)
-    return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal))
+    return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal), **extra)
+
+
+def _reads_table(method: str) -> bool:
+    from pruning.allocation import get_allocation
+
+    return get_allocation(method).reads == "table"
 
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,

@@ -16,8 +16,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-__all__ = ["ASSUMED_SIGN", "block_signals", "signal_columns", "verdict", "format_verdict", "sensitivity_allocation",
-           "SENSITIVITY_LABEL"]
+__all__ = ["ASSUMED_SIGN", "block_signals", "signal_columns", "verdict", "format_verdict", "measured_costs",
+           "sensitivity_allocation"]
 
 #: the sign of ρ(signal, Δ) each allocation method assumes, and who assumes it
 ASSUMED_SIGN = {
@@ -25,12 +25,9 @@ ASSUMED_SIGN = {
     "alpha_farms": (-1, "AlphaPruning with FARMS α: same bet as α"),
     "stable_rank": (-1, "AlphaPruning with stable rank: higher metric ⇒ more sparsity"),
     "outlier_ratio": (+1, "OWL: more outliers ⇒ less sparsity (higher cost)"),
-    "dlp": (+1, "DLP: higher importance score ⇒ less sparsity (higher cost)"),
+    "dlp": (-1, "DLP (its code): higher block score ⇒ lower importance r = 1 − I/ΣI ⇒ more sparsity"),
     "depth": (-1, "deeper blocks are cheaper to prune (OWL's and DLP's observation; uniform ignores it)"),
 }
-
-#: label of the allocation read from a measured table (it used held-out text)
-SENSITIVITY_LABEL = "sensitivity (data-driven: measured on held-out text)"
 
 _ID_COLUMNS = {"unit", "block", "longname", "role", "target", "nll", "delta_nll", "ppl", "seconds"}
 
@@ -127,31 +124,27 @@ def format_verdict(v: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def measured_costs(sens: pd.DataFrame) -> dict:
+    """{block: Δ} (one row per block) or {longname: Δ} (one row per matrix) of a finished sensitivity table: what the
+    ``sensitivity`` allocation reads (:mod:`pruning.allocation.methods.sensitivity`)."""
+    if "delta_nll" not in sens.columns or sens["delta_nll"].isna().any():
+        raise ValueError("the sensitivity table is unfinished (delta_nll missing); rerun the measurement to finish it")
+    per_matrix = "longname" in sens.columns and sens["longname"].astype(str).str.len().gt(0).all()
+    if per_matrix:
+        return {str(n): float(d) for n, d in zip(sens["longname"], sens["delta_nll"])}
+    return {int(b): float(d) for b, d in zip(sens["block"], sens["delta_nll"])}
+
+
 def sensitivity_allocation(metrics: pd.DataFrame, sens: pd.DataFrame, sparsity: float, lam: float = 0.3,
                            max_sparsity: float = 0.99, min_sparsity: float = 0.0,
                            mapping: str = "linear") -> pd.DataFrame:
-    """AlphaPruning's mapping applied to the measured cost: lower ``delta_nll`` ⇒ more sparsity (Contract 2).
-
-    ``metrics``: one row per prunable matrix (``longname``, ``num_params`` or ``rows``/``cols``, ``block``);
-    ``sens``: a sensitivity table (one row per block, or per matrix with ``longname``). Ratios
-    r_i = 1 − λ + 2λ·(max Δ − Δ_i)/(max Δ − min Δ), scaled to the mean S within the bounds
-    (:func:`pruning.allocation.allocate`, ``direction="lower_more"``). Labelled :data:`SENSITIVITY_LABEL`.
-    """
+    """The ``sensitivity`` allocation (Contract 2): AlphaPruning's mapping applied to the measured cost, lower
+    ``delta_nll`` ⇒ more sparsity, r_i = 1 − λ + 2λ·(max Δ − Δ_i)/(max Δ − min Δ), scaled to the mean S within the
+    bounds. ``metrics``: one row per prunable matrix (``longname``, ``num_params`` or ``rows``/``cols``);
+    ``sens``: a sensitivity table (one row per block, or per matrix)."""
     from pruning.allocation import allocate
 
-    per_matrix = "longname" in sens.columns and sens["longname"].astype(str).str.len().gt(0).all()
-    on = "longname" if per_matrix else "block"
-    cost = sens[[on, "delta_nll"]].rename(columns={"delta_nll": "measured_delta_nll"})
-    if cost["measured_delta_nll"].isna().any():
-        raise ValueError("the sensitivity table is unfinished (delta_nll missing); rerun the measurement to finish it")
-    df = metrics.drop(columns=[c for c in ("measured_delta_nll",) if c in metrics.columns]).merge(cost, on=on,
-                                                                                                  how="left")
-    if df.loc[df["block"] >= 0, "measured_delta_nll"].isna().any():
-        raise ValueError("the sensitivity table does not cover every block of this model; was it measured on "
-                         "another model?")
-    out = allocate(df, "alphapruning", sparsity, metric="measured_delta_nll", lam=lam, direction="lower_more",
-                   granularity="matrix" if per_matrix else "block", mapping=mapping, max_sparsity=max_sparsity,
-                   min_sparsity=min_sparsity)
-    out.attrs["allocation"] = {**out.attrs.get("allocation", {}), "method": "sensitivity",
-                               "label": SENSITIVITY_LABEL}
-    return out
+    table = measured_costs(sens)
+    granularity = "matrix" if isinstance(next(iter(table)), str) else "block"
+    return allocate(metrics, "sensitivity", sparsity, table=table, lam=lam, granularity=granularity,
+                    mapping=mapping, max_sparsity=max_sparsity, min_sparsity=min_sparsity)

@@ -137,7 +137,7 @@ def test_sensitivity_allocation_gives_cheaper_blocks_more_sparsity():
     d = np.array([0.4, 0.1, 0.2, 0.05])
     r = 1 - 0.2 + 0.4 * (d.max() - d) / (d.max() - d.min())
     assert per_block.to_numpy() == pytest.approx(r * 0.6 / r.mean())
-    assert a.attrs["allocation"]["method"] == "sensitivity"
+    assert a.attrs["allocation"]["method"] == "sensitivity" and "data-driven" in a.attrs["allocation"]["label"]
     with pytest.raises(ValueError, match="unfinished"):
         sensitivity_allocation(metrics, sens.assign(delta_nll=np.nan), 0.6)
 
@@ -151,3 +151,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "must stay below 1" in capsys.readouterr().err
     assert main(["sensitivity", "--out", str(tmp_path / "s.csv")]) == 2
     assert "parquet" in capsys.readouterr().err
+
+
+def test_prune_reads_the_measured_table_through_the_registry(builtin, tmp_path):
+    from spectra.weights import weight_table
+
+    from pruning.allocation import ALLOCATION_METHODS
+    from pruning.prune import compute_allocation
+    from pruning.sensitivity import write_table
+    from pruning.settings import PruneSettings
+
+    assert "sensitivity" in ALLOCATION_METHODS
+    L = len(block_linears(builtin.model))
+    sens = pd.DataFrame({"unit": [f"block {b}" for b in range(L)], "block": range(L), "longname": [""] * L,
+                         "delta_nll": np.random.default_rng(0).random(L)})
+    path = tmp_path / "sens.parquet"
+    write_table(sens, path, {"key": {}})
+    ps = PruneSettings().replace(allocation="sensitivity", allocation_file=str(path), sparsity=0.7, lam=0.25)
+    got = compute_allocation(builtin.model, ps)
+    table = weight_table(builtin.model)
+    want = sensitivity_allocation(table[table["block"] >= 0], sens, 0.7, lam=0.25)
+    assert got["sparsity"].tolist() == pytest.approx(want["sparsity"].tolist(), abs=1e-12)
+    with pytest.raises(ValueError, match="allocation-file"):
+        compute_allocation(builtin.model, PruneSettings().replace(allocation="sensitivity", sparsity=0.7))

@@ -1,9 +1,11 @@
 """Per-block (or per-matrix) signals the allocation methods bet on, the verdict of each against a measured pruning
 cost (:mod:`pruning.sensitivity`), and the allocation read from the measurement itself.
 
-Signals: block-mean ``alpha`` (PL_Alpha_Hill, :func:`spectra.analyze.analyze`), block-mean ``stable_rank``, OWL's
-``outlier_ratio`` (share of Wanda scores above M × their block mean, :func:`pruning.allocation.owl_outlier_ratios`),
-``depth`` (block index), and whatever per-block columns a caller adds (``alpha_farms``, ``dlp``, ...).
+Signals: block-mean ``alpha`` (PL_Alpha_Hill, :func:`spectra.analyze.analyze`), block-mean ``alpha_farms`` (FARMS α,
+the same analysis with ``farms=True``), block-mean ``stable_rank``, OWL's ``outlier_ratio`` (share of Wanda scores
+above M × their block mean, :func:`pruning.allocation.owl_outlier_ratios`), DLP's block score ``dlp``
+(:func:`pruning.allocation.dlp_block_scores`, block granularity), ``depth`` (block index), and whatever per-block
+columns a caller adds (``extra``).
 
 Verdict: Spearman ρ and Kendall τ of each signal against ``delta_nll`` (``scipy.stats``), a two-sided permutation
 p-value of ρ (seeded), and the sign each method assumes (:data:`ASSUMED_SIGN`): AlphaPruning gives more sparsity to
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ASSUMED_SIGN", "block_signals", "signal_columns", "verdict", "format_verdict", "measured_costs",
+           "attach_signals",
            "sensitivity_allocation"]
 
 #: the sign of ρ(signal, Δ) each allocation method assumes, and who assumes it
@@ -35,27 +38,29 @@ _ID_COLUMNS = {"unit", "block", "longname", "role", "target", "nll", "delta_nll"
 def block_signals(model, stats_layers: dict, granularity: str = "block", xmin_rule: str = "peak", owl_M: float = 5.0,
                   metrics: Optional[pd.DataFrame] = None, extra: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """One row per block (``block``) or per block matrix (``longname``, ``block``) with ``alpha``, ``stable_rank``,
-    ``outlier_ratio`` and ``depth`` of the *dense* ``model``; ``stats_layers`` {longname: LayerStats} supply the
+    ``alpha_farms``, ``outlier_ratio``, ``dlp`` (blocks only) and ``depth`` of the *dense* ``model``; ``stats_layers`` {longname: LayerStats} supply the
     input norms of OWL's ratios. ``metrics``: a spectra table already computed (else :func:`spectra.analyze.analyze`
     with ``xmin_rule``); ``extra``: more columns, merged on ``block`` (or ``longname``)."""
-    from pruning.allocation import owl_outlier_ratios
+    from pruning.allocation import dlp_block_scores, owl_outlier_ratios
     from pruning.blocks import block_linears
 
     if metrics is None:
         from spectra.analyze import AnalysisSettings, analyze
 
-        metrics = analyze(model, AnalysisSettings(xmin_rule=xmin_rule), progress=False)
+        metrics = analyze(model, AnalysisSettings(xmin_rule=xmin_rule, farms=True), progress=False)
     m = metrics[metrics["block"] >= 0]
+    spectral = [c for c in ("alpha", "alpha_farms", "stable_rank") if c in m.columns]
     weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}
     norms = {name: stats_layers[name].sq_norm for name in weights}
     if granularity == "block":
-        df = m.groupby("block")[["alpha", "stable_rank"]].mean().reset_index()
+        df = m.groupby("block")[spectral].mean().reset_index()
         owl = owl_outlier_ratios(weights, norms, owl_M)
         df["outlier_ratio"] = df["block"].map(owl)
+        df["dlp"] = df["block"].map(dlp_block_scores(weights, norms))
         df["depth"] = df["block"]
         on = "block"
     else:
-        df = m[["longname", "block", "alpha", "stable_rank"]].reset_index(drop=True)
+        df = m[["longname", "block"] + spectral].reset_index(drop=True)
         owl = owl_outlier_ratios(weights, norms, owl_M, granularity="matrix")
         df["outlier_ratio"] = df["longname"].map(owl)
         df["depth"] = df["block"]
@@ -63,6 +68,20 @@ def block_signals(model, stats_layers: dict, granularity: str = "block", xmin_ru
     if extra is not None and not extra.empty:
         df = df.merge(extra[[c for c in extra.columns if c not in df.columns or c == on]], on=on, how="left")
     return df
+
+
+def attach_signals(sens: pd.DataFrame, signals: pd.DataFrame, permutations: int = 10000, seed: int = 0
+                   ) -> pd.DataFrame:
+    """``sens`` with its signal columns replaced by ``signals``' (merged on ``block``, or ``longname`` for a
+    per-matrix table) and the verdict recomputed into ``attrs["sensitivity"]["verdict"]`` (e.g. signals computed
+    after the measurement, such as FARMS α)."""
+    on = "longname" if "longname" in signals.columns and sens["longname"].astype(str).str.len().gt(0).all() else "block"
+    keep = [c for c in sens.columns if c in _ID_COLUMNS or c in ("depth",) or c not in signals.columns]
+    out = sens[keep].merge(signals[[c for c in signals.columns if c not in keep or c == on]], on=on, how="left")
+    meta = dict(sens.attrs.get("sensitivity", {}))
+    meta["verdict"] = verdict(out, permutations=permutations, seed=seed).to_dict("records")
+    out.attrs["sensitivity"] = meta
+    return out
 
 
 def signal_columns(df: pd.DataFrame) -> list[str]:

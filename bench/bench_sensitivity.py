@@ -10,17 +10,15 @@ Usage: ``python bench/bench_sensitivity.py [--models builtin gemma3] [--windows 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 
 def bench_one(model_name: str, windows: int, seqlen: int, mode: str) -> dict:
-    from spectra.models import load_model
-
     from pruning.calib_stats import TUNE_CALIBRATION
     from pruning.evaluation.perplexity import perplexity
     from pruning.report import package_versions
     from pruning.sensitivity import SensitivitySettings, measure
+    from spectra.models import load_model
     from spectra.weights import decoder_layers
 
     lm = load_model(model_name)

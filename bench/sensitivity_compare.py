@@ -21,12 +21,11 @@ PRUNER = "wanda"
 
 def one_shot_search(lm, stats, tables: dict, metrics, lams: list, s, log) -> dict:
     """Held-out ppl of uniform and of every (method, λ) candidate, one-shot from the dense statistics."""
-    from spectra.weights import weight_table
-
     from pruning.allocation import allocate
     from pruning.calib_stats import DenseWeights, prune_from_stats
     from pruning.evaluation.perplexity import perplexity
     from pruning.signals import sensitivity_allocation
+    from spectra.weights import weight_table
 
     model = lm.model
     dense = DenseWeights(model)
@@ -85,13 +84,12 @@ def final(lm, chosen: dict, paths: dict, s, test_windows: int, log) -> dict:
 
 
 def main() -> None:
-    from spectra.analyze import AnalysisSettings, analyze
-    from spectra.models import load_model
-
     from pruning.calib_stats import dense_stats
     from pruning.report import package_versions, write_json_atomic
     from pruning.sensitivity import SensitivitySettings, read_table, write_table
     from pruning.signals import attach_signals, block_signals, format_verdict, verdict
+    from spectra.analyze import AnalysisSettings, analyze
+    from spectra.models import load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")

@@ -28,15 +28,16 @@
 # %% tags=["parameters"]
 # Parameters
 QUICK = True          # True: the built-in model, 2 held-out windows of 64 tokens, `alone` only; False: both modes
-MODEL = None          # None = built-in SmolLM2-135M-Instruct (full mode: also gemma3 when installed); or an HF id / folder / .gguf
+MODEL = None          # None = built-in SmolLM2-135M-Instruct (full mode: + gemma3); or an HF id / folder / .gguf
 PRUNER = "wanda"      # one-shot pruner: wanda, magnitude, sparsegpt
 SPARSITY = 0.7        # the operating point S
 LAM = 0.3             # AlphaPruning's λ for the allocations compared at the end
-TABLE_FOLDER = None   # a folder with tables of `python -m pruning sensitivity` (MODEL_PRUNERxx_MODE.parquet) to read instead of measuring
+TABLE_FOLDER = None   # folder of `python -m pruning sensitivity` tables (MODEL_PRUNERxx_MODE.parquet) to read
 
 # %%
 import warnings
 from pathlib import Path
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
 import pandas as pd

@@ -173,7 +173,7 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
         if not a.file:
             raise ValueError(f"{spec.label} (--allocation {a.method}) reads a measured table; pass it with "
                              f"--allocation-file (python -m pruning sensitivity MODEL --out sens.parquet)")
-        from pruning.sensitivity import read_table
+        from pruning.sensitivity_table import read_table
         from pruning.signals import measured_costs
 
         extra["table"] = measured_costs(read_table(a.file))

@@ -30,18 +30,17 @@ from typing import Callable, Optional
 import pandas as pd
 import torch
 
-from spectra.options import check_options, option, same_as
-
 from pruning.blocks import Linear, block_linears, capture_block_inputs, first_output
 from pruning.calib_stats import ONE_SHOT, TUNE_CALIBRATION, DenseStats, dense_stats, stats_key
+from pruning.sensitivity_table import read_table, table_metadata, write_table
 from pruning.settings import AllocationSettings, CalibrationSettings
 from pruning.tune import TuneSettings
+from spectra.options import check_options, option, same_as
 
 __all__ = ["MODES", "SensitivitySettings", "measure", "read_table", "write_table", "table_metadata",
            "candidate_units", "prune_linears"]
 
 MODES = ("alone", "marginal")
-META_KEY = b"spectral_pruning_lab.sensitivity"
 ROW_COLUMNS = ["unit", "block", "longname", "role", "depth", "target", "nll", "delta_nll", "ppl", "seconds"]
 
 
@@ -99,40 +98,6 @@ class SensitivitySettings:
 
     def candidate_sparsity(self) -> float:
         return float(self.sparsity + self.delta) if self.mode == "marginal" else float(self.sparsity)
-
-
-# ------------------------------------------------------------------------------------------------ table file
-def write_table(df: pd.DataFrame, path, meta: dict) -> Path:
-    """``df`` to parquet with ``meta`` (JSON) in the file's schema metadata, whole or not at all."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from spectra.files import atomic_path
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           META_KEY: json.dumps(meta, default=str).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
-
-
-def table_metadata(path) -> dict:
-    """The metadata dict :func:`write_table` stored in ``path`` (settings, versions, reference, verdict)."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    if META_KEY not in meta:
-        raise ValueError(f"{path} is not a sensitivity table (no {META_KEY.decode()} metadata); choose another file")
-    return json.loads(meta[META_KEY])
-
-
-def read_table(path) -> pd.DataFrame:
-    """A sensitivity table with its metadata in ``attrs["sensitivity"]``."""
-    meta = table_metadata(path)
-    df = pd.read_parquet(path)
-    df.attrs["sensitivity"] = meta
-    return df
 
 
 # ------------------------------------------------------------------------------------------------ candidates
@@ -201,9 +166,8 @@ class _Walk:
     """The held-out windows, each batch's current hidden state and every block's arguments, and the head."""
 
     def __init__(self, model, windows: torch.Tensor, batch: int):
-        from spectra.weights import decoder_layers
-
         from pruning.blocks import StopForward
+        from spectra.weights import decoder_layers
 
         self.model, self.windows, self.batch = model, windows, batch
         self.layers = decoder_layers(model)

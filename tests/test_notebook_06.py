@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_notebooks import execute
 
 NB06_PROBE = """

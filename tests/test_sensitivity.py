@@ -154,12 +154,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_prune_reads_the_measured_table_through_the_registry(builtin, tmp_path):
-    from spectra.weights import weight_table
-
     from pruning.allocation import ALLOCATION_METHODS
     from pruning.prune import compute_allocation
     from pruning.sensitivity import write_table
     from pruning.settings import PruneSettings
+    from spectra.weights import weight_table
 
     assert "sensitivity" in ALLOCATION_METHODS
     L = len(block_linears(builtin.model))

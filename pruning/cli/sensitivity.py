@@ -16,11 +16,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``sensitivity`` sub-command (options from the fields of
     :class:`pruning.sensitivity.SensitivitySettings` — the held-out ones shared with ``tune`` — and of its
     calibration, with the tuning's defaults)."""
-    from spectra.options import add_options
-
     from pruning.calib_stats import TUNE_CALIBRATION
     from pruning.sensitivity import SensitivitySettings
     from pruning.settings import CalibrationSettings
+    from spectra.options import add_options
 
     p = subparsers.add_parser("sensitivity", help="measure which blocks matter: each block's pruning cost on "
                               "held-out text, against α and the other signals",
@@ -38,10 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):
     """:class:`pruning.sensitivity.SensitivitySettings` from the parsed options (one-line ValueError)."""
-    from spectra.options import options_from_namespace
-
     from pruning.sensitivity import SensitivitySettings
     from pruning.settings import CalibrationSettings
+    from spectra.options import options_from_namespace
 
     calib = options_from_namespace(CalibrationSettings, args)
     return options_from_namespace(SensitivitySettings, args, calib=calib)
@@ -50,10 +48,9 @@ def settings_from_args(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from spectra.models import load_model
-
     from pruning.sensitivity import measure
     from pruning.signals import format_verdict, verdict
+    from spectra.models import load_model
 
     try:
         s = settings_from_args(args)

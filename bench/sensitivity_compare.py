@@ -96,6 +96,8 @@ def main() -> None:
     p.add_argument("--lams", default="0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--test-windows", type=int, default=64)
     p.add_argument("--windows", type=int, default=8, help="held-out C4 windows of the λ search (256 tokens)")
+    p.add_argument("--finals", default="all", help="comma list of the sequential finals to run (uniform, "
+                   "alphapruning, sensitivity-alone, sensitivity-marginal) or all")
     p.add_argument("--folder", default="bench/sensitivity")
     a = p.parse_args()
     lams = [float(x) for x in a.lams.split(",")]
@@ -120,7 +122,11 @@ def main() -> None:
     for name in ["alphapruning"] + [f"sensitivity-{m}" for m in tables]:
         best = min((r for r in search["rows"] if r["method"] == name), key=lambda r: r["ppl"])
         chosen[name] = best["lam"]
-    fin = final(lm, chosen, paths, s, a.test_windows, print)
+    if a.finals != "all":
+        chosen_final = {k: v for k, v in chosen.items() if k in a.finals.split(",")}
+    else:
+        chosen_final = chosen
+    fin = final(lm, chosen_final, paths, s, a.test_windows, print)
     write_json_atomic(folder / f"{a.model}_{PRUNER}{int(S * 100)}_compare.json",
                       {"model": a.model, "pruner": PRUNER, "sparsity": S, "lams": lams, "held_out": {
                           "dataset": s.eval_dataset, "windows": s.eval_windows, "seqlen": s.eval_seqlen},

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The order the results of bench/RESULTS_sensitivity.md were produced in (each step under the shared lock).
+# builtin alone (8 windows) ran first, from bench/sensitivity_scans.sh.
 set -uo pipefail
 PY=${PY:-python}
 scan() {  # MODEL MODE WINDOWS
@@ -7,9 +8,10 @@ scan() {  # MODEL MODE WINDOWS
     --delta 0.05 --max-windows "$3" --tune-seqlen 256 --nsamples 16 --seqlen 256 --quiet \
     --out "bench/sensitivity/${1}_wanda70_${2}.parquet"
 }
-# scan builtin alone 8   (run first by bench/sensitivity_scans.sh)
 scan builtin marginal 8
-flock /tmp/heavy.lock nice -n 5 "$PY" bench/sensitivity_compare.py builtin --windows 8
 scan gemma3 alone 4
-scan gemma3 marginal 4
+# uniform and the tuned AlphaPruning (λ = 0.3) of the built-in model ran with these settings in bench/RESULTS_tune.md
+flock /tmp/heavy.lock nice -n 5 "$PY" bench/sensitivity_compare.py builtin --windows 8 \
+  --finals sensitivity-alone,sensitivity-marginal
 flock /tmp/heavy.lock nice -n 5 "$PY" bench/sensitivity_compare.py gemma3 --windows 4
+scan gemma3 marginal 4

@@ -15,6 +15,7 @@ values given, as many evaluations as values given; assumes one minimum). The JSO
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -24,12 +25,13 @@ from typing import Callable, Optional
 
 from spectra.options import check_options, option, same_as
 
+from pruning.allocation.registry import TUNABLE_METHODS, get_allocation
 from pruning.calib_stats import ONE_SHOT, TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
 from pruning.settings import AllocationSettings, CalibrationSettings
 
 __all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
 
-TUNABLE = ("alphapruning", "owl")
+TUNABLE = TUNABLE_METHODS  # every registered method with a tunable parameter
 SEARCHES = ("grid", "golden")
 
 
@@ -39,11 +41,15 @@ class TuneSettings:
     (``python -m pruning tune``) and the app's λ search are built from these fields and :attr:`calib`'s."""
 
     pruner: str = option("wanda", "one-shot pruner (from the dense statistics)", choices=tuple(ONE_SHOT))
-    allocation: str = option("alphapruning", "allocation to tune: alphapruning (λ) or owl (λ and M)",
+    allocation: str = option("alphapruning", "allocation to tune (its first tunable parameter, from the allocation "
+                             "registry: λ for alphapruning/farms/stable_rank, OWL's λ (and M), DLP's α, ATP's β)",
                              choices=TUNABLE)
     sparsity: float = same_as(AllocationSettings, "sparsity", default=0.7)
-    lams: list = option(help="λ candidates (golden: their range and count)", kind=list, lo=0.0, hi=1.0,
-                        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], label="λ values")
+    lams: Optional[list] = option(None, "candidates of the method's parameter (golden: their range and count); "
+                                  "default: --candidates evenly spaced over the range its registry spec gives",
+                                  kind=list, lo=0.0, hi=1.0, label="λ values")
+    candidates: int = option(6, "candidates when --lams is not given (the same budget for every method)", lo=1,
+                             flag="--candidates")
     owl_Ms: list = option(help="OWL's M candidates", kind=list, lo=0.0, flag="--owl-ms", default_factory=lambda: [5.0])
     search: str = option("grid", "grid: every value; golden: golden-section search over their range",
                          choices=SEARCHES)
@@ -75,17 +81,65 @@ class TuneSettings:
         check_options(self)
         if self.eval_seqlen is None:
             self.eval_seqlen = self.calib.seqlen
-        if self.search == "golden" and len(self.lams) < 3:
+        if self.search == "golden" and len(self.lams or [0] * self.candidates) < 3:
             raise ValueError("tune: --search golden needs at least 3 λ values (their range and the budget)")
         return self
 
     def key(self) -> dict:
         """The settings that change a candidate's number (the resume key)."""
         d = asdict(self)
-        for k in ("lams", "owl_Ms", "search"):
+        for k in ("lams", "owl_Ms", "search", "candidates"):
             d.pop(k)
         d["calib"] = stats_key(self.calib, False)
         return d
+
+
+def allocation_settings(settings: TuneSettings, value: float, M: Optional[float] = None) -> AllocationSettings:
+    """The :class:`AllocationSettings` of one candidate: the method's first tunable parameter (its registry spec)
+    at ``value`` (and OWL's M at ``M``), the tuning's target, bounds and xmin rule."""
+    spec = get_allocation(settings.allocation)
+    extra = {spec.params[0].name: float(value)}
+    if M is not None:
+        extra["owl_M"] = float(M)
+    return AllocationSettings(method=settings.allocation, sparsity=settings.sparsity, xmin_rule=settings.xmin_rule,
+                              max_sparsity=settings.max_sparsity, **extra)
+
+
+def candidate_values(settings: TuneSettings, base) -> list:
+    """The values of the method's first tunable parameter to score: ``lams`` when given, else ``candidates`` values
+    evenly spaced over the range of its registry spec (ATP's upper end depends on S and the number of blocks)."""
+    if settings.lams:
+        return [round(float(v), 6) for v in settings.lams]
+    n_blocks = int(base["block"].nunique()) if "block" in base.columns else 1
+    return get_allocation(settings.allocation).params[0].grid(settings.sparsity, n_blocks, settings.candidates)
+
+
+def _allocation_inputs(model, settings: TuneSettings, stats) -> tuple:
+    """(the table the method's allocation reads, {M or None: calibration signal}) — computed once before the search:
+    spectral metrics for a metrics method; for a calibration method its signal from the dense statistics' input
+    norms (once per OWL M), so that no candidate recomputes it and no second copy of the weights lives through it."""
+    from spectra.weights import weight_table
+
+    from pruning.blocks import block_linears
+
+    spec = get_allocation(settings.allocation)
+    if spec.reads == "metrics":
+        from spectra.analyze import AnalysisSettings, analyze
+
+        return analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule, **spec.analysis), progress=False), {None: None}
+    table = weight_table(model)
+    table = table[table["block"] >= 0].reset_index(drop=True)
+    if not spec.needs_calibration:
+        return table, {None: None}
+    t0 = time.perf_counter()
+    weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}  # (out, in)
+    norms = {name: st.sq_norm for name, st in stats.layers.items()}
+    Ms = [float(m) for m in settings.owl_Ms] if "owl_M" in {p.name for p in spec.params} else [None]
+    signals: dict = {M: spec.signal(weights, norms, allocation_settings(settings, spec.params[0].default, M))
+                     for M in Ms}
+    del weights
+    signals["seconds"] = round(time.perf_counter() - t0, 3)
+    return table, signals
 
 
 def golden_points(lo: float, hi: float, f: Callable[[float], float], n: int) -> float:
@@ -116,17 +170,19 @@ def _write(path: Path, obj: dict) -> None:
 
 
 def tune(lm, settings: TuneSettings, out: Optional[str] = None,
-         log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None) -> dict:
+         log: Callable[[str], None] = print, progress_cb: Optional[Callable[[dict], None]] = None,
+         baseline: Optional[dict] = None) -> dict:
     """Score every candidate of ``settings`` on held-out text; returns (and writes to ``out``) the result dict.
 
     ``progress_cb(row)`` after every candidate (the app's live curve). Keys: ``settings``, ``versions``,
     ``dense`` (held-out perplexity and seconds of the dense model), ``uniform`` (the same sparsity everywhere),
-    ``rows`` (one per candidate) and ``best``.
+    ``rows`` (one per candidate) and ``best`` (``lam`` holds the value of the method's first tunable parameter,
+    named in ``param``). ``baseline`` (``{"dense": ..., "uniform": ...}`` of an earlier tune with the same settings
+    but the allocation, e.g. from ``compare``) skips those two evaluations.
     """
-    from pruning.allocation import allocate, owl_outlier_ratios
+    from pruning.allocation import allocate
     from pruning.evaluation.perplexity import perplexity
     from pruning.report import package_versions
-    from pruning.blocks import block_linears
 
     settings.validate()
     model, tok = lm.model, lm.tokenizer
@@ -144,8 +200,8 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
         done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
         log(f"resuming {path}: {len(done)} candidates already scored")
 
-    result = {"key": key, "settings": {**key, "lams": list(settings.lams), "owl_Ms": list(settings.owl_Ms),
-                                       "search": settings.search},
+    result = {"key": key, "settings": {**key, "lams": settings.lams, "owl_Ms": list(settings.owl_Ms),
+                                       "search": settings.search, "candidates": settings.candidates},
               "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
 
     def evaluate() -> tuple[float, float]:
@@ -158,29 +214,20 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
     stats = dense_stats(model, tok, settings.calib, hessians=settings.pruner == "sparsegpt")
     result["stats_seconds"] = time.perf_counter() - t
     dense_w = DenseWeights(model)
-    ppl, secs = evaluate()
+    if baseline is not None:
+        ppl, secs = baseline["dense"]["ppl"], baseline["dense"]["seconds"]
+        done[("uniform", None)] = baseline["uniform"]
+    else:
+        ppl, secs = evaluate()
     result["dense"] = {"ppl": ppl, "seconds": secs}
     log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
         f"windows, {secs:.1f} s); statistics {result['stats_seconds']:.1f} s")
-    table = None
-    metrics = None
-    if settings.allocation == "alphapruning":
-        from spectra.analyze import AnalysisSettings, analyze
-
-        metrics = analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule), progress=False)
-    else:
-        from spectra.weights import weight_table
-
-        table = weight_table(model)
-        table = table[table["block"] >= 0].reset_index(drop=True)
-        # OWL needs the dense weights only for its outlier ratios: computed once per M here, so that no second copy
-        # of the weights (DenseWeights holds one) lives through the search and no candidate recomputes them
-        t0 = time.perf_counter()
-        weights = {lin.longname: lin.get() for blk in block_linears(model) for lin in blk}  # (out, in)
-        norms = {name: st.sq_norm for name, st in stats.layers.items()}
-        owl_ratios = {float(M): owl_outlier_ratios(weights, norms, float(M)) for M in settings.owl_Ms}
-        del weights
-        result["owl_ratio_seconds"] = round(time.perf_counter() - t0, 3)
+    base, signals = _allocation_inputs(model, settings, stats)
+    result["signal_seconds"] = signals.pop("seconds", 0.0)
+    values = candidate_values(settings, base)
+    result["settings"]["param"] = get_allocation(settings.allocation).params[0].name
+    plabel = get_allocation(settings.allocation).params[0].label
+    result["settings"]["values"] = values
 
     def score(alloc_sparsity, label: dict) -> dict:
         t0 = time.perf_counter()
@@ -198,12 +245,8 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
             row = done[k]
         else:
             t0 = time.perf_counter()
-            if settings.allocation == "alphapruning":
-                alloc = allocate(metrics, "alphapruning", settings.sparsity, lam=lam,
-                                 max_sparsity=settings.max_sparsity)
-            else:
-                alloc = allocate(table, "owl", settings.sparsity, outlier_ratios=owl_ratios[M], owl_lambda=lam, owl_M=M,
-                                 max_sparsity=settings.max_sparsity)
+            a = allocation_settings(settings, lam, M)
+            alloc = allocate(base, a.method, a.sparsity, **a.allocate_kwargs(signal=signals.get(M)))
             alloc_s = time.perf_counter() - t0
             row = score(dict(zip(alloc["longname"], alloc["sparsity"].astype(float))), {"lam": lam, "owl_M": M})
             row["alloc_seconds"] = alloc_s
@@ -211,7 +254,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
             done[k] = row
         if row not in result["rows"]:
             result["rows"].append(row)
-            log(f"λ={lam:g}{'' if M is None else f' M={M:g}'}: held-out ppl {row['ppl']:.3f} "
+            log(f"{plabel}={lam:g}{'' if M is None else f' M={M:g}'}: held-out ppl {row['ppl']:.3f} "
                 f"({row['seconds']:.1f} s = {row['seconds'] / result['dense']['seconds']:.2f}× one dense evaluation)")
             if path is not None:
                 _write(path, result)
@@ -222,16 +265,15 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
     result["uniform"] = done.get(("uniform", None)) or score(float(settings.sparsity), {"lam": "uniform"})
     done[("uniform", None)] = result["uniform"]
     log(f"uniform {settings.sparsity:.0%}: held-out ppl {result['uniform']['ppl']:.3f}")
-    Ms = [None] if settings.allocation == "alphapruning" else [float(m) for m in settings.owl_Ms]
-    for M in Ms:
+    for M in signals:
         if settings.search == "grid":
-            for lam in settings.lams:
+            for lam in values:
                 candidate(lam, M)
         else:
-            lo, hi = min(map(float, settings.lams)), max(map(float, settings.lams))
-            golden_points(lo, hi, lambda x, M=M: candidate(x, M), len(settings.lams))
+            golden_points(min(values), max(values), lambda x, M=M: candidate(x, M), len(values))
     best = min(result["rows"], key=lambda r: r["ppl"])
-    result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"]}
+    result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"],
+                      "param": result["settings"]["param"]}
     later = result["rows"][1:]
     if later:
         result["cost_per_extra_candidate"] = sum(r["seconds"] for r in later) / len(later) / result["dense"]["seconds"]
@@ -239,7 +281,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None,
     if path is not None:
         _write(path, result)
     m_txt = "" if best["owl_M"] is None else f" M={best['owl_M']:g}"
-    log(f"best: λ={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
+    log(f"best: {plabel}={best['lam']:g}{m_txt} (held-out ppl {best['ppl']:.3f}; uniform {result['uniform']['ppl']:.3f})")
     return result
 
 
@@ -263,14 +305,11 @@ def final_prune(lm, settings: TuneSettings, best: dict, test_seqlen: int = 512, 
     out: dict = {}
     for name, cand in runs.items():
         if cand["lam"] == "uniform":
-            chosen = {"allocation": "uniform"}
-        elif settings.allocation == "alphapruning":
-            chosen = {"allocation": "alphapruning", "lam": float(cand["lam"])}
+            alloc = dataclasses.replace(allocation_settings(settings, 0.0, None), method="uniform")
         else:
-            chosen = {"allocation": "owl", "owl_lambda": float(cand["lam"]), "owl_M": float(cand["owl_M"])}
-        ps = PruneSettings(calibration=settings.calib).replace(
-            pruner=settings.pruner, sparsity=settings.sparsity, xmin_rule=settings.xmin_rule,
-            max_sparsity=settings.max_sparsity, **chosen)
+            alloc = allocation_settings(settings, float(cand["lam"]), cand.get("owl_M"))
+        ps = dataclasses.replace(PruneSettings(calibration=settings.calib).replace(pruner=settings.pruner),
+                                 allocation=alloc).validate()
         res = prune_model(lm, None, ps, progress=False)
         val = perplexity(lm.model, lm.tokenizer, settings.eval_dataset, seqlen=settings.eval_seqlen,
                          max_windows=settings.eval_windows, progress=False, path=data_path)

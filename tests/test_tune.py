@@ -121,7 +121,7 @@ def test_tune_scores_held_out_text_resumes_and_refuses_the_test_set(builtin, tmp
 def test_tune_owl_scores_the_owl_allocation_of_the_dense_weights(builtin, tmp_path, monkeypatch):
     """OWL's (λ, M) search: every candidate prunes with ``allocate(..., "owl")`` on the outlier ratios of the *dense*
     weights and the dense statistics; the ratios are computed once per M, not once per candidate."""
-    import pruning.allocation as allocation_mod
+    import pruning.allocation.methods.owl as owl_method
     import pruning.tune as tune_mod
     from pruning.allocation import allocate, owl_outlier_ratios
     from spectra.weights import weight_table
@@ -130,7 +130,7 @@ def test_tune_owl_scores_the_owl_allocation_of_the_dense_weights(builtin, tmp_pa
     s = TuneSettings(allocation="owl", pruner="wanda", sparsity=0.6, lams=[0.05, 0.1], owl_Ms=[3.0, 5.0],
                      calib=CalibrationSettings(nsamples=2, seqlen=64), eval_seqlen=64, eval_windows=2)
     ratio_calls, pruned_with = [], []
-    monkeypatch.setattr(allocation_mod, "owl_outlier_ratios",
+    monkeypatch.setattr(owl_method, "owl_outlier_ratios",
                         lambda *a, **k: ratio_calls.append(a[2]) or owl_outlier_ratios(*a, **k))
     real = tune_mod.prune_from_stats
     monkeypatch.setattr(tune_mod, "prune_from_stats", lambda *a, **k: pruned_with.append(a[2]) or real(*a, **k))

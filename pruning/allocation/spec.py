@@ -4,6 +4,7 @@ and the objects every method function receives (:class:`AllocationOptions`, :cla
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -44,7 +45,8 @@ class Param:
         lo, hi = self.bounds(sparsity, n_blocks)
         if budget <= 1:
             return [round(float(self.default), 6)]
-        return [round(float(v), 6) for v in np.linspace(lo, hi, int(budget))]
+        hi = math.floor(hi * 1e6) / 1e6  # rounded down: the last candidate stays inside a bound such as ATP's
+        return [min(round(float(v), 6), hi) for v in np.linspace(lo, hi, int(budget))]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,143 @@
+"""Every allocation tuned on held-out text with the same candidate budget, side by side (``python -m pruning compare``).
+
+For each method of ``allocations``: its first tunable parameter (from the allocation registry) is searched with
+:func:`pruning.tune.tune` on held-out C4 (one-shot from the cached dense statistics; ``uniform`` has nothing to tune);
+with ``final`` the model is then pruned sequentially (the reference loop) at the tuned value and scored on the same
+held-out windows and on WikiText-2 test. Test text never chooses anything. One row per method (tuned value,
+held-out perplexity, test perplexity, prune time, settings); the JSON is written atomically after every method and a
+rerun with the same settings keeps the finished rows (resumable).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from pruning.allocation.registry import METHOD_LABELS, check_method, get_allocation
+from pruning.tune import TuneSettings, final_prune, tune
+
+__all__ = ["CompareSettings", "compare", "parse_allocations"]
+
+DEFAULT_ALLOCATIONS = ("uniform", "alphapruning", "farms", "owl", "dlp", "atp")
+
+
+def parse_allocations(text) -> tuple:
+    """``"uniform,alphapruning"`` (or a list) → checked method names; one-line ValueError naming ``--allocations``."""
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
+    if not names:
+        raise ValueError("--allocations needs at least one method, e.g. uniform,alphapruning,owl")
+    for n in names:
+        try:
+            check_method(n)
+        except ValueError as exc:
+            raise ValueError(f"--allocations: {exc}") from None
+        if n != "uniform" and not get_allocation(n).tunable:
+            raise ValueError(f"--allocations: {n!r} has no parameter to tune; compare uniform or a method with one "
+                             f"(alphapruning, farms, owl, dlp, atp, stable_rank)")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class CompareSettings:
+    """The methods compared, the tuning they share (:class:`pruning.tune.TuneSettings`, whose ``allocation`` is set
+    per method) and the final sequential prune (``final``; WikiText-2 test windows of ``test_seqlen`` tokens, the
+    first ``test_windows`` or all)."""
+
+    allocations: tuple = DEFAULT_ALLOCATIONS
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    final: bool = False
+    test_seqlen: int = 512
+    test_windows: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.allocations = parse_allocations(self.allocations)
+
+    def key(self) -> dict:
+        """What changes a row's numbers (the resume key): the tuning's key without its allocation, the budget and
+        the final evaluation."""
+        k = self.tune.key()
+        k.pop("allocation", None)
+        return {**k, "candidates": self.tune.candidates, "lams": self.tune.lams, "owl_Ms": list(self.tune.owl_Ms),
+                "search": self.tune.search, "final": self.final, "test_seqlen": self.test_seqlen,
+                "test_windows": self.test_windows}
+
+
+def _tune_settings(settings: CompareSettings, method: str) -> TuneSettings:
+    if method == "uniform":  # the baseline only: ATP reads just the depth, and β = 0 is uniform (one candidate)
+        return dataclasses.replace(settings.tune, allocation="atp", lams=[0.0], search="grid")
+    return dataclasses.replace(settings.tune, allocation=method)
+
+
+def _load(path: Optional[Path], key: dict, log: Callable[[str], None]) -> dict:
+    if path is None or not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{path} exists but is not a compare JSON; choose another --out") from None
+    if old.get("key") != json.loads(json.dumps(key)):
+        raise ValueError(f"{path} holds a compare with other settings; choose another --out (or delete it)")
+    log(f"resuming {path}: {len(old.get('rows', []))} method(s) finished")
+    return old
+
+
+def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[dict], log) -> tuple[dict, dict]:
+    """(row, baseline) of one method: tuned on held-out text, then (``final``) pruned sequentially and scored."""
+    ts = _tune_settings(settings, method)
+    t0 = time.perf_counter()
+    if method == "uniform" and baseline is not None:
+        res = {"best": {"lam": "uniform", "owl_M": None, "ppl": baseline["uniform"]["ppl"]}, "rows": []}
+    else:
+        res = tune(lm, ts, None, log=lambda m: log(f"  [{method}] {m}"), baseline=baseline)
+        baseline = {"dense": res["dense"], "uniform": res["uniform"]}
+    best = dict(res["best"]) if method != "uniform" else {"lam": "uniform", "owl_M": None,
+                                                           "ppl": baseline["uniform"]["ppl"]}
+    spec = get_allocation(method)
+    row = {"method": method, "label": METHOD_LABELS[method],
+           "param": spec.params[0].name if spec.params else None,
+           "tuned_value": None if method == "uniform" else best["lam"], "owl_M": best.get("owl_M"),
+           "heldout_ppl_one_shot": best["ppl"], "dense_heldout_ppl": baseline["dense"]["ppl"],
+           "candidates": [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
+           "tune_seconds": round(time.perf_counter() - t0, 2)}
+    if settings.final:
+        fin = final_prune(lm, ts, best, settings.test_seqlen, settings.test_windows, baseline=False,
+                          log=lambda m: log(f"  [{method}] {m}"))["chosen"]
+        row.update(heldout_ppl=fin["val_ppl"], test_ppl=fin["test_ppl"], test_windows=fin["test_windows"],
+                   test_seqlen=fin["test_seqlen"], prune_seconds=fin["prune_seconds"],
+                   achieved_sparsity=fin["achieved_sparsity"], settings=fin["settings"])
+    return row, baseline
+
+
+def compare(lm, settings: CompareSettings, out: Optional[str] = None, log: Callable[[str], None] = print,
+            progress_cb: Optional[Callable[[dict], None]] = None) -> dict:
+    """Tune (and with ``settings.final`` prune and score) every method of ``settings.allocations`` on ``lm``;
+    returns (and writes to ``out`` after every method) ``{"key", "settings", "versions", "baseline", "rows"}``.
+    ``progress_cb(row)`` after every finished method (the app's leaderboard)."""
+    from pruning.report import package_versions, write_json_atomic
+
+    settings.tune.validate()
+    path = Path(out) if out else None
+    key = settings.key()
+    old = _load(path, key, log)
+    result = {"key": key, "settings": {**key, "allocations": list(settings.allocations)},
+              "versions": package_versions(), "mode": "tuned one-shot on held-out C4; final = sequential",
+              "baseline": old.get("baseline"), "rows": list(old.get("rows", []))}
+    finished = {r["method"] for r in result["rows"]}
+    for method in settings.allocations:
+        if method in finished:
+            log(f"[{method}] done already, kept")
+            continue
+        log(f"[{method}] tuning {get_allocation(method).label} ({settings.tune.candidates} candidates)")
+        row, result["baseline"] = _method_row(lm, settings, method, result["baseline"], log)
+        result["rows"].append(row)
+        if path is not None:
+            write_json_atomic(path, result)
+        if progress_cb is not None:
+            progress_cb(row)
+        test = f", test ppl {row['test_ppl']:.3f}" if "test_ppl" in row else ""
+        log(f"[{method}] tuned {row['param']}={row['tuned_value']}: held-out ppl (one-shot) "
+            f"{row['heldout_ppl_one_shot']:.3f}{test}")
+    return result

@@ -173,3 +173,20 @@ def test_prune_reads_the_measured_table_through_the_registry(builtin, tmp_path):
     assert got["sparsity"].tolist() == pytest.approx(want["sparsity"].tolist(), abs=1e-12)
     with pytest.raises(ValueError, match="allocation-file"):
         compute_allocation(builtin.model, PruneSettings().replace(allocation="sensitivity", sparsity=0.7))
+
+
+def test_attach_signals_replaces_columns_and_recomputes_the_verdict():
+    from scipy.stats import spearmanr
+
+    from pruning.signals import attach_signals
+
+    rng = np.random.default_rng(2)
+    sens = pd.DataFrame({"unit": [f"block {b}" for b in range(8)], "block": range(8), "longname": [""] * 8,
+                         "delta_nll": rng.random(8), "depth": range(8), "alpha": np.zeros(8)})
+    sig = pd.DataFrame({"block": range(8), "alpha": rng.random(8), "alpha_farms": rng.random(8),
+                        "depth": range(8)})
+    out = attach_signals(sens, sig, permutations=200, seed=0)
+    assert out["alpha"].tolist() == sig["alpha"].tolist() and "alpha_farms" in out.columns
+    v = {r["signal"]: r for r in out.attrs["sensitivity"]["verdict"]}
+    assert v["alpha_farms"]["rho"] == pytest.approx(spearmanr(sig["alpha_farms"], sens["delta_nll"])[0])
+    assert v["alpha_farms"]["assumed_sign"] == -1

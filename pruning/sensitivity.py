@@ -78,7 +78,8 @@ class SensitivitySettings:
             raise ValueError("sensitivity: never measure on the test set; score on held-out C4 (--tune-dataset c4) "
                              "or PTB validation (ptb-valid)")
         if not isinstance(self.calib, CalibrationSettings):
-            raise TypeError(f"SensitivitySettings.calib must be a CalibrationSettings (got {type(self.calib).__name__})")
+            raise TypeError(f"SensitivitySettings.calib must be a CalibrationSettings "
+                            f"(got {type(self.calib).__name__})")
         check_options(self)
         if self.mode == "marginal" and self.sparsity + self.delta >= 1.0:
             raise ValueError(f"sensitivity: --sparsity {self.sparsity:g} + --delta {self.delta:g} must stay below 1")
@@ -265,11 +266,12 @@ def _resume(path: Optional[Path], key: dict) -> tuple[dict, dict]:
 @torch.no_grad()
 def measure(lm, settings: SensitivitySettings, out=None, signals: Optional[pd.DataFrame] = None,
             log: Callable[[str], None] = print, progress_cb: Optional[Callable[[int, int, str], None]] = None,
-            progress: bool = True, with_signals: bool = True) -> pd.DataFrame:
+            progress: bool = True, with_signals: bool = True, metrics: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Measure every candidate of ``settings`` (module docstring); returns (and writes to ``out``) one row per block
     (or matrix) with ``unit block longname role depth target nll delta_nll ppl seconds`` plus the columns of
     ``signals`` (merged on ``block``, or on ``longname`` at matrix granularity; with ``with_signals`` the dense
-    model's :func:`pruning.signals.block_signals` are computed first and ``signals`` adds to them). The model ends
+    model's :func:`pruning.signals.block_signals` are computed first — from ``metrics``, a spectra table of this
+    model, when given — and ``signals`` adds to them). The model ends
     with its dense weights. ``attrs["sensitivity"]``: settings, versions, ``reference_nll``, ``stats_seconds``,
     ``scan_seconds`` and the ``verdict`` (:func:`pruning.signals.verdict`, records)."""
     from pruning.calib_stats import DenseWeights
@@ -292,7 +294,7 @@ def measure(lm, settings: SensitivitySettings, out=None, signals: Optional[pd.Da
 
         t = time.perf_counter()
         signals = block_signals(model, stats.layers, settings.granularity, settings.xmin_rule, settings.owl_M,
-                                extra=signals)
+                                metrics=metrics, extra=signals)
         meta["signal_seconds"] = round(time.perf_counter() - t, 3)
     dense = DenseWeights(model)
     units = candidate_units(block_linears(model), settings.granularity)
@@ -370,7 +372,8 @@ def _row(u: Unit, nll: float, s: SensitivitySettings, seconds: float) -> dict:
             "nll": float(nll), "seconds": float(seconds)}
 
 
-def _finish(rows: list, ref_nll: Optional[float], signals: Optional[pd.DataFrame], s: SensitivitySettings) -> pd.DataFrame:
+def _finish(rows: list, ref_nll: Optional[float], signals: Optional[pd.DataFrame],
+            s: SensitivitySettings) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=ROW_COLUMNS)

@@ -59,7 +59,8 @@ def run_panel(ctx: Context) -> None:
             bar.progress(done / total, text=f"{name} measured ({done}/{total})")
 
         model = copy.deepcopy(cache.load_model_cached(ctx.model_key))
-        s.se_result = measure(model, ss, None, log=lambda m: None, progress_cb=on_row, progress=False)
+        s.se_result = measure(model, ss, None, log=lambda m: None, progress_cb=on_row, progress=False,
+                              metrics=ctx.df)  # the page's analysis: no second spectral pass
         bar.progress(1.0, text="done")
 
 

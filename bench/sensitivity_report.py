@@ -61,8 +61,8 @@ def compare_tables(path: Path) -> str:
              "| allocation | λ | held-out ppl (one-shot) |", "|---|---|---|"]
     for r in c["one_shot"]:
         lines.append(f"| {r['method']} | {r['lam']:g} | {r['ppl']:.2f} |")
-    lines += ["", "| allocation | chosen λ | sequential held-out ppl | sequential WikiText-2 test ppl (windows × 512) | "
-                  "achieved sparsity |", "|---|---|---|---|---|"]
+    lines += ["", "| allocation | chosen λ | sequential held-out ppl | sequential WikiText-2 test ppl "
+                  "(windows × 512) | achieved sparsity |", "|---|---|---|---|---|"]
     for name, r in c["sequential"].items():
         lines.append(f"| {name} | {r['lam']:g} | {r['val_ppl']:.2f} | {r['test_ppl']:.2f} ({r['test_windows']}) | "
                      f"{r['achieved_sparsity']:.4f} |")

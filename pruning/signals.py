@@ -38,7 +38,8 @@ _ID_COLUMNS = {"unit", "block", "longname", "role", "target", "nll", "delta_nll"
 def block_signals(model, stats_layers: dict, granularity: str = "block", xmin_rule: str = "peak", owl_M: float = 5.0,
                   metrics: Optional[pd.DataFrame] = None, extra: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """One row per block (``block``) or per block matrix (``longname``, ``block``) with ``alpha``, ``stable_rank``,
-    ``alpha_farms``, ``outlier_ratio``, ``dlp`` (blocks only) and ``depth`` of the *dense* ``model``; ``stats_layers`` {longname: LayerStats} supply the
+    ``alpha_farms``, ``outlier_ratio``, ``dlp`` (blocks only) and ``depth`` of the *dense* ``model``;
+    ``stats_layers`` {longname: LayerStats} supply the
     input norms of OWL's ratios. ``metrics``: a spectra table already computed (else :func:`spectra.analyze.analyze`
     with ``xmin_rule``); ``extra``: more columns, merged on ``block`` (or ``longname``)."""
     from pruning.allocation import dlp_block_scores, owl_outlier_ratios

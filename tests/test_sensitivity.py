@@ -66,7 +66,8 @@ def test_alone_rows_equal_full_evaluations_and_only_the_candidate_block_changes(
         assert row["delta_nll"] == pytest.approx(full - ref, abs=2e-5) and row["ppl"] == pytest.approx(math.exp(full))
     on_disk = read_table(tmp_path / "a.parquet")
     assert on_disk["delta_nll"].tolist() == pytest.approx(df["delta_nll"].tolist())
-    assert on_disk.attrs["sensitivity"]["key"]["eval_dataset"] == "c4" and "torch" in on_disk.attrs["sensitivity"]["versions"]
+    meta = on_disk.attrs["sensitivity"]
+    assert meta["key"]["eval_dataset"] == "c4" and "torch" in meta["versions"]
 
 
 def test_sparsity_zero_costs_nothing_and_resume_keeps_rows(builtin, tmp_path, monkeypatch):
@@ -95,7 +96,8 @@ def test_marginal_reference_is_the_all_at_s_model(builtin, tmp_path):
     step = _held_out_nll(builtin, s)
     dense.restore()
     assert df.attrs["sensitivity"]["reference_nll"] == pytest.approx(all_at_s, abs=1e-9)
-    assert len(df) == sum(len(b) for b in block_linears(model)) and df["target"].tolist() == pytest.approx([0.8] * len(df))
+    assert len(df) == sum(len(b) for b in block_linears(model))
+    assert df["target"].tolist() == pytest.approx([0.8] * len(df))
     assert df.set_index("unit").loc[lin.longname, "delta_nll"] == pytest.approx(step - all_at_s, abs=2e-5)
 
 

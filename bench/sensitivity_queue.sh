@@ -9,8 +9,8 @@ scan() {  # MODEL MODE WINDOWS
   "$PY" -m pruning sensitivity "$1" --pruner wanda --sparsity 0.7 --mode "$2" --delta 0.05 --max-windows "$3" \
     --tune-seqlen 256 --nsamples 16 --seqlen 256 --quiet --out "bench/sensitivity/${1}_wanda70_${2}.parquet"
 }
-scan builtin marginal 8
 scan gemma3 alone 4
+scan builtin marginal 8
 "$PY" bench/sensitivity_compare.py builtin --windows 8 --finals sensitivity-alone,sensitivity-marginal
 "$PY" bench/sensitivity_compare.py gemma3 --windows 4
 "$PY" bench/bench_sensitivity.py --models builtin gemma3 --windows 2 --json bench/sensitivity/bench_cost.json

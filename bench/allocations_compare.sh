@@ -12,11 +12,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PY=${PY:-/work/main/.venv/bin/python}
 OUT=${OUT:-bench/results_allocations}
 mkdir -p "$OUT"
-C="--allocations uniform,alphapruning,farms,owl,dlp,atp --sparsity 0.7 --candidates ${CANDIDATES:-4} --nsamples 16 --seqlen 256
-   --max-windows 32 --final --eval-seqlen 512 --eval-windows 64"
-for model in ${MODELS:-builtin gemma3}; do
-  for pruner in ${PRUNERS:-wanda}; do
-    flock /tmp/heavy.lock nice -n 5 $PY -m pruning compare "$model" --pruner "$pruner" $C \
-      --out "$OUT/compare_${model}_${pruner}_70.json"
+C="--allocations uniform,alphapruning,farms,owl,dlp,atp --sparsity 0.7 --candidates ${CANDIDATES:-4} --nsamples 16 --seqlen 256 \
+--max-windows 32 --final --eval-seqlen 512 --eval-windows 64"
+# one hold of the shared lock for the whole table (the heavy queue is long); Gemma-3 first (the model in question)
+flock /tmp/heavy.lock nice -n 5 bash -c '
+for model in '"${MODELS:-gemma3 builtin}"'; do
+  for pruner in '"${PRUNERS:-wanda}"'; do
+    '"$PY"' -m pruning compare "$model" --pruner "$pruner" '"$C"' --out "'"$OUT"'/compare_${model}_${pruner}_70.json"
   done
-done
+done'

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from pruning.allocation.registry import METHOD_LABELS, check_method, get_allocation
 from pruning.tune import TuneSettings, final_prune, tune
 
-__all__ = ["CompareSettings", "compare", "parse_allocations"]
+__all__ = ["CompareJob", "CompareSettings", "compare", "parse_allocations"]
 
 DEFAULT_ALLOCATIONS = ("uniform", "alphapruning", "farms", "owl", "dlp", "atp")
 
@@ -100,7 +100,8 @@ def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[d
            "param": spec.params[0].name if spec.params else None,
            "tuned_value": None if method == "uniform" else best["lam"], "owl_M": best.get("owl_M"),
            "heldout_ppl_one_shot": best["ppl"], "dense_heldout_ppl": baseline["dense"]["ppl"],
-           "candidates": [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
+           "candidates": [] if method == "uniform" else
+           [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
            "tune_seconds": round(time.perf_counter() - t0, 2)}
     if settings.final:
         fin = final_prune(lm, ts, best, settings.test_seqlen, settings.test_windows, baseline=False,
@@ -141,3 +142,39 @@ def compare(lm, settings: CompareSettings, out: Optional[str] = None, log: Calla
         log(f"[{method}] tuned {row['param']}={row['tuned_value']}: held-out ppl (one-shot) "
             f"{row['heldout_ppl_one_shot']:.3f}{test}")
     return result
+
+
+class CompareJob:
+    """:func:`compare` in a background thread (the app's leaderboard): ``rows`` grows as methods finish,
+    ``log`` holds the progress lines, ``error`` the one-line failure, ``done`` is set at the end. ``load`` returns
+    the model to prune (a fresh copy: compare prunes and restores it in place)."""
+
+    def __init__(self, load: Callable[[], object], settings: CompareSettings, out: Optional[str] = None):
+        import threading
+
+        self.settings, self.out = settings, out
+        self.rows: list = []
+        self.log: list = []
+        self.error: Optional[str] = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(load,), daemon=True, name="compare")
+
+    def start(self) -> "CompareJob":
+        self._thread.start()
+        return self
+
+    def _run(self, load) -> None:
+        try:
+            compare(load(), self.settings, self.out, log=self.log.append, progress_cb=self.rows.append)
+        except Exception as exc:  # shown in the app as one line
+            self.error = " ".join(str(exc).split()) or type(exc).__name__
+        finally:
+            self.done.set()
+
+    def table(self):
+        """The finished rows as a DataFrame (method, tuned value, held-out and test perplexity, ...)."""
+        import pandas as pd
+
+        cols = ["label", "param", "tuned_value", "heldout_ppl_one_shot", "heldout_ppl", "test_ppl", "prune_seconds",
+                "tune_seconds"]
+        return pd.DataFrame([{c: r.get(c) for c in cols} for r in self.rows], columns=cols)

@@ -161,7 +161,7 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
     weights = signal = None
     base = table
     if spec.reads == "metrics":
-        if metrics is None:
+        if metrics is None or (spec.analysis.get("farms") and "alpha_farms" not in metrics.columns):
             from spectra.analyze import AnalysisSettings, analyze
 
             metrics = analyze(model, AnalysisSettings(xmin_rule=a.xmin_rule, **spec.analysis), progress=progress)

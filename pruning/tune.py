@@ -126,7 +126,8 @@ def _allocation_inputs(model, settings: TuneSettings, stats) -> tuple:
     if spec.reads == "metrics":
         from spectra.analyze import AnalysisSettings, analyze
 
-        return analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule, **spec.analysis), progress=False), {None: None}
+        metrics = analyze(model, AnalysisSettings(xmin_rule=settings.xmin_rule, **spec.analysis), progress=False)
+        return metrics, {None: None}
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
     if not spec.needs_calibration:

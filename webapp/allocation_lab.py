@@ -83,6 +83,7 @@ def render(ctx: Context) -> None:
     if lam_fig is not None:
         chart(lam_fig, key="al_lam_fig")
     tune_panel(ctx)
+    leaderboard_panel(ctx)
 
 
 @st.fragment
@@ -190,6 +191,63 @@ def tune_panel(ctx: Context) -> None:
             selection().update(lam=float(best), method="alphapruning", S=float(res["settings"]["sparsity"]))
             st.success(f"λ = {best:g} (AlphaPruning, S = {res['settings']['sparsity']:.0%}) is set in Prune & "
                        f"evaluate.")
+
+
+@st.cache_resource(show_spinner=False)
+def leaderboard_jobs() -> dict:
+    """The leaderboard jobs of this server ({(model, settings): CompareJob}), so that a rerun finds them."""
+    return {}
+
+
+def leaderboard_panel(ctx: Context) -> None:
+    """Every allocation tuned on held-out text with the same budget (:class:`pruning.compare.CompareJob`, in the
+    background of the page); the rows appear as the methods finish."""
+    from pruning.allocation import TUNABLE_METHODS
+    from pruning.compare import CompareJob, CompareSettings
+
+    st.subheader("Leaderboard: every allocation tuned on held-out text")
+    st.caption("Each method's parameter is searched with the same number of candidates, one-shot from cached dense "
+               "statistics, scored on held-out C4 (never on WikiText-2 test). `python -m pruning compare` does the "
+               "same, plus `--final` (sequential prune + WikiText-2 test).")
+    if ctx.model_key is None:
+        st.info("The leaderboard needs the model itself; load a model, not a results file.")
+        return
+    c = st.columns([3, 1, 1])
+    c[0].multiselect("methods", ["uniform", *TUNABLE_METHODS], key="lb_methods", format_func=METHOD_LABELS.get)
+    c[1].number_input("candidates per method", 2, 12, key="lb_candidates")
+    c[2].number_input("held-out windows", 1, 64, key="lb_windows")
+    s = st.session_state
+    tune = TuneSettings(pruner=s.tu_pruner, sparsity=float(state.alloc_settings()["S"]),
+                        candidates=int(s.lb_candidates), eval_windows=int(s.lb_windows),
+                        calib=CalibrationSettings(nsamples=s.tu_nsamples, seqlen=state.calibration()[1]))
+    jobs = leaderboard_jobs()
+    key = (ctx.model_key, tuple(s.lb_methods), json_key(tune))
+    if st.button("Run the leaderboard in the background", key="lb_run", disabled=not s.lb_methods):
+        if key not in jobs or jobs[key].error:
+            settings = CompareSettings(allocations=tuple(s.lb_methods), tune=tune)
+            jobs[key] = CompareJob(lambda: copy.deepcopy(cache.load_model_cached(ctx.model_key)), settings).start()
+    if key in jobs:
+        leaderboard_rows(jobs[key])
+
+
+def json_key(obj) -> str:
+    import dataclasses
+    import json
+
+    return json.dumps(dataclasses.asdict(obj), sort_keys=True, default=str)
+
+
+@st.fragment(run_every=3)
+def leaderboard_rows(job) -> None:
+    """The finished rows (refreshed every 3 s while the job runs)."""
+    n, total = len(job.rows), len(job.settings.allocations)
+    if job.error:
+        st.error(f"leaderboard failed: {job.error}")
+    elif job.done.is_set():
+        st.success(f"{n} of {total} methods done")
+    else:
+        st.info(f"{n} of {total} methods done; running: {job.log[-1] if job.log else 'dense statistics'}")
+    show_table(job.table(), key="lb_table")
 
 
 if __name__ == "__main__":

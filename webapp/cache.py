@@ -266,3 +266,20 @@ def kaleido_server() -> bool:
         return True
     except Exception:  # noqa: BLE001
         return False
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def farms_table(key: str, rule: str) -> pd.DataFrame:
+    """FARMS α next to α (``analyze(..., farms=True)``; cached on disk by spectra) of the model ``key``."""
+    from spectra.farms import FARMS_COLUMNS
+
+    df = analyze(None if key == "builtin" else key, AnalysisSettings(xmin_rule=rule, farms=True), progress=False)
+    return df[["longname", "block", "role", "rows", "cols", "alpha", *FARMS_COLUMNS]]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def farms_evals(key: str, name: str) -> np.ndarray:
+    """The pooled FARMS ESD of one matrix (``spectra.analyze.matrix_farms_esd``, default windows)."""
+    from spectra.analyze import matrix_farms_esd
+
+    return matrix_farms_esd(None if key == "builtin" else key, name)

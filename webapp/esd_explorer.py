@@ -92,9 +92,33 @@ def render(ctx: Context) -> None:
         st.caption("Every eigenvalue (but the largest) as xmin: the `ks` rule takes the smallest D over all of them, "
                    "`peak` only inside the shaded window, `median` takes the middle eigenvalue without a search.")
         chart(splots.ks_curve_figure(evals, fit, rule, title=f"{name}: D per xmin candidate"), key="esd_ks")
+    farms_panel(ctx, name, rule if rule != "manual" else "peak", show_mp, bins)
     row = df.loc[df["longname"] == name].drop(columns=["evals"], errors="ignore").T
     with st.expander("All metrics of this matrix (analysis with the sidebar's rule)"):
         show_table(row.astype(str).set_axis(["value"], axis=1), hide_index=False, key="esd_row")
+
+
+def farms_panel(ctx: Context, name: str, rule: str, show_mp: bool, bins: int) -> None:
+    """The pooled FARMS ESD of ``name`` (``spectra.farms``: squared singular values of equally shaped windows) with
+    its power-law fit, next to the plain one."""
+    if ctx.model_key is None:
+        return
+    if not st.checkbox("FARMS: pooled ESD of square windows (Hu et al., ICML 2025)", key="esd_farms"):
+        return
+    from spectra.farms import farms_windows
+
+    pooled = cache.farms_evals(ctx.model_key, name)
+    row = ctx.df.loc[ctx.df["longname"] == name].iloc[0]
+    wins = farms_windows(int(row["rows"]), int(row["cols"]))
+    st.caption(f"{len(wins)} window(s) of {wins[0][2]} × {wins[0][3]} of the {int(row['rows'])} × "
+               f"{int(row['cols'])} weight, {pooled.size} eigenvalues pooled; one fit with the {rule} rule")
+    fit = esd_fit(pooled, rule, None)
+    c = st.columns(4)
+    c[0].metric("FARMS α", f"{fit.alpha:.4f}" if fit.ok else "failed")
+    c[1].metric("D (KS)", f"{fit.D:.4f}" if fit.ok else "–")
+    c[2].metric("xmin", f"{fit.xmin:.4g}" if fit.ok else "–")
+    c[3].metric("tail size", int(fit.num_pl_spikes))
+    chart(splots.esd_figure(pooled, fit, bins=bins, title=f"{name}: pooled FARMS ESD"), key="esd_farms_fig")
 
 
 def after_pruning_panel(ctx: Context, name: str, rule: str, show_mp: bool, bins: int) -> tuple[str, np.ndarray]:

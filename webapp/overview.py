@@ -9,7 +9,7 @@ import streamlit as st
 
 from spectra.analyze import role_summary
 from spectra.metrics import OVER_TRAINED, UNDER_TRAINED, status_for
-from webapp import state
+from webapp import cache, state
 from webapp.common import chart, run_page, show_table
 from webapp.figures import overview_figures
 from webapp.state import Context, bind, selected_matrix, selection
@@ -76,8 +76,33 @@ def render(ctx: Context) -> None:
         cols = [c for c in ("longname", "alpha", "D", "num_pl_spikes", "status", "warning") if c in df.columns]
         show_table(top[cols].head(10), key="ov_top")
     chart(figs[f"{metric}_histogram"], key="ov_hist")
+    farms_panel(ctx)
     with st.expander("All metrics (one row per matrix)"):
         show_table(df.drop(columns=["evals"], errors="ignore"), key="ov_all")
+
+
+def farms_panel(ctx: Context) -> None:
+    """FARMS α (the pooled ESD of equally shaped windows, ``spectra.farms``) next to α, per matrix and per role."""
+    st.subheader("FARMS α next to α")
+    if ctx.model_key is None:
+        st.caption("FARMS α needs the model's weights; load a model (not a results file).")
+        return
+    st.checkbox("compute FARMS α (fits the pooled ESD of square windows: about a minute the first time, then "
+                "cached)", key="ov_farms")
+    if not st.session_state.get("ov_farms"):
+        return
+    with st.spinner("FARMS α …"):
+        f = cache.farms_table(ctx.model_key, ctx.analysis_rule)
+    c = st.columns(3)
+    c[0].metric("median α", f"{np.nanmedian(f['alpha']):.2f}")
+    c[1].metric("median FARMS α", f"{np.nanmedian(f['alpha_farms']):.2f}")
+    c[2].metric("matrices whose α moves by > 1", int((f["alpha_farms"] - f["alpha"]).abs().gt(1).sum()))
+    roles = f.groupby("role", sort=False)[["alpha", "alpha_farms"]].median().reset_index()
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        show_table(roles.rename(columns={"alpha": "median α", "alpha_farms": "median FARMS α"}), key="ov_farms_roles")
+    with c2:
+        show_table(f[["longname", "rows", "cols", "alpha", "alpha_farms", "num_windows_farms"]], key="ov_farms_all")
 
 
 def picked_matrix(event, fig) -> Optional[str]:

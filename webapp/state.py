@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pruning import plots as pplots
-from pruning.allocation import CALIBRATION_METHODS, WEIGHT_METHODS
+from pruning.allocation import CALIBRATION_METHODS, WEIGHT_METHODS, get_allocation
 from pruning.calib_stats import TUNE_CALIBRATION
 from pruning.settings import AllocationSettings, EvalSettings, GDSettings, PrunerSettings
 from pruning.tune import TuneSettings
@@ -51,8 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "pr_sweep_path": "results/sweep.parquet", "pr_pattern": "unstructured", "pr_gd_steps": default_of(_G, "steps"),
     "pr_gd_pre": default_of(_G, "precondition"), "pr_literal": False,
     "tu_pruner": default_of(TuneSettings, "pruner"),
-    "tu_lams": ",".join(f"{v:g}" for v in default_of(TuneSettings, "lams")),
+    "tu_lams": ",".join(f"{v:g}" for v in default_of(TuneSettings, "lams") or  # AlphaPruning λ's default grid
+                        get_allocation("alphapruning").params[0].grid(0.5, 1, default_of(TuneSettings, "candidates"))),
     "tu_nsamples": TUNE_CALIBRATION.nsamples, "tu_windows": default_of(TuneSettings, "eval_windows"),
+    "lb_methods": ["uniform", "alphapruning", "owl", "dlp", "atp"], "lb_candidates": 3, "lb_windows": 4,
+    "ov_farms": False, "esd_farms": False,
 }
 #: the selection every view shares: the matrix looked at (overview pick, ESD explorer, Report), the target sparsity
 #: S, AlphaPruning's λ and the allocation method (Allocation lab export, Prune & evaluate). ``matrix`` None = the

@@ -17,12 +17,11 @@ __all__ = ["add_parser", "main"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``compare``: tune's options (:class:`pruning.tune.TuneSettings` but its ``--allocation``, and the
     calibration's) plus ``--allocations``, ``--final`` and the WikiText-2 window options."""
-    from spectra.options import add_options
-
     from pruning.calib_stats import TUNE_CALIBRATION
     from pruning.compare import DEFAULT_ALLOCATIONS
     from pruning.settings import CalibrationSettings
     from pruning.tune import TuneSettings
+    from spectra.options import add_options
 
     p = subparsers.add_parser("compare", help="tune every allocation on held-out text and compare them (one row each)",
                               description=__doc__.splitlines()[0])
@@ -46,11 +45,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):
     """:class:`pruning.compare.CompareSettings` from the parsed options (one-line ValueError naming the flag)."""
-    from spectra.options import options_from_namespace
-
     from pruning.compare import CompareSettings
     from pruning.settings import CalibrationSettings
     from pruning.tune import TuneSettings
+    from spectra.options import options_from_namespace
 
     calib = options_from_namespace(CalibrationSettings, args)
     tune = options_from_namespace(TuneSettings, args, calib=calib)
@@ -60,9 +58,8 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from spectra.models import load_model
-
     from pruning.compare import compare
+    from spectra.models import load_model
 
     try:
         s = settings_from_args(args)

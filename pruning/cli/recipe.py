@@ -31,7 +31,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="model whose config gives the module order (default: built-in); no weights are read")
     p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
-    p.add_argument("--allocation", default=None, help="compute one instead: uniform, alphapruning, erk, stable_rank")
+    from pruning.allocation import ALLOCATIONS
+
+    offline = [n for n, s in ALLOCATIONS.items() if s.reads not in ("weights", "input_norms")]
+    p.add_argument("--allocation", default=None,
+                   help=f"compute one instead (from --metrics): {', '.join(offline)}")
     add_allocation_options(p, defaults={"sparsity": None})
     p.add_argument("--metrics", default=None, help="spectra results file (python -m spectra --out FILE) for "
                                                    "alphapruning / stable_rank / uniform / erk")
@@ -64,9 +68,16 @@ def _sparsities(args, names: list[str]) -> dict:
         raise ValueError("pass --allocation-file FILE, or --allocation METHOD --sparsity S [--metrics FILE], or --nm")
     if args.sparsity is None:
         raise ValueError("--allocation needs --sparsity S")
+    from pruning.allocation import allocate, get_allocation
+
+    spec = get_allocation(args.allocation)
+    if spec.reads in ("weights", "input_norms"):
+        what = "every weight" if spec.reads == "weights" else "calibration input norms"
+        raise ValueError(f"--allocation {args.allocation} reads {what}; write it with python -m pruning allocate (or prune) and pass --allocation-file FILE")
     if not args.metrics:
-        raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL --out FILE)")
-    from pruning.allocation import allocate
+        hint = " --farms" if spec.analysis.get("farms") else ""
+        raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL{hint} --out "
+                         f"FILE)")
     from pruning.cli.allocate import load_metrics
 
     settings = allocation_from_args(args.allocation, args)

@@ -168,7 +168,6 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
         base = metrics
     elif spec.reads in ("weights", "input_norms"):
         weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
-    extra = {}
     if spec.reads == "table":  # a measured table (python -m pruning sensitivity) named by --allocation-file
         if not a.file:
             raise ValueError(f"{spec.label} (--allocation {a.method}) reads a measured table; pass it with "
@@ -176,7 +175,7 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
         from pruning.sensitivity_table import read_table
         from pruning.signals import measured_costs
 
-        extra["table"] = measured_costs(read_table(a.file))
+        signal = measured_costs(read_table(a.file))
     if spec.needs_calibration:
         if input_norms is None:
             if calib is None:
@@ -184,7 +183,7 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
                                  f"calibration input norms); give calibration data (--nsamples > 0, --data-dir)")
             input_norms = collect_input_norms(model, calib, settings.calibration.batch_size, progress=progress)
         signal = spec.signal(weights, input_norms, a)
-    return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal), **extra)
+    return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal))
 
 
 def _reads_table(method: str) -> bool:

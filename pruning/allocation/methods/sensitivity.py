@@ -29,6 +29,6 @@ def sensitivity(ctx: AllocationContext) -> MethodResult:
 SPEC = AllocationSpec("sensitivity", LABEL, "table", sensitivity,
                       "measured block costs (python -m pruning sensitivity) through AlphaPruning's mapping",
                       options=frozenset({"lam", "mapping", "granularity", "table"}),
-                      settings_read=frozenset({"lam", "mapping", "granularity"}))
+                      settings_read=frozenset({"lam", "mapping", "granularity"}), signal_arg="table")
 # no tunable ``params``: tune / compare have no option naming the measured table yet, so λ (--lam) is chosen on
 # held-out text outside them (bench/sensitivity_compare.py does the one-shot search)

@@ -1,4 +1,4 @@
-"""``python -m pruning {allocate,prune,eval,sweep,tune,compare,export-recipe}`` — see ``python -m pruning COMMAND --help``."""
+"""``python -m pruning {allocate,prune,eval,sweep,tune,compare,sensitivity,export-recipe}`` — see ``python -m pruning COMMAND --help``."""
 from __future__ import annotations
 
 import os
@@ -13,12 +13,13 @@ from typing import Optional, Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per front-end module."""
-    from pruning.cli import allocate, compare, eval, prune, recipe, sweep, tune
+    from pruning.cli import allocate, compare, eval, prune, recipe, sensitivity, sweep, tune
 
     parser = argparse.ArgumentParser(prog="python -m pruning",
                                      description="Layer-wise sparsity allocation and post-training pruning of LLMs.")
-    sub = parser.add_subparsers(dest="command", metavar="{allocate,prune,eval,sweep,tune,compare,export-recipe}")
-    for mod in (allocate, prune, eval, sweep, tune, compare, recipe):
+    sub = parser.add_subparsers(dest="command",
+                                metavar="{allocate,prune,eval,sweep,tune,compare,sensitivity,export-recipe}")
+    for mod in (allocate, prune, eval, sweep, tune, compare, sensitivity, recipe):
         mod.add_parser(sub)
     return parser
 

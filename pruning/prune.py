@@ -138,7 +138,7 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
     a = settings.allocation
-    if a.file:
+    if a.file and not _reads_table(a.method):
         loaded = load_allocation(a.file)
         missing = [n for n in table["longname"] if n not in loaded]
         if missing:
@@ -173,9 +173,23 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
         base = metrics
     elif spec.reads == "weights":
         weights = {info.longname: w for info, w in iter_model_weights(model) if info.block >= 0}
+    if spec.reads == "table":  # a measured table (python -m pruning sensitivity) named by --allocation-file
+        if not a.file:
+            raise ValueError(f"{spec.label} (--allocation {a.method}) reads a measured table; pass it with "
+                             f"--allocation-file (python -m pruning sensitivity MODEL --out sens.parquet)")
+        from pruning.sensitivity_table import read_table
+        from pruning.signals import measured_costs
+
+        signal = measured_costs(read_table(a.file))
     if spec.needs_calibration and signal is None:
         signal = calibration_signal(model, settings, calib, input_norms, progress)
     return allocate(base, a.method, float(a.sparsity), **a.allocate_kwargs(weights, signal=signal))
+
+
+def _reads_table(method: str) -> bool:
+    from pruning.allocation import get_allocation
+
+    return get_allocation(method).reads == "table"
 
 
 def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,

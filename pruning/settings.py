@@ -104,7 +104,8 @@ class AllocationSettings:
                                  label="max sparsity", ui={"lo": 0.5, "hi": 1.0, "step": 0.01})
     exclude_flagged: bool = option(False, "alphapruning: leave fits flagged as likely spurious (α > 8) out of "
                                    "their block's mean α (ours; off = the reference)")
-    file: Optional[str] = option(None, "Contract 2 JSON/CSV allocation that replaces --allocation", kind=str,
+    file: Optional[str] = option(None, "Contract 2 JSON/CSV allocation that replaces --allocation (with --allocation "
+                                 "sensitivity: the measured table it reads)", kind=str,
                                  dest="allocation_file", label="allocation file")
 
     def __post_init__(self) -> None:

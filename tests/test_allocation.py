@@ -68,6 +68,8 @@ def kwargs_for(method: str, df: pd.DataFrame, weights) -> dict:
         return {"outlier_ratios": block_ratios(df)}
     if method == "dlp":
         return {"block_scores": {b: 1.0 + v for b, v in block_ratios(df).items()}, "dlp_alpha": 0.15}
+    if method == "sensitivity":  # a measured cost per block (issue 20)
+        return {"table": {b: 0.05 + v for b, v in block_ratios(df).items()}}
     if method == "atp":
         return {"atp_beta": 0.9 * 0.2 / (NBLOCKS - 1)}
     return {}
@@ -129,6 +131,8 @@ def test_random_tables_mean_and_bounds():
             if method == "dlp":
                 kw.update(block_scores={b: float(rng.uniform(0, 1)) for b in range(nb)},
                           dlp_alpha=float(rng.uniform(0, 0.3)), granularity="block")
+            if method == "sensitivity":
+                kw.update(table={b: float(rng.uniform(0, 1)) for b in range(nb)}, granularity="block")
             if method == "atp":
                 from pruning.allocation import atp_bound
 

@@ -111,9 +111,9 @@ def test_dlp_from_a_toy_model_end_to_end():
 
 # -------------------------------------------------------------------------------------------------- registry
 def test_registry_holds_ten_methods_with_complete_specs():
-    assert len(ALLOCATION_METHODS) == 10
+    assert len(ALLOCATION_METHODS) == 11  # + issue 20's measured "sensitivity"
     assert set(ALLOCATION_METHODS) == {"uniform", "alphapruning", "owl", "erk", "global", "lamp", "stable_rank",
-                                       "farms", "atp", "dlp"}
+                                       "farms", "atp", "dlp", "sensitivity"}
     for name, spec in ALLOCATIONS.items():
         assert spec.name == name and spec.label and spec.reads in READS and spec.source
         assert spec.fn.__doc__ and spec.fn.__module__.startswith("pruning.allocation.methods.")

@@ -27,7 +27,8 @@ NB_DIR = ROOT / "notebooks"
 PROBE = "__NOTEBOOK_PROBE__"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 NOTEBOOKS = ["01_esd_and_heavy_tails.ipynb", "02_estimating_alpha.ipynb", "03_alpha_to_sparsity.ipynb",
-             "04_pruning_tradeoffs.ipynb", "05_spectral_report.ipynb", "07_seed_pruners.ipynb"]
+             "04_pruning_tradeoffs.ipynb", "05_spectral_report.ipynb", "06_does_alpha_predict_sensitivity.ipynb",
+             "07_seed_pruners.ipynb"]
 
 
 class Run:

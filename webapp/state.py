@@ -24,7 +24,7 @@ from webapp.widgets import default_of
 #: the views, in the order of the navigation, and the page file of each (relative to app.py)
 VIEW_PAGES = {"Model overview": "webapp/overview.py", "ESD explorer": "webapp/esd_explorer.py",
               "Allocation lab": "webapp/allocation_lab.py", "Prune & evaluate": "webapp/prune_evaluate.py",
-              "Report": "webapp/report.py"}
+              "Report": "webapp/report.py", "Which blocks matter": "webapp/sensitivity.py"}
 VIEWS = tuple(VIEW_PAGES)
 SOURCE_KINDS = ("Built-in model", "Hugging Face id", "Local directory", ".gguf file", "Saved results file")
 #: xmin rules offered (spectra.hill.XMIN_RULES without "fixed", AlphaPruning's default first)

@@ -11,7 +11,7 @@ from pruning.allocation.spec import AllocationSpec
 
 #: the method modules, in the order the choices list them (the first seven are the methods before 2025)
 _MODULES = ("uniform", "alphapruning", "owl", "erk", "global_magnitude", "lamp", "stable_rank",
-            "farms", "atp", "dlp")
+            "farms", "atp", "dlp", "sensitivity")
 
 ALLOCATIONS: dict[str, AllocationSpec] = {}
 for _mod in _MODULES:

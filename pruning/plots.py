@@ -197,12 +197,13 @@ def series_style(key: Mapping[str, Any], group: Sequence[str]) -> dict:
     alloc_col = next((g for g in ("curve", "allocation") if g in group), None)
     others = [g for g in group if g not in ("curve", "allocation", "pruner")]
     from pruning.labels import ALLOCATION_LABELS
+    from pruning.pruners import PRUNERS
 
     allocs = list(ALLOCATION_LABELS.values()) + list(ALLOCATION_LABELS)
     color = _COLORS[_stable_index(key[alloc_col], allocs, len(_COLORS))] if alloc_col else _COLORS[0]
     if alloc_col and " λ=" in str(key[alloc_col]):  # one curve per λ: the λ picks the shade of the method's colour
         color = _COLORS[_stable_index(str(key[alloc_col]), (), len(_COLORS))]
-    dash = _DASHES[_stable_index(key["pruner"], list(PRUNER_LABELS.values()), len(_DASHES))] if "pruner" in group \
+    dash = _DASHES[_stable_index(key["pruner"], [spec.display for spec in PRUNERS.values()], len(_DASHES))] if "pruner" in group \
         else "solid"
     symbol = _SYMBOLS[_stable_index(" ".join(str(key[g]) for g in others), (), len(_SYMBOLS))] if others else "circle"
     return {"color": color, "dash": dash, "symbol": symbol}

@@ -87,8 +87,7 @@ def main() -> None:
 
     from spectra.analyze import analyze
     from spectra.esd import gram
-    from spectra.models import builtin_model_dir, load_model, weight_files
-    from spectra.results import files_sha256
+    from spectra.models import builtin_model_dir, files_sha256, load_model, weight_files
     from spectra.weights import iter_model_weights
 
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from pruning import plots as pplots
+from pruning.labels import allocation_label, readable
 from spectra import plots as splots
 from spectra.analyze import role_summary
 from spectra.html_report import ReportSection, build_html_report
@@ -69,13 +70,13 @@ def run_figures(ctx: Context, name: str) -> dict:
         last = runs[-1]
         figs["achieved_sparsity"] = pplots.achieved_sparsity_figure(
             last["_records"], title=f"Per-matrix sparsity of the last run — {last['label']} + "
-                                    f"{pplots.allocation_label(last['allocation'])} {last['sparsity']:.0%}")
+                                    f"{allocation_label(last['allocation'])} {last['sparsity']:.0%}")
         t = runs_table()
         lam_runs = t[t["lam"].notna()] if "lam" in t.columns else t.iloc[:0]
         for S, sub in lam_runs.groupby("sparsity"):
             if sub["lam"].nunique() >= 2:
                 figs[f"lambda_effect_{S:.2f}"] = pplots.lambda_effect_figure(
-                    pplots.readable(sub), group=("allocation", "label", "eval"),
+                    readable(sub), group=("allocation", "label", "eval"),
                     title=f"perplexity against λ at {S:.0%} sparsity")
     res = st.session_state.get("tune_result")
     if res:
@@ -111,7 +112,7 @@ def runs_text() -> list[str]:
     for i, r in enumerate(state.runs(), 1):
         note = collapse_note(r["ppl"], r["dense_ppl"], record_sparsities(r.get("_records")))
         if note:
-            text.append(f"Run {i} ({r['label']} + {pplots.allocation_label(r['allocation'])} {r['sparsity']:.0%}): "
+            text.append(f"Run {i} ({r['label']} + {allocation_label(r['allocation'])} {r['sparsity']:.0%}): "
                         f"{note}")
     return text
 

@@ -64,7 +64,8 @@ def sidebar_model():
             sb.caption(f"{builtin_label(name)} is not installed; install it with:")
             sb.code(BUILTIN_MODELS[name]["pip"], language="bash", wrap_lines=True)
     else:
-        sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""), on_change=clear_load_error)
+        sb.text_input("Path or id", key="source_text", placeholder=placeholder.get(kind, ""),
+                      on_change=clear_load_error)
     sb.button("Load", key="load_btn", on_click=on_load, type="primary")
     status = sb.container()
     sb.selectbox("xmin rule of the analysis", ANALYSIS_RULES, key="rule",

@@ -39,8 +39,8 @@ CONFIGS = (
 
 def block_stats(block: int, nsamples: int, seqlen: int):
     """(linear layer, LayerStats) of every matrix of ``block`` from the dense model's calibration inputs."""
-    from pruning.evaluation.data import get_calibration
     from pruning.block_loop import block_layer_stats
+    from pruning.evaluation.data import get_calibration
     from spectra.models import load_model
 
     lm = load_model()

@@ -150,11 +150,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from spectra.models import load_model
-
     from pruning.prune import prune_model
     from pruning.report import package_versions
     from pruning.settings import PruneSettings
+    from spectra.models import load_model
 
     lm = load_model()
     out = {"versions": package_versions(), "threads": torch.get_num_threads(), "python": platform.python_version(),

@@ -34,11 +34,11 @@ def run_one(pruner: str, nsamples: int, seqlen: int, eval_windows: int, eval_seq
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
-    from spectra.models import load_model
     from pruning.evaluation.data import get_calibration
     from pruning.evaluation.perplexity import perplexity
     from pruning.prune import prune_model
     from pruning.settings import PruneSettings
+    from spectra.models import load_model
 
     lm = load_model()
     t = time.perf_counter()
@@ -67,8 +67,8 @@ def dense_ppl(eval_windows: int, eval_seqlen: int) -> dict:
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
-    from spectra.models import load_model
     from pruning.evaluation.perplexity import perplexity
+    from spectra.models import load_model
 
     lm = load_model()
     t = time.perf_counter()
@@ -88,6 +88,7 @@ def layer_bench(pruners: list[str], block: int, nsamples: int, seqlen: int, spar
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT))
     from bench_layer_errors import block_stats
+
     from pruning.pruners import get_pruner
 
     layers = block_stats(block, nsamples, seqlen)
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layer-bench", type=int, default=None, metavar="BLOCK",
                     help="instead: time each pruner on the matrices of block BLOCK (no perplexity)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one pruner in this process
-    ap.add_argument("--nm", default=None, help="N:M pattern for every pruner (e.g. 2:4; default: --sparsity, prox24 2:4)")
+    ap.add_argument("--nm", default=None,
+                    help="N:M pattern for every pruner (e.g. 2:4; default: --sparsity, prox24 2:4)")
     ap.add_argument("--ref", default="wanda", help="pruner whose prune time the others are divided by (default wanda)")
     args = ap.parse_args(argv)
     if args.one:

@@ -115,7 +115,8 @@ def main() -> None:
     m = ours.merge(peer, on="longname", suffixes=("", "_ww"))
     rel = {c: (np.abs(m[c] - m[c + "_ww"]) / np.abs(m[c + "_ww"])).to_numpy() for c in ("alpha", "xmin", "D")}
     same = int(((rel["alpha"] <= 1e-6) & (rel["xmin"] <= 1e-6) & (rel["D"] <= 1e-6)).sum())
-    workers_same = bool(np.array_equal(ours[["alpha", "xmin", "D"]].to_numpy(), ours2[["alpha", "xmin", "D"]].to_numpy(),
+    workers_same = bool(np.array_equal(ours[["alpha", "xmin", "D"]].to_numpy(), ours2[["alpha", "xmin",
+                                                                                       "D"]].to_numpy(),
                                        equal_nan=True))
     import torch
 

@@ -111,12 +111,12 @@ def main() -> None:
     signals = block_signals(lm.model, stats.layers, metrics=metrics)
     tables, verdicts = {}, {}
     for mode, path in paths.items():
-        t = attach_signals(read_table(path), signals, s.permutations, s.seed)
+        t = attach_signals(read_table(path), signals, s.permutations, s.perm_seed)
         write_table(t, path, t.attrs["sensitivity"])
         tables[mode] = t
         verdicts[mode] = t.attrs["sensitivity"]["verdict"]
         print(f"== {a.model} {mode}: reference ppl {t.attrs['sensitivity']['reference_ppl']:.3f}")
-        print(format_verdict(verdict(t, permutations=s.permutations, seed=s.seed)))
+        print(format_verdict(verdict(t, permutations=s.permutations, seed=s.perm_seed)))
     search = one_shot_search(lm, stats, tables, metrics, lams, s, print)
     chosen = {"uniform": 0.0}
     for name in ["alphapruning"] + [f"sensitivity-{m}" for m in tables]:

@@ -45,6 +45,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
 from spectra.analyze import analyze, block_aggregate, role_summary

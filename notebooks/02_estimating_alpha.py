@@ -46,6 +46,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
 from spectra.analyze import analyze, block_aggregate, block_values
@@ -174,6 +175,7 @@ fig.show()
 
 # %%
 import powerlaw
+
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     import weightwatcher as ww
     watcher = ww.WeightWatcher()

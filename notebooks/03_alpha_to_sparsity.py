@@ -46,17 +46,19 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import display
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
-from pruning.allocation import ALLOCATION_METHODS, alphapruning_ratios, allocate
+from transformers.utils import logging as hf_logging
+
+from pruning.allocation import ALLOCATION_METHODS, allocate, alphapruning_ratios
+from pruning.block_loop import collect_input_norms
 from pruning.evaluation.data import get_calibration
 from pruning.plots import allocation_figure, allocation_summary, block_sparsity, lambda_range_figure
 from pruning.prune import compute_allocation
 from pruning.settings import PruneSettings
-from pruning.block_loop import collect_input_norms
 from spectra.analyze import analyze, block_aggregate
 from spectra.models import load_model
-from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()   # no "Loading weights" bars in the outputs
 

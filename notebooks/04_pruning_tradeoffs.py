@@ -48,16 +48,17 @@ MAX_WINDOWS = None    # evaluation windows; None = 4 if QUICK else all
 import tempfile
 import warnings
 from pathlib import Path
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
 import pandas as pd
 from IPython.display import display
+from transformers.utils import logging as hf_logging
 
-from pruning.plots import perplexity_bar_figure, tradeoff_figure, lambda_effect_figure
+from pruning.plots import lambda_effect_figure, perplexity_bar_figure, tradeoff_figure
 from pruning.settings import PruneSettings
 from pruning.sweep import SweepSpec, cell_key, expand, load_table, run_sweep
 from spectra.models import resolve_source
-from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()   # the sweep loads the model once per run: no "Loading weights" bars
 

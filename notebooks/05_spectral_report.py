@@ -38,6 +38,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progress bars without ipywidgets
 
 import numpy as np
@@ -49,8 +50,7 @@ from pruning.plots import allocation_figure, allocation_summary
 from spectra.analyze import AnalysisSettings, analyze, block_aggregate, role_summary
 from spectra.html_report import ReportSection, write_html_report
 from spectra.metrics import OVER_TRAINED, UNDER_TRAINED
-from spectra.plots import (esd_mp_figure, heatmap_figure, ks_curve_figure, metric_depth_figure,
-                           metric_histogram_figure)
+from spectra.plots import esd_mp_figure, heatmap_figure, ks_curve_figure, metric_depth_figure, metric_histogram_figure
 
 pd.set_option("display.precision", 4)
 pd.set_option("display.width", 160)

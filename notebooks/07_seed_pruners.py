@@ -67,8 +67,8 @@ from transformers.utils import logging as hf_logging
 
 from pruning.capture import capture_layer_inputs
 from pruning.evaluation.data import get_calibration
-from pruning.plots import fista_path_figure, prox24_schedule_figure
 from pruning.labels import method_label
+from pruning.plots import fista_path_figure, prox24_schedule_figure
 from pruning.pruners import PRUNERS
 from pruning.pruners.base import LayerStats
 from pruning.pruners.fista import fista_lambda_path, fista_lipschitz, fista_prune

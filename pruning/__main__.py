@@ -1,4 +1,6 @@
-"""``python -m pruning {allocate,prune,eval,sweep,tune,compare,sensitivity,export-recipe}`` — see ``python -m pruning COMMAND --help``."""
+"""``python -m pruning {allocate,prune,eval,sweep,tune,compare,sensitivity,export-recipe}``.
+
+See ``python -m pruning COMMAND --help``."""
 from __future__ import annotations
 
 import os

@@ -46,12 +46,21 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from spectra.weights import decoder_layers
-
-from pruning.blocks import (BlockInputs, BlockIO, Linear, StopForward, block_linears, capture_block_inputs,
-                            input_groups, module_device, run_block, walk_blocks)
+from pruning.blocks import (
+    BlockInputs,
+    BlockIO,
+    Linear,
+    StopForward,
+    block_linears,
+    capture_block_inputs,
+    input_groups,
+    module_device,
+    run_block,
+    walk_blocks,
+)
 from pruning.pruners import BASELINE_PRUNER, DEFAULT_PRUNER, NM, LayerStats, get_pruner
 from pruning.pruners.masks import achieved_sparsity, check_sparsity, nm_sparsity
+from spectra.weights import decoder_layers
 
 CORRECTIONS = ("sequential", "none", "intra", "intra+inter", "intra-pruned")
 #: modes whose block inputs are the dense model's (blocks independent of each other's pruning)
@@ -72,7 +81,7 @@ class LoopResult:
     timings: dict = field(default_factory=dict)
 
 
-def _groups_cached(block: torch.nn.Module, linears: list[Linear], chunk: BlockInputs, cache: dict) -> list[list[Linear]]:
+def _groups_cached(block: torch.nn.Module, linears: list[Linear], chunk: BlockInputs, cache: dict) -> list:
     """:func:`input_groups`, probed once per block structure (blocks with the same relative layer names)."""
     names = {id(m): n for n, m in block.named_modules()}
     rel = {names[id(l.module)]: l for l in linears}
@@ -459,7 +468,7 @@ def dense_layer_stats(model: torch.nn.Module, calib: torch.Tensor, needs: frozen
 
 
 def block_layer_stats(model: torch.nn.Module, calib: torch.Tensor, block: int,
-                      needs: frozenset = frozenset({"H", "K", "D"}), batch_size: int = 8) -> list[tuple[Linear, LayerStats]]:
+                      needs: frozenset = frozenset({"H", "K", "D"}), batch_size: int = 8) -> list[tuple]:
     """(linear layer, :class:`LayerStats`) of every linear layer of decoder block ``block``, from the *dense*
     model's inputs on ``calib`` (:func:`dense_layer_stats`), in call order; every layer gets its own copy.
 

@@ -13,19 +13,19 @@ calibration settings; files are written under a temporary name and renamed.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
-from pruning.pruners.base import NM, LayerStats
 from pruning.block_loop import LoopResult, dense_layer_stats, layer_targets, prune_linears, prune_weights
 from pruning.blocks import BlockIO, block_linears
+from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
+from pruning.pruners.base import NM, LayerStats
 from pruning.settings import CalibrationSettings
 
 __all__ = ["TUNE_CALIBRATION", "DenseStats", "stats_key", "dense_stats", "weights_fingerprint",

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from spectra.weights import stores_in_out
-
 from pruning.blocks import StopForward
+from spectra.weights import stores_in_out
 
 
 @torch.no_grad()

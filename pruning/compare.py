@@ -159,7 +159,7 @@ class CompareJob:
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(load,), daemon=True, name="compare")
 
-    def start(self) -> "CompareJob":
+    def start(self) -> CompareJob:
         self._thread.start()
         return self
 

@@ -40,7 +40,8 @@ def _check(df: Any, cols: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} needs a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"{what}: the table has no column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})")
+        raise ValueError(f"{what}: the table has no column(s) {', '.join(missing)} "
+                         f"(has: {', '.join(map(str, df.columns))})")
 
 
 def block_sparsity(alloc: pd.DataFrame) -> pd.Series:
@@ -91,7 +92,8 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
             fig.add_trace(go.Scatter(x=np.arange(len(alloc)), y=100.0 * alloc["sparsity"].to_numpy(dtype=np.float64),
                                      mode="lines+markers", name=label, line=dict(color=color, width=width, dash=dash),
                                      marker=dict(size=4), customdata=alloc["longname"].to_numpy().reshape(-1, 1),
-                                     hovertemplate=f"{label}<br>%{{customdata[0]}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
+                                     hovertemplate=f"{label}<br>%{{customdata[0]}}<br>sparsity "
+                                                   f"%{{y:.2f}}%<extra></extra>"))
     if target is not None:
         fig.add_hline(y=100.0 * float(target), line=dict(color="#333333", dash="dot"),
                       annotation_text=f"target {100 * float(target):.0f}%", annotation_position="bottom right")
@@ -203,7 +205,8 @@ def series_style(key: Mapping[str, Any], group: Sequence[str]) -> dict:
     color = _COLORS[_stable_index(key[alloc_col], allocs, len(_COLORS))] if alloc_col else _COLORS[0]
     if alloc_col and " λ=" in str(key[alloc_col]):  # one curve per λ: the λ picks the shade of the method's colour
         color = _COLORS[_stable_index(str(key[alloc_col]), (), len(_COLORS))]
-    dash = _DASHES[_stable_index(key["pruner"], [spec.display for spec in PRUNERS.values()], len(_DASHES))] if "pruner" in group \
+    dash = _DASHES[_stable_index(key["pruner"], [spec.display for spec in PRUNERS.values()],
+                                 len(_DASHES))] if "pruner" in group \
         else "solid"
     symbol = _SYMBOLS[_stable_index(" ".join(str(key[g]) for g in others), (), len(_SYMBOLS))] if others else "circle"
     return {"color": color, "dash": dash, "symbol": symbol}
@@ -260,7 +263,8 @@ def tradeoff_figure(results: pd.DataFrame, *, x: str = "sparsity", y: str = "ppl
 
 
 def log_ticks(values: Any, extra: Sequence[float] = ()) -> list[float]:
-    """Tick values m × 10^k (m = 1…9, else 1, 2, 5, else 1, 3) covering the positive finite ``values`` (and ``extra``), at most about 12 of them
+    """Tick values m × 10^k (m = 1…9, else 1, 2, 5, else 1, 3) covering the positive finite ``values`` (and
+    ``extra``), at most about 12 of them
     (1 and 10^k only when the values span many decades); empty when there is nothing to place."""
     v = np.asarray(pd.to_numeric(pd.Series([*np.ravel(np.asarray(values, dtype=object)), *extra]), errors="coerce"),
                    dtype=np.float64)

@@ -16,11 +16,10 @@ from typing import Callable, Optional
 import pandas as pd
 import torch
 
-from spectra.models import model_and_tokenizer
-from spectra.results import jsonable
-
 from pruning.block_loop import prune_blocks
 from pruning.settings import LATER_FIELDS, PruneSettings
+from spectra.models import model_and_tokenizer
+from spectra.results import jsonable
 
 __all__ = ["PruneSettings", "PruneResult", "LATER_FIELDS", "compute_allocation", "prune_model", "PeakRSS"]
 
@@ -131,9 +130,8 @@ def compute_allocation(model: torch.nn.Module, settings: PruneSettings, calib: O
     calibration ``signal`` (:func:`calibration_signal`; a streamed model's comes from a read-only walk) may be given
     to skip recomputing them (the sweep does so).
     """
-    from spectra.weights import weight_table
-
     from pruning.allocation import load_allocation
+    from spectra.weights import weight_table
 
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
@@ -157,9 +155,8 @@ def _registered_allocation(model, settings: PruneSettings, table: pd.DataFrame, 
                            progress: bool, signal: Optional[dict] = None) -> pd.DataFrame:
     """The allocation of a registered method: reads what its spec says (spectral metrics, the weights, the
     calibration input norms) and dispatches to :func:`pruning.allocation.allocate`."""
-    from spectra.weights import iter_model_weights
-
     from pruning.allocation import allocate, get_allocation
+    from spectra.weights import iter_model_weights
 
     a = settings.allocation
     spec = get_allocation(a.method)
@@ -192,7 +189,8 @@ def _reads_table(method: str) -> bool:
     return get_allocation(method).reads == "table"
 
 
-def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str], None]] = None,
+def prune_model(model, tokenizer, settings: PruneSettings, progress_cb: Optional[Callable[[int, int, str],
+                                                                                          None]] = None,
                 progress: bool = True, metrics: Optional[pd.DataFrame] = None, input_norms: Optional[dict] = None,
                 calib: Optional[torch.Tensor] = None, device=None, block_io=None,
                 signal: Optional[dict] = None) -> PruneResult:

@@ -66,12 +66,12 @@ class SensitivitySettings:
     owl_M: float = same_as(AllocationSettings, "owl_M")
     block_batch: int = option(4, "held-out windows per forward through the blocks", lo=1)
     permutations: int = option(10000, "permutations of the verdict's p-value", lo=100)
-    seed: int = option(0, "seed of the permutation test", lo=0, flag="--perm-seed")
+    perm_seed: int = option(0, "seed of the permutation test", lo=0, flag="--perm-seed")
 
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> "SensitivitySettings":
+    def validate(self) -> SensitivitySettings:
         if self.pruner not in one_shot_pruners():
             raise ValueError(f"sensitivity: pruner {self.pruner!r} (--pruner) cannot prune from cached statistics; "
                              f"choose one of: {', '.join(one_shot_pruners())}")
@@ -91,11 +91,11 @@ class SensitivitySettings:
     def key(self) -> dict:
         """The settings that change a row's number (the resume key)."""
         d = asdict(self)
-        for k in ("permutations", "seed", "block_batch"):
+        for k in ("permutations", "perm_seed", "block_batch"):
             d.pop(k)
         if self.mode == "alone":
             d.pop("delta")
-        d["calib"] = stats_key(self.calib, self.pruner == "sparsegpt")
+        d["calib"] = stats_key(self.calib, "H" in get_pruner(self.pruner).needs)
         return d
 
     def candidate_sparsity(self) -> float:
@@ -289,7 +289,7 @@ def measure(lm, settings: SensitivitySettings, out=None, signals: Optional[pd.Da
     meta = {"key": json.loads(json.dumps(key, default=str)), "versions": package_versions(),
             "mode": settings.mode, "label": f"{settings.pruner} one-shot (dense statistics), {settings.mode}",
             "model": getattr(getattr(lm, "source", None), "label", None), "stats_seconds": stats_seconds,
-            "permutations": settings.permutations, "seed": settings.seed}
+            "permutations": settings.permutations, "seed": settings.perm_seed}
     if with_signals:
         from pruning.signals import block_signals
 
@@ -320,7 +320,7 @@ def measure(lm, settings: SensitivitySettings, out=None, signals: Optional[pd.Da
     df = _finish(rows, ref_nll, signals, settings)
     from pruning.signals import verdict
 
-    v = verdict(df, permutations=settings.permutations, seed=settings.seed)
+    v = verdict(df, permutations=settings.permutations, seed=settings.perm_seed)
     meta["verdict"] = v.to_dict("records")
     df.attrs["sensitivity"] = meta
     if path is not None:

@@ -20,15 +20,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from spectra.hill import XMIN_RULES
-from spectra.options import check_options, option, options_of
-
 from pruning.allocation import allocation_options
 from pruning.allocation.mappings import GRANULARITIES, MAPPINGS
 from pruning.allocation.registry import ALLOCATION_METHODS, CALIBRATION_METHODS
+from pruning.block_loop import CORRECTIONS
 from pruning.pruners import DEFAULT_PRUNER, NM, PRUNERS, get_pruner, parse_nm
 from pruning.pruners.masks import nm_sparsity
-from pruning.block_loop import CORRECTIONS
+from spectra.hill import XMIN_RULES
+from spectra.options import check_options, option, options_of
 
 __all__ = ["PrunerSettings", "AllocationSettings", "CalibrationSettings", "GDSettings", "PruneSettings",
            "EvalSettings", "OutputSettings", "LATER_FIELDS", "SECTIONS"]

@@ -20,10 +20,9 @@ from typing import Optional
 
 import torch
 
+from pruning.blocks import BlockIO, capture_block_inputs, first_output, storage_device, walk_blocks
 from spectra.errors import ModelLoadError
 from spectra.files import atomic_path
-
-from pruning.blocks import BlockIO, capture_block_inputs, first_output, storage_device, walk_blocks
 from spectra.weights import decoder_layers
 
 #: files copied from the source folder next to the written weights (tokenizer, chat template, generation config)

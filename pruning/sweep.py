@@ -21,14 +21,13 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from spectra.files import atomic_path
-
 from pruning.allocation import SPECTRAL_METHODS, get_allocation
 from pruning.labels import settings_label
 from pruning.prune import prune_model
 from pruning.pruners import DEFAULT_PRUNER
 from pruning.runs import load_table, run_record
 from pruning.settings import PruneSettings
+from spectra.files import atomic_path
 
 #: allocations whose result depends on λ.
 LAM_ALLOCATIONS = SPECTRAL_METHODS
@@ -187,10 +186,9 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
 
     Returns the full table. A failing cell raises after the finished cells are saved; rerunning resumes.
     """
-    from spectra.models import load_model
-
     from pruning.evaluation.perplexity import perplexity
     from pruning.report import package_versions
+    from spectra.models import load_model
 
     out = Path(out)
     if not out.parent.exists():

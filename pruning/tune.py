@@ -24,12 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from spectra.options import check_options, option, same_as
-
 from pruning.allocation.registry import TUNABLE_METHODS, get_allocation
 from pruning.calib_stats import TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
 from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.settings import AllocationSettings, CalibrationSettings
+from spectra.options import check_options, option, same_as
 
 __all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
 
@@ -122,9 +121,8 @@ def _allocation_inputs(model, settings: TuneSettings, stats, block_io=None) -> t
     norms (once per OWL M), so that no candidate recomputes it and no second copy of the weights lives through the
     search; a streamed model (``block_io``) is read one block at a time (a block's signal reads only its own
     weights and norms)."""
-    from spectra.weights import weight_table
-
     from pruning.blocks import block_linears, walk_blocks
+    from spectra.weights import weight_table
 
     spec = get_allocation(settings.allocation)
     if spec.reads == "metrics":
@@ -208,7 +206,8 @@ class _Scorer:
     """
 
     def __init__(self, lm, settings: TuneSettings, block_io=None, phase_cb: Optional[Callable[[str], None]] = None):
-        self.model, self.tokenizer, self.s, self.io, self.phase_cb = lm.model, lm.tokenizer, settings, block_io, phase_cb
+        self.model, self.tokenizer, self.s, self.io = lm.model, lm.tokenizer, settings, block_io
+        self.phase_cb = phase_cb
         t = time.perf_counter()
         self.stats = dense_stats(self.model, self.tokenizer, settings.calib,
                                  hessians="H" in get_pruner(settings.pruner).needs, block_io=block_io,

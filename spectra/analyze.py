@@ -112,7 +112,8 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     ``LoadedModel`` or an in-memory ``torch.nn.Module``. ``settings`` (or keyword overrides of its fields, e.g.
     ``xmin_rule="ks"``) choose the fit. ``progress`` shows a tqdm bar; ``progress_cb(i, n, longname)`` is called
     after each matrix (n may be None when unknown); ``on_row(row)`` with each finished row (a dict of Contract 1's
-    columns), in enumeration order, so that a caller can draw the table as it grows. With ``cache`` the result is read from / written to the
+    columns), in enumeration order, so that a caller can draw the table as it grows. With ``cache`` the result is
+    read from / written to the
     content-keyed cache. Bad matrices (NaN/Inf, all-zero, too small) give ``status='failed'`` rows with the reason.
     """
     fields = {f.name for f in dataclasses.fields(AnalysisSettings)}
@@ -262,7 +263,7 @@ class _Runner:
     def flush(self) -> None:
         """The pending same-shape matrices' eigenvalues in one batched call, then their metrics."""
         evs = esd_batch([w for _, w, _ in self.pending], normalize=self.settings.normalize, device=self.device)
-        for (row, w, name), ev in zip(self.pending, evs):
+        for (row, w, _), ev in zip(self.pending, evs):
             row.update(matrix_metrics(ev, row["rows"], row["cols"], self.settings))
             if self.settings.farms:
                 row.update(farms_metrics(w, self.settings))

@@ -1,5 +1,6 @@
 """FARMS α: the power-law exponent of the pooled ESD of equally shaped windows of a weight matrix (Hu et al.,
-"Eigenspectrum Analysis of Neural Networks without Aspect Ratio Bias", ICML 2025; code HUST-AI-HYZ/FARMS, ``lib/sampling.py``
+"Eigenspectrum Analysis of Neural Networks without Aspect Ratio Bias", ICML 2025; code HUST-AI-HYZ/FARMS,
+``lib/sampling.py``
 ``fixed_sampling``).
 
 α of a rectangular matrix depends on its aspect ratio. FARMS takes windows of n′ = min(window, rows, cols) rows ×

@@ -339,7 +339,8 @@ def fit_power_law(evals: np.ndarray, xmin_rule: str = "peak", xmin: Optional[flo
                 idx = np.searchsorted(x, values, side="left")
                 distinct = True
         if idx.size == 0:
-            return _failed(xmin_rule, f"no xmin candidate for rule {xmin_rule!r} (histogram peak {peak:.4g})", xmax, peak)
+            return _failed(xmin_rule, f"no xmin candidate for rule {xmin_rule!r} (histogram peak {peak:.4g})", xmax,
+                           peak)
         best, alpha, D = best_candidate(x, idx, distinct_ecdf=distinct)
         i = int(idx[best])
         x_min, n_tail, num_cand = float(x[i]), n - i, int(idx.size)

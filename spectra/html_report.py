@@ -48,7 +48,8 @@ def table_html(df: pd.DataFrame, max_rows: Optional[int] = None, float_format: s
     d = df if max_rows is None else df.head(max_rows)
     body = d.to_html(index=False, classes="report", border=0, na_rep="–",
                      float_format=lambda v: float_format.format(v), escape=True)
-    note = "" if max_rows is None or len(df) <= max_rows else f"<p class='caption'>first {max_rows} of {len(df)} rows</p>"
+    note = ("" if max_rows is None or len(df) <= max_rows
+            else f"<p class='caption'>first {max_rows} of {len(df)} rows</p>")
     return f"<div class='scroll'>{body}</div>{note}"
 
 

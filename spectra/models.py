@@ -307,7 +307,8 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
 
 
 def ensure_tokenizer(directory: Path, gguf_path: Optional[Path]) -> None:
-    """Give a GGUF conversion its tokenizer files (built from the GGUF once, :func:`spectra.gguf_convert.write_tokenizer`;
+    """Give a GGUF conversion its tokenizer files (built from the GGUF once,
+    :func:`spectra.gguf_convert.write_tokenizer`;
     a no-op when ``tokenizer_config.json`` is there or there is no GGUF)."""
     if gguf_path is None or (Path(directory) / "tokenizer_config.json").is_file():
         return
@@ -405,12 +406,14 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
     except OSError as exc:
         msg = str(exc).splitlines()[0][:200]
         if src.kind == "hub":
-            raise ModelLoadError(f"cannot load {src.ref!r} from the Hugging Face Hub: {msg} — {_hub_hint(exc)}") from None
+            raise ModelLoadError(f"cannot load {src.ref!r} from the Hugging Face Hub: {msg} — "
+                                 f"{_hub_hint(exc)}") from None
         raise ModelLoadError(f"cannot load model from {path}: {msg}") from None
     except ValueError as exc:
         msg = str(exc).splitlines()[0][:200]
         if "trust_remote_code" in msg:
-            raise ModelLoadError(f"{src.ref} needs custom code; pass trust_remote_code=True only if you trust it") from None
+            raise ModelLoadError(f"{src.ref} needs custom code; pass trust_remote_code=True only if you "
+                                 f"trust it") from None
         raise ModelLoadError(f"cannot load model from {path}: {msg}") from None
     except Exception as exc:  # corrupt safetensors header, truncated file, ...
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
@@ -422,7 +425,8 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
             raise ModelLoadError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
         model.to(device)
     info = {"source": src.label, "kind": src.kind, "model_type": getattr(model.config, "model_type", None),
-            "num_parameters": sum(p.numel() for p in model.parameters()), "dtype": str(torch_dtype).replace("torch.", "")}
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": str(torch_dtype).replace("torch.", "")}
     if src.kind == "builtin":
         info["title"] = BUILTIN_MODELS[src.builtin]["title"]
     return LoadedModel(model, tokenizer, src, wdir, info)

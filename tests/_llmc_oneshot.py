@@ -9,9 +9,8 @@ import time
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from llmcompressor import oneshot
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model_dir, recipe, calib_json, out_json = sys.argv[1:5]
 ids = json.load(open(calib_json))

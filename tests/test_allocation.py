@@ -14,8 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pruning.allocation import (ALLOCATION_METHODS, AllocationError, allocate, allocation_to_json, load_allocation,
-                                owl_outlier_ratios, save_allocation)
+from pruning.allocation import (
+    ALLOCATION_METHODS,
+    AllocationError,
+    allocate,
+    allocation_to_json,
+    load_allocation,
+    owl_outlier_ratios,
+    save_allocation,
+)
 from pruning.cli import allocate as cli_allocate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,15 @@ import pytest
 import torch
 
 import spectra.results as results
-from spectra.analyze import (IDENTITY_COLUMNS, AnalysisSettings, analyze, block_aggregate, block_values, matrix_esd,
-                             role_summary)
+from spectra.analyze import (
+    IDENTITY_COLUMNS,
+    AnalysisSettings,
+    analyze,
+    block_aggregate,
+    block_values,
+    matrix_esd,
+    role_summary,
+)
 from spectra.errors import ModelLoadError, SpectraError
 from spectra.metrics import METRIC_COLUMNS
 from spectra.results import load_results, save_results

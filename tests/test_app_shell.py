@@ -72,7 +72,8 @@ def test_text_columns_of_every_table_are_wide_enough(app):
                 longest = max(len(str(col)), *(len(str(v)) for v in values))
                 if longest <= 10:
                     continue
-                assert col in config and int(config[col]["width"]) >= min(640, 7 * longest), (where, col, config.get(col))
+                assert col in config and int(config[col]["width"]) >= min(640, 7 * longest), (where, col,
+                                                                                              config.get(col))
                 seen += 1
         return seen
 

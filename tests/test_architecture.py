@@ -75,7 +75,8 @@ def test_the_function_caps_see_long_functions_and_long_argument_lists(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     body = "\n".join(f"    x{i} = {i}" for i in range(85))
-    (pkg / "a.py").write_text(f"def long():\n{body}\n\n\nclass C:\n    def m(self, {', '.join(f'p{i}' for i in range(13))}):"
+    params = ", ".join(f"p{i}" for i in range(13))
+    (pkg / "a.py").write_text(f"def long():\n{body}\n\n\nclass C:\n    def m(self, {params}):"
                               f"\n        pass\n\n\ndef ok(self, a, *args, b=1, **kw):\n    pass\n")
     assert arch.oversized_functions(tmp_path) == {"spectra.a.long": (86, 0), "spectra.a.C.m": (2, 13)}
     assert arch.function_sizes(tmp_path)["spectra.a.ok"] == (2, 2)

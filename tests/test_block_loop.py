@@ -5,9 +5,9 @@ import pytest
 import torch
 import transformers as tf
 
-from pruning.pruners import PRUNERS, LayerStats, PrunerSpec, get_pruner
-from pruning.blocks import block_linears, capture_block_inputs, input_groups
 from pruning.block_loop import collect_input_norms, prune_blocks
+from pruning.blocks import block_linears, capture_block_inputs, input_groups
+from pruning.pruners import PRUNERS, LayerStats, PrunerSpec, get_pruner
 
 VOCAB = 300
 
@@ -81,7 +81,8 @@ def _one_stage(lins):
 def _groups(lins):
     names = [l.role for l in lins]
     if "q" in names:
-        order = [["q", "k", "v"], ["o"], ["gate", "up"] if "gate" in names else ["fc1"], ["down"] if "down" in names else ["fc2"]]
+        order = [["q", "k", "v"], ["o"], ["gate", "up"] if "gate" in names else ["fc1"],
+                 ["down"] if "down" in names else ["fc2"]]
     else:
         order = [["c_attn"], ["attn.c_proj"], ["c_fc"], ["mlp.c_proj"]]
     return [[l for l in lins if l.role in g] for g in order]
@@ -119,7 +120,8 @@ def test_input_groups_follow_the_block_dataflow(calib):
     for arch, groups in expect.items():
         m = tiny(arch)
         chunk = capture_block_inputs(m, calib[:2], 2)[0]
-        got = input_groups(m.get_submodule(block_linears(m)[1][0].longname.rsplit(".", 2)[0]), block_linears(m)[1], chunk)
+        got = input_groups(m.get_submodule(block_linears(m)[1][0].longname.rsplit(".", 2)[0]), block_linears(m)[1],
+                           chunk)
         assert [[l.role for l in g] for g in got] == groups, arch
 
 

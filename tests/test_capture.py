@@ -3,8 +3,8 @@ import pytest
 import torch
 import transformers as tf
 
-from pruning.capture import capture_layer_inputs
 from pruning.block_loop import collect_input_norms
+from pruning.capture import capture_layer_inputs
 
 
 def _tiny():

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pruning.evaluation import data
-from spectra import config
 from pruning.evaluation.data import DataNotFoundError
+from spectra import config
 
 SHARED = config.REPO_ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (SHARED / "wikitext-2-raw-test.txt").is_file(),

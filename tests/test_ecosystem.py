@@ -74,12 +74,11 @@ def llmc_python() -> Path:
 
 
 def test_exported_recipe_runs_in_llm_compressor(llmc_python, tmp_path):
-    from spectra.analyze import AnalysisSettings, analyze
-    from spectra.models import builtin_model_dir, load_model
-
     from pruning.__main__ import main as pruning_main
     from pruning.allocation import allocate, save_allocation
     from pruning.evaluation.data import get_calibration
+    from spectra.analyze import AnalysisSettings, analyze
+    from spectra.models import builtin_model_dir, load_model
 
     alloc = allocate(analyze("builtin", AnalysisSettings(xmin_rule="peak"), progress=False), "alphapruning", 0.6,
                      lam=0.3, granularity="matrix")

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from _synthetic import synthetic_layer
+
 from pruning.pruners import LayerStats, get_pruner
 from pruning.pruners.fista import fista_lambda_path, fista_lasso, fista_prune, soft_threshold
 from pruning.pruners.gd import local_loss

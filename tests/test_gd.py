@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-
 from _synthetic import synthetic_layer
+
 from pruning.pruners import LayerStats, get_pruner
 from pruning.pruners.gd import lipschitz, local_loss, local_objective, masked_gd, relative_error
 

@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from pruning.pruners.masks import (achieved_sparsity, check_sparsity, is_nm, lowest_k_mask, mask_from_scores, nm_mask,
-                           nm_sparsity, split_counts, unstructured_mask)
+from pruning.pruners.masks import (
+    achieved_sparsity,
+    check_sparsity,
+    is_nm,
+    lowest_k_mask,
+    mask_from_scores,
+    nm_mask,
+    nm_sparsity,
+    split_counts,
+    unstructured_mask,
+)
 
 
 @pytest.fixture

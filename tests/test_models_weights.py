@@ -13,8 +13,16 @@ transformers = pytest.importorskip("transformers")
 
 def _tiny(family: str):
     """A tiny randomly initialised CausalLM of ``family`` (2 blocks) and its expected per-block roles."""
-    from transformers import (AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig,
-                              MistralConfig, OPTConfig, Qwen2Config)
+    from transformers import (
+        AutoModelForCausalLM,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        OPTConfig,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=128, num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64)
     llama_roles = ["q", "k", "v", "o", "gate", "up", "down"]
@@ -244,7 +252,8 @@ def test_base_prefix_table_matches_transformers():
         assert base_prefix({"model_type": model_type}) == prefix
     # an unknown family falls back to transformers: a real config of a family outside the table
     assert "phi" not in BASE_PREFIXES
-    assert base_prefix(transformers.PhiConfig(num_hidden_layers=1).to_dict()) == transformers.PhiForCausalLM.base_model_prefix
+    phi = transformers.PhiConfig(num_hidden_layers=1).to_dict()
+    assert base_prefix(phi) == transformers.PhiForCausalLM.base_model_prefix
 
 
 def test_gguf_conversion_is_keyed_by_content_and_orphans_are_removed(tmp_path, monkeypatch):

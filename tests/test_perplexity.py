@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pruning.evaluation import data
-from spectra import config
 from pruning.evaluation.perplexity import PerplexityResult, default_seqlen, eval_windows, perplexity
+from spectra import config
 
 SHARED = config.REPO_ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "wikitext-2-raw-test.txt").is_file(),

@@ -4,9 +4,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from _synthetic import synthetic_layer
 from scipy.optimize import minimize
 
-from _synthetic import synthetic_layer
 from pruning.pruners import LayerStats, get_pruner
 from pruning.pruners.masks import is_nm
 from pruning.pruners.prox24 import group_penalty, prox24, prox24_prune, prox_objective

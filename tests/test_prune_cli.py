@@ -43,9 +43,9 @@ def test_report_contents(wanda_run):
 
 
 def test_saved_model_reloads_with_the_reported_sparsity_and_perplexity(wanda_run):
+    from pruning.evaluation.perplexity import perplexity
     from spectra.models import load_model
     from spectra.weights import iter_model_weights
-    from pruning.evaluation.perplexity import perplexity
 
     out, rep = wanda_run
     lm = load_model(str(out))
@@ -141,8 +141,8 @@ def test_process_peak_rss_is_the_whole_process():
     import pandas as pd
     import psutil
 
-    from pruning.settings import PruneSettings
     from pruning.report import build_report, process_peak_rss_mb
+    from pruning.settings import PruneSettings
 
     rss = psutil.Process().memory_info().rss / 2**20
     assert process_peak_rss_mb() >= rss * 0.999 > 0
@@ -172,10 +172,10 @@ def test_exclude_flagged_option_reaches_the_settings_and_the_sweep_key():
 def test_compute_allocation_leaves_flagged_fits_out(builtin):
     """PruneSettings.exclude_flagged is handed to allocate(): on the built-in model (10 blocks with α > 8 fits)
     the allocation equals allocate(..., exclude_flagged=True) and differs from the reference."""
-    from spectra.analyze import AnalysisSettings, analyze
     from pruning.allocation import allocate
     from pruning.prune import compute_allocation
     from pruning.settings import PruneSettings
+    from spectra.analyze import AnalysisSettings, analyze
 
     metrics = analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False)
     s = PruneSettings.from_flat(allocation="alphapruning", sparsity=0.6, lam=0.3)
@@ -189,8 +189,8 @@ def test_compute_allocation_leaves_flagged_fits_out(builtin):
 
 
 def test_prune_cli_exclude_flagged_end_to_end(tmp_path, capsys):
-    from spectra.analyze import AnalysisSettings, analyze
     from pruning.allocation import allocate
+    from spectra.analyze import AnalysisSettings, analyze
 
     out = tmp_path / "ap-flagged-out"
     rc, _, err = _run(["prune", "--pruner", "magnitude", "--allocation", "alphapruning", "--sparsity", "0.6",

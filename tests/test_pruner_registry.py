@@ -77,13 +77,12 @@ def toy_registered(monkeypatch):
 
 
 def test_a_registered_pruner_reaches_every_list(toy_registered):
-    from spectra.options import options_of
-
     from pruning.cli.sweep import spec_from_args
     from pruning.labels import method_label, readable_run
     from pruning.pruners import literal_pruners, one_shot_pruners
     from pruning.settings import PrunerSettings, PruneSettings
     from pruning.tune import TuneSettings
+    from spectra.options import options_of
 
     # prune: the settings accept it (the --pruner check reads the registry) and its option
     s = PruneSettings.from_flat(pruner="toy", pruner_options={"literal": True}, sparsity=0.5)

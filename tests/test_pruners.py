@@ -171,8 +171,8 @@ def test_sparsegpt_bad_input():
 # ----------------------------------------------------------------------------------------------- real layers
 @pytest.fixture(scope="module")
 def real_layers():
-    from spectra.models import load_model
     from pruning.evaluation.data import get_calibration
+    from spectra.models import load_model
 
     lm = load_model()
     calib = get_calibration(lm.tokenizer, nsamples=8, seqlen=256, seed=0)

@@ -20,8 +20,8 @@ PATTERNS = [(0.5, None), (0.5, (2, 4))]
 
 @pytest.fixture(scope="module")
 def layers(builtin):
-    from pruning.evaluation.data import get_calibration
     from pruning.block_loop import block_layer_stats
+    from pruning.evaluation.data import get_calibration
 
     calib = get_calibration(builtin.tokenizer, nsamples=8, seqlen=128, seed=0)
     return {lin.role: (lin.get(), st) for lin, st in block_layer_stats(builtin.model, calib, BLOCK)

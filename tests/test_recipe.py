@@ -11,6 +11,7 @@ from pruning.recipe import block_matrix_names, build_recipe, targets_regex
 
 def test_targets_match_exactly_the_block_matrices_in_order():
     import torch
+
     from spectra.models import load_model
 
     names = block_matrix_names()
@@ -43,7 +44,8 @@ def test_nm_and_bad_input(tmp_path, capsys):
     text = (tmp_path / "r.yaml").read_text()
     assert 'mask_structure: "2:4"' in text and "SparseGPTModifier:" in text
     capsys.readouterr()
-    assert pruning_main(["export-recipe", "--nm", "2:4", "--pruner", "magnitude", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert pruning_main(["export-recipe", "--nm", "2:4", "--pruner", "magnitude", "--out",
+                         str(tmp_path / "x.yaml")]) == 2
     assert "--pruner must be one of: sparsegpt, wanda" in capsys.readouterr().err
     assert pruning_main(["export-recipe", "--allocation", "alphapruning", "--sparsity", "0.7",
                          "--out", str(tmp_path / "y.yaml")]) == 2

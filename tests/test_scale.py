@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_block_loop import VOCAB, tiny
 
 from pruning.__main__ import main as pruning_main
+from pruning.block_loop import prune_blocks
+from pruning.blocks import block_linears
 from pruning.devices import check_disk, parse_device, parse_dtype
 from pruning.prune import prune_model
 from pruning.settings import PruneSettings
-from pruning.blocks import block_linears
-from pruning.block_loop import prune_blocks
 from pruning.stream import ShardWriter, StreamedModel, blockwise_perplexity, stream_source_dir, write_streamed_output
-from test_block_loop import VOCAB, tiny
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +179,9 @@ def test_streamed_builtin_equals_in_memory_cli(tmp_path, capsys, allocation):
 
 
 def test_blockwise_and_streamed_perplexity_equal_the_whole_model():
-    from spectra.models import builtin_model_dir, load_model
-
     from pruning.evaluation.perplexity import perplexity
     from pruning.stream import streamed_perplexity
+    from spectra.models import builtin_model_dir, load_model
 
     lm = load_model()
     ref = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=64, max_windows=3, progress=False)

@@ -7,9 +7,17 @@ from typing import Optional
 
 import pytest
 
+from pruning.settings import (
+    SECTIONS,
+    AllocationSettings,
+    CalibrationSettings,
+    EvalSettings,
+    GDSettings,
+    OutputSettings,
+    PrunerSettings,
+    PruneSettings,
+)
 from spectra.options import add_options, check_options, default_help, option, options_from_namespace, options_of
-from pruning.settings import (SECTIONS, AllocationSettings, CalibrationSettings, EvalSettings, GDSettings,
-                              OutputSettings, PruneSettings, PrunerSettings)
 
 ALL_CLASSES = [*SECTIONS.values(), EvalSettings, OutputSettings]
 
@@ -58,8 +66,8 @@ def test_toy_settings_round_trip_through_the_command_line():
 
 
 def _tune_and_analysis_settings():
-    from spectra.settings import AnalysisSettings
     from pruning.tune import TuneSettings
+    from spectra.settings import AnalysisSettings
 
     return [TuneSettings, AnalysisSettings]
 
@@ -185,9 +193,9 @@ def test_app_widgets_and_defaults_come_from_the_fields():
 
 
 def test_min_sparsity_reaches_the_allocation(builtin):
-    from spectra.analyze import AnalysisSettings, analyze
     from pruning.allocation import allocate
     from pruning.prune import compute_allocation
+    from spectra.analyze import AnalysisSettings, analyze
 
     metrics = analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False)
     s = PruneSettings.from_flat(allocation="alphapruning", sparsity=0.6, lam=0.5, min_sparsity=0.5)
@@ -204,10 +212,10 @@ def test_allocate_and_export_recipe_take_every_allocation_setting(builtin, tmp_p
     (export-recipe used to pass λ only: mapping, granularity, bounds and exclude_flagged were ignored)."""
     import re
 
-    from spectra.analyze import AnalysisSettings, analyze
     from pruning.__main__ import main as pruning_main
     from pruning.allocation import allocate
     from pruning.recipe import block_matrix_names
+    from spectra.analyze import AnalysisSettings, analyze
 
     metrics = analyze(None, AnalysisSettings(xmin_rule="peak"), progress=False)
     path = tmp_path / "m.parquet"

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_block_loop import VOCAB, tiny
+from test_scale import _state
 
-from pruning.blocks import walk_blocks
-from pruning.prune import calibration_signal as owl_ratios, prune_model
 from pruning.block_loop import collect_input_norms, dense_layer_stats
+from pruning.blocks import walk_blocks
+from pruning.prune import calibration_signal as owl_ratios
+from pruning.prune import prune_model
 from pruning.settings import PruneSettings
 from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
-from test_scale import _state
-from test_block_loop import VOCAB, tiny
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +111,10 @@ def test_tune_on_a_streamed_checkpoint_equals_in_memory(tmp_path, monkeypatch):
 
     import transformers as tf
 
-    from spectra.models import builtin_model_dir
     from pruning.blocks import block_linears
     from pruning.settings import CalibrationSettings
     from pruning.tune import TuneSettings, tune
+    from spectra.models import builtin_model_dir
 
     tok = tf.AutoTokenizer.from_pretrained(str(builtin_model_dir()))  # the shared cache: converted once
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))  # this test's statistics

@@ -29,8 +29,9 @@ def test_expand_sweeps_lambda_only_where_used_and_nm_as_uniform():
 
 
 def test_sweep_pruner_options_go_to_the_pruners_that_take_them(tmp_path, capsys):
-    from pruning.cli.sweep import add_parser, spec_from_args
     import argparse
+
+    from pruning.cli.sweep import add_parser, spec_from_args
 
     ap = argparse.ArgumentParser()
     add_parser(ap.add_subparsers())

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
+from test_block_loop import VOCAB, tiny
 
+from pruning.block_loop import dense_layer_stats, prune_blocks
+from pruning.blocks import block_linears
 from pruning.calib_stats import DenseStats, DenseWeights, dense_stats, prune_from_stats, stats_key
 from pruning.settings import CalibrationSettings
-from pruning.blocks import block_linears
-from pruning.block_loop import dense_layer_stats, prune_blocks
 from pruning.tune import TuneSettings, golden_points, tune
-from test_block_loop import VOCAB, tiny
 
 
 @pytest.fixture(scope="module")

@@ -139,8 +139,8 @@ def allocation_curves(ctx: Context) -> None:
     c3.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
                        key="al_dl_csv", on_click="ignore")
     if st.toggle("show the allocation table", key="al_show_table"):  # drawn on demand, not on every λ step
-        st.caption("One row per matrix (what the prune reads); the chart above shows "
-                   f"{'the parameter-weighted mean of each block' if state.alloc_plot_by() == 'block' else 'each matrix'}.")
+        shown = "the parameter-weighted mean of each block" if state.alloc_plot_by() == "block" else "each matrix"
+        st.caption(f"One row per matrix (what the prune reads); the chart above shows {shown}.")
         show_table(chosen, key="al_table")
 
 

@@ -114,7 +114,8 @@ def comparison_line(runs: list[dict]) -> Optional[str]:
                                                           r.get("lam") is not None else "") for r in ranked]
     items = " · ".join(f"{n} {r['ppl']:,.2f}" for n, r in zip(names, ranked))
     return (f"At {last['sparsity']:.0%} with {readable_run(last['label'])} ({last['eval_dataset']} "
-            f"{last['max_windows']}×{last['eval_seqlen']}, dense {last['dense_ppl']:,.2f}): {items} — lowest perplexity: "
+            f"{last['max_windows']}×{last['eval_seqlen']}, dense {last['dense_ppl']:,.2f}): {items} — "
+            f"lowest perplexity: "
             f"**{names[0]}**.")
 
 

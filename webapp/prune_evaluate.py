@@ -12,16 +12,22 @@ import streamlit as st
 
 from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, CALIBRATION_METHODS, SPECTRAL_METHODS
-from spectra.hill import SPURIOUS_ALPHA
 from pruning.labels import ALLOCATION_LABELS, is_paper_literal, readable, readable_run, run_label
 from pruning.pruners import get_pruner, literal_pruners
 from pruning.runs import pattern_problem, read_results_table, run_record
-from pruning.settings import (AllocationSettings, CalibrationSettings, EvalSettings, GDSettings, PruneSettings,
-                              PrunerSettings)
+from pruning.settings import (
+    AllocationSettings,
+    CalibrationSettings,
+    EvalSettings,
+    GDSettings,
+    PrunerSettings,
+    PruneSettings,
+)
+from spectra.hill import SPURIOUS_ALPHA
 from webapp import cache, state
+from webapp.cache import PROX24_SCHEDULE
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import comparison_line, runs_for_plots, runs_table
-from webapp.cache import PROX24_SCHEDULE
 from webapp.state import Context, bind, selection
 from webapp.widgets import setting_widget
 

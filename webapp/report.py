@@ -13,8 +13,16 @@ from spectra.analyze import role_summary
 from spectra.html_report import ReportSection, build_html_report
 from webapp import cache, state
 from webapp.common import run_page
-from webapp.figures import (allocation_title, allocations_for, esd_figure_for, esd_fit, evals_of,
-                            overview_figures, runs_table, tradeoff_of_runs)
+from webapp.figures import (
+    allocation_title,
+    allocations_for,
+    esd_figure_for,
+    esd_fit,
+    evals_of,
+    overview_figures,
+    runs_table,
+    tradeoff_of_runs,
+)
 from webapp.state import Context, selected_matrix, selection
 
 

@@ -8,6 +8,7 @@ import copy
 import streamlit as st
 
 from pruning.plots_sensitivity import SIGNAL_LABELS, cost_bars_figure, signal_scatter_figure
+from pruning.pruners import DEFAULT_PRUNER
 from pruning.sensitivity import SensitivitySettings, measure, read_table
 from pruning.settings import CalibrationSettings
 from pruning.signals import signal_columns, verdict
@@ -17,7 +18,7 @@ from webapp.state import Context
 from webapp.widgets import setting_widget
 
 #: this page's settings and their defaults (the fields' own, the λ search's calibration count)
-PAGE_DEFAULTS = {"se_pruner": "wanda", "se_S": 0.7, "se_mode": "alone", "se_delta": 0.05, "se_windows": 8,
+PAGE_DEFAULTS = {"se_pruner": DEFAULT_PRUNER, "se_S": 0.7, "se_mode": "alone", "se_delta": 0.05, "se_windows": 8,
                  "se_nsamples": 16, "se_path": ""}
 
 

@@ -37,13 +37,30 @@ weight sitting exactly on the threshold a fractional share so that the mean is S
 """
 from pruning.allocation.allocate import allocate, allocation_options, settings_read
 from pruning.allocation.io import LoadedAllocation, allocation_to_json, load_allocation, save_allocation
-from pruning.allocation.mappings import (DIRECTIONS, GRANULARITIES, MAPPINGS, OUTPUT_COLUMNS, AllocationError,
-                                         alphapruning_ratios, erk_factors, lamp_scores_sorted, owl_outlier_ratios)
+from pruning.allocation.mappings import (
+                                         DIRECTIONS,
+                                         GRANULARITIES,
+                                         MAPPINGS,
+                                         OUTPUT_COLUMNS,
+                                         AllocationError,
+                                         alphapruning_ratios,
+                                         erk_factors,
+                                         lamp_scores_sorted,
+                                         owl_outlier_ratios,
+)
 from pruning.allocation.methods.atp import atp_bound, atp_sparsities
 from pruning.allocation.methods.dlp import dlp_block_scores
-from pruning.allocation.registry import (ALLOCATION_METHODS, ALLOCATIONS, CALIBRATION_METHODS, METHOD_LABELS,
-                                         SPECTRAL_METHODS, TUNABLE_METHODS, WEIGHT_METHODS, check_method,
-                                         get_allocation)
+from pruning.allocation.registry import (
+                                         ALLOCATION_METHODS,
+                                         ALLOCATIONS,
+                                         CALIBRATION_METHODS,
+                                         METHOD_LABELS,
+                                         SPECTRAL_METHODS,
+                                         TUNABLE_METHODS,
+                                         WEIGHT_METHODS,
+                                         check_method,
+                                         get_allocation,
+)
 from pruning.allocation.spec import READS, AllocationOptions, AllocationSpec, Param
 
 __all__ = ["ALLOCATIONS", "ALLOCATION_METHODS", "CALIBRATION_METHODS", "DIRECTIONS", "GRANULARITIES", "MAPPINGS",

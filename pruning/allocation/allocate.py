@@ -8,10 +8,19 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
-from pruning.allocation.mappings import (GRANULARITIES, MAPPINGS, TOL, block_of, bound_note, check_choice,
-                                         check_direction, check_sparsity)
+from pruning.allocation.mappings import (
+    GRANULARITIES,
+    MAPPINGS,
+    TOL,
+    block_of,
+    bound_note,
+    check_choice,
+    check_direction,
+    check_sparsity,
+)
 from pruning.allocation.registry import get_allocation
 from pruning.allocation.spec import AllocationContext, AllocationOptions, MethodResult
+
 
 def _prepare(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Validate the metrics table; return (prunable rows in input order, longnames of excluded non-block rows).

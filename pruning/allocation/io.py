@@ -7,10 +7,10 @@ from typing import Any, Mapping, Optional, Union
 
 import pandas as pd
 
+from pruning.allocation.mappings import OUTPUT_COLUMNS
 from spectra.files import atomic_path
 from spectra.results import jsonable
 
-from pruning.allocation.mappings import OUTPUT_COLUMNS
 
 def allocation_to_json(df: pd.DataFrame) -> dict:
     """Contract 2 JSON: ``{"method", "sparsity", "settings": {...}, "layers": {longname: sparsity}}``."""

@@ -7,7 +7,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-
 GRANULARITIES = ("block", "matrix")
 MAPPINGS = ("linear", "log")
 DIRECTIONS = ("higher_more", "lower_more")

@@ -3,10 +3,10 @@ and the objects every method function receives (:class:`AllocationOptions`, :cla
 (:class:`MethodResult`). The registry of methods is :mod:`pruning.allocation.registry`."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd

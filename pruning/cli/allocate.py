@@ -18,8 +18,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pruning.allocation import (ALLOCATION_METHODS, DIRECTIONS, allocate, allocation_to_json, get_allocation,
-                                save_allocation)
+from pruning.allocation import (
+    ALLOCATION_METHODS,
+    DIRECTIONS,
+    allocate,
+    allocation_to_json,
+    get_allocation,
+    save_allocation,
+)
 from pruning.cli.common import add_allocation_options, allocation_from_args, one_line_errors
 
 
@@ -127,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
         if spec.needs_calibration:
             if not args.outlier_ratios:
                 raise _UserError(f"method {args.method!r} needs calibration data: pass --outlier-ratios FILE (JSON "
-                                 f"{{block: value}}: OWL's outlier ratios, DLP's block scores) from a calibration pass, "
+                                 f"{{block: value}}: OWL's outlier ratios, DLP's block scores) from a calibration "
+                                 f"pass, "
                                  f"or prune with a model and calibration data (python -m pruning prune)")
             ratios = _load_ratios(args.outlier_ratios)
         df = allocate(metrics, args.method, settings.sparsity, **settings.allocate_kwargs(weights, ratios),

@@ -40,9 +40,8 @@ ALLOCATE_FIELDS = ("sparsity", "lam", "mapping", "granularity", "metric", "min_s
 
 def add_allocation_options(p, defaults: Optional[dict] = None, required: tuple = ()) -> None:
     """The :data:`ALLOCATE_FIELDS` options, built from the fields of ``AllocationSettings``."""
-    from spectra.options import add_options
-
     from pruning.settings import AllocationSettings
+    from spectra.options import add_options
 
     add_options(p, AllocationSettings, only=ALLOCATE_FIELDS, defaults=defaults, required=required)
 
@@ -50,9 +49,8 @@ def add_allocation_options(p, defaults: Optional[dict] = None, required: tuple =
 def allocation_from_args(method: str, args):
     """:class:`pruning.settings.AllocationSettings` of ``method`` with the :data:`ALLOCATE_FIELDS` options of the
     parsed ``args`` (checked on construction: one-line ValueError naming the flag)."""
-    from spectra.options import options_from_namespace
-
     from pruning.settings import AllocationSettings
+    from spectra.options import options_from_namespace
 
     return options_from_namespace(AllocationSettings, args, allocation=method)
 

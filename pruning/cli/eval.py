@@ -78,9 +78,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Do the evaluation described by parsed ``args``; returns the JSON-able result dict."""
-    from spectra.models import load_model
-
     from pruning.evaluation.perplexity import perplexity
+    from spectra.models import load_model
 
     tasks = _tasks_of(args)
     dataset = args.dataset or ("none" if tasks else "wikitext2")
@@ -172,9 +171,8 @@ def _compute_setup(args: argparse.Namespace):
 
 def _run_blockwise(args: argparse.Namespace, dataset: str, device, dtype, directory, progress: bool) -> dict:
     """Perplexity block by block on ``device`` (streamed from ``directory`` when given, else the model in memory)."""
-    from spectra.models import load_model
-
     from pruning.stream import StreamedModel, blockwise_perplexity
+    from spectra.models import load_model
 
     if directory is not None:
         sm = StreamedModel(directory, dtype)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from pruning.cli.common import one_line_errors
 
-
 __all__ = ["add_parser", "main", "parse_pruner_options", "run_prune", "settings_from_args"]
 
 
@@ -29,9 +28,8 @@ SWEEP_OWN = ("pruner", "allocation", "sparsity", "nm", "lam", "allocation_file",
 def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     """Options shared by ``prune`` and ``sweep``, built from the fields of :mod:`pruning.settings` (their defaults,
     choices and help); numbers are checked when the settings are built, so that errors are one line."""
-    from spectra.options import add_options
-
     from pruning.settings import SECTIONS, EvalSettings, OutputSettings
+    from spectra.options import add_options
 
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="built-in alias, HF directory, .gguf file or hub id (default: built-in SmolLM2-135M)")
@@ -50,9 +48,8 @@ def add_common_arguments(p: argparse.ArgumentParser, sweep: bool = False) -> Non
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``prune`` sub-command; returns its parser."""
-    from spectra.options import add_options
-
     from pruning.settings import OutputSettings
+    from spectra.options import add_options
 
     p = subparsers.add_parser("prune", help="prune a model (allocation × pruner), evaluate it, save it with a report",
                               description=__doc__.splitlines()[0])
@@ -92,9 +89,8 @@ def parse_pruner_options(items) -> dict:
 def settings_from_args(args: argparse.Namespace, **override):
     """:class:`pruning.settings.PruneSettings` from parsed options (``override`` replaces settings by their flat
     names, e.g. in a sweep); checked on construction (one-line ValueError)."""
-    from spectra.options import options_of
-
     from pruning.settings import SECTIONS, PruneSettings
+    from spectra.options import options_of
 
     flat = {}
     for cls in SECTIONS.values():
@@ -111,10 +107,9 @@ def settings_from_args(args: argparse.Namespace, **override):
 def eval_options(args: argparse.Namespace) -> dict:
     """Parsed evaluation options (:class:`pruning.settings.EvalSettings`): datasets (list, maybe empty), seqlen,
     max_windows; data checked to exist."""
-    from spectra.options import options_from_namespace
-
     from pruning.evaluation.data import resolve_data_file
     from pruning.settings import EvalSettings
+    from spectra.options import options_from_namespace
 
     ev = options_from_namespace(EvalSettings, args)
     datasets = ev.dataset_list()
@@ -240,11 +235,10 @@ def parse_size(text: str) -> int:
 def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, dtype, progress: bool):
     """The ``--stream`` run: dense eval, prune (blocks read from and written to shards into ``tmp``), pruned eval;
     returns (LoadedModel-like record, PruneResult, dense, pruned, seconds spent writing)."""
-    from spectra.models import LoadedModel, ModelSource
-
     from pruning.allocation import SPECTRAL_METHODS, get_allocation
     from pruning.prune import prune_model
     from pruning.stream import ShardWriter, StreamedModel, write_streamed_output
+    from spectra.models import LoadedModel, ModelSource
 
     data_dir = settings.calibration.data_path
     dense = {}
@@ -288,15 +282,14 @@ def _prune_streamed(o, settings, directory: Path, tmp: Path, ev: dict, device, d
 
 def run_prune(args: argparse.Namespace) -> dict:
     """Do the whole ``prune`` command; returns the report dict."""
-    from spectra.files import atomic_path
-    from spectra.models import load_model
-    from spectra.options import options_from_namespace
-
     from pruning.devices import check_disk
     from pruning.evaluation.data import resolve_data_file
     from pruning.prune import prune_model
     from pruning.report import build_report, write_json_atomic
     from pruning.settings import OutputSettings
+    from spectra.files import atomic_path
+    from spectra.models import load_model
+    from spectra.options import options_from_namespace
 
     settings = settings_from_args(args)
     o = options_from_namespace(OutputSettings, args)

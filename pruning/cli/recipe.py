@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spectra.files import atomic_path
-
 from pruning.cli.common import add_allocation_options, allocation_from_args, one_line_errors
+from spectra.files import atomic_path
 
 __all__ = ["add_parser", "main"]
 
@@ -32,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="model whose config gives the module order (default: built-in); no weights are read")
-    p.add_argument("--allocation-file", default=None, help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
+    p.add_argument("--allocation-file", default=None,
+                   help="Contract 2 JSON/CSV allocation (python -m pruning allocate)")
     from pruning.allocation import ALLOCATIONS
 
     offline = [n for n, s in ALLOCATIONS.items() if s.reads not in ("weights", "input_norms")]
@@ -76,7 +76,8 @@ def _sparsities(args, names: list[str]) -> dict:
     spec = get_allocation(args.allocation)
     if spec.reads in ("weights", "input_norms"):
         what = "every weight" if spec.reads == "weights" else "calibration input norms"
-        raise ValueError(f"--allocation {args.allocation} reads {what}; write it with python -m pruning allocate (or prune) and pass --allocation-file FILE")
+        raise ValueError(f"--allocation {args.allocation} reads {what}; write it with python -m pruning allocate "
+                         f"(or prune) and pass --allocation-file FILE")
     if not args.metrics:
         hint = " --farms" if spec.analysis.get("farms") else ""
         raise ValueError(f"--allocation {args.allocation} needs --metrics FILE (python -m spectra MODEL{hint} --out "

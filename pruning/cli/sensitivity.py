@@ -69,6 +69,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"{meta['label']}: reference held-out NLL {meta['reference_nll']:.4f} (ppl {meta['reference_ppl']:.3f})")
     print(df[cols + [c for c in df.columns if c not in cols and c in ("alpha", "stable_rank", "outlier_ratio")]]
           .to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(format_verdict(verdict(df, permutations=s.permutations, seed=s.seed)))
+    print(format_verdict(verdict(df, permutations=s.permutations, seed=s.perm_seed)))
     print(f"written: {out}")
     return 0

@@ -6,7 +6,6 @@ User mistakes print one ``error: ...`` line on stderr and exit with 2, before an
 from __future__ import annotations
 
 import argparse
-
 from typing import Optional
 
 from pruning.cli.common import one_line_errors, parse_number
@@ -17,11 +16,10 @@ __all__ = ["add_parser", "main"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``tune`` sub-command (options from the fields of :class:`pruning.tune.TuneSettings` and of its
     calibration, :class:`pruning.settings.CalibrationSettings`, with the tuning's own defaults)."""
-    from spectra.options import add_options
-
     from pruning.calib_stats import TUNE_CALIBRATION
     from pruning.settings import CalibrationSettings
     from pruning.tune import TuneSettings
+    from spectra.options import add_options
 
     p = subparsers.add_parser("tune", help="tune the allocation's λ (OWL: λ and M) on held-out text in seconds",
                               description=__doc__.splitlines()[0])
@@ -47,10 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace):
     """:class:`pruning.tune.TuneSettings` from the parsed options (checked on construction; one-line ValueError)."""
-    from spectra.options import options_from_namespace
-
     from pruning.settings import CalibrationSettings
     from pruning.tune import TuneSettings
+    from spectra.options import options_from_namespace
 
     calib = options_from_namespace(CalibrationSettings, args)
     return options_from_namespace(TuneSettings, args, calib=calib)
@@ -72,10 +69,9 @@ def final_from_args(args: argparse.Namespace) -> Optional[tuple[int, Optional[in
 
 
 def main(args: argparse.Namespace) -> int:
-    from spectra.models import load_model
-
     from pruning.report import write_json_atomic
     from pruning.tune import final_prune, tune
+    from spectra.models import load_model
 
     def run() -> None:
         s = settings_from_args(args)

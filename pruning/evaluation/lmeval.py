@@ -25,9 +25,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 
 __all__ = [
     "LM_EVAL_REQUIREMENT",
@@ -191,10 +191,9 @@ def _hub_dataset(name: str) -> str | None:
 def _piqa_jsonl(data_dir) -> Path:
     """PIQA validation with its labels as one JSON-lines file (``goal, sol1, sol2, label``), written once per source
     file version into ``<cache>/lmeval`` (content-keyed: the Hugging Face datasets cache reuses its build)."""
+    from pruning.evaluation.data import PIQA_LABELS, load_piqa, resolve_data_file
     from spectra.config import cache_dir
     from spectra.files import atomic_path
-
-    from pruning.evaluation.data import PIQA_LABELS, load_piqa, resolve_data_file
 
     src = resolve_data_file("piqa", data_dir)
     stamp = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in (src, src.parent / PIQA_LABELS)]
@@ -209,9 +208,8 @@ def _piqa_jsonl(data_dir) -> Path:
 def offline_task_folder(tasks: Sequence[str], data_dir=None) -> Path:
     """A scratch folder holding the shipped YAMLs of ``tasks`` with their data paths filled in (``${lambada}``,
     ``${piqa}``); removed when the process exits (:func:`spectra.files.scratch_file`)."""
-    from spectra.files import scratch_file
-
     from pruning.evaluation.data import resolve_data_file
+    from spectra.files import scratch_file
 
     paths = {}
     for name in tasks:

@@ -24,9 +24,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from spectra.models import model_and_tokenizer
-
 from pruning.evaluation.data import canonical_name, get_eval_tokens, tokenizer_adds_bos
+from spectra.models import model_and_tokenizer
 
 __all__ = ["PerplexityResult", "perplexity", "eval_windows", "default_seqlen", "C4_MAX_WINDOWS"]
 

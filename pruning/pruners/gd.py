@@ -145,7 +145,8 @@ def masked_gd(W_init: torch.Tensor, W_dense: torch.Tensor, stats: LayerStats, st
         dH = torch.where(torch.diagonal(obj.H) > 0, dH, torch.ones_like(dH))  # dead inputs: unit scale
         scale = 1.0 / dH
     if lr is None:
-        L = lipschitz(obj.H if scale is None else obj.H * torch.sqrt(scale).unsqueeze(0) * torch.sqrt(scale).unsqueeze(1))
+        root = None if scale is None else torch.sqrt(scale)
+        L = lipschitz(obj.H if root is None else obj.H * root.unsqueeze(0) * root.unsqueeze(1))
         lr = 1.0 / L if L > 0 else 0.0
     elif lr < 0:
         raise ValueError(f"lr must be ≥ 0 (got {lr})")

@@ -412,7 +412,8 @@ def prox24_prune(W: torch.Tensor, stats: LayerStats, *, mu0: float = 1e-2, growt
     L = lipschitz(obj.H)
     eta = 1.0 / L if L > 0 else 0.0
     Z = W.to(dtype).clone() if scale is None else W.to(dtype) * scale.unsqueeze(0)
-    V64 = W.to(torch.float64) if scale is None else W.to(torch.float64) * d.where(d > 0, torch.ones_like(d)).unsqueeze(0)
+    V64 = W.to(torch.float64) if scale is None else W.to(torch.float64) * d.where(d > 0,
+                                                                                  torch.ones_like(d)).unsqueeze(0)
     rms = float(V64.pow(2).mean().sqrt())  # of the (rescaled) variables the steps work on, in float64
     mu = mu0 / rms if rms > 0 else 1.0
     info = Prox24Info(groups=rows * (cols // 4), loss_const=obj.const)

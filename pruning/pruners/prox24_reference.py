@@ -1,4 +1,5 @@
-"""Brute-force references for the 2:4 proximal operator (:func:`pruning.pruners.prox24.prox24`), for checks and teaching.
+"""Brute-force references for the 2:4 proximal operator (:func:`pruning.pruners.prox24.prox24`), for checks and
+teaching.
 
 The exact operator reduces the problem analytically (module docstring of :mod:`pruning.pruners.prox24`); the
 brute force here does not: it minimises ``½‖z − y‖² + μ Σ_{i<j<k}|z_i z_j z_k|`` separately over **every support**
@@ -88,7 +89,8 @@ def _embed(v: np.ndarray, s: list) -> np.ndarray:
 def support_minima(y, mu: float, *, grid: int = 7, starts: int = 3) -> pd.DataFrame:
     """For one group ``y`` (4 numbers) and strength ``mu ≥ 0``: the minimum of ``½‖z − y‖² + μR(z)`` over the z
     supported on each of the 16 subsets of its positions (``support``, ``size``, ``nonzeros`` of the minimiser — it can
-    be fewer than ``size`` —, ``objective``, ``z``), one row per subset; the lowest row is the proximal point. ``grid`` points per coordinate, ``starts`` L-BFGS-B starts."""
+    be fewer than ``size`` —, ``objective``, ``z``), one row per subset; the lowest row is the proximal point.
+    ``grid`` points per coordinate, ``starts`` L-BFGS-B starts."""
     y = np.asarray(y, dtype=np.float64).reshape(4)
     if mu < 0 or not np.isfinite(mu):
         raise ValueError(f"support_minima needs a finite mu ≥ 0 (got {mu})")

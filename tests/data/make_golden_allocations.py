@@ -44,15 +44,15 @@ def cases():
             yield f"alphapruning_flagged_S{S}_lam{lam}", "alphapruning", S, {"lam": lam, "exclude_flagged": True}, None
             yield f"stable_rank_S{S}_lam{lam}", "stable_rank", S, {"lam": lam}, None
             yield f"owl_S{S}_lam{lam}", "owl", S, {"owl_lambda": lam / 2}, "ratios_block"
-            yield f"owl_matrix_S{S}_lam{lam}", "owl", S, {"owl_lambda": lam / 2, "granularity": "matrix"}, "ratios_matrix"
+            yield f"owl_matrix_S{S}_lam{lam}", "owl", S, {"owl_lambda": lam / 2,
+                                                          "granularity": "matrix"}, "ratios_matrix"
 
 
 def main() -> None:
-    from spectra.analyze import analyze
-    from spectra.models import load_model
-
     from pruning.allocation import allocate, owl_outlier_ratios
     from pruning.blocks import block_linears
+    from spectra.analyze import analyze
+    from spectra.models import load_model
 
     metrics = analyze("builtin", progress=False)[METRIC_COLS]
     lm = load_model("builtin")

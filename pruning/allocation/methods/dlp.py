@@ -10,7 +10,7 @@ within the bounds (the code sets a sparsity ≤ 0 to 0.01 without rebalancing). 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 

@@ -7,7 +7,6 @@ replaces a sparsity ≤ 0 by 0.01 without rebalancing; here the shift is re-solv
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
 
 import numpy as np
 

@@ -343,7 +343,8 @@ def matrix_esd(source: Any, longname: str, normalize: bool = False, device: Opti
             problem = matrix_problem(W, 1)
             if problem is not None:
                 raise SpectraError(f"{longname}: {problem}")
-            return esd(W, normalize=normalize, device=device)
+            with one_blas_thread():  # the analysis' own BLAS setting: the same eigenvalues to the bit
+                return esd(W, normalize=normalize, device=device)
         names.append(info.longname)
     hint = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     raise SpectraError(f"no weight matrix named {longname!r} in {src.label}; names look like: {hint}")

@@ -175,10 +175,10 @@ def test_prune_cli_prints_the_collapse_warning(tmp_path, capsys):
 def test_comparison_line_ranks_allocations_of_the_same_protocol():
     from webapp.figures import comparison_line
 
-    base = {"label": "wanda", "sparsity": 0.6, "dataset": "wikitext2", "windows": 8, "seqlen": 256, "model": "builtin",
-            "dense_ppl": 36.64, "lam": float("nan")}
+    base = {"label": "wanda", "sparsity": 0.6, "eval_dataset": "wikitext2", "max_windows": 8, "eval_seqlen": 256,
+            "model": "builtin", "dense_ppl": 36.64, "lam": float("nan")}  # pruning.runs.run_record's keys
     runs = [{**base, "allocation": "alphapruning", "lam": 0.3, "ppl": 202.74},
-            {**base, "allocation": "uniform", "ppl": 222.65, "windows": 2},  # another protocol: not compared
+            {**base, "allocation": "uniform", "ppl": 222.65, "max_windows": 2},  # another protocol: not compared
             {**base, "allocation": "uniform", "ppl": 222.65}]
     line = comparison_line(runs)
     assert line == ("At 60% with Wanda (wikitext2 8×256, dense 36.64): AlphaPruning λ=0.3 202.74 · uniform 222.65 — "

@@ -246,6 +246,21 @@ def block_of(longname: str) -> int:
     return classify(longname)[1]
 
 
+def wanda_score(name: str, W, input_sq_norms: dict):
+    """|W_ij|·‖X_j‖₂ of one matrix (Wanda's score, Sun et al. 2024; OWL's and DLP's statistic), float64;
+    ``input_sq_norms[name]`` holds Σ x² per input feature (one-line ValueError when missing or mis-shaped)."""
+    import torch
+
+    if name not in input_sq_norms:
+        raise ValueError(f"input_sq_norms has no entry for {name!r}; collect Σ x² per input feature for it")
+    W = torch.as_tensor(W).detach().to(torch.float64)
+    x = torch.as_tensor(input_sq_norms[name]).detach().to(torch.float64).reshape(-1)
+    if W.ndim != 2 or x.numel() != W.shape[1]:
+        raise ValueError(f"{name}: input_sq_norms has {x.numel()} entries but W has shape {tuple(W.shape)} "
+                         f"(need one per input column)")
+    return W.abs() * x.clamp_min(0).sqrt()[None, :]
+
+
 def owl_outlier_ratios(weights: Mapping[str, Any], input_sq_norms: Mapping[str, Any], M: float = 5.0, *,
                        granularity: str = "block", blocks: Optional[Mapping[str, int]] = None
                        ) -> dict[Union[int, str], float]:
@@ -265,16 +280,7 @@ def owl_outlier_ratios(weights: Mapping[str, Any], input_sq_norms: Mapping[str, 
         raise ValueError(f"M must be positive (OWL's default 5), got {M}")
     if not weights:
         raise ValueError("weights is empty; pass {longname: W (out, in)} for the prunable matrices")
-    scores: dict[str, torch.Tensor] = {}
-    for name, W in weights.items():
-        if name not in input_sq_norms:
-            raise ValueError(f"input_sq_norms has no entry for {name!r}; collect Σ x² per input feature for it")
-        W = torch.as_tensor(W).detach().to(torch.float64)
-        x = torch.as_tensor(input_sq_norms[name]).detach().to(torch.float64).reshape(-1)
-        if W.ndim != 2 or x.numel() != W.shape[1]:
-            raise ValueError(f"{name}: input_sq_norms has {x.numel()} entries but W has shape {tuple(W.shape)} "
-                             f"(need one per input column)")
-        scores[name] = W.abs() * x.clamp_min(0).sqrt()[None, :]
+    scores: dict[str, torch.Tensor] = {name: wanda_score(name, W, input_sq_norms) for name, W in weights.items()}
     if granularity == "matrix":
         return {name: float((s > M * s.mean()).sum().item() / s.numel()) for name, s in scores.items()}
     groups: dict[int, list[str]] = {}

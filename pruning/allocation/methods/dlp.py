@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pruning.allocation.mappings import AllocationError, block_of
+from pruning.allocation.mappings import AllocationError, block_of, wanda_score
 from pruning.allocation.methods.owl import per_matrix, shift_allocation
 from pruning.allocation.spec import (
     AllocationContext,
@@ -42,17 +42,11 @@ def dlp_block_scores(weights: Mapping[str, Any], input_sq_norms: Mapping[str, An
         raise ValueError("weights is empty; pass {longname: W (out, in)} for the prunable matrices")
     groups: dict[int, list] = {}
     for name, W in weights.items():
-        if name not in input_sq_norms:
-            raise ValueError(f"input_sq_norms has no entry for {name!r}; collect Σ x² per input feature for it")
-        W = torch.as_tensor(W).detach().to(torch.float64)
-        x = torch.as_tensor(input_sq_norms[name]).detach().to(torch.float64).reshape(-1)
-        if W.ndim != 2 or x.numel() != W.shape[1]:
-            raise ValueError(f"{name}: input_sq_norms has {x.numel()} entries but W has shape {tuple(W.shape)} "
-                             f"(need one per input column)")
+        score = wanda_score(name, W, input_sq_norms)
         b = int(blocks[name]) if blocks is not None and name in blocks else block_of(name)
         if b < 0:
             raise ValueError(f"cannot tell the transformer block of {name!r}; pass blocks={{longname: index}}")
-        groups.setdefault(b, []).append((W.abs() * x.clamp_min(0).sqrt()[None, :]).reshape(-1))
+        groups.setdefault(b, []).append(score.reshape(-1))
     out = {}
     for b, parts in sorted(groups.items()):
         if statistic == "mean":  # Σ over the pooled scores / their count (= the code's mean of the concatenation)

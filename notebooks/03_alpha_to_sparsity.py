@@ -51,7 +51,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm progres
 
 from transformers.utils import logging as hf_logging
 
-from pruning.allocation import ALLOCATION_METHODS, allocate, alphapruning_ratios
+from pruning.allocation import ALLOCATION_METHODS, allocate, alphapruning_ratios, get_allocation
 from pruning.block_loop import collect_input_norms
 from pruning.evaluation.data import get_calibration
 from pruning.plots import allocation_figure, allocation_summary, block_sparsity, lambda_range_figure
@@ -175,7 +175,10 @@ norms = collect_input_norms(lm.model, calib)
 print(f"calibration: {tuple(calib.shape)} tokens (C4); input norms of {len(norms)} matrices")
 
 allocations = {}
-for method in ALLOCATION_METHODS:
+# every registered method but those that need more than this analysis: a measured cost table (sensitivity: notebook
+# 06) or an analysis of their own (FARMS α: `python -m spectra --farms`)
+SIDE_BY_SIDE = [m for m in ALLOCATION_METHODS if get_allocation(m).reads != "table" and not get_allocation(m).analysis]
+for method in SIDE_BY_SIDE:
     settings = PruneSettings.from_flat(allocation=method, sparsity=SPARSITY, lam=LAM, nsamples=NSAMPLES, seqlen=SEQLEN)
     allocations[method] = compute_allocation(lm.model, settings, calib=calib, metrics=df, input_norms=norms)
 peers = allocation_summary(allocations)

@@ -2,12 +2,12 @@
 the bars, verdict and scatter show them, and a measured table opens from a file."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from app_helpers import figure, no_failure, trace
 
 from pruning.signals import verdict
 
@@ -16,40 +16,15 @@ APP = str(ROOT / "app.py")
 PAGE = "webapp/sensitivity.py"
 
 
-def _figure(at, key: str) -> dict:
-    charts = [c for c in at.get("plotly_chart") if c.key == key]
-    assert charts, f"no chart {key!r}; keys: {[c.key for c in at.get('plotly_chart')]}"
-    return json.loads(charts[0].proto.spec)
-
-
-def _trace(fig: dict, name: str) -> dict:
-    import base64
-
-    for t in fig["data"]:
-        if t.get("name") == name:
-            out = {}
-            for k, v in t.items():
-                if isinstance(v, dict) and "bdata" in v:
-                    v = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-                out[k] = v
-            return out
-    raise AssertionError(f"no trace {name!r} in {[t.get('name') for t in fig['data']]}")
-
-
-def _ok(at) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 @pytest.fixture()
 def page(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
-    _ok(at)
+    no_failure(at)
     at.switch_page(PAGE).run()
-    _ok(at)
+    no_failure(at)
     return at
 
 
@@ -67,7 +42,7 @@ def test_measure_from_the_page_equals_the_library(page, builtin):
     page.number_input(key="se_nsamples").set_value(2).run()
     page.number_input(key="se_windows").set_value(1).run()
     page.button(key="se_run").click().run()
-    _ok(page)
+    no_failure(page)
     df = page.session_state["se_result"]
     seqlen = int(page.session_state["pr_seqlen"])
     want = measure(builtin, SensitivitySettings(sparsity=0.7, eval_windows=1, eval_seqlen=seqlen,
@@ -75,11 +50,11 @@ def test_measure_from_the_page_equals_the_library(page, builtin):
                                                                           seed=cache.CALIB_SEED)),
                    None, log=lambda m: None, progress=False, with_signals=False)
     np.testing.assert_allclose(df["delta_nll"], want["delta_nll"], atol=1e-9)
-    bars = _trace(_figure(page, "se_bars"), "measured Δ NLL")
+    bars = trace(figure(page, "se_bars"), "measured Δ NLL")
     np.testing.assert_allclose(np.asarray(bars["y"], float), df["delta_nll"])
     v = verdict(df, permutations=10000, seed=0).set_index("signal")
     shown = page.session_state["se_pick"]
-    title = _figure(page, "se_scatter")["layout"]["title"]["text"]
+    title = figure(page, "se_scatter")["layout"]["title"]["text"]
     assert f"ρ = {v.loc[shown, 'rho']:+.2f}" in title and f"τ = {v.loc[shown, 'tau']:+.2f}" in title
 
 
@@ -94,10 +69,10 @@ def test_a_measured_table_opens_from_a_file(page, tmp_path):
     write_table(df, path, {"label": "test", "reference_ppl": 10.0, "permutations": 500, "seed": 1})
     page.text_input(key="se_path").input(str(path)).run()
     page.button(key="se_open").click().run()
-    _ok(page)
-    fig = _figure(page, "se_bars")
-    np.testing.assert_allclose(np.asarray(_trace(fig, "measured Δ NLL")["y"], float), df["delta_nll"])
-    alpha = np.asarray(_trace(fig, "α (PL_Alpha_Hill, block mean) (normalised)")["y"], float)
+    no_failure(page)
+    fig = figure(page, "se_bars")
+    np.testing.assert_allclose(np.asarray(trace(fig, "measured Δ NLL")["y"], float), df["delta_nll"])
+    alpha = np.asarray(trace(fig, "α (PL_Alpha_Hill, block mean) (normalised)")["y"], float)
     np.testing.assert_allclose(alpha, (df["alpha"] - df["alpha"].min()) / np.ptp(df["alpha"]))
     page.text_input(key="se_path").input(str(tmp_path / "missing.parquet")).run()
     page.button(key="se_open").click().run()

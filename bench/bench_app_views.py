@@ -185,7 +185,7 @@ def main() -> None:
 
             def add_methods():
                 for label in ("OWL", "LAMP", "global magnitude"):
-                    page.locator('[data-testid="stMultiSelect"]').filter(has_text="methods").locator("input").click()
+                    page.get_by_role("combobox", name="methods", exact=True).click()
                     page.get_by_role("option", name=label, exact=True).click()
                     idle(page)
                     page.keyboard.press("Escape")

@@ -328,7 +328,7 @@ def prune_blocks(model: torch.nn.Module, calib: Optional[torch.Tensor], sparsity
         from tqdm.auto import tqdm
 
         run.bar = tqdm(total=run.total, desc=f"prune {pruner}", unit="matrix")
-    for b, block in walk_blocks(model, device, block_io):
+    for b, block in walk_blocks(model, device, block_io, inputs=run.chunks):
         _prune_block(run, block, per_block[b], layer_targets(per_block[b], sparsity, nm))
     if run.bar is not None:
         run.bar.close()
@@ -452,7 +452,7 @@ def dense_layer_stats(model: torch.nn.Module, calib: torch.Tensor, needs: frozen
     chunks = capture_block_inputs(model, calib, batch_size, device)
     cache: dict = {}
     out: dict[str, LayerStats] = {}
-    for b, block in walk_blocks(model, device, block_io, last):
+    for b, block in walk_blocks(model, device, block_io, last, inputs=chunks):
         if blocks is None or b in blocks:
             groups = _groups_cached(block, per_block[b], chunks[0], cache)
             for g, st in zip(groups, _group_stats(block, None, groups, chunks, None, frozenset(needs), "none")):

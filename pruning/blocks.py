@@ -5,6 +5,7 @@ walk over the blocks that every loop uses (:func:`walk_blocks`).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -66,14 +67,19 @@ def storage_device(model: torch.nn.Module) -> torch.device:
     return emb.weight.device if emb is not None else module_device(model)
 
 
-def to_device(obj, device):
-    """``obj`` with every tensor inside (tuples, lists, dicts, nested) moved to ``device`` (others unchanged)."""
+def to_device(obj, device, memo: Optional[dict] = None):
+    """``obj`` with every tensor inside (tuples, lists, dicts, nested) moved to ``device`` (others unchanged);
+    ``memo`` ({id: moved}) moves a tensor that occurs several times once."""
     if isinstance(obj, torch.Tensor):
-        return obj.to(device)
+        if memo is None:
+            return obj.to(device)
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.to(device)
+        return memo[id(obj)]
     if isinstance(obj, (tuple, list)):
-        return type(obj)(to_device(o, device) for o in obj)
+        return type(obj)(to_device(o, device, memo) for o in obj)
     if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
+        return {k: to_device(v, device, memo) for k, v in obj.items()}
     return obj
 
 
@@ -106,7 +112,8 @@ def offload(block: torch.nn.Module, b: int, storage, io: Optional[BlockIO]) -> N
 
 
 def walk_blocks(model: torch.nn.Module, device=None, block_io: Optional[BlockIO] = None,
-                last: Optional[int] = None) -> Iterator[tuple[int, torch.nn.Module]]:
+                last: Optional[int] = None, inputs: Optional[list[BlockInputs]] = None
+                ) -> Iterator[tuple[int, torch.nn.Module]]:
     """The one block walk of every loop: yield ``(b, block)`` for decoder blocks 0 … ``last`` (default: all), in order.
 
     Before each yield the block is loaded (``block_io.load``, a streamed block read from its shards) and moved to the
@@ -126,6 +133,9 @@ def walk_blocks(model: torch.nn.Module, device=None, block_io: Optional[BlockIO]
         Loads and releases the blocks of a streamed model (:class:`pruning.stream.StreamedModel`).
     last : int, optional
         Index of the last block to visit.
+    inputs : list of BlockInputs, optional
+        Captured block inputs (:func:`capture_block_inputs`); before each yield they are set to the block's own
+        arguments (``BlockInputs.block = b``).
 
     Yields
     ------
@@ -137,6 +147,8 @@ def walk_blocks(model: torch.nn.Module, device=None, block_io: Optional[BlockIO]
     stop = len(blocks) - 1 if last is None else last
     for b, block in enumerate(blocks[:stop + 1]):
         onload(block, b, device, block_io)
+        for chunk in inputs or ():
+            chunk.block = b
         yield b, block
         offload(block, b, storage, block_io)
 
@@ -147,51 +159,97 @@ def first_output(out):
 
 @dataclass
 class BlockInputs:
-    """A batch of block inputs with the extra arguments the model passed to its first block."""
+    """A batch of block inputs: the hidden state entering the current block, and the extra arguments the model
+    passes each decoder block (causal mask, position ids, rotary ``position_embeddings``, ...), recorded per block
+    because they can differ (Gemma-3 alternates sliding-window and global attention, each with its own mask and
+    rotary table). ``args`` / ``kwargs`` are those of block ``block``; :func:`walk_blocks` sets it."""
 
     hidden: torch.Tensor
-    args: tuple
-    kwargs: dict
+    per_block: list  # [(args, kwargs)] for every decoder block, in order
+    block: int = 0
+
+    @property
+    def args(self) -> tuple:
+        return self.per_block[self.block][0]
+
+    @property
+    def kwargs(self) -> dict:
+        return self.per_block[self.block][1]
+
+
+class StandIn(torch.nn.Module):
+    """Stands for decoder block ``i`` while the model's own forward runs without its blocks (no compute).
+
+    While ``sink`` is given it records ``(i, hidden, args, kwargs)`` of the call (``use_cache`` off, no cache),
+    and the ``stop`` one (the last block) then ends the forward; with ``replay`` set it hands that hidden state on
+    instead of its input (block 0 of a head pass: the final norm and head run on a stored last-block output).
+    Attributes a model may read from its layers (``attention_type``) are copied from ``like``.
+    """
+
+    def __init__(self, i: int, sink: Optional[list] = None, stop: bool = False, as_tuple: bool = False,
+                 like: Optional[torch.nn.Module] = None):
+        super().__init__()
+        self.i, self.sink, self.stop, self.as_tuple = i, sink, stop, as_tuple
+        self.replay: Optional[torch.Tensor] = None
+        if like is not None and hasattr(like, "attention_type"):
+            self.attention_type = like.attention_type
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if self.replay is not None:
+            hidden_states = self.replay
+        if self.sink is not None:
+            kwargs = dict(kwargs)
+            kwargs["use_cache"] = False
+            if "past_key_values" in kwargs:
+                kwargs["past_key_values"] = None
+            self.sink.append((self.i, hidden_states, args, kwargs))
+            if self.stop:
+                raise StopForward
+        return (hidden_states,) if self.as_tuple else hidden_states
+
+
+@contextmanager
+def blocks_replaced(model: torch.nn.Module, stand_ins: list[torch.nn.Module]) -> Iterator[list[torch.nn.Module]]:
+    """Put ``stand_ins`` in place of the model's decoder blocks for the ``with`` body, then put the blocks back."""
+    layers = decoder_layers(model)
+    saved = list(layers)
+    for i, m in enumerate(stand_ins):
+        layers[i] = m
+    try:
+        yield stand_ins
+    finally:
+        for i, m in enumerate(saved):
+            layers[i] = m
 
 
 @torch.no_grad()
 def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size: int = 8,
                          device=None) -> list[BlockInputs]:
-    """Embed ``calib`` (n, seqlen) and return the inputs of decoder block 0, in batches of ``batch_size`` windows.
+    """Embed ``calib`` (n, seqlen) and return, per batch of ``batch_size`` windows, the input of decoder block 0 and
+    the arguments the model passes every block.
 
-    A forward pre-hook on block 0 records ``hidden_states`` and every other argument the model passes (causal mask,
-    position ids, rotary ``position_embeddings``, ...) and raises to stop the forward, like the references' Catcher.
-    The embedding runs where the model's embeddings are stored; ``device`` (the compute device, None = the same)
-    is where the captured tensors are kept.
+    The blocks are replaced by :class:`StandIn` recorders (no block computes, so a streamed model's blocks need not
+    be loaded); the last one raises to stop the forward, like the references' Catcher, which caught block 0's
+    arguments only and gave them to every block. The embedding runs where the model's embeddings are stored;
+    ``device`` (the compute device, None = the same) is where the captured tensors are kept (a tensor shared by
+    several blocks is moved once).
     """
     layers = decoder_layers(model)
     dev = storage_device(model)
     chunks: list[BlockInputs] = []
-
-    def hook(module, args, kwargs):
-        kwargs = dict(kwargs)
-        if args:
-            hidden, rest = args[0], tuple(args[1:])
-        else:
-            hidden, rest = kwargs.pop("hidden_states"), ()
-        kwargs["use_cache"] = False
-        if "past_key_values" in kwargs:
-            kwargs["past_key_values"] = None
-        chunk = BlockInputs(hidden.detach(), rest, kwargs)
-        if device is not None and torch.device(device) != hidden.device:
-            chunk = BlockInputs(hidden.detach().to(device), to_device(rest, device), to_device(kwargs, device))
-        chunks.append(chunk)
-        raise StopForward
-
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for batch in calib.split(batch_size):
+    for batch in calib.split(batch_size):
+        sink: list = []
+        with blocks_replaced(model, [StandIn(i, sink, i == len(layers) - 1, like=m) for i, m in enumerate(layers)]):
             try:
                 model(input_ids=batch.to(dev), use_cache=False)
             except StopForward:
                 pass
-    finally:
-        handle.remove()
+        sink.sort(key=lambda t: t[0])
+        hidden, per_block = sink[0][1].detach(), [(a, k) for _, _, a, k in sink]
+        if device is not None:  # one memo per batch: its tensors are alive, so their ids are not reused
+            memo: dict = {}
+            hidden, per_block = hidden.to(device), to_device(per_block, device, memo)
+        chunks.append(BlockInputs(hidden, per_block))
     return chunks
 
 

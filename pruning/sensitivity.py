@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import pandas as pd
 import torch
 
-from pruning.blocks import Linear, block_linears, capture_block_inputs, first_output
+from pruning.blocks import Linear, StandIn, block_linears, blocks_replaced, capture_block_inputs, first_output
 from pruning.calib_stats import TUNE_CALIBRATION, DenseStats, dense_stats, stats_key
 from pruning.pruners import get_pruner, one_shot_pruners
 from pruning.sensitivity_table import read_table, table_metadata, write_table
@@ -133,71 +133,20 @@ def prune_linears(linears: list[Linear], stats: DenseStats, sparsity: float, pru
 
 
 # ------------------------------------------------------------------------------------------------ the walk
-class _Recorder(torch.nn.Module):
-    """Stands for decoder block i while the arguments the model passes every block are recorded (no compute)."""
-
-    def __init__(self, i: int, sink: list, last: bool, as_tuple: bool):
-        super().__init__()
-        self.i, self.sink, self.last, self.as_tuple = i, sink, last, as_tuple
-        self.replay: Optional[torch.Tensor] = None
-
-    def forward(self, hidden_states, *args, **kwargs):
-        if self.replay is not None:  # the head pass: block 0 hands the given hidden state on, the others pass it
-            hidden_states = self.replay
-        if self.replay is not None or not self.sink.recording:
-            return (hidden_states,) if self.as_tuple else hidden_states
-        kwargs = dict(kwargs)
-        kwargs["use_cache"] = False
-        if "past_key_values" in kwargs:
-            kwargs["past_key_values"] = None
-        self.sink.append((self.i, args, kwargs))
-        if self.last:
-            from pruning.blocks import StopForward
-
-            raise StopForward
-        return (hidden_states,) if self.as_tuple else hidden_states
-
-
-class _Sink(list):
-    """The recorded (block, args, kwargs); ``recording`` False once the arguments are known."""
-
-    recording = True
-
-
 class _Walk:
     """The held-out windows, each batch's current hidden state and every block's arguments, and the head."""
 
     def __init__(self, model, windows: torch.Tensor, batch: int):
-        from pruning.blocks import StopForward
         from spectra.weights import decoder_layers
 
         self.model, self.windows, self.batch = model, windows, batch
-        self.layers = decoder_layers(model)
-        self.blocks = list(self.layers)
+        self.blocks = list(decoder_layers(model))
         chunks = capture_block_inputs(model, windows, batch)
         self.hidden = [c.hidden for c in chunks]
+        self.args = [c.per_block for c in chunks]  # [chunk][block] = (args, kwargs)
         out = self.blocks[0](chunks[0].hidden, *chunks[0].args, **chunks[0].kwargs)
-        self.as_tuple = isinstance(out, (tuple, list))
-        L = len(self.blocks)
-        self.args: list[list[tuple]] = []  # [chunk][block] = (args, kwargs)
-        sink = _Sink()
-        self.stand_in = [_Recorder(i, sink, i == L - 1, self.as_tuple) for i in range(L)]
-        self._swap(self.stand_in)
-        try:
-            for c in range(len(chunks)):
-                sink.clear()
-                try:
-                    model(input_ids=windows[c * batch:(c + 1) * batch], use_cache=False)
-                except StopForward:
-                    pass
-                self.args.append([(a, k) for _, a, k in sorted(sink, key=lambda t: t[0])])
-        finally:
-            sink.recording = False
-            self._swap(self.blocks)
-
-    def _swap(self, mods) -> None:
-        for i, m in enumerate(mods):
-            self.layers[i] = m
+        as_tuple = isinstance(out, (tuple, list))
+        self.stand_in = [StandIn(i, as_tuple=as_tuple, like=m) for i, m in enumerate(self.blocks)]
 
     def run(self, b: int, c: int, h: torch.Tensor) -> torch.Tensor:
         args, kwargs = self.args[c][b]
@@ -210,15 +159,11 @@ class _Walk:
 
         wins = self.windows[c * self.batch:(c + 1) * self.batch]
         tot, n = 0.0, 0
-        self._swap(self.stand_in)
-        try:
+        with blocks_replaced(self.model, self.stand_in):
             for i in range(wins.shape[0]):
                 self.stand_in[0].replay = h[i:i + 1]
                 s, k = batch_nll(self.model, wins[i:i + 1])
                 tot, n = tot + s, n + k
-        finally:
-            self.stand_in[0].replay = None
-            self._swap(self.blocks)
         return tot, n
 
     def from_block(self, b: int) -> float:

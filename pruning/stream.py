@@ -20,7 +20,15 @@ from typing import Optional
 
 import torch
 
-from pruning.blocks import BlockIO, capture_block_inputs, first_output, storage_device, walk_blocks
+from pruning.blocks import (
+    BlockIO,
+    StandIn,
+    blocks_replaced,
+    capture_block_inputs,
+    first_output,
+    storage_device,
+    walk_blocks,
+)
 from spectra.errors import ModelLoadError
 from spectra.files import atomic_path
 from spectra.weights import decoder_layers
@@ -341,19 +349,6 @@ def output_nbytes(directory, dtype: torch.dtype) -> int:
     return ShardIndex(Path(directory)).nbytes(dtype)
 
 
-class _PassThrough(torch.nn.Module):
-    """Stands for a decoder block in the final pass: returns the hidden state it is given (``replay``: a stored one)."""
-
-    def __init__(self, as_tuple: bool):
-        super().__init__()
-        self.as_tuple = as_tuple
-        self.replay: Optional[torch.Tensor] = None
-
-    def forward(self, hidden_states, *args, **kwargs):
-        h = self.replay if self.replay is not None else hidden_states
-        return (h,) if self.as_tuple else h
-
-
 @torch.no_grad()
 def blockwise_hidden(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 1, device=None,
                      block_io: Optional[BlockIO] = None, progress: bool = False) -> tuple[list, bool]:
@@ -361,7 +356,7 @@ def blockwise_hidden(model: torch.nn.Module, windows: torch.Tensor, batch_size: 
     ``block_io`` when streamed); returns (per-batch chunks, whether the blocks return tuples)."""
     chunks = capture_block_inputs(model, windows, batch_size, device)
     as_tuple = False
-    it = walk_blocks(model, device, block_io)
+    it = walk_blocks(model, device, block_io, inputs=chunks)
     if progress:
         from tqdm.auto import tqdm
 
@@ -389,25 +384,20 @@ def blockwise_perplexity(model: torch.nn.Module, tokenizer, dataset: str = "wiki
     key, seqlen, windows, bos_id = prepare_windows(model, tokenizer, dataset, seqlen, max_windows, add_bos, path)
     chunks, as_tuple = blockwise_hidden(model, windows, batch_size, device, block_io, progress)
     storage = storage_device(model)
-    layers = decoder_layers(model)
-    saved = list(layers)
-    stand_in = [_PassThrough(as_tuple) for _ in saved]
-    for i, m in enumerate(stand_in):
-        layers[i] = m
     dev = device if device is not None else storage
-    model.to(dev)
+    stand_ins = [StandIn(i, as_tuple=as_tuple, like=m) for i, m in enumerate(decoder_layers(model))]
     total_nll, total_tok = 0.0, 0
-    try:
-        for c, chunk in enumerate(chunks):
-            batch = windows[c * batch_size:(c + 1) * batch_size].to(dev)
-            stand_in[0].replay = chunk.hidden
-            nll, ntok = batch_nll(model, batch)
-            total_nll += nll
-            total_tok += ntok
-    finally:
-        model.to(storage)
-        for i, m in enumerate(saved):
-            layers[i] = m
+    with blocks_replaced(model, stand_ins):
+        model.to(dev)
+        try:
+            for c, chunk in enumerate(chunks):
+                batch = windows[c * batch_size:(c + 1) * batch_size].to(dev)
+                stand_ins[0].replay = chunk.hidden
+                nll, ntok = batch_nll(model, batch)
+                total_nll += nll
+                total_tok += ntok
+        finally:
+            model.to(storage)
     mean = total_nll / total_tok
     return PerplexityResult(dataset=key, ppl=math.exp(mean), nll=mean, ntokens=total_tok, nwindows=windows.shape[0],
                             seqlen=seqlen, bos=bos_id is not None)

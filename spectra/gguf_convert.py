@@ -218,10 +218,11 @@ def dequantized_tensors(header: GGUFHeader, workers: int | None = None) -> dict:
 
 
 def convert(gguf_path: Path, out_dir: Path) -> None:
-    """Write the fp32 safetensors HF directory of ``gguf_path`` (config.json, model.safetensors) into ``out_dir``,
-    without importing transformers. Raises ``ValueError`` for an architecture the fast path does not cover (the caller
+    """Write the fp32 safetensors HF directory of ``gguf_path`` (config.json, generation_config.json as transformers
+    derives it from the config, model.safetensors) into ``out_dir``, without importing transformers. Raises ``ValueError`` for an architecture the fast path does not cover (the caller
     then uses transformers' loader). The tokenizer is written later, on first need (:func:`write_tokenizer`)."""
     import json
+    from importlib.metadata import version
 
     from safetensors.torch import save_file
 
@@ -230,6 +231,9 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
     tensors = dequantized_tensors(header)
     out_dir = Path(out_dir)
     (out_dir / "config.json").write_text(json.dumps({**cfg, "dtype": "float32"}, indent=2, sort_keys=True))
+    gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
+    gen.update(_from_model_config=True, transformers_version=version("transformers"))
+    (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True))
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
 
 

@@ -34,6 +34,15 @@ def test_fast_conversion_equals_transformers(name, tmp_path):
     skip = {"architectures", "dtype", "_name_or_path", "transformers_version", "quantization_config"}
     assert {k: v for k, v in ours.items() if k not in skip} == {k: v for k, v in theirs.items() if k not in skip}
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [type(model).__name__]
+    # the generation config transformers saves for a model loaded from this folder (a streamed prune copies ours)
+    from transformers import AutoModelForCausalLM
+
+    (tmp_path / "no_gen").mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / "no_gen" / f).symlink_to(tmp_path / f)
+    AutoModelForCausalLM.from_pretrained(tmp_path / "no_gen").save_pretrained(tmp_path / "ref")
+    assert (json.loads((tmp_path / "generation_config.json").read_text())
+            == json.loads((tmp_path / "ref" / "generation_config.json").read_text()))
 
 
 def test_config_table_is_transformers_table():

@@ -233,7 +233,8 @@ def leaderboard_panel(ctx: Context) -> None:
         st.info("The leaderboard needs the model itself; load a model, not a results file.")
         return
     c = st.columns([3, 1, 1])
-    c[0].multiselect("methods", ["uniform", *TUNABLE_METHODS], key="lb_methods", format_func=ALLOCATION_LABELS.get)
+    c[0].multiselect("methods to compare", ["uniform", *TUNABLE_METHODS], key="lb_methods",
+                     format_func=ALLOCATION_LABELS.get)
     c[1].number_input("candidates per method", 2, 12, key="lb_candidates")
     c[2].number_input("held-out windows", 1, 64, key="lb_windows")
     s = st.session_state

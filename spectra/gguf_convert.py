@@ -219,8 +219,9 @@ def dequantized_tensors(header: GGUFHeader, workers: int | None = None) -> dict:
 
 def convert(gguf_path: Path, out_dir: Path) -> None:
     """Write the fp32 safetensors HF directory of ``gguf_path`` (config.json, generation_config.json as transformers
-    derives it from the config, model.safetensors) into ``out_dir``, without importing transformers. Raises ``ValueError`` for an architecture the fast path does not cover (the caller
-    then uses transformers' loader). The tokenizer is written later, on first need (:func:`write_tokenizer`)."""
+    derives it from the config, model.safetensors) into ``out_dir``, without importing transformers. Raises
+    ``ValueError`` for an architecture the fast path does not cover (the caller then uses transformers' loader). The
+    tokenizer is written later, on first need (:func:`write_tokenizer`)."""
     import json
     from importlib.metadata import version
 

@@ -119,6 +119,7 @@ def main() -> int:
     ap.add_argument("--dir", default=None, help="where the temporary checkpoint goes (default: the system temp)")
     args = ap.parse_args()
     from pruning.cli.prune import parse_size
+    from pruning.report import read_report
 
     work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.dir))
     try:
@@ -141,16 +142,17 @@ def main() -> int:
         if rc != 0:
             print(f"prune failed with exit status {rc}")
             return 1
-        rep = json.loads((out / "report.json").read_text())
+        rep = read_report(out)
+        run = rep["runs"][0]  # the run record (pruning.runs.run_record)
         out_size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
         tm = rep["timings_s"]
         per_block = tm["loop"] / args.layers
         print(f"pruned: {args.pruner} {args.sparsity} uniform, calibration {args.nsamples} × {args.seqlen} tokens, "
-              f"achieved sparsity {rep['achieved_sparsity']:.4f}; output {out_size / 1e9:.3f} GB in "
+              f"achieved sparsity {run['achieved_sparsity']:.4f}; output {out_size / 1e9:.3f} GB in "
               f"{len(list(out.glob('*.safetensors')))} shards")
         print(f"wall time {wall:.1f} s (process), loop {tm['loop']:.1f} s = {per_block:.2f} s per block "
               f"(stats {tm['stats']:.1f}, prune {tm['prune']:.1f}, forward {tm['forward']:.1f} s)")
-        print(f"peak RSS {peak_mb:.0f} MB (whole pruning process; {rep['peak_rss_mb']:.0f} MB sampled inside the "
+        print(f"peak RSS {peak_mb:.0f} MB (whole pruning process; {run['peak_rss_mb']:.0f} MB sampled inside the "
               f"loop) = {peak_mb * 2**20 / size:.2f} × the bf16 checkpoint (target ≤ 0.50); `python -m pruning --help` "
               f"(imports only) {base_mb:.0f} MB")
         bp = block_params(args.hidden, args.intermediate, args.heads, args.kv_heads)

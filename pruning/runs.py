@@ -1,9 +1,12 @@
-"""Pruning runs as the app, the sweep and the notebooks record and show them: the one run record
-(:func:`run_record`: a sweep row and an app run are the same columns), pattern checks and sweep tables reshaped into
-one row per pruned model, each named by its short run label (:func:`pruning.labels.run_label`).
+"""Pruning runs as the app, the sweep, the ``prune`` command and the notebooks record and show them: the one run
+record (:func:`run_record`: a sweep row, an app run and each entry of ``report.json``'s ``runs`` are the same
+columns, :func:`prune_columns` the columns a prune's result adds, :func:`cell_key` the key of a run), pattern checks and
+sweep tables reshaped into one row per pruned model, each named by its short run label
+(:func:`pruning.labels.run_label`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -60,6 +63,34 @@ def run_record(settings, eval_dataset: str, eval_seqlen: Optional[int], max_wind
            "settings_json": json.dumps(f, default=str), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     row.update(extra)
     return row
+
+
+def prune_columns(result) -> dict:
+    """The columns a prune adds to its run record, the same in a sweep row, an app run and ``report.json``.
+
+    Parameters
+    ----------
+    result : pruning.prune.PruneResult
+        The prune's result.
+
+    Returns
+    -------
+    dict
+        ``target_sparsity`` and ``achieved_sparsity`` (weighted by matrix size), ``prune_seconds`` (wall) and
+        ``prune_cpu_seconds`` (CPU time of the process) of the whole prune, ``peak_rss_mb`` (the largest resident
+        set size sampled during the prune, :class:`pruning.prune.PeakRSS`; the whole process's peak is
+        ``process_peak_rss_mb`` where a run records it) and ``allocation_note``.
+    """
+    return {"target_sparsity": result.target_sparsity, "achieved_sparsity": result.achieved_sparsity,
+            "prune_seconds": result.timings["total"], "prune_cpu_seconds": result.timings.get("cpu_total"),
+            "peak_rss_mb": result.peak_rss_mb, "allocation_note": str(result.allocation_info.get("note", ""))}
+
+
+def cell_key(model_label: str, settings, eval_settings: dict) -> str:
+    """16-hex key of (model, full settings or None for the dense row, evaluation settings): the ``key`` of a sweep
+    row and of a ``report.json`` run record (sha256 of their JSON, sorted keys)."""
+    payload = {"model": model_label, "settings": settings.key_dict() if settings else "dense", "eval": eval_settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def pattern_problem(pruner: str, pattern: str) -> Optional[str]:

@@ -11,7 +11,6 @@ use it (``alphapruning``, ``stable_rank``); N:M patterns give one ``uniform`` ce
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from pruning.allocation import SPECTRAL_METHODS, get_allocation
 from pruning.labels import settings_label
 from pruning.prune import prune_model
 from pruning.pruners import DEFAULT_PRUNER
-from pruning.runs import load_table, run_record
+from pruning.runs import cell_key, load_table, prune_columns, run_record
 from pruning.settings import PruneSettings
 from spectra.files import atomic_path
 
@@ -88,12 +87,6 @@ def expand(spec: SweepSpec) -> list[PruneSettings]:
             seen.add(k)
             out.append(c)
     return out
-
-
-def cell_key(model_label: str, settings: Optional[PruneSettings], eval_settings: dict) -> str:
-    """16-hex key of (model, full settings or None for the dense row, evaluation settings)."""
-    payload = {"model": model_label, "settings": settings.key_dict() if settings else "dense", "eval": eval_settings}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_table_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -242,12 +235,8 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, progress: bool = False,
         lm = load_model(spec.model, device=spec.device)
         res = prune_model(lm, None, s, progress=progress, metrics=metrics, input_norms=norms, calib=calib)
         p = ppl_of(lm.model, lm.tokenizer)
-        save(_row(key, label, "pruned", s, ev, p, dense_ppl=dense_ppl, target_sparsity=res.target_sparsity,
-                  achieved_sparsity=res.achieved_sparsity, prune_seconds=res.timings["total"],
-                  prune_cpu_seconds=res.timings.get("cpu_total"),
-                  eval_seconds=p["seconds"], peak_rss_mb=res.peak_rss_mb,
-                  allocation_note=str(res.allocation_info.get("note", "")), versions=versions,
-                  **tasks_of(lm.model, lm.tokenizer)))
+        save(_row(key, label, "pruned", s, ev, p, dense_ppl=dense_ppl, **prune_columns(res),
+                  eval_seconds=p["seconds"], versions=versions, **tasks_of(lm.model, lm.tokenizer)))
         log(f"[{i}/{len(cells)}] {name}: ppl {p['ppl']:.4f} (dense {dense_ppl:.4f}; achieved sparsity "
             f"{res.achieved_sparsity:.4f}; prune {res.timings['total']:.0f} s, eval {p['seconds']:.0f} s)")
         del lm

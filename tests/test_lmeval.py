@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from pruning.__main__ import main as pruning_main
+from pruning.report import read_report
 from spectra import config
 
 pytest.importorskip("lm_eval")
@@ -166,8 +167,10 @@ def test_prune_and_sweep_eval_tasks(tiny_dir, tmp_path, capsys):
     out = tmp_path / "pruned"
     assert pruning_main(["prune", str(tiny_dir), "--pruner", "magnitude", "--sparsity", "0.5", "--eval", "none",
                          "--eval-tasks", "piqa", "--eval-limit", "2", "--out", str(out), "--quiet"]) == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = read_report(out)
     assert rep["eval"]["tasks"] == ["piqa"] and rep["eval"]["limit"] == 2
+    run = rep["runs"][0]  # the run record carries the pruned model's lm-eval columns, as a sweep row does
+    assert run["piqa_n"] == 2 and run["piqa_acc"] == rep["zeroshot"]["pruned"]["tasks"]["piqa"]["metrics"]["acc"]
     assert {k: v["tasks"]["piqa"]["n"] for k, v in rep["zeroshot"].items()} == {"dense": 2, "pruned": 2}
     # the saved pruned folder evaluates to the same numbers as the in-memory pruned model did
     assert pruning_main(["eval", str(out), "--tasks", "piqa", "--limit", "2", "--json", str(tmp_path / "e.json"),
@@ -183,6 +186,8 @@ def test_prune_and_sweep_eval_tasks(tiny_dir, tmp_path, capsys):
     t = pd.read_parquet(table)
     assert list(t["kind"]) == ["dense", "pruned"] and list(t["piqa_n"]) == [2, 2]
     assert t["piqa_acc"].between(0, 1).all() and set(t["lm_eval_version"]) == {"0.4.13"}
+    assert {k for k in run if "piqa" in k or "lm_eval" in k or "tasks" in k} == \
+        {c for c in t.columns if "piqa" in c or "lm_eval" in c or "tasks" in c}
     assert "piqa_acc" in capsys.readouterr().out
 
 

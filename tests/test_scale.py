@@ -15,6 +15,7 @@ from pruning.block_loop import prune_blocks
 from pruning.blocks import block_linears
 from pruning.devices import check_disk, parse_device, parse_dtype
 from pruning.prune import prune_model
+from pruning.report import read_report
 from pruning.settings import PruneSettings
 from pruning.stream import ShardWriter, StreamedModel, blockwise_perplexity, stream_source_dir, write_streamed_output
 
@@ -173,7 +174,7 @@ def test_streamed_builtin_equals_in_memory_cli(tmp_path, capsys, allocation):
         assert max(zeros) - min(zeros) > 0.05  # a non-uniform allocation really was applied
     for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "report.json"):
         assert (tmp_path / "stream" / f).is_file(), f
-    report = json.loads((tmp_path / "stream" / "report.json").read_text())
+    report = read_report(tmp_path / "stream")
     assert report["compute"] == {"device": "cpu", "dtype": "float32", "stream": True}
     assert not list(tmp_path.glob(".stream.tmp-*"))  # the temporary folder was renamed
 

@@ -14,7 +14,7 @@ from pruning import plots as pplots
 from pruning.allocation import ALLOCATION_METHODS, CALIBRATION_METHODS, SPECTRAL_METHODS
 from pruning.labels import ALLOCATION_LABELS, is_paper_literal, readable, readable_run, run_label
 from pruning.pruners import get_pruner, literal_pruners
-from pruning.runs import pattern_problem, read_results_table, run_record
+from pruning.runs import pattern_problem, prune_columns, read_results_table, run_record
 from pruning.settings import (
     AllocationSettings,
     CalibrationSettings,
@@ -134,10 +134,9 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
                   state="complete", expanded=False)
     state.save_pruned(model, ctx.model_key, f"{plabel} + {ALLOCATION_LABELS[method]} {S:.0%}")
     del model
-    return run_record(settings, dataset, seqlen, windows, ppl.to_dict(), model=ctx.label,
-                      nsamples=cal.nsamples if res.calibration_shape else 0, dense_ppl=dense,
-                      achieved_sparsity=res.achieved_sparsity, seconds=round(time.perf_counter() - t0, 1),
-                      peak_rss_mb=round(process_peak_rss_mb(), 1), prune_peak_rss_mb=round(res.peak_rss_mb, 1),
+    return run_record(settings, dataset, ppl.seqlen, windows, ppl.to_dict(), model=ctx.label,
+                      nsamples=cal.nsamples if res.calibration_shape else 0, dense_ppl=dense, **prune_columns(res),
+                      seconds=round(time.perf_counter() - t0, 1), process_peak_rss_mb=round(process_peak_rss_mb(), 1),
                       _records=res.layers, _phases=log.messages, **zs)
 
 
@@ -262,10 +261,10 @@ def last_run(last: dict) -> None:
                 delta_color="inverse")
     c[2].metric("achieved sparsity", f"{last['achieved_sparsity']:.2%}")
     c[3].metric("time", f"{last['seconds']:.0f} s")
-    c[4].metric("peak memory (whole process)", f"{last['peak_rss_mb'] / 1024:.2f} GB",
+    c[4].metric("peak memory (whole process)", f"{last['process_peak_rss_mb'] / 1024:.2f} GB",
                 help=f"the largest resident set size of the app's process so far (models, analyses, dense and "
                      f"pruned evaluation included); the prune phase alone peaked at "
-                     f"{last['prune_peak_rss_mb'] / 1024:.2f} GB")
+                     f"{last['peak_rss_mb'] / 1024:.2f} GB")
     accs = [k for k in last if k.endswith("_acc") and not k.startswith("dense_")]
     if accs:
         c = st.columns(len(accs))

@@ -5,14 +5,17 @@ Example::
     python -m pruning prune --pruner wanda --allocation alphapruning --sparsity 0.7 --lam 0.3 \\
         --nsamples 128 --seqlen 512 --eval wikitext2 --out pruned/wanda-alpha-70
 
-Writes DIR/ (``save_pretrained`` safetensors + tokenizer) and DIR/report.json (per-matrix target and achieved
-sparsity, dense and pruned perplexities, timings, peak memory, every setting, seed, package versions, model source
-and weight hash). An existing DIR is never replaced without ``--overwrite``. Every user mistake ends with one
-``error: ...`` line on stderr and exit status 2.
+Writes DIR/ (``save_pretrained`` safetensors + tokenizer) and DIR/report.json (:func:`pruning.report.build_report`,
+docs/METHODS.md): ``runs``, the run record of each evaluated dataset (the sweep's row of the same cell: every
+setting, seed, perplexity, sparsity, prune time and memory, package versions), then per-matrix target and achieved
+sparsity, the full dense and pruned evaluations, every phase's timing, model source and weight hash, compute device.
+An existing DIR is never replaced without ``--overwrite``. Every user mistake ends with one ``error: ...`` line on
+stderr and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -127,14 +130,14 @@ def eval_options(args: argparse.Namespace) -> dict:
     return out
 
 
-def zeroshot(model, tokenizer, ev: dict, data_dir=None) -> dict:
-    """lm-eval results of ``ev["tasks"]`` (:func:`pruning.evaluation.lmeval.evaluate_tasks`) as a dict; {} when no
-    task is asked for."""
+def zeroshot(model, tokenizer, ev: dict, data_dir=None):
+    """lm-eval results of ``ev["tasks"]`` (:class:`pruning.evaluation.lmeval.ZeroShotResult` of
+    :func:`pruning.evaluation.lmeval.evaluate_tasks`); None when no task is asked for."""
     if not ev.get("tasks"):
-        return {}
+        return None
     from pruning.evaluation.lmeval import evaluate_tasks
 
-    return evaluate_tasks(model, tokenizer, ev["tasks"], limit=ev.get("limit"), data_dir=data_dir).to_dict()
+    return evaluate_tasks(model, tokenizer, ev["tasks"], limit=ev.get("limit"), data_dir=data_dir)
 
 
 def evaluate(model, tokenizer, ev: dict, data_dir=None, progress: bool = True) -> dict:
@@ -318,7 +321,7 @@ def run_prune(args: argparse.Namespace) -> dict:
             lm = load_model(args.model, dtype=dtype, device="cpu")
             check_disk(out.parent, sum(p.numel() * p.element_size() for p in lm.model.parameters()))
             dense = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device) if o.dense_eval else {}
-            zs = {"dense": zeroshot(lm.model, lm.tokenizer, ev, data_dir)} if o.dense_eval else {}
+            zs = {"dense": zeroshot(lm.model, lm.tokenizer, ev, data_dir) if o.dense_eval else None}
             result = prune_model(lm, None, settings, progress=progress,
                                  device=None if device.type == "cpu" else device)
             pruned = evaluate_on(lm.model, lm.tokenizer, ev, data_dir, progress, device)
@@ -327,38 +330,36 @@ def run_prune(args: argparse.Namespace) -> dict:
             lm.model.save_pretrained(tmp, safe_serialization=True)
             lm.tokenizer.save_pretrained(tmp)
             save_s = time.perf_counter() - t
-        report = build_report(result, lm, dense, pruned, extra={
-            "eval": {"datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"],
-                     "tasks": ev.get("tasks", []), "limit": ev.get("limit")},
-            "zeroshot": {k: v for k, v in zs.items() if v},
+        report = build_report(result, lm, dense, pruned, evaluation={
+            "datasets": ev["datasets"], "seqlen": ev["seqlen"], "max_windows": ev["max_windows"],
+            "tasks": ev.get("tasks", []), "limit": ev.get("limit")}, zeroshot=zs, extra={
             "saved": {"dir": str(out), "seconds": round(save_s, 3)},
             "compute": {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
                         "stream": directory is not None}})
         write_json_atomic(tmp / "report.json", report)
-    for ds in ev["datasets"]:
-        d = dense.get(ds, {}).get("ppl")
-        p = pruned.get(ds)
-        if p is None:
+    print_summary(report, out)
+    return report
+
+
+def print_summary(report: dict, out: Path) -> None:
+    """The lines ``prune`` prints at the end: perplexities, zero-shot results, collapse warnings, the prune."""
+    dense = report["perplexity"]["dense"]
+    for run in report["runs"]:
+        if run["ppl"] is None:
             continue
-        print(f"{ds} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {p['ppl']:.4f} "
-              f"({p['nwindows']} windows × {p['seqlen']} tokens)")
+        d = dense.get(run["eval_dataset"], {}).get("ppl")
+        print(f"{run['eval_dataset']} perplexity: dense {d if d is None else f'{d:.4f}'} → pruned {run['ppl']:.4f} "
+              f"({run['nwindows']} windows × {run['eval_seqlen']} tokens)")
     for which, z in report["zeroshot"].items():
         for task, r in z["tasks"].items():
             print(f"{task} ({which}, lm-eval {z['lm_eval_version']}, n={r['n']}): "
                   + ", ".join(f"{m} {v:.4f}" for m, v in r["metrics"].items()))
-    from pruning.collapse import collapse_note, record_sparsities
-    from pruning.labels import settings_label
-
-    notes = {collapse_note(pruned[ds]["ppl"], dense.get(ds, {}).get("ppl"), record_sparsities(result.layers))
-             for ds in ev["datasets"] if pruned.get(ds) is not None} or {collapse_note(None, None,
-                                                                                        record_sparsities(result.layers))}
-    for note in sorted(n for n in notes if n):
+    for note in report["collapse"]["notes"]:
         print(f"warning: {note}")
-    print(f"pruned {settings_label(settings)} / {settings.allocation.nm or settings.allocation.method}: "
-          f"target {result.target_sparsity:.4f}, "
-          f"achieved {result.achieved_sparsity:.4f}, prune {result.timings['total']:.1f} s, "
-          f"peak RSS {result.peak_rss_mb:.0f} MB → {out}")
-    return report
+    run = report["runs"][0]
+    print(f"pruned {run['method']} / {run['nm'] or json.loads(run['settings_json'])['allocation']}: "
+          f"target {run['target_sparsity']:.4f}, achieved {run['achieved_sparsity']:.4f}, "
+          f"prune {run['prune_seconds']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MB → {out}")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -84,8 +84,10 @@ def _load(path: Optional[Path], key: dict, log: Callable[[str], None]) -> dict:
     return old
 
 
-def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[dict], log) -> tuple[dict, dict]:
-    """(row, baseline) of one method: tuned on held-out text, then (``final``) pruned sequentially and scored."""
+def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[dict], log,
+                uniform_row: Optional[dict] = None) -> tuple[dict, dict]:
+    """(row, baseline) of one method: tuned on held-out text, then (``final``) pruned sequentially and scored (a
+    method whose tuned allocation is uniform sparsity takes ``uniform_row``'s final prune: the same masks)."""
     ts = _tune_settings(settings, method)
     t0 = time.perf_counter()
     if method == "uniform" and baseline is not None:
@@ -103,7 +105,12 @@ def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[d
            "candidates": [] if method == "uniform" else
            [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
            "tune_seconds": round(time.perf_counter() - t0, 2)}
-    if settings.final:
+    if settings.final and best.get("same_as") == "uniform" and uniform_row and "test_ppl" in uniform_row:
+        final_keys = ("heldout_ppl", "test_ppl", "test_windows", "test_seqlen", "prune_seconds", "achieved_sparsity")
+        row.update({k: uniform_row[k] for k in final_keys}, settings=uniform_row.get("settings"),
+                   final_same_as="uniform")
+        log(f"  [{method}] tuned allocation is uniform sparsity: the uniform row's sequential prune and scores")
+    elif settings.final:
         fin = final_prune(lm, ts, best, settings.test_seqlen, settings.test_windows, baseline=False,
                           log=lambda m: log(f"  [{method}] {m}"))["chosen"]
         row.update(heldout_ppl=fin["val_ppl"], test_ppl=fin["test_ppl"], test_windows=fin["test_windows"],
@@ -132,7 +139,8 @@ def compare(lm, settings: CompareSettings, out: Optional[str] = None, log: Calla
             log(f"[{method}] done already, kept")
             continue
         log(f"[{method}] tuning {get_allocation(method).label} ({settings.tune.candidates} candidates)")
-        row, result["baseline"] = _method_row(lm, settings, method, result["baseline"], log)
+        uniform_row = next((r for r in result["rows"] if r["method"] == "uniform"), None)
+        row, result["baseline"] = _method_row(lm, settings, method, result["baseline"], log, uniform_row)
         result["rows"].append(row)
         if path is not None:
             write_json_atomic(path, result)

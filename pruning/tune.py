@@ -319,7 +319,11 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
             a = allocation_settings(settings, lam, M)
             alloc = allocate(base, a.method, a.sparsity, **a.allocate_kwargs(signal=signals.get(M)))
             alloc_s = time.perf_counter() - t0
-            row = scorer.score(dict(zip(alloc["longname"], alloc["sparsity"].astype(float))), {"lam": lam, "owl_M": M})
+            sp = alloc["sparsity"].to_numpy(float)
+            if (sp == float(settings.sparsity)).all():  # e.g. λ = 0: uniform's masks, its score (no evaluation)
+                row = {**result["uniform"], "lam": lam, "owl_M": M, "same_as": "uniform"}
+            else:
+                row = scorer.score(dict(zip(alloc["longname"], sp)), {"lam": lam, "owl_M": M})
             row["alloc_seconds"] = alloc_s
             row["seconds"] += alloc_s
             done[(lam, M)] = row
@@ -354,7 +358,7 @@ def _search(settings: TuneSettings, values: list, Ms: list, candidate: Callable)
 def _finish(result: dict, scorer: _Scorer, path: Optional[Path], plabel: str, log: Callable[[str], None]) -> None:
     best = min(result["rows"], key=lambda r: r["ppl"])
     result["best"] = {"lam": best["lam"], "owl_M": best["owl_M"], "ppl": best["ppl"],
-                      "param": result["settings"]["param"]}
+                      "param": result["settings"]["param"], **({"same_as": "uniform"} if "same_as" in best else {})}
     later = result["rows"][1:]
     if later:
         result["cost_per_extra_candidate"] = sum(r["seconds"] for r in later) / len(later) / result["dense"]["seconds"]

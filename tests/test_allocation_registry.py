@@ -1,5 +1,6 @@
-"""The allocation registry: every method that existed before it gives bit-identical allocations (golden file written
-by tests/data/make_golden_allocations.py from the code before the refactor), and the registry's contract."""
+"""The allocation registry: every method that existed before it gives the allocations of the code before it (golden
+file written by tests/data/make_golden_allocations.py from that code; bit-identical on the CPU that wrote it, to
+1e-14 relative on others), and the registry's contract."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def saved():
     return arrays, metrics, ratios, json.loads(str(arrays["attrs_json"]))
 
 
-def test_golden_allocations_bit_identical(saved, builtin):
+def test_golden_allocations_match_the_code_before_the_registry(saved, builtin):
     from pruning.allocation import allocate
     from pruning.blocks import block_linears
 
@@ -37,10 +38,14 @@ def test_golden_allocations_bit_identical(saved, builtin):
     for name, method, S, kw, needs in golden.cases():
         extra = {"weights": weights} if needs == "weights" else {"outlier_ratios": ratios[needs]} if needs else {}
         df = allocate(metrics, method, S, **kw, **extra)
-        np.testing.assert_array_equal(df["sparsity"].to_numpy(), arrays[f"{name}__sparsity"], err_msg=name)
-        np.testing.assert_array_equal(df["metric"].to_numpy(), arrays[f"{name}__metric"], err_msg=name)
+        # equal to the last bits: numpy's SIMD reductions (sums over the matrices) round differently on different
+        # CPUs (the file was written on another host; up to 3 ulp apart on an AVX-512 EPYC)
+        for col in ("sparsity", "metric"):
+            np.testing.assert_allclose(df[col].to_numpy(), arrays[f"{name}__{col}"], rtol=1e-14, atol=0,
+                                       err_msg=name)
         got = json.loads(json.dumps(df.attrs["allocation"], sort_keys=True, default=float))
-        assert {k: got[k] for k in attrs[name]} == attrs[name], name
+        for k, want in attrs[name].items():  # floats (mean sparsity, ...) as above
+            assert got[k] == (pytest.approx(want, rel=1e-14, abs=0) if isinstance(want, float) else want), (name, k)
         n += 1
     assert n == 40
 

@@ -89,3 +89,34 @@ def test_compare_tunes_each_method_with_the_same_budget_and_resumes(builtin, tmp
     assert sum("done already" in m for m in logs) == 3
     with pytest.raises(ValueError, match="other settings"):
         compare(builtin, CompareSettings(allocations="uniform", tune=TuneSettings(sparsity=0.5)), str(out))
+
+
+def test_candidates_equal_to_uniform_are_not_evaluated_again(builtin, tmp_path, monkeypatch):
+    """λ = 0 (β = 0, α = 0) allocates uniform sparsity: the tuner takes uniform's score instead of pruning and
+    evaluating the same masks again, and compare takes the uniform row's final prune for a method tuned to it."""
+    import pruning.compare as compare_mod
+    from pruning.compare import CompareSettings, compare
+    from pruning.settings import CalibrationSettings
+    from pruning.tune import TuneSettings, _Scorer
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path / "cache"))
+    scored, finals = [], []
+    real_score, real_final = _Scorer.score, compare_mod.final_prune
+
+    def score(self, sparsity, label):  # every non-uniform candidate loses, so the tuned value is β = 0
+        scored.append(label)
+        row = real_score(self, sparsity, label)
+        return row if label["lam"] == "uniform" else {**row, "ppl": 1e9}
+
+    monkeypatch.setattr(_Scorer, "score", score)
+    monkeypatch.setattr(compare_mod, "final_prune", lambda *a, **k: finals.append(a[2]) or real_final(*a, **k))
+    ts = TuneSettings(pruner="wanda", sparsity=0.6, candidates=3, calib=CalibrationSettings(nsamples=2, seqlen=64),
+                      eval_seqlen=64, eval_windows=1)
+    res = compare(builtin, CompareSettings(allocations="uniform,atp", tune=ts, final=True, test_seqlen=64,
+                                           test_windows=1), None, log=lambda m: None)
+    uni, atp = res["rows"]
+    assert [lab["lam"] for lab in scored] == ["uniform", pytest.approx(atp["candidates"][1]["value"]),
+                                              pytest.approx(atp["candidates"][2]["value"])]  # β = 0 not scored
+    assert atp["tuned_value"] == 0.0 and atp["candidates"][0]["ppl"] == uni["heldout_ppl_one_shot"]
+    assert len(finals) == 1 and atp["final_same_as"] == "uniform"  # one sequential prune, the uniform row's
+    assert (atp["test_ppl"], atp["heldout_ppl"]) == (uni["test_ppl"], uni["heldout_ppl"])

@@ -3,8 +3,9 @@
 For one model and the two measured tables (``alone``, ``marginal``) of ``bench/sensitivity_scans.sh``: (1) the dense
 model's per-block signals (with FARMS α and DLP's score) are attached to both tables and the verdict recomputed;
 (2) λ of AlphaPruning and of the sensitivity allocation (each table) is chosen on held-out C4 by one-shot scoring from
-the dense statistics, as ``pruning.tune`` does (same windows, same scorer); (3) the sequential (reference) prune at
-each chosen λ and at uniform sparsity is scored on the held-out windows and on WikiText-2 test (64 × 512).
+the dense statistics with ``pruning.tune`` (``--sensitivity-table``; same windows, same scorer); (3) the sequential
+(reference) prune at each chosen λ and at uniform sparsity is scored on the held-out windows and on WikiText-2 test
+(64 × 512) with ``pruning.tune.final_prune``.
 
 Usage: ``python bench/sensitivity_compare.py MODEL [--lams 0.1,0.2,0.3,0.4,0.5] [--test-windows 64]``
 """
@@ -12,74 +13,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 S = 0.7
 PRUNER = "wanda"
 
 
-def one_shot_search(lm, stats, tables: dict, metrics, lams: list, s, log) -> dict:
-    """Held-out ppl of uniform and of every (method, λ) candidate, one-shot from the dense statistics."""
-    from pruning.allocation import allocate
-    from pruning.calib_stats import DenseWeights, prune_from_stats
-    from pruning.evaluation.perplexity import perplexity
-    from pruning.signals import sensitivity_allocation
-    from spectra.weights import weight_table
+def tune_settings(name: str, paths: dict, lams: list, s):
+    """The :class:`pruning.tune.TuneSettings` of ``name`` (``uniform``, ``alphapruning`` or ``sensitivity-MODE``):
+    the held-out windows and calibration of the sensitivity scans, the λ grid ``lams``."""
+    from pruning.tune import TuneSettings
 
-    model = lm.model
-    dense = DenseWeights(model)
-    wt = weight_table(model)
-    wt = wt[wt["block"] >= 0].reset_index(drop=True)
+    kw = {"allocation": "alphapruning"}
+    if name.startswith("sensitivity"):
+        kw = {"allocation": "sensitivity", "sensitivity_table": str(paths[name.split("-", 1)[1]])}
+    return TuneSettings(pruner=PRUNER, sparsity=S, lams=lams, calib=s.calib, eval_dataset=s.eval_dataset,
+                        eval_seqlen=s.eval_seqlen, eval_windows=s.eval_windows, xmin_rule=s.xmin_rule, **kw)
 
-    def score(alloc) -> float:
-        dense.restore()
-        prune_from_stats(model, stats, alloc, PRUNER)
-        r = perplexity(model, lm.tokenizer, s.eval_dataset, seqlen=s.eval_seqlen, max_windows=s.eval_windows,
-                       progress=False, path=s.calib.data_path)
-        dense.restore()
-        return float(r.ppl)
 
-    rows = [{"method": "uniform", "lam": 0.0, "ppl": score(S)}]
-    log(f"one-shot uniform: {rows[0]['ppl']:.3f}")
-    for lam in lams:
-        cands = {"alphapruning": allocate(metrics, "alphapruning", S, lam=lam)}
-        for mode, t in tables.items():
-            cands[f"sensitivity-{mode}"] = sensitivity_allocation(wt, t, S, lam=lam)
-        for name, a in cands.items():
-            t0 = time.perf_counter()
-            ppl = score(dict(zip(a["longname"], a["sparsity"].astype(float))))
-            rows.append({"method": name, "lam": lam, "ppl": ppl, "seconds": time.perf_counter() - t0})
-            log(f"one-shot {name} λ={lam:g}: {ppl:.3f}")
-    return {"rows": rows}
+def one_shot_search(lm, paths: dict, lams: list, s, log) -> dict:
+    """Held-out ppl of uniform and of every (method, λ) candidate (``rows``) and each method's chosen λ (``chosen``):
+    :func:`pruning.tune.tune` of AlphaPruning and of the sensitivity allocation of each table (one-shot from the
+    cached dense statistics, the same held-out windows; dense and uniform are scored once)."""
+    from pruning.tune import tune
+
+    rows, baseline, chosen = [], None, {"uniform": 0.0}
+    for name in ["alphapruning"] + [f"sensitivity-{m}" for m in paths]:
+        res = tune(lm, tune_settings(name, paths, lams, s), None, log=lambda m, n=name: log(f"[{n}] {m}"),
+                   baseline=baseline)
+        baseline = {"dense": res["dense"], "uniform": res["uniform"]}
+        rows += [{"method": name, "lam": r["lam"], "ppl": r["ppl"], "seconds": r["seconds"]} for r in res["rows"]]
+        chosen[name] = res["best"]["lam"]
+    return {"rows": [{"method": "uniform", "lam": 0.0, "ppl": baseline["uniform"]["ppl"]}] + rows, "chosen": chosen}
 
 
 def final(lm, chosen: dict, paths: dict, s, test_windows: int, log) -> dict:
-    """Sequential prunes at the chosen values and uniform: held-out and WikiText-2 test ppl."""
-    from pruning.calib_stats import DenseWeights
-    from pruning.evaluation.perplexity import perplexity
-    from pruning.prune import prune_model
-    from pruning.settings import PruneSettings
+    """Sequential prunes at the chosen values and uniform (:func:`pruning.tune.final_prune`): held-out and
+    WikiText-2 test ppl."""
+    from pruning.tune import final_prune
 
-    dense = DenseWeights(lm.model)
     out = {}
     for name, lam in chosen.items():
-        kw = {"allocation": "uniform"}
-        if name == "alphapruning":
-            kw = {"allocation": "alphapruning", "lam": lam}
-        elif name.startswith("sensitivity"):
-            kw = {"allocation": "sensitivity", "lam": lam, "allocation_file": str(paths[name.split("-")[1]])}
-        ps = PruneSettings(calibration=s.calib).replace(pruner=PRUNER, sparsity=S, **kw)
-        t0 = time.perf_counter()
-        res = prune_model(lm, None, ps, progress=False)
-        val = perplexity(lm.model, lm.tokenizer, s.eval_dataset, seqlen=s.eval_seqlen, max_windows=s.eval_windows,
-                         progress=False, path=s.calib.data_path)
-        test = perplexity(lm.model, lm.tokenizer, "wikitext2", seqlen=512, max_windows=test_windows, progress=False,
-                          path=s.calib.data_path)
-        out[name] = {"lam": lam, "val_ppl": val.ppl, "test_ppl": test.ppl, "test_windows": test.nwindows,
-                     "achieved_sparsity": res.achieved_sparsity, "seconds": time.perf_counter() - t0}
-        log(f"sequential {name} λ={lam}: held-out {val.ppl:.3f}, WikiText-2 test {test.ppl:.3f}")
-        dense.restore()
+        best = {"lam": "uniform" if name == "uniform" else lam}
+        fin = final_prune(lm, tune_settings(name, paths, [lam], s), best, 512, test_windows, baseline=False,
+                          log=log)["chosen"]
+        out[name] = {**fin, "lam": lam}
     return out
 
 
@@ -117,11 +95,8 @@ def main() -> None:
         verdicts[mode] = t.attrs["sensitivity"]["verdict"]
         print(f"== {a.model} {mode}: reference ppl {t.attrs['sensitivity']['reference_ppl']:.3f}")
         print(format_verdict(verdict(t, permutations=s.permutations, seed=s.perm_seed)))
-    search = one_shot_search(lm, stats, tables, metrics, lams, s, print)
-    chosen = {"uniform": 0.0}
-    for name in ["alphapruning"] + [f"sensitivity-{m}" for m in tables]:
-        best = min((r for r in search["rows"] if r["method"] == name), key=lambda r: r["ppl"])
-        chosen[name] = best["lam"]
+    search = one_shot_search(lm, paths, lams, s, print)
+    chosen = search["chosen"]
     if a.finals != "all":
         chosen_final = {k: v for k, v in chosen.items() if k in a.finals.split(",")}
     else:

@@ -6,6 +6,10 @@ with ``final`` the model is then pruned sequentially (the reference loop) at the
 held-out windows and on WikiText-2 test. Test text never chooses anything. One row per method (tuned value,
 held-out perplexity, test perplexity, prune time, settings); the JSON is written atomically after every method and a
 rerun with the same settings keeps the finished rows (resumable).
+
+``sensitivity`` (the measured cost table of :mod:`pruning.sensitivity`, named by ``tune.sensitivity_table``,
+``--sensitivity-table``) is tuned like AlphaPruning's λ over its spec's range; its row is marked ``data_driven`` (the
+table was measured on held-out text) and the resume key holds the table's identity (path and hash of its costs).
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from pruning.allocation.registry import METHOD_LABELS, check_method, get_allocation
+from pruning.allocation.registry import METHOD_LABELS, TUNABLE_METHODS, check_method, get_allocation
+from pruning.sensitivity_table import HOW_TO_MEASURE
 from pruning.tune import TuneSettings, final_prune, tune
 
 __all__ = ["CompareJob", "CompareSettings", "compare", "parse_allocations"]
@@ -36,7 +41,7 @@ def parse_allocations(text) -> tuple:
             raise ValueError(f"--allocations: {exc}") from None
         if n != "uniform" and not get_allocation(n).tunable:
             raise ValueError(f"--allocations: {n!r} has no parameter to tune; compare uniform or a method with one "
-                             f"(alphapruning, farms, owl, dlp, atp, stable_rank)")
+                             f"({', '.join(TUNABLE_METHODS)})")
     return tuple(dict.fromkeys(names))
 
 
@@ -54,6 +59,13 @@ class CompareSettings:
 
     def __post_init__(self) -> None:
         self.allocations = parse_allocations(self.allocations)
+        reads = [m for m in self.allocations if get_allocation(m).reads == "table"]
+        if reads and not self.tune.sensitivity_table:
+            raise ValueError(f"--allocations {reads[0]} reads a measured table; pass --sensitivity-table sens.parquet "
+                             f"(measure it with {HOW_TO_MEASURE})")
+        if self.tune.sensitivity_table and not reads:
+            raise ValueError("--sensitivity-table is read by the sensitivity allocation only; add sensitivity to "
+                             "--allocations or drop the table")
 
     def key(self) -> dict:
         """What changes a row's numbers (the resume key): the tuning's key without its allocation, the budget and
@@ -66,9 +78,12 @@ class CompareSettings:
 
 
 def _tune_settings(settings: CompareSettings, method: str) -> TuneSettings:
+    """The tuning of one method: the shared settings with its allocation (the measured table for the method that
+    reads it only)."""
+    table = settings.tune.sensitivity_table if get_allocation(method).reads == "table" else None
     if method == "uniform":  # the baseline only: ATP reads just the depth, and β = 0 is uniform (one candidate)
-        return dataclasses.replace(settings.tune, allocation="atp", lams=[0.0], search="grid")
-    return dataclasses.replace(settings.tune, allocation=method)
+        return dataclasses.replace(settings.tune, allocation="atp", lams=[0.0], search="grid", sensitivity_table=None)
+    return dataclasses.replace(settings.tune, allocation=method, sensitivity_table=table)
 
 
 def _load(path: Optional[Path], key: dict, log: Callable[[str], None]) -> dict:
@@ -98,13 +113,15 @@ def _method_row(lm, settings: CompareSettings, method: str, baseline: Optional[d
     best = dict(res["best"]) if method != "uniform" else {"lam": "uniform", "owl_M": None,
                                                            "ppl": baseline["uniform"]["ppl"]}
     spec = get_allocation(method)
-    row = {"method": method, "label": METHOD_LABELS[method],
+    row = {"method": method, "label": METHOD_LABELS[method], "data_driven": spec.reads == "table",
            "param": spec.params[0].name if spec.params else None,
            "tuned_value": None if method == "uniform" else best["lam"], "owl_M": best.get("owl_M"),
            "heldout_ppl_one_shot": best["ppl"], "dense_heldout_ppl": baseline["dense"]["ppl"],
            "candidates": [] if method == "uniform" else
            [{"value": r["lam"], "owl_M": r.get("owl_M"), "ppl": r["ppl"]} for r in res["rows"]],
            "tune_seconds": round(time.perf_counter() - t0, 2)}
+    if "warnings" in res:
+        row["warnings"] = res["warnings"]
     if settings.final and best.get("same_as") == "uniform" and uniform_row and "test_ppl" in uniform_row:
         final_keys = ("heldout_ppl", "test_ppl", "test_windows", "test_seqlen", "prune_seconds", "achieved_sparsity")
         row.update({k: uniform_row[k] for k in final_keys}, settings=uniform_row.get("settings"),

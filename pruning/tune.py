@@ -13,12 +13,17 @@ Search: ``grid`` (every value given) or ``golden`` (golden-section search for th
 values given, as many evaluations as values given; assumes one minimum). The JSON written after every candidate
 (temporary name, then rename) holds the settings, versions, one row per candidate (``lam``, ``owl_M``, ``ppl``,
 ``seconds``, ...) and the chosen value; rerunning with the same settings skips the candidates already there.
+
+``sensitivity`` (a measured cost table, :mod:`pruning.sensitivity`) is tuned like AlphaPruning's λ from the table
+named by ``sensitivity_table`` (``--sensitivity-table``); the resume key holds the table's path and the hash of its
+costs, a table measured on other weights is refused and one measured with another pruner or sparsity is warned about.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +32,7 @@ from typing import Callable, Optional
 from pruning.allocation.registry import TUNABLE_METHODS, get_allocation
 from pruning.calib_stats import TUNE_CALIBRATION, DenseWeights, dense_stats, prune_from_stats, stats_key
 from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
+from pruning.sensitivity_table import HOW_TO_MEASURE, check_table, table_costs, table_granularity, table_identity
 from pruning.settings import AllocationSettings, CalibrationSettings
 from spectra.options import check_options, option, same_as
 
@@ -43,8 +49,8 @@ class TuneSettings:
 
     pruner: str = option(DEFAULT_PRUNER, "one-shot pruner (from the dense statistics)", choices=one_shot_pruners)
     allocation: str = option("alphapruning", "allocation to tune (its first tunable parameter, from the allocation "
-                             "registry: λ for alphapruning/farms/stable_rank, OWL's λ (and M), DLP's α, ATP's β)",
-                             choices=TUNABLE)
+                             "registry: λ for alphapruning/farms/stable_rank/sensitivity, OWL's λ (and M), DLP's α, "
+                             "ATP's β)", choices=TUNABLE)
     sparsity: float = same_as(AllocationSettings, "sparsity", default=0.7)
     lams: Optional[list] = option(None, "candidates of the method's parameter (golden: their range and count); "
                                   "default: --candidates evenly spaced over the range its registry spec gives",
@@ -63,6 +69,9 @@ class TuneSettings:
                                label="held-out windows", ui={"lo": 1, "hi": 256})
     xmin_rule: str = same_as(AllocationSettings, "xmin_rule")
     max_sparsity: float = same_as(AllocationSettings, "max_sparsity")
+    sensitivity_table: Optional[str] = option(None, "the measured table the sensitivity allocation reads (python -m "
+                                              "pruning sensitivity MODEL --out sens.parquet)", kind=str,
+                                              flag="--sensitivity-table", label="sensitivity table")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,6 +89,11 @@ class TuneSettings:
         if not isinstance(self.calib, CalibrationSettings):
             raise TypeError(f"TuneSettings.calib must be a CalibrationSettings (got {type(self.calib).__name__})")
         check_options(self)
+        if get_allocation(self.allocation).reads == "table" and not self.sensitivity_table:
+            raise ValueError(f"tune: allocation {self.allocation!r} reads a measured table; pass --sensitivity-table "
+                             f"sens.parquet (measure it with {HOW_TO_MEASURE})")
+        if self.sensitivity_table:
+            table_costs(self.sensitivity_table)  # exists, is a sensitivity table, finished (one line otherwise)
         if self.eval_seqlen is None:
             self.eval_seqlen = self.calib.seqlen
         if self.search == "golden" and len(self.lams or [0] * self.candidates) < 3:
@@ -92,16 +106,23 @@ class TuneSettings:
         for k in ("lams", "owl_Ms", "search", "candidates"):
             d.pop(k)
         d["calib"] = stats_key(self.calib, False)
+        if self.sensitivity_table:  # which table: its path and the hash of its costs
+            d["sensitivity_table"] = table_identity(self.sensitivity_table)
+        else:  # absent, as in the keys written before the option existed
+            d.pop("sensitivity_table")
         return d
 
 
 def allocation_settings(settings: TuneSettings, value: float, M: Optional[float] = None) -> AllocationSettings:
     """The :class:`AllocationSettings` of one candidate: the method's first tunable parameter (its registry spec)
-    at ``value`` (and OWL's M at ``M``), the tuning's target, bounds and xmin rule."""
+    at ``value`` (and OWL's M at ``M``), the tuning's target, bounds and xmin rule; for a method that reads a
+    measured table, the table (``file``) and its granularity."""
     spec = get_allocation(settings.allocation)
     extra = {spec.params[0].name: float(value)}
     if M is not None:
         extra["owl_M"] = float(M)
+    if spec.reads == "table":
+        extra.update(file=settings.sensitivity_table, granularity=table_granularity(settings.sensitivity_table))
     return AllocationSettings(method=settings.allocation, sparsity=settings.sparsity, xmin_rule=settings.xmin_rule,
                               max_sparsity=settings.max_sparsity, **extra)
 
@@ -133,6 +154,8 @@ def _allocation_inputs(model, settings: TuneSettings, stats, block_io=None) -> t
         return metrics, {None: None}
     table = weight_table(model)
     table = table[table["block"] >= 0].reset_index(drop=True)
+    if spec.reads == "table":  # the measured costs, read once
+        return table, {None: table_costs(settings.sensitivity_table)}
     if not spec.needs_calibration:
         return table, {None: None}
     t0 = time.perf_counter()
@@ -302,6 +325,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
               "versions": package_versions(), "mode": "one-shot (dense statistics)", "rows": []}
     scorer = _Scorer(lm, settings, block_io, phase_cb)
     result["stats_seconds"] = scorer.stats_seconds
+    _check_table(lm, settings, scorer, block_io, result)
     ppl, secs = scorer.dense(baseline, done)
     result["dense"] = {"ppl": ppl, "seconds": secs}
     log(f"dense held-out ppl {ppl:.3f} ({settings.eval_windows} × {settings.eval_seqlen} {settings.eval_dataset} "
@@ -343,6 +367,21 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
     _search(settings, values, list(signals), candidate)
     _finish(result, scorer, path, param.label, log)
     return result
+
+
+def _check_table(lm, settings: TuneSettings, scorer: _Scorer, block_io, result: dict) -> None:
+    """For a method that reads a measured table: refuse a table of another model (:func:`check_table`: by the
+    weights' sha256 in memory, by the model's name when streamed) and print its warnings on stderr (kept in
+    ``result["warnings"]``)."""
+    if get_allocation(settings.allocation).reads != "table":
+        return
+    label = getattr(getattr(lm, "source", None), "label", None)
+    if label is None and block_io is not None:
+        label = str(block_io.directory)
+    result["warnings"] = check_table(settings.sensitivity_table, settings.pruner, settings.sparsity, label,
+                                     scorer.stats.fingerprint if block_io is None else None)
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def _search(settings: TuneSettings, values: list, Ms: list, candidate: Callable) -> None:

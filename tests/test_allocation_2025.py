@@ -126,7 +126,7 @@ def test_registry_holds_ten_methods_with_complete_specs():
         if spec.needs_calibration:
             assert spec.signal is not None and spec.signal_arg
     assert {n for n, s in ALLOCATIONS.items() if s.tunable} == {"alphapruning", "stable_rank", "farms", "owl",
-                                                                 "dlp", "atp"}
+                                                                 "dlp", "atp", "sensitivity"}
 
 
 def test_allocate_has_no_per_method_branch():

@@ -102,3 +102,62 @@ def test_leaderboard_runs_in_the_background_and_fills_in(app):
         atp["tuned_value"] == pytest.approx(atp_bound(0.6, 30), abs=1e-6)
     # ATP's β = 0 candidate is uniform, so its tuned held-out perplexity is at most uniform's
     assert atp["heldout_ppl_one_shot"] <= table.iloc[0]["heldout_ppl_one_shot"] + 1e-9
+
+
+def _lb_options(at) -> list:
+    return list(at.multiselect(key="lb_methods").options)
+
+
+def test_leaderboard_offers_the_measured_allocation_only_with_a_table_of_this_model(app, builtin, tmp_path):
+    """Without a measured table the leaderboard has no ``sensitivity`` (a caption says how to get one); a table of
+    another model opened on *Which blocks matter* leaves it out too; one of this model adds it, and its row is
+    :func:`pruning.tune.tune` of that table."""
+    import pandas as pd
+
+    from pruning.labels import ALLOCATION_LABELS
+    from pruning.sensitivity_table import write_table
+    from pruning.settings import CalibrationSettings
+    from pruning.tune import TuneSettings, tune
+
+    def open_table(name: str, model: str, blocks: int):
+        rng = np.random.default_rng(blocks)
+        df = pd.DataFrame({"unit": [f"block {b}" for b in range(blocks)], "block": range(blocks),
+                           "longname": [""] * blocks, "delta_nll": rng.random(blocks), "depth": range(blocks)})
+        path = write_table(df, tmp_path / name, {"label": "test", "reference_ppl": 10.0, "permutations": 500,
+                                                 "seed": 1, "model": model})
+        app.switch_page("webapp/sensitivity.py").run()
+        app.text_input(key="se_path").input(str(path)).run()
+        app.button(key="se_open").click().run()
+        no_failure(app)
+        goto(app, "Allocation lab")
+        return path
+
+    goto(app, "Allocation lab")
+    label = ALLOCATION_LABELS["sensitivity"]
+    assert "sensitivity" not in _lb_options(app) and label not in _lb_options(app)
+    assert any("not offered" in c.value and "Which blocks matter" in c.value for c in app.caption)
+    open_table("gemma.parquet", "builtin:gemma3", 18)
+    assert label not in _lb_options(app)
+    assert any("measured on builtin:gemma3, not on this model" in c.value for c in app.caption)
+    path = open_table("mine.parquet", "builtin:smollm2", 30)
+    assert label in _lb_options(app)
+    app.session_state["pr_seqlen"] = 64
+    app.session_state["tu_nsamples"] = 2
+    app.multiselect(key="lb_methods").set_value(["sensitivity"]).run()
+    app.number_input(key="lb_candidates").set_value(2).run()
+    app.number_input(key="lb_windows").set_value(1).run()
+    app.button(key="lb_run").click().run()
+    no_failure(app)
+    deadline, table = time.time() + 900, None
+    while time.time() < deadline and table is None:
+        time.sleep(3)
+        app.run()
+        no_failure(app)
+        found = [d.value for d in app.dataframe if "tuned_value" in getattr(d.value, "columns", [])]
+        table = found[0] if found and len(found[0]) == 1 else None
+    assert table is not None and list(table["label"]) == [label]
+    want = tune(builtin, TuneSettings(allocation="sensitivity", sparsity=0.6, candidates=2, eval_windows=1,
+                                      calib=CalibrationSettings(nsamples=2, seqlen=64), sensitivity_table=str(path)),
+                None, log=lambda m: None)
+    assert table.iloc[0]["tuned_value"] == want["best"]["lam"]
+    assert table.iloc[0]["heldout_ppl_one_shot"] == pytest.approx(want["best"]["ppl"], rel=1e-9)

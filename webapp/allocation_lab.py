@@ -222,7 +222,7 @@ def leaderboard_jobs() -> dict:
 def leaderboard_panel(ctx: Context) -> None:
     """Every allocation tuned on held-out text with the same budget (:class:`pruning.compare.CompareJob`, in the
     background of the page); the rows appear as the methods finish."""
-    from pruning.allocation import TUNABLE_METHODS
+    from pruning.allocation import TUNABLE_METHODS, get_allocation
     from pruning.compare import CompareJob, CompareSettings
 
     st.subheader("Leaderboard: every allocation tuned on held-out text")
@@ -232,15 +232,24 @@ def leaderboard_panel(ctx: Context) -> None:
     if ctx.model_key is None:
         st.info("The leaderboard needs the model itself; load a model, not a results file.")
         return
+    s = st.session_state
+    table, why_not = state.sensitivity_table(ctx.model_key)
+    offered = ["uniform", *(m for m in TUNABLE_METHODS if table or get_allocation(m).reads != "table")]
+    s.lb_methods = [m for m in s.lb_methods if m in offered]  # a table of another model: its method leaves
     c = st.columns([3, 1, 1])
-    c[0].multiselect("methods to compare", ["uniform", *TUNABLE_METHODS], key="lb_methods",
-                     format_func=ALLOCATION_LABELS.get)
+    c[0].multiselect("methods to compare", offered, key="lb_methods", format_func=ALLOCATION_LABELS.get)
     c[1].number_input("candidates per method", 2, 12, key="lb_candidates")
     c[2].number_input("held-out windows", 1, 64, key="lb_windows")
-    s = st.session_state
+    if table:
+        st.caption(f"*sensitivity* (data-driven: measured on held-out text) reads the table of *Which blocks "
+                   f"matter* (`{table}`).")
+    else:
+        st.caption(f"The measured allocation (*sensitivity*) is not offered. {why_not}")
+    reads_table = any(get_allocation(m).reads == "table" for m in s.lb_methods)
     tune = TuneSettings(pruner=s.tu_pruner, sparsity=float(state.alloc_settings()["S"]),
                         candidates=int(s.lb_candidates), eval_windows=int(s.lb_windows),
-                        calib=CalibrationSettings(nsamples=s.tu_nsamples, seqlen=state.calibration()[1]))
+                        calib=CalibrationSettings(nsamples=s.tu_nsamples, seqlen=state.calibration()[1]),
+                        sensitivity_table=table if reads_table else None)
     jobs = leaderboard_jobs()
     key = (ctx.model_key, tuple(s.lb_methods), json_key(tune))
     if st.button("Run the leaderboard in the background", key="lb_run", disabled=not s.lb_methods):

@@ -62,6 +62,7 @@ def run_panel(ctx: Context) -> None:
         model = copy.deepcopy(cache.load_model_cached(ctx.model_key))
         s.se_result = measure(model, ss, None, log=lambda m: None, progress_cb=on_row, progress=False,
                               metrics=ctx.df)  # the page's analysis: no second spectral pass
+        state.keep_sensitivity_table(s.se_result)  # the Allocation lab's leaderboard can tune its allocation
         bar.progress(1.0, text="done")
 
 
@@ -97,6 +98,7 @@ def render(ctx: Context) -> None:
     if path and st.button("Open", key="se_open"):
         try:
             s.se_result = read_table(path)
+            state.keep_sensitivity_table(s.se_result, path)
         except (OSError, ValueError) as exc:
             st.error(one_line(exc))
     df = s.get("se_result")

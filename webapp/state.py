@@ -251,3 +251,50 @@ def last_pruned(model_key: Optional[str], name: str):
         return None
     with safe_open(last["path"], framework="pt") as fh:
         return (last["label"], fh.get_tensor(name)) if name in fh.keys() else None
+
+
+# -------------------------------------------------------- the measured sensitivity table (Which blocks matter → lab)
+#: how the leaderboard's caption says to get a measured table
+MEASURE_HINT = ("measure one on the *Which blocks matter* page (or open a table `python -m pruning sensitivity MODEL "
+                "--out sens.parquet` wrote)")
+
+
+def keep_sensitivity_table(df: pd.DataFrame, path: Optional[str] = None) -> None:
+    """Remember the table the *Which blocks matter* page measured or opened (``path``), for the leaderboard's
+    ``sensitivity`` row: a measured one is written to ``<cache>/sensitivity/<hash of its rows and settings>.parquet``
+    (:func:`pruning.sensitivity_table.write_table`), the file ``compare`` reads."""
+    import hashlib
+    import json
+
+    from pruning.sensitivity_table import write_table
+    from spectra.config import cache_dir
+
+    meta = df.attrs.get("sensitivity", {})
+    if path is None:
+        digest = hashlib.sha256(pd.util.hash_pandas_object(df.drop(columns="seconds", errors="ignore"),
+                                                           index=False).values.tobytes())
+        digest.update(json.dumps(meta.get("key"), sort_keys=True, default=str).encode())
+        path = str(cache_dir("sensitivity") / f"{digest.hexdigest()[:24]}.parquet")
+        if not Path(path).is_file():
+            write_table(df, path, meta)
+    st.session_state.se_table = {"path": str(path), "model": meta.get("model")}
+
+
+def sensitivity_table(model_key: Optional[str]) -> tuple[Optional[str], str]:
+    """``(path, "")`` of the measured table this session has for the model ``model_key``, else ``(None, why not)``:
+    none measured or opened, unfinished or gone, or measured on another model (by name; the weights' hash is
+    compared when the leaderboard runs)."""
+    from pruning.sensitivity_table import models_differ, table_costs
+    from spectra.models import resolve_source
+
+    kept = st.session_state.get("se_table")
+    if not kept or model_key is None:
+        return None, f"No measured table in this session: {MEASURE_HINT}."
+    try:
+        table_costs(kept["path"])
+    except ValueError as exc:
+        return None, f"The measured table cannot be read ({' '.join(str(exc).split())}): {MEASURE_HINT}."
+    label = resolve_source(None if model_key == "builtin" else model_key).label
+    if models_differ(kept["model"], label):
+        return None, f"The measured table was measured on {kept['model']}, not on this model: {MEASURE_HINT}."
+    return kept["path"], ""

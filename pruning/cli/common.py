@@ -73,3 +73,15 @@ def one_line_errors(run: Callable[[], object], errors: tuple = (ValueError, OSEr
         print(f"error: {msg}", file=sys.stderr)
         return 2
     return 0
+
+
+def check_table_model(table: Optional[str], model, pruner: str, sparsity: float) -> None:
+    """Before ``model`` (the MODEL argument) loads: refuse a ``--sensitivity-table`` whose stored settings name
+    another model (:func:`pruning.sensitivity_table.check_table` on the model names; the weights' hash is compared
+    once the model is loaded, and the warnings are printed then)."""
+    if not table:
+        return
+    from pruning.sensitivity_table import check_table
+    from spectra.models import resolve_source
+
+    check_table(table, pruner, sparsity, resolve_source(model).label)

@@ -1,6 +1,7 @@
 """``python -m pruning compare MODEL --allocations uniform,alphapruning,farms,owl,dlp,atp --pruner wanda --sparsity 0.7
 --out cmp.json [--final]``: every allocation tuned on held-out text with the same candidate budget
 (:mod:`pruning.compare`); ``--final`` prunes each sequentially at its tuned value and scores WikiText-2 test.
+``sensitivity`` joins with ``--sensitivity-table sens.parquet`` (``python -m pruning sensitivity MODEL --out ...``).
 
 User mistakes print one ``error: ...`` line on stderr and exit with 2, before anything slow runs.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pruning.cli.common import parse_number
+from pruning.cli.common import check_table_model, parse_number
 
 __all__ = ["add_parser", "main"]
 
@@ -63,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         s = settings_from_args(args)
+        check_table_model(s.tune.sensitivity_table, args.model, s.tune.pruner, s.tune.sparsity)
         lm = load_model(args.model)
         compare(lm, s, args.out)
     except (ValueError, FileNotFoundError) as exc:

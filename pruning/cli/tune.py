@@ -1,5 +1,6 @@
 """``python -m pruning tune [MODEL]``: tune AlphaPruning's λ (or OWL's λ and M) on held-out text from cached dense
 statistics (:mod:`pruning.tune`); ``--final`` then prunes sequentially at the chosen value and reports WikiText-2.
+``--allocation sensitivity --sensitivity-table sens.parquet`` tunes λ of the measured table's allocation.
 
 User mistakes print one ``error: ...`` line on stderr and exit with 2, before anything slow runs.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from pruning.cli.common import one_line_errors, parse_number
+from pruning.cli.common import check_table_model, one_line_errors, parse_number
 
 __all__ = ["add_parser", "main"]
 
@@ -69,6 +70,7 @@ def final_from_args(args: argparse.Namespace) -> Optional[tuple[int, Optional[in
 
 
 def main(args: argparse.Namespace) -> int:
+    from pruning.allocation.registry import get_allocation
     from pruning.report import write_json_atomic
     from pruning.tune import final_prune, tune
     from spectra.models import load_model
@@ -76,6 +78,10 @@ def main(args: argparse.Namespace) -> int:
     def run() -> None:
         s = settings_from_args(args)
         final = final_from_args(args)
+        if s.sensitivity_table and get_allocation(s.allocation).reads != "table":
+            raise ValueError("--sensitivity-table is read by --allocation sensitivity only; choose it or drop the "
+                             "table")
+        check_table_model(s.sensitivity_table, args.model, s.pruner, s.sparsity)
         if args.stream:
             from pruning.stream import StreamedModel, stream_source_dir
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pruning.allocation.methods.alphapruning import LAM
 from pruning.allocation.methods.owl import per_matrix
 from pruning.allocation.methods.spectral import spectral_allocation
 from pruning.allocation.spec import AllocationContext, AllocationSpec, MethodResult
@@ -29,6 +30,7 @@ def sensitivity(ctx: AllocationContext) -> MethodResult:
 SPEC = AllocationSpec("sensitivity", LABEL, "table", sensitivity,
                       "measured block costs (python -m pruning sensitivity) through AlphaPruning's mapping",
                       options=frozenset({"lam", "mapping", "granularity", "table"}),
-                      settings_read=frozenset({"lam", "mapping", "granularity"}), signal_arg="table")
-# no tunable ``params``: tune / compare have no option naming the measured table yet, so λ (--lam) is chosen on
-# held-out text outside them (bench/sensitivity_compare.py does the one-shot search)
+                      settings_read=frozenset({"lam", "mapping", "granularity"}), signal_arg="table",
+                      params=(LAM,))
+# λ is tuned like AlphaPruning's, over the same range: ``tune --allocation sensitivity --sensitivity-table F`` and
+# ``compare --allocations ...,sensitivity --sensitivity-table F`` (pruning.tune, pruning.compare)

@@ -269,6 +269,14 @@ class _Scorer:
         p, es = self.evaluate(io)
         return {**label, "ppl": p, "prune_seconds": t1 - t0, "eval_seconds": es, "seconds": time.perf_counter() - t0}
 
+    def score_allocation(self, alloc, label: dict, uniform: dict) -> dict:
+        """The row of a candidate allocation (``longname``, ``sparsity`` columns); one that is uniform sparsity to
+        the bit (λ = 0 for most methods) has uniform's masks, so it takes ``uniform``'s score (no evaluation)."""
+        sp = alloc["sparsity"].to_numpy(float)
+        if (sp == float(self.s.sparsity)).all():
+            return {**uniform, **label, "same_as": "uniform"}
+        return self.score(dict(zip(alloc["longname"], sp)), label)
+
     def dense(self, baseline: Optional[dict], done: dict) -> tuple[float, float]:
         """(held-out perplexity, seconds) of the dense model, or ``baseline``'s (its uniform row then goes in
         ``done``)."""
@@ -343,11 +351,7 @@ def tune(lm, settings: TuneSettings, out: Optional[str] = None, log: Callable[[s
             a = allocation_settings(settings, lam, M)
             alloc = allocate(base, a.method, a.sparsity, **a.allocate_kwargs(signal=signals.get(M)))
             alloc_s = time.perf_counter() - t0
-            sp = alloc["sparsity"].to_numpy(float)
-            if (sp == float(settings.sparsity)).all():  # e.g. λ = 0: uniform's masks, its score (no evaluation)
-                row = {**result["uniform"], "lam": lam, "owl_M": M, "same_as": "uniform"}
-            else:
-                row = scorer.score(dict(zip(alloc["longname"], sp)), {"lam": lam, "owl_M": M})
+            row = scorer.score_allocation(alloc, {"lam": lam, "owl_M": M}, result["uniform"])
             row["alloc_seconds"] = alloc_s
             row["seconds"] += alloc_s
             done[(lam, M)] = row

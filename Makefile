@@ -41,11 +41,16 @@ app: install
 lint: install-dev
 	$(BIN)/ruff check .
 
+# the suite on TEST_WORKERS pytest-xdist workers (default 2, one per core of the 2-core reference machine; each
+# takes its share of the cores as torch threads, tests/conftest.py; TEST_WORKERS=0 runs it in one process);
+# loadgroup keeps the tests marked xdist_group together on one worker
+TEST_WORKERS ?= 2
+
 test: install-dev browser lint
-	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q --durations=15
+	$(BIN)/python -m pytest tests -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install-dev
-	OMP_NUM_THREADS=2 $(BIN)/python -m pytest tests -q -m "not slow and not browser and not ecosystem"
+	$(BIN)/python -m pytest tests -q -m "not slow and not browser and not ecosystem" -n $(TEST_WORKERS) --dist loadgroup
 
 # notebooks/NN_*.py (jupytext percent) are the sources; write their paired .ipynb (cell ids kept), without outputs
 NB_SOURCES := $(wildcard notebooks/[0-9][0-9]_*.py)

@@ -22,7 +22,7 @@
 # The runs are a `pruning.sweep` table (one row per cell, resumable). Give `SWEEP_TABLE` (a parquet file written by
 # `python -m pruning sweep` or by this notebook) to **read** existing results instead of recomputing.
 #
-# **Quick mode** is a smoke-sized version: magnitude and Wanda only, 2 sparsities, 8 calibration windows of 128
+# **Quick mode** is a smoke-sized version: magnitude and Wanda only, 2 sparsities, 4 calibration windows of 64
 # tokens and 4 evaluation windows of 128 tokens — the numbers show the mechanics, not publishable values
 # (perplexity on 512 tokens is noisy; SparseGPT is left out because one run takes minutes on a CPU).
 # `QUICK = False` adds SparseGPT and five sparsities, calibrates on 128 C4 windows of 512 tokens (the
@@ -39,8 +39,8 @@ PRUNERS = None        # None = ["magnitude", "wanda"] if QUICK else ["magnitude"
 ALLOCATIONS = None    # None = ["uniform", "alphapruning"]
 SPARSITIES = None     # None = [0.5, 0.7] if QUICK else [0.3, 0.4, 0.5, 0.6, 0.7]
 LAM = 0.3             # AlphaPruning's λ
-NSAMPLES = None       # calibration windows; None = 8 if QUICK else 128
-SEQLEN = None         # calibration window length; None = 128 if QUICK else 512
+NSAMPLES = None       # calibration windows; None = 4 if QUICK else 128
+SEQLEN = None         # calibration window length; None = 64 if QUICK else 512
 EVAL_SEQLEN = None    # evaluation window length; None = 128 if QUICK else the model default (2048)
 MAX_WINDOWS = None    # evaluation windows; None = 4 if QUICK else all
 
@@ -65,8 +65,8 @@ hf_logging.disable_progress_bar()   # the sweep loads the model once per run: no
 PRUNERS = PRUNERS or (["magnitude", "wanda"] if QUICK else ["magnitude", "wanda", "sparsegpt"])
 ALLOCATIONS = ALLOCATIONS or ["uniform", "alphapruning"]
 SPARSITIES = SPARSITIES or ([0.5, 0.7] if QUICK else [0.3, 0.4, 0.5, 0.6, 0.7])
-NSAMPLES = NSAMPLES or (8 if QUICK else 128)
-SEQLEN = SEQLEN or (128 if QUICK else 512)
+NSAMPLES = NSAMPLES or (4 if QUICK else 128)
+SEQLEN = SEQLEN or (64 if QUICK else 512)
 EVAL_SEQLEN = EVAL_SEQLEN or (128 if QUICK else None)
 MAX_WINDOWS = MAX_WINDOWS or (4 if QUICK else None)
 pd.set_option("display.precision", 4)

@@ -27,7 +27,7 @@
 
 # %% tags=["parameters"]
 # Parameters
-QUICK = True          # True: the built-in model, 2 held-out windows of 64 tokens, `alone` only; False: both modes
+QUICK = True          # True: the built-in model, 2 held-out windows of 32 tokens, `alone` only; False: both modes
 MODEL = None          # None = built-in SmolLM2-135M-Instruct (full mode: + gemma3); or an HF id / folder / .gguf
 PRUNER = "wanda"      # one-shot pruner: wanda, magnitude, sparsegpt
 SPARSITY = 0.7        # the operating point S
@@ -65,7 +65,7 @@ else:
     MODELS = ["builtin", "gemma3"]
 MODES = ["alone"] if QUICK else ["alone", "marginal"]
 if QUICK:
-    SETTINGS = dict(calib=CalibrationSettings(nsamples=4, seqlen=64), eval_seqlen=64, eval_windows=2, permutations=2000)
+    SETTINGS = dict(calib=CalibrationSettings(nsamples=4, seqlen=64), eval_seqlen=32, eval_windows=2, permutations=2000)
 else:
     SETTINGS = dict(calib=CalibrationSettings(nsamples=16, seqlen=256), eval_seqlen=256, eval_windows=8)
 

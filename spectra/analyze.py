@@ -130,7 +130,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     key = settings.numbers_key()
     fingerprint = _fingerprint(src, settings) if (cache or src.kind == "stream") else None
     if cache:
-        hit = _from_cache(fingerprint, key, settings, progress_cb)
+        hit = _from_cache(fingerprint, key, settings, progress_cb, src)
         if hit is not None:
             return hit
     it, total = _iterate(src, settings)
@@ -167,9 +167,10 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     return df
 
 
-def _from_cache(fingerprint: str, key: dict, settings: AnalysisSettings,
-                progress_cb: Optional[ProgressCb]) -> Optional[pd.DataFrame]:
-    """The cached analysis of these weights and settings, or None."""
+def _from_cache(fingerprint: str, key: dict, settings: AnalysisSettings, progress_cb: Optional[ProgressCb],
+                src: _Source) -> Optional[pd.DataFrame]:
+    """The cached analysis of these weights and settings, or None; labelled with this call's source (the entry may
+    have been written for the same weights under another name: the built-in model by its cache folder, say)."""
     from .results import cache_load
 
     hit = cache_load(fingerprint, key)
@@ -177,7 +178,9 @@ def _from_cache(fingerprint: str, key: dict, settings: AnalysisSettings,
         return None
     if not settings.keep_eigs and "evals" in hit.columns:
         hit = hit.drop(columns="evals")
-    hit.attrs["metadata"] = {**hit.attrs.get("metadata", {}), "from_cache": True, "settings": settings.as_dict()}
+    hit.attrs["metadata"] = {**hit.attrs.get("metadata", {}), "model": src.label,
+                             "weights_dir": str(src.directory) if src.directory else None, "from_cache": True,
+                             "settings": settings.as_dict()}
     if progress_cb is not None:
         progress_cb(len(hit), len(hit), "")
     return hit

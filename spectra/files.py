@@ -3,9 +3,10 @@
 * :func:`atomic_path` — every result, cache and report file is written under a temporary name in its own folder and
   renamed over the target only once complete (``os.replace`` is atomic on one file system), so an interrupted write
   never leaves a half file under the real name and never destroys the previous one.
-* :func:`scratch_file` — a new file under ``<cache>/scratch/<kind>/`` for data one process hands to itself later
-  (the app's last pruned model, an allocation handed to a prune). The folder keeps at most ``keep`` files, none older
-  than ``max_age_s``, and a process removes its own scratch files when it exits: a killed app cannot fill the disk.
+* :func:`scratch_file` — a new file (or folder) under ``<cache>/scratch/<kind>/`` for data one process hands to
+  itself later (the app's last pruned model, lm-eval's task files). The folder keeps at most ``keep`` entries, none
+  older than ``max_age_s``, and a process removes its own scratch files when it exits: a killed app cannot fill the
+  disk.
 """
 from __future__ import annotations
 
@@ -26,16 +27,28 @@ _OWN_SCRATCH: set[Path] = set()
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, directory: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, directory: bool = False, keep_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (not yet created unless ``directory``); when the block ends normally
     it replaces ``path`` (``os.replace``; a folder target is removed first), when it raises the temporary is removed
-    and ``path`` is untouched. The parent folder must exist."""
+    and ``path`` is untouched. The parent folder must exist.
+
+    ``keep_existing=True`` (a folder keyed by its content, such as a model conversion): a non-empty folder at
+    ``path`` when the block ends — another process wrote the same content meanwhile — is kept and the temporary
+    removed (the rename fails atomically onto a non-empty folder), so that a process reading that folder never sees
+    it disappear."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     if directory:
         tmp.mkdir()
     try:
         yield tmp
+        if directory and keep_existing:
+            try:
+                os.rename(tmp, target)  # onto a missing or empty folder only
+            except OSError:
+                if not (target.is_dir() and any(target.iterdir())):
+                    raise
+            return
         if directory and target.is_dir():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -51,16 +64,22 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def scratch_file(kind: str, suffix: str = "", keep: int = 4, max_age_s: float = SCRATCH_MAX_AGE_S) -> Path:
-    """The path of a new (not yet existing) file in ``<cache>/scratch/<kind>/``, after removing the files there
-    older than ``max_age_s`` and all but the ``keep - 1`` newest, so the folder holds at most ``keep`` once it is
-    written. It is removed when this process exits; a reader must allow it to be gone (another process's bound)."""
+def scratch_file(kind: str, suffix: str = "", keep: int = 4, max_age_s: float = SCRATCH_MAX_AGE_S,
+                 directory: bool = False) -> Path:
+    """A new, empty file (or folder, ``directory=True``) in ``<cache>/scratch/<kind>/``, created after removing the
+    entries there older than ``max_age_s`` and all but the ``keep - 1`` newest, so the folder holds at most ``keep``.
+    It is created at once, so that another process's bound counts it while it is being written. It is removed when
+    this process exits; a reader must allow it to be gone (another process's bound)."""
     if keep < 1:
         raise ValueError(f"keep={keep}: a scratch folder keeps at least 1 file")
     folder = cache_dir(f"scratch/{kind}")
     prune_scratch(folder, keep - 1, max_age_s)
     path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
     _OWN_SCRATCH.add(path)
+    if directory:
+        path.mkdir()
+    else:
+        path.touch(exist_ok=False)
     return path
 
 

@@ -280,7 +280,9 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     Architectures of :data:`spectra.gguf_convert.FAST_ARCHITECTURES` (the built-in SmolLM2 and Gemma-3) are converted
     by :func:`spectra.gguf_convert.convert` (≈3 s for the built-in model, no model built; the tokenizer follows on
     first need, :func:`ensure_tokenizer`), the others by transformers' GGUF loader. The directory is written to a
-    temporary sibling and renamed, so an interrupted conversion never leaves a half-written cache behind.
+    temporary sibling and renamed, so an interrupted conversion never leaves a half-written cache behind; when
+    another process finished the same conversion first, its folder is kept (it may be reading it) and this one's
+    dropped.
     """
     import torch
 
@@ -290,7 +292,7 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     if (target / "config.json").is_file() and weight_files(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target, directory=True) as tmp:
+    with atomic_path(target, directory=True, keep_existing=True) as tmp:
         try:
             gguf_convert.convert(gguf_path, tmp)
         except ValueError:  # an architecture (or a file) the fast path does not cover: transformers' loader

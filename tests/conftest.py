@@ -10,13 +10,23 @@ import time
 import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
 # idle OpenMP threads sleep instead of spinning (as the CLIs and the app set it): with other processes on the cores,
 # spinning waits made torch's small ops 30-50x slower (a SparseGPT 2:4 layer: 5.6-9.1 s against 0.17 s on 2 busy
 # cores); set before torch is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
+
+
+def pytest_configure(config):
+    """torch/BLAS threads (set here, before any test module imports torch; an explicit ``OMP_NUM_THREADS`` wins): 2
+    in a serial run; under pytest-xdist the cores shared out among the workers (``make test`` runs two workers on
+    two cores: one thread each, so that they do not oversubscribe the cores). The xdist controller sets nothing, so
+    that its workers, which inherit its environment, set their own."""
+    if getattr(config.option, "numprocesses", None):  # the xdist controller
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // workers)) if workers else "2")
 
 
 @pytest.fixture(scope="session")

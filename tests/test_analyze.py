@@ -202,6 +202,13 @@ def test_cache_is_keyed_by_content_and_settings(builtin, private_cache):
     assert d.attrs["metadata"]["weights_sha256"] != a.attrs["metadata"]["weights_sha256"]
     e = analyze(sub, progress=False, keep_eigs=True)  # keep_eigs is served from the cache too
     assert e.attrs["metadata"]["from_cache"] is True and len(e["evals"].iloc[0]) == e["M"].iloc[0]
+    # the same weights under another name: served from the cache, labelled with the name asked for (not the name
+    # the entry was written under: a report of the built-in model was once titled with its cache folder)
+    from spectra.models import LoadedModel, ModelSource
+
+    named = analyze(LoadedModel(sub, None, ModelSource("local", "/models/sub")), progress=False)
+    assert named.attrs["metadata"]["from_cache"] is True and d.attrs["metadata"]["model"] == "in-memory Blocks"
+    assert named.attrs["metadata"]["model"] == "/models/sub (in memory)"
     # in-memory fingerprint = sha256 over (name, dtype, shape, bytes) of every matrix, in order
     digest = hashlib.sha256()
     from spectra.weights import iter_model_weights

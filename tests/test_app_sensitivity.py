@@ -39,12 +39,18 @@ def test_measure_from_the_page_equals_the_library(page, builtin):
     from pruning.settings import CalibrationSettings
     from webapp import cache
 
+    # the tokens per window come from Prune & evaluate's setting (64 here instead of the default 256: the page and
+    # the library each walk 30 candidates)
+    page.switch_page("webapp/prune_evaluate.py").run()
+    page.number_input(key="pr_seqlen").set_value(64).run()
+    page.switch_page(PAGE).run()
     page.number_input(key="se_nsamples").set_value(2).run()
     page.number_input(key="se_windows").set_value(1).run()
     page.button(key="se_run").click().run()
     no_failure(page)
     df = page.session_state["se_result"]
     seqlen = int(page.session_state["pr_seqlen"])
+    assert seqlen == 64 and df.attrs["sensitivity"]["key"]["eval_seqlen"] == 64
     want = measure(builtin, SensitivitySettings(sparsity=0.7, eval_windows=1, eval_seqlen=seqlen,
                                                 calib=CalibrationSettings(nsamples=2, seqlen=seqlen,
                                                                           seed=cache.CALIB_SEED)),

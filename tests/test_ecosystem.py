@@ -2,7 +2,8 @@
 
 llm-compressor pins conflict with ours (transformers ≤ 5.17), so it lives in its own virtual environment,
 ``<cache>/llmc-venv`` (built on first use: ``torch==2.13.0`` first — the local CPU wheel; any other torch spec pulls
-CUDA wheels — then ``llmcompressor==0.14.0.1``; reused when present). Skipped only when pip cannot reach the registry.
+CUDA wheels — then ``llmcompressor==0.14.0.1``; reused when present; one folder, 1.5 GB, removed by ``make
+clean-cache``; pip's download cache is not filled). Skipped only when pip cannot reach the registry.
 """
 import json
 import os
@@ -59,16 +60,20 @@ def llmc_python() -> Path:
     host = _registry_host()
     if not _reachable(host):
         pytest.skip(f"pip cannot reach the package registry ({host}); llm-compressor {LLMC} cannot be installed")
-    tmp = venv.with_name("llmc-venv.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # built in a temporary sibling of this process (removed however the build ends), then renamed into place
+    tmp = venv.with_name(f".llmc-venv.{os.getpid()}.tmp")
     base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", str(tmp)], check=True)
-    for spec in ("torch==2.13.0", f"llmcompressor=={LLMC}"):  # torch first: the CPU wheel, not CUDA
-        r = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", spec], capture_output=True,
-                           text=True)
-        assert r.returncode == 0, f"pip install {spec} failed: {r.stderr[-2000:]}"
-    shutil.rmtree(venv, ignore_errors=True)
-    tmp.rename(venv)
+    try:
+        subprocess.run([base, "-m", "venv", str(tmp)], check=True)
+        for spec in ("torch==2.13.0", f"llmcompressor=={LLMC}"):  # torch first: the CPU wheel, not CUDA
+            r = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--no-cache-dir", spec],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, f"pip install {spec} failed: {r.stderr[-2000:]}"
+        if not _venv_ok(python):  # a broken one; or another run finished first, and its venv is kept
+            shutil.rmtree(venv, ignore_errors=True)
+            tmp.rename(venv)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     assert _venv_ok(python)
     return python
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spectra.files import atomic_path, prune_scratch, scratch_file
+from spectra.files import atomic_path, prune_scratch, remove_scratch, scratch_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,25 @@ def test_atomic_path_directory_replaces_the_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pruned"]
 
 
+def test_atomic_path_keep_existing_keeps_a_folder_another_process_finished_first(tmp_path):
+    """Two processes converting the same model at once: the one that finishes second drops its copy instead of
+    removing the folder the first one may already be reading (a file opened there stays whole)."""
+    out = tmp_path / "model"
+    with atomic_path(out, directory=True, keep_existing=True) as tmp:
+        (tmp / "w.bin").write_text("first")
+    with (out / "w.bin").open() as reader:
+        with atomic_path(out, directory=True, keep_existing=True) as tmp:
+            (tmp / "w.bin").write_text("second")
+        assert reader.read() == "first"
+    assert (out / "w.bin").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    out2 = tmp_path / "empty"
+    out2.mkdir()  # an empty folder holds nothing to keep: replaced
+    with atomic_path(out2, directory=True, keep_existing=True) as tmp:
+        (tmp / "w.bin").write_text("new")
+    assert (out2 / "w.bin").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "model"]
+
+
 def test_scratch_folder_is_bounded_by_count_and_age(tmp_path, monkeypatch):
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
     made, base = [], time.time() - 100
@@ -62,6 +81,20 @@ def test_scratch_folder_is_bounded_by_count_and_age(tmp_path, monkeypatch):
     assert sorted(folder.iterdir()) == sorted(made[4:])
     with pytest.raises(ValueError, match="keep=0"):
         scratch_file("toy", keep=0)
+
+
+def test_a_scratch_entry_counts_against_the_bound_before_it_is_written(tmp_path, monkeypatch):
+    """Two app sessions (or test workers) that each take a scratch file before either has written it: the folder
+    still holds at most ``keep`` entries, because an entry exists from the moment it is handed out."""
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
+    taken = [scratch_file("toy", ".bin", keep=2) for _ in range(3)]  # none written yet
+    folder = tmp_path / "scratch" / "toy"
+    assert taken[-1].is_file() and taken[-1].stat().st_size == 0
+    assert len(list(folder.iterdir())) == 2 and taken[-1] in set(folder.iterdir())
+    d = scratch_file("toy-dir", keep=2, directory=True)
+    assert d.is_dir() and not any(d.iterdir())
+    remove_scratch(d)
+    assert not d.exists()
 
 
 def test_a_process_removes_its_own_scratch_files_at_exit(tmp_path):

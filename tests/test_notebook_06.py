@@ -26,9 +26,9 @@ def test_nb06_measures_the_blocks_and_gives_the_verdict(tmp_path):
     delta, alpha = np.array(p["delta"]), np.array(p["alpha"])
     assert len(delta) == 30 and np.isfinite(delta).all()
     np.testing.assert_allclose(delta, np.array(p["nll"]) - p["ref"], atol=1e-12)
-    # the reference is the dense model's held-out NLL (quick mode: 2 C4 windows of 64 tokens)
+    # the reference is the dense model's held-out NLL (quick mode: 2 C4 windows of 32 tokens)
     lm = load_model()
-    assert p["ref"] == pytest.approx(perplexity(lm.model, lm.tokenizer, "c4", seqlen=64, max_windows=2,
+    assert p["ref"] == pytest.approx(perplexity(lm.model, lm.tokenizer, "c4", seqlen=32, max_windows=2,
                                                 progress=False).nll, abs=1e-9)
     assert p["rho"]["alpha"] == pytest.approx(spearmanr(alpha, delta)[0], abs=1e-12)
     assert p["tau"]["alpha"] == pytest.approx(kendalltau(alpha, delta)[0], abs=1e-12)

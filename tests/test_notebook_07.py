@@ -14,6 +14,10 @@ import pytest
 import torch
 from test_notebooks import execute
 
+# one pytest-xdist worker runs the whole module (`make test`), so that the notebook (the nb07 fixture) is executed once
+# instead of once per worker
+pytestmark = pytest.mark.xdist_group("notebook_07")
+
 NB07_PROBE = """
 import torch as _torch
 _probe = {"layer": LAYER, "shape": list(W.shape), "ntokens": int(X.shape[0]), "sparsity": SPARSITY,

@@ -21,6 +21,9 @@ from spectra.analyze import analyze
 from spectra.hill import candidate_fits
 
 ww = pytest.importorskip("weightwatcher")
+# one pytest-xdist worker runs the whole module (`make test`), so that its fixtures (two weightwatcher and two spectra
+# analyses of the model, minutes on one thread) are computed once instead of once per worker
+pytestmark = pytest.mark.xdist_group("vs_weightwatcher")
 RTOL = 1e-6
 NORM_COLUMNS = ["lambda_max", "spectral_norm", "norm", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
                 "num_pl_spikes", "sigma", "alpha_weighted", "log_alpha_norm"]

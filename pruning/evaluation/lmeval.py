@@ -215,8 +215,7 @@ def offline_task_folder(tasks: Sequence[str], data_dir=None) -> Path:
     for name in tasks:
         key = OFFLINE_TASKS[name]
         paths[key] = _piqa_jsonl(data_dir) if key == "piqa" else resolve_data_file(key, data_dir)
-    folder = scratch_file("lmeval-tasks", keep=8)
-    folder.mkdir(parents=True)
+    folder = scratch_file("lmeval-tasks", keep=8, directory=True)
     for name in tasks:
         text = (TASKS_DIR / f"{name}.yaml").read_text(encoding="utf-8")
         for key, p in paths.items():

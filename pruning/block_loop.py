@@ -4,8 +4,7 @@ The calibration windows are embedded, the inputs of decoder block 0 are captured
 stores its positional and keyword arguments — attention mask, position ids / rotary embeddings, whatever the
 architecture passes — and stops the forward), then for every block: forward pre-hooks on its linear layers
 accumulate :class:`~pruning.pruners.base.LayerStats` while the samples run through the block, every linear layer is
-pruned
-with its allocated sparsity, the block outputs are recomputed with the pruned weights and fed to the next block.
+pruned with its allocated sparsity, the block outputs are recomputed with the pruned weights and fed to the next block.
 Memory holds one block's activations (two with a dense stream).
 
 Sub-layer order: linear layers of a block that read the *same* input tensor form one *input group*
@@ -136,19 +135,23 @@ def _copy_stats(st: LayerStats) -> LayerStats:
 
 
 def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: BlockInputs,
-                    hidden: Optional[torch.Tensor] = None) -> dict[int, torch.Tensor]:
-    """Run ``block`` until every leader has received its input; return {id(leader): input}."""
+                    hidden: Optional[torch.Tensor] = None, outputs: Optional[list] = None) -> dict[int, torch.Tensor]:
+    """Run ``block`` until every leader has received its input; return {id(leader): input}. With ``outputs`` (a list)
+    the block runs to its end, its output appended there (a dense block: one forward for its statistics and the next
+    block's input)."""
     got: dict[int, torch.Tensor] = {}
     want = {id(lin.module): lin for lin in leaders}
 
     def hook(module, args):
         got[id(want[id(module)])] = args[0].detach()
-        if len(got) == len(want):
+        if len(got) == len(want) and outputs is None:
             raise StopForward
 
     handles = [lin.module.register_forward_pre_hook(hook) for lin in leaders]
     try:
-        run_block(block, chunk, hidden)
+        out = run_block(block, chunk, hidden)
+        if outputs is not None:
+            outputs.append(out)
     except StopForward:
         pass
     finally:
@@ -158,18 +161,19 @@ def _capture_inputs(block: torch.nn.Module, leaders: list[Linear], chunk: BlockI
 
 
 def _group_stats(block, dense_block, groups, chunks, dense_hidden, needs, correction,
-                 block_untouched: bool = False) -> list[LayerStats]:
+                 block_untouched: bool = False, outputs: Optional[list] = None) -> list[LayerStats]:
     """Statistics of the groups' inputs over all chunks (pruned stream x; dense stream d when ``K`` is needed).
 
     ``block_untouched``: no layer of this block is pruned yet, so where the dense twin reads the same block input
-    (``dense_hidden`` None) its inputs equal x and are not recomputed.
+    (``dense_hidden`` None) its inputs equal x and are not recomputed. ``outputs``: a list that receives the
+    block's output of every chunk (:func:`_capture_inputs`).
     """
     leaders = [g[0] for g in groups]
     accs = {id(l): _Acc(l.get().shape[1], needs, module_device(block)) for l in leaders}
     want_dense = ("K" in needs and correction in DENSE_TARGET and dense_block is not None
                   and not (block_untouched and dense_hidden is None))
     for c, chunk in enumerate(chunks):
-        xs = _capture_inputs(block, leaders, chunk)
+        xs = _capture_inputs(block, leaders, chunk, outputs=outputs)
         ds = {}
         if want_dense:
             twins = [dense_block.linear[l.longname] for l in leaders]
@@ -453,15 +457,17 @@ def dense_layer_stats(model: torch.nn.Module, calib: torch.Tensor, needs: frozen
     cache: dict = {}
     out: dict[str, LayerStats] = {}
     for b, block in walk_blocks(model, device, block_io, last, inputs=chunks):
+        outs = [] if b < last else None  # the statistics' forward gives the next block's inputs too
         if blocks is None or b in blocks:
             groups = _groups_cached(block, per_block[b], chunks[0], cache)
-            for g, st in zip(groups, _group_stats(block, None, groups, chunks, None, frozenset(needs), "none")):
+            for g, st in zip(groups, _group_stats(block, None, groups, chunks, None, frozenset(needs), "none",
+                                                  outputs=outs)):
                 out.update({lin.longname: st for lin in g})
             if on_block is not None:
                 on_block(b, per_block[b], out)
         if b < last:
-            for chunk in chunks:
-                chunk.hidden = run_block(block, chunk)
+            for c, chunk in enumerate(chunks):
+                chunk.hidden = outs[c] if outs else run_block(block, chunk)
         if progress_cb is not None:
             progress_cb(b + 1, last + 1)
     return out
@@ -485,16 +491,9 @@ def collect_input_norms(model: torch.nn.Module, calib: torch.Tensor, batch_size:
     """Dense model's ``Σ_t x_t²`` per input feature (float64) of every block linear layer, keyed by longname
     (OWL's ‖X_j‖₂² for its outlier ratios; :func:`dense_layer_stats`, whose ``device`` / ``block_io`` /
     ``on_block`` it takes)."""
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(decoder_layers(model)), desc="input norms", unit="block")
-    cb = (lambda done, total: bar.update(1)) if bar is not None else None  # noqa: E731
-    try:
-        stats = dense_layer_stats(model, calib, frozenset(), batch_size, progress_cb=cb, device=device,
-                                  block_io=block_io, on_block=on_block)
-    finally:
-        if bar is not None:
-            bar.close()
+    with tqdm(total=len(decoder_layers(model)), desc="input norms", unit="block", disable=not progress) as bar:
+        stats = dense_layer_stats(model, calib, frozenset(), batch_size, progress_cb=lambda done, total: bar.update(1),
+                                  device=device, block_io=block_io, on_block=on_block)
     return {name: st.sq_norm.clone() for name, st in stats.items()}

@@ -114,12 +114,14 @@ def _load(path: Path) -> dict[str, LayerStats]:
 
 def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibrationSettings = TUNE_CALIBRATION,
                 hessians: bool = False, use_cache: bool = True,
-                progress_cb: Optional[Callable[[int, int], None]] = None, block_io=None) -> DenseStats:
+                progress_cb: Optional[Callable[[int, int], None]] = None, block_io=None,
+                calib: Optional[torch.Tensor] = None) -> DenseStats:
     """The dense statistics of ``model`` for the calibration windows ``settings`` (with H when ``hessians``): read
     from the cache, else collected and stored. A cache entry with Hessians also serves a request without them.
 
     ``block_io``: a streamed model's read-only block loader (a :class:`pruning.stream.StreamedModel` without writer);
-    its blocks are read one at a time and the cache key is the hash of its shard files.
+    its blocks are read one at a time and the cache key is the hash of its shard files. ``calib``: the windows of
+    ``settings`` when the caller has read them already (``get_calibration``'s; not modified).
     """
     from pruning.evaluation.data import get_calibration
 
@@ -132,8 +134,9 @@ def dense_stats(model: torch.nn.Module, tokenizer, settings: CalibrationSettings
                     return DenseStats(settings, fp, _load(p))
                 except Exception:  # a corrupt cache file is recomputed, never trusted
                     pass
-    calib = get_calibration(tokenizer, settings.nsamples, settings.seqlen, settings.seed, dataset=settings.dataset,
-                            path=settings.data_path)
+    if calib is None:
+        calib = get_calibration(tokenizer, settings.nsamples, settings.seqlen, settings.seed,
+                                dataset=settings.dataset, path=settings.data_path)
     needs = frozenset({"H"}) if hessians else frozenset()
     layers = dense_layer_stats(model, calib, needs, settings.batch_size, progress_cb=progress_cb, block_io=block_io)
     if use_cache:

@@ -47,9 +47,11 @@ def _check(df: Any, cols: Sequence[str], what: str) -> None:
 def block_sparsity(alloc: pd.DataFrame) -> pd.Series:
     """Parameter-weighted mean sparsity per block: Σ_i p_i s_i / Σ_i p_i over the block's matrices (index = block)."""
     _check(alloc, ["block", "num_params", "sparsity"], "block_sparsity")
-    w = alloc["num_params"].astype(np.float64)
-    num = (alloc["sparsity"] * w).groupby(alloc["block"]).sum()
-    den = w.groupby(alloc["block"]).sum()
+    # plain arrays: the table's attrs (its settings) are not deep-copied by every pandas operation (a λ step)
+    block = pd.Index(alloc["block"].to_numpy(), name="block")
+    w = alloc["num_params"].to_numpy(dtype=np.float64)
+    num = pd.Series(alloc["sparsity"].to_numpy(dtype=np.float64) * w).groupby(block).sum()
+    den = pd.Series(w).groupby(block).sum()
     return (num / den).sort_index()
 
 
@@ -73,8 +75,7 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
         raise ValueError(f"by must be 'block' or 'matrix', got {by!r}")
     if not allocations:
         raise ValueError("allocation_figure needs at least one allocation table")
-    fig = new_figure()
-    ys = []
+    traces, ys = [], []
     for k, (label, alloc) in enumerate(allocations.items()):
         _check(alloc, ["longname", "block", "num_params", "sparsity"], "allocation_figure")
         color = _COLORS[k % len(_COLORS)]
@@ -83,30 +84,36 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
         if by == "block":
             s = block_sparsity(alloc)
             ys.append(100.0 * s.to_numpy())
-            fig.add_trace(go.Scatter(x=s.index.to_numpy(), y=100.0 * s.to_numpy(), mode="lines+markers", name=label,
+            traces.append(go.Scatter(x=s.index.to_numpy(), y=100.0 * s.to_numpy(), mode="lines+markers", name=label,
                                      line=dict(color=color, width=width, dash=dash),
                                      marker=dict(size=6, symbol=_SYMBOLS[k % len(_SYMBOLS)]),
                                      hovertemplate=f"{label}<br>block %{{x}}<br>sparsity %{{y:.2f}}%<extra></extra>"))
         else:
             ys.append(100.0 * alloc["sparsity"].to_numpy(dtype=np.float64))
-            fig.add_trace(go.Scatter(x=np.arange(len(alloc)), y=100.0 * alloc["sparsity"].to_numpy(dtype=np.float64),
+            traces.append(go.Scatter(x=np.arange(len(alloc)), y=100.0 * alloc["sparsity"].to_numpy(dtype=np.float64),
                                      mode="lines+markers", name=label, line=dict(color=color, width=width, dash=dash),
                                      marker=dict(size=4), customdata=alloc["longname"].to_numpy().reshape(-1, 1),
                                      hovertemplate=f"{label}<br>%{{customdata[0]}}<br>sparsity "
                                                    f"%{{y:.2f}}%<extra></extra>"))
-    if target is not None:
-        fig.add_hline(y=100.0 * float(target), line=dict(color="#333333", dash="dot"),
-                      annotation_text=f"target {100 * float(target):.0f}%", annotation_position="bottom right")
     xlabel = ("transformer block (0 = closest to the input)" if by == "block"
               else "matrix (enumeration order: block by block, q k v o gate up down)")
-    fig.update_xaxes(title_text=xlabel)
-    fig.update_yaxes(title_text=SPARSITY_LABEL,
-                     range=sparsity_axis_range(np.concatenate(ys + ([[100.0 * float(target)]] if target is not None
-                                                                   else []))))
-    fig.update_layout(title=title, height=height, hovermode="closest",
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
-                      margin=dict(l=60, r=20, t=50 if title else 20, b=40))
-    return fig
+    yrange = sparsity_axis_range(np.concatenate(ys + ([[100.0 * float(target)]] if target is not None else [])))
+    # the whole layout in one constructor call: plotly's update_layout / add_hline parse property paths, several
+    # times slower (this figure is redrawn on every λ step); the same figure as fig.add_hline(y, line=...,
+    # annotation_text=..., annotation_position="bottom right")
+    layout: dict[str, Any] = dict(xaxis=dict(title=dict(text=xlabel)), yaxis=dict(title=dict(text=SPARSITY_LABEL)),
+                                  legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+                                  margin=dict(l=60, r=20, t=50 if title else 20, b=40), title=dict(text=title),
+                                  height=height, hovermode="closest")
+    if yrange is not None:
+        layout["yaxis"]["range"] = yrange
+    if target is not None:
+        y = 100.0 * float(target)
+        layout["shapes"] = [dict(type="line", line=dict(color="#333333", dash="dot"), x0=0, x1=1, xref="x domain",
+                                 y0=y, y1=y, yref="y")]
+        layout["annotations"] = [dict(showarrow=False, text=f"target {100 * float(target):.0f}%", x=1,
+                                      xanchor="right", xref="x domain", y=y, yanchor="top", yref="y")]
+    return new_figure(traces, layout)
 
 
 def allocation_summary(allocations: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

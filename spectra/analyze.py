@@ -36,12 +36,15 @@ ProgressCb = Callable[[int, int, str], None]
 @dataclass
 class _Source:
     label: str
-    kind: str  # "stream" or "memory"
+    kind: str  # "stream", "convert" (a GGUF read while it is converted) or "memory"
     directory: Optional[Path] = None
     model: Optional[torch.nn.Module] = None
+    conversion: Any = None  # "convert": (GGUF path, spectra.gguf_convert.Conversion)
 
 
-def _resolve(source: Any) -> _Source:
+def _resolve(source: Any, settings: Optional[AnalysisSettings] = None) -> _Source:
+    """Where the matrices of ``source`` come from; with ``settings`` (an analysis) a GGUF not yet converted is read
+    while its conversion runs, block 0's matrices dequantized first (``spectra.models.start_conversion``)."""
     if isinstance(source, torch.nn.Module):
         return _Source(f"in-memory {type(source).__name__}", "memory", model=source)
     model = getattr(source, "model", None)
@@ -49,9 +52,15 @@ def _resolve(source: Any) -> _Source:
         src = getattr(source, "source", None)
         label = getattr(src, "label", None) or f"in-memory {type(model).__name__}"
         return _Source(f"{label} (in memory)", "memory", model=model)
-    from .models import resolve_source, weights_dir
+    from .models import resolve_source, start_conversion, weights_dir
+    from .weights import checkpoint_matrices
 
     src = resolve_source(source)
+    if settings is not None:
+        conv = start_conversion(src, lambda shapes, cfg: [k for _, k in checkpoint_matrices(
+            shapes, cfg, settings.include_embeddings)])
+        if conv is not None:
+            return _Source(src.label, "convert", conversion=conv)
     return _Source(src.label, "stream", directory=Path(weights_dir(src)))
 
 
@@ -71,11 +80,17 @@ def _stream_count(directory: Path, include_embeddings: bool) -> Optional[int]:
 
 
 def _iterate(src: _Source, settings: AnalysisSettings) -> tuple[Iterator, Optional[int]]:
-    from .weights import iter_model_weights, iter_safetensors_weights
+    from .weights import checkpoint_matrices, iter_checkpoint, iter_model_weights, iter_safetensors_weights
 
     if src.kind == "memory":
         infos = list(iter_model_weights(src.model, settings.include_embeddings))  # views, no copies
         return iter(infos), len(infos)
+    if src.kind == "convert":
+        conv = src.conversion[1]
+        items = checkpoint_matrices(conv.shapes, conv.config, settings.include_embeddings)
+        if not items:
+            raise SpectraError(f"{src.label} holds no 2-D weight matrices inside transformer blocks")
+        return iter_checkpoint(items, conv.tensor), len(items)
     return (iter_safetensors_weights(src.directory, settings.include_embeddings),
             _stream_count(src.directory, settings.include_embeddings))
 
@@ -84,10 +99,10 @@ def _fingerprint(src: _Source, settings: AnalysisSettings) -> Optional[str]:
     from .results import tensor_sha256_update
     from .weights import iter_model_weights
 
-    if src.kind == "stream":
+    if src.kind != "memory":  # a conversion's files are hashed once written (analyze)
         from .models import files_sha256, weight_files
 
-        return files_sha256(weight_files(src.directory))
+        return files_sha256(weight_files(src.directory)) if src.kind == "stream" else None
     digest = hashlib.sha256()
     for info, w in iter_model_weights(src.model, settings.include_embeddings):
         tensor_sha256_update(digest, info.param, w)
@@ -125,7 +140,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
     elif overrides:
         settings = dataclasses.replace(settings, **overrides)
     device = resolve_device(settings.device)  # a device this machine lacks is an error, cached result or not
-    src = _resolve(source)
+    src = _resolve(source, settings)
     t0 = time.perf_counter()
     key = settings.numbers_key()
     fingerprint = _fingerprint(src, settings) if (cache or src.kind == "stream") else None
@@ -134,9 +149,20 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         if hit is not None:
             return hit
     it, total = _iterate(src, settings)
-    runner = _Runner(settings, device, total, _progress(total, progress), progress_cb, fingerprint is None, on_row)
-    with one_blas_thread() if device.type == "cpu" else contextlib.nullcontext():
-        runner.run(it)
+    runner = _Runner(settings, device, total, _progress(total, progress), progress_cb,
+                     src.kind == "memory" and fingerprint is None, on_row)
+    try:
+        with one_blas_thread() if device.type == "cpu" else contextlib.nullcontext():
+            runner.run(it)
+    except BaseException:
+        if src.kind == "convert":
+            src.conversion[1].cancel()
+        raise
+    if src.kind == "convert":  # the tensors analysed are those written now (the cache key: the files' sha256)
+        from .models import files_sha256, gguf_to_safetensors, weight_files
+
+        src.directory = gguf_to_safetensors(src.conversion[0], conversion=src.conversion[1])
+        fingerprint = files_sha256(weight_files(src.directory))
     df = pd.DataFrame(runner.rows, columns=IDENTITY_COLUMNS + METRIC_COLUMNS
                       + (FARMS_COLUMNS if settings.farms else []) + ["evals"])
     df["warning"] = df["warning"].fillna("")
@@ -144,7 +170,7 @@ def analyze(source: Any = None, settings: Optional[AnalysisSettings] = None, pro
         fingerprint = runner.digest.hexdigest()
     df.attrs["metadata"] = {
         "model": src.label,
-        "route": "safetensors-stream" if src.kind == "stream" else "in-memory",
+        "route": "in-memory" if src.kind == "memory" else "safetensors-stream",
         "weights_dir": str(src.directory) if src.directory else None,
         "weights_sha256": fingerprint,
         "dtype": ",".join(sorted(runner.dtypes)),

@@ -189,32 +189,81 @@ def undo_conversion(arch: str, name: str, w: np.ndarray, cfg: dict) -> np.ndarra
     return w
 
 
+def _dequantize(header: GGUFHeader, data: np.ndarray, t: GGUFTensorInfo, cfg: dict):
+    """The float32 torch tensor of the GGUF tensor ``t`` (``gguf.quants.dequantize``, then :func:`undo_conversion`)."""
+    import gguf
+    import torch
+
+    qtype = gguf.GGMLQuantizationType(t.ggml_type)
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    shape = tuple(reversed(t.dims))
+    n_bytes = int(np.prod(t.dims)) * type_size // block
+    raw = data[header.data_start + t.offset:header.data_start + t.offset + n_bytes]
+    if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        raw = raw.view(np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16).reshape(shape)
+    else:
+        raw = raw.reshape(gguf.quant_shape_to_byte_shape(shape, qtype))
+    w = undo_conversion(header.metadata["general.architecture"], t.name, gguf.quants.dequantize(np.asarray(raw), qtype),
+                        cfg)
+    return torch.from_numpy(np.array(w, dtype=np.float32, copy=True))
+
+
+class Conversion:
+    """A conversion under way: every GGUF tensor with a Hugging Face name (:func:`hf_name`) is dequantized on
+    ``workers`` threads (default: every core) from the moment it is created, those named in ``first`` first and in
+    that order (keys, or a function of (``{key: shape}``, config) returning them: an analysis passes the order it
+    reads the block matrices in, so that it can start on block 0 while the rest is still being dequantized);
+    :meth:`tensor` waits for one, :meth:`write` for all. ``ValueError`` for an architecture the fast path does not
+    cover (:func:`config_dict`)."""
+
+    def __init__(self, gguf_path: Path, first: Any = (), workers: int | None = None):
+        self.header = read_header(Path(gguf_path))
+        self.config = config_dict(self.header)
+        arch, data = self.header.metadata["general.architecture"], np.memmap(self.header.path, mode="r")
+        todo = {hf_name(arch, t.name): t for t in self.header.tensors if hf_name(arch, t.name) is not None}
+        #: {Hugging Face key: shape} of every tensor written
+        self.shapes = {key: tuple(reversed(t.dims)) for key, t in todo.items()}
+        first = list(first(self.shapes, self.config) if callable(first) else first)
+        order = [k for k in first if k in todo] + [k for k in todo if k not in set(first)]
+        self._pool = ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1), thread_name_prefix="gguf")
+        self._futures = {k: self._pool.submit(_dequantize, self.header, data, todo[k], self.config) for k in order}
+        self._pool.shutdown(wait=False)  # the queued tensors still run; the threads end with the last one
+
+    def tensor(self, key: str):
+        """The dequantized float32 tensor of the Hugging Face key ``key`` (waits until it is done)."""
+        return self._futures[key].result()
+
+    def tensors(self) -> dict:
+        """``{hf_key: float32 torch tensor}`` of every tensor, in the GGUF file's order (waits for all)."""
+        return {k: self._futures[k].result() for k in self.shapes}
+
+    def cancel(self) -> None:
+        """Drop the tensors not yet started (an analysis that failed half way)."""
+        for f in self._futures.values():
+            f.cancel()
+
+    def write(self, out_dir: Path) -> None:
+        """Write the fp32 safetensors HF directory (config.json, generation_config.json as transformers derives it
+        from the config, model.safetensors) into ``out_dir``."""
+        import json
+        from importlib.metadata import version
+
+        from safetensors.torch import save_file
+
+        cfg, out_dir = self.config, Path(out_dir)
+        tensors = self.tensors()
+        (out_dir / "config.json").write_text(json.dumps({**cfg, "dtype": "float32"}, indent=2, sort_keys=True))
+        gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
+        gen.update(_from_model_config=True, transformers_version=version("transformers"))
+        (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True))
+        save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
 def dequantized_tensors(header: GGUFHeader, workers: int | None = None) -> dict:
     """``{hf_key: float32 torch tensor}`` of every GGUF tensor with a Hugging Face name (:func:`hf_name`),
     dequantized with ``gguf.quants.dequantize`` on ``workers`` threads (default: every core) and converted back
     (:func:`undo_conversion`)."""
-    import gguf
-    import torch
-
-    arch, cfg = header.metadata["general.architecture"], config_dict(header)
-    data = np.memmap(header.path, mode="r")
-
-    def one(t: GGUFTensorInfo):
-        qtype = gguf.GGMLQuantizationType(t.ggml_type)
-        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-        shape = tuple(reversed(t.dims))
-        n_bytes = int(np.prod(t.dims)) * type_size // block
-        raw = data[header.data_start + t.offset:header.data_start + t.offset + n_bytes]
-        if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            raw = raw.view(np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16).reshape(shape)
-        else:
-            raw = raw.reshape(gguf.quant_shape_to_byte_shape(shape, qtype))
-        w = undo_conversion(arch, t.name, gguf.quants.dequantize(np.asarray(raw), qtype), cfg)
-        return hf_name(arch, t.name), torch.from_numpy(np.array(w, dtype=np.float32, copy=True))
-
-    todo = [t for t in header.tensors if hf_name(arch, t.name) is not None]
-    with ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1), thread_name_prefix="gguf") as pool:
-        return dict(pool.map(one, todo))
+    return Conversion(header.path, workers=workers).tensors()
 
 
 def convert(gguf_path: Path, out_dir: Path) -> None:
@@ -222,20 +271,7 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
     derives it from the config, model.safetensors) into ``out_dir``, without importing transformers. Raises
     ``ValueError`` for an architecture the fast path does not cover (the caller then uses transformers' loader). The
     tokenizer is written later, on first need (:func:`write_tokenizer`)."""
-    import json
-    from importlib.metadata import version
-
-    from safetensors.torch import save_file
-
-    header = read_header(Path(gguf_path))
-    cfg = config_dict(header)
-    tensors = dequantized_tensors(header)
-    out_dir = Path(out_dir)
-    (out_dir / "config.json").write_text(json.dumps({**cfg, "dtype": "float32"}, indent=2, sort_keys=True))
-    gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
-    gen.update(_from_model_config=True, transformers_version=version("transformers"))
-    (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True))
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    Conversion(gguf_path).write(out_dir)
 
 
 def write_tokenizer(gguf_path: Path, out_dir: Path) -> None:

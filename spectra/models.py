@@ -274,15 +274,15 @@ def gguf_cache_dir(gguf_path: Path) -> Path:
     return cache_dir("models") / f"{gguf_path.stem}-{files_sha256([gguf_path])[:16]}"
 
 
-def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Path:
+def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False, conversion: Any = None) -> Path:
     """Dequantize a GGUF file once and cache it as an fp32 safetensors HF directory; return that directory.
 
     Architectures of :data:`spectra.gguf_convert.FAST_ARCHITECTURES` (the built-in SmolLM2 and Gemma-3) are converted
-    by :func:`spectra.gguf_convert.convert` (≈3 s for the built-in model, no model built; the tokenizer follows on
-    first need, :func:`ensure_tokenizer`), the others by transformers' GGUF loader. The directory is written to a
-    temporary sibling and renamed, so an interrupted conversion never leaves a half-written cache behind; when
-    another process finished the same conversion first, its folder is kept (it may be reading it) and this one's
-    dropped.
+    by :class:`spectra.gguf_convert.Conversion` (≈3 s for the built-in model, no model built; the tokenizer follows
+    on first need, :func:`ensure_tokenizer`) — ``conversion``: one already under way (:func:`start_conversion`) —,
+    the others by transformers' GGUF loader. The directory is written to a temporary sibling and renamed, so an
+    interrupted conversion never leaves a half-written cache behind; when another process finished the same
+    conversion first, its folder is kept (it may be reading it) and this one's dropped.
     """
     import torch
 
@@ -294,7 +294,7 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, directory=True, keep_existing=True) as tmp:
         try:
-            gguf_convert.convert(gguf_path, tmp)
+            (conversion or gguf_convert.Conversion(gguf_path)).write(tmp)
         except ValueError:  # an architecture (or a file) the fast path does not cover: transformers' loader
             for p in tmp.iterdir():
                 p.unlink()
@@ -306,6 +306,28 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
         (tmp / "spl_source.json").write_text(json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}))
     remove_orphan_conversions(target.parent)
     return target
+
+
+def start_conversion(source: Any, first: Any = ()) -> Optional[tuple[Path, Any]]:
+    """``(GGUF path, conversion under way)`` when ``source`` is a GGUF source (built-in or a ``.gguf`` file) not yet
+    converted whose architecture the fast path covers: its tensors are being dequantized in the background, those
+    ``first`` names first (:class:`spectra.gguf_convert.Conversion`), so that an analysis can read them before the
+    whole file is converted; :func:`gguf_to_safetensors` with ``conversion=`` writes the cache directory afterwards.
+    None otherwise (:func:`weights_dir` is then ready or converts the slow way)."""
+    from . import gguf_convert
+
+    src = resolve_source(source)
+    if src.kind not in ("builtin", "gguf"):
+        return None
+    gguf_path = builtin_gguf_path(src.builtin) if src.kind == "builtin" else src.path / src.gguf_file
+    target = gguf_cache_dir(gguf_path)
+    if (target / "config.json").is_file() and weight_files(target):
+        return None
+    try:
+        conv = gguf_convert.Conversion(gguf_path, first=first)
+    except (ValueError, OSError, struct.error):  # another architecture, or a broken file: the usual path says so
+        return None
+    return gguf_path, conv
 
 
 def ensure_tokenizer(directory: Path, gguf_path: Optional[Path]) -> None:

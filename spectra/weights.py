@@ -256,8 +256,14 @@ def iter_safetensors_weights(directory: str | Path, include_embeddings: bool = F
                                 include_embeddings)
     if not items:
         raise SpectraError(f"{directory} holds no 2-D weight matrices inside transformer blocks")
+    yield from iter_checkpoint(items, reader.get)
+
+
+def iter_checkpoint(items: list[tuple[WeightInfo, str]], get) -> Iterator[tuple[WeightInfo, torch.Tensor]]:
+    """``(WeightInfo, W)`` of :func:`checkpoint_matrices`' ``items``, each tensor read with ``get(key)`` when its
+    turn comes (a file reader, or a GGUF conversion under way) and turned to (out, in) when stored transposed."""
     for info, key in items:
-        w = reader.get(key)
+        w = get(key)
         yield info, (w.T if info.transposed else w)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -409,6 +410,30 @@ def test_global_cap_equals_brute_force_greedy():
     np.testing.assert_allclose(out.sparsity, brute_force_counts(mags, 0.7, lo=0.1, hi=0.9), atol=1e-12)
     assert out.sparsity.iloc[0] == pytest.approx(0.9) and abs(wmean(out) - 0.7) < 1e-12
     assert "capped at max sparsity 0.9" in out.attrs["allocation"]["note"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threshold_fit_without_sorting_equals_the_sorted_fit(dtype):
+    """Global magnitude finds its threshold from unsorted |w| (a histogram of the IEEE keys, then one bin searched
+    exactly): the same t, sparsities and note as the bisection over sorted arrays, with ties, zeros and both bounds
+    binding, and the same error when the target cannot be met."""
+    from pruning.allocation.mappings import threshold_fit
+
+    rng = np.random.default_rng(7)
+    arrays = [np.round(np.abs(rng.standard_normal(n)) * sc, 2).astype(dtype) for n, sc in
+              [(10, 1.0), (1000, 0.01), (57, 3.0), (3000, 1.0), (1, 0.5)]]
+    arrays[1][:300] = 0.0  # zeros and many ties (values rounded to 0.01)
+    names = [f"m{i}" for i in range(len(arrays))]
+    for S in np.linspace(0.0, 0.99, 23):
+        for lo, hi in [(0.0, 1.0), (0.0, 0.5), (0.1, 0.9), (0.3, 0.31)]:
+            try:
+                want = threshold_fit([np.sort(a) for a in arrays], S, lo, hi, names)
+            except AllocationError as exc:
+                with pytest.raises(AllocationError, match=re.escape(str(exc))):
+                    threshold_fit(arrays, S, lo, hi, names, presorted=False)
+                continue
+            got = threshold_fit(arrays, S, lo, hi, names, presorted=False)
+            assert np.array_equal(got[0], want[0]) and got[1] == want[1] and got[2] == want[2], (S, lo, hi)
 
 
 @pytest.mark.parametrize("S", [0.5, 0.7, 0.9, 0.777])

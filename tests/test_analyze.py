@@ -141,6 +141,29 @@ def test_streaming_in_memory_and_gguf_routes_give_the_same_eigenvalues(stream_df
     assert checked == 6
 
 
+def test_first_analysis_of_a_gguf_reads_it_while_it_converts(stream_df, tmp_path, monkeypatch):
+    """Into an empty cache the built-in GGUF is analysed while it is being converted (block 0's matrices
+    dequantized first, rows reported in order): the table of the converted files bit for bit; the conversion is
+    written once and the analysis cached under the files' sha256."""
+    from pathlib import Path
+
+    from spectra import models
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
+    assert not list(tmp_path.rglob("*.safetensors"))  # nothing converted yet
+    rows = []
+    df = analyze(None, keep_eigs=True, progress=False, workers=2, on_row=lambda r: rows.append(r["longname"]))
+    assert rows == stream_df["longname"].tolist()
+    cols = [c for c in stream_df.columns if c != "evals"]
+    pd.testing.assert_frame_equal(df[cols], stream_df[cols])
+    assert all(np.array_equal(a, b) for a, b in zip(df["evals"], stream_df["evals"]))
+    meta = df.attrs["metadata"]
+    assert meta["weights_sha256"] == stream_df.attrs["metadata"]["weights_sha256"]
+    assert meta["route"] == "safetensors-stream" and Path(meta["weights_dir"]) == models.weights_dir(None)
+    assert Path(meta["weights_dir"]).is_relative_to(tmp_path) and models.start_conversion(None) is None
+    assert analyze(None, progress=False).attrs["metadata"]["from_cache"]
+
+
 def test_matrix_esd_matches_analysis(stream_df, private_cache):
     ref = stream_df.set_index("longname").loc["model.layers.2.mlp.up_proj", "evals"]
     ev = matrix_esd(None, "model.layers.2.mlp.up_proj")  # nothing cached: streamed and decomposed

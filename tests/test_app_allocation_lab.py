@@ -142,3 +142,35 @@ def test_lambda_search_panel_fills_in_and_sends_the_chosen_lambda(app, tmp_path,
     goto(app, "Prune & evaluate")
     assert app.slider(key="pr_lam").value == pytest.approx(best)
     assert app.selectbox(key="pr_alloc").value == "alphapruning"
+
+
+def test_owl_lamp_global_curves_equal_the_library(app, analysis, builtin, tmp_path, monkeypatch):
+    """Adding OWL, LAMP and global magnitude draws the library's allocations: OWL from the dense input norms on
+    Prune & evaluate's calibration windows (here 2 × 64 tokens; computed once, then read from the on-disk statistics),
+    LAMP and global from every weight (global's threshold found without sorting)."""
+    from pruning.allocation import allocate, owl_outlier_ratios
+    from pruning.block_loop import collect_input_norms
+    from pruning.evaluation.data import get_calibration
+    from pruning.labels import ALLOCATION_LABELS
+    from pruning.plots import block_sparsity
+    from spectra.weights import iter_model_weights
+    from webapp import cache
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))  # a fresh statistics cache
+    goto(app, "Prune & evaluate")
+    app.number_input(key="pr_nsamples").set_value(2).run()
+    app.number_input(key="pr_seqlen").set_value(64).run()
+    goto(app, "Allocation lab")
+    app.multiselect(key="al_methods").set_value(["uniform", "owl", "lamp", "global"]).run()
+    no_failure(app)
+    fig = figure(app, "al_chart")
+    metrics = analysis.drop(columns="evals")
+    weights = {info.longname: w for info, w in iter_model_weights(builtin.model)}
+    norms = collect_input_norms(builtin.model, get_calibration(builtin.tokenizer, nsamples=2, seqlen=64,
+                                                                seed=cache.CALIB_SEED))
+    owl = allocate(metrics, "owl", S_DEFAULT, outlier_ratios=owl_outlier_ratios(weights, norms))
+    for method, want in [("owl", owl), ("lamp", allocate(metrics, "lamp", S_DEFAULT, weights=weights)),
+                         ("global", allocate(metrics, "global", S_DEFAULT, weights=weights))]:
+        np.testing.assert_allclose(trace(fig, ALLOCATION_LABELS[method])["y"], 100 * block_sparsity(want).to_numpy(),
+                                   rtol=1e-12, atol=0)
+    assert len(list((tmp_path / "calib_stats").glob("*.safetensors"))) == 1

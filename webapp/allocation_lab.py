@@ -15,7 +15,7 @@ from pruning.labels import ALLOCATION_LABELS
 from pruning.settings import AllocationSettings, CalibrationSettings
 from pruning.tune import TuneSettings
 from spectra.hill import SPURIOUS_ALPHA
-from webapp import cache, state
+from webapp import cache, read_ahead, state
 from webapp.common import chart, one_line, run_page, show_table
 from webapp.figures import allocation_title, allocations_for
 from webapp.state import SLOW_METHODS, Context, bind, selection
@@ -91,6 +91,7 @@ def render(ctx: Context) -> None:
 def allocation_curves(ctx: Context) -> None:
     """The λ slider and everything λ moves (curves, summary, export): a fragment, so that a λ step reruns this part
     of the page only (not the sidebar, the other controls, the λ-effect chart or the λ search)."""
+    read_ahead.page_started()  # a λ step: the read-ahead pauses too
     lam_used = any(m in SPECTRAL_METHODS for m in st.session_state.al_methods)
     setting_widget(st.columns([2, 2])[0], AllocationSettings, "lam", "al_lam", label="λ (allocation range)",
                    widget="slider", **bind("al_lam", "lam"), disabled=not lam_used,

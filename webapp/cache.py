@@ -12,8 +12,11 @@ import pandas as pd
 import streamlit as st
 
 from pruning.allocation import CALIBRATION_METHODS, WEIGHT_METHODS, allocate, allocation_options
+from pruning.settings import AllocationSettings
 from spectra.analyze import AnalysisSettings, analyze
 from spectra.errors import SpectraError
+from webapp import read_ahead
+from webapp.widgets import default_of
 
 CALIB_SEED = 0
 #: the FISTA λ path shown: 10 λ from λmax down to 1e-6·λmax (0 → ~100 % sparsity on this model), warm-started,
@@ -150,23 +153,26 @@ WARM_CALIBRATION = (16, 256)
 
 
 def warm_model(source: Optional[str]) -> None:
-    """Once the analysis is shown: build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``), load
-    the model (:func:`load_model_cached`, shared by every session) and read the default calibration windows
-    (:data:`WARM_CALIBRATION`) in a background thread, so that the first prune, OWL allocation or λ search does not
-    wait for them; a failure is left to the page that needs them."""
-    import threading
-
+    """Once the analysis is shown, read ahead in a background thread that gives way to the pages
+    (:mod:`webapp.read_ahead`): build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``), load the
+    model (:func:`load_model_cached`, shared by every session), read the default calibration windows
+    (:data:`WARM_CALIBRATION`) and compute the dense model's input norms on them with OWL's outlier ratios
+    (:func:`input_norms`: one forward pass, then kept on disk; :func:`owl_ratios`), so that the first prune, OWL
+    allocation or λ search does not wait for them; a failure is left to the page that needs them."""
     from spectra.models import source_tokenizer_ready
 
-    def run() -> None:
-        try:
-            source_tokenizer_ready(source)
-            load_model_cached(source_key(source))
-            calibration_windows(source_key(source), *WARM_CALIBRATION)
-        except Exception:  # noqa: BLE001 - the page that needs the model reports it
-            pass
+    def work() -> None:
+        source_tokenizer_ready(source)
+        key = source_key(source)
+        load_model_cached(key)
+        calibration_windows(key, *WARM_CALIBRATION)
+        owl_ratios(key, *WARM_CALIBRATION, WARM_GRANULARITY)  # the Allocation lab's call, cached the same
 
-    threading.Thread(target=run, name="spl-warm-model", daemon=True).start()
+    read_ahead.start(work)
+
+
+#: OWL's granularity read ahead: the Allocation lab's default (``AllocationSettings.granularity``)
+WARM_GRANULARITY = default_of(AllocationSettings, "granularity")
 
 
 def live_chart(slot, rows: pd.DataFrame, label: str) -> None:
@@ -215,10 +221,19 @@ def calibration_windows(key: str, nsamples: int, seqlen: int):
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
-    """The dense model's calibration input norms Σx² per input feature (``collect_input_norms``), for OWL."""
-    from pruning.block_loop import collect_input_norms
+    """The dense model's calibration input norms Σx² per input feature, for OWL and DLP: the ``sq_norm`` of
+    ``pruning.calib_stats.dense_stats`` on :func:`calibration_windows` (one dense forward, the numbers of
+    ``collect_input_norms``), kept on disk by model weights and windows — the λ search and the leaderboard read the
+    same file, and a restarted app does not run the forward again."""
+    from pruning.calib_stats import dense_stats
+    from pruning.settings import CalibrationSettings
 
-    return collect_input_norms(load_model_cached(key).model, calibration_windows(key, nsamples, seqlen).clone())
+    lm = load_model_cached(key)
+    stats = dense_stats(lm.model, lm.tokenizer, CalibrationSettings(nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED),
+                        calib=calibration_windows(key, nsamples, seqlen).clone(),
+                        progress_cb=(lambda done, total: read_ahead.yield_to_pages())
+                        if read_ahead.in_read_ahead() else None)
+    return {name: rec.sq_norm.clone() for name, rec in stats.layers.items()}
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -244,8 +259,11 @@ def calibration_signal(key: str, method: str, nsamples: int, seqlen: int, granul
 
 
 def metrics_for_alloc(df: pd.DataFrame) -> pd.DataFrame:
-    """The analysis table without its eigenvalues (what the allocations read)."""
-    return df.drop(columns=[c for c in ("evals",) if c in df.columns])
+    """The analysis table without its eigenvalues and without its ``attrs`` (what the allocations read: columns
+    only; pandas deep-copies ``attrs`` in every operation: up to a third of an allocation's time)."""
+    out = df.drop(columns=[c for c in ("evals",) if c in df.columns])
+    out.attrs = {}
+    return out
 
 
 #: the neutral value of each setting a method does not read (its cache key then does not change with it)
@@ -255,14 +273,15 @@ NEUTRAL_SETTINGS = {"lam": 0.0, "mapping": "linear", "granularity": "block", "me
 
 def method_settings(method: str, settings: dict) -> dict:
     """``settings`` with those ``method`` does not read (``pruning.allocation.settings_read``; the OWL calibration
-    size for the other methods) set to neutral values: moving λ then re-uses the cached uniform, ERK, OWL, …"""
+    size for the other methods) set to neutral values, in one key order: moving λ then re-uses the cached uniform,
+    ERK, OWL, …, and the AlphaPruning allocations of the λ-effect chart (:func:`lambda_range`) serve the curves."""
     from pruning.allocation import settings_read
 
     read = settings_read(method)
     out = {**settings, **{k: v for k, v in NEUTRAL_SETTINGS.items() if k not in read}}
     if method not in CALIBRATION_METHODS:
         out.update(nsamples=0, seqlen=0)
-    return out
+    return dict(sorted(out.items()))  # one key order: equal settings are one cache entry wherever they come from
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -276,8 +295,10 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
     S, lam, mapping, granularity, metric = s["S"], s["lam"], s["mapping"], s["granularity"], s["metric"]
     lo, hi, nsamples, seqlen, exclude_flagged = s["lo"], s["hi"], s["nsamples"], s["seqlen"], s["exclude_flagged"]
     weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
-    ratios = (calibration_signal(model_key, method, nsamples, seqlen, granularity)
-              if model_key is not None and method in CALIBRATION_METHODS else None)
+    ratios = None
+    if model_key is not None and method in CALIBRATION_METHODS:
+        with read_ahead.waiting():
+            ratios = calibration_signal(model_key, method, nsamples, seqlen, granularity)
     kw = allocation_options(method, lam=lam, mapping=mapping, granularity=granularity, metric=metric,
                             exclude_flagged=exclude_flagged, min_sparsity=lo, max_sparsity=hi, weights=weights,
                             outlier_ratios=ratios)
@@ -293,7 +314,8 @@ def lambda_range(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str], set
     rows = []
     for lam in np.round(np.linspace(0.0, 1.0, 21), 3):
         try:
-            a = cached_allocation(_df, df_key, model_key, "alphapruning", {**settings, "lam": float(lam)})
+            a = cached_allocation(_df, df_key, model_key, "alphapruning",  # the curves' entry at this λ too
+                                  method_settings("alphapruning", {**settings, "lam": float(lam)}))
         except (AllocationError, ValueError):
             continue
         sp = a["sparsity"].to_numpy()

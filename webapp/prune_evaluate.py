@@ -24,7 +24,7 @@ from pruning.settings import (
     PruneSettings,
 )
 from spectra.hill import SPURIOUS_ALPHA
-from webapp import cache, state
+from webapp import cache, read_ahead, state
 from webapp.cache import PROX24_SCHEDULE
 from webapp.common import chart, one_line, run_page, show_error, show_table
 from webapp.figures import comparison_line, runs_for_plots, runs_table
@@ -107,7 +107,8 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
         calib = cache.calibration_windows(ctx.model_key, cal.nsamples, cal.seqlen)
     if method in CALIBRATION_METHODS:
         log(0.04, f"{ALLOCATION_LABELS[method]}: calibration input norms of the dense model (cached later)")
-        norms = cache.input_norms(ctx.model_key, cal.nsamples, cal.seqlen)
+        with read_ahead.waiting():
+            norms = cache.input_norms(ctx.model_key, cal.nsamples, cal.seqlen)
     flagged = ", flagged fits left out" if a.exclude_flagged else ""
     log(0.05, f"allocation ({ALLOCATION_LABELS[method]}{flagged}), then the calibration inputs of block 0"
               if calib is not None else f"allocation ({ALLOCATION_LABELS[method]}{flagged})")

@@ -160,7 +160,9 @@ def lamp_scores_sorted(w: Any) -> np.ndarray:
 
     (Lee et al., ICLR 2021.) The sequence is non-decreasing, the last score is 1.
     """
-    sq = np.sort(as_numpy_abs(w)).astype(np.float64)  # sort in the input precision (faster), square in fp64
+    a = as_numpy_abs(w)  # a new array: sorted in place
+    a.sort()
+    sq = a.astype(np.float64)  # sorted in the input precision (faster), squared in fp64
     np.square(sq, out=sq)
     suffix = np.cumsum(sq[::-1])[::-1]  # Σ_{v≥u} w_v²: non-increasing, so sq/suffix stays non-decreasing
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -175,14 +177,16 @@ def _float_key(x: np.ndarray) -> np.ndarray:
 
 
 def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: float,
-                   names: Sequence[str]) -> tuple[np.ndarray, float, Optional[str]]:
+                  names: Sequence[str], presorted: bool = True) -> tuple[np.ndarray, float, Optional[str]]:
     """One global threshold t over per-matrix ascending score arrays, honouring per-matrix bounds.
 
     Matrix i prunes clip(#{scores_i < t}, lo·n_i, hi·n_i) entries; t is the smallest data value with enough
     pruned entries; the remainder up to S·Σn is taken from the entries equal to t, matrix by matrix in input order
     (= a stable sort of the concatenated scores), fractionally for the last one. Equivalent to greedily pruning
     the globally lowest scores one at a time and skipping matrices that reached their cap, after first pruning
-    the lo·n_i lowest of each matrix. Returns (sparsities, t, note).
+    the lo·n_i lowest of each matrix. Returns (sparsities, t, note). ``presorted=False``: the arrays are in any
+    order; t is then found from a histogram of their IEEE keys (:func:`_smallest_key`) and every count is a
+    comparison — the same t and sparsities without sorting anything (global magnitude's |w|).
     """
     n = np.array([len(s) for s in sorted_scores], dtype=np.float64)
     N = n.sum()
@@ -193,19 +197,23 @@ def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: 
                               f"change the target or max_sparsity/min_sparsity")
     dtype = np.result_type(*[s.dtype for s in sorted_scores])
     arrays = [s.astype(dtype, copy=False) for s in sorted_scores]
-    if any(a.size and (np.isnan(a).any() or a[0] < 0) for a in arrays):
+    if any(a.size and (np.isnan(a).any() or (a[0] if presorted else a.min()) < 0) for a in arrays):
         raise AllocationError("scores must be finite and non-negative (NaN weights?)")
     ikey = np.int32 if dtype == np.float32 else np.int64
 
     def counts(t, side):
-        return np.array([np.searchsorted(a, t, side=side) for a in arrays], dtype=np.float64)
+        if presorted:
+            return np.array([np.searchsorted(a, t, side=side) for a in arrays], dtype=np.float64)
+        return np.array([np.count_nonzero(a <= t if side == "right" else a < t) for a in arrays], dtype=np.float64)
 
     def g_le(t):
         return np.clip(counts(t, "right"), lo_n, hi_n).sum()
 
-    top = max(a[-1] for a in arrays if a.size)
+    top = max((a[-1] if presorted else a.max()) for a in arrays if a.size)
     if g_le(dtype.type(0.0)) >= T - 1e-9:
         t = dtype.type(0.0)
+    elif not presorted:
+        t = _smallest_key(arrays, lo_n, hi_n, T, top)
     else:  # smallest key k with g_le(value(k)) >= T; g_le(top) = Σ hi_n >= T
         a_k, b_k = int(_float_key(np.array([0.0], dtype=dtype))[0]), int(_float_key(np.array([top], dtype=dtype))[0])
         while b_k - a_k > 1:
@@ -236,6 +244,34 @@ def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: 
     if raised.any():
         note_parts.append(f"{int(raised.sum())} matrices raised to min sparsity {lo:g}")
     return pruned / n, float(t), ("; ".join(note_parts) or None)
+
+
+def _smallest_key(arrays: Sequence[np.ndarray], lo_n: np.ndarray, hi_n: np.ndarray, T: float, top):
+    """The value :func:`threshold_fit`'s bisection finds, from unsorted non-negative arrays: the smallest float t
+    (> 0) with Σ_i clip(#{a_i ≤ t}, lo_n_i, hi_n_i) ≥ T − 1e-9 (``top`` when there is none). The count only changes
+    at data values, so t is one: the IEEE keys (monotone in the value) are binned by their top 16 bits, the first
+    bin whose end passes gives the counts below it, and its own entries (a small share) are searched exactly."""
+    keys = [_float_key(a) for a in arrays]
+    shift = 8 * keys[0].dtype.itemsize - 16
+    passed = np.zeros(1 << 15, dtype=np.float64)  # Σ_i clip(#{a_i ≤ end of bin j}, lo_n_i, hi_n_i) per bin j
+    for k, lo_i, hi_i in zip(keys, lo_n, hi_n):
+        passed += np.clip(np.cumsum(np.bincount(k >> shift, minlength=1 << 15)), lo_i, hi_i)
+    ok = passed >= T - 1e-9
+    if not ok.any():
+        return top
+    j = int(np.argmax(ok))
+    below = np.array([np.count_nonzero((k >> shift) < j) for k in keys], dtype=np.float64)
+    inside = [np.sort(k[(k >> shift) == j]) for k in keys]
+    cand = np.unique(np.concatenate(inside))
+    a_i, b_i = -1, len(cand) - 1  # the last candidate (the bin's largest key) passes
+    while b_i - a_i > 1:
+        mid = (a_i + b_i) // 2
+        c = below + np.array([np.searchsorted(s, cand[mid], side="right") for s in inside], dtype=np.float64)
+        if np.clip(c, lo_n, hi_n).sum() >= T - 1e-9:
+            b_i = mid
+        else:
+            a_i = mid
+    return cand[b_i:b_i + 1].view(arrays[0].dtype)[0]
 
 
 # ------------------------------------------------------------------------------------------------------- OWL

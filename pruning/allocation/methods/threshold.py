@@ -2,7 +2,9 @@
 threshold t, capped at its bounds (:func:`pruning.allocation.mappings.threshold_fit`)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -11,18 +13,22 @@ from pruning.allocation.methods.erk import lookup
 from pruning.allocation.spec import AllocationContext, MethodResult
 
 
-def threshold_allocation(ctx: AllocationContext, method: str, scores: Callable) -> MethodResult:
-    """Sparsities from one global threshold over ``scores(W)`` (ascending per matrix)."""
+def threshold_allocation(ctx: AllocationContext, method: str, scores: Callable, presorted: bool = True) -> MethodResult:
+    """Sparsities from one global threshold over ``scores(W)`` (ascending per matrix; in any order with
+    ``presorted=False``, see :func:`pruning.allocation.mappings.threshold_fit`)."""
     if ctx.opt.weights is None:
         raise ValueError(f"method {method!r} needs the weights: weights={{longname: W}} for every matrix")
-    sorted_scores = []
+    weights = []
     for n, npar in zip(ctx.names, ctx.p):
         w = lookup(ctx.opt.weights, n)
         if int(np.prod(tuple(w.shape))) != int(npar):
             raise ValueError(f"{n}: weight has {int(np.prod(tuple(w.shape)))} entries but num_params is "
                              f"{int(npar)}; the metrics and weights are from different models")
-        sorted_scores.append(scores(w))
-    values, thr, tnote = threshold_fit(sorted_scores, ctx.S, ctx.lo, ctx.hi, ctx.names)
+        weights.append(w)
+    # one matrix per core at a time: numpy releases the GIL while it sorts and sums (each matrix's scores as alone)
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="scores") as pool:
+        sorted_scores = list(pool.map(scores, weights))
+    values, thr, tnote = threshold_fit(sorted_scores, ctx.S, ctx.lo, ctx.hi, ctx.names, presorted=presorted)
     if tnote:
         ctx.notes.append(tnote + " — mean kept")
     ctx.settings["threshold"] = thr

@@ -5,13 +5,14 @@ walk over the blocks that every loop uses (:func:`walk_blocks`).
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
 
-from spectra.weights import decoder_layers, iter_model_weights
+from spectra.weights import decoder_layers, decoder_layers_path, iter_model_weights
 
 
 class StopForward(Exception):
@@ -209,17 +210,39 @@ class StandIn(torch.nn.Module):
 
 
 @contextmanager
-def blocks_replaced(model: torch.nn.Module, stand_ins: list[torch.nn.Module]) -> Iterator[list[torch.nn.Module]]:
-    """Put ``stand_ins`` in place of the model's decoder blocks for the ``with`` body, then put the blocks back."""
-    layers = decoder_layers(model)
-    saved = list(layers)
-    for i, m in enumerate(stand_ins):
-        layers[i] = m
-    try:
-        yield stand_ins
-    finally:
-        for i, m in enumerate(saved):
+def blocks_replaced(model: torch.nn.Module, stand_ins: list[torch.nn.Module]) -> Iterator[torch.nn.Module]:
+    """Yield a view of ``model`` whose decoder blocks are ``stand_ins``; run the view, not the model, in the body.
+
+    The modules on the path to the block list are shallow copies holding a new list, so the model itself is never
+    changed and another thread may use it meanwhile (the app's read-ahead collects statistics while a page reads
+    the weights); parameters, buffers and every other module are shared. A module on that path whose ``forward``
+    was patched per instance (accelerate's dispatch hooks) cannot be copied this way: there the blocks are swapped in
+    place for the body and put back after it.
+    """
+    path = decoder_layers_path(model).split(".")
+    chain = [model]
+    for name in path[:-1]:
+        chain.append(chain[-1].get_submodule(name))
+    if any("forward" in vars(m) for m in chain):
+        layers = decoder_layers(model)
+        saved = list(layers)
+        for i, m in enumerate(stand_ins):
             layers[i] = m
+        try:
+            yield model
+        finally:
+            for i, m in enumerate(saved):
+                layers[i] = m
+        return
+    copies = []
+    for m in chain:
+        c = copy.copy(m)
+        c.__dict__["_modules"] = dict(m._modules)
+        copies.append(c)
+    for parent, name, child in zip(copies, path, copies[1:]):
+        parent.__dict__["_modules"][name] = child
+    copies[-1].__dict__["_modules"][path[-1]] = torch.nn.ModuleList(stand_ins)
+    yield copies[0]
 
 
 @torch.no_grad()
@@ -239,9 +262,10 @@ def capture_block_inputs(model: torch.nn.Module, calib: torch.Tensor, batch_size
     chunks: list[BlockInputs] = []
     for batch in calib.split(batch_size):
         sink: list = []
-        with blocks_replaced(model, [StandIn(i, sink, i == len(layers) - 1, like=m) for i, m in enumerate(layers)]):
+        stand_ins = [StandIn(i, sink, i == len(layers) - 1, like=m) for i, m in enumerate(layers)]
+        with blocks_replaced(model, stand_ins) as view:
             try:
-                model(input_ids=batch.to(dev), use_cache=False)
+                view(input_ids=batch.to(dev), use_cache=False)
             except StopForward:
                 pass
         sink.sort(key=lambda t: t[0])

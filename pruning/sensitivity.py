@@ -159,10 +159,10 @@ class _Walk:
 
         wins = self.windows[c * self.batch:(c + 1) * self.batch]
         tot, n = 0.0, 0
-        with blocks_replaced(self.model, self.stand_in):
+        with blocks_replaced(self.model, self.stand_in) as view:
             for i in range(wins.shape[0]):
                 self.stand_in[0].replay = h[i:i + 1]
-                s, k = batch_nll(self.model, wins[i:i + 1])
+                s, k = batch_nll(view, wins[i:i + 1])
                 tot, n = tot + s, n + k
         return tot, n
 

@@ -387,17 +387,17 @@ def blockwise_perplexity(model: torch.nn.Module, tokenizer, dataset: str = "wiki
     dev = device if device is not None else storage
     stand_ins = [StandIn(i, as_tuple=as_tuple, like=m) for i, m in enumerate(decoder_layers(model))]
     total_nll, total_tok = 0.0, 0
-    with blocks_replaced(model, stand_ins):
-        model.to(dev)
+    with blocks_replaced(model, stand_ins) as view:
+        view.to(dev)  # the view's blocks are stand-ins: the model's own blocks stay where they are
         try:
             for c, chunk in enumerate(chunks):
                 batch = windows[c * batch_size:(c + 1) * batch_size].to(dev)
                 stand_ins[0].replay = chunk.hidden
-                nll, ntok = batch_nll(model, batch)
+                nll, ntok = batch_nll(view, batch)
                 total_nll += nll
                 total_tok += ntok
         finally:
-            model.to(storage)
+            view.to(storage)
     mean = total_nll / total_tok
     return PerplexityResult(dataset=key, ppl=math.exp(mean), nll=mean, ntokens=total_tok, nwindows=windows.shape[0],
                             seqlen=seqlen, bos=bos_id is not None)

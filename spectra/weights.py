@@ -277,16 +277,24 @@ def weight_table(source, include_embeddings: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The list of transformer blocks of a CausalLM (Llama/Gemma/Qwen/Mistral, OPT, GPT-2, GPT-NeoX, ...)."""
-    for path in ("model.layers", "model.language_model.layers", "model.decoder.layers", "transformer.h",
-                 "gpt_neox.layers", "transformer.blocks", "model.transformer.h"):
+DECODER_LAYER_PATHS = ("model.layers", "model.language_model.layers", "model.decoder.layers", "transformer.h",
+                       "gpt_neox.layers", "transformer.blocks", "model.transformer.h")
+
+
+def decoder_layers_path(model: torch.nn.Module) -> str:
+    """The attribute path (``"model.layers"``, ``"transformer.h"``, ...) of a CausalLM's list of transformer blocks."""
+    for path in DECODER_LAYER_PATHS:
         obj: Optional[torch.nn.Module] = model
         for attr in path.split("."):
             obj = getattr(obj, attr, None)
             if obj is None:
                 break
         if isinstance(obj, torch.nn.ModuleList):
-            return obj
+            return path
     raise SpectraError(f"cannot find the decoder blocks of {type(model).__name__}; supported: Llama/Gemma/Qwen/"
                        f"Mistral, OPT, GPT-2, GPT-NeoX families")
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The list of transformer blocks of a CausalLM (Llama/Gemma/Qwen/Mistral, OPT, GPT-2, GPT-NeoX, ...)."""
+    return model.get_submodule(decoder_layers_path(model))

@@ -88,3 +88,23 @@ def test_dense_statistics_of_a_global_block_equal_its_real_inputs(gemma):
     st = dense_layer_stats(model, calib, frozenset({"H"}), batch_size=2, blocks={3})[lin.longname]
     torch.testing.assert_close(st.sq_norm, (X * X).sum(0), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(st.H, X.T @ X, rtol=1e-4, atol=1e-5)
+
+
+def test_stand_ins_never_change_the_model_itself(gemma):
+    """The stand-ins run in a view of the model: while one is in use (the app's read-ahead in another thread), the
+    model keeps its blocks and its own forward gives the dense logits; the view runs the stand-ins."""
+    from pruning.blocks import StandIn, blocks_replaced
+
+    model, calib = gemma
+    blocks = list(decoder_layers(model))
+    with torch.no_grad():
+        want = model(input_ids=calib, use_cache=False).logits
+    sink: list = []
+    with blocks_replaced(model, [StandIn(i, sink, like=m) for i, m in enumerate(blocks)]) as view:
+        assert list(decoder_layers(model)) == blocks
+        assert all(isinstance(m, StandIn) for m in decoder_layers(view))
+        with torch.no_grad():
+            torch.testing.assert_close(model(input_ids=calib, use_cache=False).logits, want, rtol=0, atol=0)
+            view(input_ids=calib, use_cache=False)
+    assert sorted(i for i, *_ in sink) == [0, 1, 2, 3]
+    assert view.lm_head.weight is model.lm_head.weight

@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import plotly.io as pio  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from webapp import cache, read_ahead, state  # noqa: E402
+from webapp import cache, state  # noqa: E402
 from webapp.common import error_text, one_line, show_error  # noqa: E402
 from webapp.state import ANALYSIS_RULES, SOURCE_KINDS, VIEW_PAGES  # noqa: E402
 
@@ -135,7 +135,6 @@ def on_load() -> None:
 
 
 def main() -> None:
-    read_ahead.page_started()  # the read-ahead pauses while pages run
     st.set_page_config(page_title="Spectral Pruning Lab", page_icon="📈", layout="wide")
     if pio.templates.default != "plotly_white":  # the setter validates the whole template (~35 ms): once per process
         pio.templates.default = "plotly_white"  # every chart's template: spectra.plots.new_figure then skips it

@@ -87,13 +87,15 @@ def _tune_settings(settings: CompareSettings, method: str) -> TuneSettings:
 
 
 def _load(path: Optional[Path], key: dict, log: Callable[[str], None]) -> dict:
+    from spectra.results import jsonable
+
     if path is None or not path.exists():
         return {}
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise ValueError(f"{path} exists but is not a compare JSON; choose another --out") from None
-    if old.get("key") != json.loads(json.dumps(key)):
+    if old.get("key") != jsonable(key):
         raise ValueError(f"{path} holds a compare with other settings; choose another --out (or delete it)")
     log(f"resuming {path}: {len(old.get('rows', []))} method(s) finished")
     return old

@@ -175,21 +175,11 @@ def _command() -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, whole or not at all (:func:`spectra.files.atomic_path`)."""
+    """Write ``obj`` as indented strict JSON (non-finite floats as ``null``, :func:`spectra.results.jsonable`),
+    whole or not at all (:func:`spectra.files.atomic_path`)."""
     from spectra.files import atomic_path
+    from spectra.results import jsonable
 
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_default, allow_nan=True)
+        json.dump(jsonable(obj), fh, indent=2, allow_nan=False)
     return Path(path)
-
-
-def _default(x):
-    import numpy as np
-
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, Path):
-        return str(x)
-    return str(x)

@@ -35,6 +35,7 @@ from pruning.pruners import DEFAULT_PRUNER, get_pruner, one_shot_pruners
 from pruning.sensitivity_table import HOW_TO_MEASURE, check_table, table_costs, table_granularity, table_identity
 from pruning.settings import AllocationSettings, CalibrationSettings
 from spectra.options import check_options, option, same_as
+from spectra.results import jsonable
 
 __all__ = ["TuneSettings", "tune", "final_prune", "golden_points"]
 
@@ -213,7 +214,7 @@ def _resume(path: Optional[Path], key: dict, log: Callable[[str], None]) -> dict
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise ValueError(f"{path} exists but is not a tune JSON; choose another --out") from None
-    if old.get("key") != key:  # never replace the candidates of other settings
+    if old.get("key") != jsonable(key):  # never replace the candidates of other settings
         raise ValueError(f"{path} holds a tune with other settings; choose another --out (or delete it)")
     done = {(r["lam"], r.get("owl_M")): r for r in old.get("rows", [])}
     log(f"resuming {path}: {len(done)} candidates already scored")

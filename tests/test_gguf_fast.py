@@ -86,3 +86,22 @@ def test_tokenizer_written_once_and_loads(tmp_path, monkeypatch):
     tok = AutoTokenizer.from_pretrained(wdir)
     text = "Spectral pruning keeps the heavy tails."
     assert tok(text)["input_ids"] == ref(text)["input_ids"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tokenizer_class_built_directly_saves_autotokenizers_files(name, tmp_path):
+    """The tokenizer built by its class (gguf_convert.TOKENIZER_CLASSES, no config read from the GGUF) is the one
+    AutoTokenizer builds: the same class and the same saved files, byte for byte."""
+    from transformers import AutoTokenizer
+
+    path = builtin_gguf_path(name)
+    meta = gguf_convert.read_header(path).metadata
+    assert (meta["general.architecture"], meta["tokenizer.ggml.model"]) in gguf_convert.TOKENIZER_CLASSES
+    ours, ref = gguf_convert.build_tokenizer(path), AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    assert type(ours) is type(ref)
+    ours.save_pretrained(tmp_path / "ours")
+    ref.save_pretrained(tmp_path / "ref")
+    files = sorted(p.name for p in (tmp_path / "ref").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == files and "tokenizer.json" in files
+    for f in files:
+        assert (tmp_path / "ours" / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f

@@ -217,9 +217,16 @@ def test_exclude_flagged_needs_alphapruning(argv, tmp_path, capsys):
 PER_RUN = {"finished", "prune_seconds", "prune_cpu_seconds", "eval_seconds", "peak_rss_mb"}
 
 
+def _no_constant(name: str):
+    raise AssertionError(f"{name} in a JSON file: not strict JSON")
+
+
 def _same(a, b) -> bool:
-    """Equal values, NaN equal to NaN (a float column of a parquet row against the JSON value)."""
+    """Equal values, NaN equal to NaN (a float column of a parquet row against the JSON value, where strict JSON
+    writes a missing number as null)."""
     import math
+
+    a, b = (float("nan") if v is None else v for v in (a, b))
 
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -245,6 +252,8 @@ def test_report_run_record_is_the_sweep_row_of_the_same_cell(tiny_dir, tmp_path,
     rep = read_report(tmp_path / "w")
     assert rep["layout"] == 2 and len(rep["runs"]) == 1
     run = rep["runs"][0]
+    strict = json.loads((tmp_path / "w" / "report.json").read_text(), parse_constant=_no_constant)
+    assert strict["runs"][0]["lam"] is None  # uniform: no λ, written as null (never a bare NaN)
     rc, _, err = _run(["sweep", str(tiny_dir), "--pruners", "wanda", "--sparsities", "0.5", "--allocations", "uniform",
                        "--out", str(tmp_path / "s.parquet"), *budget], capsys)
     assert rc == 0, err

@@ -161,11 +161,14 @@ def warm_model(source: Optional[str]) -> None:
     allocation or λ search does not wait for them; a failure is left to the page that needs them."""
     from spectra.models import source_tokenizer_ready
 
-    def work() -> None:
+    def work() -> None:  # a λ step pauses it between phases, and between two blocks of the forward
         source_tokenizer_ready(source)
+        read_ahead.yield_to_pages()
         key = source_key(source)
         load_model_cached(key)
+        read_ahead.yield_to_pages()
         calibration_windows(key, *WARM_CALIBRATION)
+        read_ahead.yield_to_pages()
         owl_ratios(key, *WARM_CALIBRATION, WARM_GRANULARITY)  # the Allocation lab's call, cached the same
 
     read_ahead.start(work)

@@ -1,9 +1,11 @@
 """Work the app reads ahead in a background thread (``webapp.cache.warm_model``: the model, the calibration windows,
-OWL's input norms), scheduled so that it never slows down a page being drawn.
+OWL's input norms), scheduled so that it does not slow down a λ step and is done before a page asks for it.
 
-* :func:`start` runs the work in one thread of lower priority (:func:`background_priority`);
-* a page or the λ fragment calls :func:`page_started`; the read-ahead's forward pass calls :func:`yield_to_pages`
-  between two decoder blocks and waits there while pages keep starting (a burst of λ steps has the cores to itself);
+* :func:`start` runs the work in one thread of lower priority (:func:`background_priority`): page visits go on
+  beside it (it is mostly torch, which releases the GIL, and the pages' threads take the cores first);
+* the λ fragment calls :func:`page_started`; the read-ahead calls :func:`yield_to_pages` between its phases and
+  between two decoder blocks of its forward pass, and waits there while λ steps keep coming (a burst of steps has
+  the cores to itself: a step is the latency a user feels, bench/bench_app_views.py measures it);
 * a page that needs a result the read-ahead may be computing wraps the call in :func:`waiting` (the read-ahead then
   stops pausing: the page waits for it through the cache's lock);
 * at exit the read-ahead stops at its next block (:func:`stop`).
@@ -21,13 +23,13 @@ from typing import Callable, Iterator
 
 #: the read-ahead thread's name
 THREAD_NAME = "spl-warm-model"
-#: seconds without a page run starting before the read-ahead goes on with its next block (:func:`yield_to_pages`)
+#: seconds without a λ step starting before the read-ahead goes on with its next block (:func:`yield_to_pages`)
 QUIET_S = 1.0
 #: how much lower than the pages the read-ahead thread runs (:func:`background_priority`): at nice +10 the pages
 #: get about 10× its CPU share when both want a core
 BACKGROUND_NICE = 10
 
-_last_page_run = [0.0]  # time.monotonic() when a page or the λ fragment last started running
+_last_page_run = [0.0]  # time.monotonic() when the λ fragment last started running
 _waiting = [0]  # pages now waiting for a result the read-ahead may be computing
 _lock = threading.Lock()
 _local = threading.local()  # .active: the calling thread is the read-ahead's
@@ -72,7 +74,7 @@ def background_priority() -> None:
 
 
 def page_started() -> None:
-    """Note that a page (or the Allocation lab's λ fragment) starts running: the read-ahead pauses its forward pass
+    """Note that the Allocation lab's λ fragment starts running: the read-ahead pauses at its next phase or block
     until none has started for :data:`QUIET_S` (:func:`yield_to_pages`)."""
     _last_page_run[0] = time.monotonic()
 

@@ -19,19 +19,18 @@ import argparse
 import os
 import platform
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from webapp.serve import StreamlitServer  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -40,12 +39,6 @@ CHARTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).ma
   title: String((d.layout && d.layout.title && (d.layout.title.text || d.layout.title)) || ''),
   traces: (d._fullData || d.data || []).map(t => ({name: t.name || '', n: Array.from(t.x || []).length,
                                                   text: Array.from(t.text || [])}))}))"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def idle(page, timeout: float = 1_800_000) -> None:
@@ -118,14 +111,10 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append the table to this Markdown file")
     args = ap.parse_args()
     load0 = os.getloadavg()
-    port = free_port()
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - the server writes it
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    srv = StreamlitServer(ROOT / "app.py", env, log=log)
+    proc, url = srv.proc, srv.url
     peak = [0]
     stop = threading.Event()
 
@@ -140,16 +129,6 @@ def main() -> None:
             time.sleep(0.2)
 
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read().strip() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("streamlit did not start")
-            time.sleep(0.3)
         threading.Thread(target=sample, daemon=True).start()
         n = args.sessions + args.extra
         results = [{} for _ in range(n)]
@@ -172,11 +151,7 @@ def main() -> None:
         total = time.perf_counter() - t0
     finally:
         stop.set()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        srv.stop(timeout_s=30)
     log.seek(0)
     loads = len(re.findall(r"spl: loading model builtin", log.read()))
     load1 = os.getloadavg()

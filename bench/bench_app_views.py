@@ -20,62 +20,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from webapp.serve import StreamlitServer  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--run-all-compositor-stages-before-draw"]
 VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, script: Path, env: dict):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
-                                      "true", "--server.address", "127.0.0.1", "--server.port", str(self.port),
-                                      "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(self.url + "/_stcore/health", timeout=2).read().strip() == b"ok":
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("streamlit did not start")
-            time.sleep(0.3)
-        self.ps = psutil.Process(self.proc.pid)
-
-    def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return t.user + t.system
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def idle(page, timeout: float = 600_000) -> None:
@@ -88,7 +46,7 @@ def charts_drawn(page, n: int = 1, timeout: float = 600_000) -> None:
                            timeout=timeout)
 
 
-def timed(server: Server, action) -> tuple[float, float]:
+def timed(server: StreamlitServer, action) -> tuple[float, float]:
     c0, t0 = server.cpu(), time.perf_counter()
     action()
     return time.perf_counter() - t0, server.cpu() - c0
@@ -102,7 +60,7 @@ def visit(page, view: str) -> None:
         charts_drawn(page)
 
 
-def slider_steps(page, server: Server, label: str) -> list[tuple]:
+def slider_steps(page, server: StreamlitServer, label: str) -> list[tuple]:
     """λ 0.30 → 0.35 → … → 0.60 with the keyboard: each step timed from the key press to the redrawn chart (its title
     names the new λ), no fixed waits inside the timed part; rows for the median and the slowest of the six steps."""
     thumb = page.locator('[data-testid="stSlider"]').filter(has_text="λ (allocation range)").get_by_role("slider")
@@ -143,7 +101,7 @@ def main() -> None:
         # peer: a one-line page
         blank = Path(tempfile.mkdtemp()) / "blank.py"
         blank.write_text("import streamlit as st\nst.header('blank')\n")
-        srv = Server(blank, env)
+        srv = StreamlitServer(blank, env)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         wall, cpu = timed(srv, lambda: (page.goto(srv.url), page.locator("h2").first.wait_for(), idle(page)))
         rows.append(("peer: one-line Streamlit page", "first", wall, cpu))
@@ -156,7 +114,7 @@ def main() -> None:
                                "v = st.slider('λ (allocation range)', 0.0, 1.0, 0.3, step=0.05)\n"
                                "st.plotly_chart(go.Figure(go.Scatter(y=[v, 1 - v])).update_layout("
                                "title=f'λ = {v:.2f}'))\n")
-        srv = Server(slider_page, env)
+        srv = StreamlitServer(slider_page, env)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(srv.url)
         charts_drawn(page)
@@ -165,7 +123,7 @@ def main() -> None:
         page.close()
         srv.stop()
 
-        srv = Server(ROOT / "app.py", env)
+        srv = StreamlitServer(ROOT / "app.py", env)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             c0, t0 = srv.cpu(), time.perf_counter()

@@ -29,12 +29,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from webapp.serve import StreamlitServer  # noqa: E402
+from webapp.serve import CHROMIUM, StreamlitServer  # noqa: E402
+from webapp.serve import CHROMIUM_FLAGS as FLAGS  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--run-all-compositor-stages-before-draw"]
 CHARTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => ({
   title: String((d.layout && d.layout.title && (d.layout.title.text || d.layout.title)) || ''),
   traces: (d._fullData || d.data || []).map(t => ({name: t.name || '', n: Array.from(t.x || []).length,

@@ -27,12 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from webapp.serve import StreamlitServer  # noqa: E402
+from webapp.serve import CHROMIUM, StreamlitServer  # noqa: E402
+from webapp.serve import CHROMIUM_FLAGS as FLAGS  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--run-all-compositor-stages-before-draw"]
 VIEWS = ("Model overview", "ESD explorer", "Allocation lab", "Prune & evaluate", "Report")
 
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from webapp.serve import CHROMIUM
+from webapp.serve import CHROMIUM_FLAGS as FLAGS
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--run-all-compositor-stages-before-draw"]
 
 pytestmark = [
     pytest.mark.browser,

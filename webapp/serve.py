@@ -1,5 +1,6 @@
 """Start a Streamlit script as a local server and wait until it answers: the one launcher of the browser tests
-(``tests/conftest.py``) and the app benchmarks (``bench/bench_app_views.py``, ``bench/bench_app_load.py``).
+(``tests/conftest.py``) and the app benchmarks (``bench/bench_app_views.py``, ``bench/bench_app_load.py``), and the
+headless Chromium they drive (:data:`CHROMIUM`, :data:`CHROMIUM_FLAGS`).
 
 The server runs in its own process group (``streamlit run SCRIPT --server.headless true`` on a free port of
 127.0.0.1, no file watcher, no usage statistics), so that :meth:`StreamlitServer.stop` ends it with everything it
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import IO, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Debian's Chromium and the flags it needs to run headless here (../shared/BROWSER.md), for Playwright's
+#: ``chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)``
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--run-all-compositor-stages-before-draw"]
 
 
 def free_port() -> int:

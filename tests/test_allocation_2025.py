@@ -156,3 +156,12 @@ def test_a_new_method_is_one_module_and_one_registry_entry(monkeypatch):
     monkeypatch.setitem(registry.ALLOCATIONS, "measured", spec)
     out = allocate(table(2), "measured", 0.5, table={0: 1.0, 1: 3.0})
     np.testing.assert_allclose(out.groupby("block")["sparsity"].first().to_numpy(), [0.6, 0.4])
+
+
+def test_atp_beta_zero_is_uniform_to_the_bit_on_unequal_matrices():
+    """β = 0 gives exactly S on every matrix whatever their sizes (tune and compare then reuse uniform's score and
+    final prune: they need bit equality); the mean correction must not leave rounding behind."""
+    per = (("self_attn.q_proj", 576, 576), ("self_attn.k_proj", 192, 576), ("mlp.up_proj", 1536, 576),
+           ("mlp.down_proj", 576, 1536))
+    for S in (0.7, 0.6, 0.53, 0.1 + 0.2):
+        assert (allocate(table(30, per), "atp", S, atp_beta=0.0).sparsity.to_numpy() == S).all(), S

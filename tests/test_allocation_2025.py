@@ -158,10 +158,15 @@ def test_a_new_method_is_one_module_and_one_registry_entry(monkeypatch):
     np.testing.assert_allclose(out.groupby("block")["sparsity"].first().to_numpy(), [0.6, 0.4])
 
 
-def test_atp_beta_zero_is_uniform_to_the_bit_on_unequal_matrices():
-    """β = 0 gives exactly S on every matrix whatever their sizes (tune and compare then reuse uniform's score and
-    final prune: they need bit equality); the mean correction must not leave rounding behind."""
+def test_zero_parameter_is_uniform_to_the_bit_on_unequal_matrices():
+    """ATP at β = 0, AlphaPruning and stable rank at λ = 0 give exactly S on every matrix whatever their sizes (the
+    mean fit left an ulp before; tune and compare reuse uniform's score and final prune only on bit equality); a
+    non-zero parameter still moves the sparsities."""
     per = (("self_attn.q_proj", 576, 576), ("self_attn.k_proj", 192, 576), ("mlp.up_proj", 1536, 576),
            ("mlp.down_proj", 576, 1536))
+    t = table(30, per)
+    t = t.assign(alpha=np.linspace(2.0, 6.0, len(t)), stable_rank=np.linspace(10.0, 60.0, len(t)))
     for S in (0.7, 0.6, 0.53, 0.1 + 0.2):
-        assert (allocate(table(30, per), "atp", S, atp_beta=0.0).sparsity.to_numpy() == S).all(), S
+        for method, kw in (("atp", {"atp_beta": 0.0}), ("alphapruning", {"lam": 0.0}), ("stable_rank", {"lam": 0.0})):
+            assert (allocate(t, method, S, **kw).sparsity.to_numpy() == S).all(), (method, S)
+        assert np.ptp(allocate(t, "alphapruning", S, lam=0.1).sparsity.to_numpy()) > 0.01

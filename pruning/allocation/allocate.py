@@ -100,10 +100,16 @@ def _bound_notes(ctx: AllocationContext, res: MethodResult) -> None:
         ctx.notes.append(note + " — not clipped (clip=False, faithful)")
 
 
+#: an allocation within this many float64 epsilons of S everywhere is uniform sparsity, returned as S exactly
+UNIFORM_ULPS = 8
+
+
 def _result(ctx: AllocationContext, res: MethodResult, excluded: list) -> pd.DataFrame:
     """The Contract 2 DataFrame of a method's result, its settings in ``attrs["allocation"]``."""
     df, opt, settings = ctx.df, ctx.opt, ctx.settings
     values = np.asarray(res.values, dtype=np.float64)
+    if np.abs(values - ctx.S).max() <= UNIFORM_ULPS * np.finfo(np.float64).eps:  # e.g. λ = 0: the mean fit leaves an
+        values = np.full(len(values), float(ctx.S))  # ulp; uniform to the bit lets tune/compare reuse uniform's masks
     settings.update(max_sparsity=float(opt.max_sparsity), min_sparsity=float(opt.min_sparsity), clip=bool(opt.clip))
     if excluded:
         settings["excluded"] = len(excluded)

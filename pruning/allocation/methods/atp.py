@@ -46,8 +46,6 @@ def atp(ctx: AllocationContext) -> MethodResult:
     p, S = ctx.p, ctx.S
     raw = raw + (S * p.sum() - raw @ p) / p.sum()  # exact (weighted) mean S; a no-op for equal block sizes
     values = fit_mean(raw - S, p, S, ctx.opt.min_sparsity, ctx.opt.max_sparsity, "shift")[0] if ctx.clip else raw
-    if beta == 0.0:  # uniform sparsity to the bit (the two lines above leave an ulp): tune and compare then reuse
-        values = raw = np.full(len(blocks), float(S))  # uniform's score and masks, which need exact equality
     ctx.settings.update(atp_beta=beta, atp_bound=atp_bound(S, len(order)))
     return MethodResult(values, raw, np.searchsorted(order, blocks).astype(np.float64))
 

@@ -35,6 +35,29 @@ def test_input_norms_from_the_disk_cache_equal_the_dense_forward(tmp_path, monke
     assert again.keys() == want.keys() and all(torch.equal(again[k], want[k]) for k in want)
 
 
+def test_the_shared_model_is_never_hooked(tmp_path, monkeypatch, builtin):
+    """The statistics and a layer's inputs are taken on a private copy: a hook on the shared model (the app's one
+    model for every session and the read-ahead) fired in other threads' forwards and was deep-copied into a
+    leaderboard's model, where it failed ("leaderboard failed: <id>")."""
+    from webapp import cache
+
+    monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))
+    shared = {id(m) for m in cache.load_model_cached("builtin").model.modules()}
+    hooked = []
+    real = torch.nn.Module.register_forward_pre_hook
+
+    def spy(self, *args, **kwargs):
+        hooked.append(id(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "register_forward_pre_hook", spy)
+    cache.input_norms.clear()
+    norms = cache.input_norms("builtin", 2, 64)
+    W, X = cache.layer_inputs("builtin", "model.layers.3.mlp.up_proj", 2, 64)
+    assert len(norms) == 210 and X.shape[-1] == W.shape[1] == 576
+    assert hooked and not shared & set(hooked)
+
+
 def test_read_ahead_serves_the_allocation_labs_owl_call(tmp_path, monkeypatch, builtin):
     """warm_model (started once the analysis is shown) computes OWL's ratios under the very cache key the Allocation
     lab's OWL curve asks for (cache.cached_allocation → calibration_signal), in a thread of lower priority."""

@@ -203,6 +203,16 @@ def get_results_file(path: str) -> pd.DataFrame:
     return store[key]
 
 
+def private_copy(key: str):
+    """A deep copy of the shared model (:func:`load_model_cached`) for work that registers hooks on its modules (the
+    calibration statistics, a layer's inputs). The shared model itself is never hooked: a hook there would fire in
+    the forward passes other threads run on it at the same time (the read-ahead, other sessions) and travel into the
+    deep copies they take for a prune or a search."""
+    import copy
+
+    return copy.deepcopy(load_model_cached(key).model)
+
+
 def model_weights(key: str) -> dict:
     """{longname: W (out, in)} views of the loaded model's block matrices (for global / LAMP)."""
     from spectra.weights import iter_model_weights
@@ -232,7 +242,8 @@ def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
     from pruning.settings import CalibrationSettings
 
     lm = load_model_cached(key)
-    stats = dense_stats(lm.model, lm.tokenizer, CalibrationSettings(nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED),
+    stats = dense_stats(private_copy(key), lm.tokenizer,
+                        CalibrationSettings(nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED),
                         calib=calibration_windows(key, nsamples, seqlen).clone(),
                         progress_cb=(lambda done, total: read_ahead.yield_to_pages())
                         if read_ahead.in_read_ahead() else None)
@@ -385,8 +396,7 @@ def layer_inputs(key: str, name: str, nsamples: int, seqlen: int):
     (``pruning.capture.capture_layer_inputs``)."""
     from pruning.capture import capture_layer_inputs
 
-    lm = load_model_cached(key)
-    return capture_layer_inputs(lm.model, name, calibration_windows(key, nsamples, seqlen))
+    return capture_layer_inputs(private_copy(key), name, calibration_windows(key, nsamples, seqlen))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -209,6 +209,29 @@ class StandIn(torch.nn.Module):
         return (hidden_states,) if self.as_tuple else hidden_states
 
 
+def hook_view(model: torch.nn.Module) -> torch.nn.Module:
+    """The module tree of ``model`` copied shallowly: every parameter, buffer and attribute shared, but each module
+    with its own child table and hook tables, so that hooks registered on the view (the statistics' forward
+    pre-hooks) never reach ``model``, which other threads may run or deep-copy meanwhile. No tensor is copied (a deep
+    copy would double the memory, and copying while transformers loads another model in another thread can read
+    meta tensors). Where a module's ``forward`` was patched per instance (accelerate) the view would call the
+    original's children, so that case gets a deep copy."""
+    if any("forward" in vars(m) for m in model.modules()):
+        return copy.deepcopy(model)
+    memo: dict = {}
+
+    def clone(m: torch.nn.Module) -> torch.nn.Module:
+        if id(m) not in memo:
+            c = memo[id(m)] = copy.copy(m)
+            for k, v in vars(m).items():
+                if "hooks" in k and isinstance(v, dict):
+                    c.__dict__[k] = type(v)(v)
+            c.__dict__["_modules"] = {n: (None if ch is None else clone(ch)) for n, ch in m._modules.items()}
+        return memo[id(m)]
+
+    return clone(model)
+
+
 @contextmanager
 def blocks_replaced(model: torch.nn.Module, stand_ins: list[torch.nn.Module]) -> Iterator[torch.nn.Module]:
     """Yield a view of ``model`` whose decoder blocks are ``stand_ins``; run the view, not the model, in the body.

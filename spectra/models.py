@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -51,6 +52,12 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_MODEL = "smollm2"
+#: held while transformers builds a model (and by :func:`copy_model`): its loading creates the model on the meta
+#: device and patches module construction for the whole process, so a model built or deep-copied in another thread
+#: at the same time could end up with meta tensors ("Cannot copy out of meta tensor") — the app loads and copies
+#: models from several threads (sessions, the read-ahead, background searches)
+MODEL_LOCK = threading.RLock()
+
 _ALIASES = {None: DEFAULT_MODEL, "": DEFAULT_MODEL, "builtin": DEFAULT_MODEL, "default": DEFAULT_MODEL,
             "smollm2": "smollm2", "smollm2-135m": "smollm2", "builtin:smollm2": "smollm2",
             "gemma3": "gemma3", "gemma3-270m": "gemma3", "builtin:gemma3": "gemma3"}
@@ -250,9 +257,11 @@ def _load_from_gguf(directory: Path, gguf_file: str, dtype, trust_remote_code: b
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file, dtype=dtype,
-                                                     trust_remote_code=trust_remote_code)
-        tok = AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+        with MODEL_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file, dtype=dtype,
+                                                         trust_remote_code=trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file,
+                                                trust_remote_code=trust_remote_code)
     except ModelLoadError:
         raise
     except ImportError as exc:
@@ -422,9 +431,10 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
                                  f"pass a local model directory or a .gguf file instead")
         path, kwargs = src.ref, {"revision": revision}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                                     **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+        with MODEL_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                         **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except ModelLoadError:
         raise
     except OSError as exc:
@@ -454,6 +464,14 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
     if src.kind == "builtin":
         info["title"] = BUILTIN_MODELS[src.builtin]["title"]
     return LoadedModel(model, tokenizer, src, wdir, info)
+
+
+def copy_model(model: Any) -> Any:
+    """``copy.deepcopy(model)`` while no model is being built (:data:`MODEL_LOCK`)."""
+    import copy
+
+    with MODEL_LOCK:
+        return copy.deepcopy(model)
 
 
 def files_fingerprint(paths: list[Path]) -> str:

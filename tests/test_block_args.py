@@ -108,3 +108,23 @@ def test_stand_ins_never_change_the_model_itself(gemma):
             view(input_ids=calib, use_cache=False)
     assert sorted(i for i, *_ in sink) == [0, 1, 2, 3]
     assert view.lm_head.weight is model.lm_head.weight
+
+
+def test_hook_view_shares_the_weights_but_not_the_hooks(gemma):
+    """pruning.blocks.hook_view: the same parameters (no copy) and the same logits, but a hook registered on the view
+    fires only in the view's forward, never in the model's."""
+    from pruning.blocks import hook_view
+
+    model, calib = gemma
+    view = hook_view(model)
+    assert all(a is b for a, b in zip(view.parameters(), model.parameters()))
+    fired: list = []
+    lin = decoder_layers(view)[2].mlp.up_proj
+    handle = lin.register_forward_pre_hook(lambda m, args: fired.append(args[0].shape))
+    with torch.no_grad():
+        want = model(input_ids=calib, use_cache=False).logits
+        assert fired == []  # the model's own forward does not see the view's hook
+        torch.testing.assert_close(view(input_ids=calib, use_cache=False).logits, want, rtol=0, atol=0)
+    handle.remove()
+    assert fired == [torch.Size([6, SEQLEN, 32])]
+    assert not decoder_layers(model)[2].mlp.up_proj._forward_pre_hooks

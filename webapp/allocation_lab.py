@@ -2,7 +2,6 @@
 search, export JSON / CSV."""
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from pruning.labels import ALLOCATION_LABELS
 from pruning.settings import AllocationSettings, CalibrationSettings
 from pruning.tune import TuneSettings
 from spectra.hill import SPURIOUS_ALPHA
+from spectra.models import copy_model
 from webapp import cache, read_ahead, state
 from webapp.common import chart, one_line, run_page, show_table
 from webapp.figures import allocation_title, allocations_for
@@ -188,7 +188,7 @@ def tune_panel(ctx: Context) -> None:
         def on_phase(text: str) -> None:  # the dense statistics and each evaluation move the bar too
             bar.progress(len(rows) / len(lams), text=f"{text} ({len(rows)}/{len(lams)} λ scored)")
 
-        model = copy.deepcopy(cache.load_model_cached(ctx.model_key))
+        model = copy_model(cache.load_model_cached(ctx.model_key))
         s.tune_result = tune(model, ts, log=lambda m: None, progress_cb=on_row, phase_cb=on_phase)
         bar.progress(1.0, text="done")
     res = s.get("tune_result")
@@ -256,7 +256,7 @@ def leaderboard_panel(ctx: Context) -> None:
     if st.button("Run the leaderboard in the background", key="lb_run", disabled=not s.lb_methods):
         if key not in jobs or jobs[key].error:
             settings = CompareSettings(allocations=tuple(s.lb_methods), tune=tune)
-            jobs[key] = CompareJob(lambda: copy.deepcopy(cache.load_model_cached(ctx.model_key)), settings).start()
+            jobs[key] = CompareJob(lambda: copy_model(cache.load_model_cached(ctx.model_key)), settings).start()
     if key in jobs:
         leaderboard_rows(jobs[key])
 

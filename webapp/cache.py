@@ -159,7 +159,14 @@ def warm_model(source: Optional[str]) -> None:
     (:data:`WARM_CALIBRATION`) and compute the dense model's input norms on them with OWL's outlier ratios
     (:func:`input_norms`: one forward pass, then kept on disk; :func:`owl_ratios`), so that the first prune, OWL
     allocation or λ search does not wait for them; a failure is left to the page that needs them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 - see below
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name  # noqa: F401
+
     from spectra.models import source_tokenizer_ready
+
+    # transformers resolves its names lazily and not thread-safely: a name imported by two threads at once can fail
+    # in one of them ("cannot import name 'AutoModelForCausalLM'"), so what the read-ahead needs is imported here,
+    # in the page's thread, before the read-ahead's starts
 
     def work() -> None:  # a λ step pauses it between phases, and between two blocks of the forward
         source_tokenizer_ready(source)
@@ -204,13 +211,14 @@ def get_results_file(path: str) -> pd.DataFrame:
 
 
 def private_copy(key: str):
-    """A deep copy of the shared model (:func:`load_model_cached`) for work that registers hooks on its modules (the
-    calibration statistics, a layer's inputs). The shared model itself is never hooked: a hook there would fire in
-    the forward passes other threads run on it at the same time (the read-ahead, other sessions) and travel into the
-    deep copies they take for a prune or a search."""
-    import copy
+    """The shared model (:func:`load_model_cached`) for work that registers hooks on its modules (the calibration
+    statistics, a layer's inputs), as :func:`pruning.blocks.hook_view`: the same parameters, its own hook tables.
+    The shared model itself is never hooked: a hook there would fire in the forward passes other threads run on it
+    at the same time (the read-ahead, other sessions) and travel into the deep copies they take for a prune or a
+    search."""
+    from pruning.blocks import hook_view
 
-    return copy.deepcopy(load_model_cached(key).model)
+    return hook_view(load_model_cached(key).model)
 
 
 def model_weights(key: str) -> dict:

@@ -2,7 +2,6 @@
 pruned perplexity, trade-off plots from the runs and from sweep tables, FISTA's λ path and prox24's μ schedule."""
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,6 +23,7 @@ from pruning.settings import (
     PruneSettings,
 )
 from spectra.hill import SPURIOUS_ALPHA
+from spectra.models import copy_model
 from webapp import cache, read_ahead, state
 from webapp.cache import PROX24_SCHEDULE
 from webapp.common import chart, one_line, run_page, show_error, show_table
@@ -112,7 +112,7 @@ def run_prune(ctx: Context, settings: PruneSettings, ev: EvalSettings) -> dict:
     flagged = ", flagged fits left out" if a.exclude_flagged else ""
     log(0.05, f"allocation ({ALLOCATION_LABELS[method]}{flagged}), then the calibration inputs of block 0"
               if calib is not None else f"allocation ({ALLOCATION_LABELS[method]}{flagged})")
-    model = copy.deepcopy(lm.model)
+    model = copy_model(lm.model)
 
     def cb(done: int, total: int, name: str) -> None:
         from spectra.weights import classify

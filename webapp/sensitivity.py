@@ -3,8 +3,6 @@ signals the allocations bet on, the verdict of each signal (ρ, τ, permutation 
 cost. The run reuses the λ search's cached dense statistics (same calibration windows)."""
 from __future__ import annotations
 
-import copy
-
 import streamlit as st
 
 from pruning.plots_sensitivity import SIGNAL_LABELS, cost_bars_figure, signal_scatter_figure
@@ -12,6 +10,7 @@ from pruning.pruners import DEFAULT_PRUNER
 from pruning.sensitivity import SensitivitySettings, measure, read_table
 from pruning.settings import CalibrationSettings
 from pruning.signals import signal_columns, verdict
+from spectra.models import copy_model
 from webapp import cache, state
 from webapp.common import chart, one_line, run_page, show_table
 from webapp.state import Context
@@ -59,7 +58,7 @@ def run_panel(ctx: Context) -> None:
         def on_row(done: int, total: int, name: str) -> None:
             bar.progress(done / total, text=f"{name} measured ({done}/{total})")
 
-        model = copy.deepcopy(cache.load_model_cached(ctx.model_key))
+        model = copy_model(cache.load_model_cached(ctx.model_key))
         s.se_result = measure(model, ss, None, log=lambda m: None, progress_cb=on_row, progress=False,
                               metrics=ctx.df)  # the page's analysis: no second spectral pass
         state.keep_sensitivity_table(s.se_result)  # the Allocation lab's leaderboard can tune its allocation

@@ -17,6 +17,7 @@ weights are read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import json
@@ -52,10 +53,8 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_MODEL = "smollm2"
-#: held while transformers builds a model (and by :func:`copy_model`): its loading creates the model on the meta
-#: device and patches module construction for the whole process, so a model built or deep-copied in another thread
-#: at the same time could end up with meta tensors ("Cannot copy out of meta tensor") — the app loads and copies
-#: models from several threads (sessions, the read-ahead, background searches)
+#: held while transformers builds a model (on the meta device, with process-wide patches: a model built or copied in
+#: another thread meanwhile got meta tensors) and by :func:`copy_model`; the app does both from several threads
 MODEL_LOCK = threading.RLock()
 
 _ALIASES = {None: DEFAULT_MODEL, "": DEFAULT_MODEL, "builtin": DEFAULT_MODEL, "default": DEFAULT_MODEL,
@@ -257,11 +256,10 @@ def _load_from_gguf(directory: Path, gguf_file: str, dtype, trust_remote_code: b
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
+        kw = {"gguf_file": gguf_file, "trust_remote_code": trust_remote_code}
         with MODEL_LOCK:
-            model = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=gguf_file, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
-            tok = AutoTokenizer.from_pretrained(str(directory), gguf_file=gguf_file,
-                                                trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, **kw)
+            tok = AutoTokenizer.from_pretrained(str(directory), **kw)
     except ModelLoadError:
         raise
     except ImportError as exc:
@@ -468,8 +466,6 @@ def load_model(source: Any = None, *, dtype: Any = "float32", device: str = "cpu
 
 def copy_model(model: Any) -> Any:
     """``copy.deepcopy(model)`` while no model is being built (:data:`MODEL_LOCK`)."""
-    import copy
-
     with MODEL_LOCK:
         return copy.deepcopy(model)
 

@@ -39,7 +39,8 @@ def test_report_contents(wanda_run):
     dense, pruned = rep["perplexity"]["dense"]["wikitext2"], rep["perplexity"]["pruned"]["wikitext2"]
     assert dense["nwindows"] == pruned["nwindows"] == 2 and dense["seqlen"] == 128
     assert 1.0 < dense["ppl"] < pruned["ppl"] < 1e4  # 50 % pruning hurts but does not destroy the model
-    assert rep["timings_s"]["total"] > 0 and s["peak_rss_mb"] >= rep["rss_before_mb"] > 0
+    # (report.json keeps rss_before_mb to 0.1 MB: a run that does not raise the peak can sit 0.05 MB under it)
+    assert rep["timings_s"]["total"] > 0 and s["peak_rss_mb"] >= rep["rss_before_mb"] - 0.05 > 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
 

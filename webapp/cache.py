@@ -210,7 +210,7 @@ def get_results_file(path: str) -> pd.DataFrame:
     return store[key]
 
 
-def private_copy(key: str):
+def hookable_model(key: str):
     """The shared model (:func:`load_model_cached`) for work that registers hooks on its modules (the calibration
     statistics, a layer's inputs), as :func:`pruning.blocks.hook_view`: the same parameters, its own hook tables.
     The shared model itself is never hooked: a hook there would fire in the forward passes other threads run on it
@@ -250,7 +250,7 @@ def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
     from pruning.settings import CalibrationSettings
 
     lm = load_model_cached(key)
-    stats = dense_stats(private_copy(key), lm.tokenizer,
+    stats = dense_stats(hookable_model(key), lm.tokenizer,
                         CalibrationSettings(nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED),
                         calib=calibration_windows(key, nsamples, seqlen).clone(),
                         progress_cb=(lambda done, total: read_ahead.yield_to_pages())
@@ -404,7 +404,7 @@ def layer_inputs(key: str, name: str, nsamples: int, seqlen: int):
     (``pruning.capture.capture_layer_inputs``)."""
     from pruning.capture import capture_layer_inputs
 
-    return capture_layer_inputs(private_copy(key), name, calibration_windows(key, nsamples, seqlen))
+    return capture_layer_inputs(hookable_model(key), name, calibration_windows(key, nsamples, seqlen))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

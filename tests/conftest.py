@@ -11,6 +11,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
+# `--dist loadgroup` keeps an xdist_group on one worker again (tests/xdist_groups.py)
+pytest_plugins = ["xdist_groups"]
+
 
 def pytest_configure(config):
     """torch/BLAS threads (set here, before any test module imports torch; an explicit ``OMP_NUM_THREADS`` wins): 2

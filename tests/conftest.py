@@ -35,6 +35,26 @@ def builtin():
 
 
 @pytest.fixture(scope="session")
+def transformers_gguf():
+    """``get(name)``: a built-in model as transformers' own GGUF loader builds it (~25 s for SmolLM2), the independent
+    reference of the fast conversion, built once per session (tests/test_gguf_fast.py and test_models_weights.py
+    share it, one xdist group)."""
+    import torch
+
+    from spectra.models import _load_from_gguf, builtin_gguf_path
+
+    models = {}
+
+    def get(name: str = "smollm2"):
+        if name not in models:
+            path = builtin_gguf_path(name)
+            models[name] = _load_from_gguf(path.parent, path.name, torch.float32, False)[0]
+        return models[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def analysis():
     """The built-in model's analysis with the default (peak) rule and eigenvalues — what the app shows (computed once
     for every app test file)."""
@@ -77,9 +97,11 @@ def tiny_dir(tmp_path_factory):
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """A streamlit server of app.py on a free local port for one test module (the browser tests); its URL."""
+    """A streamlit server of app.py on a free local port, shared by the browser test modules (grouped on one xdist
+    worker: one server start and one model load instead of one per module; each test opens its own browser session,
+    as two users of one server would); its URL."""
     from webapp.serve import StreamlitServer
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "PYTHONUNBUFFERED": "1"}

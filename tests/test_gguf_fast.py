@@ -8,22 +8,25 @@ import pytest
 import torch
 
 from spectra import gguf_convert
-from spectra.models import _load_from_gguf, builtin_available, builtin_gguf_path
+from spectra.models import builtin_available, builtin_gguf_path
 
+# one xdist worker for this module and tests/test_models_weights.py: they share transformers' own GGUF build of
+# the model (tests/conftest.py::transformers_gguf, ~25 s)
+pytestmark = pytest.mark.xdist_group("gguf_reference")
 MODELS = [pytest.param("smollm2", marks=pytest.mark.slow),  # transformers' own conversion takes ~30 s
           pytest.param("gemma3", marks=[pytest.mark.slow, pytest.mark.skipif(not builtin_available("gemma3"),
                                                                               reason="gemma3 not installed")])]
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_fast_conversion_equals_transformers(name, tmp_path):
+def test_fast_conversion_equals_transformers(name, tmp_path, transformers_gguf):
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
     path = builtin_gguf_path(name)
     gguf_convert.convert(path, tmp_path)
     fast = load_file(tmp_path / "model.safetensors")
-    model, _ = _load_from_gguf(path.parent, path.name, torch.float32, False)
+    model = transformers_gguf(name)
     ref = model.state_dict()
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     assert set(fast) == set(ref) - tied

@@ -8,6 +8,10 @@ from spectra.errors import ModelLoadError, SpectraError
 from spectra.models import load_model, resolve_source
 from spectra.weights import classify, decoder_layers, iter_model_weights, iter_safetensors_weights, weight_table
 
+# one xdist worker for this module and tests/test_gguf_fast.py: they share transformers' own GGUF build of
+# the model (tests/conftest.py::transformers_gguf, ~25 s)
+pytestmark = pytest.mark.xdist_group("gguf_reference")
+
 transformers = pytest.importorskip("transformers")
 
 
@@ -113,13 +117,9 @@ def test_builtin_model_loads_and_both_routes_agree(builtin):
     assert max(len(torch.unique(row)) for row in w) <= 16
 
 
-def test_builtin_gguf_weights_equal_safetensors_cache(builtin):
+def test_builtin_gguf_weights_equal_safetensors_cache(builtin, transformers_gguf):
     """The cached safetensors are exactly what transformers' GGUF loader produces (no second conversion drift)."""
-    from spectra.models import _load_from_gguf, builtin_gguf_path
-
-    gguf = builtin_gguf_path()
-    model, _ = _load_from_gguf(gguf.parent, gguf.name, torch.float32, False)
-    ref = dict(iter_model_weights(model))
+    ref = dict(iter_model_weights(transformers_gguf()))
     for info, w in iter_model_weights(builtin.model):
         assert torch.equal(ref[info], w)
 

@@ -8,12 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from app_helpers import figure, no_failure, trace
+from tiny_models import save_deeper
 
 from pruning.signals import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 PAGE = "webapp/sensitivity.py"
+
+
+@pytest.fixture(scope="module")
+def tiny6_dir(tiny_dir, tmp_path_factory):
+    """A 6-block random Llama (tests/tiny_models.py): enough blocks for the verdict's rank correlations."""
+    return save_deeper(tiny_dir, 6, tmp_path_factory.mktemp("tiny6") / "tiny-llama-6")
 
 
 @pytest.fixture()
@@ -34,13 +41,20 @@ def test_page_is_registered():
     assert VIEW_PAGES["Which blocks matter"] == PAGE
 
 
-def test_measure_from_the_page_equals_the_library(page, builtin):
+def test_measure_from_the_page_equals_the_library(page, tiny6_dir):
     from pruning.sensitivity import SensitivitySettings, measure
     from pruning.settings import CalibrationSettings
+    from spectra.models import load_model
     from webapp import cache
 
-    # the tokens per window come from Prune & evaluate's setting (64 here instead of the default 256: the page and
-    # the library each walk 30 candidates)
+    # on the 6-block random Llama opened from the sidebar (the page's path is the built-in model's; the library's
+    # walk is checked against full evaluations in tests/test_sensitivity.py); the tokens per window come from
+    # Prune & evaluate's setting (64 here instead of the default 256)
+    page.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
+    page.sidebar.text_input(key="source_text").input(str(tiny6_dir)).run()
+    page.sidebar.button(key="load_btn").click().run()
+    no_failure(page)
+    assert page.session_state["source"] == str(tiny6_dir)
     page.switch_page("webapp/prune_evaluate.py").run()
     page.number_input(key="pr_seqlen").set_value(64).run()
     page.switch_page(PAGE).run()
@@ -51,7 +65,8 @@ def test_measure_from_the_page_equals_the_library(page, builtin):
     df = page.session_state["se_result"]
     seqlen = int(page.session_state["pr_seqlen"])
     assert seqlen == 64 and df.attrs["sensitivity"]["key"]["eval_seqlen"] == 64
-    want = measure(builtin, SensitivitySettings(sparsity=0.7, eval_windows=1, eval_seqlen=seqlen,
+    assert len(df) == 6 and np.abs(df["delta_nll"]).min() > 1e-3  # every block, costs far above the tolerance
+    want = measure(load_model(str(tiny6_dir)), SensitivitySettings(sparsity=0.7, eval_windows=1, eval_seqlen=seqlen,
                                                 calib=CalibrationSettings(nsamples=2, seqlen=seqlen,
                                                                           seed=cache.CALIB_SEED)),
                    None, log=lambda m: None, progress=False, with_signals=False)

@@ -1,4 +1,5 @@
-"""``python -m pruning compare`` and the bad-input errors of the 2025 allocations on the command lines."""
+"""``python -m pruning compare`` and the bad-input errors of the 2025 allocations on the command lines. compare's
+bookkeeping holds for any weights: it runs on the 2-block random Llama (tests/conftest.py ``tiny_dir``)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,14 @@ from pruning.__main__ import main as pruning_main
 def run_cli(argv, capsys):
     code = pruning_main(argv)
     return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_dir):
+    """The 2-block random Llama as a LoadedModel (compare leaves it dense)."""
+    from spectra.models import load_model
+
+    return load_model(str(tiny_dir))
 
 
 @pytest.fixture()
@@ -60,8 +69,9 @@ def test_compare_bad_allocations_are_one_line(tmp_path, capsys):
     assert code == 2 and "never tune on the test set" in err, err
 
 
-def test_compare_tunes_each_method_with_the_same_budget_and_resumes(builtin, tmp_path, monkeypatch):
+def test_compare_tunes_each_method_with_the_same_budget_and_resumes(tiny_lm, tmp_path, monkeypatch):
     from pruning.allocation import atp_bound
+    from pruning.blocks import block_linears
     from pruning.compare import CompareSettings, compare
     from pruning.settings import CalibrationSettings
     from pruning.tune import TuneSettings
@@ -71,10 +81,10 @@ def test_compare_tunes_each_method_with_the_same_budget_and_resumes(builtin, tmp
                       eval_seqlen=64, eval_windows=1)
     s = CompareSettings(allocations="uniform,atp,dlp", tune=ts)
     out = tmp_path / "cmp.json"
-    res = compare(builtin, s, str(out), log=lambda m: None)
+    res = compare(tiny_lm, s, str(out), log=lambda m: None)
     rows = {r["method"]: r for r in res["rows"]}
     assert list(rows) == ["uniform", "atp", "dlp"]
-    bound = atp_bound(0.6, 30)
+    bound = atp_bound(0.6, len(block_linears(tiny_lm.model)))  # ATP's bound on β for L blocks
     assert [c["value"] for c in rows["atp"]["candidates"]] == pytest.approx([0.0, bound / 2, bound], abs=1e-6)
     assert [c["value"] for c in rows["dlp"]["candidates"]] == [0.0, 0.15, 0.3]  # DLP α over its spec's [0, 0.3]
     for m in ("atp", "dlp"):  # the tuned value is the candidate with the lowest held-out perplexity
@@ -85,13 +95,13 @@ def test_compare_tunes_each_method_with_the_same_budget_and_resumes(builtin, tmp
     saved = json.loads(out.read_text())
     assert saved["rows"] == json.loads(json.dumps(res["rows"])) and saved["versions"]
     logs = []
-    compare(builtin, s, str(out), log=logs.append)  # resumed: nothing recomputed
+    compare(tiny_lm, s, str(out), log=logs.append)  # resumed: nothing recomputed
     assert sum("done already" in m for m in logs) == 3
     with pytest.raises(ValueError, match="other settings"):
-        compare(builtin, CompareSettings(allocations="uniform", tune=TuneSettings(sparsity=0.5)), str(out))
+        compare(tiny_lm, CompareSettings(allocations="uniform", tune=TuneSettings(sparsity=0.5)), str(out))
 
 
-def test_candidates_equal_to_uniform_are_not_evaluated_again(builtin, tmp_path, monkeypatch):
+def test_candidates_equal_to_uniform_are_not_evaluated_again(tiny_lm, tmp_path, monkeypatch):
     """λ = 0 (β = 0, α = 0) allocates uniform sparsity: the tuner takes uniform's score instead of pruning and
     evaluating the same masks again, and compare takes the uniform row's final prune for a method tuned to it."""
     import pruning.compare as compare_mod
@@ -112,7 +122,7 @@ def test_candidates_equal_to_uniform_are_not_evaluated_again(builtin, tmp_path, 
     monkeypatch.setattr(compare_mod, "final_prune", lambda *a, **k: finals.append(a[2]) or real_final(*a, **k))
     ts = TuneSettings(pruner="wanda", sparsity=0.6, candidates=3, calib=CalibrationSettings(nsamples=2, seqlen=64),
                       eval_seqlen=64, eval_windows=1)
-    res = compare(builtin, CompareSettings(allocations="uniform,atp", tune=ts, final=True, test_seqlen=64,
+    res = compare(tiny_lm, CompareSettings(allocations="uniform,atp", tune=ts, final=True, test_seqlen=64,
                                            test_windows=1), None, log=lambda m: None)
     uni, atp = res["rows"]
     assert [lab["lam"] for lab in scored] == ["uniform", pytest.approx(atp["candidates"][1]["value"]),

@@ -2,7 +2,6 @@
 ``pruning.evaluation.lmeval.evaluate_tasks`` of the same pruned model, dense and pruned."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,45 @@ pytestmark = pytest.mark.skipif(not (config.REPO_ROOT.parent / "shared" / "data"
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
-def test_prune_and_evaluate_with_piqa(monkeypatch, builtin):
+@pytest.fixture(scope="module")
+def loud_dir(builtin, tmp_path_factory) -> Path:
+    """A 2-block random Llama (seed 0) with weights of standard deviation 1 (not 0.02: its logits are not flat, so
+    that pruning changes its piqa answers — dense 2/3, pruned 1/3 on the first 3 documents) and the built-in model's
+    tokenizer, saved as a local HF directory."""
+    import torch
+    import transformers as tf
+
+    tok = builtin.tokenizer
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         initializer_range=1.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    d = tmp_path_factory.mktemp("loud") / "loud-llama"
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_prune_and_evaluate_with_piqa(monkeypatch, loud_dir):
+    """On a 2-block random Llama opened from the sidebar (the app's path is the built-in model's; the property — the
+    app shows lm-eval's accuracies of the same pruned and dense models — does not depend on the weights), so that
+    the four piqa evaluations and the prune take seconds."""
     from streamlit.testing.v1 import AppTest
 
     from pruning.evaluation.lmeval import evaluate_tasks
     from pruning.prune import prune_model
     from pruning.settings import PruneSettings
+    from spectra.models import load_model
 
     monkeypatch.setenv("SPL_OFFLINE", "1")
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
+    at.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
+    at.sidebar.text_input(key="source_text").input(str(loud_dir)).run()
+    at.sidebar.button(key="load_btn").click().run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    assert at.session_state["source"] == str(loud_dir)
     at.switch_page("webapp/prune_evaluate.py").run()
     assert at.session_state["pr_tasks"] == []  # off by default
     at.selectbox(key="pr_pruner").set_value("magnitude").run()
@@ -36,12 +64,13 @@ def test_prune_and_evaluate_with_piqa(monkeypatch, builtin):
     at.button(key="pr_run").click().run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     run = at.session_state["runs"][-1]
-    dense = evaluate_tasks(builtin.model, builtin.tokenizer, ["piqa"], limit=3).flat()
-    model = copy.deepcopy(builtin.model)
-    prune_model(model, builtin.tokenizer, PruneSettings.from_flat(pruner="magnitude", allocation="uniform",
-                                                                  sparsity=run["sparsity"]), progress=False)
-    pruned = evaluate_tasks(model, builtin.tokenizer, ["piqa"], limit=3).flat()
+    lm = load_model(str(loud_dir))
+    dense = evaluate_tasks(lm.model, lm.tokenizer, ["piqa"], limit=3).flat()
+    prune_model(lm.model, lm.tokenizer, PruneSettings.from_flat(pruner="magnitude", allocation="uniform",
+                                                                sparsity=run["sparsity"]), progress=False)
+    pruned = evaluate_tasks(lm.model, lm.tokenizer, ["piqa"], limit=3).flat()
     assert (run["piqa_n"], run["piqa_version"], run["lm_eval_version"]) == (3, "1.0", "0.4.13")
+    assert dense["piqa_acc"] != pruned["piqa_acc"]  # so that dense and pruned swapped would show
     for k in ("piqa_acc", "piqa_acc_norm", "piqa_acc_stderr"):
         assert run[k] == pytest.approx(pruned[k]) and run[f"dense_{k}"] == pytest.approx(dense[k])
     assert any(m.startswith("lm-eval zero-shot of the pruned model (piqa, first 3 documents each)")

@@ -3,6 +3,10 @@
 Block 5 of SmolLM2-135M, statistics of 8 × 128 C4 tokens from the dense model (``K = D = H``): the re-fit never
 increases the local loss and equals an independent per-row solve; re-fitted FISTA beats its Wanda warm start at
 50 % and 2:4; prox24's output is exactly 2:4 in both step rules; masked GD is monotone in both step rules.
+
+Each matrix is cut to its first 192 output rows (all of k's): the local loss ``Σ_r (w_r − W_r) H (w_r − W_r)ᵀ`` is
+a sum over rows with one ``H`` per input group, so the cut is the same real problem with fewer rows (the statistics
+are the layer's own), at a quarter of the cost of o and up (the whole file took 80 s).
 """
 import pytest
 import torch
@@ -14,7 +18,8 @@ from pruning.pruners.masks import is_nm
 from pruning.pruners.prox24 import prox24_prune
 
 BLOCK = 5
-ROLES = ("k", "o", "up")  # one matrix of each input group shape: 192×576, 576×576, 1536×576
+ROLES = ("k", "o", "up")  # one matrix of each input group (attention input and output, MLP input): 192, 576, 1536 × 576
+ROWS = 192  # output rows kept of each (module docstring)
 PATTERNS = [(0.5, None), (0.5, (2, 4))]
 
 
@@ -24,7 +29,7 @@ def layers(builtin):
     from pruning.evaluation.data import get_calibration
 
     calib = get_calibration(builtin.tokenizer, nsamples=8, seqlen=128, seed=0)
-    return {lin.role: (lin.get(), st) for lin, st in block_layer_stats(builtin.model, calib, BLOCK)
+    return {lin.role: (lin.get()[:ROWS].clone(), st) for lin, st in block_layer_stats(builtin.model, calib, BLOCK)
             if lin.role in ROLES}
 
 
@@ -73,6 +78,8 @@ def test_refitted_fista_beats_its_wanda_warm_start_and_the_literal_variant(layer
 @pytest.mark.parametrize("role", ("k", "o"))
 def test_prox24_is_exactly_2_4_and_preconditioning_moves_the_weights(layers, role):
     W, st = layers[role]
+    W = W[:64]  # prox24's ~35 steps cost ~2 s at any row count plus their share per row: 64 rows (the margins of
+    # the two comparisons below are those of all 192: agreement 0.87 vs 0.955 on k, 0.88 vs 0.945 on o)
     magnitude = get_pruner("magnitude").fn(W.clone(), None, 0.5, (2, 4))
     out = {}
     for pre in (True, False):

@@ -239,3 +239,25 @@ def test_download_fallback(isolated, monkeypatch):
                           "wikitext-2-raw-v1/test-00000-of-00001.parquet")
     assert sorted(p.name for p in (isolated / "cache" / "data").iterdir()) == ["ptb-test.txt",
                                                                                "wikitext-2-raw-test.txt"]
+
+
+@needs_data
+def test_the_same_tokenizer_in_another_folder_reuses_the_cached_tokens(tok, tmp_path, monkeypatch):
+    """Tokens are cached by the tokenizer's definition, not its folder: a copy saved elsewhere (a pruned model, a test
+    model) gets the very same windows without tokenising again; a tokenizer that differs gets its own."""
+    from transformers import AutoTokenizer
+
+    first = data.get_calibration(tok, 4, 64, seed=3)
+    tok.save_pretrained(tmp_path / "copy")
+    copy = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    assert copy.name_or_path != tok.name_or_path
+    assert data.tokenizer_fingerprint(copy) == data.tokenizer_fingerprint(tok)
+    calls = []
+    monkeypatch.setattr(data, "encode", lambda *a, **k: calls.append(a) or [])
+    assert torch.equal(data.get_calibration(copy, 4, 64, seed=3), first) and calls == []  # not tokenised again
+    other = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    other.add_tokens(["zqxv-not-a-word"])
+    assert data.tokenizer_fingerprint(other) != data.tokenizer_fingerprint(tok)
+    with pytest.raises(ValueError, match="calibration stream has 0 tokens"):  # its own entry: the stubbed encode ran
+        data.get_calibration(other, 4, 64, seed=3)
+    assert len(calls) == 1

@@ -25,9 +25,11 @@ and ``<cwd>/../shared/data``, then the download cache ``$SPL_CACHE_DIR/data`` (d
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import urllib.request
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -318,14 +320,37 @@ def tokenizer_adds_bos(tokenizer) -> bool:
     return len(ids) > 0 and ids[0] == bos
 
 
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of a fast tokenizer's full definition (``backend_tokenizer.to_str()``: vocabulary, merges, normaliser,
+    pre-tokeniser), so that the same tokenizer saved in two folders (a pruned copy, a test model) shares its cached
+    tokens; ``name_or_path`` for a tokenizer without one. Computed once per tokenizer object."""
+    try:
+        return _FINGERPRINTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        fp = "sha256:" + hashlib.sha256(backend.to_str().encode()).hexdigest()
+    else:
+        fp = getattr(tokenizer, "name_or_path", "") or f"id{id(tokenizer)}"
+    try:
+        _FINGERPRINTS[tokenizer] = fp
+    except TypeError:
+        pass
+    return fp
+
+
 def _tok_key(tokenizer, what: str, p: Path) -> tuple:
-    name = getattr(tokenizer, "name_or_path", "") or f"id{id(tokenizer)}"
     try:
         size = len(tokenizer)
     except TypeError:
         size = -1
     st = p.stat()
-    return (type(tokenizer).__name__, name, size, what, str(p.resolve()), st.st_size, st.st_mtime_ns)
+    return (type(tokenizer).__name__, tokenizer_fingerprint(tokenizer), size, getattr(tokenizer, "eos_token_id", None),
+            what, str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def get_eval_tokens(tokenizer, dataset: str = "wikitext2", path: str | Path | None = None) -> torch.LongTensor:

@@ -43,7 +43,8 @@ lint: install-dev
 
 # the suite on TEST_WORKERS pytest-xdist workers (default 2, one per core of the 2-core reference machine; each
 # takes its share of the cores as torch threads, tests/conftest.py; TEST_WORKERS=0 runs it in one process);
-# loadgroup keeps the tests marked xdist_group together on one worker
+# loadgroup keeps the tests marked xdist_group together on one worker (tests/xdist_groups.py makes it work again
+# under pytest 9.2, whose node ids pytest-xdist 3.8 no longer tags)
 TEST_WORKERS ?= 2
 
 test: install-dev browser lint

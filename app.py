@@ -139,6 +139,7 @@ def main() -> None:
     if pio.templates.default != "plotly_white":  # the setter validates the whole template (~35 ms): once per process
         pio.templates.default = "plotly_white"  # every chart's template: spectra.plots.new_figure then skips it
     state.init_state()
+    cache.import_transformers()  # one thread at a time: the first runs of sessions opened together
     page = st.navigation([st.Page(path, title=title, default=i == 0)
                           for i, (title, path) in enumerate(VIEW_PAGES.items())])
     st.session_state.view = page.title

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_models import save_random_llama
 
 from spectra import config
 
@@ -19,19 +20,7 @@ def loud_dir(builtin, tmp_path_factory) -> Path:
     """A 2-block random Llama (seed 0) with weights of standard deviation 1 (not 0.02: its logits are not flat, so
     that pruning changes its piqa answers — dense 2/3, pruned 1/3 on the first 3 documents) and the built-in model's
     tokenizer, saved as a local HF directory."""
-    import torch
-    import transformers as tf
-
-    tok = builtin.tokenizer
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=1.0, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("loud") / "loud-llama"
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_random_llama(tmp_path_factory.mktemp("loud") / "loud-llama", builtin.tokenizer, initializer_range=1.0)
 
 
 def test_prune_and_evaluate_with_piqa(monkeypatch, loud_dir):

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from tiny_models import save_random_llama
 
 pytestmark = pytest.mark.ecosystem
 
@@ -84,18 +85,7 @@ def llama6(builtin, tmp_path_factory) -> Path:
     directory: the property (llm-compressor applies every matrix's exported sparsity, in list order, and leaves the
     head alone) does not depend on the weights, and its SparseGPT passes take a second instead of the 30 blocks of
     the built-in model (transformers 5.17 of the llm-compressor venv loads it)."""
-    import torch
-    import transformers as tf
-
-    tok = builtin.tokenizer
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("llama6") / "llama6"
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_random_llama(tmp_path_factory.mktemp("llama6") / "llama6", builtin.tokenizer, layers=6)
 
 
 def test_exported_recipe_runs_in_llm_compressor(llmc_python, llama6, tmp_path):

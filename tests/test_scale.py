@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_block_loop import VOCAB, tiny
+from tiny_models import save_random_llama
 
 from pruning.__main__ import main as pruning_main
 from pruning.block_loop import prune_blocks
@@ -154,18 +155,8 @@ TIED_BLOCKS = 4
 def tied_dir(builtin, tmp_path_factory) -> Path:
     """A 4-block random Llama (seed 0) with tied embeddings, as the built-in SmolLM2 has, and the built-in model's
     tokenizer, saved as a local HF directory (one safetensors file)."""
-    import transformers as tf
-
-    tok = builtin.tokenizer
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=TIED_BLOCKS,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("tied") / "tied-llama"
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_random_llama(tmp_path_factory.mktemp("tied") / "tied-llama", builtin.tokenizer, layers=TIED_BLOCKS,
+                             tie_word_embeddings=True)
 
 
 def _cli(argv, capsys):

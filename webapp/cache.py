@@ -4,6 +4,7 @@ schedule. Every function calls :mod:`spectra` / :mod:`pruning`; Streamlit's cach
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -152,6 +153,31 @@ def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
 WARM_CALIBRATION = (16, 256)
 
 
+_IMPORTED = threading.Event()
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_transformers() -> None:
+    """Resolve the transformers names the app uses, once per process and one thread at a time. transformers resolves
+    its names lazily and not thread-safely: sessions whose first runs imported a name at the same moment failed
+    ("could not analyse the model: cannot import name 'AutoModelForCausalLM' from 'transformers'", three of four
+    sessions opened at once in ``bench/bench_app_load.py``). app.py calls this before any page work."""
+    if _IMPORTED.is_set():
+        return
+    with _IMPORT_LOCK:
+        if _IMPORTED.is_set():
+            return
+        import transformers
+        from transformers.models.auto.tokenization_auto import tokenizer_class_from_name  # noqa: F401
+        from transformers.pytorch_utils import Conv1D  # noqa: F401
+
+        from spectra.gguf_convert import TOKENIZER_CLASSES
+
+        for name in ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", *TOKENIZER_CLASSES.values()):
+            getattr(transformers, name)
+        _IMPORTED.set()
+
+
 def warm_model(source: Optional[str]) -> None:
     """Once the analysis is shown, read ahead in a background thread that gives way to the pages
     (:mod:`webapp.read_ahead`): build a GGUF model's tokenizer (``spectra.models.source_tokenizer_ready``), load the
@@ -159,14 +185,9 @@ def warm_model(source: Optional[str]) -> None:
     (:data:`WARM_CALIBRATION`) and compute the dense model's input norms on them with OWL's outlier ratios
     (:func:`input_norms`: one forward pass, then kept on disk; :func:`owl_ratios`), so that the first prune, OWL
     allocation or λ search does not wait for them; a failure is left to the page that needs them."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 - see below
-    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name  # noqa: F401
-
     from spectra.models import source_tokenizer_ready
 
-    # transformers resolves its names lazily and not thread-safely: a name imported by two threads at once can fail
-    # in one of them ("cannot import name 'AutoModelForCausalLM'"), so what the read-ahead needs is imported here,
-    # in the page's thread, before the read-ahead's starts
+    import_transformers()  # before the read-ahead's thread starts
 
     def work() -> None:  # a λ step pauses it between phases, and between two blocks of the forward
         source_tokenizer_ready(source)

@@ -76,13 +76,11 @@ def app(analysis):
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
+def tiny_dir(tmp_path_factory, builtin):
     """A 2-block random Llama (seed 0) with the built-in model's tokenizer, saved as a local HF directory."""
     from tiny_models import save_random_llama
 
-    from spectra.models import load_model
-
-    return save_random_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", load_model().tokenizer)
+    return save_random_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", builtin.tokenizer)
 
 
 _ROOT = Path(__file__).resolve().parent.parent

@@ -161,7 +161,7 @@ def test_read_ahead_pauses_while_pages_start_running(monkeypatch):
 
 
 RACE = """
-import sys, threading
+import threading
 from webapp.cache import import_transformers
 errors, gate = [], threading.Barrier(4)
 def first_run():  # what each session's first script run does: app.py's call, then the pages' imports

@@ -33,7 +33,7 @@ browser:
 	  else echo "note: chromium not installed (sudo apt-get install chromium); the browser test will be skipped"; fi; }
 
 app: install
-	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	$(BIN)/python -m webapp.launch run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 # lint first (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; settings in pyproject.toml), then the suite
 # with its 15 slowest tests listed. `ruff format` is not enforced: its one-argument-per-line layout grows the code by

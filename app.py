@@ -31,11 +31,16 @@ from pathlib import Path
 # instead of 14.7 s. Passive waiting is read when torch loads, so it is set before the imports below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from webapp import preload  # noqa: E402
+
+preload.wait()  # the imports below, begun as the server started (make app: python -m webapp.launch)
+
 import plotly.io as pio  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from webapp import cache, state  # noqa: E402
 from webapp.common import error_text, one_line, show_error  # noqa: E402
+from webapp.imports import import_transformers  # noqa: E402
 from webapp.state import ANALYSIS_RULES, SOURCE_KINDS, VIEW_PAGES  # noqa: E402
 
 
@@ -139,7 +144,7 @@ def main() -> None:
     if pio.templates.default != "plotly_white":  # the setter validates the whole template (~35 ms): once per process
         pio.templates.default = "plotly_white"  # every chart's template: spectra.plots.new_figure then skips it
     state.init_state()
-    cache.import_transformers()  # one thread at a time: the first runs of sessions opened together
+    import_transformers()  # one thread at a time: the first runs of sessions opened together
     page = st.navigation([st.Page(path, title=title, default=i == 0)
                           for i, (title, path) in enumerate(VIEW_PAGES.items())])
     st.session_state.view = page.title

@@ -100,11 +100,18 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
     yrange = sparsity_axis_range(np.concatenate(ys + ([[100.0 * float(target)]] if target is not None else [])))
     # the whole layout in one constructor call: plotly's update_layout / add_hline parse property paths, several
     # times slower (this figure is redrawn on every λ step); the same figure as fig.add_hline(y, line=...,
-    # annotation_text=..., annotation_position="bottom right")
-    layout: dict[str, Any] = dict(xaxis=dict(title=dict(text=xlabel)), yaxis=dict(title=dict(text=SPARSITY_LABEL)),
-                                  legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
-                                  margin=dict(l=60, r=20, t=50 if title else 20, b=40), title=dict(text=title),
-                                  height=height, hovermode="closest")
+    # annotation_text=..., annotation_position="bottom right").
+    # Fixed margins (no automargin, no autoexpand), the legend in the bottom margin: plotly.js otherwise measures
+    # what pushes the margins and draws the figure a second time whenever they move — half of a λ step's drawing
+    # in the browser (bench/RESULTS_app_views.md).
+    rows = legend_rows(list(allocations))
+    layout: dict[str, Any] = dict(xaxis=dict(title=dict(text=xlabel), automargin=False),
+                                  yaxis=dict(title=dict(text=SPARSITY_LABEL), automargin=False),
+                                  legend=dict(orientation="h", yanchor="bottom", y=0, yref="container", x=0),
+                                  margin=dict(l=60, r=20, t=50 if title else 20, b=58 + LEGEND_ROW_PX * rows,
+                                              autoexpand=False),
+                                  title=dict(text=title), height=height + LEGEND_ROW_PX * (rows - 1),
+                                  hovermode="closest")
     if yrange is not None:
         layout["yaxis"]["range"] = yrange
     if target is not None:
@@ -114,6 +121,24 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
         layout["annotations"] = [dict(showarrow=False, text=f"target {100 * float(target):.0f}%", x=1,
                                       xanchor="right", xref="x domain", y=y, yanchor="top", yref="y")]
     return new_figure(traces, layout)
+
+
+#: the height of one legend row (px) and the width the legend's rows are laid out for (px; the Allocation lab's
+#: chart is wider on a laptop screen, so that the legend then takes fewer rows than reserved, never more)
+LEGEND_ROW_PX = 22
+LEGEND_WIDTH_PX = 720
+
+
+def legend_rows(labels: Sequence[str], width: float = LEGEND_WIDTH_PX) -> int:
+    """The rows a horizontal plotly legend of ``labels`` takes in ``width`` px (≈ 40 px of symbol and gap plus
+    ≈ 7 px per character an entry, plotly's default 12 px font)."""
+    rows, used = 1, 0.0
+    for label in labels:
+        w = 40.0 + 7.0 * len(str(label))
+        if used and used + w > width:
+            rows, used = rows + 1, 0.0
+        used += w
+    return rows
 
 
 def allocation_summary(allocations: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

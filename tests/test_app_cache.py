@@ -162,7 +162,7 @@ def test_read_ahead_pauses_while_pages_start_running(monkeypatch):
 
 RACE = """
 import threading
-from webapp.cache import import_transformers
+from webapp.imports import import_transformers
 errors, gate = [], threading.Barrier(4)
 def first_run():  # what each session's first script run does: app.py's call, then the pages' imports
     gate.wait()
@@ -181,7 +181,7 @@ print(len(errors), errors[:1])
 def test_sessions_opened_together_import_transformers_one_at_a_time():
     """Four threads importing transformers' lazy names at once in a fresh process failed in one of them in 2 of 3
     tries ("cannot import name 'AutoModelForCausalLM'": three of four browser sessions opened together showed it);
-    through ``webapp.cache.import_transformers`` (app.py calls it first) none fails."""
+    through ``webapp.imports.import_transformers`` (app.py calls it first) none fails."""
     import subprocess
     from pathlib import Path
 
@@ -190,3 +190,32 @@ def test_sessions_opened_together_import_transformers_one_at_a_time():
                            cwd=str(Path(__file__).resolve().parent.parent))
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.split()[0] == "0", r.stdout
+
+
+PRELOAD = """
+import sys, time
+from webapp import preload
+t0 = time.perf_counter()
+preload.wait()  # nothing started: returns at once
+assert time.perf_counter() - t0 < 0.5 and "torch" not in sys.modules
+preload.start()
+preload.wait()
+from webapp import imports
+print(all(m in sys.modules for m in ("torch", "pandas", "webapp.state", "webapp.figures", "transformers")),
+      imports._IMPORTED.is_set())
+"""
+
+
+def test_preload_imports_the_app_modules_and_app_waits_for_it():
+    """``python -m webapp.launch`` (make app) starts the app's imports with the server; :func:`webapp.preload.wait`
+    returns at once when none was started and once they are done otherwise (transformers' names included)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", PRELOAD], capture_output=True, text=True, timeout=300, cwd=str(root))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["True", "True"], r.stdout
+    app = (root / "app.py").read_text()
+    assert app.index("preload.wait()") < app.index("import streamlit")  # before the app's own imports
+    assert "-m webapp.launch run app.py" in (root / "Makefile").read_text()

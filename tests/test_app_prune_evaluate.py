@@ -333,6 +333,34 @@ def test_readable_labels_axis_ranges_and_styles():
     assert 0 <= lo < 0.3 < hi <= 0.5 and fig.layout.margin.t >= 50
 
 
+def test_allocation_figure_has_fixed_margins_with_room_for_its_legend():
+    """The figure the λ slider redraws never asks plotly.js to measure and push its margins (a second full draw of
+    the figure on every step): no automargin, no autoexpand; the bottom margin holds the x title and the legend's
+    rows (one for the lab's four default methods, more for long labels), the figure growing by what they add."""
+    from pruning import plots as pplots
+    from pruning.labels import ALLOCATION_LABELS
+
+    alloc = pd.DataFrame({"longname": list("abcd"), "block": [0, 0, 1, 1], "num_params": [1, 3, 2, 2],
+                          "sparsity": [0.5, 0.7, 0.6, 0.6]})
+    four = ["uniform", "AlphaPruning", "ERK", "stable rank"]
+    every = list(ALLOCATION_LABELS.values())
+    assert pplots.legend_rows(four) == 1 and pplots.legend_rows(every) >= 2
+    # brute force: each row's entries fit the width (≈ 40 px + 7 px a character) and the next entry would not
+    rows, used, widths = 1, 0.0, [40.0 + 7.0 * len(x) for x in every]
+    for w in widths:
+        if used and used + w > pplots.LEGEND_WIDTH_PX:
+            rows, used = rows + 1, 0.0
+        used += w
+    assert pplots.legend_rows(every) == rows
+    for labels in (four, every):
+        fig = pplots.allocation_figure({k: alloc for k in labels}, target=0.6, title="t")
+        lay = fig.layout
+        assert lay.xaxis.automargin is False and lay.yaxis.automargin is False and lay.margin.autoexpand is False
+        extra = pplots.LEGEND_ROW_PX * (pplots.legend_rows(labels) - 1)
+        assert lay.margin.b == 58 + pplots.LEGEND_ROW_PX * pplots.legend_rows(labels)
+        assert lay.height == 440 + extra and lay.legend.yref == "container" and lay.legend.y == 0
+
+
 def test_paper_literal_variant_is_offered_for_the_seed_pruners_only(app):
     goto(app, "Prune & evaluate")
     assert app.checkbox(key="pr_gd_pre").value is True  # preconditioned masked GD is the default (ours)

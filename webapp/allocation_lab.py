@@ -119,8 +119,9 @@ def allocation_curves(ctx: Context) -> None:
                    f"through the dense model once (seconds to half a minute), then they are cached.")
     summary = pplots.allocation_summary(allocs)
     st.markdown("**Min / max / parameter-weighted mean sparsity**")
-    show_table(summary.style.format({"min": "{:.2%}", "max": "{:.2%}", "weighted_mean": "{:.2%}", "spread": "{:.2%}"}),
-               key="al_summary")
+    # percentages by the table's own column format, not a pandas Styler (rendered to strings on every λ step)
+    show_table(summary, key="al_summary", column_config={c: st.column_config.NumberColumn(format="percent")
+                                                         for c in ("min", "max", "weighted_mean", "spread")})
     st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
     c1, c2, c3 = st.columns([2, 1, 1])
     inv = {v: k for k, v in ALLOCATION_LABELS.items()}

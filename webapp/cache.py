@@ -4,7 +4,6 @@ schedule. Every function calls :mod:`spectra` / :mod:`pruning`; Streamlit's cach
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +16,7 @@ from pruning.settings import AllocationSettings
 from spectra.analyze import AnalysisSettings, analyze
 from spectra.errors import SpectraError
 from webapp import read_ahead
+from webapp.imports import import_transformers
 from webapp.widgets import default_of
 
 CALIB_SEED = 0
@@ -151,31 +151,6 @@ def get_analysis(source: Optional[str], rule: str) -> pd.DataFrame:
 #: the calibration windows read ahead with the model (the app's default prune and OWL use them; the same values as
 #: ``webapp.state.APP_DEFAULTS``, checked by tests/test_app_ux.py)
 WARM_CALIBRATION = (16, 256)
-
-
-_IMPORTED = threading.Event()
-_IMPORT_LOCK = threading.Lock()
-
-
-def import_transformers() -> None:
-    """Resolve the transformers names the app uses, once per process and one thread at a time. transformers resolves
-    its names lazily and not thread-safely: sessions whose first runs imported a name at the same moment failed
-    ("could not analyse the model: cannot import name 'AutoModelForCausalLM' from 'transformers'", three of four
-    sessions opened at once in ``bench/bench_app_load.py``). app.py calls this before any page work."""
-    if _IMPORTED.is_set():
-        return
-    with _IMPORT_LOCK:
-        if _IMPORTED.is_set():
-            return
-        import transformers
-        from transformers.models.auto.tokenization_auto import tokenizer_class_from_name  # noqa: F401
-        from transformers.pytorch_utils import Conv1D  # noqa: F401
-
-        from spectra.gguf_convert import TOKENIZER_CLASSES
-
-        for name in ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", *TOKENIZER_CLASSES.values()):
-            getattr(transformers, name)
-        _IMPORTED.set()
 
 
 def warm_model(source: Optional[str]) -> None:

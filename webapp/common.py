@@ -1,6 +1,8 @@
 """Drawing helpers every page uses: one-line errors, charts and readable tables."""
 from __future__ import annotations
 
+from typing import Optional
+
 import pandas as pd
 import streamlit as st
 
@@ -49,11 +51,12 @@ def text_column_widths(data) -> dict:
     return config
 
 
-def show_table(data, **kw):
-    """``st.dataframe`` with readable text columns (:func:`text_column_widths`), full width, no index unless given."""
+def show_table(data, column_config: Optional[dict] = None, **kw):
+    """``st.dataframe`` with readable text columns (:func:`text_column_widths`; ``column_config`` adds to / overrides
+    them), full width, no index unless given."""
     kw.setdefault("hide_index", True)
     kw.setdefault("width", "stretch")
-    return st.dataframe(data, column_config=text_column_widths(data), **kw)
+    return st.dataframe(data, column_config={**text_column_widths(data), **(column_config or {})}, **kw)
 
 
 def run_page(render) -> None:

@@ -45,7 +45,9 @@ class StreamlitServer:
         self.port = free_port()
         self.log = log
         out = log if log is not None else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
+        # the app as make app starts it (its imports begun with the server, webapp.launch); other scripts plainly
+        runner = "webapp.launch" if Path(script).resolve() == ROOT / "app.py" else "streamlit"
+        self.proc = subprocess.Popen([sys.executable, "-m", runner, "run", str(script), "--server.headless",
                                       "true", "--server.address", "127.0.0.1", "--server.port", str(self.port),
                                       "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                                      cwd=ROOT, env=env if env is not None else dict(os.environ), stdout=out,

@@ -93,6 +93,7 @@ def session(i: int, url: str, result: dict, start: threading.Barrier, prune_gate
             result["wall_s"] = time.perf_counter() - t0
             slider = page.locator('[data-testid="stSlider"]').filter(has_text="λ (AlphaPruning)").inner_text()
             result["own_lambda_shown"] = f"{lam:.2f}" in slider
+            result["lambda_shown"] = " ".join(slider.split()[-3:])  # the slider's value and bounds, as drawn
             trade = [c for c in page.evaluate(CHARTS_JS) if "perplexity against sparsity" in c["title"]]
             points = sum(t["n"] for t in trade[0]["traces"]) if trade else -1
             result["runs_seen"] = points
@@ -162,7 +163,8 @@ def main() -> None:
         lines.append(f"| {r.get('session')}{' (extra)' if r.get('session', 0) >= args.sessions else ''} | "
                      f"{r.get('lam')} | {r.get('first_chart_s', float('nan')):.1f} | "
                      f"{r.get('lambda_s', float('nan')):.1f} | {r.get('prune_s', float('nan')):.1f} | "
-                     f"{r.get('wall_s', float('nan')):.1f} | {r.get('saw_queue')} | {r.get('own_lambda_shown')} | "
+                     f"{r.get('wall_s', float('nan')):.1f} | {r.get('saw_queue')} | {r.get('own_lambda_shown')} "
+                     f"({r.get('lambda_shown', '?')}) | "
                      f"{r.get('runs_seen')} | {r.get('error', '')} |")
     text = "\n".join(lines)
     print(text)

@@ -22,16 +22,9 @@ model context) and the caches of heavy work live in ``webapp/state.py``; long jo
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-# torch's OpenMP threads wait for each other by spinning: when another process holds one of the cores (the browser
-# drawing this page, a benchmark) every parallel region then stalls. Measured with 2 threads on 2 busy cores: a
-# 2 × 256-token evaluation of the built-in model 15.7 s instead of 1.6 s, a small Wanda + AlphaPruning run 29.8 s
-# instead of 14.7 s. Passive waiting is read when torch loads, so it is set before the imports below.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from webapp import preload  # noqa: E402
+from webapp import preload  # noqa: E402  (first: it sets OMP_WAIT_POLICY before anything loads torch)
 
 preload.wait()  # the imports below, begun as the server started (make app: python -m webapp.launch)
 

@@ -193,8 +193,10 @@ def test_sessions_opened_together_import_transformers_one_at_a_time():
 
 
 PRELOAD = """
-import sys, time
+import os, sys, time
+assert "OMP_WAIT_POLICY" not in os.environ
 from webapp import preload
+assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "torch" not in sys.modules  # before anything loads torch
 t0 = time.perf_counter()
 preload.wait()  # nothing started: returns at once
 assert time.perf_counter() - t0 < 0.5 and "torch" not in sys.modules
@@ -208,12 +210,15 @@ print(all(m in sys.modules for m in ("torch", "pandas", "webapp.state", "webapp.
 
 def test_preload_imports_the_app_modules_and_app_waits_for_it():
     """``python -m webapp.launch`` (make app) starts the app's imports with the server; :func:`webapp.preload.wait`
-    returns at once when none was started and once they are done otherwise (transformers' names included)."""
+    returns at once when none was started and once they are done otherwise (transformers' names included); importing
+    it sets torch's passive OpenMP waiting first (the launcher's process loads torch before app.py runs)."""
     import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-c", PRELOAD], capture_output=True, text=True, timeout=300, cwd=str(root))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # as a shell that never set it
+    r = subprocess.run([sys.executable, "-c", PRELOAD], capture_output=True, text=True, timeout=300, cwd=str(root),
+                       env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["True", "True"], r.stdout
     app = (root / "app.py").read_text()

@@ -124,7 +124,8 @@ def allocation_figure(allocations: Mapping[str, pd.DataFrame], *, by: str = "blo
 
 
 #: the height of one legend row (px) and the width the legend's rows are laid out for (px; the Allocation lab's
-#: chart is wider on a laptop screen, so that the legend then takes fewer rows than reserved, never more)
+#: chart is wider on a laptop screen, where the legend then takes no more rows than reserved; on a chart narrower
+#: than this it can take more and overlap the x-axis title)
 LEGEND_ROW_PX = 22
 LEGEND_WIDTH_PX = 720
 

@@ -53,6 +53,16 @@ def no_failure(at) -> None:
 
 
 
+def open_local(at, path) -> None:
+    """Open the local HF directory ``path`` from the sidebar of the AppTest ``at``, as a user does (source kind
+    *Local directory*, the path, *Load*); no error, and it is the committed source."""
+    at.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
+    at.sidebar.text_input(key="source_text").input(str(path)).run()
+    at.sidebar.button(key="load_btn").click().run()
+    no_failure(at)
+    assert at.session_state["source"] == str(path)
+
+
 def goto(at, view: str):
     """Switch the AppTest ``at`` to the page titled ``view`` (its file from ``webapp.state.VIEW_PAGES``)."""
     at.switch_page(VIEW_PAGES[view]).run()

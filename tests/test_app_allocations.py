@@ -4,32 +4,10 @@ compared with the library's own numbers for the same input."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-PAGES = {"Model overview": "webapp/overview.py", "ESD explorer": "webapp/esd_explorer.py",
-         "Allocation lab": "webapp/allocation_lab.py"}
-
-
-def no_failure(at) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def metric(at, label: str) -> str:
-    hits = [m for m in at.metric if m.label == label]
-    assert hits, f"no metric {label!r}; have {[m.label for m in at.metric]}"
-    return hits[0].value
-
-
-def goto(at, view: str):
-    at.switch_page(PAGES[view]).run()
-    no_failure(at)
-    return at
+from app_helpers import APP, goto, metric, no_failure, open_local
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +52,12 @@ def test_esd_explorer_shows_the_pooled_esd_and_its_fit(app):
     assert "esd_farms_fig" in [c.key for c in app.get("plotly_chart")]
 
 
-def open_tiny(at, tiny_dir) -> None:
-    """Open the 2-block random Llama ``tiny_dir`` from the sidebar (as a user opens a local directory)."""
-    at.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
-    at.sidebar.text_input(key="source_text").input(str(tiny_dir)).run()
-    at.sidebar.button(key="load_btn").click().run()
-    no_failure(at)
-    assert at.session_state["source"] == str(tiny_dir)
-
-
 def test_leaderboard_runs_in_the_background_and_fills_in(app, tiny_dir):
     """On the 2-block random Llama opened from the sidebar: the background job, the rows filling in and ATP's
     β = 0 candidate being uniform do not depend on the weights, and the tuning takes a second, not a minute."""
     from pruning.allocation import atp_bound
 
-    open_tiny(app, tiny_dir)
+    open_local(app, tiny_dir)
     goto(app, "Allocation lab")
     app.session_state["pr_seqlen"] = 64
     app.session_state["tu_nsamples"] = 2
@@ -155,7 +124,7 @@ def test_leaderboard_offers_the_measured_allocation_only_with_a_table_of_this_mo
     assert any("measured on builtin:gemma3, not on this model" in c.value for c in app.caption)
     open_table("mine.parquet", "builtin:smollm2", 30)
     assert label in _lb_options(app)
-    open_tiny(app, tiny_dir)
+    open_local(app, tiny_dir)
     path = open_table("tiny.parquet", str(tiny_dir), 2)
     assert label in _lb_options(app)
     app.session_state["pr_seqlen"] = 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from app_helpers import open_local
 from tiny_models import save_random_llama
 
 from spectra import config
@@ -37,11 +38,7 @@ def test_prune_and_evaluate_with_piqa(monkeypatch, loud_dir):
     monkeypatch.setenv("SPL_OFFLINE", "1")
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
-    at.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
-    at.sidebar.text_input(key="source_text").input(str(loud_dir)).run()
-    at.sidebar.button(key="load_btn").click().run()
-    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
-    assert at.session_state["source"] == str(loud_dir)
+    open_local(at, loud_dir)
     at.switch_page("webapp/prune_evaluate.py").run()
     assert at.session_state["pr_tasks"] == []  # off by default
     at.selectbox(key="pr_pruner").set_value("magnitude").run()

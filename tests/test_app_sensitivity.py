@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_helpers import figure, no_failure, trace
+from app_helpers import figure, no_failure, open_local, trace
 from tiny_models import save_deeper
 
 from pruning.signals import verdict
@@ -50,11 +50,7 @@ def test_measure_from_the_page_equals_the_library(page, tiny6_dir):
     # on the 6-block random Llama opened from the sidebar (the page's path is the built-in model's; the library's
     # walk is checked against full evaluations in tests/test_sensitivity.py); the tokens per window come from
     # Prune & evaluate's setting (64 here instead of the default 256)
-    page.sidebar.selectbox(key="source_kind").set_value("Local directory").run()
-    page.sidebar.text_input(key="source_text").input(str(tiny6_dir)).run()
-    page.sidebar.button(key="load_btn").click().run()
-    no_failure(page)
-    assert page.session_state["source"] == str(tiny6_dir)
+    open_local(page, tiny6_dir)
     page.switch_page("webapp/prune_evaluate.py").run()
     page.number_input(key="pr_seqlen").set_value(64).run()
     page.switch_page(PAGE).run()

@@ -13,7 +13,7 @@ def main() -> None:
 
     preload.start()
     sys.argv = ["streamlit", *sys.argv[1:]]
-    cli.main()
+    cli.main(prog_name="python -m webapp.launch")  # its usage and error lines name this command
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from memory_probe import describe as memory_state  # noqa: E402  (bench/ is sys.path[0])
+
 from webapp.serve import CHROMIUM, StreamlitServer  # noqa: E402
 from webapp.serve import CHROMIUM_FLAGS as FLAGS  # noqa: E402
 
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append the table to this Markdown file")
     args = ap.parse_args()
     load0 = os.getloadavg()
+    memory = memory_state()
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - the server writes it
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     srv = StreamlitServer(ROOT / "app.py", env, log=log)
@@ -154,7 +157,7 @@ def main() -> None:
     loads = len(re.findall(r"spl: loading model builtin", log.read()))
     load1 = os.getloadavg()
     lines = [(f"machine: {os.cpu_count()} cores, {platform.python_version()}; load average (1 min / 5 min) "
-              f"{load0[0]:.2f} / {load0[1]:.2f} at start, {load1[0]:.2f} / {load1[1]:.2f} at end"),
+              f"{load0[0]:.2f} / {load0[1]:.2f} at start, {load1[0]:.2f} / {load1[1]:.2f} at end; at start {memory}"),
              (f"{args.sessions} sessions + {args.extra} extra prune(s) at once; all done in {total:.1f} s; server peak "
               f"RSS {peak[0] / 2**30:.2f} GiB; model loaded {loads} time(s) by the server"),
              "", ("| session | λ set | first chart s | overview + λ s | prune s (incl. queue) | wall s | saw queue | "

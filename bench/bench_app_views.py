@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from memory_probe import describe as memory_state  # noqa: E402  (bench/ is sys.path[0])
+
 from webapp.serve import CHROMIUM, StreamlitServer  # noqa: E402
 from webapp.serve import CHROMIUM_FLAGS as FLAGS  # noqa: E402
 
@@ -109,7 +111,7 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="spl-cold-")
         env["SPL_CACHE_DIR"] = tmp
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} "
-          f"(5 min) at start; torch threads: default; cold: {args.cold}")
+          f"(5 min) at start; torch threads: default; cold: {args.cold}; {memory_state()}")
     rows = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)

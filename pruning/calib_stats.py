@@ -76,9 +76,7 @@ def _cache_file(fingerprint: str, settings: CalibrationSettings, hessians: bool)
 
 
 def _save(path: Path, layers: dict[str, LayerStats]) -> None:
-    from safetensors.torch import save_file
-
-    from spectra.files import atomic_path
+    from spectra.files import atomic_path, save_safetensors
 
     tensors, meta, seen = {}, {}, {}
     for name, st in layers.items():
@@ -86,12 +84,12 @@ def _save(path: Path, layers: dict[str, LayerStats]) -> None:
             meta[name] = seen[id(st)]
             continue
         seen[id(st)] = meta[name] = name
-        tensors[f"{name}|sq_norm"] = st.sq_norm.contiguous()
+        tensors[f"{name}|sq_norm"] = st.sq_norm.detach().cpu().contiguous()
         if st.H is not None:
-            tensors[f"{name}|H"] = st.H.contiguous()
+            tensors[f"{name}|H"] = st.H.detach().cpu().contiguous()
         meta[f"{name}|ntokens"] = str(st.ntokens)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"layers": json.dumps(meta)})
+        save_safetensors(tensors, tmp, metadata={"layers": json.dumps(meta)})
 
 
 def _load(path: Path) -> dict[str, LayerStats]:

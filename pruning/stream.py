@@ -30,7 +30,7 @@ from pruning.blocks import (
     walk_blocks,
 )
 from spectra.errors import ModelLoadError
-from spectra.files import atomic_path
+from spectra.files import atomic_path, save_safetensors
 from spectra.weights import decoder_layers
 
 #: files copied from the source folder next to the written weights (tokenizer, chat template, generation config)
@@ -38,10 +38,6 @@ AUX_PATTERNS = ("tokenizer*", "special_tokens_map.json", "vocab.json", "merges.t
                 "chat_template*", "generation_config.json", "added_tokens.json", "preprocessor_config.json")
 #: default largest output shard (bytes); small so that the writer's buffer stays a small part of peak memory
 DEFAULT_SHARD_BYTES = 256 * 10**6
-#: safetensors dtype names
-_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 _CONVERT_HINT = ("--stream reads a local Hugging Face folder of *.safetensors; {what} — convert it once: "
@@ -157,25 +153,6 @@ class ShardWriter:
             with atomic_path(self.directory / "model.safetensors.index.json") as tmp:
                 tmp.write_text(json.dumps(index, indent=2))
         return names
-
-
-def save_safetensors(tensors: dict, path: Path, metadata: Optional[dict] = None) -> None:
-    """Write ``tensors`` (contiguous CPU tensors) as one safetensors file without copying them (the reference
-    ``save_file`` serialises every tensor to a bytes copy first, doubling the writer's memory)."""
-    header: dict = {"__metadata__": dict(metadata or {})} if metadata else {}
-    offset = 0
-    for k, t in tensors.items():
-        n = t.numel() * t.element_size()
-        header[k] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as fh:
-        fh.write(len(raw).to_bytes(8, "little"))
-        fh.write(raw)
-        for t in tensors.values():
-            if t.numel():
-                fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
 
 
 def _libc():

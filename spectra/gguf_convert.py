@@ -249,7 +249,7 @@ class Conversion:
         import json
         from importlib.metadata import version
 
-        from safetensors.torch import save_file
+        from .files import save_safetensors
 
         cfg, out_dir = self.config, Path(out_dir)
         tensors = self.tensors()
@@ -257,7 +257,7 @@ class Conversion:
         gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
         gen.update(_from_model_config=True, transformers_version=version("transformers"))
         (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True))
-        save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        save_safetensors(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
 
 
 def dequantized_tensors(header: GGUFHeader, workers: int | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""spectra.files: writes are whole or not at all; scratch folders stay bounded and a process removes its own."""
+"""spectra.files: writes are whole or not at all; scratch folders stay bounded and a process removes its own;
+safetensors are written without a serialised copy."""
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spectra.files import atomic_path, prune_scratch, remove_scratch, scratch_file
+from spectra.files import atomic_path, prune_scratch, remove_scratch, save_safetensors, scratch_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,3 +105,29 @@ def test_a_process_removes_its_own_scratch_files_at_exit(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert Path(out).parent == tmp_path / "scratch" / "toy" and not Path(out).exists()
+
+
+def test_save_safetensors_is_read_back_by_the_reference_reader(tmp_path):
+    """Every dtype the project writes, an empty tensor and the metadata come back through safetensors' own reader
+    (an independent implementation of the format), bit for bit."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"w": torch.randn(3, 5, generator=g), "bf": torch.randn(7, generator=g).to(torch.bfloat16),
+               "h": torch.randn(2, 2, generator=g).to(torch.float16), "d": torch.randn(4, generator=g).double(),
+               "i": torch.arange(6, dtype=torch.int64).reshape(2, 3), "m": torch.tensor([True, False, True]),
+               "b": torch.arange(5, dtype=torch.uint8), "empty": torch.zeros(0, 3)}
+    path = tmp_path / "t.safetensors"
+    save_safetensors(tensors, path, metadata={"format": "pt", "n": 3})
+    back = load_file(str(path))
+    assert set(back) == set(tensors)
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and back[k].shape == t.shape
+        assert torch.equal(back[k].view(torch.uint8) if t.numel() else back[k],
+                           t.view(torch.uint8) if t.numel() else t), k
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt", "n": "3"}
+    with pytest.raises(ValueError, match="contiguous CPU tensor"):
+        save_safetensors({"t": torch.randn(4, 4).t()}, tmp_path / "bad.safetensors")

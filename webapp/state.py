@@ -229,16 +229,14 @@ def save_pruned(model, model_key: str, label: str) -> None:
     a time by the ESD explorer, so a session does not hold a second model in memory). The scratch folder keeps the
     newest :data:`PRUNED_KEEP` such files of all sessions (``spectra.files.scratch_file``); the file of a session
     whose run was pushed out is simply gone, and the ESD explorer then shows no pruned overlay."""
-    from safetensors.torch import save_file
-
-    from spectra.files import remove_scratch, scratch_file
+    from spectra.files import remove_scratch, save_safetensors, scratch_file
     from spectra.weights import iter_model_weights
 
     old = st.session_state.pop("pruned", None)
     if old:
         remove_scratch(old["path"])
     path = scratch_file("pruned", ".safetensors", keep=PRUNED_KEEP)
-    save_file({i.longname: w.detach().contiguous() for i, w in iter_model_weights(model)}, str(path))
+    save_safetensors({i.longname: w.detach().cpu().contiguous() for i, w in iter_model_weights(model)}, path)
     st.session_state.pruned = {"model_key": model_key, "label": label, "path": str(path)}
 
 

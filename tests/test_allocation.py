@@ -504,6 +504,9 @@ def test_owl_outlier_ratios_by_brute_force():
     assert 0 < per_block[0] < 1
     # OWL's scaler_row is Σx²/T: a common factor inside a block leaves the ratio unchanged
     assert owl_outlier_ratios(W, {n: v / 50 for n, v in sq.items()}, M=M) == per_block
+    calls = []  # one block's scores at a time, a progress call after each
+    assert owl_outlier_ratios(W, sq, M=M, progress_cb=lambda done, total: calls.append((done, total))) == per_block
+    assert calls == [(1, 2), (2, 2)]
     with pytest.raises(ValueError, match="input_sq_norms"):
         owl_outlier_ratios(W, {names[0]: sq[names[0]]})
 

@@ -249,8 +249,7 @@ def input_norms(key: str, nsamples: int, seqlen: int) -> dict:
     stats = dense_stats(hookable_model(key), lm.tokenizer,
                         CalibrationSettings(nsamples=nsamples, seqlen=seqlen, seed=CALIB_SEED),
                         calib=calibration_windows(key, nsamples, seqlen).clone(),
-                        progress_cb=(lambda done, total: read_ahead.yield_to_pages())
-                        if read_ahead.in_read_ahead() else None)
+                        progress_cb=read_ahead.pause_points())
     return {name: rec.sq_norm.clone() for name, rec in stats.layers.items()}
 
 
@@ -259,7 +258,8 @@ def owl_ratios(key: str, nsamples: int, seqlen: int, granularity: str = "block")
     """OWL outlier ratio per block (or matrix) (``owl_outlier_ratios``) from the dense model's input norms."""
     from pruning.allocation import owl_outlier_ratios
 
-    return owl_outlier_ratios(model_weights(key), input_norms(key, nsamples, seqlen), granularity=granularity)
+    return owl_outlier_ratios(model_weights(key), input_norms(key, nsamples, seqlen), granularity=granularity,
+                              progress_cb=read_ahead.pause_points())
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -4,8 +4,9 @@ OWL's input norms), scheduled so that it does not slow down a λ step and is don
 * :func:`start` runs the work in one thread of lower priority (:func:`background_priority`): page visits go on
   beside it (it is mostly torch, which releases the GIL, and the pages' threads take the cores first);
 * the λ fragment calls :func:`page_started`; the read-ahead calls :func:`yield_to_pages` between its phases and
-  between two decoder blocks of its forward pass, and waits there while λ steps keep coming (a burst of steps has
-  the cores to itself: a step is the latency a user feels, bench/bench_app_views.py measures it);
+  between two decoder blocks of its forward pass and of OWL's outlier ratios (:func:`pause_points`), and waits
+  there while λ steps keep coming (a burst of steps has the cores to itself: a step is the latency a user feels,
+  bench/bench_app_views.py measures it);
 * a page that needs a result the read-ahead may be computing wraps the call in :func:`waiting` (the read-ahead then
   stops pausing: the page waits for it through the cache's lock);
 * at exit the read-ahead stops at its next block (:func:`stop`).
@@ -19,7 +20,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 #: the read-ahead thread's name
 THREAD_NAME = "spl-warm-model"
@@ -89,6 +90,12 @@ def yield_to_pages(limit_s: float = 5.0) -> None:
         time.sleep(0.05)
     if _STOP.is_set():
         raise ReadAheadStopped("the app is exiting")
+
+
+def pause_points() -> Optional[Callable[[int, int], None]]:
+    """A ``progress_cb(done, total)`` for a library loop run by the read-ahead: it pauses there for the pages
+    (:func:`yield_to_pages`); None when the caller is a page (it then runs straight through)."""
+    return (lambda done, total: yield_to_pages()) if in_read_ahead() else None
 
 
 @contextlib.contextmanager

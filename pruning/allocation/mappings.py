@@ -3,7 +3,7 @@ ratios, the bound-respecting re-solve of each family's free scalar, and the argu
 :mod:`pruning.allocation` for the methods and their sources)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -297,9 +297,21 @@ def wanda_score(name: str, W, input_sq_norms: dict):
     return W.abs() * x.clamp_min(0).sqrt()[None, :]
 
 
+def names_by_block(names: Iterable[str], blocks: Optional[Mapping[str, int]] = None) -> dict[int, list[str]]:
+    """{block index: its names in input order}, blocks ascending; the block from ``blocks`` or from the name
+    (``block_of``); a one-line ValueError for a name with neither."""
+    groups: dict[int, list[str]] = {}
+    for name in names:
+        b = int(blocks[name]) if blocks is not None and name in blocks else block_of(name)
+        if b < 0:
+            raise ValueError(f"cannot tell the transformer block of {name!r}; pass blocks={{longname: index}}")
+        groups.setdefault(b, []).append(name)
+    return dict(sorted(groups.items()))
+
+
 def owl_outlier_ratios(weights: Mapping[str, Any], input_sq_norms: Mapping[str, Any], M: float = 5.0, *,
-                       granularity: str = "block", blocks: Optional[Mapping[str, int]] = None
-                       ) -> dict[Union[int, str], float]:
+                       granularity: str = "block", blocks: Optional[Mapping[str, int]] = None,
+                       progress_cb: Optional[Callable[[int, int], None]] = None) -> dict[Union[int, str], float]:
     """OWL's layer-wise outlier ratio D: the share of Wanda scores |W_ij|·‖X_j‖₂ above M × their mean.
 
     ``input_sq_norms[name]`` is Σ_t x_tj² per input feature (‖X_j‖₂²). ``granularity="block"`` (default, what OWL's
@@ -307,28 +319,22 @@ def owl_outlier_ratios(weights: Mapping[str, Any], input_sq_norms: Mapping[str, 
     ``{block: D}``; ``"matrix"`` returns ``{longname: D}`` with each matrix's own mean. D is a fraction (OWL's code
     reports percent; the min-max normalisation in :func:`allocate` removes the scale). OWL's ``scaler_row`` is the
     per-token mean Σ_t x²/T instead of the sum: a common factor within a block, so D is the same.
+    The float64 scores of one block (or matrix) exist at a time; ``progress_cb(done, total)`` after each.
     (Yin et al., "Outlier Weighed Layerwise Sparsity", ICML 2024.)
     """
-    import torch
-
     check_choice("granularity", granularity, GRANULARITIES)
     if M <= 0:
         raise ValueError(f"M must be positive (OWL's default 5), got {M}")
     if not weights:
         raise ValueError("weights is empty; pass {longname: W (out, in)} for the prunable matrices")
-    scores: dict[str, torch.Tensor] = {name: wanda_score(name, W, input_sq_norms) for name, W in weights.items()}
-    if granularity == "matrix":
-        return {name: float((s > M * s.mean()).sum().item() / s.numel()) for name, s in scores.items()}
-    groups: dict[int, list[str]] = {}
-    for name in scores:
-        b = int(blocks[name]) if blocks is not None and name in blocks else block_of(name)
-        if b < 0:
-            raise ValueError(f"cannot tell the transformer block of {name!r}; pass blocks={{longname: index}}")
-        groups.setdefault(b, []).append(name)
+    groups = {name: [name] for name in weights} if granularity == "matrix" else names_by_block(weights, blocks)
     out: dict[Union[int, str], float] = {}
-    for b, names in sorted(groups.items()):
-        total = sum(scores[nm].sum().item() for nm in names)
-        count = sum(scores[nm].numel() for nm in names)
-        thr = M * total / count
-        out[b] = float(sum((scores[nm] > thr).sum().item() for nm in names) / count)
+    for i, g in enumerate(groups):
+        scores = [wanda_score(nm, weights[nm], input_sq_norms) for nm in groups[g]]
+        count = sum(s.numel() for s in scores)
+        thr = M * scores[0].mean() if granularity == "matrix" else M * sum(s.sum().item() for s in scores) / count
+        out[g] = float(sum((s > thr).sum().item() for s in scores) / count)
+        del scores
+        if progress_cb is not None:
+            progress_cb(i + 1, len(groups))
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pruning.allocation.mappings import AllocationError, block_of, wanda_score
+from pruning.allocation.mappings import AllocationError, names_by_block, wanda_score
 from pruning.allocation.methods.owl import per_matrix, shift_allocation
 from pruning.allocation.spec import (
     AllocationContext,
@@ -40,15 +40,9 @@ def dlp_block_scores(weights: Mapping[str, Any], input_sq_norms: Mapping[str, An
         raise ValueError(f"unknown DLP statistic {statistic!r}; choose one of: {', '.join(STATISTICS)}")
     if not weights:
         raise ValueError("weights is empty; pass {longname: W (out, in)} for the prunable matrices")
-    groups: dict[int, list] = {}
-    for name, W in weights.items():
-        score = wanda_score(name, W, input_sq_norms)
-        b = int(blocks[name]) if blocks is not None and name in blocks else block_of(name)
-        if b < 0:
-            raise ValueError(f"cannot tell the transformer block of {name!r}; pass blocks={{longname: index}}")
-        groups.setdefault(b, []).append(score.reshape(-1))
     out = {}
-    for b, parts in sorted(groups.items()):
+    for b, names in names_by_block(weights, blocks).items():  # one block's scores at a time
+        parts = [wanda_score(name, weights[name], input_sq_norms).reshape(-1) for name in names]
         if statistic == "mean":  # Σ over the pooled scores / their count (= the code's mean of the concatenation)
             v = sum(float(t.sum()) for t in parts) / sum(t.numel() for t in parts)
         else:

@@ -24,6 +24,7 @@ from pruning.allocation import (
     owl_outlier_ratios,
     save_allocation,
 )
+from pruning.allocation.mappings import LampScores, lamp_scores_sorted
 from pruning.cli import allocate as cli_allocate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -434,6 +435,38 @@ def test_threshold_fit_without_sorting_equals_the_sorted_fit(dtype):
                 continue
             got = threshold_fit(arrays, S, lo, hi, names, presorted=False)
             assert np.array_equal(got[0], want[0]) and got[1] == want[1] and got[2] == want[2], (S, lo, hi)
+
+
+def test_lamp_scores_compact_equal_the_full_array_bit_for_bit():
+    """LampScores recomputes runs of scores from stored suffix sums: every score and every count must be those of
+    lamp_scores_sorted's full float64 array (ties, zeros, an all-zero matrix, float64 input, runs of 1 to 2048)."""
+    rng = np.random.default_rng(3)
+    cases = [(np.zeros(10, np.float32), 4), (rng.standard_normal(1).astype(np.float32), 4),
+             (rng.standard_normal(9), 4), (rng.standard_normal(64).astype(np.float32), 1)]
+    for n, run in [(8, 4), (1000, 16), (5000, 2048), (70_000, 512)]:
+        w = rng.standard_normal(n).astype(np.float32)
+        w[: n // 20] = 0.0
+        w[n // 20: n // 4] = np.round(w[n // 20: n // 4], 1)  # many equal |w|
+        cases.append((w, run))
+    for w, run in cases:
+        ref = lamp_scores_sorted(w)
+        ls = LampScores(torch.from_numpy(np.asarray(w)), run=run)
+        n = len(ref)
+        assert len(ls) == ls.size == n
+        assert np.array_equal(np.concatenate([ls._run_scores(r) for r in range(-(-n // run))]), ref)
+        assert ls[0] == ref[0] and ls[-1] == ref[-1] and ls[n // 2] == ref[n // 2]
+        for t in np.concatenate([ref[rng.integers(0, n, 100)], rng.random(20), [0.0, 1.0, 2.0]]):
+            for side in ("left", "right"):
+                assert ls.searchsorted(t, side=side) == np.searchsorted(ref, t, side=side), (n, run, t, side)
+
+
+@pytest.mark.parametrize("S", [0.5, 0.7, 0.9, 0.777])
+def test_lamp_equals_brute_force_scores_with_short_runs(S, monkeypatch):
+    """The allocation through LampScores with runs shorter than the matrices (several runs each)."""
+    import pruning.allocation.mappings as mappings
+
+    monkeypatch.setattr(mappings, "LAMP_RUN", 7)
+    test_lamp_equals_brute_force_scores(S)
 
 
 @pytest.mark.parametrize("S", [0.5, 0.7, 0.9, 0.777])

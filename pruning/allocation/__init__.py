@@ -43,6 +43,7 @@ from pruning.allocation.mappings import (
                                          MAPPINGS,
                                          OUTPUT_COLUMNS,
                                          AllocationError,
+                                         LampScores,
                                          alphapruning_ratios,
                                          erk_factors,
                                          lamp_scores_sorted,
@@ -65,7 +66,7 @@ from pruning.allocation.spec import READS, AllocationOptions, AllocationSpec, Pa
 
 __all__ = ["ALLOCATIONS", "ALLOCATION_METHODS", "CALIBRATION_METHODS", "DIRECTIONS", "GRANULARITIES", "MAPPINGS",
            "METHOD_LABELS", "OUTPUT_COLUMNS", "READS", "SPECTRAL_METHODS", "TUNABLE_METHODS", "WEIGHT_METHODS",
-           "AllocationError", "AllocationOptions", "AllocationSpec", "LoadedAllocation", "Param", "allocate",
-           "allocation_options", "allocation_to_json", "alphapruning_ratios", "atp_bound", "atp_sparsities",
+           "AllocationError", "AllocationOptions", "AllocationSpec", "LampScores", "LoadedAllocation", "Param",
+           "allocate", "allocation_options", "allocation_to_json", "alphapruning_ratios", "atp_bound", "atp_sparsities",
            "check_method", "dlp_block_scores", "erk_factors", "get_allocation", "lamp_scores_sorted",
            "load_allocation", "owl_outlier_ratios", "save_allocation", "settings_read"]

@@ -171,6 +171,69 @@ def lamp_scores_sorted(w: Any) -> np.ndarray:
     return sq
 
 
+#: entries per stored suffix sum in :class:`LampScores` (a count recomputes one such run of scores)
+LAMP_RUN = 2048
+
+
+class LampScores:
+    """The LAMP scores of one matrix (:func:`lamp_scores_sorted`'s array, the same float64 values bit for bit) kept
+    as its |w| sorted in their own precision plus every :data:`LAMP_RUN`-th suffix sum Σ_{v≥u} w_v² and score: about
+    half the memory of the float64 scores (4 bytes a weight for float32 weights instead of 8). ``searchsorted`` and
+    indexing recompute one run of scores from the stored suffix sum above it in the reference's summation order
+    (``np.cumsum`` of the reversed squares is sequential), so every count equals ``np.searchsorted`` on the full
+    array. What :func:`threshold_fit` reads: ``size``, ``dtype``, ``[0]``, ``[-1]``, ``searchsorted``.
+    """
+
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, w: Any, run: Optional[int] = None):
+        a = as_numpy_abs(w)  # a new array: sorted in place and kept
+        a.sort()
+        self.a, self.run, self.size = a, int(run or LAMP_RUN), int(a.size)
+        sq = np.square(a.astype(np.float64))
+        suffix = np.cumsum(sq[::-1])[::-1]
+        # suffix sum and score at every run start, and 0.0 past the end (the reference's first sum is 0 + x)
+        self.suffix = np.append(suffix[::self.run], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            starts = sq[::self.run] / suffix[::self.run]
+        starts[np.isnan(starts)] = 0.0
+        self.starts = starts
+        self._last: tuple = (-1, None)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _scores(self, lo: int, hi: int) -> np.ndarray:
+        """The exact scores of entries lo … hi−1 (hi a run end or the size), from the suffix sum at hi."""
+        sq = np.square(self.a[lo:hi].astype(np.float64))
+        top = self.suffix[-1] if hi >= self.size else self.suffix[hi // self.run]
+        suffix = np.cumsum(np.concatenate(([top], sq[::-1])))[:0:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = sq / suffix
+        out[np.isnan(out)] = 0.0  # 0/0 happens only in an all-zero matrix
+        return out
+
+    def _run_scores(self, r: int) -> np.ndarray:
+        """The scores of run ``r`` (the last run asked is kept: a threshold search asks the same one repeatedly)."""
+        last = self._last
+        if last[0] != r:
+            last = self._last = (r, self._scores(r * self.run, min((r + 1) * self.run, self.size)))
+        return last[1]
+
+    def __getitem__(self, i: int) -> float:
+        i = int(i) + (self.size if int(i) < 0 else 0)
+        if not 0 <= i < self.size:
+            raise IndexError(f"index {i} out of range for {self.size} scores")
+        return self._run_scores(i // self.run)[i % self.run]
+
+    def searchsorted(self, t: float, side: str = "left") -> int:
+        """``np.searchsorted(scores, t, side)`` of the full score array."""
+        j = int(np.searchsorted(self.starts, t, side=side))  # run starts counted
+        if j == 0:
+            return 0
+        return (j - 1) * self.run + int(np.searchsorted(self._run_scores(j - 1), t, side=side))
+
+
 def _float_key(x: np.ndarray) -> np.ndarray:
     """Monotone integer key of non-negative floats (their IEEE bit pattern)."""
     return x.view(np.int32 if x.dtype == np.float32 else np.int64)
@@ -196,14 +259,15 @@ def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: 
         raise AllocationError(f"target sparsity {S:g} cannot be met within [{lo:g}, {hi:g}]; "
                               f"change the target or max_sparsity/min_sparsity")
     dtype = np.result_type(*[s.dtype for s in sorted_scores])
-    arrays = [s.astype(dtype, copy=False) for s in sorted_scores]
-    if any(a.size and (np.isnan(a).any() or (a[0] if presorted else a.min()) < 0) for a in arrays):
+    arrays = [s.astype(dtype, copy=False) if isinstance(s, np.ndarray) else s for s in sorted_scores]
+    if any(a.size and ((isinstance(a, np.ndarray) and np.isnan(a).any()) or (a[0] if presorted else a.min()) < 0)
+           for a in arrays):
         raise AllocationError("scores must be finite and non-negative (NaN weights?)")
     ikey = np.int32 if dtype == np.float32 else np.int64
 
     def counts(t, side):
         if presorted:
-            return np.array([np.searchsorted(a, t, side=side) for a in arrays], dtype=np.float64)
+            return np.array([a.searchsorted(t, side=side) for a in arrays], dtype=np.float64)
         return np.array([np.count_nonzero(a <= t if side == "right" else a < t) for a in arrays], dtype=np.float64)
 
     def g_le(t):

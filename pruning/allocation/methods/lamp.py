@@ -2,14 +2,15 @@
 on score(u) = w_u² / Σ_{v≥u} w_v² (each matrix's weights sorted by |w| ascending)."""
 from __future__ import annotations
 
-from pruning.allocation.mappings import lamp_scores_sorted
+from pruning.allocation.mappings import LampScores
 from pruning.allocation.methods.threshold import threshold_allocation
 from pruning.allocation.spec import AllocationContext, AllocationSpec, MethodResult
 
 
 def lamp(ctx: AllocationContext) -> MethodResult:
-    """One global threshold on the LAMP scores."""
-    return threshold_allocation(ctx, "lamp", lamp_scores_sorted)
+    """One global threshold on the LAMP scores (:class:`LampScores`: ``lamp_scores_sorted``'s values in half its
+    memory)."""
+    return threshold_allocation(ctx, "lamp", LampScores)
 
 
 SPEC = AllocationSpec("lamp", "LAMP", "weights", lamp, "Lee et al., LAMP, ICLR 2021", options=frozenset({"weights"}))

@@ -190,7 +190,8 @@ class LampScores:
         a = as_numpy_abs(w)  # a new array: sorted in place and kept
         a.sort()
         self.a, self.run, self.size = a, int(run or LAMP_RUN), int(a.size)
-        sq = np.square(a.astype(np.float64))
+        sq = a.astype(np.float64)
+        np.square(sq, out=sq)
         suffix = np.cumsum(sq[::-1])[::-1]
         # suffix sum and score at every run start, and 0.0 past the end (the reference's first sum is 0 + x)
         self.suffix = np.append(suffix[::self.run], 0.0)

@@ -136,6 +136,9 @@ def save_safetensors(tensors: dict[str, Any], path: PathLike, metadata: Optional
     header: dict = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}
     offset = 0
     for k, t in tensors.items():
+        if str(t.dtype) not in SAFETENSORS_DTYPES:
+            raise ValueError(f"save_safetensors: tensor {k!r} has dtype {t.dtype}, which safetensors does not store "
+                             f"here; convert it to one of {', '.join(SAFETENSORS_DTYPES)}")
         if t.device.type != "cpu" or not t.is_contiguous():
             raise ValueError(f"save_safetensors: tensor {k!r} must be a contiguous CPU tensor "
                              f"(pass t.detach().cpu().contiguous())")

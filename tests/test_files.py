@@ -129,5 +129,7 @@ def test_save_safetensors_is_read_back_by_the_reference_reader(tmp_path):
                            t.view(torch.uint8) if t.numel() else t), k
     with safe_open(str(path), framework="pt") as fh:
         assert fh.metadata() == {"format": "pt", "n": "3"}
+    with pytest.raises(ValueError, match="has dtype torch.complex64"):
+        save_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="contiguous CPU tensor"):
         save_safetensors({"t": torch.randn(4, 4).t()}, tmp_path / "bad.safetensors")

@@ -240,7 +240,7 @@ def _float_key(x: np.ndarray) -> np.ndarray:
     return x.view(np.int32 if x.dtype == np.float32 else np.int64)
 
 
-def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: float,
+def threshold_fit(sorted_scores: Sequence[Union[np.ndarray, LampScores]], S: float, lo: float, hi: float,
                   names: Sequence[str], presorted: bool = True) -> tuple[np.ndarray, float, Optional[str]]:
     """One global threshold t over per-matrix ascending score arrays, honouring per-matrix bounds.
 
@@ -250,7 +250,8 @@ def threshold_fit(sorted_scores: Sequence[np.ndarray], S: float, lo: float, hi: 
     the globally lowest scores one at a time and skipping matrices that reached their cap, after first pruning
     the lo·n_i lowest of each matrix. Returns (sparsities, t, note). ``presorted=False``: the arrays are in any
     order; t is then found from a histogram of their IEEE keys (:func:`_smallest_key`) and every count is a
-    comparison — the same t and sparsities without sorting anything (global magnitude's |w|).
+    comparison — the same t and sparsities without sorting anything (global magnitude's |w|). A sorted entry may
+    also be a :class:`LampScores` (read through ``size``, ``[0]``, ``[-1]`` and ``searchsorted``).
     """
     n = np.array([len(s) for s in sorted_scores], dtype=np.float64)
     N = n.sum()

@@ -173,6 +173,7 @@ def test_every_view_and_the_lambda_slider(page):
     _shot(page, "esd_explorer")
     page.locator('[data-testid="stRadio"]').filter(has_text="xmin rule").locator("label").filter(
         has_text=re.compile(r"^ks$")).click()
+    _wait_chart(page, "), rule ks")  # the rerun with the new rule has drawn (a bare idle wait can see the old page)
     _idle(page)
     from spectra.analyze import AnalysisSettings, analyze
     from spectra.hill import fit_power_law

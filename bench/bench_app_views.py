@@ -5,8 +5,9 @@ the converted model as they are on this machine, or an empty cache directory wit
 Chromium with Playwright. For each view it prints the wall time from the click to the finished script run with every
 chart drawn, and the CPU seconds the server process used meanwhile (the better estimate on a shared machine), first
 visit and second (cached) visit; then the λ-slider latency, the Allocation lab with OWL / LAMP / global magnitude
-added, and optionally (``--prune``) the default Prune & evaluate run (Wanda + AlphaPruning 60 %, 16 × 256 calibration
-tokens, 8 evaluation windows). Peers measured in the same run: a one-line Streamlit page (the framework's floor for
+added, two steps of its S slider with those seven curves shown (every method at a new S), and optionally
+(``--prune``) the default Prune & evaluate run (Wanda + AlphaPruning 60 %, 16 × 256 calibration tokens, 8 evaluation
+windows). Peers measured in the same run: a one-line Streamlit page (the framework's floor for
 one page load on this machine) and a page with one slider and one plotly chart titled by its value (the floor of a
 slider step: key press → rerun → redrawn chart).
 
@@ -98,6 +99,22 @@ def slider_steps(page, server: StreamlitServer, label: str) -> list[tuple]:
             (f"{label} (in the page, median)", "cached", statistics.median(in_page), float("nan"))]
 
 
+def s_step(page) -> None:
+    """One step of the lab's S slider (keyboard) until the allocation chart's title names the new S."""
+    title = page.evaluate(TITLE_JS)
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="global sparsity S").get_by_role("slider")
+    thumb.focus()
+    thumb.press("ArrowRight")
+    page.wait_for_function(f"(old) => {{ const t = ({TITLE_JS})(); return t && t !== old && t.includes('S = '); }}",
+                           arg=title, timeout=600_000)
+    idle(page)
+
+
+#: the allocation chart's title
+TITLE_JS = """() => { const d = Array.from(document.querySelectorAll('.js-plotly-plot')).find(d =>
+  String((d.layout.title||{}).text||'').includes('Sparsity per')); return d ? String(d.layout.title.text) : ''; }"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prune", action="store_true", help="also time the default Prune & evaluate run")
@@ -170,6 +187,8 @@ def main() -> None:
             visit(page, "ESD explorer")
             rows.append(("Allocation lab + OWL, LAMP, global", "cached",
                          *timed(srv, lambda: visit(page, "Allocation lab"))))
+            for i in range(2):  # two new targets S with the seven curves shown (every method at a new S)
+                rows.append((f"  + one S step (new S), {i + 1}", "first", *timed(srv, lambda: s_step(page))))
             if args.prune:
                 visit(page, "Prune & evaluate")
 

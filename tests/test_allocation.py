@@ -460,6 +460,21 @@ def test_lamp_scores_compact_equal_the_full_array_bit_for_bit():
                 assert ls.searchsorted(t, side=side) == np.searchsorted(ref, t, side=side), (n, run, t, side)
 
 
+def test_lamp_reuses_given_scores_across_targets():
+    """weights={name: LampScores(W)} (each matrix sorted once, the app's cache) allocates exactly as the raw weights
+    at every target and bound; a scores entry of the wrong size is the usual one-line error."""
+    df = small_table()
+    W = synthetic_weights(df, seed=9)
+    pre = {n: LampScores(w) for n, w in W.items()}
+    for S, lo, hi in [(0.5, 0.0, 1.0), (0.7, 0.0, 0.95), (0.6, 0.3, 0.8)]:
+        want = allocate(df, "lamp", S, weights=W, min_sparsity=lo, max_sparsity=hi)
+        got = allocate(df, "lamp", S, weights=pre, min_sparsity=lo, max_sparsity=hi)
+        np.testing.assert_array_equal(got.sparsity.to_numpy(), want.sparsity.to_numpy())
+    name = df.longname.iloc[0]
+    with pytest.raises(ValueError, match="metrics and weights are from different models"):
+        allocate(df, "lamp", 0.5, weights={**pre, name: LampScores(torch.ones(3))})
+
+
 @pytest.mark.parametrize("S", [0.5, 0.7, 0.9, 0.777])
 def test_lamp_equals_brute_force_scores_with_short_runs(S, monkeypatch):
     """The allocation through LampScores with runs shorter than the matrices (several runs each)."""

@@ -1,6 +1,7 @@
 """The app's cached heavy work: the model, its analyses and results files, weights, calibration windows and input
-norms, allocations (and the λ-effect table), dense perplexity, one layer's inputs, the FISTA path and the prox24
-schedule. Every function calls :mod:`spectra` / :mod:`pruning`; Streamlit's caches keep the results per process.
+norms, LAMP's sorted scores, allocations (and the λ-effect table), dense perplexity, one layer's inputs, the FISTA
+path and the prox24 schedule. Every function calls :mod:`spectra` / :mod:`pruning`; Streamlit's caches keep the
+results per process.
 """
 from __future__ import annotations
 
@@ -225,6 +226,21 @@ def model_weights(key: str) -> dict:
     return {info.longname: w for info, w in iter_model_weights(lm.model)}
 
 
+@st.cache_resource(show_spinner=False, max_entries=1)
+def lamp_scores(key: str) -> dict:
+    """{longname: ``pruning.allocation.LampScores``} of the loaded model's block matrices, sorted once per model
+    (two threads) and shared by every session: a new target S with LAMP shown then costs one threshold fit, not a
+    sort of every weight (4 bytes a weight kept: 0.42 GiB for the built-in model)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pruning.allocation import LampScores
+
+    weights = model_weights(key)
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="lamp") as pool:
+        return dict(zip(weights, pool.map(LampScores, weights.values())))
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def calibration_windows(key: str, nsamples: int, seqlen: int):
     """The C4 calibration windows (``pruning.evaluation.data.get_calibration``, seed :data:`CALIB_SEED`), read once
@@ -312,7 +328,9 @@ def cached_allocation(_df: pd.DataFrame, df_key: tuple, model_key: Optional[str]
     s = {"exclude_flagged": False, **settings}
     S, lam, mapping, granularity, metric = s["S"], s["lam"], s["mapping"], s["granularity"], s["metric"]
     lo, hi, nsamples, seqlen, exclude_flagged = s["lo"], s["hi"], s["nsamples"], s["seqlen"], s["exclude_flagged"]
-    weights = model_weights(model_key) if model_key is not None and method in WEIGHT_METHODS else None
+    weights = None
+    if model_key is not None and method in WEIGHT_METHODS:
+        weights = lamp_scores(model_key) if method == "lamp" else model_weights(model_key)
     ratios = None
     if model_key is not None and method in CALIBRATION_METHODS:
         with read_ahead.waiting():

@@ -15,14 +15,16 @@ from pruning.allocation.spec import AllocationContext, MethodResult
 
 def threshold_allocation(ctx: AllocationContext, method: str, scores: Callable, presorted: bool = True) -> MethodResult:
     """Sparsities from one global threshold over ``scores(W)`` (ascending per matrix; in any order with
-    ``presorted=False``, see :func:`pruning.allocation.mappings.threshold_fit`)."""
+    ``presorted=False``, see :func:`pruning.allocation.mappings.threshold_fit`). A ``weights`` entry without a shape
+    (a method's precomputed scores, e.g. :class:`LampScores`) counts ``len()`` entries."""
     if ctx.opt.weights is None:
         raise ValueError(f"method {method!r} needs the weights: weights={{longname: W}} for every matrix")
     weights = []
     for n, npar in zip(ctx.names, ctx.p):
         w = lookup(ctx.opt.weights, n)
-        if int(np.prod(tuple(w.shape))) != int(npar):
-            raise ValueError(f"{n}: weight has {int(np.prod(tuple(w.shape)))} entries but num_params is "
+        size = int(np.prod(tuple(w.shape))) if hasattr(w, "shape") else len(w)  # a matrix, or its scores
+        if size != int(npar):
+            raise ValueError(f"{n}: weight has {size} entries but num_params is "
                              f"{int(npar)}; the metrics and weights are from different models")
         weights.append(w)
     # one matrix per core at a time: numpy releases the GIL while it sorts and sums (each matrix's scores as alone)

@@ -25,6 +25,7 @@ from pruning.allocation import (
     save_allocation,
 )
 from pruning.allocation.mappings import LampScores, lamp_scores_sorted
+from pruning.allocation.methods.lamp import lamp_score_table
 from pruning.cli import allocate as cli_allocate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -465,7 +466,7 @@ def test_lamp_reuses_given_scores_across_targets():
     at every target and bound; a scores entry of the wrong size is the usual one-line error."""
     df = small_table()
     W = synthetic_weights(df, seed=9)
-    pre = {n: LampScores(w) for n, w in W.items()}
+    pre = lamp_score_table(W)
     for S, lo, hi in [(0.5, 0.0, 1.0), (0.7, 0.0, 0.95), (0.6, 0.3, 0.8)]:
         want = allocate(df, "lamp", S, weights=W, min_sparsity=lo, max_sparsity=hi)
         got = allocate(df, "lamp", S, weights=pre, min_sparsity=lo, max_sparsity=hi)
@@ -473,6 +474,8 @@ def test_lamp_reuses_given_scores_across_targets():
     name = df.longname.iloc[0]
     with pytest.raises(ValueError, match="metrics and weights are from different models"):
         allocate(df, "lamp", 0.5, weights={**pre, name: LampScores(torch.ones(3))})
+    with pytest.raises(ValueError, match="run must be a positive number of entries"):
+        LampScores(torch.ones(3), run=0)
 
 
 @pytest.mark.parametrize("S", [0.5, 0.7, 0.9, 0.777])

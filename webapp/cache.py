@@ -228,17 +228,13 @@ def model_weights(key: str) -> dict:
 
 @st.cache_resource(show_spinner=False, max_entries=1)
 def lamp_scores(key: str) -> dict:
-    """{longname: ``pruning.allocation.LampScores``} of the loaded model's block matrices, sorted once per model
-    (two threads) and shared by every session: a new target S with LAMP shown then costs one threshold fit, not a
-    sort of every weight (4 bytes a weight kept: 0.42 GiB for the built-in model)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
+    """{longname: ``pruning.allocation.LampScores``} of the loaded model's block matrices
+    (``pruning.allocation.lamp_score_table``), sorted once per model and shared by every session: a new target S
+    with LAMP shown then costs one threshold fit, not a sort of every weight (4 bytes a weight kept: 0.42 GiB for the
+    built-in model)."""
+    from pruning.allocation import lamp_score_table
 
-    from pruning.allocation import LampScores
-
-    weights = model_weights(key)
-    with ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="lamp") as pool:
-        return dict(zip(weights, pool.map(LampScores, weights.values())))
+    return lamp_score_table(model_weights(key))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -51,6 +51,7 @@ from pruning.allocation.mappings import (
 )
 from pruning.allocation.methods.atp import atp_bound, atp_sparsities
 from pruning.allocation.methods.dlp import dlp_block_scores
+from pruning.allocation.methods.lamp import lamp_score_table
 from pruning.allocation.registry import (
                                          ALLOCATION_METHODS,
                                          ALLOCATIONS,
@@ -68,5 +69,5 @@ __all__ = ["ALLOCATIONS", "ALLOCATION_METHODS", "CALIBRATION_METHODS", "DIRECTIO
            "METHOD_LABELS", "OUTPUT_COLUMNS", "READS", "SPECTRAL_METHODS", "TUNABLE_METHODS", "WEIGHT_METHODS",
            "AllocationError", "AllocationOptions", "AllocationSpec", "LampScores", "LoadedAllocation", "Param",
            "allocate", "allocation_options", "allocation_to_json", "alphapruning_ratios", "atp_bound", "atp_sparsities",
-           "check_method", "dlp_block_scores", "erk_factors", "get_allocation", "lamp_scores_sorted",
-           "load_allocation", "owl_outlier_ratios", "save_allocation", "settings_read"]
+           "check_method", "dlp_block_scores", "erk_factors", "get_allocation", "lamp_score_table",
+           "lamp_scores_sorted", "load_allocation", "owl_outlier_ratios", "save_allocation", "settings_read"]

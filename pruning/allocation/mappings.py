@@ -165,10 +165,16 @@ def lamp_scores_sorted(w: Any) -> np.ndarray:
     sq = a.astype(np.float64)  # sorted in the input precision (faster), squared in fp64
     np.square(sq, out=sq)
     suffix = np.cumsum(sq[::-1])[::-1]  # Σ_{v≥u} w_v²: non-increasing, so sq/suffix stays non-decreasing
+    return _lamp_ratio(sq, suffix, out=sq)
+
+
+def _lamp_ratio(sq: np.ndarray, suffix: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """LAMP's score w_u² / Σ_{v≥u} w_v² from the squares and their suffix sums (float64), 0/0 → 0 (only an all-zero
+    matrix has it)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(sq, suffix, out=sq)
-    sq[np.isnan(sq)] = 0.0  # 0/0 happens only in an all-zero matrix
-    return sq
+        out = np.divide(sq, suffix, out=out)
+    out[np.isnan(out)] = 0.0
+    return out
 
 
 #: entries per stored suffix sum in :class:`LampScores` (a count recomputes one such run of scores)
@@ -187,18 +193,18 @@ class LampScores:
     dtype = np.dtype(np.float64)
 
     def __init__(self, w: Any, run: Optional[int] = None):
+        run = LAMP_RUN if run is None else int(run)
+        if run < 1:
+            raise ValueError(f"LampScores: run must be a positive number of entries (default {LAMP_RUN}), got {run}")
         a = as_numpy_abs(w)  # a new array: sorted in place and kept
         a.sort()
-        self.a, self.run, self.size = a, int(run or LAMP_RUN), int(a.size)
+        self.a, self.run, self.size = a, run, int(a.size)
         sq = a.astype(np.float64)
         np.square(sq, out=sq)
         suffix = np.cumsum(sq[::-1])[::-1]
         # suffix sum and score at every run start, and 0.0 past the end (the reference's first sum is 0 + x)
         self.suffix = np.append(suffix[::self.run], 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            starts = sq[::self.run] / suffix[::self.run]
-        starts[np.isnan(starts)] = 0.0
-        self.starts = starts
+        self.starts = _lamp_ratio(sq[::self.run], suffix[::self.run])
         self._last: tuple = (-1, None)
 
     def __len__(self) -> int:
@@ -208,11 +214,7 @@ class LampScores:
         """The exact scores of entries lo … hi−1 (hi a run end or the size), from the suffix sum at hi."""
         sq = np.square(self.a[lo:hi].astype(np.float64))
         top = self.suffix[-1] if hi >= self.size else self.suffix[hi // self.run]
-        suffix = np.cumsum(np.concatenate(([top], sq[::-1])))[:0:-1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = sq / suffix
-        out[np.isnan(out)] = 0.0  # 0/0 happens only in an all-zero matrix
-        return out
+        return _lamp_ratio(sq, np.cumsum(np.concatenate(([top], sq[::-1])))[:0:-1])
 
     def _run_scores(self, r: int) -> np.ndarray:
         """The scores of run ``r`` (the last run asked is kept: a threshold search asks the same one repeatedly)."""

@@ -13,6 +13,13 @@ from pruning.allocation.methods.erk import lookup
 from pruning.allocation.spec import AllocationContext, MethodResult
 
 
+def map_matrices(fn: Callable, matrices: list) -> list:
+    """``[fn(W) for W in matrices]``, one matrix per core at a time (numpy releases the GIL while it sorts and sums;
+    each result as computed alone)."""
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="scores") as pool:
+        return list(pool.map(fn, matrices))
+
+
 def threshold_allocation(ctx: AllocationContext, method: str, scores: Callable, presorted: bool = True) -> MethodResult:
     """Sparsities from one global threshold over ``scores(W)`` (ascending per matrix; in any order with
     ``presorted=False``, see :func:`pruning.allocation.mappings.threshold_fit`). A ``weights`` entry without a shape
@@ -27,9 +34,7 @@ def threshold_allocation(ctx: AllocationContext, method: str, scores: Callable, 
             raise ValueError(f"{n}: weight has {size} entries but num_params is "
                              f"{int(npar)}; the metrics and weights are from different models")
         weights.append(w)
-    # one matrix per core at a time: numpy releases the GIL while it sorts and sums (each matrix's scores as alone)
-    with ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="scores") as pool:
-        sorted_scores = list(pool.map(scores, weights))
+    sorted_scores = map_matrices(scores, weights)
     values, thr, tnote = threshold_fit(sorted_scores, ctx.S, ctx.lo, ctx.hi, ctx.names, presorted=presorted)
     if tnote:
         ctx.notes.append(tnote + " — mean kept")

@@ -115,8 +115,27 @@ def test_block_sparsity_is_the_parameter_weighted_block_mean():
 
 def test_export_heading_names_the_cli_flag(app):
     goto(app, "Allocation lab")
-    heads = [h.value for h in app.subheader if h.value.startswith("Export")]
-    assert heads == ["Export (the format `python -m pruning prune --allocation-file FILE` reads)"], heads
+    heads = [h.value for h in app.markdown if "Export" in h.value]
+    assert heads == ["**Export (the format `python -m pruning prune --allocation-file FILE` reads)**"], heads
+
+
+def test_job_panels_are_drawn_only_while_open(app):
+    """The λ search and the leaderboard sit in expanders that track their state: closed (the default), their
+    widgets are not sent, so a λ step does not redraw them in the browser; opened, they are there, and they stay open
+    across a page switch."""
+    from webapp.allocation_lab import PANELS
+
+    goto(app, "Allocation lab")
+    assert [e.label for e in app.expander if e.label in PANELS.values()] == list(PANELS.values())
+    keys = {b.key for b in app.button}
+    assert "tu_run" not in keys and "lb_run" not in keys
+    app.session_state["al_tune_open"] = True
+    app.run()
+    keys = {b.key for b in app.button}
+    assert "tu_run" in keys and "lb_run" not in keys
+    goto(app, "Model overview")
+    goto(app, "Allocation lab")
+    assert "tu_run" in {b.key for b in app.button}
 
 
 def test_lambda_search_panel_fills_in_and_sends_the_chosen_lambda(app, tmp_path, monkeypatch):
@@ -125,6 +144,7 @@ def test_lambda_search_panel_fills_in_and_sends_the_chosen_lambda(app, tmp_path,
     monkeypatch.setenv("SPL_CACHE_DIR", str(tmp_path))  # a fresh statistics cache
     goto(app, "Prune & evaluate")
     app.number_input(key="pr_seqlen").set_value(64).run()
+    app.session_state["al_tune_open"] = True  # the λ search's expander opened
     goto(app, "Allocation lab")
     app.text_input(key="tu_lams").input("0,0.45").run()
     app.number_input(key="tu_nsamples").set_value(2).run()

@@ -58,6 +58,7 @@ def test_leaderboard_runs_in_the_background_and_fills_in(app, tiny_dir):
     from pruning.allocation import atp_bound
 
     open_local(app, tiny_dir)
+    app.session_state["al_lb_open"] = True  # the leaderboard's expander opened
     goto(app, "Allocation lab")
     app.session_state["pr_seqlen"] = 64
     app.session_state["tu_nsamples"] = 2
@@ -115,6 +116,7 @@ def test_leaderboard_offers_the_measured_allocation_only_with_a_table_of_this_mo
         goto(app, "Allocation lab")
         return path
 
+    app.session_state["al_lb_open"] = True  # the leaderboard's expander opened
     goto(app, "Allocation lab")
     label = ALLOCATION_LABELS["sensitivity"]
     assert "sensitivity" not in _lb_options(app) and label not in _lb_options(app)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from webapp.serve import CHROMIUM
@@ -123,16 +124,20 @@ def _trace(fig: dict, name: str) -> np.ndarray:
     raise AssertionError(f"no trace {name!r} in {[t['name'] for t in fig['traces']]}")
 
 
+def _analysis() -> pd.DataFrame:
+    from spectra.analyze import analyze
+
+    return analyze(None, progress=False)  # the disk cache: same numbers the app shows
+
+
 def _expected_alphapruning(lam: float, S: float = 0.6) -> np.ndarray:
     from pruning.allocation import allocate
     from pruning.plots import block_sparsity
-    from spectra.analyze import analyze
 
-    df = analyze(None, progress=False)  # the disk cache: same numbers the app shows
-    return 100.0 * block_sparsity(allocate(df, "alphapruning", S, lam=lam)).to_numpy()
+    return 100.0 * block_sparsity(allocate(_analysis(), "alphapruning", S, lam=lam)).to_numpy()
 
 
-def test_every_view_and_the_lambda_slider(page):
+def test_every_view_and_the_lambda_slider(page, tmp_path):
     t0 = time.time()
     page.wait_for_selector(".js-plotly-plot", timeout=300_000)
     _idle(page)
@@ -163,6 +168,21 @@ def test_every_view_and_the_lambda_slider(page):
     np.testing.assert_allclose(uni1, uni0)  # other curves stay
     np.testing.assert_allclose(ap1, _expected_alphapruning(0.5), rtol=1e-9, atol=1e-9)
     assert np.ptp(ap1) > np.ptp(ap0)  # a larger λ spreads the sparsities wider
+    # the export popover: the file is named by the λ it holds and is the allocation at that λ
+    page.get_by_role("button", name="Export an allocation (JSON / CSV)").click()
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="JSON", exact=True).click()
+    assert dl.value.suggested_filename == "allocation-alphapruning-S0.60-lam0.50-linear-block.json"
+    from pruning.allocation import load_allocation
+    from pruning.plots import block_sparsity
+
+    dl.value.save_as(tmp_path / dl.value.suggested_filename)
+    got = load_allocation(tmp_path / dl.value.suggested_filename)
+    table = pd.DataFrame({"longname": list(got), "sparsity": list(got.values())})
+    table = table.merge(_analysis()[["longname", "block", "num_params"]], on="longname")
+    np.testing.assert_allclose(100 * block_sparsity(table).to_numpy(), ap1, rtol=1e-9, atol=1e-9)
+    page.keyboard.press("Escape")
+    _idle(page)
 
     # ---- ESD explorer: switch the xmin rule to ks; α shown = spectra's fit on that matrix
     t = time.time()

@@ -22,6 +22,11 @@ from webapp.state import SLOW_METHODS, Context, bind, selection
 from webapp.widgets import setting_widget
 
 SPURIOUS = f"α > {SPURIOUS_ALPHA:g}"
+EXPORT_HEADING = "Export (the format `python -m pruning prune --allocation-file FILE` reads)"
+#: the two panels that run a job, each in an expander drawn only while open (``on_change="rerun"``): their widgets
+#: are not redrawn by the browser on every λ step (about 40 ms of a step, bench/RESULTS_app_views.md)
+PANELS = {"al_tune_open": "λ → perplexity: tune λ on held-out text",
+          "al_lb_open": "Leaderboard: every allocation tuned on held-out text"}
 
 
 def allocation_file_bytes(alloc: pd.DataFrame, suffix: str) -> bytes:
@@ -83,8 +88,11 @@ def render(ctx: Context) -> None:
     lam_fig = cache.lambda_range_chart(ctx.df, ctx.df_key, ctx.model_key, no_lam)
     if lam_fig is not None:
         chart(lam_fig, key="al_lam_fig")
-    tune_panel(ctx)
-    leaderboard_panel(ctx)
+    for key, panel in (("al_tune_open", tune_panel), ("al_lb_open", leaderboard_panel)):
+        box = st.expander(PANELS[key], key=key, on_change="rerun")
+        if box.open:
+            with box:
+                panel(ctx)
 
 
 @st.fragment
@@ -122,28 +130,38 @@ def allocation_curves(ctx: Context) -> None:
     # percentages by the table's own column format, not a pandas Styler (rendered to strings on every λ step)
     show_table(summary, key="al_summary", column_config={c: st.column_config.NumberColumn(format="percent")
                                                          for c in ("min", "max", "weighted_mean", "spread")})
-    st.subheader("Export (the format `python -m pruning prune --allocation-file FILE` reads)")
-    c1, c2, c3 = st.columns([2, 1, 1])
+    chosen = export_popover(allocs, settings)
+    if st.toggle("show the allocation table", key="al_show_table"):  # drawn on demand, not on every λ step
+        shown = "the parameter-weighted mean of each block" if state.alloc_plot_by() == "block" else "each matrix"
+        st.caption(f"{ALLOCATION_LABELS[st.session_state.al_export]} (the allocation chosen under *Export*), one row "
+                   f"per matrix (what the prune reads); the chart above shows {shown}.")
+        show_table(chosen, key="al_table")
+
+
+def export_popover(allocs: dict, settings: dict) -> pd.DataFrame:
+    """*Export*: one allocation of the chart as the JSON / CSV file the pruning CLI reads, named by every setting the
+    method reads. A popover: the browser draws its widgets only while it is open, not on every λ step. Returns the
+    chosen allocation's table."""
     inv = {v: k for k, v in ALLOCATION_LABELS.items()}
     choices = [inv[label] for label in allocs]
     kw = bind("al_export", "method", choices)
     if st.session_state.get("al_export") not in choices:
         st.session_state.al_export = choices[0]
-    c1.selectbox("allocation to export", choices, key="al_export", format_func=ALLOCATION_LABELS.get, **kw)
-    chosen = allocs[ALLOCATION_LABELS[st.session_state.al_export]]
-    exported = st.session_state.al_export
-    stem = (f"allocation-{exported}-S{settings['S']:.2f}"  # every setting the method reads is in the name
-            + (f"-lam{settings['lam']:.2f}" if exported in SPECTRAL_METHODS else "")
-            + (f"-{settings['mapping']}-{settings['granularity']}" if exported in SPECTRAL_METHODS else ""))
-    # the file is written when the button is clicked (deferred), not on every λ step
-    c2.download_button("JSON", lambda: allocation_file_bytes(chosen, ".json"), f"{stem}.json", "application/json",
-                       key="al_dl_json", on_click="ignore")
-    c3.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
-                       key="al_dl_csv", on_click="ignore")
-    if st.toggle("show the allocation table", key="al_show_table"):  # drawn on demand, not on every λ step
-        shown = "the parameter-weighted mean of each block" if state.alloc_plot_by() == "block" else "each matrix"
-        st.caption(f"One row per matrix (what the prune reads); the chart above shows {shown}.")
-        show_table(chosen, key="al_table")
+    with st.popover("Export an allocation (JSON / CSV)"):
+        st.markdown(f"**{EXPORT_HEADING}**")
+        st.selectbox("allocation to export", choices, key="al_export", format_func=ALLOCATION_LABELS.get, **kw)
+        exported = st.session_state.al_export
+        chosen = allocs[ALLOCATION_LABELS[exported]]
+        stem = (f"allocation-{exported}-S{settings['S']:.2f}"  # every setting the method reads is in the name
+                + (f"-lam{settings['lam']:.2f}" if exported in SPECTRAL_METHODS else "")
+                + (f"-{settings['mapping']}-{settings['granularity']}" if exported in SPECTRAL_METHODS else ""))
+        c1, c2 = st.columns(2)
+        # the file is written when the button is clicked (deferred), not on every λ step
+        c1.download_button("JSON", lambda: allocation_file_bytes(chosen, ".json"), f"{stem}.json",
+                           "application/json", key="al_dl_json", on_click="ignore")
+        c2.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
+                           key="al_dl_csv", on_click="ignore")
+    return chosen
 
 
 def tune_panel(ctx: Context) -> None:
@@ -151,7 +169,6 @@ def tune_panel(ctx: Context) -> None:
     uniform as the reference line, the chosen λ marked and a button that sends it to Prune & evaluate."""
     from pruning.tune import tune
 
-    st.subheader("λ → perplexity (tune on held-out text)")
     st.caption("Every λ is pruned one-shot from cached dense calibration statistics (no forward pass; not the "
                "sequential protocol of Prune & evaluate) and scored on held-out C4 windows (validation documents "
                "1000–1999: neither the calibration text nor WikiText-2 test). `python -m pruning tune` does the same.")
@@ -227,7 +244,6 @@ def leaderboard_panel(ctx: Context) -> None:
     from pruning.allocation import TUNABLE_METHODS, get_allocation
     from pruning.compare import CompareJob, CompareSettings
 
-    st.subheader("Leaderboard: every allocation tuned on held-out text")
     st.caption("Each method's parameter is searched with the same number of candidates, one-shot from cached dense "
                "statistics, scored on held-out C4 (never on WikiText-2 test). `python -m pruning compare` does the "
                "same, plus `--final` (sequential prune + WikiText-2 test).")

@@ -119,23 +119,27 @@ def test_export_heading_names_the_cli_flag(app):
     assert heads == ["**Export (the format `python -m pruning prune --allocation-file FILE` reads)**"], heads
 
 
-def test_job_panels_are_drawn_only_while_open(app):
-    """The λ search and the leaderboard sit in expanders that track their state: closed (the default), their
-    widgets are not sent, so a λ step does not redraw them in the browser; opened, they are there, and they stay open
-    across a page switch."""
+def test_panels_below_the_curves_are_drawn_only_while_open(app):
+    """The λ-effect chart, the λ search and the leaderboard sit in expanders that track their state: closed (the
+    default), their chart and widgets are not sent, so a λ step does not redraw them in the browser; opened, they are
+    there, and they stay open across a page switch."""
     from webapp.allocation_lab import PANELS
+
+    def shown():
+        return {b.key for b in app.button} | {c.key for c in app.get("plotly_chart")}
 
     goto(app, "Allocation lab")
     assert [e.label for e in app.expander if e.label in PANELS.values()] == list(PANELS.values())
-    keys = {b.key for b in app.button}
-    assert "tu_run" not in keys and "lb_run" not in keys
+    assert not {"al_lam_fig", "tu_run", "lb_run"} & shown()
     app.session_state["al_tune_open"] = True
+    app.session_state["al_lam_open"] = True
     app.run()
-    keys = {b.key for b in app.button}
-    assert "tu_run" in keys and "lb_run" not in keys
+    assert {"al_lam_fig", "tu_run"} <= shown() and "lb_run" not in shown()
+    lam = figure(app, "al_lam_fig")
+    assert [t["name"] for t in lam["data"]] == ["max sparsity", "min sparsity", "weighted mean"]
     goto(app, "Model overview")
     goto(app, "Allocation lab")
-    assert "tu_run" in {b.key for b in app.button}
+    assert {"al_lam_fig", "tu_run"} <= shown()
 
 
 def test_lambda_search_panel_fills_in_and_sends_the_chosen_lambda(app, tmp_path, monkeypatch):

@@ -23,9 +23,12 @@ from webapp.widgets import setting_widget
 
 SPURIOUS = f"α > {SPURIOUS_ALPHA:g}"
 EXPORT_HEADING = "Export (the format `python -m pruning prune --allocation-file FILE` reads)"
-#: the two panels that run a job, each in an expander drawn only while open (``on_change="rerun"``): their widgets
-#: are not redrawn by the browser on every λ step (about 40 ms of a step, bench/RESULTS_app_views.md)
-PANELS = {"al_tune_open": "λ → perplexity: tune λ on held-out text",
+#: the parts of the page below the curves, each in an expander whose content is drawn only while it is open
+#: (``on_change="rerun"``): closed, the browser does not redraw their chart and widgets on every λ step (Streamlit
+#: redraws every element of the page on each run, a fragment's too: about 60 ms of a step for these three,
+#: bench/RESULTS_app_views.md)
+PANELS = {"al_lam_open": "Effect of λ on AlphaPruning: min / max per-matrix sparsity against λ",
+          "al_tune_open": "λ → perplexity: tune λ on held-out text",
           "al_lb_open": "Leaderboard: every allocation tuned on held-out text"}
 
 
@@ -83,16 +86,16 @@ def render(ctx: Context) -> None:
     if "alphapruning" in state.alloc_methods():
         flagged_fits_notice(ctx, settings["exclude_flagged"])
     allocation_curves(ctx)
-    st.subheader("Effect of λ on AlphaPruning")
+    # computed even while its expander is closed: it caches AlphaPruning at every λ of the slider's grid (the λ steps)
     no_lam = tuple(sorted((k, v) for k, v in settings.items() if k != "lam"))
     lam_fig = cache.lambda_range_chart(ctx.df, ctx.df_key, ctx.model_key, no_lam)
-    if lam_fig is not None:
-        chart(lam_fig, key="al_lam_fig")
-    for key, panel in (("al_tune_open", tune_panel), ("al_lb_open", leaderboard_panel)):
+    panels = {"al_lam_open": lambda: lambda_effect_panel(lam_fig), "al_tune_open": lambda: tune_panel(ctx),
+              "al_lb_open": lambda: leaderboard_panel(ctx)}
+    for key, panel in panels.items():
         box = st.expander(PANELS[key], key=key, on_change="rerun")
         if box.open:
             with box:
-                panel(ctx)
+                panel()
 
 
 @st.fragment
@@ -162,6 +165,15 @@ def export_popover(allocs: dict, settings: dict) -> pd.DataFrame:
         c2.download_button("CSV", lambda: allocation_file_bytes(chosen, ".csv"), f"{stem}.csv", "text/csv",
                            key="al_dl_csv", on_click="ignore")
     return chosen
+
+
+def lambda_effect_panel(lam_fig) -> None:
+    """AlphaPruning's min / max per-matrix sparsity and weighted mean against λ at the page's other settings
+    (``webapp.cache.lambda_range_chart``; None: no λ gave an allocation)."""
+    if lam_fig is None:
+        st.info("No AlphaPruning allocation at these settings (see the error above the curves).")
+    else:
+        chart(lam_fig, key="al_lam_fig")
 
 
 def tune_panel(ctx: Context) -> None:

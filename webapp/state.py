@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
                         get_allocation("alphapruning").params[0].grid(0.5, 1, default_of(TuneSettings, "candidates"))),
     "tu_nsamples": TUNE_CALIBRATION.nsamples, "tu_windows": default_of(TuneSettings, "eval_windows"),
     "lb_methods": ["uniform", "alphapruning", "owl", "dlp", "atp"], "lb_candidates": 3, "lb_windows": 4,
-    "ov_farms": False, "esd_farms": False, "al_tune_open": False, "al_lb_open": False,
+    "ov_farms": False, "esd_farms": False, "al_lam_open": False, "al_tune_open": False, "al_lb_open": False,
 }
 #: the selection every view shares: the matrix looked at (overview pick, ESD explorer, Report), the target sparsity
 #: S, AlphaPruning's λ and the allocation method (Allocation lab export, Prune & evaluate). ``matrix`` None = the

@@ -26,6 +26,10 @@ from typing import Callable, Iterator, Optional
 THREAD_NAME = "spl-warm-model"
 #: seconds without a λ step starting before the read-ahead goes on with its next block (:func:`yield_to_pages`)
 QUIET_S = 1.0
+#: the longest the read-ahead waits at one pause point during an unbroken burst of λ steps before it computes its next
+#: block anyway (~0.3 s of both cores for the built-in model's forward): with 5 s it took a block in the middle of
+#: the benchmark's 12 steps (the slowest step 0.27 s, 0.21 s of it server CPU; bench/RESULTS_app_views.md)
+BURST_LIMIT_S = 30.0
 #: how much lower than the pages the read-ahead thread runs (:func:`background_priority`): at nice +10 the pages
 #: get about 10× its CPU share when both want a core
 BACKGROUND_NICE = 10
@@ -80,10 +84,12 @@ def page_started() -> None:
     _last_page_run[0] = time.monotonic()
 
 
-def yield_to_pages(limit_s: float = 5.0) -> None:
+def yield_to_pages(limit_s: Optional[float] = None) -> None:
     """Called by the read-ahead between two decoder blocks: wait until no page has started running for
-    :data:`QUIET_S` seconds (at most ``limit_s``, and not while a page waits for the read-ahead, :func:`waiting`).
+    :data:`QUIET_S` seconds (at most ``limit_s``, default :data:`BURST_LIMIT_S`, and not while a page waits for the
+    read-ahead, :func:`waiting`).
     Raises :class:`ReadAheadStopped` once the process is exiting (:func:`stop`)."""
+    limit_s = BURST_LIMIT_S if limit_s is None else limit_s
     t0 = time.monotonic()
     while (time.monotonic() - _last_page_run[0] < QUIET_S and time.monotonic() - t0 < limit_s
            and not _waiting[0] and not _STOP.is_set()):

@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,45 +21,8 @@ sys.path.insert(0, str(ROOT))
 from bench_app_views import STEPS, charts_drawn, idle, slider_steps, visit  # noqa: E402  (bench/ is sys.path[0])
 from trace_lambda_step import wait_quiet  # noqa: E402
 
-from webapp.serve import CHROMIUM, free_port  # noqa: E402
+from webapp.serve import CHROMIUM, StreamlitServer  # noqa: E402
 from webapp.serve import CHROMIUM_FLAGS as FLAGS  # noqa: E402
-
-
-class Checkout:
-    """``python -m webapp.launch run app.py`` in ``path`` (its own code first on sys.path), on a free port."""
-
-    def __init__(self, path: Path):
-        self.path, self.port = path, free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "webapp.launch", "run", "app.py", "--server.headless",
-                                      "true", "--server.address", "127.0.0.1", "--server.port", str(self.port),
-                                      "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                                     cwd=path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(self.url + "/_stcore/health", timeout=2).read().strip() == b"ok":
-                    return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the app in {path} did not start")
-
-    def cpu(self) -> float:
-        import psutil
-
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return t.user + t.system
-
-    def stop(self) -> None:
-        import signal
-
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -79,7 +39,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} at start")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        apps = [Checkout(d) for d in dirs]
+        apps = [StreamlitServer(d / "app.py", {**os.environ, "PYTHONUNBUFFERED": "1"}, checkout=d) for d in dirs]
         try:
             pages = []
             for app in apps:

@@ -38,19 +38,23 @@ class StreamlitServer:
     """``streamlit run script`` on a free local port; :attr:`url` answers ``/_stcore/health`` once constructed.
 
     Raises ``RuntimeError`` (with the end of ``log`` when it is a readable file) when the server exits or does not
-    answer within ``timeout_s``. Use as a context manager, or call :meth:`stop`.
+    answer within ``timeout_s``. Use as a context manager, or call :meth:`stop`. ``checkout``: the repository
+    whose code the server runs (default this one; another checkout's ``app.py`` with its own packages first on
+    ``sys.path``, e.g. to compare two versions, bench/ab_lambda_step.py).
     """
 
-    def __init__(self, script: Path, env: Optional[dict] = None, log: Optional[IO] = None, timeout_s: float = 120.0):
+    def __init__(self, script: Path, env: Optional[dict] = None, log: Optional[IO] = None, timeout_s: float = 120.0,
+                 checkout: Optional[Path] = None):
         self.port = free_port()
         self.log = log
         out = log if log is not None else subprocess.DEVNULL
+        checkout = Path(checkout).resolve() if checkout is not None else ROOT
         # the app as make app starts it (its imports begun with the server, webapp.launch); other scripts plainly
-        runner = "webapp.launch" if Path(script).resolve() == ROOT / "app.py" else "streamlit"
+        runner = "webapp.launch" if Path(script).resolve() == checkout / "app.py" else "streamlit"
         self.proc = subprocess.Popen([sys.executable, "-m", runner, "run", str(script), "--server.headless",
                                       "true", "--server.address", "127.0.0.1", "--server.port", str(self.port),
                                       "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                                     cwd=ROOT, env=env if env is not None else dict(os.environ), stdout=out,
+                                     cwd=checkout, env=env if env is not None else dict(os.environ), stdout=out,
                                      stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -32,6 +32,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1, help="rounds per page before the measured ones (not recorded)")
     args = ap.parse_args()
+    for d in (args.a, args.b):
+        if not (d / "app.py").is_file():
+            ap.error(f"{d} holds no app.py; pass two checkouts of this repository (git worktree add DIR REV)")
+    if args.rounds < 1 or args.warmup < 0:
+        ap.error(f"--rounds must be ≥ 1 and --warmup ≥ 0 (got {args.rounds} and {args.warmup})")
     from playwright.sync_api import sync_playwright
 
     dirs = [args.a.resolve(), args.b.resolve()]

@@ -61,6 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--app", default=str(ROOT / "app.py"))
     args = ap.parse_args()
+    if not Path(args.app).is_file():
+        ap.error(f"--app {args.app}: no such file; pass the app's app.py")
     from playwright.sync_api import sync_playwright
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -22,3 +22,8 @@ def test_a_server_that_exits_is_reported_with_its_log(tmp_path):
     with open(tmp_path / "log.txt", "w+") as log, pytest.raises(RuntimeError, match="streamlit did not start"):
         StreamlitServer(tmp_path / "page.py", env={"PATH": "/usr/bin", "PYTHONPATH": "", "PYTHONHOME": "/nonexistent"},
                         log=log, timeout_s=30)
+
+
+def test_a_checkout_that_is_no_directory_is_refused_before_starting(tmp_path):
+    with pytest.raises(NotADirectoryError, match="is not a directory; pass the repository root"):
+        StreamlitServer(tmp_path / "app.py", checkout=tmp_path / "missing")

@@ -45,10 +45,12 @@ class StreamlitServer:
 
     def __init__(self, script: Path, env: Optional[dict] = None, log: Optional[IO] = None, timeout_s: float = 120.0,
                  checkout: Optional[Path] = None):
+        checkout = Path(checkout).resolve() if checkout is not None else ROOT
+        if not checkout.is_dir():
+            raise NotADirectoryError(f"checkout {checkout} is not a directory; pass the repository root to serve")
         self.port = free_port()
         self.log = log
         out = log if log is not None else subprocess.DEVNULL
-        checkout = Path(checkout).resolve() if checkout is not None else ROOT
         # the app as make app starts it (its imports begun with the server, webapp.launch); other scripts plainly
         runner = "webapp.launch" if Path(script).resolve() == checkout / "app.py" else "streamlit"
         self.proc = subprocess.Popen([sys.executable, "-m", runner, "run", str(script), "--server.headless",
